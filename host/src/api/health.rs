@@ -1,0 +1,27 @@
+//! Liveness (the process answers) and readiness (the database answers).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+/// `GET /health/live`.
+pub(super) async fn live() -> Json<Value> {
+    Json(json!({"status": "live"}))
+}
+
+/// `GET /health/ready`: 503 while the database does not answer.
+pub(super) async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    match s.orch.store().ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "node": s.orch.node(), "database": s.orch.store().dialect()})),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database unreachable"})))
+        }
+    }
+}

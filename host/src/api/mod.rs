@@ -1,0 +1,52 @@
+//! The HTTP API (axum): the only place that speaks HTTP. `router(state)` builds every route of
+//! DESIGN.md's contract; handlers translate JSON to orchestrator calls and errors to the one
+//! error shape of `error.rs`.
+
+mod components;
+pub mod error;
+mod health;
+mod invocations;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::orchestrator::Orchestrator;
+pub use error::ApiError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node's orchestrator.
+    pub orch: Orchestrator,
+    /// Largest accepted request body (component uploads).
+    pub max_upload_bytes: usize,
+}
+
+/// Longest a result long-poll may wait.
+pub const MAX_LONG_POLL: Duration = Duration::from_secs(60);
+
+/// Builds the router with every route.
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_upload_bytes;
+    Router::new()
+        .route("/v1/components", post(components::upload).get(components::list))
+        .route("/v1/components/{name}", get(components::show).delete(components::remove))
+        .route("/v1/tasks", get(components::tasks))
+        .route("/v1/tasks/{task}", get(components::task).patch(components::patch_task))
+        .route("/v1/invocations", post(invocations::route_one).get(invocations::list))
+        .route("/v1/invocations/batch", post(invocations::route_batch))
+        .route("/v1/invocations/count", get(invocations::count))
+        .route("/v1/invocations/{id}", get(invocations::show))
+        .route("/v1/invocations/{id}/result", get(invocations::result))
+        .route("/v1/invocations/{id}/history", get(invocations::history))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

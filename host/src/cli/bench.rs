@@ -1,0 +1,184 @@
+//! `warden bench`: durable no-op calls end to end on a fresh daemon (SQLite, synchronous=FULL):
+//! throughput through the batch API, latency of one call in flight, and the in-process cost of
+//! instantiate + run. With `--peer`, runs the Celery peer in the same run and prints ratios.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use super::client::Client;
+use crate::config::Config;
+use crate::runtime::{GuestHost, InvocationInfo, Limits, RunRequest};
+use crate::server::Daemon;
+
+/// Options of `warden bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The component to call (e.g. the `hello` example).
+    #[arg(long)]
+    component: PathBuf,
+    /// Task to call.
+    #[arg(long, default_value = "hello")]
+    task: String,
+    /// Arguments of every call.
+    #[arg(long, default_value = r#"{"name":"bench"}"#)]
+    args: String,
+    /// Calls for the throughput run.
+    #[arg(long, default_value_t = 10_000)]
+    calls: usize,
+    /// Calls per batch request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Sequential calls for the latency run.
+    #[arg(long, default_value_t = 300)]
+    latency_calls: usize,
+    /// Slots of the benchmark daemon.
+    #[arg(long, default_value_t = 8)]
+    slots: usize,
+    /// The peer script (e.g. ../shared/bench/celery-peer) to run in the same run.
+    #[arg(long)]
+    peer: Option<PathBuf>,
+}
+
+struct NoHost;
+
+#[async_trait::async_trait]
+impl GuestHost for NoHost {
+    async fn call(&self, _: &InvocationInfo, _: u32, _: &str, _: &str) -> Result<String, crate::model::TaskFailure> {
+        Err(crate::model::TaskFailure::new(crate::model::ErrorKind::Fatal, "no calls in the benchmark"))
+    }
+    async fn wait(&self, _: &InvocationInfo, ids: &[String]) -> Vec<Result<String, crate::model::TaskFailure>> {
+        ids.iter().map(|_| Err(crate::model::TaskFailure::new(crate::model::ErrorKind::Fatal, "no calls"))).collect()
+    }
+    fn progress(&self, _: &InvocationInfo, _: u64, _: u64, _: Option<String>) {}
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1).min(sorted.len() - 1);
+    sorted[i]
+}
+
+/// Runs the benchmark and prints one figure a line.
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&a.component).with_context(|| format!("cannot read {}", a.component.display()))?;
+    let args: Value = serde_json::from_str(&a.args).context("--args is not JSON")?;
+    let dir = tempfile_dir()?;
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.clone(),
+        slots: a.slots,
+        ..Config::default()
+    };
+    let daemon = Daemon::start(cfg).await?;
+    let c = Client::new(&daemon.url());
+    c.deploy("bench", bytes.clone()).await?;
+
+    // Warm-up.
+    for _ in 0..50 {
+        let r = c.call(&a.task, &args).await?;
+        c.result(r["id"].as_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    }
+
+    // Throughput: route everything through the batch API, then wait until all succeeded.
+    let before = count_success(&c, &a.task).await?;
+    let started = Instant::now();
+    let call = json!({"task": a.task, "args": args});
+    let mut routed = 0;
+    while routed < a.calls {
+        let n = a.batch.min(a.calls - routed);
+        c.call_batch(&vec![call.clone(); n]).await?;
+        routed += n;
+    }
+    loop {
+        let done = count_success(&c, &a.task).await? - before;
+        if done >= a.calls as i64 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {done} of {} calls finished in 10 minutes", a.calls);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let throughput = a.calls as f64 / elapsed;
+    println!("warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: sqlite synchronous=FULL)", a.calls);
+
+    // Latency: one call in flight.
+    let mut lat = Vec::with_capacity(a.latency_calls);
+    for _ in 0..a.latency_calls {
+        let t = Instant::now();
+        let r = c.call(&a.task, &args).await?;
+        let inv = c.result(r["id"].as_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+        if inv["status"] != "success" {
+            bail!("a latency call ended {}", inv["status"]);
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!("warden latency_p50_ms={p50:.2} latency_p99_ms={p99:.2}");
+
+    // Instantiate + run in-process, no database.
+    let rt = daemon.orchestrator().runtime().clone();
+    let comp = rt.load(&bytes).await?;
+    let n = 200u32;
+    let t = Instant::now();
+    for i in 0..n {
+        let req = RunRequest {
+            task: a.task.clone(),
+            args: a.args.clone(),
+            info: InvocationInfo { id: format!("bench-{i}"), task: a.task.clone(), attempt: 1, parent: None, workflow: None },
+            limits: Limits { timeout_ms: 10_000, memory_limit_bytes: 64 << 20 },
+            cancel: Default::default(),
+        };
+        let rep = rt.run(&comp, req, Arc::new(NoHost)).await;
+        if let Err(e) = rep.outcome {
+            bail!("in-process run failed: {e}");
+        }
+    }
+    let per_run_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    println!("warden instantiate_run_us={per_run_us:.0}");
+    daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    if let Some(peer) = a.peer {
+        let out = tokio::process::Command::new(&peer)
+            .arg(a.calls.to_string())
+            .output()
+            .await
+            .with_context(|| format!("cannot run the peer {}", peer.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        print!("{text}");
+        if !out.status.success() {
+            bail!("the peer failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let figure = |key: &str| -> Option<f64> {
+            text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).and_then(|v| v.parse().ok()))
+        };
+        if let (Some(pt), Some(pl)) = (figure("throughput_per_s"), figure("latency_p50_ms")) {
+            println!("ratio throughput warden/peer={:.2}", throughput / pt);
+            println!("ratio latency_p50 peer/warden={:.2} (above 1: warden is faster)", pl / p50);
+        }
+        if let Some(pp99) = figure("latency_p99_ms") {
+            println!("ratio latency_p99 peer/warden={:.2}", pp99 / p99);
+        }
+    }
+    Ok(())
+}
+
+async fn count_success(c: &Client, task: &str) -> anyhow::Result<i64> {
+    let v = c.get_query("/v1/invocations/count", &[("task", task.to_string()), ("status", "success".into())]).await?;
+    Ok(v["total"].as_i64().unwrap_or(0))
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("warden-bench-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

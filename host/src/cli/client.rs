@@ -1,0 +1,84 @@
+//! A small HTTP client of the daemon's API for the CLI; API errors become messages with the
+//! daemon's own error text.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Talks to one daemon.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the daemon at `base` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+    }
+
+    async fn read(&self, what: &str, resp: Result<reqwest::Response, reqwest::Error>) -> anyhow::Result<Value> {
+        let resp = resp.with_context(|| format!("cannot reach the daemon at {} ({what}); is `warden serve` running?", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_client_error() || status.is_server_error() {
+            let msg = body["error"]["message"].as_str().unwrap_or("no details");
+            bail!("{what} failed: {status}: {msg}");
+        }
+        Ok(body)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.read(path, self.http.get(format!("{}{path}", self.base)).send().await).await
+    }
+
+    /// `GET path?query`.
+    pub async fn get_query(&self, path: &str, q: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.read(path, self.http.get(format!("{}{path}", self.base)).query(q).send().await).await
+    }
+
+    /// Uploads a component.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .post(format!("{}/v1/components", self.base))
+            .query(&[("name", name)])
+            .header("content-type", "application/wasm")
+            .body(bytes);
+        self.read("deploy", req.send().await).await
+    }
+
+    /// Routes one call.
+    pub async fn call(&self, task: &str, args: &Value) -> anyhow::Result<Value> {
+        let req = self.http.post(format!("{}/v1/invocations", self.base)).json(&json!({"task": task, "args": args}));
+        self.read("call", req.send().await).await
+    }
+
+    /// Routes many calls in one request.
+    pub async fn call_batch(&self, calls: &[Value]) -> anyhow::Result<Value> {
+        let req = self.http.post(format!("{}/v1/invocations/batch", self.base)).json(&json!({ "calls": calls }));
+        self.read("batch call", req.send().await).await
+    }
+
+    /// Long-polls until the invocation is final or `timeout` passes (then errors).
+    pub async fn result(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let wait_ms = left.as_millis().min(30_000) as u64;
+            let path = format!("/v1/invocations/{id}/result");
+            let resp = self.http.get(format!("{}{path}", self.base)).query(&[("timeout_ms", wait_ms)]).send().await;
+            let resp = resp.with_context(|| format!("cannot reach the daemon at {}", self.base))?;
+            let done = resp.status() == reqwest::StatusCode::OK;
+            let body = self.read(&path, Ok(resp)).await?;
+            if done {
+                return Ok(body);
+            }
+            if left.is_zero() {
+                bail!("invocation {id} is still {} after {}s", body["status"], timeout.as_secs());
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Daemon configuration: one typed struct, read from a TOML file, then `WARDEN_*` environment
+//! variables, then command-line flags (each later source wins), validated at start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `warden serve` needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Directory for the embedded SQLite database and the compiled-component cache.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; default: SQLite at `<data_dir>/warden.db`.
+    pub database_url: Option<String>,
+    /// This node's unique name; default: `local`.
+    pub node_name: String,
+    /// Attempts that may run at once on this node.
+    pub slots: usize,
+    /// Largest component upload in bytes (a componentize-py task is about 20 MB).
+    pub max_upload_bytes: usize,
+    /// How long SIGTERM waits for running attempts before interrupting them.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("./warden-data"),
+            database_url: None,
+            node_name: "local".into(),
+            slots: std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8),
+            max_upload_bytes: 64 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; `None` keeps the lower layer's.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Address of the HTTP API [default: 127.0.0.1:7700].
+    #[arg(long, env = "WARDEN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: ./warden-data].
+    #[arg(long, env = "WARDEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (sqlite://PATH or postgres://…) [default: SQLite in the data directory].
+    #[arg(long = "database", env = "WARDEN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Unique node name [default: local].
+    #[arg(long, env = "WARDEN_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Concurrent attempts on this node [default: 4 × cores].
+    #[arg(long, env = "WARDEN_SLOTS")]
+    pub slots: Option<usize>,
+    /// Largest component upload in bytes [default: 64 MiB].
+    #[arg(long, env = "WARDEN_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<usize>,
+    /// Grace period for running attempts on SIGTERM, in ms [default: 10000].
+    #[arg(long, env = "WARDEN_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// TOML file with any of the settings above (lowest precedence).
+    #[arg(long, env = "WARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Builds the configuration: defaults < file < environment < flags (clap reads the
+    /// environment for any flag not given).
+    pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
+        let mut c = match &o.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(v) = o.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &o.data_dir {
+            c.data_dir.clone_from(v);
+        }
+        if let Some(v) = &o.database_url {
+            c.database_url = Some(v.clone());
+        }
+        if let Some(v) = &o.node_name {
+            c.node_name.clone_from(v);
+        }
+        if let Some(v) = o.slots {
+            c.slots = v;
+        }
+        if let Some(v) = o.max_upload_bytes {
+            c.max_upload_bytes = v;
+        }
+        if let Some(v) = o.shutdown_grace_ms {
+            c.shutdown_grace_ms = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// Checks ranges and formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.slots == 0 || self.slots > 10_000 {
+            return Err(ConfigError::Invalid(format!("slots must be between 1 and 10000, got {}", self.slots)));
+        }
+        if self.node_name.is_empty() || self.node_name.len() > 128 {
+            return Err(ConfigError::Invalid("node name must be 1-128 characters".into()));
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(format!("database URL must start with sqlite: or postgres://, got `{url}`")));
+        }
+        Ok(())
+    }
+
+    /// The SQLite file used when no database URL is set, or given as `sqlite://PATH`.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match &self.database_url {
+            None => Some(self.data_dir.join("warden.db")),
+            Some(url) => url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags_with_later_sources_winning() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("w.toml");
+        std::fs::write(&file, "slots = 3\nnode_name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\n").unwrap_or_else(|e| panic!("{e}"));
+        let o = Overrides { config: Some(file.clone()), node_name: Some("from-flag".into()), ..Default::default() };
+        let c = Config::load(&o).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.slots, 3);
+        assert_eq!(c.node_name, "from-flag");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.sqlite_path(), Some(PathBuf::from("./warden-data/warden.db")));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected_with_the_cause() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("w.toml");
+        std::fs::write(&file, "slotz = 3\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = Config::load(&Overrides { config: Some(file), ..Default::default() }).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("slotz"), "{err}");
+        let err = Config::load(&Overrides { slots: Some(0), ..Default::default() }).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("slots"), "{err}");
+        let err = Config::load(&Overrides { database_url: Some("mysql://x".into()), ..Default::default() })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("database URL"), "{err}");
+    }
+}

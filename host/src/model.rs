@@ -1,0 +1,337 @@
+//! Domain types shared by the store, the orchestrator, the runtime and the API: tasks,
+//! invocations, their errors and history. Plain data with serde; no behaviour beyond parsing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::orchestrator::status::InvocationStatus;
+
+/// Milliseconds since the Unix epoch, always read from the database clock.
+pub type Millis = i64;
+
+/// pynenc's concurrency modes, for registration (deduplication) and running (serialisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// No control.
+    #[default]
+    Disabled,
+    /// One invocation of the task in scope.
+    Task,
+    /// One invocation per distinct argument set.
+    Arguments,
+    /// One invocation per distinct value of the key arguments.
+    Keys,
+}
+
+impl Concurrency {
+    /// The lower snake case name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Task => "task",
+            Self::Arguments => "arguments",
+            Self::Keys => "keys",
+        }
+    }
+}
+
+impl FromStr for Concurrency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "disabled" => Ok(Self::Disabled),
+            "task" => Ok(Self::Task),
+            "arguments" => Ok(Self::Arguments),
+            "keys" => Ok(Self::Keys),
+            other => Err(format!("unknown concurrency mode `{other}`")),
+        }
+    }
+}
+
+/// Host defaults for options a component leaves out.
+pub mod defaults {
+    /// Attempts before an invocation fails for good.
+    pub const MAX_ATTEMPTS: u32 = 3;
+    /// Wall-clock limit of one attempt.
+    pub const TIMEOUT_MS: u64 = 60_000;
+    /// Linear-memory limit of one attempt.
+    pub const MEMORY_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
+}
+
+/// A task as registered on the host: its component and its effective options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDef {
+    /// Unique task name.
+    pub name: String,
+    /// The component (by name) that implements it.
+    pub component: String,
+    /// One line for humans.
+    pub description: Option<String>,
+    /// Attempts before the invocation fails for good.
+    pub max_attempts: u32,
+    /// Wall-clock limit of one attempt.
+    pub timeout_ms: u64,
+    /// Linear-memory limit of one attempt.
+    pub memory_limit_bytes: u64,
+    /// Deduplication applied at routing.
+    pub registration_concurrency: Concurrency,
+    /// Serialisation applied at claim and run time.
+    pub running_concurrency: Concurrency,
+    /// Argument names forming the key for `Concurrency::Keys`.
+    pub key_arguments: Vec<String>,
+    /// Ordered LIKE patterns over node names and labels.
+    pub pins: Vec<String>,
+    /// A paused task's invocations are not claimed.
+    pub paused: bool,
+}
+
+/// A change to a task's options (`PATCH /v1/tasks/{task}`); absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatch {
+    /// New attempt limit.
+    pub max_attempts: Option<u32>,
+    /// New timeout.
+    pub timeout_ms: Option<u64>,
+    /// New memory limit.
+    pub memory_limit_bytes: Option<u64>,
+    /// New registration concurrency.
+    pub registration_concurrency: Option<Concurrency>,
+    /// New running concurrency.
+    pub running_concurrency: Option<Concurrency>,
+    /// New key arguments.
+    pub key_arguments: Option<Vec<String>>,
+    /// New pins.
+    pub pins: Option<Vec<String>>,
+    /// Pause or unpause the task.
+    pub paused: Option<bool>,
+}
+
+impl TaskDef {
+    /// Applies a patch in place.
+    pub fn apply(&mut self, p: &TaskPatch) {
+        if let Some(v) = p.max_attempts {
+            self.max_attempts = v;
+        }
+        if let Some(v) = p.timeout_ms {
+            self.timeout_ms = v;
+        }
+        if let Some(v) = p.memory_limit_bytes {
+            self.memory_limit_bytes = v;
+        }
+        if let Some(v) = p.registration_concurrency {
+            self.registration_concurrency = v;
+        }
+        if let Some(v) = p.running_concurrency {
+            self.running_concurrency = v;
+        }
+        if let Some(v) = &p.key_arguments {
+            self.key_arguments.clone_from(v);
+        }
+        if let Some(v) = &p.pins {
+            self.pins.clone_from(v);
+        }
+        if let Some(v) = p.paused {
+            self.paused = v;
+        }
+    }
+}
+
+/// A stored component: its bytes live in the database so every node can load it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    /// Name given at upload (`?name=`).
+    pub name: String,
+    /// Hex SHA-256 of the component bytes; also the AOT cache key.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size_bytes: i64,
+    /// Upload time.
+    pub uploaded_at: Millis,
+    /// The tasks it registered.
+    pub tasks: Vec<String>,
+}
+
+/// The kind of a failure, as stored and shown in the API (lower snake case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Guest said it can never succeed.
+    Fatal,
+    /// Guest said try again.
+    Retryable,
+    /// Guest rejected its arguments.
+    InvalidArgs,
+    /// Guest returned `other`.
+    Other,
+    /// The attempt exceeded its timeout.
+    Timeout,
+    /// The attempt exceeded its memory limit.
+    MemoryLimit,
+    /// The guest trapped (panic, unreachable, bad memory access).
+    Trap,
+    /// The invocation was cancelled while running.
+    Cancelled,
+    /// The host could not run the attempt (component missing, instantiation failed, …).
+    Host,
+    /// The result was not valid JSON or exceeded the size cap.
+    BadResult,
+}
+
+impl ErrorKind {
+    /// Whether another attempt may help.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Self::Retryable | Self::Other | Self::Timeout | Self::MemoryLimit | Self::Trap | Self::Host
+        )
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// Classification that decides retries.
+    pub kind: ErrorKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl TaskFailure {
+    /// Builds a failure.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", serde_json::to_value(self.kind).unwrap_or_default(), self.message)
+    }
+}
+
+/// One routed call of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// Unique id (UUIDv7, so ids sort by creation time).
+    pub id: String,
+    /// Task name.
+    pub task: String,
+    /// Call identity: hash of task + canonical JSON of the args.
+    pub call_id: String,
+    /// Arguments (JSON).
+    pub args: serde_json::Value,
+    /// Current status.
+    pub status: InvocationStatus,
+    /// Result (JSON) once successful.
+    pub result: Option<serde_json::Value>,
+    /// Last error, if any attempt failed.
+    pub error: Option<TaskFailure>,
+    /// Attempts started so far; also the ownership epoch of the current attempt.
+    pub attempts: u32,
+    /// Node that owns the invocation while in an owned status.
+    pub owner: Option<String>,
+    /// Invocation that called this one.
+    pub parent: Option<String>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Time of the last status change.
+    pub updated_at: Millis,
+}
+
+/// A call to insert as a new invocation (status `registered`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewInvocation {
+    /// Fresh id.
+    pub id: String,
+    /// Task name (must exist).
+    pub task: String,
+    /// Call identity.
+    pub call_id: String,
+    /// Canonical JSON text of the arguments.
+    pub args: String,
+    /// Calling invocation, if any.
+    pub parent: Option<String>,
+}
+
+/// One row of an invocation's status history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The status entered.
+    pub status: InvocationStatus,
+    /// The node that made the change, if any.
+    pub node: Option<String>,
+    /// Attempt number at the time.
+    pub attempt: u32,
+    /// When (database clock).
+    pub at: Millis,
+}
+
+/// Ownership of an invocation: the node and the attempt epoch it claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    /// Node name.
+    pub node: String,
+    /// Attempt epoch (the `attempts` counter at claim).
+    pub attempt: u32,
+}
+
+/// A compare-and-swap status change of one invocation, with the statuses it passes through.
+///
+/// `path` lists every status entered in order (its last element is the new status), so that a
+/// tick can fold `pending → running → success` into one update with three history rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Invocation id.
+    pub id: String,
+    /// Status the row must be in for the change to apply.
+    pub from: InvocationStatus,
+    /// Owner the row must have (owned statuses); `None` skips the check (recovery overrides).
+    pub owner: Option<Owner>,
+    /// Statuses entered, in order; non-empty.
+    pub path: Vec<InvocationStatus>,
+    /// Result to store (success).
+    pub result: Option<String>,
+    /// Error to store (failed, retry).
+    pub error: Option<TaskFailure>,
+    /// Node making the change (history).
+    pub node: String,
+}
+
+impl Transition {
+    /// The status the invocation ends in.
+    pub fn to(&self) -> InvocationStatus {
+        self.path.last().copied().unwrap_or(self.from)
+    }
+}
+
+/// An invocation claimed for running: everything a worker needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// Invocation id.
+    pub id: String,
+    /// Task name.
+    pub task: String,
+    /// Arguments (JSON text).
+    pub args: String,
+    /// Attempt number (1-based), also the ownership epoch.
+    pub attempt: u32,
+    /// Calling invocation.
+    pub parent: Option<String>,
+}
+
+/// Filter and page of `GET /v1/invocations`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InvocationFilter {
+    /// Only this task.
+    pub task: Option<String>,
+    /// Only this status.
+    pub status: Option<InvocationStatus>,
+    /// Page size.
+    pub limit: u32,
+    /// Return invocations with ids strictly below this one (newest first).
+    pub cursor: Option<String>,
+}

@@ -1,0 +1,89 @@
+//! Host services of one running attempt (the WIT `calls` interface and progress): child calls
+//! with deterministic ids, and waits that suspend the parent (`running → paused`), give its
+//! slot back while children run, then take a slot again (`paused → resumed → running`).
+
+use tokio::sync::{Mutex, OwnedSemaphorePermit};
+
+use super::worker::step;
+use super::{Orchestrator, OrchestratorError, Progress, identity, lock};
+use crate::model::{ErrorKind, InvocationStatus, Owner, TaskFailure};
+use crate::runtime::{GuestHost, InvocationInfo};
+use crate::store::TransitionOutcome;
+
+/// The `GuestHost` of one attempt.
+pub(super) struct AttemptHost {
+    orch: Orchestrator,
+    owner: Owner,
+    /// The run slot; handed back while the guest waits on children.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl AttemptHost {
+    pub(super) fn new(orch: Orchestrator, owner: Owner, permit: OwnedSemaphorePermit) -> Self {
+        Self { orch, owner, permit: Mutex::new(Some(permit)) }
+    }
+
+    async fn change(&self, id: &str, from: InvocationStatus, path: &[InvocationStatus]) -> Result<(), TaskFailure> {
+        let t = step(id, &self.owner, from, path, self.orch.node());
+        match self.orch.transition(vec![t]).await.as_deref() {
+            Ok([TransitionOutcome::Applied]) => Ok(()),
+            Ok(_) => Err(TaskFailure::new(ErrorKind::Host, "the attempt was taken away from this node")),
+            Err(e) => Err(TaskFailure::new(ErrorKind::Host, e.to_string())),
+        }
+    }
+}
+
+fn to_failure(e: OrchestratorError) -> TaskFailure {
+    match e {
+        OrchestratorError::UnknownTask(_) | OrchestratorError::BadRequest(_) => TaskFailure::new(ErrorKind::InvalidArgs, e.to_string()),
+        other => TaskFailure::new(ErrorKind::Host, other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl GuestHost for AttemptHost {
+    async fn call(&self, caller: &InvocationInfo, seq: u32, task: &str, args: &str) -> Result<String, TaskFailure> {
+        let args: serde_json::Value = serde_json::from_str(args)
+            .map_err(|e| TaskFailure::new(ErrorKind::InvalidArgs, format!("call of `{task}`: arguments are not JSON: {e}")))?;
+        let id = identity::child_invocation_id(&caller.id, seq);
+        // A re-run parent re-attaches to the child it made before.
+        if self.orch.store().invocation_get(&id).await.map_err(|e| to_failure(e.into()))?.is_some() {
+            return Ok(id);
+        }
+        let new = self.orch.new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone())).await.map_err(to_failure)?;
+        self.orch.insert(vec![new]).await.map_err(to_failure)?;
+        Ok(id)
+    }
+
+    async fn wait(&self, caller: &InvocationInfo, ids: &[String]) -> Vec<Result<String, TaskFailure>> {
+        if let Err(f) = self.change(&caller.id, InvocationStatus::Running, &[InvocationStatus::Paused]).await {
+            return ids.iter().map(|_| Err(f.clone())).collect();
+        }
+        // Give the slot back so the children (or anything else) can run meanwhile.
+        self.permit.lock().await.take();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(match self.orch.wait_final(id, None).await {
+                Ok((inv, _)) => match inv.status {
+                    InvocationStatus::Success => Ok(inv.result.map(|r| r.to_string()).unwrap_or_else(|| "null".into())),
+                    status => Err(inv
+                        .error
+                        .unwrap_or_else(|| TaskFailure::new(ErrorKind::Other, format!("invocation `{id}` ended {status}")))),
+                },
+                Err(e) => Err(to_failure(e)),
+            });
+        }
+        match self.orch.inner.slots.clone().acquire_owned().await {
+            Ok(p) => *self.permit.lock().await = Some(p),
+            Err(_) => return ids.iter().map(|_| Err(TaskFailure::new(ErrorKind::Host, "the node is shutting down"))).collect(),
+        }
+        if let Err(f) = self.change(&caller.id, InvocationStatus::Paused, &[InvocationStatus::Resumed, InvocationStatus::Running]).await {
+            return ids.iter().map(|_| Err(f.clone())).collect();
+        }
+        out
+    }
+
+    fn progress(&self, caller: &InvocationInfo, done: u64, total: u64, message: Option<String>) {
+        lock(&self.orch.inner.progress).insert(caller.id.clone(), Progress { done, total, message });
+    }
+}

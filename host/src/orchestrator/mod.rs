@@ -1,0 +1,351 @@
+//! The orchestrator: routing calls, the invocation status machine, the local worker pool,
+//! retries and waiting for results. It reaches the database only through `store::Store` and
+//! guests only through `runtime::Runtime`; every per-invocation write goes through a
+//! group-commit `Batcher`, so the cost is one transaction per tick, not one per invocation.
+
+pub mod batcher;
+mod guest_host;
+pub mod identity;
+pub mod status;
+mod waiters;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::{Invocation, NewInvocation, TaskDef, Transition};
+use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
+use crate::store::{Store, StoreError, TransitionOutcome};
+use batcher::Batcher;
+use waiters::Waiters;
+
+/// Largest number of items one group commit takes.
+const MAX_BATCH: usize = 2048;
+
+/// Errors the orchestrator reports to its callers (the API maps them to HTTP statuses).
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// No task of that name is registered.
+    #[error("unknown task `{0}`")]
+    UnknownTask(String),
+    /// No such invocation / component.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A name is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The component was rejected.
+    #[error(transparent)]
+    Component(#[from] RuntimeError),
+    /// The database failed.
+    #[error("storage failed: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for OrchestratorError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Conflict(what) => Self::Conflict(what),
+            other => Self::Store(other.to_string()),
+        }
+    }
+}
+
+/// Result of orchestrator operations.
+pub type OrchResult<T> = Result<T, OrchestratorError>;
+
+/// One call to route.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    /// Task name.
+    pub task: String,
+    /// Arguments.
+    pub args: serde_json::Value,
+}
+
+/// Latest progress a running guest reported.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Progress {
+    /// Units done.
+    pub done: u64,
+    /// Units in all.
+    pub total: u64,
+    /// Optional message.
+    pub message: Option<String>,
+}
+
+/// Settings of the orchestrator.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// This node's name (owner of claimed invocations).
+    pub node: String,
+    /// Attempts that may run at once on this node.
+    pub slots: usize,
+    /// How often the dispatcher looks for work nobody told it about (retries, other nodes).
+    pub poll_interval: Duration,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    runtime: Runtime,
+    cfg: OrchestratorConfig,
+    slots: Arc<Semaphore>,
+    work: Notify,
+    waiters: Waiters,
+    routes: Batcher<NewInvocation, Invocation>,
+    transitions: Batcher<Transition, TransitionOutcome>,
+    tasks: Mutex<HashMap<String, TaskDef>>,
+    components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    progress: Mutex<HashMap<String, Progress>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The orchestrator of one node; cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+impl Orchestrator {
+    /// Builds the orchestrator; call [`Orchestrator::start`] to recover and begin claiming.
+    pub fn new(store: Arc<dyn Store>, runtime: Runtime, cfg: OrchestratorConfig) -> Self {
+        let s = store.clone();
+        let routes = Batcher::spawn(MAX_BATCH, move |calls: Vec<NewInvocation>| {
+            let s = s.clone();
+            async move { s.invocation_insert_batch(&calls).await.map_err(|e| e.to_string()) }
+        });
+        let s = store.clone();
+        let transitions = Batcher::spawn(MAX_BATCH, move |changes: Vec<Transition>| {
+            let s = s.clone();
+            async move { s.invocation_transition_batch(&changes).await.map_err(|e| e.to_string()) }
+        });
+        let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                runtime,
+                cfg,
+                slots,
+                work: Notify::new(),
+                waiters: Waiters::default(),
+                routes,
+                transitions,
+                tasks: Mutex::new(HashMap::new()),
+                components: tokio::sync::Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
+                progress: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Recovers invocations this node owned in a previous life, then starts the dispatcher.
+    pub async fn start(&self) -> OrchResult<()> {
+        let recovered = self.inner.store.invocation_recover_node(&self.inner.cfg.node).await?;
+        if recovered > 0 {
+            tracing::warn!(recovered, node = %self.inner.cfg.node, "rerouted invocations left running by this node's previous life");
+        }
+        let me = self.clone();
+        self.inner.tracker.spawn(async move { worker::dispatch_loop(me).await });
+        Ok(())
+    }
+
+    /// Stops claiming, lets running attempts finish within `grace`, then interrupts the rest
+    /// (they are recovered at the next start or by another node).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
+            let tokens: Vec<CancellationToken> = lock(&self.inner.running).values().cloned().collect();
+            tracing::warn!(interrupted = tokens.len(), "grace period over; interrupting running attempts");
+            for t in tokens {
+                t.cancel();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.tracker.wait()).await;
+        }
+    }
+
+    /// The store behind this orchestrator.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The runtime behind this orchestrator.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.cfg.node
+    }
+
+    /// Validates, compiles and describes a component, then stores it and registers its tasks.
+    pub async fn deploy(&self, name: &str, bytes: &[u8]) -> OrchResult<crate::model::ComponentInfo> {
+        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(OrchestratorError::BadRequest(
+                "component name must be 1-128 characters of letters, digits, `-`, `_` or `.`".into(),
+            ));
+        }
+        let loaded = self.inner.runtime.load(bytes).await?;
+        let tasks = self.inner.runtime.describe(&loaded, name).await?;
+        let info = self.inner.store.component_put(name, loaded.digest(), bytes, &tasks).await?;
+        self.inner.components.lock().await.insert(name.to_string(), loaded);
+        lock(&self.inner.tasks).clear();
+        self.inner.work.notify_one();
+        Ok(info)
+    }
+
+    /// Removes a component and its tasks.
+    pub async fn undeploy(&self, name: &str) -> OrchResult<()> {
+        if !self.inner.store.component_delete(name).await? {
+            return Err(OrchestratorError::NotFound(format!("component `{name}`")));
+        }
+        self.inner.components.lock().await.remove(name);
+        lock(&self.inner.tasks).clear();
+        Ok(())
+    }
+
+    /// Forgets cached task definitions (after a change of options).
+    pub fn invalidate_tasks(&self) {
+        lock(&self.inner.tasks).clear();
+    }
+
+    /// A task definition, cached.
+    pub async fn task(&self, name: &str) -> OrchResult<TaskDef> {
+        if let Some(t) = lock(&self.inner.tasks).get(name) {
+            return Ok(t.clone());
+        }
+        let t = self
+            .inner
+            .store
+            .task_get(name)
+            .await?
+            .ok_or_else(|| OrchestratorError::UnknownTask(name.to_string()))?;
+        lock(&self.inner.tasks).insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// The compiled component, loaded from the store (and the AOT cache) on first use.
+    async fn component(&self, name: &str) -> OrchResult<LoadedComponent> {
+        let mut cache = self.inner.components.lock().await;
+        if let Some(c) = cache.get(name) {
+            return Ok(c.clone());
+        }
+        let bytes = self
+            .inner
+            .store
+            .component_bytes(name)
+            .await?
+            .ok_or_else(|| OrchestratorError::NotFound(format!("component `{name}`")))?;
+        let loaded = self.inner.runtime.load(&bytes).await?;
+        cache.insert(name.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Routes calls: checks each task exists, computes call ids and stores the invocations in
+    /// one group commit. All or nothing.
+    pub async fn route(&self, calls: Vec<CallRequest>) -> OrchResult<Vec<Invocation>> {
+        let mut news = Vec::with_capacity(calls.len());
+        for c in calls {
+            news.push(self.new_invocation(&c.task, &c.args, None, None).await?);
+        }
+        self.insert(news).await
+    }
+
+    async fn new_invocation(
+        &self,
+        task: &str,
+        args: &serde_json::Value,
+        id: Option<String>,
+        parent: Option<String>,
+    ) -> OrchResult<NewInvocation> {
+        self.task(task).await?;
+        let args = identity::canonical_json(args);
+        Ok(NewInvocation {
+            id: id.unwrap_or_else(identity::new_invocation_id),
+            call_id: identity::call_id(task, &args),
+            task: task.to_string(),
+            args,
+            parent,
+        })
+    }
+
+    async fn insert(&self, news: Vec<NewInvocation>) -> OrchResult<Vec<Invocation>> {
+        if news.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.inner.routes.submit(news).await.map_err(OrchestratorError::Store)?;
+        self.inner.work.notify_one();
+        Ok(out)
+    }
+
+    /// One invocation.
+    pub async fn get(&self, id: &str) -> OrchResult<Invocation> {
+        self.inner
+            .store
+            .invocation_get(id)
+            .await?
+            .ok_or_else(|| OrchestratorError::NotFound(format!("invocation `{id}`")))
+    }
+
+    /// Latest progress of a running invocation.
+    pub fn progress(&self, id: &str) -> Option<Progress> {
+        lock(&self.inner.progress).get(id).cloned()
+    }
+
+    /// Waits until the invocation is final or `timeout` passes; returns it and whether final.
+    pub async fn wait_final(&self, id: &str, timeout: Option<Duration>) -> OrchResult<(Invocation, bool)> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let guard = self.inner.waiters.register(id);
+        loop {
+            let notified = guard.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let inv = self.get(id).await?;
+            if inv.status.is_final() {
+                return Ok((inv, true));
+            }
+            // Another node may finish it: look again now and then even without a local signal.
+            let mut nap = Duration::from_millis(250);
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return Ok((inv, false));
+                }
+                nap = nap.min(left);
+            }
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    /// Applies status changes through the group commit.
+    async fn transition(&self, changes: Vec<Transition>) -> OrchResult<Vec<TransitionOutcome>> {
+        let finals: Vec<(String, bool)> = changes.iter().map(|t| (t.id.clone(), t.to().is_final())).collect();
+        let out = self.inner.transitions.submit(changes).await.map_err(OrchestratorError::Store)?;
+        for ((id, is_final), o) in finals.iter().zip(&out) {
+            if *is_final && *o == TransitionOutcome::Applied {
+                self.inner.waiters.wake(id);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning (a panicked holder leaves plain data behind).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

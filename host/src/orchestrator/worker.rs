@@ -1,0 +1,167 @@
+//! The local worker pool: the dispatcher claims runnable invocations for free slots, and each
+//! attempt moves its invocation `pending → running → success | retry | failed` through the
+//! group-commit writer, with ownership (node + attempt epoch) checked on every change.
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::guest_host::AttemptHost;
+use super::{Orchestrator, lock};
+use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, Transition};
+use crate::runtime::{InvocationInfo, Limits, RunRequest};
+use crate::store::TransitionOutcome;
+
+/// Most invocations claimed in one statement.
+const MAX_CLAIM: usize = 256;
+
+/// Claims work whenever slots are free, until shutdown.
+pub(super) async fn dispatch_loop(orch: Orchestrator) {
+    let inner = &orch.inner;
+    loop {
+        let first = tokio::select! {
+            p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = inner.shutdown.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_CLAIM {
+            match inner.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        // Register for a wake-up before looking, so a route that lands meanwhile is not missed.
+        let notified = inner.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let wanted = permits.len();
+        let claimed = match inner.store.invocation_claim(&inner.cfg.node, wanted as u32).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming invocations failed; retrying");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(inner.cfg.poll_interval) => {},
+                    _ = inner.shutdown.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        let got = claimed.len();
+        for (inv, permit) in claimed.into_iter().zip(permits.drain(..)) {
+            let o = orch.clone();
+            inner.tracker.spawn(async move { run_attempt(o, inv, permit).await });
+        }
+        drop(permits);
+        if got < wanted {
+            tokio::select! {
+                _ = &mut notified => {},
+                _ = tokio::time::sleep(inner.cfg.poll_interval) => {},
+                _ = inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Runs one claimed attempt to its recorded outcome.
+async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!("attempt", invocation = %inv.id, task = %inv.task, attempt = inv.attempt, node = %orch.node(), outcome = tracing::field::Empty);
+    async move {
+        let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
+        let cancel = CancellationToken::new();
+        lock(&orch.inner.running).insert(inv.id.clone(), cancel.clone());
+
+        // pending → running; not awaited before the guest starts. If it is rejected the
+        // attempt was taken away from us (fencing), so the guest is interrupted.
+        let started = orch.transition(vec![step(&inv.id, &owner, InvocationStatus::Pending, &[InvocationStatus::Running], orch.node())]);
+        let fence = cancel.clone();
+        let id = inv.id.clone();
+        tokio::spawn(async move {
+            if !matches!(started.await.as_deref(), Ok([TransitionOutcome::Applied])) {
+                tracing::warn!(invocation = %id, "could not mark the attempt running; interrupting it");
+                fence.cancel();
+            }
+        });
+
+        let (outcome, max_attempts) = match prepare_and_run(&orch, &inv, &owner, cancel, permit).await {
+            Ok(r) => r,
+            Err(f) => (Err(f), 1),
+        };
+        let mut t = step(&inv.id, &owner, InvocationStatus::Running, &[], orch.node());
+        match outcome {
+            Ok(result) => {
+                t.path.push(InvocationStatus::Success);
+                t.result = Some(result);
+            }
+            Err(f) => {
+                let retry = f.kind.retryable() && inv.attempt < max_attempts;
+                t.path.push(if retry { InvocationStatus::Retry } else { InvocationStatus::Failed });
+                t.error = Some(f);
+            }
+        }
+        let to = t.to();
+        tracing::Span::current().record("outcome", to.as_str());
+        match orch.transition(vec![t]).await.as_deref() {
+            Ok([TransitionOutcome::Applied]) => {
+                if to == InvocationStatus::Retry {
+                    orch.inner.work.notify_one();
+                }
+            }
+            Ok(_) => tracing::warn!("the attempt was taken away from this node; its outcome is discarded"),
+            Err(e) => tracing::error!(error = %e, "could not record the outcome; recovery will reroute the invocation"),
+        }
+        lock(&orch.inner.running).remove(&inv.id);
+        lock(&orch.inner.progress).remove(&inv.id);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Looks up the task and component and runs the guest. Returns the outcome and the task's
+/// attempt limit.
+async fn prepare_and_run(
+    orch: &Orchestrator,
+    inv: &Claimed,
+    owner: &Owner,
+    cancel: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> Result<(Result<String, TaskFailure>, u32), TaskFailure> {
+    let host_err = |e: super::OrchestratorError| TaskFailure::new(ErrorKind::Host, e.to_string());
+    let task = orch.task(&inv.task).await.map_err(host_err)?;
+    let component = orch.component(&task.component).await.map_err(host_err)?;
+    let info = InvocationInfo {
+        id: inv.id.clone(),
+        task: inv.task.clone(),
+        attempt: inv.attempt,
+        parent: inv.parent.clone(),
+        workflow: None,
+    };
+    let req = RunRequest {
+        task: inv.task.clone(),
+        args: inv.args.clone(),
+        info,
+        limits: Limits { timeout_ms: task.timeout_ms, memory_limit_bytes: task.memory_limit_bytes },
+        cancel,
+    };
+    let host = Arc::new(AttemptHost::new(orch.clone(), owner.clone(), permit));
+    let report = orch.inner.runtime.run(&component, req, host).await;
+    if report.output_truncated || !report.stderr.is_empty() {
+        tracing::debug!(stdout_bytes = report.stdout.len(), stderr_bytes = report.stderr.len(), truncated = report.output_truncated, "guest output");
+    }
+    Ok((report.outcome, task.max_attempts))
+}
+
+/// A transition of one invocation owned by `owner`.
+pub(super) fn step(id: &str, owner: &Owner, from: InvocationStatus, path: &[InvocationStatus], node: &str) -> Transition {
+    Transition {
+        id: id.to_string(),
+        from,
+        owner: Some(owner.clone()),
+        path: path.to_vec(),
+        result: None,
+        error: None,
+        node: node.to_string(),
+    }
+}

@@ -1,0 +1,1 @@
+//! The only place that touches wasmtime (placeholder until the runtime lands).

@@ -1,0 +1,93 @@
+//! Assembles a daemon from its configuration: opens the store, builds the runtime and the
+//! orchestrator, recovers, serves the HTTP API, and shuts all of it down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::orchestrator::{Orchestrator, OrchestratorConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::{PgStore, SqliteStore, Store};
+
+/// A running daemon.
+pub struct Daemon {
+    addr: SocketAddr,
+    orch: Orchestrator,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    grace: Duration,
+}
+
+/// Opens the configured database and runs its migrations.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = cfg.sqlite_path() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+        let s = SqliteStore::open(&path).await.with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+        return Ok(Arc::new(s));
+    }
+    let url = cfg.database_url.as_deref().unwrap_or_default();
+    let s = PgStore::connect(url).await.context("cannot connect to PostgreSQL")?;
+    Ok(Arc::new(s))
+}
+
+impl Daemon {
+    /// Starts a daemon and returns once it accepts requests.
+    pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let store = open_store(&cfg).await?;
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: cfg.data_dir.join("cache"),
+            max_instances: (cfg.slots as u32).saturating_mul(4).clamp(64, 4000),
+            max_component_bytes: cfg.max_upload_bytes,
+            ..RuntimeConfig::default()
+        })
+        .context("cannot start the wasm runtime")?;
+        let orch = Orchestrator::new(
+            store,
+            runtime,
+            OrchestratorConfig { node: cfg.node_name.clone(), slots: cfg.slots, poll_interval: Duration::from_millis(500) },
+        );
+        orch.start().await.context("cannot recover invocations of this node's previous life")?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let app = api::router(AppState { orch: orch.clone(), max_upload_bytes: cfg.max_upload_bytes });
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%addr, node = %cfg.node_name, slots = cfg.slots, "warden is serving");
+        Ok(Self { addr, orch, stop, server, grace: Duration::from_millis(cfg.shutdown_grace_ms) })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL of the API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The daemon's orchestrator.
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.orch
+    }
+
+    /// Stops accepting requests, drains running attempts within the grace period, and stops.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.orch.shutdown(self.grace).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+}

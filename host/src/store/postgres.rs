@@ -1,0 +1,2 @@
+//! placeholder (postgres)
+pub struct PgStore;

@@ -1,0 +1,2 @@
+//! placeholder (sqlite)
+pub struct SqliteStore;
