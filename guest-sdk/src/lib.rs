@@ -1,4 +1,4 @@
-//! Write [Warden](https://github.com/) tasks in Rust.
+//! Write Warden tasks in Rust.
 //!
 //! A Warden task is a plain Rust function from a deserialisable argument type to a serialisable
 //! result. [`export_tasks!`] turns a list of such functions into a WebAssembly component that
@@ -258,13 +258,7 @@ pub struct InvocationInfo {
 /// Who and what the running attempt is: invocation id, task, attempt number, parent, workflow.
 pub fn info() -> InvocationInfo {
     let info = context::info();
-    InvocationInfo {
-        id: info.id,
-        task: info.task,
-        attempt: info.attempt,
-        parent: info.parent,
-        workflow: info.workflow,
-    }
+    InvocationInfo { id: info.id, task: info.task, attempt: info.attempt, parent: info.parent, workflow: info.workflow }
 }
 
 /// Reports progress: `done` out of `total` units, with an optional message.
@@ -367,23 +361,13 @@ pub fn wait<T: DeserializeOwned>(id: &CallId) -> Result<T, TaskError> {
 /// Waits on several invocations; the results come back in the order of `ids`.
 pub fn wait_all<T: DeserializeOwned>(ids: &[CallId]) -> Vec<Result<T, TaskError>> {
     let raw: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
-    calls::wait_all(&raw)
-        .into_iter()
-        .zip(ids)
-        .map(|(result, id)| decode_result(id, result))
-        .collect()
+    calls::wait_all(&raw).into_iter().zip(ids).map(|(result, id)| decode_result(id, result)).collect()
 }
 
-fn decode_result<T: DeserializeOwned>(
-    id: &CallId,
-    result: Result<String, types::TaskError>,
-) -> Result<T, TaskError> {
+fn decode_result<T: DeserializeOwned>(id: &CallId, result: Result<String, types::TaskError>) -> Result<T, TaskError> {
     let json = result.map_err(TaskError::from)?;
-    serde_json::from_str(&json).map_err(|e| {
-        TaskError::fatal(format!(
-            "result of invocation {id} does not fit the expected type: {e}"
-        ))
-    })
+    serde_json::from_str(&json)
+        .map_err(|e| TaskError::fatal(format!("result of invocation {id} does not fit the expected type: {e}")))
 }
 
 /// Support for [`export_tasks!`]; not a stable API.
@@ -435,8 +419,8 @@ pub mod __private {
     {
         // An absent argument document is `null`, so tasks taking `()` or `Option<_>` work.
         let args = if args.trim().is_empty() { "null" } else { args };
-        let args: A = serde_json::from_str(args)
-            .map_err(|e| WitTaskError::InvalidArgs(format!("arguments do not fit: {e}")))?;
+        let args: A =
+            serde_json::from_str(args).map_err(|e| WitTaskError::InvalidArgs(format!("arguments do not fit: {e}")))?;
         let result = task(args).map_err(|e| WitTaskError::from(TaskError::from(e)))?;
         serde_json::to_string(&result)
             .map_err(|e| WitTaskError::Fatal(format!("result does not serialise to json: {e}")))
@@ -444,10 +428,7 @@ pub mod __private {
 
     /// The error for a task name the component does not export.
     pub fn unknown_task(task: &str, known: &[&str]) -> WitTaskError {
-        WitTaskError::InvalidArgs(format!(
-            "unknown task `{task}`; this component exports: {}",
-            known.join(", ")
-        ))
+        WitTaskError::InvalidArgs(format!("unknown task `{task}`; this component exports: {}", known.join(", ")))
     }
 }
 
@@ -594,9 +575,7 @@ mod tests {
     }
 
     fn hello(args: Args) -> Result<Greeting, TaskError> {
-        Ok(Greeting {
-            greeting: format!("Hello, {}!", args.name),
-        })
+        Ok(Greeting { greeting: format!("Hello, {}!", args.name) })
     }
 
     fn nothing(_: ()) -> Result<(), TaskError> {
@@ -636,10 +615,7 @@ mod tests {
         let echo = &defs[2];
         assert_eq!(echo.timeout_ms, Some(1_000));
         assert_eq!(echo.memory_limit_bytes, Some(64 << 20));
-        assert_eq!(
-            echo.registration_concurrency,
-            Concurrency::Arguments.into()
-        );
+        assert_eq!(echo.registration_concurrency, Concurrency::Arguments.into());
         assert_eq!(echo.running_concurrency, Concurrency::Keys.into());
         assert_eq!(echo.key_arguments, ["a", "b"]);
         assert_eq!(echo.pins, ["gpu-%"]);
@@ -675,12 +651,9 @@ mod tests {
 
     #[test]
     fn task_error_converts_both_ways() {
-        for error in [
-            TaskError::fatal("a"),
-            TaskError::retryable("b"),
-            TaskError::invalid_args("c"),
-            TaskError::other("d"),
-        ] {
+        for error in
+            [TaskError::fatal("a"), TaskError::retryable("b"), TaskError::invalid_args("c"), TaskError::other("d")]
+        {
             let wit: WitTaskError = error.clone().into();
             assert_eq!(TaskError::from(wit), error);
         }

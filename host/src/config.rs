@@ -142,7 +142,9 @@ impl Config {
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            return Err(ConfigError::Invalid(format!("database URL must start with sqlite: or postgres://, got `{url}`")));
+            return Err(ConfigError::Invalid(format!(
+                "database URL must start with sqlite: or postgres://, got `{url}`"
+            )));
         }
         Ok(())
     }
@@ -167,7 +169,8 @@ mod tests {
     fn file_then_flags_with_later_sources_winning() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("w.toml");
-        std::fs::write(&file, "slots = 3\nnode_name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, "slots = 3\nnode_name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         let o = Overrides { config: Some(file.clone()), node_name: Some("from-flag".into()), ..Default::default() };
         let c = Config::load(&o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.slots, 3);
@@ -181,9 +184,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("w.toml");
         std::fs::write(&file, "slotz = 3\n").unwrap_or_else(|e| panic!("{e}"));
-        let err = Config::load(&Overrides { config: Some(file), ..Default::default() }).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Config::load(&Overrides { config: Some(file), ..Default::default() })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("slotz"), "{err}");
-        let err = Config::load(&Overrides { slots: Some(0), ..Default::default() }).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Config::load(&Overrides { slots: Some(0), ..Default::default() })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("slots"), "{err}");
         let err = Config::load(&Overrides { database_url: Some("mysql://x".into()), ..Default::default() })
             .err()

@@ -184,10 +184,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether another attempt may help.
     pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Self::Retryable | Self::Other | Self::Timeout | Self::MemoryLimit | Self::Trap | Self::Host
-        )
+        matches!(self, Self::Retryable | Self::Other | Self::Timeout | Self::MemoryLimit | Self::Trap | Self::Host)
     }
 }
 

@@ -29,7 +29,9 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
         }
-        let s = SqliteStore::open(&path).await.with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+        let s = SqliteStore::open(&path)
+            .await
+            .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
         return Ok(Arc::new(s));
     }
     let url = cfg.database_url.as_deref().unwrap_or_default();
@@ -52,16 +54,23 @@ impl Daemon {
         let orch = Orchestrator::new(
             store,
             runtime,
-            OrchestratorConfig { node: cfg.node_name.clone(), slots: cfg.slots, poll_interval: Duration::from_millis(500) },
+            OrchestratorConfig {
+                node: cfg.node_name.clone(),
+                slots: cfg.slots,
+                poll_interval: Duration::from_millis(500),
+            },
         );
         orch.start().await.context("cannot recover invocations of this node's previous life")?;
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let app = api::router(AppState { orch: orch.clone(), max_upload_bytes: cfg.max_upload_bytes });
         let stop = CancellationToken::new();
         let s = stop.clone();
         let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await
+            {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });

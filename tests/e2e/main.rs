@@ -1,1 +1,23 @@
-//! tmp
+//! End-to-end tests: real components built from source (tests/build.rs), a real daemon on a
+//! real SQLite file or the machine's PostgreSQL, driven over HTTP. One test binary.
+
+mod api;
+mod runtime;
+
+/// Runs an async test body once per backend: `both!(name, body_fn)` makes `name::sqlite` and
+/// `name::postgres` tests that call `body_fn(Backend)`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(warden_tests::harness::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(warden_tests::harness::Backend::Postgres).await
+            }
+        }
+    };
+}

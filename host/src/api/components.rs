@@ -81,12 +81,7 @@ pub(super) async fn tasks(State(s): State<AppState>) -> Result<Json<Value>, ApiE
 
 /// `GET /v1/tasks/{task}`.
 pub(super) async fn task(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<TaskDef>, ApiError> {
-    s.orch
-        .store()
-        .task_get(&name)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("unknown task `{name}`")))
+    s.orch.store().task_get(&name).await?.map(Json).ok_or_else(|| ApiError::not_found(format!("unknown task `{name}`")))
 }
 
 /// `PATCH /v1/tasks/{task}`.

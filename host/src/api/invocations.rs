@@ -54,7 +54,10 @@ fn view(s: &AppState, inv: &Invocation) -> Value {
 }
 
 /// `POST /v1/invocations`.
-pub(super) async fn route_one(State(s): State<AppState>, body: Result<Json<CallBody>, JsonRejection>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn route_one(
+    State(s): State<AppState>,
+    body: Result<Json<CallBody>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
     let call = to_call(body)?;
     let inv = s.orch.route(vec![call]).await?;
@@ -63,13 +66,19 @@ pub(super) async fn route_one(State(s): State<AppState>, body: Result<Json<CallB
 }
 
 /// `POST /v1/invocations/batch`.
-pub(super) async fn route_batch(State(s): State<AppState>, body: Result<Json<BatchBody>, JsonRejection>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn route_batch(
+    State(s): State<AppState>,
+    body: Result<Json<BatchBody>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
     if body.calls.is_empty() {
         return Err(ApiError::bad_request("`calls` is empty"));
     }
     if body.calls.len() > MAX_BATCH_CALLS {
-        return Err(ApiError::bad_request(format!("at most {MAX_BATCH_CALLS} calls per batch, got {}", body.calls.len())));
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_BATCH_CALLS} calls per batch, got {}",
+            body.calls.len()
+        )));
     }
     let calls = body.calls.into_iter().map(to_call).collect::<Result<Vec<_>, _>>()?;
     let invs = s.orch.route(calls).await?;
@@ -115,7 +124,10 @@ fn parse_status(s: Option<String>) -> Result<Option<InvocationStatus>, ApiError>
 }
 
 /// `GET /v1/invocations?task=&status=&limit=&cursor=`: newest first.
-pub(super) async fn list(State(s): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
@@ -136,7 +148,10 @@ pub(super) struct CountQuery {
 }
 
 /// `GET /v1/invocations/count?task=&status=`: counts per task and status, and the total.
-pub(super) async fn count(State(s): State<AppState>, q: Result<Query<CountQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn count(
+    State(s): State<AppState>,
+    q: Result<Query<CountQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
     let counts = s.orch.store().invocation_count(q.task.as_deref(), parse_status(q.status)?).await?;
     let total: i64 = counts.iter().map(|c| c.count).sum();

@@ -69,12 +69,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&a.component).with_context(|| format!("cannot read {}", a.component.display()))?;
     let args: Value = serde_json::from_str(&a.args).context("--args is not JSON")?;
     let dir = tempfile_dir()?;
-    let cfg = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.clone(),
-        slots: a.slots,
-        ..Config::default()
-    };
+    let cfg = Config { listen: "127.0.0.1:0".parse()?, data_dir: dir.clone(), slots: a.slots, ..Config::default() };
     let daemon = Daemon::start(cfg).await?;
     let c = Client::new(&daemon.url());
     c.deploy("bench", bytes.clone()).await?;
@@ -107,7 +102,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let throughput = a.calls as f64 / elapsed;
-    println!("warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: sqlite synchronous=FULL)", a.calls);
+    println!(
+        "warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: sqlite synchronous=FULL)",
+        a.calls
+    );
 
     // Latency: one call in flight.
     let mut lat = Vec::with_capacity(a.latency_calls);
@@ -133,7 +131,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         let req = RunRequest {
             task: a.task.clone(),
             args: a.args.clone(),
-            info: InvocationInfo { id: format!("bench-{i}"), task: a.task.clone(), attempt: 1, parent: None, workflow: None },
+            info: InvocationInfo {
+                id: format!("bench-{i}"),
+                task: a.task.clone(),
+                attempt: 1,
+                parent: None,
+                workflow: None,
+            },
             limits: Limits { timeout_ms: 10_000, memory_limit_bytes: 64 << 20 },
             cancel: Default::default(),
         };

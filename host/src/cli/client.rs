@@ -19,7 +19,9 @@ impl Client {
     }
 
     async fn read(&self, what: &str, resp: Result<reqwest::Response, reqwest::Error>) -> anyhow::Result<Value> {
-        let resp = resp.with_context(|| format!("cannot reach the daemon at {} ({what}); is `warden serve` running?", self.base))?;
+        let resp = resp.with_context(|| {
+            format!("cannot reach the daemon at {} ({what}); is `warden serve` running?", self.base)
+        })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_client_error() || status.is_server_error() {

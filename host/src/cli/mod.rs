@@ -137,7 +137,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Get { id, remote } => print_json(&Client::new(&remote.url).get(&format!("/v1/invocations/{id}")).await?),
+        Command::Get { id, remote } => {
+            print_json(&Client::new(&remote.url).get(&format!("/v1/invocations/{id}")).await?)
+        }
         Command::Ls { what, task, status, limit, remote } => {
             let c = Client::new(&remote.url);
             match what {

@@ -35,7 +35,9 @@ impl AttemptHost {
 
 fn to_failure(e: OrchestratorError) -> TaskFailure {
     match e {
-        OrchestratorError::UnknownTask(_) | OrchestratorError::BadRequest(_) => TaskFailure::new(ErrorKind::InvalidArgs, e.to_string()),
+        OrchestratorError::UnknownTask(_) | OrchestratorError::BadRequest(_) => {
+            TaskFailure::new(ErrorKind::InvalidArgs, e.to_string())
+        }
         other => TaskFailure::new(ErrorKind::Host, other.to_string()),
     }
 }
@@ -43,14 +45,19 @@ fn to_failure(e: OrchestratorError) -> TaskFailure {
 #[async_trait::async_trait]
 impl GuestHost for AttemptHost {
     async fn call(&self, caller: &InvocationInfo, seq: u32, task: &str, args: &str) -> Result<String, TaskFailure> {
-        let args: serde_json::Value = serde_json::from_str(args)
-            .map_err(|e| TaskFailure::new(ErrorKind::InvalidArgs, format!("call of `{task}`: arguments are not JSON: {e}")))?;
+        let args: serde_json::Value = serde_json::from_str(args).map_err(|e| {
+            TaskFailure::new(ErrorKind::InvalidArgs, format!("call of `{task}`: arguments are not JSON: {e}"))
+        })?;
         let id = identity::child_invocation_id(&caller.id, seq);
         // A re-run parent re-attaches to the child it made before.
         if self.orch.store().invocation_get(&id).await.map_err(|e| to_failure(e.into()))?.is_some() {
             return Ok(id);
         }
-        let new = self.orch.new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone())).await.map_err(to_failure)?;
+        let new = self
+            .orch
+            .new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone()))
+            .await
+            .map_err(to_failure)?;
         self.orch.insert(vec![new]).await.map_err(to_failure)?;
         Ok(id)
     }
@@ -66,18 +73,26 @@ impl GuestHost for AttemptHost {
             out.push(match self.orch.wait_final(id, None).await {
                 Ok((inv, _)) => match inv.status {
                     InvocationStatus::Success => Ok(inv.result.map(|r| r.to_string()).unwrap_or_else(|| "null".into())),
-                    status => Err(inv
-                        .error
-                        .unwrap_or_else(|| TaskFailure::new(ErrorKind::Other, format!("invocation `{id}` ended {status}")))),
+                    status => Err(inv.error.unwrap_or_else(|| {
+                        TaskFailure::new(ErrorKind::Other, format!("invocation `{id}` ended {status}"))
+                    })),
                 },
                 Err(e) => Err(to_failure(e)),
             });
         }
         match self.orch.inner.slots.clone().acquire_owned().await {
             Ok(p) => *self.permit.lock().await = Some(p),
-            Err(_) => return ids.iter().map(|_| Err(TaskFailure::new(ErrorKind::Host, "the node is shutting down"))).collect(),
+            Err(_) => {
+                return ids
+                    .iter()
+                    .map(|_| Err(TaskFailure::new(ErrorKind::Host, "the node is shutting down")))
+                    .collect();
+            }
         }
-        if let Err(f) = self.change(&caller.id, InvocationStatus::Paused, &[InvocationStatus::Resumed, InvocationStatus::Running]).await {
+        if let Err(f) = self
+            .change(&caller.id, InvocationStatus::Paused, &[InvocationStatus::Resumed, InvocationStatus::Running])
+            .await
+        {
             return ids.iter().map(|_| Err(f.clone())).collect();
         }
         out

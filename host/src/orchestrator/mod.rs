@@ -195,7 +195,8 @@ impl Orchestrator {
 
     /// Validates, compiles and describes a component, then stores it and registers its tasks.
     pub async fn deploy(&self, name: &str, bytes: &[u8]) -> OrchResult<crate::model::ComponentInfo> {
-        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(OrchestratorError::BadRequest(
                 "component name must be 1-128 characters of letters, digits, `-`, `_` or `.`".into(),
             ));
@@ -229,12 +230,8 @@ impl Orchestrator {
         if let Some(t) = lock(&self.inner.tasks).get(name) {
             return Ok(t.clone());
         }
-        let t = self
-            .inner
-            .store
-            .task_get(name)
-            .await?
-            .ok_or_else(|| OrchestratorError::UnknownTask(name.to_string()))?;
+        let t =
+            self.inner.store.task_get(name).await?.ok_or_else(|| OrchestratorError::UnknownTask(name.to_string()))?;
         lock(&self.inner.tasks).insert(name.to_string(), t.clone());
         Ok(t)
     }
@@ -332,16 +329,24 @@ impl Orchestrator {
         }
     }
 
-    /// Applies status changes through the group commit.
-    async fn transition(&self, changes: Vec<Transition>) -> OrchResult<Vec<TransitionOutcome>> {
+    /// Applies status changes through the group commit. The changes are queued at once (in
+    /// call order), even before the returned future is polled.
+    fn transition(
+        &self,
+        changes: Vec<Transition>,
+    ) -> impl std::future::Future<Output = OrchResult<Vec<TransitionOutcome>>> + Send + 'static {
         let finals: Vec<(String, bool)> = changes.iter().map(|t| (t.id.clone(), t.to().is_final())).collect();
-        let out = self.inner.transitions.submit(changes).await.map_err(OrchestratorError::Store)?;
-        for ((id, is_final), o) in finals.iter().zip(&out) {
-            if *is_final && *o == TransitionOutcome::Applied {
-                self.inner.waiters.wake(id);
+        let submitted = self.inner.transitions.submit(changes);
+        let me = self.clone();
+        async move {
+            let out = submitted.await.map_err(OrchestratorError::Store)?;
+            for ((id, is_final), o) in finals.iter().zip(&out) {
+                if *is_final && *o == TransitionOutcome::Applied {
+                    me.inner.waiters.wake(id);
+                }
             }
+            Ok(out)
         }
-        Ok(out)
     }
 }
 

@@ -206,7 +206,9 @@ mod tests {
             assert!(!s.is_owned(), "{s} runnable yet owned");
         }
         use InvocationStatus::*;
-        for (a, b) in [(Registered, Pending), (Pending, Running), (Running, Success), (Running, Retry), (Retry, Pending)] {
+        for (a, b) in
+            [(Registered, Pending), (Pending, Running), (Running, Success), (Running, Retry), (Retry, Pending)]
+        {
             assert!(a.can_move_to(b), "{a} -> {b}");
         }
     }

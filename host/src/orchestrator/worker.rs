@@ -75,7 +75,13 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
 
         // pending → running; not awaited before the guest starts. If it is rejected the
         // attempt was taken away from us (fencing), so the guest is interrupted.
-        let started = orch.transition(vec![step(&inv.id, &owner, InvocationStatus::Pending, &[InvocationStatus::Running], orch.node())]);
+        let started = orch.transition(vec![step(
+            &inv.id,
+            &owner,
+            InvocationStatus::Pending,
+            &[InvocationStatus::Running],
+            orch.node(),
+        )]);
         let fence = cancel.clone();
         let id = inv.id.clone();
         tokio::spawn(async move {
@@ -148,13 +154,24 @@ async fn prepare_and_run(
     let host = Arc::new(AttemptHost::new(orch.clone(), owner.clone(), permit));
     let report = orch.inner.runtime.run(&component, req, host).await;
     if report.output_truncated || !report.stderr.is_empty() {
-        tracing::debug!(stdout_bytes = report.stdout.len(), stderr_bytes = report.stderr.len(), truncated = report.output_truncated, "guest output");
+        tracing::debug!(
+            stdout_bytes = report.stdout.len(),
+            stderr_bytes = report.stderr.len(),
+            truncated = report.output_truncated,
+            "guest output"
+        );
     }
     Ok((report.outcome, task.max_attempts))
 }
 
 /// A transition of one invocation owned by `owner`.
-pub(super) fn step(id: &str, owner: &Owner, from: InvocationStatus, path: &[InvocationStatus], node: &str) -> Transition {
+pub(super) fn step(
+    id: &str,
+    owner: &Owner,
+    from: InvocationStatus,
+    path: &[InvocationStatus],
+    node: &str,
+) -> Transition {
     Transition {
         id: id.to_string(),
         from,

@@ -1,1 +1,739 @@
-//! placeholder (conformance)
+//! The store conformance suite: every test runs against a fresh SQLite file and a fresh
+//! PostgreSQL database (`store::conformance::<test>::{sqlite,postgres}`), so both backends
+//! keep exactly the semantics documented on [`Store`].
+//!
+//! PostgreSQL tests need `DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`) and
+//! fail loudly without it: a missing service is a failure, never a skip. Each test creates its
+//! own database `warden_t_<random>` through that connection and drops it at the end (best
+//! effort), so tests run in parallel.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+
+use super::{PgStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
+use crate::model::{
+    Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner, TaskDef, TaskFailure,
+    TaskPatch, Transition,
+};
+
+use InvocationStatus::*;
+use TransitionOutcome::{Applied, Rejected};
+
+// ---------------------------------------------------------------------------------------------
+// Harness.
+
+/// A fresh store plus what it takes to reach the same database again.
+struct Harness {
+    store: Arc<dyn Store>,
+    target: Target,
+}
+
+enum Target {
+    Sqlite { path: PathBuf, _dir: tempfile::TempDir },
+    Postgres(Box<PgDatabase>),
+}
+
+/// A throw-away PostgreSQL database, dropped (best effort) with the harness.
+struct PgDatabase {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl PgDatabase {
+    fn options(&self) -> PgConnectOptions {
+        self.admin.clone().database(&self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let drop_sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(mut conn) = admin.connect().await {
+                    let _ = sqlx::raw_sql(AssertSqlSafe(drop_sql)).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+impl Harness {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("warden.db");
+        let store = SqliteStore::open(&path).await.expect("open SQLite store");
+        Self { store: Arc::new(store), target: Target::Sqlite { path, _dir: dir } }
+    }
+
+    async fn postgres() -> Self {
+        let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+            panic!(
+                "DATABASE_URL is not set: the PostgreSQL conformance tests need a server, e.g. \
+                 DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p warden store::"
+            )
+        });
+        let admin: PgConnectOptions = url.parse().expect("DATABASE_URL is not a PostgreSQL URL");
+        let name = format!("warden_t_{:016x}", rand::random::<u64>());
+        let mut conn = admin
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({url}): {e}; is PostgreSQL running?"));
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let _ = conn.close().await;
+        let db = PgDatabase { admin, name };
+        let store = PgStore::connect_with(db.options(), 8).await.expect("connect PgStore");
+        Self { store: Arc::new(store), target: Target::Postgres(Box::new(db)) }
+    }
+
+    /// A second store on the same database (runs the migrations again).
+    async fn reopen(&self) -> Arc<dyn Store> {
+        match &self.target {
+            Target::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).await.expect("reopen")),
+            Target::Postgres(db) => Arc::new(PgStore::connect_with(db.options(), 2).await.expect("reconnect")),
+        }
+    }
+
+    /// Runs raw SQL (valid in both dialects) behind the store's back.
+    async fn exec_raw(&self, sql: &'static str) {
+        match &self.target {
+            Target::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new().filename(path).connect().await.expect("raw connect");
+                sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw sql");
+                let _ = conn.close().await;
+            }
+            Target::Postgres(db) => {
+                let mut conn = db.options().connect().await.expect("raw connect");
+                sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw sql");
+                let _ = conn.close().await;
+            }
+        }
+    }
+
+    /// A raw `SELECT COUNT(*) …`.
+    async fn count_raw(&self, sql: &'static str) -> i64 {
+        match &self.target {
+            Target::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new().filename(path).connect().await.expect("raw connect");
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("raw count")
+            }
+            Target::Postgres(db) => {
+                let mut conn = db.options().connect().await.expect("raw connect");
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("raw count")
+            }
+        }
+    }
+}
+
+/// Generates `mod <test> { sqlite, postgres }` for every conformance test function.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(super::Harness::sqlite().await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(super::Harness::postgres().await).await;
+                }
+            }
+        )*
+    };
+}
+
+conformance!(
+    migrations_on_a_fresh_database,
+    components_and_tasks,
+    insert_batch,
+    claim_respects_limit_order_and_paused_tasks,
+    concurrent_claimers_never_share_an_invocation,
+    transitions_are_compare_and_swap,
+    duplicate_ids_in_one_batch_apply_in_order,
+    recover_node,
+    list_and_count,
+    get_many_and_history,
+    corrupt_rows_are_errors,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures.
+
+fn task(name: &str) -> TaskDef {
+    TaskDef {
+        name: name.to_owned(),
+        component: String::new(),
+        description: Some(format!("the {name} task")),
+        max_attempts: 3,
+        timeout_ms: 1_000,
+        memory_limit_bytes: 1 << 20,
+        registration_concurrency: Concurrency::Disabled,
+        running_concurrency: Concurrency::Disabled,
+        key_arguments: vec![],
+        pins: vec![],
+        paused: false,
+    }
+}
+
+/// Registers component `comp` with the given tasks.
+async fn setup(store: &dyn Store, tasks: &[&str]) {
+    let defs: Vec<TaskDef> = tasks.iter().map(|t| task(t)).collect();
+    store.component_put("comp", "digest", b"\0asm", &defs).await.expect("component_put");
+}
+
+/// Ids sort in the order of `n`, like UUIDv7s created one after another.
+fn id(n: usize) -> String {
+    format!("0190a000-0000-7000-8000-{n:012}")
+}
+
+fn call(n: usize, task: &str) -> NewInvocation {
+    NewInvocation {
+        id: id(n),
+        task: task.to_owned(),
+        call_id: format!("call-{n}"),
+        args: format!(r#"{{"n":{n}}}"#),
+        parent: None,
+    }
+}
+
+fn calls(range: std::ops::Range<usize>, task: &str) -> Vec<NewInvocation> {
+    range.map(|n| call(n, task)).collect()
+}
+
+fn tr(id: &str, from: InvocationStatus, owner: Option<(&str, u32)>, path: &[InvocationStatus]) -> Transition {
+    Transition {
+        id: id.to_owned(),
+        from,
+        owner: owner.map(|(node, attempt)| Owner { node: node.to_owned(), attempt }),
+        path: path.to_vec(),
+        result: None,
+        error: None,
+        node: owner.map_or("recoverer", |(node, _)| node).to_owned(),
+    }
+}
+
+async fn get(store: &dyn Store, id: &str) -> Invocation {
+    store.invocation_get(id).await.expect("invocation_get").expect("invocation exists")
+}
+
+async fn statuses(store: &dyn Store, id: &str) -> Vec<InvocationStatus> {
+    store.invocation_history(id).await.expect("history").into_iter().map(|h| h.status).collect()
+}
+
+fn ids_of(invocations: &[Invocation]) -> Vec<String> {
+    invocations.iter().map(|i| i.id.clone()).collect()
+}
+
+fn system_now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    i64::try_from(since.as_millis()).expect("millis fit i64")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+async fn migrations_on_a_fresh_database(h: Harness) {
+    let store = &*h.store;
+    store.ping().await.expect("ping");
+    assert!(["sqlite", "postgres"].contains(&store.dialect()));
+    let now = store.now().await.expect("now");
+    assert!((now - system_now_ms()).abs() < 60_000, "database clock {now} is far from the system clock");
+    assert!(store.component_list().await.expect("list").is_empty());
+    assert!(store.task_list().await.expect("tasks").is_empty());
+    assert!(store.invocation_count(None, None).await.expect("count").is_empty());
+    // Migrating an up-to-date database again is a no-op, and data survives.
+    setup(store, &["t"]).await;
+    let again = h.reopen().await;
+    assert_eq!(again.task_list().await.expect("tasks").len(), 1);
+}
+
+async fn components_and_tasks(h: Harness) {
+    let store = &*h.store;
+    let info = store.component_put("c1", "d1", b"bytes-1", &[task("b"), task("a")]).await.expect("put");
+    assert_eq!((info.name.as_str(), info.digest.as_str(), info.size_bytes), ("c1", "d1", 7));
+    assert_eq!(info.tasks, vec!["a", "b"]);
+    assert!(info.uploaded_at > 0);
+
+    assert_eq!(store.component_list().await.expect("list"), vec![info.clone()]);
+    assert_eq!(store.component_get("c1").await.expect("get"), Some(info.clone()));
+    assert_eq!(store.component_get("nope").await.expect("get"), None);
+    assert_eq!(store.component_bytes("c1").await.expect("bytes"), Some(b"bytes-1".to_vec()));
+    assert_eq!(store.component_bytes("nope").await.expect("bytes"), None);
+    let tasks = store.task_list().await.expect("tasks");
+    assert_eq!(tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(tasks[0], TaskDef { component: "c1".into(), ..task("a") });
+
+    // A task name owned by another component is a conflict, and nothing of c2 is stored.
+    let err = store.component_put("c2", "d2", b"x", &[task("z"), task("a")]).await.expect_err("conflict");
+    match err {
+        StoreError::Conflict(msg) => assert_eq!(msg, "task `a` belongs to component `c1`"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.component_get("c2").await.expect("get"), None);
+    assert_eq!(store.task_get("z").await.expect("get"), None);
+    // A component describing a task twice is a conflict too.
+    assert!(matches!(
+        store.component_put("c3", "d", b"x", &[task("q"), task("q")]).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // User patches apply and accumulate.
+    let patch = TaskPatch { max_attempts: Some(9), paused: Some(true), ..TaskPatch::default() };
+    let patched = store.task_update("a", &patch).await.expect("update").expect("task a exists");
+    assert_eq!((patched.max_attempts, patched.paused, patched.timeout_ms), (9, true, 1_000));
+    let patch = TaskPatch {
+        running_concurrency: Some(Concurrency::Keys),
+        key_arguments: Some(vec!["user".into()]),
+        pins: Some(vec!["gpu-%".into()]),
+        ..TaskPatch::default()
+    };
+    store.task_update("a", &patch).await.expect("update");
+    assert_eq!(store.task_update("nope", &patch).await.expect("update"), None);
+    let a = store.task_get("a").await.expect("get").expect("a");
+    assert_eq!((a.max_attempts, a.paused, a.running_concurrency), (9, true, Concurrency::Keys));
+    assert_eq!((a.key_arguments.clone(), a.pins.clone()), (vec!["user".to_owned()], vec!["gpu-%".to_owned()]));
+
+    // An invocation of b, which the re-upload drops.
+    store.invocation_insert_batch(&[call(1, "b")]).await.expect("insert");
+
+    // Re-upload: new options apply except the patched ones; b goes, c comes, a keeps patches.
+    let mut a2 = task("a");
+    a2.max_attempts = 2;
+    a2.timeout_ms = 5_000;
+    a2.description = Some("new a".into());
+    let info = store.component_put("c1", "d1b", b"bytes-22", &[a2, task("c")]).await.expect("re-upload");
+    assert_eq!((info.digest.as_str(), info.size_bytes), ("d1b", 8));
+    assert_eq!(info.tasks, vec!["a", "c"]);
+    let a = store.task_get("a").await.expect("get").expect("a");
+    assert_eq!((a.max_attempts, a.paused, a.timeout_ms), (9, true, 5_000));
+    assert_eq!(a.description.as_deref(), Some("new a"));
+    assert_eq!((a.running_concurrency, a.pins.clone()), (Concurrency::Keys, vec!["gpu-%".to_owned()]));
+    assert_eq!(store.task_get("b").await.expect("get"), None);
+    assert_eq!(store.task_get("c").await.expect("get").expect("c").max_attempts, 3);
+    assert_eq!(store.component_bytes("c1").await.expect("bytes"), Some(b"bytes-22".to_vec()));
+    assert_eq!(get(store, &id(1)).await.task, "b", "invocations survive their task");
+
+    // A task dropped and re-added starts without the old patches.
+    store.component_put("c1", "d1c", b"x", &[task("c")]).await.expect("drop a");
+    let info = store.component_put("c1", "d1d", b"x", &[task("a"), task("c")]).await.expect("re-add a");
+    assert_eq!(info.tasks, vec!["a", "c"]);
+    assert_eq!(store.task_get("a").await.expect("get").expect("a"), TaskDef { component: "c1".into(), ..task("a") });
+
+    // Delete: tasks go, invocations stay.
+    store.component_put("c2", "d2", b"x", &[task("z")]).await.expect("put c2");
+    assert!(store.component_delete("c1").await.expect("delete"));
+    assert!(!store.component_delete("c1").await.expect("delete twice"));
+    assert_eq!(store.task_list().await.expect("tasks").len(), 1);
+    assert_eq!(store.component_list().await.expect("list").len(), 1);
+    assert!(store.invocation_get(&id(1)).await.expect("get").is_some());
+}
+
+async fn insert_batch(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t", "u"]).await;
+    assert!(store.invocation_insert_batch(&[]).await.expect("empty batch").is_empty());
+
+    let before = store.now().await.expect("now");
+    let batch = calls(0..1000, "t");
+    let inserted = store.invocation_insert_batch(&batch).await.expect("insert 1000");
+    let after = store.now().await.expect("now");
+    assert_eq!(ids_of(&inserted), batch.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), "input order");
+    for (inv, c) in inserted.iter().zip(&batch) {
+        assert_eq!(inv.status, Registered);
+        assert_eq!(
+            (inv.attempts, inv.owner.as_deref(), inv.result.as_ref(), inv.error.as_ref()),
+            (0, None, None, None)
+        );
+        assert_eq!((inv.task.as_str(), inv.call_id.as_str()), ("t", c.call_id.as_str()));
+        assert_eq!(inv.args, serde_json::from_str::<serde_json::Value>(&c.args).expect("json"));
+        assert!(before <= inv.created_at && inv.created_at <= after && inv.created_at == inv.updated_at);
+    }
+    assert_eq!(get(store, &id(500)).await, inserted[500]);
+    assert_eq!(
+        store.invocation_count(None, None).await.expect("count"),
+        vec![StatusCount { task: "t".into(), status: Registered, count: 1000 }]
+    );
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 1000);
+    let history = store.invocation_history(&id(7)).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].status, history[0].node.as_deref(), history[0].attempt), (Registered, None, 0));
+    assert_eq!(history[0].at, inserted[7].created_at);
+
+    // Parent and arbitrary JSON arguments round-trip.
+    let mut child = call(2000, "u");
+    child.parent = Some(id(1));
+    child.args = r#"{"s":"ü \"q\"","list":[1,2.5,null],"nested":{"b":true}}"#.into();
+    let got = store.invocation_insert_batch(&[child.clone()]).await.expect("insert child");
+    assert_eq!(got[0].parent.as_deref(), Some(id(1).as_str()));
+    assert_eq!(got[0].args, serde_json::from_str::<serde_json::Value>(&child.args).expect("json"));
+
+    // An unknown task fails the whole batch.
+    let bad = vec![call(3000, "t"), call(3001, "nope"), call(3002, "u")];
+    match store.invocation_insert_batch(&bad).await {
+        Err(StoreError::NotFound(what)) => assert_eq!(what, "task `nope`"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(store.invocation_get(&id(3000)).await.expect("get").is_none(), "batch rolled back");
+    // An id that exists already is a conflict, and rolls back the batch.
+    let dup = vec![call(4000, "t"), call(5, "t")];
+    assert!(matches!(store.invocation_insert_batch(&dup).await, Err(StoreError::Conflict(_))));
+    assert!(store.invocation_get(&id(4000)).await.expect("get").is_none());
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 1001);
+}
+
+async fn claim_respects_limit_order_and_paused_tasks(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["a", "b", "gone"]).await;
+    assert!(store.invocation_claim("n1", 10).await.expect("claim nothing").is_empty());
+    // Interleave: b takes every third id.
+    let mut batch: Vec<NewInvocation> = (0..9).map(|n| call(n, if n % 3 == 0 { "b" } else { "a" })).collect();
+    batch.reverse(); // insertion order must not matter, only id order
+    store.invocation_insert_batch(&batch).await.expect("insert");
+    store.task_update("b", &TaskPatch { paused: Some(true), ..TaskPatch::default() }).await.expect("pause b");
+    // Invocations of a deleted task and invocations not yet available are not claimed.
+    store.invocation_insert_batch(&[call(100, "gone"), call(101, "a")]).await.expect("insert");
+    store.component_put("comp", "digest", b"\0asm", &[task("a"), task("b")]).await.expect("drop task `gone`");
+    h.exec_raw("UPDATE invocations SET available_at = available_at + 3600000 WHERE call_id = 'call-101'").await;
+
+    assert!(store.invocation_claim("n1", 0).await.expect("limit 0").is_empty());
+    let first = store.invocation_claim("n1", 4).await.expect("claim");
+    assert_eq!(first.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(1), id(2), id(4), id(5)]);
+    for c in &first {
+        assert_eq!((c.task.as_str(), c.attempt, c.parent.as_ref()), ("a", 1, None));
+        let n = batch.iter().find(|b| b.id == c.id).expect("claimed one of ours");
+        assert_eq!(c.args, n.args);
+        let inv = get(store, &c.id).await;
+        assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Pending, Some("n1"), 1));
+        let history = store.invocation_history(&c.id).await.expect("history");
+        assert_eq!(history.iter().map(|h| h.status).collect::<Vec<_>>(), vec![Registered, Pending]);
+        assert_eq!((history[1].node.as_deref(), history[1].attempt), (Some("n1"), 1));
+        assert_eq!(history[1].at, inv.updated_at);
+    }
+    let rest = store.invocation_claim("n2", 10).await.expect("claim");
+    assert_eq!(rest.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(7), id(8)]);
+    assert!(store.invocation_claim("n2", 10).await.expect("claim").is_empty(), "b is paused");
+
+    store.task_update("b", &TaskPatch { paused: Some(false), ..TaskPatch::default() }).await.expect("unpause");
+    let b = store.invocation_claim("n2", 10).await.expect("claim");
+    assert_eq!(b.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(0), id(3), id(6)]);
+    assert!(store.invocation_claim("n2", 10).await.expect("claim").is_empty());
+    assert_eq!(get(store, &id(100)).await.status, Registered);
+    assert_eq!(get(store, &id(101)).await.status, Registered);
+
+    // Retry and rerouted are runnable too, and a new claim is a new attempt.
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&id(1), Pending, Some(("n1", 1)), &[Running, Retry]),
+            tr(&id(2), Pending, None, &[PendingRecovery, Rerouted]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Applied, Applied]);
+    let again = store.invocation_claim("n3", 10).await.expect("claim");
+    assert_eq!(again.iter().map(|c| (c.id.clone(), c.attempt)).collect::<Vec<_>>(), vec![(id(1), 2), (id(2), 2)]);
+}
+
+async fn concurrent_claimers_never_share_an_invocation(h: Harness) {
+    let store = h.store.clone();
+    setup(&*store, &["t"]).await;
+    const N: usize = 600;
+    store.invocation_insert_batch(&calls(0..N, "t")).await.expect("insert");
+    let claimer = |node: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.invocation_claim(node, 16).await.expect("claim");
+                if got.is_empty() {
+                    break;
+                }
+                assert!(got.windows(2).all(|w| w[0].id < w[1].id), "claims come oldest first");
+                mine.extend(got.into_iter().map(|c| c.id));
+            }
+            mine
+        })
+    };
+    let (one, two, three) = tokio::join!(claimer("n1"), claimer("n2"), claimer("n3"));
+    let all = [one.expect("n1"), two.expect("n2"), three.expect("n3")];
+    let mut seen = HashSet::new();
+    for (node, ids) in ["n1", "n2", "n3"].iter().zip(&all) {
+        for id in ids {
+            assert!(seen.insert(id.clone()), "{id} claimed twice");
+        }
+        for inv in store.invocation_get_many(ids).await.expect("get_many") {
+            assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Pending, Some(*node), 1));
+        }
+    }
+    assert_eq!(seen.len(), N);
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 2 * N as i64);
+}
+
+async fn transitions_are_compare_and_swap(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..3, "t")).await.expect("insert");
+    assert!(store.invocation_transition_batch(&[]).await.expect("empty").is_empty());
+    store.invocation_claim("n1", 3).await.expect("claim");
+    let a = id(0);
+
+    // Wrong from, wrong owner, wrong attempt, empty path: rejected and nothing written.
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&a, Registered, Some(("n1", 1)), &[Pending]),
+            tr(&a, Pending, Some(("n2", 1)), &[Running]),
+            tr(&a, Pending, Some(("n1", 2)), &[Running]),
+            tr(&a, Pending, Some(("n1", 1)), &[]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Rejected; 4]);
+    assert_eq!(statuses(store, &a).await, vec![Registered, Pending]);
+
+    // The owner moves it; the owner is kept while running and cleared on success.
+    let before = get(store, &a).await.updated_at;
+    let outcomes =
+        store.invocation_transition_batch(&[tr(&a, Pending, Some(("n1", 1)), &[Running])]).await.expect("transition");
+    assert_eq!(outcomes, vec![Applied]);
+    let inv = get(store, &a).await;
+    assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Running, Some("n1"), 1));
+    assert!(inv.updated_at >= before);
+    let mut done = tr(&a, Running, Some(("n1", 1)), &[Success]);
+    done.result = Some(r#"{"answer":42}"#.into());
+    assert_eq!(store.invocation_transition_batch(&[done.clone()]).await.expect("transition"), vec![Applied]);
+    let inv = get(store, &a).await;
+    assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Success, None, 1));
+    assert_eq!(inv.result, Some(serde_json::json!({"answer": 42})));
+    assert_eq!(store.invocation_transition_batch(&[done]).await.expect("again"), vec![Rejected], "final is final");
+    let history = store.invocation_history(&a).await.expect("history");
+    assert_eq!(history.iter().map(|h| h.status).collect::<Vec<_>>(), vec![Registered, Pending, Running, Success]);
+    assert!(history.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!((history[3].node.as_deref(), history[3].attempt, history[3].at), (Some("n1"), 1, inv.updated_at));
+
+    // A whole path in one change: history rows in path order; retry releases, keeps attempts
+    // and records the error; the next claim is attempt 2 and fences the old attempt out.
+    let b = id(1);
+    let mut fail = tr(&b, Pending, Some(("n1", 1)), &[Running, Retry]);
+    fail.error = Some(TaskFailure::new(ErrorKind::Timeout, "took too long"));
+    let c = id(2);
+    let outcomes = store
+        .invocation_transition_batch(&[fail, tr(&c, Pending, Some(("zombie", 1)), &[Running])])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Applied, Rejected], "outcomes in input order");
+    let inv = get(store, &b).await;
+    assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Retry, None, 1));
+    assert_eq!(inv.error, Some(TaskFailure::new(ErrorKind::Timeout, "took too long")));
+    assert_eq!(statuses(store, &b).await, vec![Registered, Pending, Running, Retry]);
+    let claimed = store.invocation_claim("n2", 1).await.expect("claim");
+    assert_eq!((claimed[0].id.as_str(), claimed[0].attempt), (b.as_str(), 2));
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&b, Pending, Some(("n1", 1)), &[Running]),
+            tr(&b, Pending, Some(("n2", 1)), &[Running]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Rejected, Rejected], "the old epoch is fenced out");
+    let mut ok = tr(&b, Pending, Some(("n2", 2)), &[Running, Success]);
+    ok.result = Some("7".into());
+    assert_eq!(store.invocation_transition_batch(&[ok]).await.expect("transition"), vec![Applied]);
+    let inv = get(store, &b).await;
+    assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Success, None, 2));
+    assert_eq!(inv.result, Some(serde_json::json!(7)));
+    assert_eq!(inv.error.map(|e| e.kind), Some(ErrorKind::Timeout), "the last error stays for the record");
+    let history = store.invocation_history(&b).await.expect("history");
+    assert_eq!(
+        history.iter().map(|h| (h.status, h.attempt)).collect::<Vec<_>>(),
+        vec![(Registered, 0), (Pending, 1), (Running, 1), (Retry, 1), (Pending, 2), (Running, 2), (Success, 2)]
+    );
+
+    // No owner given skips the owner check (recovery overrides); the owner is cleared.
+    let outcomes = store
+        .invocation_transition_batch(&[tr(&c, Pending, None, &[PendingRecovery, Rerouted])])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Applied]);
+    let inv = get(store, &c).await;
+    assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Rerouted, None, 1));
+    // Failed with a fatal error.
+    let c2 = store.invocation_claim("n3", 1).await.expect("claim").remove(0);
+    let mut fatal = tr(&c, Pending, Some(("n3", c2.attempt)), &[Running, Failed]);
+    fatal.error = Some(TaskFailure::new(ErrorKind::Fatal, "no"));
+    assert_eq!(store.invocation_transition_batch(&[fatal]).await.expect("transition"), vec![Applied]);
+    let inv = get(store, &c).await;
+    assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts, inv.result), (Failed, None, 2, None));
+    assert_eq!(inv.error, Some(TaskFailure::new(ErrorKind::Fatal, "no")));
+}
+
+async fn duplicate_ids_in_one_batch_apply_in_order(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..3, "t")).await.expect("insert");
+    store.invocation_claim("n", 3).await.expect("claim");
+    let (a, b, c) = (id(0), id(1), id(2));
+    let o = Some(("n", 1));
+    let mut success = tr(&a, Running, o, &[Success]);
+    success.result = Some("1".into());
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&a, Pending, o, &[Running]),
+            tr(&b, Pending, o, &[Running]),
+            success,
+            tr(&a, Running, o, &[Failed]),  // after success: rejected
+            tr(&c, Running, o, &[Success]), // c is pending: rejected
+            tr(&c, Pending, o, &[Running]),
+            tr(&b, Running, o, &[Paused]),
+            tr(&b, Paused, o, &[Resumed, Running]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Applied, Applied, Applied, Rejected, Rejected, Applied, Applied, Applied]);
+    assert_eq!(statuses(store, &a).await, vec![Registered, Pending, Running, Success]);
+    assert_eq!(statuses(store, &b).await, vec![Registered, Pending, Running, Paused, Resumed, Running]);
+    assert_eq!(statuses(store, &c).await, vec![Registered, Pending, Running]);
+    assert_eq!(get(store, &a).await.result, Some(serde_json::json!(1)));
+    assert_eq!(get(store, &b).await.owner.as_deref(), Some("n"));
+}
+
+async fn recover_node(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..6, "t")).await.expect("insert");
+    store.invocation_claim("n1", 5).await.expect("claim");
+    store.invocation_claim("n2", 1).await.expect("claim");
+    let o = Some(("n1", 1));
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&id(1), Pending, o, &[Running]),
+            tr(&id(2), Pending, o, &[Running, Paused]),
+            tr(&id(3), Pending, o, &[Running, Paused, Resumed]),
+            tr(&id(4), Pending, o, &[Running, Success]),
+            tr(&id(5), Pending, Some(("n2", 1)), &[Running]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Applied; 5]);
+
+    assert_eq!(store.invocation_recover_node("n1").await.expect("recover"), 4);
+    let tail = |s: Vec<InvocationStatus>| s[s.len() - 2..].to_vec();
+    assert_eq!(tail(statuses(store, &id(0)).await), vec![PendingRecovery, Rerouted]);
+    for n in 1..=3 {
+        assert_eq!(tail(statuses(store, &id(n)).await), vec![RunningRecovery, Rerouted], "{n}");
+    }
+    for n in 0..=3 {
+        let inv = get(store, &id(n)).await;
+        assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Rerouted, None, 1));
+    }
+    assert_eq!(get(store, &id(4)).await.status, Success);
+    let other = get(store, &id(5)).await;
+    assert_eq!((other.status, other.owner.as_deref()), (Running, Some("n2")));
+    assert_eq!(store.invocation_recover_node("n1").await.expect("recover again"), 0);
+    // Recovered invocations run again as a new attempt.
+    let again = store.invocation_claim("n3", 10).await.expect("claim");
+    assert_eq!(
+        again.iter().map(|c| (c.id.clone(), c.attempt)).collect::<Vec<_>>(),
+        (0..4).map(|n| (id(n), 2)).collect::<Vec<_>>()
+    );
+}
+
+async fn list_and_count(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["a", "b"]).await;
+    store.invocation_insert_batch(&calls(0..20, "a")).await.expect("insert a");
+    store.invocation_insert_batch(&calls(20..30, "b")).await.expect("insert b");
+    store.invocation_claim("n", 5).await.expect("claim"); // a 0..5 → pending
+    let ids = |range: std::ops::Range<usize>| range.rev().map(id).collect::<Vec<_>>();
+    let page = |task: Option<&str>, status: Option<InvocationStatus>, limit: u32, cursor: Option<String>| {
+        InvocationFilter { task: task.map(str::to_owned), status, limit, cursor }
+    };
+
+    let mut cursor = None;
+    let mut pages = Vec::new();
+    loop {
+        let got = store.invocation_list(&page(None, None, 12, cursor.clone())).await.expect("list");
+        if got.is_empty() {
+            break;
+        }
+        cursor = got.last().map(|i| i.id.clone());
+        pages.push(ids_of(&got));
+    }
+    assert_eq!(pages, vec![ids(18..30), ids(6..18), ids(0..6)]);
+    assert_eq!(ids_of(&store.invocation_list(&page(Some("a"), None, 100, None)).await.expect("list")), ids(0..20));
+    assert_eq!(ids_of(&store.invocation_list(&page(None, Some(Pending), 100, None)).await.expect("list")), ids(0..5));
+    assert_eq!(
+        ids_of(&store.invocation_list(&page(Some("a"), Some(Registered), 4, Some(id(15)))).await.expect("list")),
+        ids(11..15)
+    );
+    assert_eq!(
+        ids_of(&store.invocation_list(&page(None, Some(Registered), 3, Some(id(21)))).await.expect("list")),
+        ids(18..21)
+    );
+    assert!(store.invocation_list(&page(Some("b"), Some(Pending), 10, None)).await.expect("list").is_empty());
+    assert!(store.invocation_list(&page(Some("nope"), None, 10, None)).await.expect("list").is_empty());
+    let first = store.invocation_list(&page(None, None, 1, None)).await.expect("list");
+    assert_eq!(first[0], get(store, &id(29)).await);
+
+    let count = |task: &str, status, count| StatusCount { task: task.into(), status, count };
+    assert_eq!(
+        store.invocation_count(None, None).await.expect("count"),
+        vec![count("a", Pending, 5), count("a", Registered, 15), count("b", Registered, 10)]
+    );
+    assert_eq!(
+        store.invocation_count(Some("a"), None).await.expect("count"),
+        vec![count("a", Pending, 5), count("a", Registered, 15)]
+    );
+    assert_eq!(
+        store.invocation_count(None, Some(Registered)).await.expect("count"),
+        vec![count("a", Registered, 15), count("b", Registered, 10)]
+    );
+    assert_eq!(
+        store.invocation_count(Some("b"), Some(Registered)).await.expect("count"),
+        vec![count("b", Registered, 10)]
+    );
+    assert!(store.invocation_count(Some("b"), Some(Pending)).await.expect("count").is_empty());
+}
+
+async fn get_many_and_history(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..5, "t")).await.expect("insert");
+    let asked = vec![id(3), "missing".to_owned(), id(1), id(3)];
+    assert_eq!(ids_of(&store.invocation_get_many(&asked).await.expect("get_many")), vec![id(3), id(1), id(3)]);
+    assert!(store.invocation_get_many(&[]).await.expect("get_many").is_empty());
+    assert!(store.invocation_get("missing").await.expect("get").is_none());
+    assert!(store.invocation_history("missing").await.expect("history").is_empty());
+}
+
+async fn corrupt_rows_are_errors(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    h.exec_raw(
+        "INSERT INTO invocations (id, task, call_id, args, status, attempts, available_at, created_at, updated_at) \
+         VALUES ('bad', 't', 'c', '{}', 'exploded', 0, 0, 0, 0)",
+    )
+    .await;
+    assert!(matches!(store.invocation_get("bad").await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.invocation_list(&InvocationFilter { limit: 10, ..Default::default() }).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(store.invocation_count(None, None).await, Err(StoreError::Corrupt(_))));
+    h.exec_raw("UPDATE invocations SET status = 'registered', args = 'not json' WHERE id = 'bad'").await;
+    assert!(matches!(store.invocation_get("bad").await, Err(StoreError::Corrupt(_))));
+    h.exec_raw("UPDATE tasks SET running_concurrency = 'sometimes'").await;
+    assert!(matches!(store.task_get("t").await, Err(StoreError::Corrupt(_))));
+}

@@ -8,15 +8,16 @@
 use async_trait::async_trait;
 
 use crate::model::{
-    Claimed, ComponentInfo, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis,
-    NewInvocation, TaskDef, TaskPatch, Transition,
+    Claimed, ComponentInfo, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, NewInvocation,
+    TaskDef, TaskPatch, Transition,
 };
 
-mod sql;
-pub mod sqlite;
-pub mod postgres;
 #[cfg(test)]
 mod conformance;
+mod engine;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -36,8 +37,9 @@ pub enum StoreError {
     /// A referenced row does not exist (e.g. a call of an unknown task).
     #[error("{0} not found")]
     NotFound(String),
-    /// A unique name or id is taken.
-    #[error("{0} already exists")]
+    /// A unique name or id is taken, or a name belongs to someone else (the message says
+    /// which, e.g. "task `x` belongs to component `y`").
+    #[error("conflict: {0}")]
     Conflict(String),
 }
 
@@ -81,7 +83,13 @@ pub trait Store: Send + Sync + 'static {
     /// Re-uploading a name replaces the component; its tasks are replaced, but options a user
     /// changed with `task_update` are kept for tasks that stay. A task name owned by another
     /// component is a `Conflict`.
-    async fn component_put(&self, name: &str, digest: &str, bytes: &[u8], tasks: &[TaskDef]) -> StoreResult<ComponentInfo>;
+    async fn component_put(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        tasks: &[TaskDef],
+    ) -> StoreResult<ComponentInfo>;
 
     /// All components, by name (no bytes).
     async fn component_list(&self) -> StoreResult<Vec<ComponentInfo>>;
@@ -116,7 +124,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies a batch of compare-and-swap transitions in one transaction; each row changes
     /// only if it is in `from` and (when given) owned by `owner`. Entering a status that
-    /// releases or overrides ownership clears the owner. One outcome per transition, in order.
+    /// releases or overrides ownership clears the owner (entering one that acquires it, i.e.
+    /// `pending` outside a claim, makes `node` the owner and starts a new attempt); `attempts`
+    /// is otherwise kept (`retry` keeps it). `result` and `error`, when given, replace the
+    /// stored ones; when absent the previous values stay (the last error remains on record).
+    /// One history row per status of `path`, in order. One outcome per transition, in order;
+    /// an empty `path` is `Rejected`. An id repeated in the batch is applied in batch order
+    /// (each later change sees the earlier one). A `result` that is not JSON fails the batch.
     async fn invocation_transition_batch(&self, changes: &[Transition]) -> StoreResult<Vec<TransitionOutcome>>;
 
     /// Moves every invocation owned by `node` in an owned status to `rerouted` through the
@@ -134,7 +148,11 @@ pub trait Store: Send + Sync + 'static {
     async fn invocation_list(&self, filter: &InvocationFilter) -> StoreResult<Vec<Invocation>>;
 
     /// Counts per task and status, optionally for one task / status.
-    async fn invocation_count(&self, task: Option<&str>, status: Option<InvocationStatus>) -> StoreResult<Vec<StatusCount>>;
+    async fn invocation_count(
+        &self,
+        task: Option<&str>,
+        status: Option<InvocationStatus>,
+    ) -> StoreResult<Vec<StatusCount>>;
 
     /// The status history of one invocation, oldest first.
     async fn invocation_history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>>;

@@ -1,1 +1,453 @@
-//! placeholder (sql)
+//! Every SQL statement of the store, as `&'static str`, in both dialects side by side.
+//!
+//! Most statements are written once as a template (a `macro_rules!` that takes the dialect)
+//! and differ only in two fragments: the database clock ([`now_ms!`]) and the expansion of a
+//! JSON array parameter into rows ([`json_rows!`], [`json_texts!`]). The rest is SQL that both
+//! SQLite (3.35+: `RETURNING`, `UPDATE … FROM`, `->>`) and PostgreSQL accept: `$n` parameters,
+//! `ON CONFLICT`, `CAST(… AS BIGINT)`, `WITH … AS MATERIALIZED`. Statements that really differ
+//! (`FOR UPDATE [SKIP LOCKED]` on PostgreSQL) are written out per dialect.
+//!
+//! Batches travel as ONE JSON text parameter (`$1`) that the statement expands into rows, so
+//! the SQL stays static, a batch of any size costs one statement, and no dialect's parameter
+//! limit is hit. JSON objects are read field by field with `value ->> 'field'`, which both
+//! dialects understand; numbers go through `CAST(… AS BIGINT)`, so PostgreSQL (where `->>`
+//! yields text) and SQLite (where it yields the JSON type) read the same thing.
+
+/// One statement in both dialects.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sql {
+    /// SQLite text.
+    pub sqlite: &'static str,
+    /// PostgreSQL text.
+    pub postgres: &'static str,
+}
+
+impl Sql {
+    /// A statement both dialects accept verbatim.
+    const fn same(text: &'static str) -> Self {
+        Self { sqlite: text, postgres: text }
+    }
+}
+
+/// The database clock in integer milliseconds since the Unix epoch.
+macro_rules! now_ms {
+    (sqlite) => {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+    };
+    (postgres) => {
+        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+    };
+}
+
+/// The JSON array of objects in `$1` as rows `j(key, value)`, `key` being the array index
+/// (order) and `value` one object. Binary JSON on both sides, so that reading each field with
+/// `->>` does not parse the object again (SQLite's `jsonb_each` needs 3.45+; the bundled
+/// library is newer, and cut the batched writes by a quarter).
+macro_rules! json_rows {
+    (sqlite) => {
+        "jsonb_each($1) AS j"
+    };
+    (postgres) => {
+        "jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(value, key)"
+    };
+}
+
+/// The JSON array of strings in `$1` as rows `j(value)` of text.
+macro_rules! json_texts {
+    (sqlite) => {
+        "json_each($1) AS j"
+    };
+    (postgres) => {
+        "jsonb_array_elements_text($1::jsonb) AS j(value)"
+    };
+}
+
+/// Builds an [`Sql`] from a template macro that takes the dialect.
+macro_rules! both {
+    ($template:ident) => {
+        Sql { sqlite: $template!(sqlite), postgres: $template!(postgres) }
+    };
+}
+
+/// The columns of an [`InvocationRow`](super::engine::InvocationRow), in order.
+macro_rules! invocation_columns {
+    () => {
+        "id, task, call_id, args, status, owner_node, attempts, result, error_kind, \
+         error_message, parent, created_at, updated_at"
+    };
+}
+
+/// The columns of a [`TaskRow`](super::engine::TaskRow).
+macro_rules! task_columns {
+    () => {
+        "name, component, description, max_attempts, timeout_ms, memory_limit_bytes, \
+         registration_concurrency, running_concurrency, key_arguments, pins, paused, user_patched"
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health and clock.
+
+/// Readiness probe.
+pub(super) const PING: Sql = Sql::same("SELECT 1");
+
+macro_rules! now {
+    ($d:ident) => {
+        concat!("SELECT ", now_ms!($d), " AS now")
+    };
+}
+/// The database clock (`now`).
+pub(super) const NOW: Sql = both!(now);
+
+// ---------------------------------------------------------------------------------------------
+// Components.
+
+macro_rules! component_upsert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO components (name, digest, size_bytes, bytes, uploaded_at) \
+             VALUES ($1, $2, $3, $4, ",
+            now_ms!($d),
+            ") ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, \
+             size_bytes = excluded.size_bytes, bytes = excluded.bytes, \
+             uploaded_at = excluded.uploaded_at \
+             RETURNING name, digest, size_bytes, uploaded_at"
+        )
+    };
+}
+/// Inserts or replaces a component row: `$1` name, `$2` digest, `$3` size, `$4` bytes.
+/// An update (not a delete + insert), so its tasks are not cascaded away.
+pub(super) const COMPONENT_UPSERT: Sql = both!(component_upsert);
+
+/// All components (no bytes), by name.
+pub(super) const COMPONENT_LIST: Sql =
+    Sql::same("SELECT name, digest, size_bytes, uploaded_at FROM components ORDER BY name");
+
+/// One component (no bytes): `$1` name.
+pub(super) const COMPONENT_GET: Sql =
+    Sql::same("SELECT name, digest, size_bytes, uploaded_at FROM components WHERE name = $1");
+
+/// The bytes of a component: `$1` name.
+pub(super) const COMPONENT_BYTES: Sql = Sql::same("SELECT bytes FROM components WHERE name = $1");
+
+/// Removes a component; its tasks go with it (`ON DELETE CASCADE`), invocations stay.
+pub(super) const COMPONENT_DELETE: Sql = Sql::same("DELETE FROM components WHERE name = $1");
+
+/// `(component, name)` of every task, for component listings.
+pub(super) const COMPONENT_TASK_NAMES: Sql = Sql::same("SELECT component, name FROM tasks ORDER BY component, name");
+
+/// `(component, name)` of the tasks of component `$1`.
+pub(super) const COMPONENT_TASK_NAMES_OF: Sql =
+    Sql::same("SELECT component, name FROM tasks WHERE component = $1 ORDER BY name");
+
+// ---------------------------------------------------------------------------------------------
+// Tasks.
+
+macro_rules! tasks_for_put {
+    (sqlite) => {
+        concat!(
+            "SELECT name, component, user_patched FROM tasks \
+             WHERE component = $2 OR name IN (SELECT j.value FROM ",
+            json_texts!(sqlite),
+            ")"
+        )
+    };
+    (postgres) => {
+        concat!(
+            "SELECT name, component, user_patched FROM tasks \
+             WHERE component = $2 OR name IN (SELECT j.value FROM ",
+            json_texts!(postgres),
+            ") ORDER BY name FOR UPDATE"
+        )
+    };
+}
+/// The tasks a component upload touches (`$1` JSON array of the uploaded task names, `$2` the
+/// component): its current tasks and any task of those names. PostgreSQL locks them so a
+/// concurrent `task_update` cannot be lost between reading and rewriting `user_patched`.
+pub(super) const TASKS_FOR_PUT: Sql = both!(tasks_for_put);
+
+macro_rules! tasks_delete_stale {
+    ($d:ident) => {
+        concat!("DELETE FROM tasks WHERE component = $2 AND name NOT IN (SELECT j.value FROM ", json_texts!($d), ")")
+    };
+}
+/// Deletes the tasks of component `$2` that are not in the JSON array of names `$1`.
+pub(super) const TASKS_DELETE_STALE: Sql = both!(tasks_delete_stale);
+
+macro_rules! tasks_upsert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO tasks (",
+            task_columns!(),
+            ", updated_at) \
+             SELECT j.value ->> 'name', j.value ->> 'component', j.value ->> 'description', \
+             CAST(j.value ->> 'max_attempts' AS BIGINT), CAST(j.value ->> 'timeout_ms' AS BIGINT), \
+             CAST(j.value ->> 'memory_limit_bytes' AS BIGINT), \
+             j.value ->> 'registration_concurrency', j.value ->> 'running_concurrency', \
+             j.value ->> 'key_arguments', j.value ->> 'pins', \
+             (CAST(j.value ->> 'paused' AS INTEGER) <> 0), j.value ->> 'user_patched', ",
+            now_ms!($d),
+            " FROM ",
+            json_rows!($d),
+            " WHERE TRUE ORDER BY j.key \
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description, \
+             max_attempts = excluded.max_attempts, timeout_ms = excluded.timeout_ms, \
+             memory_limit_bytes = excluded.memory_limit_bytes, \
+             registration_concurrency = excluded.registration_concurrency, \
+             running_concurrency = excluded.running_concurrency, \
+             key_arguments = excluded.key_arguments, pins = excluded.pins, \
+             paused = excluded.paused, user_patched = excluded.user_patched, \
+             updated_at = excluded.updated_at \
+             WHERE tasks.component = excluded.component \
+             RETURNING name"
+        )
+    };
+}
+/// Inserts or updates the tasks in the JSON array `$1` (objects with every task column; the
+/// effective values, user patches already applied). A task owned by another component is left
+/// alone and not returned, which the caller turns into a conflict (race-proof check).
+pub(super) const TASKS_UPSERT: Sql = both!(tasks_upsert);
+
+/// All tasks by name.
+pub(super) const TASK_LIST: Sql = Sql::same(concat!("SELECT ", task_columns!(), " FROM tasks ORDER BY name"));
+
+/// One task: `$1` name.
+pub(super) const TASK_GET: Sql = Sql::same(concat!("SELECT ", task_columns!(), " FROM tasks WHERE name = $1"));
+
+/// One task, locked for an update (PostgreSQL) — SQLite has one writer anyway.
+pub(super) const TASK_GET_FOR_UPDATE: Sql = Sql {
+    sqlite: concat!("SELECT ", task_columns!(), " FROM tasks WHERE name = $1"),
+    postgres: concat!("SELECT ", task_columns!(), " FROM tasks WHERE name = $1 FOR UPDATE"),
+};
+
+macro_rules! task_update {
+    ($d:ident) => {
+        concat!(
+            "UPDATE tasks SET max_attempts = $2, timeout_ms = $3, memory_limit_bytes = $4, \
+             registration_concurrency = $5, running_concurrency = $6, key_arguments = $7, \
+             pins = $8, paused = $9, user_patched = $10, updated_at = ",
+            now_ms!($d),
+            " WHERE name = $1"
+        )
+    };
+}
+/// Rewrites a task's options (`$1` name, `$2`… every option, `$10` the merged user patch).
+pub(super) const TASK_UPDATE: Sql = both!(task_update);
+
+// ---------------------------------------------------------------------------------------------
+// Invocations: batched writes.
+
+macro_rules! invocation_insert {
+    ($d:ident) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now) \
+             INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
+             result, error_kind, error_message, parent, available_at, created_at, updated_at) \
+             SELECT j.value ->> 'id', j.value ->> 'task', j.value ->> 'call_id', \
+             j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
+             c.now, c.now, c.now \
+             FROM ",
+            json_rows!($d),
+            " JOIN tasks t ON t.name = j.value ->> 'task' CROSS JOIN c \
+             ORDER BY j.key RETURNING ",
+            invocation_columns!()
+        )
+    };
+}
+/// Inserts the JSON array `$1` of `{id, task, call_id, args, parent}` as `registered`
+/// invocations. Calls of unknown tasks are skipped (the join), which the caller detects by
+/// the returned count and turns into `NotFound` (rolling the transaction back).
+pub(super) const INVOCATION_INSERT: Sql = both!(invocation_insert);
+
+macro_rules! history_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+             SELECT j.value ->> 'id', j.value ->> 'status', j.value ->> 'node', \
+             CAST(j.value ->> 'attempt' AS BIGINT), CAST(j.value ->> 'at' AS BIGINT) FROM ",
+            json_rows!($d),
+            " ORDER BY j.key"
+        )
+    };
+}
+/// Appends the JSON array `$1` of `{id, status, node, attempt, at}` to the history, in array
+/// order (so `seq` follows it).
+pub(super) const HISTORY_INSERT: Sql = both!(history_insert);
+
+/// The statuses claimable by [`INVOCATION_CLAIM`]; must equal `InvocationStatus::runnable()`
+/// (a unit test checks) and the predicate of `invocations_claim_idx` in the migrations.
+macro_rules! runnable_statuses {
+    () => {
+        "('registered', 'retry', 'rerouted')"
+    };
+}
+/// The statuses an owner holds (`InvocationStatus::is_owned`); a unit test checks.
+macro_rules! owned_statuses {
+    () => {
+        "('pending', 'running', 'paused', 'resumed')"
+    };
+}
+
+#[cfg(test)]
+pub(super) const RUNNABLE_STATUSES: &str = runnable_statuses!();
+#[cfg(test)]
+pub(super) const OWNED_STATUSES: &str = owned_statuses!();
+
+/// Claim (`$1` node, `$2` limit), SQLite: one writer, so no row locks are needed.
+const INVOCATION_CLAIM_SQLITE: &str = concat!(
+    "WITH c AS MATERIALIZED (SELECT ",
+    now_ms!(sqlite),
+    " AS now) \
+     UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
+     updated_at = (SELECT now FROM c) \
+     WHERE id IN (SELECT i.id FROM invocations i JOIN tasks t ON t.name = i.task \
+     WHERE i.status IN ",
+    runnable_statuses!(),
+    " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
+     ORDER BY i.id LIMIT $2) \
+     RETURNING id, task, args, attempts, parent, updated_at"
+);
+
+/// Claim (`$1` node, `$2` limit), PostgreSQL: concurrent claimers skip each other's rows.
+const INVOCATION_CLAIM_POSTGRES: &str = concat!(
+    "WITH c AS MATERIALIZED (SELECT ",
+    now_ms!(postgres),
+    " AS now), \
+     picked AS (SELECT i.id FROM invocations i JOIN tasks t ON t.name = i.task \
+     WHERE i.status IN ",
+    runnable_statuses!(),
+    " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
+     ORDER BY i.id LIMIT $2 FOR UPDATE OF i SKIP LOCKED) \
+     UPDATE invocations SET status = 'pending', owner_node = $1, \
+     attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
+     FROM picked WHERE invocations.id = picked.id \
+     RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
+     invocations.parent, invocations.updated_at"
+);
+
+/// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
+/// `attempts`; returns what a worker needs (unordered: the caller sorts).
+pub(super) const INVOCATION_CLAIM: Sql = Sql { sqlite: INVOCATION_CLAIM_SQLITE, postgres: INVOCATION_CLAIM_POSTGRES };
+
+macro_rules! invocation_transition {
+    ($d:ident) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now) \
+             UPDATE invocations SET status = x.to_status, \
+             owner_node = CASE x.owner_mode WHEN 'clear' THEN NULL WHEN 'set' THEN x.node \
+             ELSE invocations.owner_node END, \
+             attempts = invocations.attempts + x.attempt_inc, \
+             result = COALESCE(x.result, invocations.result), \
+             error_kind = COALESCE(x.error_kind, invocations.error_kind), \
+             error_message = CASE WHEN x.error_kind IS NULL THEN invocations.error_message \
+             ELSE x.error_message END, \
+             updated_at = (SELECT now FROM c) \
+             FROM (SELECT j.value ->> 'id' AS id, j.value ->> 'from' AS from_status, \
+             j.value ->> 'to' AS to_status, j.value ->> 'node' AS node, \
+             j.value ->> 'owner_node' AS owner_node, \
+             CAST(j.value ->> 'owner_attempt' AS BIGINT) AS owner_attempt, \
+             j.value ->> 'owner_mode' AS owner_mode, \
+             CAST(j.value ->> 'attempt_inc' AS BIGINT) AS attempt_inc, \
+             j.value ->> 'result' AS result, j.value ->> 'error_kind' AS error_kind, \
+             j.value ->> 'error_message' AS error_message FROM ",
+            json_rows!($d),
+            ") AS x \
+             WHERE invocations.id = x.id AND invocations.status = x.from_status \
+             AND (x.owner_node IS NULL OR (invocations.owner_node = x.owner_node \
+             AND invocations.attempts = x.owner_attempt)) \
+             RETURNING invocations.id, invocations.attempts, invocations.updated_at"
+        )
+    };
+}
+/// One pass of compare-and-swap transitions: the JSON array `$1` of `{id, from, to, node,
+/// owner_node, owner_attempt, owner_mode: keep|clear|set, attempt_inc, result, error_kind,
+/// error_message}` with distinct ids. Returns the rows that matched (and changed).
+pub(super) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
+
+/// The invocations node `$1` owns in an owned status (recovery), locked on PostgreSQL.
+pub(super) const INVOCATION_OWNED_BY: Sql = Sql {
+    sqlite: concat!(
+        "SELECT id, status, attempts FROM invocations WHERE owner_node = $1 AND status IN ",
+        owned_statuses!(),
+        " ORDER BY id"
+    ),
+    postgres: concat!(
+        "SELECT id, status, attempts FROM invocations WHERE owner_node = $1 AND status IN ",
+        owned_statuses!(),
+        " ORDER BY id FOR UPDATE"
+    ),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Invocations: reads.
+
+/// One invocation: `$1` id.
+pub(super) const INVOCATION_GET: Sql =
+    Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE id = $1"));
+
+macro_rules! invocation_get_many {
+    ($d:ident) => {
+        concat!(
+            "SELECT ",
+            invocation_columns!(),
+            " FROM invocations WHERE id IN (SELECT j.value FROM ",
+            json_texts!($d),
+            ")"
+        )
+    };
+}
+/// Invocations whose ids are in the JSON array `$1`.
+pub(super) const INVOCATION_GET_MANY: Sql = both!(invocation_get_many);
+
+/// A page newest first. `$1` exclusive upper bound id (cursor) or NULL, `$2` limit; the
+/// filtered variants add `$3` task and/or status (`$3` task, `$4` status when both). One
+/// static statement per filter combination keeps each on its index.
+macro_rules! invocation_list {
+    ($filter:literal) => {
+        Sql::same(concat!(
+            "SELECT ",
+            invocation_columns!(),
+            " FROM invocations WHERE ($1 IS NULL OR id < $1)",
+            $filter,
+            " ORDER BY id DESC LIMIT $2"
+        ))
+    };
+}
+/// Page of all invocations.
+pub(super) const INVOCATION_LIST: Sql = invocation_list!("");
+/// Page of one task's invocations (`$3`).
+pub(super) const INVOCATION_LIST_TASK: Sql = invocation_list!(" AND task = $3");
+/// Page of invocations in one status (`$3`).
+pub(super) const INVOCATION_LIST_STATUS: Sql = invocation_list!(" AND status = $3");
+/// Page of one task's invocations (`$3`) in one status (`$4`).
+pub(super) const INVOCATION_LIST_TASK_STATUS: Sql = invocation_list!(" AND task = $3 AND status = $4");
+
+/// Counts per task and status; the filtered variants take `$1` task and/or status (`$1`
+/// task, `$2` status when both).
+macro_rules! invocation_count {
+    ($filter:literal) => {
+        Sql::same(concat!(
+            "SELECT task, status, COUNT(*) AS count FROM invocations",
+            $filter,
+            " GROUP BY task, status ORDER BY task, status"
+        ))
+    };
+}
+/// Counts of every task and status.
+pub(super) const INVOCATION_COUNT: Sql = invocation_count!("");
+/// Counts of one task (`$1`).
+pub(super) const INVOCATION_COUNT_TASK: Sql = invocation_count!(" WHERE task = $1");
+/// Counts of one status (`$1`).
+pub(super) const INVOCATION_COUNT_STATUS: Sql = invocation_count!(" WHERE status = $1");
+/// Counts of one task (`$1`) and status (`$2`).
+pub(super) const INVOCATION_COUNT_TASK_STATUS: Sql = invocation_count!(" WHERE task = $1 AND status = $2");
+
+/// The history of invocation `$1`, oldest first.
+pub(super) const INVOCATION_HISTORY: Sql = Sql::same(
+    "SELECT status, node, attempt, at FROM invocation_history WHERE invocation_id = $1 \
+     ORDER BY seq",
+);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# README command 1: builds the example tasks and Warden, starts the daemon on its embedded
+# default (SQLite under ./warden-data, 127.0.0.1:7700), deploys the examples, makes one call,
+# and prints how to call them yourself. Ctrl-C stops the daemon.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port="${WARDEN_PORT:-7700}"
+url="http://127.0.0.1:$port"
+
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+echo "== building the example tasks (wasm32-wasip2)"
+cargo build --release --manifest-path examples/Cargo.toml --target wasm32-wasip2
+echo "== building warden (release; the first build takes a few minutes)"
+cargo build --release -p warden
+warden=target/release/warden
+
+"$warden" serve --listen "127.0.0.1:$port" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' EXIT INT TERM
+for _ in $(seq 1 100); do
+  curl -sf "$url/health/ready" >/dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || { echo "warden exited; see the messages above"; exit 1; }
+  sleep 0.1
+done
+
+echo "== deploying the examples"
+for ex in hello math flaky slow fanout; do
+  "$warden" deploy "examples/target/wasm32-wasip2/release/$ex.wasm" --url "$url" >/dev/null
+  echo "deployed $ex"
+done
+echo "== one call"
+"$warden" call hello '{"name":"Ada"}' --wait --url "$url"
+
+cat <<MSG
+
+Warden is running at $url with the example tasks deployed. Try:
+
+  curl -s -X POST $url/v1/invocations -H 'content-type: application/json' -d '{"task":"hello","args":{"name":"Ada"}}'
+  curl -s '$url/v1/invocations/ID/result?timeout_ms=5000'
+
+  $warden call primes '{"below":100000}' --wait --url $url
+  $warden call flaky '{"fail_times":2}' --wait --url $url
+  $warden call slow '{"ms":2000}' --wait --url $url
+  $warden call fanout '{"n":10}' --wait --url $url
+  $warden ls invocations --url $url
+
+Press Ctrl-C to stop.
+MSG
+wait "$pid"

@@ -1,0 +1,1112 @@
+//! The one implementation of [`Store`], shared by [`SqliteStore`](super::SqliteStore) and
+//! [`PgStore`](super::PgStore), which are thin newtypes with their own constructors.
+//!
+//! # Why an enum of native pools and not `sqlx::Any` or generics
+//!
+//! [`SqlStore`] holds a [`Pools`] enum: SQLite (a pool of readers plus a pool of exactly ONE
+//! writer connection, since SQLite allows one writer) or PostgreSQL (one pool). Every method is
+//! written once; the [`on_read!`] and [`in_tx!`] macros expand its body once per arm, so the
+//! same source compiles against each native driver. Compared with the alternatives:
+//!
+//! - `sqlx::Any` would erase types at run time, configure SQLite only through URL strings and
+//!   `after_connect` hooks, cannot express the reader/writer split cleanly, and would stand in
+//!   the way of PostgreSQL-only features the cluster will want (LISTEN/NOTIFY, advisory locks).
+//! - Functions generic over `sqlx::Database` need a wall of higher-ranked trait bounds on every
+//!   helper, for no gain over the macro expansion.
+//!
+//! Rows are decoded through `#[derive(sqlx::FromRow)]` structs of plain column types
+//! (`String`, `i64`, `bool`, `Option<…>`) that both drivers decode; turning them into domain
+//! types is ordinary Rust that reports bad values as [`StoreError::Corrupt`].
+//!
+//! # Batches
+//!
+//! Every batched write is one transaction with a constant number of statements: the batch is
+//! one JSON text parameter expanded in SQL (see [`super::sql`]), and history rows are built
+//! from what the first statement returned (ids, attempts, database time) and inserted by one
+//! more statement. A transition batch in which an id appears more than once is split into
+//! passes (the n-th pass holds each id's n-th transition), still inside the one transaction,
+//! so a batch costs `2 × (highest repetition of one id)` statements: 2 in the normal case.
+//! Within a pass the rows are sent sorted by id, so concurrent PostgreSQL transactions lock
+//! overlapping rows in the same order.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use sqlx::{PgPool, SqlitePool};
+
+use super::sql::{self, Sql};
+use super::{StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
+use crate::model::{
+    Claimed, ComponentInfo, Concurrency, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
+    Millis, NewInvocation, Owner, TaskDef, TaskFailure, TaskPatch, Transition,
+};
+use crate::orchestrator::status::Ownership;
+
+/// Which SQL text to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Sql {
+    /// The text for one dialect.
+    fn get(self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => self.postgres,
+        }
+    }
+}
+
+/// The connections behind a store.
+pub(super) enum Pools {
+    /// SQLite: readers (WAL lets them run beside the writer) and a pool of one writer, so
+    /// writers queue in the pool instead of fighting over the database lock.
+    Sqlite {
+        /// Read-only (`query_only`) connections.
+        read: SqlitePool,
+        /// The single writer connection.
+        write: SqlitePool,
+    },
+    /// PostgreSQL: one pool for everything.
+    Postgres(PgPool),
+}
+
+/// The shared store implementation.
+pub(super) struct SqlStore {
+    pools: Pools,
+}
+
+impl SqlStore {
+    /// Wraps migrated pools.
+    pub(super) fn new(pools: Pools) -> Self {
+        Self { pools }
+    }
+
+    /// Closes every connection (waits for checked-out ones to come back).
+    pub(super) async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Runs `$body` with `$db` bound to a reading pool (`&Pool<DB>`, an executor) and `$d` to the
+/// [`Dialect`]; the body is expanded once per backend.
+macro_rules! on_read {
+    ($self:ident, |$db:ident, $d:ident| $body:expr) => {
+        match &$self.pools {
+            Pools::Sqlite { read, .. } => {
+                let $db = read;
+                let $d = Dialect::Sqlite;
+                $body
+            }
+            Pools::Postgres(pool) => {
+                let $db = pool;
+                let $d = Dialect::Postgres;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` inside a write transaction bound to `$tx` (use `&mut *$tx` as executor) and
+/// commits if the body finishes; a `?` or `return` inside the body rolls back. SQLite
+/// transactions begin IMMEDIATE so that they take the write lock up front (a deferred one
+/// could fail to upgrade if another process wrote in between).
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident, $d:ident| $body:expr) => {
+        match &$self.pools {
+            Pools::Sqlite { write, .. } => {
+                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                let $d = Dialect::Sqlite;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Pools::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let $d = Dialect::Postgres;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
+/// One pass of compare-and-swap transitions (distinct ids, sorted by id) inside a transaction:
+/// the UPDATE, then the history of the rows it changed. Evaluates to the positions (in
+/// `$pass`) of the applied transitions.
+macro_rules! transition_pass {
+    ($tx:ident, $d:ident, $pass:expr) => {{
+        let pass: &[&Transition] = $pass;
+        let applied: Vec<AppliedRow> = sqlx::query_as(sql::INVOCATION_TRANSITION.get($d))
+            .bind(transition_json(pass)?)
+            .fetch_all(&mut *$tx)
+            .await?;
+        let (history, positions) = transition_history(pass, &applied)?;
+        if !positions.is_empty() {
+            sqlx::query(sql::HISTORY_INSERT.get($d)).bind(history).execute(&mut *$tx).await?;
+        }
+        positions
+    }};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows as the databases return them.
+
+/// An `invocations` row (`invocation_columns!` in `sql.rs`).
+#[derive(sqlx::FromRow)]
+pub(super) struct InvocationRow {
+    id: String,
+    task: String,
+    call_id: String,
+    args: String,
+    status: String,
+    owner_node: Option<String>,
+    attempts: i64,
+    result: Option<String>,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    parent: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// A `tasks` row (`task_columns!` in `sql.rs`).
+#[derive(sqlx::FromRow)]
+pub(super) struct TaskRow {
+    name: String,
+    component: String,
+    description: Option<String>,
+    max_attempts: i64,
+    timeout_ms: i64,
+    memory_limit_bytes: i64,
+    registration_concurrency: String,
+    running_concurrency: String,
+    key_arguments: String,
+    pins: String,
+    paused: bool,
+    user_patched: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ComponentRow {
+    name: String,
+    digest: String,
+    size_bytes: i64,
+    uploaded_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskNameRow {
+    component: String,
+    name: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PutTaskRow {
+    name: String,
+    component: String,
+    user_patched: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct NameRow {
+    name: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct BytesRow {
+    bytes: Vec<u8>,
+}
+
+#[derive(sqlx::FromRow)]
+struct NowRow {
+    now: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: String,
+    task: String,
+    args: String,
+    attempts: i64,
+    parent: Option<String>,
+    updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AppliedRow {
+    id: String,
+    attempts: i64,
+    updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct OwnedRow {
+    id: String,
+    status: String,
+    attempts: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CountRow {
+    task: String,
+    status: String,
+    count: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    status: String,
+    node: Option<String>,
+    attempt: i64,
+    at: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON batch parameters.
+
+#[derive(Serialize)]
+struct InsertJson<'a> {
+    id: &'a str,
+    task: &'a str,
+    call_id: &'a str,
+    args: &'a str,
+    parent: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct HistoryJson<'a> {
+    id: &'a str,
+    status: &'static str,
+    node: Option<&'a str>,
+    attempt: i64,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct TransitionJson<'a> {
+    id: &'a str,
+    from: &'static str,
+    to: &'static str,
+    node: &'a str,
+    owner_node: Option<&'a str>,
+    owner_attempt: Option<i64>,
+    owner_mode: &'static str,
+    attempt_inc: i64,
+    result: Option<&'a str>,
+    error_kind: Option<String>,
+    error_message: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TaskJson<'a> {
+    name: &'a str,
+    component: &'a str,
+    description: Option<&'a str>,
+    max_attempts: i64,
+    timeout_ms: i64,
+    memory_limit_bytes: i64,
+    registration_concurrency: &'static str,
+    running_concurrency: &'static str,
+    key_arguments: String,
+    pins: String,
+    paused: i64,
+    user_patched: String,
+}
+
+/// Refuses to store text that would not decode later (the store never holds rows it cannot
+/// read back).
+fn check_json(what: &str, id: &str, text: &str) -> StoreResult<()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| corrupt(&format!("{what} of invocation `{id}` is not JSON"), e))
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding a batch: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions.
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {detail}"))
+}
+
+/// Integers are `i64` in both databases; options beyond `i64::MAX` (effectively unlimited)
+/// are stored as `i64::MAX`.
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u32(what: &str, v: i64) -> StoreResult<u32> {
+    u32::try_from(v).map_err(|_| corrupt(what, format!("{v} out of range")))
+}
+
+fn to_u64(what: &str, v: i64) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| corrupt(what, format!("{v} out of range")))
+}
+
+fn parse_status(s: &str) -> StoreResult<InvocationStatus> {
+    s.parse().map_err(|e: String| StoreError::Corrupt(e))
+}
+
+fn parse_concurrency(s: &str) -> StoreResult<Concurrency> {
+    s.parse().map_err(|e: String| StoreError::Corrupt(e))
+}
+
+fn error_kind_name(kind: ErrorKind) -> StoreResult<String> {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        other => Err(corrupt("error kind", format!("{other:?}"))),
+    }
+}
+
+fn parse_error_kind(s: &str) -> StoreResult<ErrorKind> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|e| corrupt("error kind", format!("`{s}`: {e}")))
+}
+
+fn parse_patch(s: &str) -> StoreResult<TaskPatch> {
+    serde_json::from_str(s).map_err(|e| corrupt("task user patch", e))
+}
+
+/// `base` with every field `patch` sets overridden, as a JSON object without nulls (so new
+/// patch fields need no code here).
+fn merge_patch(base: &str, patch: &TaskPatch) -> StoreResult<String> {
+    let mut merged: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(base).map_err(|e| corrupt("task user patch", e))?;
+    match serde_json::to_value(patch) {
+        Ok(serde_json::Value::Object(fields)) => {
+            for (k, v) in fields {
+                if !v.is_null() {
+                    merged.insert(k, v);
+                }
+            }
+        }
+        other => return Err(corrupt("task patch", format!("{other:?}"))),
+    }
+    to_json(&merged)
+}
+
+impl InvocationRow {
+    fn decode(self) -> StoreResult<Invocation> {
+        let error = match self.error_kind {
+            Some(kind) => {
+                Some(TaskFailure { kind: parse_error_kind(&kind)?, message: self.error_message.unwrap_or_default() })
+            }
+            None => None,
+        };
+        Ok(Invocation {
+            args: serde_json::from_str(&self.args)
+                .map_err(|e| corrupt(&format!("args of invocation `{}`", self.id), e))?,
+            result: match &self.result {
+                Some(r) => Some(
+                    serde_json::from_str(r).map_err(|e| corrupt(&format!("result of invocation `{}`", self.id), e))?,
+                ),
+                None => None,
+            },
+            status: parse_status(&self.status)?,
+            attempts: to_u32("attempts", self.attempts)?,
+            error,
+            id: self.id,
+            task: self.task,
+            call_id: self.call_id,
+            owner: self.owner_node,
+            parent: self.parent,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+impl TaskRow {
+    fn decode(self) -> StoreResult<TaskDef> {
+        Ok(TaskDef {
+            max_attempts: to_u32("max_attempts", self.max_attempts)?,
+            timeout_ms: to_u64("timeout_ms", self.timeout_ms)?,
+            memory_limit_bytes: to_u64("memory_limit_bytes", self.memory_limit_bytes)?,
+            registration_concurrency: parse_concurrency(&self.registration_concurrency)?,
+            running_concurrency: parse_concurrency(&self.running_concurrency)?,
+            key_arguments: serde_json::from_str(&self.key_arguments).map_err(|e| corrupt("key_arguments", e))?,
+            pins: serde_json::from_str(&self.pins).map_err(|e| corrupt("pins", e))?,
+            paused: self.paused,
+            name: self.name,
+            component: self.component,
+            description: self.description,
+        })
+    }
+}
+
+fn decode_invocations(rows: Vec<InvocationRow>) -> StoreResult<Vec<Invocation>> {
+    rows.into_iter().map(InvocationRow::decode).collect()
+}
+
+fn component_info(row: ComponentRow, tasks: Vec<String>) -> ComponentInfo {
+    ComponentInfo {
+        name: row.name,
+        digest: row.digest,
+        size_bytes: row.size_bytes,
+        uploaded_at: row.uploaded_at,
+        tasks,
+    }
+}
+
+fn task_json<'a>(task: &'a TaskDef, component: &'a str, user_patched: String) -> StoreResult<TaskJson<'a>> {
+    Ok(TaskJson {
+        name: &task.name,
+        component,
+        description: task.description.as_deref(),
+        max_attempts: i64::from(task.max_attempts),
+        timeout_ms: clamp_i64(task.timeout_ms),
+        memory_limit_bytes: clamp_i64(task.memory_limit_bytes),
+        registration_concurrency: task.registration_concurrency.as_str(),
+        running_concurrency: task.running_concurrency.as_str(),
+        key_arguments: to_json(&task.key_arguments)?,
+        pins: to_json(&task.pins)?,
+        paused: i64::from(task.paused),
+        user_patched,
+    })
+}
+
+/// The JSON parameter of one transition pass.
+fn transition_json(pass: &[&Transition]) -> StoreResult<String> {
+    let mut rows = Vec::with_capacity(pass.len());
+    for t in pass {
+        // What entering the path does to ownership: the last status that touches it wins.
+        let mut owner_mode = "keep";
+        let mut attempt_inc = 0;
+        for status in &t.path {
+            match status.ownership() {
+                Ownership::Releases | Ownership::Overrides => owner_mode = "clear",
+                Ownership::Acquires => {
+                    owner_mode = "set";
+                    attempt_inc += 1;
+                }
+                Ownership::Free | Ownership::Requires => {}
+            }
+        }
+        rows.push(TransitionJson {
+            id: &t.id,
+            from: t.from.as_str(),
+            to: t.to().as_str(),
+            node: &t.node,
+            owner_node: t.owner.as_ref().map(|o| o.node.as_str()),
+            owner_attempt: t.owner.as_ref().map(|o| i64::from(o.attempt)),
+            owner_mode,
+            attempt_inc,
+            result: t.result.as_deref(),
+            error_kind: t.error.as_ref().map(|e| error_kind_name(e.kind)).transpose()?,
+            error_message: t.error.as_ref().map(|e| e.message.as_str()),
+        });
+    }
+    to_json(&rows)
+}
+
+/// The history JSON of the applied transitions of a pass (one row per status of each path,
+/// in order) and their positions in the pass.
+fn transition_history(pass: &[&Transition], applied: &[AppliedRow]) -> StoreResult<(String, Vec<usize>)> {
+    let position: HashMap<&str, usize> = pass.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let mut positions = Vec::with_capacity(applied.len());
+    for row in applied {
+        let i = position
+            .get(row.id.as_str())
+            .copied()
+            .ok_or_else(|| corrupt("transition", format!("unexpected id `{}` updated", row.id)))?;
+        positions.push(i);
+    }
+    positions.sort_unstable();
+    let by_id: HashMap<&str, &AppliedRow> = applied.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut history = Vec::new();
+    for &i in &positions {
+        let t = pass[i];
+        let Some(row) = by_id.get(t.id.as_str()) else { continue };
+        for status in &t.path {
+            history.push(HistoryJson {
+                id: &t.id,
+                status: status.as_str(),
+                node: Some(&t.node),
+                attempt: row.attempts,
+                at: row.updated_at,
+            });
+        }
+    }
+    Ok((to_json(&history)?, positions))
+}
+
+/// Turns a unique violation into a conflict about `what`.
+fn conflict_on_unique(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.to_owned()),
+        _ => StoreError::Database(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[async_trait]
+impl Store for SqlStore {
+    fn dialect(&self) -> &'static str {
+        match self.pools {
+            Pools::Sqlite { .. } => "sqlite",
+            Pools::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        on_read!(self, |db, d| {
+            sqlx::query(sql::PING.get(d)).execute(db).await?;
+        });
+        Ok(())
+    }
+
+    async fn now(&self) -> StoreResult<Millis> {
+        let row: NowRow = on_read!(self, |db, d| sqlx::query_as(sql::NOW.get(d)).fetch_one(db).await?);
+        Ok(row.now)
+    }
+
+    async fn component_put(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        tasks: &[TaskDef],
+    ) -> StoreResult<ComponentInfo> {
+        let mut names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StoreError::Conflict(format!("task `{}` is described twice by component `{name}`", w[0])));
+        }
+        let names_json = to_json(&names)?;
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let (row, upserted) = in_tx!(self, |tx, d| {
+            let existing: Vec<PutTaskRow> =
+                sqlx::query_as(sql::TASKS_FOR_PUT.get(d)).bind(&names_json).bind(name).fetch_all(&mut *tx).await?;
+            let mut patches = HashMap::new();
+            for r in existing {
+                if r.component != name {
+                    return Err(StoreError::Conflict(format!(
+                        "task `{}` belongs to component `{}`",
+                        r.name, r.component
+                    )));
+                }
+                patches.insert(r.name, r.user_patched);
+            }
+            let row: ComponentRow = sqlx::query_as(sql::COMPONENT_UPSERT.get(d))
+                .bind(name)
+                .bind(digest)
+                .bind(size)
+                .bind(bytes)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(sql::TASKS_DELETE_STALE.get(d)).bind(&names_json).bind(name).execute(&mut *tx).await?;
+            let mut effective = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                let mut def = t.clone();
+                def.component = name.to_owned();
+                let patched = patches.remove(&t.name).unwrap_or_else(|| "{}".to_owned());
+                def.apply(&parse_patch(&patched)?);
+                effective.push((def, patched));
+            }
+            let rows = effective
+                .iter()
+                .map(|(def, patched)| task_json(def, name, patched.clone()))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let upserted: Vec<NameRow> = if rows.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(sql::TASKS_UPSERT.get(d)).bind(to_json(&rows)?).fetch_all(&mut *tx).await?
+            };
+            if upserted.len() != tasks.len() {
+                // A concurrent upload took a name between our read and the upsert.
+                let done: HashSet<&str> = upserted.iter().map(|r| r.name.as_str()).collect();
+                let lost = names.iter().find(|n| !done.contains(*n)).copied().unwrap_or_default();
+                return Err(StoreError::Conflict(format!("task `{lost}` belongs to another component")));
+            }
+            (row, upserted)
+        });
+        let mut task_names: Vec<String> = upserted.into_iter().map(|r| r.name).collect();
+        task_names.sort_unstable();
+        Ok(component_info(row, task_names))
+    }
+
+    async fn component_list(&self) -> StoreResult<Vec<ComponentInfo>> {
+        let (rows, names): (Vec<ComponentRow>, Vec<TaskNameRow>) = on_read!(self, |db, d| {
+            let rows = sqlx::query_as(sql::COMPONENT_LIST.get(d)).fetch_all(db).await?;
+            let names = sqlx::query_as(sql::COMPONENT_TASK_NAMES.get(d)).fetch_all(db).await?;
+            (rows, names)
+        });
+        let mut by_component: HashMap<String, Vec<String>> = HashMap::new();
+        for n in names {
+            by_component.entry(n.component).or_default().push(n.name);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let tasks = by_component.remove(&row.name).unwrap_or_default();
+                component_info(row, tasks)
+            })
+            .collect())
+    }
+
+    async fn component_get(&self, name: &str) -> StoreResult<Option<ComponentInfo>> {
+        let found: Option<(ComponentRow, Vec<TaskNameRow>)> = on_read!(self, |db, d| {
+            match sqlx::query_as(sql::COMPONENT_GET.get(d)).bind(name).fetch_optional(db).await? {
+                Some(row) => {
+                    let names = sqlx::query_as(sql::COMPONENT_TASK_NAMES_OF.get(d)).bind(name).fetch_all(db).await?;
+                    Some((row, names))
+                }
+                None => None,
+            }
+        });
+        Ok(found.map(|(row, names)| component_info(row, names.into_iter().map(|n| n.name).collect())))
+    }
+
+    async fn component_bytes(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row: Option<BytesRow> =
+            on_read!(self, |db, d| sqlx::query_as(sql::COMPONENT_BYTES.get(d)).bind(name).fetch_optional(db).await?);
+        Ok(row.map(|r| r.bytes))
+    }
+
+    async fn component_delete(&self, name: &str) -> StoreResult<bool> {
+        let deleted = in_tx!(self, |tx, d| {
+            sqlx::query(sql::COMPONENT_DELETE.get(d)).bind(name).execute(&mut *tx).await?.rows_affected()
+        });
+        Ok(deleted > 0)
+    }
+
+    async fn task_list(&self) -> StoreResult<Vec<TaskDef>> {
+        let rows: Vec<TaskRow> = on_read!(self, |db, d| sqlx::query_as(sql::TASK_LIST.get(d)).fetch_all(db).await?);
+        rows.into_iter().map(TaskRow::decode).collect()
+    }
+
+    async fn task_get(&self, name: &str) -> StoreResult<Option<TaskDef>> {
+        let row: Option<TaskRow> =
+            on_read!(self, |db, d| sqlx::query_as(sql::TASK_GET.get(d)).bind(name).fetch_optional(db).await?);
+        row.map(TaskRow::decode).transpose()
+    }
+
+    async fn task_update(&self, name: &str, patch: &TaskPatch) -> StoreResult<Option<TaskDef>> {
+        let updated = in_tx!(self, |tx, d| {
+            let row: Option<TaskRow> =
+                sqlx::query_as(sql::TASK_GET_FOR_UPDATE.get(d)).bind(name).fetch_optional(&mut *tx).await?;
+            match row {
+                None => None,
+                Some(row) => {
+                    let user_patched = merge_patch(&row.user_patched, patch)?;
+                    let mut def = row.decode()?;
+                    def.apply(patch);
+                    sqlx::query(sql::TASK_UPDATE.get(d))
+                        .bind(name)
+                        .bind(i64::from(def.max_attempts))
+                        .bind(clamp_i64(def.timeout_ms))
+                        .bind(clamp_i64(def.memory_limit_bytes))
+                        .bind(def.registration_concurrency.as_str())
+                        .bind(def.running_concurrency.as_str())
+                        .bind(to_json(&def.key_arguments)?)
+                        .bind(to_json(&def.pins)?)
+                        .bind(def.paused)
+                        .bind(user_patched)
+                        .execute(&mut *tx)
+                        .await?;
+                    Some(def)
+                }
+            }
+        });
+        Ok(updated)
+    }
+
+    async fn invocation_insert_batch(&self, calls: &[NewInvocation]) -> StoreResult<Vec<Invocation>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        for c in calls {
+            check_json("args", &c.id, &c.args)?;
+        }
+        let json = to_json(
+            &calls
+                .iter()
+                .map(|c| InsertJson {
+                    id: &c.id,
+                    task: &c.task,
+                    call_id: &c.call_id,
+                    args: &c.args,
+                    parent: c.parent.as_deref(),
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        let rows: Vec<InvocationRow> = in_tx!(self, |tx, d| {
+            let rows: Vec<InvocationRow> = sqlx::query_as(sql::INVOCATION_INSERT.get(d))
+                .bind(json)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(conflict_on_unique("an invocation id of the batch already exists"))?;
+            if rows.len() != calls.len() {
+                let known: HashSet<&str> = rows.iter().map(|r| r.task.as_str()).collect();
+                let missing = calls.iter().find(|c| !known.contains(c.task.as_str())).map(|c| c.task.as_str());
+                return Err(StoreError::NotFound(format!("task `{}`", missing.unwrap_or_default())));
+            }
+            let history: Vec<HistoryJson<'_>> = rows
+                .iter()
+                .map(|r| HistoryJson {
+                    id: &r.id,
+                    status: InvocationStatus::Registered.as_str(),
+                    node: None,
+                    attempt: r.attempts,
+                    at: r.created_at,
+                })
+                .collect();
+            sqlx::query(sql::HISTORY_INSERT.get(d)).bind(to_json(&history)?).execute(&mut *tx).await?;
+            rows
+        });
+        // Input order.
+        let position: HashMap<&str, usize> = calls.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+        let mut out = decode_invocations(rows)?;
+        out.sort_by_key(|inv| position.get(inv.id.as_str()).copied().unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
+    async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut rows: Vec<ClaimedRow> = in_tx!(self, |tx, d| {
+            let mut rows: Vec<ClaimedRow> = sqlx::query_as(sql::INVOCATION_CLAIM.get(d))
+                .bind(node)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            if !rows.is_empty() {
+                rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                let history: Vec<HistoryJson<'_>> = rows
+                    .iter()
+                    .map(|r| HistoryJson {
+                        id: &r.id,
+                        status: InvocationStatus::Pending.as_str(),
+                        node: Some(node),
+                        attempt: r.attempts,
+                        at: r.updated_at,
+                    })
+                    .collect();
+                sqlx::query(sql::HISTORY_INSERT.get(d)).bind(to_json(&history)?).execute(&mut *tx).await?;
+            }
+            rows
+        });
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        rows.into_iter()
+            .map(|r| {
+                Ok(Claimed {
+                    attempt: to_u32("attempts", r.attempts)?,
+                    id: r.id,
+                    task: r.task,
+                    args: r.args,
+                    parent: r.parent,
+                })
+            })
+            .collect()
+    }
+
+    async fn invocation_transition_batch(&self, changes: &[Transition]) -> StoreResult<Vec<TransitionOutcome>> {
+        let mut outcomes = vec![TransitionOutcome::Rejected; changes.len()];
+        // Pass n holds the n-th transition of every id (positions in `changes`).
+        let mut passes: Vec<Vec<usize>> = Vec::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in changes.iter().enumerate() {
+            if let Some(result) = &t.result {
+                check_json("result", &t.id, result)?;
+            }
+            if t.path.is_empty() {
+                continue; // nothing to enter: rejected
+            }
+            let n = seen.entry(t.id.as_str()).or_insert(0);
+            if passes.len() <= *n {
+                passes.push(Vec::new());
+            }
+            passes[*n].push(i);
+            *n += 1;
+        }
+        if passes.is_empty() {
+            return Ok(outcomes);
+        }
+        for pass in &mut passes {
+            pass.sort_unstable_by(|a, b| changes[*a].id.cmp(&changes[*b].id));
+        }
+        let applied: Vec<usize> = in_tx!(self, |tx, d| {
+            let mut applied = Vec::new();
+            for pass in &passes {
+                let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
+                let positions = transition_pass!(tx, d, &refs);
+                applied.extend(positions.into_iter().map(|p| pass[p]));
+            }
+            applied
+        });
+        for i in applied {
+            outcomes[i] = TransitionOutcome::Applied;
+        }
+        Ok(outcomes)
+    }
+
+    async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64> {
+        let recovered = in_tx!(self, |tx, d| {
+            let owned: Vec<OwnedRow> =
+                sqlx::query_as(sql::INVOCATION_OWNED_BY.get(d)).bind(node).fetch_all(&mut *tx).await?;
+            let mut changes = Vec::with_capacity(owned.len());
+            for row in owned {
+                let from = parse_status(&row.status)?;
+                let via = if from == InvocationStatus::Pending {
+                    InvocationStatus::PendingRecovery
+                } else {
+                    InvocationStatus::RunningRecovery
+                };
+                changes.push(Transition {
+                    id: row.id,
+                    from,
+                    owner: Some(Owner { node: node.to_owned(), attempt: to_u32("attempts", row.attempts)? }),
+                    path: vec![via, InvocationStatus::Rerouted],
+                    result: None,
+                    error: None,
+                    node: node.to_owned(),
+                });
+            }
+            if changes.is_empty() {
+                0
+            } else {
+                let refs: Vec<&Transition> = changes.iter().collect();
+                transition_pass!(tx, d, &refs).len()
+            }
+        });
+        Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
+    }
+
+    async fn invocation_get(&self, id: &str) -> StoreResult<Option<Invocation>> {
+        let row: Option<InvocationRow> =
+            on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_GET.get(d)).bind(id).fetch_optional(db).await?);
+        row.map(InvocationRow::decode).transpose()
+    }
+
+    async fn invocation_get_many(&self, ids: &[String]) -> StoreResult<Vec<Invocation>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = to_json(ids)?;
+        let rows: Vec<InvocationRow> =
+            on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_GET_MANY.get(d)).bind(json).fetch_all(db).await?);
+        // Input order; an id asked for twice is returned twice.
+        let mut left: HashMap<&str, usize> = HashMap::new();
+        for id in ids {
+            *left.entry(id.as_str()).or_default() += 1;
+        }
+        let mut by_id: HashMap<String, Invocation> =
+            decode_invocations(rows)?.into_iter().map(|inv| (inv.id.clone(), inv)).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let n = left.entry(id.as_str()).or_default();
+            *n = n.saturating_sub(1);
+            let found = if *n > 0 { by_id.get(id).cloned() } else { by_id.remove(id) };
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    async fn invocation_list(&self, filter: &InvocationFilter) -> StoreResult<Vec<Invocation>> {
+        let statement = match (&filter.task, filter.status) {
+            (None, None) => sql::INVOCATION_LIST,
+            (Some(_), None) => sql::INVOCATION_LIST_TASK,
+            (None, Some(_)) => sql::INVOCATION_LIST_STATUS,
+            (Some(_), Some(_)) => sql::INVOCATION_LIST_TASK_STATUS,
+        };
+        let rows: Vec<InvocationRow> = on_read!(self, |db, d| {
+            let mut q = sqlx::query_as(statement.get(d)).bind(filter.cursor.as_deref()).bind(i64::from(filter.limit));
+            if let Some(task) = &filter.task {
+                q = q.bind(task.as_str());
+            }
+            if let Some(status) = filter.status {
+                q = q.bind(status.as_str());
+            }
+            q.fetch_all(db).await?
+        });
+        decode_invocations(rows)
+    }
+
+    async fn invocation_count(
+        &self,
+        task: Option<&str>,
+        status: Option<InvocationStatus>,
+    ) -> StoreResult<Vec<StatusCount>> {
+        let statement = match (task, status) {
+            (None, None) => sql::INVOCATION_COUNT,
+            (Some(_), None) => sql::INVOCATION_COUNT_TASK,
+            (None, Some(_)) => sql::INVOCATION_COUNT_STATUS,
+            (Some(_), Some(_)) => sql::INVOCATION_COUNT_TASK_STATUS,
+        };
+        let rows: Vec<CountRow> = on_read!(self, |db, d| {
+            let mut q = sqlx::query_as(statement.get(d));
+            if let Some(task) = task {
+                q = q.bind(task);
+            }
+            if let Some(status) = status {
+                q = q.bind(status.as_str());
+            }
+            q.fetch_all(db).await?
+        });
+        rows.into_iter()
+            .map(|r| Ok(StatusCount { status: parse_status(&r.status)?, task: r.task, count: r.count }))
+            .collect()
+    }
+
+    async fn invocation_history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
+        let rows: Vec<HistoryRow> =
+            on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_HISTORY.get(d)).bind(id).fetch_all(db).await?);
+        rows.into_iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    status: parse_status(&r.status)?,
+                    node: r.node,
+                    attempt: to_u32("history attempt", r.attempt)?,
+                    at: r.at,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Implements [`Store`] for a newtype around [`SqlStore`] by forwarding every method.
+macro_rules! delegate_store {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $ty {
+            fn dialect(&self) -> &'static str {
+                $crate::store::Store::dialect(&self.0)
+            }
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                $crate::store::Store::ping(&self.0).await
+            }
+            async fn now(&self) -> $crate::store::StoreResult<$crate::model::Millis> {
+                $crate::store::Store::now(&self.0).await
+            }
+            async fn component_put(
+                &self,
+                name: &str,
+                digest: &str,
+                bytes: &[u8],
+                tasks: &[$crate::model::TaskDef],
+            ) -> $crate::store::StoreResult<$crate::model::ComponentInfo> {
+                $crate::store::Store::component_put(&self.0, name, digest, bytes, tasks).await
+            }
+            async fn component_list(&self) -> $crate::store::StoreResult<Vec<$crate::model::ComponentInfo>> {
+                $crate::store::Store::component_list(&self.0).await
+            }
+            async fn component_get(
+                &self,
+                name: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::model::ComponentInfo>> {
+                $crate::store::Store::component_get(&self.0, name).await
+            }
+            async fn component_bytes(&self, name: &str) -> $crate::store::StoreResult<Option<Vec<u8>>> {
+                $crate::store::Store::component_bytes(&self.0, name).await
+            }
+            async fn component_delete(&self, name: &str) -> $crate::store::StoreResult<bool> {
+                $crate::store::Store::component_delete(&self.0, name).await
+            }
+            async fn task_list(&self) -> $crate::store::StoreResult<Vec<$crate::model::TaskDef>> {
+                $crate::store::Store::task_list(&self.0).await
+            }
+            async fn task_get(&self, name: &str) -> $crate::store::StoreResult<Option<$crate::model::TaskDef>> {
+                $crate::store::Store::task_get(&self.0, name).await
+            }
+            async fn task_update(
+                &self,
+                name: &str,
+                patch: &$crate::model::TaskPatch,
+            ) -> $crate::store::StoreResult<Option<$crate::model::TaskDef>> {
+                $crate::store::Store::task_update(&self.0, name, patch).await
+            }
+            async fn invocation_insert_batch(
+                &self,
+                calls: &[$crate::model::NewInvocation],
+            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
+                $crate::store::Store::invocation_insert_batch(&self.0, calls).await
+            }
+            async fn invocation_claim(
+                &self,
+                node: &str,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::Claimed>> {
+                $crate::store::Store::invocation_claim(&self.0, node, limit).await
+            }
+            async fn invocation_transition_batch(
+                &self,
+                changes: &[$crate::model::Transition],
+            ) -> $crate::store::StoreResult<Vec<$crate::store::TransitionOutcome>> {
+                $crate::store::Store::invocation_transition_batch(&self.0, changes).await
+            }
+            async fn invocation_recover_node(&self, node: &str) -> $crate::store::StoreResult<u64> {
+                $crate::store::Store::invocation_recover_node(&self.0, node).await
+            }
+            async fn invocation_get(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::model::Invocation>> {
+                $crate::store::Store::invocation_get(&self.0, id).await
+            }
+            async fn invocation_get_many(
+                &self,
+                ids: &[String],
+            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
+                $crate::store::Store::invocation_get_many(&self.0, ids).await
+            }
+            async fn invocation_list(
+                &self,
+                filter: &$crate::model::InvocationFilter,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
+                $crate::store::Store::invocation_list(&self.0, filter).await
+            }
+            async fn invocation_count(
+                &self,
+                task: Option<&str>,
+                status: Option<$crate::model::InvocationStatus>,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::StatusCount>> {
+                $crate::store::Store::invocation_count(&self.0, task, status).await
+            }
+            async fn invocation_history(
+                &self,
+                id: &str,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::HistoryEntry>> {
+                $crate::store::Store::invocation_history(&self.0, id).await
+            }
+        }
+    };
+}
+pub(super) use delegate_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_status_lists_match_the_status_table() {
+        let quoted = |it: &mut dyn Iterator<Item = InvocationStatus>| {
+            format!("({})", it.map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", "))
+        };
+        assert_eq!(sql::RUNNABLE_STATUSES, quoted(&mut InvocationStatus::runnable()));
+        assert_eq!(sql::OWNED_STATUSES, quoted(&mut InvocationStatus::ALL.iter().copied().filter(|s| s.is_owned())));
+    }
+
+    #[test]
+    fn merge_patch_overrides_only_given_fields() {
+        let first = TaskPatch { max_attempts: Some(5), paused: Some(true), ..TaskPatch::default() };
+        let merged = merge_patch("{}", &first).unwrap();
+        let second = TaskPatch { max_attempts: Some(7), ..TaskPatch::default() };
+        let merged = parse_patch(&merge_patch(&merged, &second).unwrap()).unwrap();
+        assert_eq!(merged, TaskPatch { max_attempts: Some(7), paused: Some(true), ..TaskPatch::default() });
+    }
+}

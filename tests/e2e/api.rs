@@ -1,0 +1,259 @@
+//! The daemon over HTTP: the foundation's user journeys, bad input and hostile guests, on both
+//! backends.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use warden_tests::guests;
+use warden_tests::harness::{Backend, TestDaemon};
+
+use crate::both;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn hello_end_to_end(b: Backend) {
+    let d = TestDaemon::start(b).await;
+    let up = d.deploy("hello", guests::HELLO).await;
+    assert_eq!(up["name"], "hello");
+    assert_eq!(up["digest"].as_str().map(str::len), Some(64), "{up}");
+    assert_eq!(up["tasks"][0]["name"], "hello", "{up}");
+
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "hello", "args": {"name": "Ada"}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["status"], "registered");
+    assert_eq!(v["reused"], false);
+    let id = v["id"].as_str().expect("id").to_string();
+
+    let (s, v) = d.get(&format!("/v1/invocations/{id}/result?timeout_ms=5000")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["result"], json!({"greeting": "Hello, Ada!"}));
+    assert_eq!(v["attempts"], 1);
+    assert_eq!(v["args"], json!({"name": "Ada"}));
+
+    let (s, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
+    assert_eq!(s, StatusCode::OK);
+    let statuses: Vec<&str> =
+        h["history"].as_array().expect("history").iter().filter_map(|e| e["status"].as_str()).collect();
+    assert_eq!(statuses, ["registered", "pending", "running", "success"]);
+
+    let (s, v) = d.get("/v1/components").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["components"][0]["name"], "hello");
+    let (s, v) = d.get("/v1/tasks").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["tasks"][0]["name"], "hello");
+    let (s, _) = d.get("/health/live").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = d.get("/health/ready").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    d.stop().await;
+}
+both!(hello, hello_end_to_end);
+
+async fn examples_and_retries(b: Backend) {
+    let d = TestDaemon::start(b).await;
+    d.deploy("math", guests::MATH).await;
+    d.deploy("flaky", guests::FLAKY).await;
+    d.deploy("slow", guests::SLOW).await;
+
+    let v = d.run("primes", json!({"below": 100})).await;
+    assert_eq!(v["result"], json!({"count": 25}), "{v}");
+
+    // Retryable errors are retried until the guest succeeds, each attempt counted.
+    let v = d.run("flaky", json!({"fail_times": 2})).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["result"], json!({"attempt": 3}));
+    assert_eq!(v["attempts"], 3);
+    let (_, h) = d.get(&format!("/v1/invocations/{}/history", v["id"].as_str().unwrap_or_default())).await;
+    let retries = h["history"].as_array().map(|a| a.iter().filter(|e| e["status"] == "retry").count());
+    assert_eq!(retries, Some(2), "{h}");
+
+    // … but never beyond the task's max attempts.
+    patch(&d, "flaky", json!({"max_attempts": 2})).await;
+    let v = d.run("flaky", json!({"fail_times": 5})).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["attempts"], 2);
+    assert_eq!(v["error"]["kind"], "retryable", "{v}");
+
+    let v = d.run("slow", json!({"ms": 200})).await;
+    assert_eq!(v["status"], "success", "{v}");
+    d.stop().await;
+}
+both!(examples, examples_and_retries);
+
+async fn batch_list_count(b: Backend) {
+    let d = TestDaemon::start(b).await;
+    d.deploy("hello", guests::HELLO).await;
+    let calls: Vec<Value> = (0..200).map(|i| json!({"task": "hello", "args": {"name": format!("n{i}")}})).collect();
+    let (s, v) = d.post("/v1/invocations/batch", &json!({ "calls": calls })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let ids: Vec<String> = v["invocations"]
+        .as_array()
+        .expect("invocations")
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    for id in &ids {
+        let r = d.result(id, MINUTE).await;
+        assert_eq!(r["status"], "success", "{r}");
+    }
+    let (_, c) = d.get("/v1/invocations/count?task=hello&status=success").await;
+    assert_eq!(c["total"], 200, "{c}");
+
+    // Pages of 64, newest first, cover everything exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/invocations?task=hello&limit=64&cursor={c}"),
+            None => "/v1/invocations?task=hello&limit=64".to_string(),
+        };
+        let (s, page) = d.get(&path).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        seen.extend(
+            page["invocations"]
+                .as_array()
+                .expect("page")
+                .iter()
+                .map(|i| i["id"].as_str().unwrap_or_default().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    expected.reverse();
+    assert_eq!(seen, expected);
+    let (s, v) = d.get("/v1/invocations?status=bogus").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    d.stop().await;
+}
+both!(batch, batch_list_count);
+
+fn assert_error(s: StatusCode, v: &Value, want: StatusCode, needle: &str) {
+    assert_eq!(s, want, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("not the error shape: {v}"));
+    assert!(v["error"]["code"].is_string(), "{v}");
+    assert!(msg.to_lowercase().contains(needle), "`{msg}` does not mention `{needle}`");
+}
+
+async fn bad_input(b: Backend) {
+    let d = TestDaemon::start_with(b, |c| c.max_upload_bytes = 8 * 1024 * 1024).await;
+    let (s, v) = d.post_bytes("/v1/components?name=junk", b"definitely not wasm".to_vec()).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "component");
+    let (s, v) = d.post_bytes("/v1/components?name=core", b"\0asm\x01\0\0\0".to_vec()).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "core");
+    let bytes = std::fs::read(guests::NOHANDLER).expect("nohandler");
+    let (s, v) = d.post_bytes("/v1/components?name=nohandler", bytes).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "warden:task/handler");
+    let (s, v) = d.post_bytes("/v1/components?name=big", vec![0u8; 9 * 1024 * 1024]).await;
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "large");
+    let (s, v) = d.post_bytes("/v1/components", b"x".to_vec()).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "name");
+
+    d.deploy("hello", guests::HELLO).await;
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "nope", "args": {}})).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "nope");
+    let r = d
+        .http
+        .post(format!("{}/v1/invocations", d.url))
+        .header("content-type", "application/json")
+        .body("{\"task\": \"hello\", ")
+        .send()
+        .await
+        .expect("post");
+    let s = r.status();
+    let v: Value = r.json().await.expect("json");
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "");
+    let (s, v) = d.get("/v1/invocations/does-not-exist").await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "does-not-exist");
+
+    // Arguments the task rejects: a failed invocation with invalid_args, not retried.
+    let v = d.run("hello", json!({"nom": 1})).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["kind"], "invalid_args", "{v}");
+    assert_eq!(v["attempts"], 1);
+
+    // Nothing was lost and the daemon still serves.
+    let v = d.run("hello", json!({"name": "still here"})).await;
+    assert_eq!(v["status"], "success", "{v}");
+    d.stop().await;
+}
+both!(bad_input_gets_clear_errors, bad_input);
+
+async fn patch(d: &TestDaemon, task: &str, body: Value) {
+    let r = d.http.patch(format!("{}/v1/tasks/{task}", d.url)).json(&body).send().await.expect("patch");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+async fn hostile_guests(b: Backend) {
+    let d = TestDaemon::start(b).await;
+    d.deploy("hostile", guests::HOSTILE).await;
+    d.deploy("hello", guests::HELLO).await;
+    for t in ["spin", "hog", "sleeper"] {
+        patch(&d, t, json!({"max_attempts": 1})).await;
+    }
+
+    // An endless loop fails with a timeout within its timeout (1 s) plus one second, and the
+    // daemon keeps serving meanwhile.
+    let t0 = Instant::now();
+    let spin = d.call("spin", json!({})).await;
+    let v = d.run("hello", json!({"name": "during spin"})).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let v = d.result(&spin, MINUTE).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["kind"], "timeout", "{v}");
+    assert!(t0.elapsed() < Duration::from_millis(2_500), "spin took {:?}", t0.elapsed());
+
+    let t0 = Instant::now();
+    let v = d.run("sleeper", json!({"ms": 60_000})).await;
+    assert_eq!(v["error"]["kind"], "timeout", "{v}");
+    assert!(t0.elapsed() < Duration::from_millis(2_500), "sleeper took {:?}", t0.elapsed());
+
+    let v = d.run("hog", json!({})).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["kind"], "memory_limit", "{v}");
+
+    let v = d.run("chatty", json!({"bytes": 5_000_000})).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["result"], json!({"printed": 5_000_000}));
+
+    let v = d.run("bigresult", json!({})).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["kind"], "bad_result", "{v}");
+
+    let v = d.run("fatal", json!({})).await;
+    assert_eq!(v["error"]["kind"], "fatal", "{v}");
+    assert_eq!(v["attempts"], 1, "fatal errors are not retried: {v}");
+
+    let (s, _) = d.get("/health/ready").await;
+    assert_eq!(s, StatusCode::OK);
+    d.stop().await;
+}
+both!(hostile_guests_are_contained, hostile_guests);
+
+async fn restart_keeps_everything(b: Backend) {
+    let mut d = TestDaemon::start(b).await;
+    d.deploy("hello", guests::HELLO).await;
+    let v = d.run("hello", json!({"name": "before"})).await;
+    let id = v["id"].as_str().expect("id").to_string();
+    patch(&d, "hello", json!({"max_attempts": 7})).await;
+    d.restart().await;
+
+    let (s, v) = d.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["result"], json!({"greeting": "Hello, before!"}));
+    let (_, t) = d.get("/v1/tasks/hello").await;
+    assert_eq!(t["max_attempts"], 7, "{t}");
+    let (_, c) = d.get("/v1/components/hello").await;
+    assert_eq!(c["name"], "hello", "{c}");
+    let v = d.run("hello", json!({"name": "after"})).await;
+    assert_eq!(v["result"], json!({"greeting": "Hello, after!"}), "{v}");
+    d.stop().await;
+}
+both!(restart, restart_keeps_everything);

@@ -1,0 +1,186 @@
+//! A daemon under test: starts a real `warden` daemon in-process on a fresh data directory and
+//! a fresh database (a new SQLite file, or a new PostgreSQL database made through
+//! `DATABASE_URL`), and talks to it over real HTTP.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use warden::config::Config;
+use warden::server::Daemon;
+
+/// Which database a test daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in the data directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server named by `DATABASE_URL`.
+    Postgres,
+}
+
+/// The PostgreSQL server URL for tests; a missing `DATABASE_URL` is a failure, never a skip.
+pub fn database_url() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "DATABASE_URL is not set: the PostgreSQL tests need a server, e.g. \
+             DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test --workspace"
+        ),
+    }
+}
+
+/// Creates a fresh, uniquely named PostgreSQL database and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let url = database_url();
+    let name = format!("warden_e2e_{}", uuid_like());
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    let sql = format!("CREATE DATABASE {name}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    let (base, _) = url.rsplit_once('/').unwrap_or((&url, ""));
+    format!("{base}/{name}")
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}_{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A daemon under test and an HTTP client for it.
+pub struct TestDaemon {
+    daemon: Option<Daemon>,
+    config: Config,
+    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    /// Starts a daemon with `slots` slots on a fresh database of the given backend.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a daemon after letting `tweak` change the configuration.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            data_dir: dir.path().to_path_buf(),
+            slots: 4,
+            shutdown_grace_ms: 2_000,
+            ..Config::default()
+        };
+        if backend == Backend::Postgres {
+            config.database_url = Some(fresh_postgres_database().await);
+        }
+        tweak(&mut config);
+        let daemon = Daemon::start(config.clone()).await.unwrap_or_else(|e| panic!("daemon did not start: {e:#}"));
+        let url = daemon.url();
+        Self { daemon: Some(daemon), config, url, http: reqwest::Client::new(), _dir: dir }
+    }
+
+    /// Stops the daemon gracefully and starts it again on the same data and database.
+    pub async fn restart(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        let daemon = Daemon::start(config).await.unwrap_or_else(|e| panic!("daemon did not restart: {e:#}"));
+        self.url = daemon.url();
+        self.daemon = Some(daemon);
+    }
+
+    /// Stops the daemon.
+    pub async fn stop(mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+    }
+
+    /// `GET path` → (status, JSON body).
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(format!("{}{path}", self.url)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST path` with a JSON body → (status, JSON body).
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST path` with raw bytes → (status, JSON body).
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/wasm")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Uploads the component at `path` as `name`; panics unless 201.
+    pub async fn deploy(&self, name: &str, path: &str) -> Value {
+        let bytes = std::fs::read(Path::new(path)).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let (s, v) = self.post_bytes(&format!("/v1/components?name={name}"), bytes).await;
+        assert_eq!(s, StatusCode::CREATED, "deploy {name}: {v}");
+        v
+    }
+
+    /// Routes one call; panics unless 202; returns the invocation id.
+    pub async fn call(&self, task: &str, args: Value) -> String {
+        let (s, v) = self.post("/v1/invocations", &json!({"task": task, "args": args})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "call {task}: {v}");
+        v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
+    }
+
+    /// Long-polls the result for up to `timeout`; panics unless the invocation became final.
+    pub async fn result(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (s, v) =
+                self.get(&format!("/v1/invocations/{id}/result?timeout_ms={}", left.as_millis().min(30_000))).await;
+            if s == StatusCode::OK {
+                return v;
+            }
+            assert_eq!(s, StatusCode::ACCEPTED, "result of {id}: {v}");
+            assert!(!left.is_zero(), "invocation {id} not final after {timeout:?}: {v}");
+        }
+    }
+
+    /// Routes one call and waits for its final invocation.
+    pub async fn run(&self, task: &str, args: Value) -> Value {
+        let id = self.call(task, args).await;
+        self.result(&id, Duration::from_secs(60)).await
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        // A daemon dropped without `stop` (a failing test) just goes away with the runtime.
+        self.daemon.take();
+    }
+}
