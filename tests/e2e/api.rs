@@ -257,3 +257,29 @@ async fn restart_keeps_everything(b: Backend) {
     d.stop().await;
 }
 both!(restart, restart_keeps_everything);
+
+async fn fanout_waits_on_children(b: Backend) {
+    // Fewer slots than waiting parents: a waiting parent must give its slot back.
+    let d = TestDaemon::start_with(b, |c| c.slots = 2).await;
+    d.deploy("fanout", guests::FANOUT).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(d.call("fanout", json!({"n": 10})).await);
+    }
+    for id in &ids {
+        let v = d.result(id, MINUTE).await;
+        assert_eq!(v["status"], "success", "{v}");
+        assert_eq!(v["result"], json!({"sum": 285}), "{v}");
+        let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
+        let statuses: Vec<&str> = h["history"].as_array().expect("history").iter().filter_map(|e| e["status"].as_str()).collect();
+        assert!(statuses.windows(3).any(|w| w == ["paused", "resumed", "running"]), "{statuses:?}");
+    }
+    // Children are ordinary invocations with their parent recorded and deterministic ids.
+    let child = format!("{}.000003", ids[0]);
+    let (s, v) = d.get(&format!("/v1/invocations/{child}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["parent"], ids[0].as_str());
+    assert_eq!(v["result"], json!({"y": 9}));
+    d.stop().await;
+}
+both!(fanout, fanout_waits_on_children);

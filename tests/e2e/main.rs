@@ -2,6 +2,7 @@
 //! real SQLite file or the machine's PostgreSQL, driven over HTTP. One test binary.
 
 mod api;
+mod process;
 mod runtime;
 
 /// Runs an async test body once per backend: `both!(name, body_fn)` makes `name::sqlite` and

@@ -52,15 +52,28 @@ fn uuid_like() -> String {
     format!("{}_{}_{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A daemon under test and an HTTP client for it.
-pub struct TestDaemon {
-    daemon: Option<Daemon>,
-    config: Config,
+/// An HTTP client of one daemon's API with the calls tests make.
+#[derive(Clone)]
+pub struct Api {
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
     pub url: String,
     /// HTTP client.
     pub http: reqwest::Client,
+}
+
+/// A daemon under test (in this process) and an HTTP client for it.
+pub struct TestDaemon {
+    daemon: Option<Daemon>,
+    config: Config,
+    api: Api,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestDaemon {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl TestDaemon {
@@ -84,8 +97,8 @@ impl TestDaemon {
         }
         tweak(&mut config);
         let daemon = Daemon::start(config.clone()).await.unwrap_or_else(|e| panic!("daemon did not start: {e:#}"));
-        let url = daemon.url();
-        Self { daemon: Some(daemon), config, url, http: reqwest::Client::new(), _dir: dir }
+        let api = Api::new(&daemon.url());
+        Self { daemon: Some(daemon), config, api, _dir: dir }
     }
 
     /// Stops the daemon gracefully and starts it again on the same data and database.
@@ -96,7 +109,7 @@ impl TestDaemon {
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
         let daemon = Daemon::start(config).await.unwrap_or_else(|e| panic!("daemon did not restart: {e:#}"));
-        self.url = daemon.url();
+        self.api.url = daemon.url();
         self.daemon = Some(daemon);
     }
 
@@ -104,6 +117,27 @@ impl TestDaemon {
     pub async fn stop(mut self) {
         if let Some(d) = self.daemon.take() {
             d.stop().await;
+        }
+    }
+}
+
+impl Api {
+    /// A client of the daemon at `url`.
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_string(), http: reqwest::Client::new() }
+    }
+
+    /// Waits until `/health/ready` answers 200, for up to `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/health/ready", self.url)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "daemon at {} not ready after {timeout:?}", self.url);
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

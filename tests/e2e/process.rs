@@ -1,0 +1,129 @@
+//! Real daemon processes (`warden-under-test`, the `warden` program built in this crate) killed
+//! with SIGKILL or stopped with SIGTERM: nothing routed is lost, and work a dead process left
+//! running is recovered when it comes back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_tests::guests;
+use warden_tests::harness::{Api, Backend, fresh_postgres_database};
+
+use crate::both;
+
+/// One `warden serve` process.
+struct DaemonProcess {
+    child: Child,
+    api: Api,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl DaemonProcess {
+    async fn spawn(data_dir: &Path, database: Option<&str>) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-under-test"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--slots", "2", "--shutdown-grace-ms", "5000"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("WARDEN_DATABASE_URL")
+            .env("WARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(url) = database {
+            cmd.args(["--database", url]);
+        }
+        let child = cmd.spawn().expect("spawn warden-under-test");
+        let api = Api::new(&format!("http://127.0.0.1:{port}"));
+        api.wait_ready(Duration::from_secs(30)).await;
+        Self { child, api }
+    }
+
+    fn sigkill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    fn sigterm(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        assert!(ok.success());
+        self.child.wait().expect("reap")
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn statuses(api: &Api, id: &str) -> Vec<String> {
+    let (_, h) = api.get(&format!("/v1/invocations/{id}/history")).await;
+    h["history"].as_array().expect("history").iter().filter_map(|e| e["status"].as_str().map(String::from)).collect()
+}
+
+async fn wait_status(api: &Api, id: &str, want: &str) {
+    for _ in 0..400 {
+        let (_, v) = api.get(&format!("/v1/invocations/{id}")).await;
+        if v["status"] == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("invocation {id} never reached {want}");
+}
+
+async fn sigkill_then_restart_recovers(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: PathBuf = dir.path().into();
+    let db = match b {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_postgres_database().await),
+    };
+
+    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    p.api.deploy("slow", guests::SLOW).await;
+    p.api.deploy("hello", guests::HELLO).await;
+    // Two long attempts fill both slots; the batch behind them is routed but not yet claimed.
+    let long: Vec<String> = [p.api.call("slow", json!({"ms": 1500})).await, p.api.call("slow", json!({"ms": 1501})).await].into();
+    for id in &long {
+        wait_status(&p.api, id, "running").await;
+    }
+    let calls: Vec<Value> = (0..100).map(|i| json!({"task": "hello", "args": {"name": format!("k{i}")}})).collect();
+    let (s, routed) = p.api.post("/v1/invocations/batch", &json!({ "calls": calls })).await;
+    assert_eq!(s.as_u16(), 202, "{routed}");
+    p.sigkill();
+
+    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    for id in &long {
+        let v = p.api.result(id, Duration::from_secs(60)).await;
+        assert_eq!(v["status"], "success", "{v}");
+        assert_eq!(v["attempts"], 2, "the killed attempt counts: {v}");
+        let h = statuses(&p.api, id).await;
+        let tail: Vec<&str> = h.iter().map(String::as_str).collect();
+        assert!(tail.windows(2).any(|w| w == ["running_recovery", "rerouted"]), "{tail:?}");
+    }
+    for inv in routed["invocations"].as_array().expect("routed") {
+        let v = p.api.result(inv["id"].as_str().expect("id"), Duration::from_secs(60)).await;
+        assert_eq!(v["status"], "success", "{v}");
+    }
+
+    // SIGTERM drains: the running attempt finishes within the grace period and exits cleanly.
+    let id = p.api.call("slow", json!({"ms": 600})).await;
+    wait_status(&p.api, &id, "running").await;
+    let api = p.api.clone();
+    let status = p.sigterm();
+    assert!(status.success(), "warden exited with {status}");
+    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    let (_, v) = p.api.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!(v["status"], "success", "drained attempt: {v}");
+    assert_eq!(v["attempts"], 1, "{v}");
+    drop(api);
+}
+both!(sigkill_then_restart, sigkill_then_restart_recovers);
