@@ -271,7 +271,8 @@ async fn fanout_waits_on_children(b: Backend) {
         assert_eq!(v["status"], "success", "{v}");
         assert_eq!(v["result"], json!({"sum": 285}), "{v}");
         let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
-        let statuses: Vec<&str> = h["history"].as_array().expect("history").iter().filter_map(|e| e["status"].as_str()).collect();
+        let statuses: Vec<&str> =
+            h["history"].as_array().expect("history").iter().filter_map(|e| e["status"].as_str()).collect();
         assert!(statuses.windows(3).any(|w| w == ["paused", "resumed", "running"]), "{statuses:?}");
     }
     // Children are ordinary invocations with their parent recorded and deterministic ids.

@@ -25,15 +25,27 @@ fn free_port() -> u16 {
 
 impl DaemonProcess {
     async fn spawn(data_dir: &Path, database: Option<&str>) -> Self {
+        Self::spawn_with_grace(data_dir, database, 5000).await
+    }
+
+    async fn spawn_with_grace(data_dir: &Path, database: Option<&str>, grace_ms: u64) -> Self {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-under-test"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--slots", "2", "--shutdown-grace-ms", "5000"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("WARDEN_DATABASE_URL")
-            .env("WARDEN_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--slots",
+            "2",
+            "--shutdown-grace-ms",
+            &grace_ms.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("WARDEN_DATABASE_URL")
+        .env("WARDEN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }
@@ -91,7 +103,8 @@ async fn sigkill_then_restart_recovers(b: Backend) {
     p.api.deploy("slow", guests::SLOW).await;
     p.api.deploy("hello", guests::HELLO).await;
     // Two long attempts fill both slots; the batch behind them is routed but not yet claimed.
-    let long: Vec<String> = [p.api.call("slow", json!({"ms": 1500})).await, p.api.call("slow", json!({"ms": 1501})).await].into();
+    let long: Vec<String> =
+        [p.api.call("slow", json!({"ms": 1500})).await, p.api.call("slow", json!({"ms": 1501})).await].into();
     for id in &long {
         wait_status(&p.api, id, "running").await;
     }
@@ -120,10 +133,23 @@ async fn sigkill_then_restart_recovers(b: Backend) {
     let api = p.api.clone();
     let status = p.sigterm();
     assert!(status.success(), "warden exited with {status}");
-    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    let p = DaemonProcess::spawn_with_grace(&data, db.as_deref(), 200).await;
     let (_, v) = p.api.get(&format!("/v1/invocations/{id}")).await;
     assert_eq!(v["status"], "success", "drained attempt: {v}");
     assert_eq!(v["attempts"], 1, "{v}");
     drop(api);
+
+    // An attempt still running when the grace period ends is handed back, not failed, and
+    // runs again after the restart.
+    let id = p.api.call("slow", json!({"ms": 3000})).await;
+    wait_status(&p.api, &id, "running").await;
+    assert!(p.sigterm().success());
+    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    let v = p.api.result(&id, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["attempts"], 2, "{v}");
+    let h = statuses(&p.api, &id).await;
+    let h: Vec<&str> = h.iter().map(String::as_str).collect();
+    assert!(h.windows(3).any(|w| w == ["running", "killed", "rerouted"]), "{h:?}");
 }
 both!(sigkill_then_restart, sigkill_then_restart_recovers);

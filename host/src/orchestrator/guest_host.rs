@@ -16,17 +16,28 @@ pub(super) struct AttemptHost {
     owner: Owner,
     /// The run slot; handed back while the guest waits on children.
     permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The invocation's status as this attempt last changed it (`running` or `paused`).
+    status: std::sync::Mutex<InvocationStatus>,
 }
 
 impl AttemptHost {
     pub(super) fn new(orch: Orchestrator, owner: Owner, permit: OwnedSemaphorePermit) -> Self {
-        Self { orch, owner, permit: Mutex::new(Some(permit)) }
+        Self { orch, owner, permit: Mutex::new(Some(permit)), status: std::sync::Mutex::new(InvocationStatus::Running) }
+    }
+
+    /// The status this attempt last moved its invocation to.
+    pub(super) fn status(&self) -> InvocationStatus {
+        *lock(&self.status)
     }
 
     async fn change(&self, id: &str, from: InvocationStatus, path: &[InvocationStatus]) -> Result<(), TaskFailure> {
         let t = step(id, &self.owner, from, path, self.orch.node());
+        let to = t.to();
         match self.orch.transition(vec![t]).await.as_deref() {
-            Ok([TransitionOutcome::Applied]) => Ok(()),
+            Ok([TransitionOutcome::Applied]) => {
+                *lock(&self.status) = to;
+                Ok(())
+            }
             Ok(_) => Err(TaskFailure::new(ErrorKind::Host, "the attempt was taken away from this node")),
             Err(e) => Err(TaskFailure::new(ErrorKind::Host, e.to_string())),
         }

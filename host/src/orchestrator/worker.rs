@@ -91,12 +91,24 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             }
         });
 
-        let (outcome, max_attempts) = match prepare_and_run(&orch, &inv, &owner, cancel, permit).await {
+        let host = Arc::new(AttemptHost::new(orch.clone(), owner.clone(), permit));
+        let (outcome, max_attempts) = match prepare_and_run(&orch, &inv, cancel, host.clone()).await {
             Ok(r) => r,
             Err(f) => (Err(f), 1),
         };
-        let mut t = step(&inv.id, &owner, InvocationStatus::Running, &[], orch.node());
+        // The guest may have been interrupted while waiting on children (status `paused`).
+        let from = host.status();
+        let mut t = step(&inv.id, &owner, from, &[], orch.node());
+        let interrupted = matches!(&outcome, Err(f) if f.kind == ErrorKind::Cancelled);
         match outcome {
+            // Interrupted by this node's shutdown: hand the invocation back, it is not a failure.
+            Err(_) if interrupted && orch.inner.shutdown.is_cancelled() => {
+                t.path.extend([InvocationStatus::Killed, InvocationStatus::Rerouted]);
+            }
+            Err(f) if from == InvocationStatus::Paused => {
+                t.path.push(InvocationStatus::Cancelled);
+                t.error = Some(f);
+            }
             Ok(result) => {
                 t.path.push(InvocationStatus::Success);
                 t.result = Some(result);
@@ -111,7 +123,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         tracing::Span::current().record("outcome", to.as_str());
         match orch.transition(vec![t]).await.as_deref() {
             Ok([TransitionOutcome::Applied]) => {
-                if to == InvocationStatus::Retry {
+                if to.is_runnable() {
                     orch.inner.work.notify_one();
                 }
             }
@@ -130,9 +142,8 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
 async fn prepare_and_run(
     orch: &Orchestrator,
     inv: &Claimed,
-    owner: &Owner,
     cancel: CancellationToken,
-    permit: OwnedSemaphorePermit,
+    host: Arc<AttemptHost>,
 ) -> Result<(Result<String, TaskFailure>, u32), TaskFailure> {
     let host_err = |e: super::OrchestratorError| TaskFailure::new(ErrorKind::Host, e.to_string());
     let task = orch.task(&inv.task).await.map_err(host_err)?;
@@ -151,7 +162,6 @@ async fn prepare_and_run(
         limits: Limits { timeout_ms: task.timeout_ms, memory_limit_bytes: task.memory_limit_bytes },
         cancel,
     };
-    let host = Arc::new(AttemptHost::new(orch.clone(), owner.clone(), permit));
     let report = orch.inner.runtime.run(&component, req, host).await;
     if report.output_truncated || !report.stderr.is_empty() {
         tracing::debug!(
