@@ -12,8 +12,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use exports::warden::task::handler::TaskDef as GuestTaskDef;
-pub(crate) use warden::task::types::{Concurrency, InvocationInfo, Level, TaskError};
+pub(crate) use self::exports::warden::task::handler::TaskDef as GuestTaskDef;
+pub(crate) use self::warden::task::types::{Concurrency, InvocationInfo, Level, TaskError};
 
 /// The fully qualified name of the export every Warden component must have.
 pub(crate) const HANDLER_EXPORT: &str = "warden:task/handler@0.1.0";
