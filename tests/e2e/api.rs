@@ -48,6 +48,16 @@ async fn hello_end_to_end(b: Backend) {
     assert_eq!(s, StatusCode::OK);
     let (s, v) = d.get("/health/ready").await;
     assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Removing the component removes its tasks but keeps the invocations' record.
+    let r = d.http.delete(format!("{}/v1/components/hello", d.url)).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (s, _) = d.get("/v1/tasks/hello").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "hello", "args": {"name": "Ada"}})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = d.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!((s, &v["status"]), (StatusCode::OK, &json!("success")), "{v}");
     d.stop().await;
 }
 both!(hello, hello_end_to_end);

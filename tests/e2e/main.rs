@@ -2,6 +2,7 @@
 //! real SQLite file or the machine's PostgreSQL, driven over HTTP. One test binary.
 
 mod api;
+mod cli;
 mod process;
 mod runtime;
 
