@@ -20,6 +20,8 @@ pub struct Config {
     pub node_name: String,
     /// Attempts that may run at once on this node.
     pub slots: usize,
+    /// Most invocations claimed ahead of free slots in one transaction.
+    pub prefetch: usize,
     /// Largest component upload in bytes (a componentize-py task is about 20 MB).
     pub max_upload_bytes: usize,
     /// How long SIGTERM waits for running attempts before interrupting them.
@@ -34,6 +36,7 @@ impl Default for Config {
             database_url: None,
             node_name: "local".into(),
             slots: std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8),
+            prefetch: 64,
             max_upload_bytes: 64 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
         }
@@ -58,6 +61,9 @@ pub struct Overrides {
     /// Concurrent attempts on this node [default: 4 × cores].
     #[arg(long, env = "WARDEN_SLOTS")]
     pub slots: Option<usize>,
+    /// Invocations claimed ahead of free slots in one transaction [default: 64].
+    #[arg(long, env = "WARDEN_PREFETCH")]
+    pub prefetch: Option<usize>,
     /// Largest component upload in bytes [default: 64 MiB].
     #[arg(long, env = "WARDEN_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<usize>,
@@ -116,6 +122,9 @@ impl Config {
         if let Some(v) = o.slots {
             c.slots = v;
         }
+        if let Some(v) = o.prefetch {
+            c.prefetch = v;
+        }
         if let Some(v) = o.max_upload_bytes {
             c.max_upload_bytes = v;
         }
@@ -135,6 +144,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.slots == 0 || self.slots > 10_000 {
             return Err(ConfigError::Invalid(format!("slots must be between 1 and 10000, got {}", self.slots)));
+        }
+        if self.prefetch == 0 || self.prefetch > 4096 {
+            return Err(ConfigError::Invalid(format!("prefetch must be between 1 and 4096, got {}", self.prefetch)));
         }
         if self.node_name.is_empty() || self.node_name.len() > 128 {
             return Err(ConfigError::Invalid("node name must be 1-128 characters".into()));

@@ -46,7 +46,7 @@ impl Daemon {
         let store = open_store(&cfg).await?;
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: cfg.data_dir.join("cache"),
-            max_instances: (cfg.slots as u32).saturating_mul(4).clamp(64, 4000),
+            max_instances: ((cfg.slots + cfg.prefetch) as u32).saturating_mul(2).clamp(128, 4000),
             max_component_bytes: cfg.max_upload_bytes,
             ..RuntimeConfig::default()
         })
@@ -57,6 +57,7 @@ impl Daemon {
             OrchestratorConfig {
                 node: cfg.node_name.clone(),
                 slots: cfg.slots,
+                prefetch: cfg.prefetch,
                 poll_interval: Duration::from_millis(500),
             },
         );

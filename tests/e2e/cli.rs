@@ -87,7 +87,8 @@ async fn serve_refuses_bad_configuration_with_the_cause() {
     let o = warden("", &["serve", "--config", file.to_str().expect("path")]).await;
     assert!(!o.ok);
     assert!(o.stderr.contains("slotz"), "{}", o.stderr);
-    let o = warden("", &["serve", "--database", "mysql://nope", "--data-dir", dir.path().to_str().expect("path")]).await;
+    let o =
+        warden("", &["serve", "--database", "mysql://nope", "--data-dir", dir.path().to_str().expect("path")]).await;
     assert!(!o.ok);
     assert!(o.stderr.contains("database URL"), "{}", o.stderr);
 }

@@ -91,6 +91,8 @@ pub struct OrchestratorConfig {
     pub node: String,
     /// Attempts that may run at once on this node.
     pub slots: usize,
+    /// Most invocations claimed ahead in one transaction (waiting here for a slot).
+    pub prefetch: usize,
     /// How often the dispatcher looks for work nobody told it about (retries, other nodes).
     pub poll_interval: Duration,
 }

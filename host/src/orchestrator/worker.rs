@@ -2,9 +2,11 @@
 //! attempt moves its invocation `pending → running → success | retry | failed` through the
 //! group-commit writer, with ownership (node + attempt epoch) checked on every change.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
+
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -14,54 +16,63 @@ use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, Tra
 use crate::runtime::{InvocationInfo, Limits, RunRequest};
 use crate::store::TransitionOutcome;
 
-/// Most invocations claimed in one statement.
-const MAX_CLAIM: usize = 256;
-
-/// Claims work whenever slots are free, until shutdown.
+/// Claims work ahead of free slots, runs it as slots free up, until shutdown.
+///
+/// Claiming is decoupled from the slot count: one claim takes up to `prefetch` invocations (one
+/// transaction), which then wait here in `pending` — owned by this node, like a pynenc runner's
+/// queue — until a slot is free. At shutdown the unstarted ones are handed back.
 pub(super) async fn dispatch_loop(orch: Orchestrator) {
     let inner = &orch.inner;
+    let mut queue: VecDeque<Claimed> = VecDeque::new();
     loop {
-        let first = tokio::select! {
-            p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = inner.shutdown.cancelled() => return,
-        };
-        let mut permits = vec![first];
-        while permits.len() < MAX_CLAIM {
-            match inner.slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+        if queue.is_empty() {
+            // Register for a wake-up before looking, so a route that lands meanwhile is not missed.
+            let notified = inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match inner.store.invocation_claim(&inner.cfg.node, inner.cfg.prefetch as u32).await {
+                Ok(claimed) => queue.extend(claimed),
+                Err(e) => tracing::error!(error = %e, "claiming invocations failed; retrying"),
             }
-        }
-        // Register for a wake-up before looking, so a route that lands meanwhile is not missed.
-        let notified = inner.work.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let wanted = permits.len();
-        let claimed = match inner.store.invocation_claim(&inner.cfg.node, wanted as u32).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "claiming invocations failed; retrying");
-                drop(permits);
+            if queue.is_empty() {
                 tokio::select! {
+                    _ = &mut notified => {},
                     _ = tokio::time::sleep(inner.cfg.poll_interval) => {},
                     _ = inner.shutdown.cancelled() => return,
                 }
                 continue;
             }
+        }
+        let permit = tokio::select! {
+            p = inner.slots.clone().acquire_owned() => p.ok(),
+            _ = inner.shutdown.cancelled() => None,
         };
-        let got = claimed.len();
-        for (inv, permit) in claimed.into_iter().zip(permits.drain(..)) {
-            let o = orch.clone();
-            inner.tracker.spawn(async move { run_attempt(o, inv, permit).await });
-        }
-        drop(permits);
-        if got < wanted {
-            tokio::select! {
-                _ = &mut notified => {},
-                _ = tokio::time::sleep(inner.cfg.poll_interval) => {},
-                _ = inner.shutdown.cancelled() => return,
-            }
-        }
+        let (Some(permit), Some(inv)) = (permit, queue.pop_front()) else {
+            release_unstarted(&orch, queue).await;
+            return;
+        };
+        let o = orch.clone();
+        inner.tracker.spawn(async move { run_attempt(o, inv, permit).await });
+    }
+}
+
+/// Hands claimed but unstarted invocations back (`pending → pending_recovery → rerouted`).
+async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
+    if queue.is_empty() {
+        return;
+    }
+    let n = queue.len();
+    let changes = queue
+        .iter()
+        .map(|inv| {
+            let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
+            let path = [InvocationStatus::PendingRecovery, InvocationStatus::Rerouted];
+            step(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node())
+        })
+        .collect();
+    match orch.transition(changes).await {
+        Ok(_) => tracing::info!(released = n, "handed back claimed invocations that had not started"),
+        Err(e) => tracing::warn!(error = %e, "could not hand back unstarted invocations; recovery will"),
     }
 }
 
