@@ -143,6 +143,50 @@ macro_rules! in_tx {
     };
 }
 
+/// Like [`in_tx!`], but when `$durable` is false the commit does not wait for the disk: SQLite
+/// runs it with `synchronous=NORMAL`, PostgreSQL with `synchronous_commit = off`. Both logs
+/// are sequential, so such a commit becomes durable with the next durable one; a crash can only
+/// lose a suffix of relaxed commits. Used for writes that report nothing to a client and that
+/// recovery redoes anyway (claims, `running`, `paused`): the outcomes a client sees (routed,
+/// final, retry) are always durable before they are reported. The body must not `return`.
+macro_rules! in_tx_relaxed {
+    ($self:ident, $durable:expr, |$tx:ident, $d:ident| $body:expr) => {
+        match &$self.pools {
+            Pools::Sqlite { write, .. } => {
+                let mut conn = write.acquire().await?;
+                let relaxed = !$durable;
+                if relaxed {
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                }
+                let result: StoreResult<_> = async {
+                    let mut $tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+                    let $d = Dialect::Sqlite;
+                    let out = $body;
+                    $tx.commit().await?;
+                    Ok(out)
+                }
+                .await;
+                if relaxed && let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
+                    // Never hand a relaxed connection back to the pool.
+                    conn.close_on_drop();
+                    return Err(e.into());
+                }
+                result?
+            }
+            Pools::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                if !$durable {
+                    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *$tx).await?;
+                }
+                let $d = Dialect::Postgres;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
 /// One pass of compare-and-swap transitions (distinct ids, sorted by id) inside a transaction:
 /// the UPDATE, then the history of the rows it changed. Evaluates to the positions (in
 /// `$pass`) of the applied transitions.
@@ -782,7 +826,8 @@ impl Store for SqlStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut rows: Vec<ClaimedRow> = in_tx!(self, |tx, d| {
+        // A claim reports nothing to a client and is redone after a crash: relaxed commit.
+        let mut rows: Vec<ClaimedRow> = in_tx_relaxed!(self, false, |tx, d| {
             let mut rows: Vec<ClaimedRow> = sqlx::query_as(sql::INVOCATION_CLAIM.get(d))
                 .bind(node)
                 .bind(i64::from(limit))
@@ -843,7 +888,10 @@ impl Store for SqlStore {
         for pass in &mut passes {
             pass.sort_unstable_by(|a, b| changes[*a].id.cmp(&changes[*b].id));
         }
-        let applied: Vec<usize> = in_tx!(self, |tx, d| {
+        // Only batches that merely move attempts along (pending, running, paused, resumed) may
+        // skip waiting for the disk; anything a client can observe as an outcome is durable.
+        let durable = changes.iter().any(|t| !t.to().is_owned());
+        let applied: Vec<usize> = in_tx_relaxed!(self, durable, |tx, d| {
             let mut applied = Vec::new();
             for pass in &passes {
                 let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();

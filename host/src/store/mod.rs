@@ -120,6 +120,8 @@ pub trait Store: Send + Sync + 'static {
     /// oldest first, for `node`: each moves to `pending`, its `attempts` grows by one and the
     /// node becomes its owner with that attempt as epoch; history rows in the same transaction.
     /// Concurrent claimers never get the same invocation.
+    /// The commit does not wait for the disk (it becomes durable with the next durable commit):
+    /// a claim lost in a crash only means the invocation is claimed again.
     async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>>;
 
     /// Applies a batch of compare-and-swap transitions in one transaction; each row changes
