@@ -2,7 +2,8 @@
 //! with deterministic ids, and waits that suspend the parent (`running → paused`), give its
 //! slot back while children run, then take a slot again (`paused → resumed → running`).
 
-use tokio::sync::{Mutex, OwnedSemaphorePermit};
+use tokio::sync::{Mutex, OnceCell, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 
 use super::worker::step;
 use super::{Orchestrator, OrchestratorError, Progress, identity, lock};
@@ -13,16 +14,57 @@ use crate::store::TransitionOutcome;
 /// The `GuestHost` of one attempt.
 pub(super) struct AttemptHost {
     orch: Orchestrator,
+    /// The invocation this attempt runs.
+    id: String,
     owner: Owner,
     /// The run slot; handed back while the guest waits on children.
     permit: Mutex<Option<OwnedSemaphorePermit>>,
-    /// The invocation's status as this attempt last changed it (`running` or `paused`).
+    /// The invocation's status as this attempt last changed it (`pending`, `running`, `paused`).
     status: std::sync::Mutex<InvocationStatus>,
+    /// Whether `pending → running` was written (once) and how it went.
+    running: OnceCell<Result<(), TaskFailure>>,
+    /// Interrupts the guest when the attempt is taken away.
+    cancel: CancellationToken,
 }
 
 impl AttemptHost {
-    pub(super) fn new(orch: Orchestrator, owner: Owner, permit: OwnedSemaphorePermit) -> Self {
-        Self { orch, owner, permit: Mutex::new(Some(permit)), status: std::sync::Mutex::new(InvocationStatus::Running) }
+    pub(super) fn new(
+        orch: Orchestrator,
+        id: String,
+        owner: Owner,
+        permit: OwnedSemaphorePermit,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            orch,
+            id,
+            owner,
+            permit: Mutex::new(Some(permit)),
+            status: std::sync::Mutex::new(InvocationStatus::Pending),
+            running: OnceCell::new(),
+            cancel,
+        }
+    }
+
+    /// Writes `pending → running` once. If it is rejected, the attempt was taken away from this
+    /// node: the guest is interrupted and every later write of the attempt fails.
+    pub(super) async fn ensure_running(&self) -> Result<(), TaskFailure> {
+        self.running
+            .get_or_init(|| async {
+                let r = self.change(&self.id, InvocationStatus::Pending, &[InvocationStatus::Running]).await;
+                if r.is_err() {
+                    tracing::warn!("could not mark the attempt running; interrupting it");
+                    self.cancel.cancel();
+                }
+                r
+            })
+            .await
+            .clone()
+    }
+
+    /// Gives the run slot back (the guest is done).
+    pub(super) async fn release_slot(&self) {
+        self.permit.lock().await.take();
     }
 
     /// The status this attempt last moved its invocation to.
@@ -74,6 +116,9 @@ impl GuestHost for AttemptHost {
     }
 
     async fn wait(&self, caller: &InvocationInfo, ids: &[String]) -> Vec<Result<String, TaskFailure>> {
+        if let Err(f) = self.ensure_running().await {
+            return ids.iter().map(|_| Err(f.clone())).collect();
+        }
         if let Err(f) = self.change(&caller.id, InvocationStatus::Running, &[InvocationStatus::Paused]).await {
             return ids.iter().map(|_| Err(f.clone())).collect();
         }

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -76,6 +77,10 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
     }
 }
 
+/// How long an attempt may run before `running` is written. Shorter attempts record
+/// `pending → running → final` in one write; longer ones show `running` while they run.
+const MARK_RUNNING_AFTER: Duration = Duration::from_millis(20);
+
 /// Runs one claimed attempt to its recorded outcome.
 async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePermit) {
     let span = tracing::info_span!("attempt", invocation = %inv.id, task = %inv.task, attempt = inv.attempt, node = %orch.node(), outcome = tracing::field::Empty);
@@ -83,33 +88,19 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
         let cancel = CancellationToken::new();
         lock(&orch.inner.running).insert(inv.id.clone(), cancel.clone());
+        let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone()));
 
-        // pending → running; not awaited before the guest starts. If it is rejected the
-        // attempt was taken away from us (fencing), so the guest is interrupted.
-        let started = orch.transition(vec![step(
-            &inv.id,
-            &owner,
-            InvocationStatus::Pending,
-            &[InvocationStatus::Running],
-            orch.node(),
-        )]);
-        let fence = cancel.clone();
-        let id = inv.id.clone();
-        tokio::spawn(async move {
-            if !matches!(started.await.as_deref(), Ok([TransitionOutcome::Applied])) {
-                tracing::warn!(invocation = %id, "could not mark the attempt running; interrupting it");
-                fence.cancel();
-            }
-        });
+        let (outcome, max_attempts) = run_guest(&orch, &inv, cancel, host.clone()).await;
+        // The slot is free as soon as the guest is done; recording the outcome is the writer's.
+        host.release_slot().await;
 
-        let host = Arc::new(AttemptHost::new(orch.clone(), owner.clone(), permit));
-        let (outcome, max_attempts) = match prepare_and_run(&orch, &inv, cancel, host.clone()).await {
-            Ok(r) => r,
-            Err(f) => (Err(f), 1),
-        };
-        // The guest may have been interrupted while waiting on children (status `paused`).
+        // Where the invocation is now: still `pending` if `running` was never written, or
+        // `paused` if the guest was interrupted while waiting on children.
         let from = host.status();
         let mut t = step(&inv.id, &owner, from, &[], orch.node());
+        if from == InvocationStatus::Pending {
+            t.path.push(InvocationStatus::Running);
+        }
         let interrupted = matches!(&outcome, Err(f) if f.kind == ErrorKind::Cancelled);
         match outcome {
             // Interrupted by this node's shutdown: hand the invocation back, it is not a failure.
@@ -148,17 +139,23 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
     .await
 }
 
-/// Looks up the task and component and runs the guest. Returns the outcome and the task's
-/// attempt limit.
-async fn prepare_and_run(
+/// Looks up the task and component and runs the guest, writing `running` once the attempt has
+/// run for [`MARK_RUNNING_AFTER`]. Returns the outcome and the task's attempt limit.
+async fn run_guest(
     orch: &Orchestrator,
     inv: &Claimed,
     cancel: CancellationToken,
     host: Arc<AttemptHost>,
-) -> Result<(Result<String, TaskFailure>, u32), TaskFailure> {
+) -> (Result<String, TaskFailure>, u32) {
     let host_err = |e: super::OrchestratorError| TaskFailure::new(ErrorKind::Host, e.to_string());
-    let task = orch.task(&inv.task).await.map_err(host_err)?;
-    let component = orch.component(&task.component).await.map_err(host_err)?;
+    let task = match orch.task(&inv.task).await {
+        Ok(t) => t,
+        Err(e) => return (Err(host_err(e)), 1),
+    };
+    let component = match orch.component(&task.component).await {
+        Ok(c) => c,
+        Err(e) => return (Err(host_err(e)), task.max_attempts),
+    };
     let info = InvocationInfo {
         id: inv.id.clone(),
         task: inv.task.clone(),
@@ -173,7 +170,17 @@ async fn prepare_and_run(
         limits: Limits { timeout_ms: task.timeout_ms, memory_limit_bytes: task.memory_limit_bytes },
         cancel,
     };
-    let report = orch.inner.runtime.run(&component, req, host).await;
+    let run = orch.inner.runtime.run(&component, req, host.clone());
+    tokio::pin!(run);
+    let report = tokio::select! {
+        r = &mut run => r,
+        _ = tokio::time::sleep(MARK_RUNNING_AFTER) => {
+            // Still running: show it. A rejected write means the attempt was taken away from
+            // this node (fencing); `ensure_running` then interrupts the guest.
+            let ((), r) = tokio::join!(async { let _ = host.ensure_running().await; }, &mut run);
+            r
+        }
+    };
     if report.output_truncated || !report.stderr.is_empty() {
         tracing::debug!(
             stdout_bytes = report.stdout.len(),
@@ -182,7 +189,7 @@ async fn prepare_and_run(
             "guest output"
         );
     }
-    Ok((report.outcome, task.max_attempts))
+    (report.outcome, task.max_attempts)
 }
 
 /// A transition of one invocation owned by `owner`.
