@@ -25,22 +25,30 @@ use crate::store::TransitionOutcome;
 pub(super) async fn dispatch_loop(orch: Orchestrator) {
     let inner = &orch.inner;
     let mut queue: VecDeque<Claimed> = VecDeque::new();
+    // Whether the last claim came back short: then nothing is left until someone says so
+    // (`work` is notified by routes, retries and deploys; its permit is kept if nobody waits,
+    // so no wake-up is lost) or the poll interval passes (work routed by other nodes).
+    let mut drained = false;
     loop {
         if queue.is_empty() {
-            // Register for a wake-up before looking, so a route that lands meanwhile is not missed.
-            let notified = inner.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match inner.store.invocation_claim(&inner.cfg.node, inner.cfg.prefetch as u32).await {
-                Ok(claimed) => queue.extend(claimed),
-                Err(e) => tracing::error!(error = %e, "claiming invocations failed; retrying"),
-            }
-            if queue.is_empty() {
+            if drained {
                 tokio::select! {
-                    _ = &mut notified => {},
+                    _ = inner.work.notified() => {},
                     _ = tokio::time::sleep(inner.cfg.poll_interval) => {},
                     _ = inner.shutdown.cancelled() => return,
                 }
+            }
+            match inner.store.invocation_claim(&inner.cfg.node, inner.cfg.prefetch as u32).await {
+                Ok(claimed) => {
+                    drained = claimed.len() < inner.cfg.prefetch;
+                    queue.extend(claimed);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming invocations failed; retrying");
+                    drained = true;
+                }
+            }
+            if queue.is_empty() {
                 continue;
             }
         }
