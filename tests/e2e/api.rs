@@ -297,3 +297,48 @@ async fn fanout_waits_on_children(b: Backend) {
     d.stop().await;
 }
 both!(fanout, fanout_waits_on_children);
+
+async fn cancel_and_rerun(b: Backend) {
+    let d = TestDaemon::start_with(b, |c| c.slots = 1).await;
+    d.deploy("slow", guests::SLOW).await;
+    // One slot: the first call runs, the second waits its turn.
+    let running = d.call("slow", json!({"ms": 20_000})).await;
+    let waiting = d.call("slow", json!({"ms": 10})).await;
+    for _ in 0..400 {
+        let (_, v) = d.get(&format!("/v1/invocations/{running}")).await;
+        if v["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let t0 = Instant::now();
+    let (s, v) = d.post(&format!("/v1/invocations/{waiting}/cancel"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "cancelled", "{v}");
+    let (s, v) = d.post(&format!("/v1/invocations/{running}/cancel"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "cancelled", "a running guest is interrupted: {v}");
+    assert_eq!(v["error"]["kind"], "cancelled", "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "cancel took {:?}", t0.elapsed());
+
+    // The waiting one never ran, and cancelling a final invocation changes nothing.
+    let (_, v) = d.get(&format!("/v1/invocations/{waiting}")).await;
+    assert_eq!(v["status"], "cancelled", "{v}");
+    let (s, again) = d.post(&format!("/v1/invocations/{running}/cancel"), &json!({})).await;
+    assert_eq!((s, &again["status"]), (StatusCode::OK, &json!("cancelled")), "{again}");
+
+    // Rerun routes the same call again as a new invocation.
+    let (s, v) = d.post(&format!("/v1/invocations/{waiting}/rerun"), &json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let new_id = v["id"].as_str().expect("id");
+    assert_ne!(new_id, waiting);
+    let v = d.result(new_id, MINUTE).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["args"], json!({"ms": 10}));
+
+    let (s, v) = d.post("/v1/invocations/nope/cancel", &json!({})).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "nope");
+    d.stop().await;
+}
+both!(cancel_rerun, cancel_and_rerun);

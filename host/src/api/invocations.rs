@@ -164,3 +164,15 @@ pub(super) async fn history(State(s): State<AppState>, Path(id): Path<String>) -
     let h = s.orch.store().invocation_history(&id).await?;
     Ok(Json(json!({ "id": id, "history": h })))
 }
+
+/// `POST /v1/invocations/{id}/cancel`: the invocation as it is after the cancel.
+pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let inv = s.orch.cancel(&id).await?;
+    Ok(Json(view(&s, &inv)))
+}
+
+/// `POST /v1/invocations/{id}/rerun`: routes the same call again; 202 with the new invocation.
+pub(super) async fn rerun(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let inv = s.orch.rerun(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": inv.id, "status": inv.status, "reused": false, "rerun_of": id}))))
+}

@@ -109,6 +109,8 @@ struct Inner {
     tasks: Mutex<HashMap<String, TaskDef>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Attempts interrupted because a user cancelled their invocation.
+    user_cancels: Mutex<std::collections::HashSet<String>>,
     progress: Mutex<HashMap<String, Progress>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -147,6 +149,7 @@ impl Orchestrator {
                 tasks: Mutex::new(HashMap::new()),
                 components: tokio::sync::Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                user_cancels: Mutex::new(std::collections::HashSet::new()),
                 progress: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
@@ -299,6 +302,48 @@ impl Orchestrator {
             .invocation_get(id)
             .await?
             .ok_or_else(|| OrchestratorError::NotFound(format!("invocation `{id}`")))
+    }
+
+    /// Cancels an invocation: a runnable or pending one moves to `cancelled` at once; a guest
+    /// running on this node is interrupted and its attempt ends `cancelled`. A final invocation
+    /// is returned unchanged.
+    pub async fn cancel(&self, id: &str) -> OrchResult<Invocation> {
+        for _ in 0..8 {
+            let inv = self.get(id).await?;
+            if inv.status.is_final() {
+                return Ok(inv);
+            }
+            let token = lock(&self.inner.running).get(id).cloned();
+            if let Some(token) = token {
+                lock(&self.inner.user_cancels).insert(id.to_string());
+                token.cancel();
+                return Ok(self.wait_final(id, Some(Duration::from_secs(10))).await?.0);
+            }
+            let owner =
+                inv.owner.as_ref().map(|node| crate::model::Owner { node: node.clone(), attempt: inv.attempts });
+            let change = Transition {
+                id: id.to_string(),
+                from: inv.status,
+                owner,
+                path: vec![crate::model::InvocationStatus::Cancelled],
+                result: None,
+                error: Some(crate::model::TaskFailure::new(crate::model::ErrorKind::Cancelled, "cancelled by a user")),
+                node: self.node().to_string(),
+            };
+            if self.transition(vec![change]).await?.first() == Some(&TransitionOutcome::Applied) {
+                return self.get(id).await;
+            }
+            // It moved meanwhile (claimed, started, finished): look again.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(OrchestratorError::Conflict(format!("invocation `{id}` keeps changing; try cancelling again")))
+    }
+
+    /// Routes the same call again as a new invocation.
+    pub async fn rerun(&self, id: &str) -> OrchResult<Invocation> {
+        let inv = self.get(id).await?;
+        let mut out = self.route(vec![CallRequest { task: inv.task, args: inv.args }]).await?;
+        out.pop().ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))
     }
 
     /// Latest progress of a running invocation.

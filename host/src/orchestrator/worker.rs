@@ -110,12 +110,13 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             t.path.push(InvocationStatus::Running);
         }
         let interrupted = matches!(&outcome, Err(f) if f.kind == ErrorKind::Cancelled);
+        let by_user = lock(&orch.inner.user_cancels).remove(&inv.id);
         match outcome {
             // Interrupted by this node's shutdown: hand the invocation back, it is not a failure.
             Err(_) if interrupted && orch.inner.shutdown.is_cancelled() => {
                 t.path.extend([InvocationStatus::Killed, InvocationStatus::Rerouted]);
             }
-            Err(f) if from == InvocationStatus::Paused => {
+            Err(f) if by_user || from == InvocationStatus::Paused => {
                 t.path.push(InvocationStatus::Cancelled);
                 t.error = Some(f);
             }
