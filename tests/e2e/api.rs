@@ -183,6 +183,11 @@ async fn bad_input(b: Backend) {
     let s = r.status();
     let v: Value = r.json().await.expect("json");
     assert_error(s, &v, StatusCode::BAD_REQUEST, "");
+    let r = d.http.delete(format!("{}/v1/tasks", d.url)).send().await.expect("delete");
+    let s = r.status();
+    assert_error(s, &r.json().await.expect("json"), StatusCode::METHOD_NOT_ALLOWED, "method");
+    let (s, v) = d.get("/v1/nothing-here").await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "route");
     let (s, v) = d.get("/v1/invocations/does-not-exist").await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "does-not-exist");
 

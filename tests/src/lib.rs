@@ -1,6 +1,9 @@
 //! Support for Warden's end-to-end tests: the guest components built from source by
 //! `tests/build.rs` ([`guests`]), and the harness that runs a daemon and drives it over HTTP.
 
+// A test harness reports failure by panicking; the workspace's production lints do not apply.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 /// Paths of the guest components, built for `wasm32-wasip2` by `tests/build.rs` before the tests
 /// compile. One constant per crate of `examples/` (the example tasks: `HELLO`, `MATH`, `FLAKY`,
 /// `SLOW`, `FANOUT`) and of `tests/guests/` (the fixtures: `HOSTILE`, whose tasks misbehave on
