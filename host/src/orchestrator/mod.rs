@@ -6,6 +6,7 @@
 pub mod batcher;
 mod guest_host;
 pub mod identity;
+pub mod policy;
 pub mod status;
 mod waiters;
 mod worker;

@@ -1,0 +1,101 @@
+//! Pure policy functions of the orchestrator: retry backoff and the registration scope of a
+//! call (pynenc's registration concurrency). No I/O, so they are unit-tested exhaustively.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::identity;
+use crate::model::Concurrency;
+
+/// Exponential backoff with full jitter for the retry after attempt `attempt` (1-based):
+/// a uniformly random delay in `[0, min(max, base × 2^(attempt-1))]`, never below 1 ms
+/// (`jitter` in `[0, 1)` is the random draw, passed in so tests control it).
+pub fn retry_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let ceiling = base.saturating_mul(1u32 << exp).min(max);
+    let j = jitter.clamp(0.0, 1.0);
+    ceiling.mul_f64(j).max(Duration::from_millis(1))
+}
+
+/// Why a call cannot be registered under its task's registration concurrency.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// A key argument named by the task is missing from the call.
+    #[error("argument `{0}` is a key argument of the task and must be given")]
+    MissingKey(String),
+}
+
+/// The registration scope of a call: calls with the same scope share one `registered`
+/// invocation (the later ones reuse it). `None` when the task does not deduplicate.
+pub fn registration_scope(
+    mode: Concurrency,
+    task: &str,
+    args: &Value,
+    canonical_args: &str,
+    key_arguments: &[String],
+) -> Result<Option<String>, ScopeError> {
+    Ok(match mode {
+        Concurrency::Disabled => None,
+        Concurrency::Task => Some(format!("task:{task}")),
+        Concurrency::Arguments => Some(format!("args:{}", identity::call_id(task, canonical_args))),
+        Concurrency::Keys => {
+            let mut keys = serde_json::Map::new();
+            for k in key_arguments {
+                let v = args.get(k).ok_or_else(|| ScopeError::MissingKey(k.clone()))?;
+                keys.insert(k.clone(), v.clone());
+            }
+            let canonical_keys = identity::canonical_json(&Value::Object(keys));
+            Some(format!("keys:{}", identity::call_id(task, &canonical_keys)))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn backoff_grows_exponentially_is_capped_and_jittered() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(10);
+        assert_eq!(retry_delay(1, base, max, 1.0), Duration::from_millis(100));
+        assert_eq!(retry_delay(2, base, max, 1.0), Duration::from_millis(200));
+        assert_eq!(retry_delay(4, base, max, 1.0), Duration::from_millis(800));
+        assert_eq!(retry_delay(30, base, max, 1.0), max);
+        assert_eq!(retry_delay(u32::MAX, base, max, 1.0), max);
+        assert_eq!(retry_delay(3, base, max, 0.5), Duration::from_millis(200));
+        assert_eq!(retry_delay(3, base, max, 0.0), Duration::from_millis(1));
+        for attempt in 1..40 {
+            for j in [0.0, 0.1, 0.5, 0.99] {
+                let d = retry_delay(attempt, base, max, j);
+                assert!(d <= max && d >= Duration::from_millis(1));
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_follow_the_concurrency_mode() {
+        let args = json!({"user": "ada", "n": 1});
+        let canon = identity::canonical_json(&args);
+        let keys = vec!["user".to_string()];
+        assert_eq!(registration_scope(Concurrency::Disabled, "t", &args, &canon, &keys), Ok(None));
+        assert_eq!(registration_scope(Concurrency::Task, "t", &args, &canon, &keys), Ok(Some("task:t".into())));
+        let a = registration_scope(Concurrency::Arguments, "t", &args, &canon, &keys).ok().flatten();
+        let other = json!({"user": "ada", "n": 2});
+        let b = registration_scope(Concurrency::Arguments, "t", &other, &identity::canonical_json(&other), &keys)
+            .ok()
+            .flatten();
+        assert_ne!(a, b, "different arguments, different scopes");
+        let ka = registration_scope(Concurrency::Keys, "t", &args, &canon, &keys).ok().flatten();
+        let kb = registration_scope(Concurrency::Keys, "t", &other, &identity::canonical_json(&other), &keys)
+            .ok()
+            .flatten();
+        assert_eq!(ka, kb, "same key arguments, same scope");
+        assert_eq!(
+            registration_scope(Concurrency::Keys, "t", &json!({"n": 1}), "{}", &keys),
+            Err(ScopeError::MissingKey("user".into()))
+        );
+    }
+}
