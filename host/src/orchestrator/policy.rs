@@ -89,9 +89,8 @@ mod tests {
             .flatten();
         assert_ne!(a, b, "different arguments, different scopes");
         let ka = registration_scope(Concurrency::Keys, "t", &args, &canon, &keys).ok().flatten();
-        let kb = registration_scope(Concurrency::Keys, "t", &other, &identity::canonical_json(&other), &keys)
-            .ok()
-            .flatten();
+        let kb =
+            registration_scope(Concurrency::Keys, "t", &other, &identity::canonical_json(&other), &keys).ok().flatten();
         assert_eq!(ka, kb, "same key arguments, same scope");
         assert_eq!(
             registration_scope(Concurrency::Keys, "t", &json!({"n": 1}), "{}", &keys),

@@ -33,9 +33,10 @@ struct Harness {
     target: Target,
 }
 
+/// Fields drop in order: the store closes before its database or directory goes.
 enum Target {
-    Sqlite { path: PathBuf, _dir: tempfile::TempDir },
-    Postgres(Box<PgDatabase>),
+    Sqlite { path: PathBuf, store: Arc<SqliteStore>, _dir: tempfile::TempDir },
+    Postgres { store: Arc<PgStore>, db: Box<PgDatabase> },
 }
 
 /// A throw-away PostgreSQL database, dropped (best effort) with the harness.
@@ -72,8 +73,8 @@ impl Harness {
     async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("warden.db");
-        let store = SqliteStore::open(&path).await.expect("open SQLite store");
-        Self { store: Arc::new(store), target: Target::Sqlite { path, _dir: dir } }
+        let store = Arc::new(SqliteStore::open(&path).await.expect("open SQLite store"));
+        Self { store: store.clone(), target: Target::Sqlite { path, store, _dir: dir } }
     }
 
     async fn postgres() -> Self {
@@ -95,31 +96,44 @@ impl Harness {
             .expect("create the test database");
         let _ = conn.close().await;
         let db = PgDatabase { admin, name };
-        let store = PgStore::connect_with(db.options(), 8).await.expect("connect PgStore");
-        Self { store: Arc::new(store), target: Target::Postgres(Box::new(db)) }
+        let store = Arc::new(PgStore::connect_with(db.options(), 8).await.expect("connect PgStore"));
+        Self { store: store.clone(), target: Target::Postgres { store, db: Box::new(db) } }
     }
 
     /// A second store on the same database (runs the migrations again).
     async fn reopen(&self) -> Arc<dyn Store> {
         match &self.target {
             Target::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).await.expect("reopen")),
-            Target::Postgres(db) => Arc::new(PgStore::connect_with(db.options(), 2).await.expect("reconnect")),
+            Target::Postgres { db, .. } => Arc::new(PgStore::connect_with(db.options(), 2).await.expect("reconnect")),
         }
     }
 
     /// Runs raw SQL (valid in both dialects) behind the store's back.
     async fn exec_raw(&self, sql: &'static str) {
+        self.exec_raw_each(sql, sql).await;
+    }
+
+    /// Runs raw SQL behind the store's back, one text per dialect.
+    async fn exec_raw_each(&self, sqlite: &'static str, postgres: &'static str) {
         match &self.target {
             Target::Sqlite { path, .. } => {
                 let mut conn = SqliteConnectOptions::new().filename(path).connect().await.expect("raw connect");
-                sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw sql");
+                sqlx::raw_sql(sqlite).execute(&mut conn).await.expect("raw sql");
                 let _ = conn.close().await;
             }
-            Target::Postgres(db) => {
+            Target::Postgres { db, .. } => {
                 let mut conn = db.options().connect().await.expect("raw connect");
-                sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw sql");
+                sqlx::raw_sql(postgres).execute(&mut conn).await.expect("raw sql");
                 let _ = conn.close().await;
             }
+        }
+    }
+
+    /// The `PRAGMA synchronous` of the store's SQLite writer (`None` on PostgreSQL).
+    async fn writer_synchronous(&self) -> Option<i64> {
+        match &self.target {
+            Target::Sqlite { store, .. } => store.writer_synchronous().await.expect("PRAGMA synchronous"),
+            Target::Postgres { store, .. } => store.writer_synchronous().await.expect("no-op"),
         }
     }
 
@@ -130,7 +144,7 @@ impl Harness {
                 let mut conn = SqliteConnectOptions::new().filename(path).connect().await.expect("raw connect");
                 sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("raw count")
             }
-            Target::Postgres(db) => {
+            Target::Postgres { db, .. } => {
                 let mut conn = db.options().connect().await.expect("raw connect");
                 sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("raw count")
             }
@@ -168,6 +182,8 @@ conformance!(
     list_and_count,
     get_many_and_history,
     corrupt_rows_are_errors,
+    rejected_changes_write_no_history,
+    failed_writes_leave_nothing_behind,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -736,4 +752,119 @@ async fn corrupt_rows_are_errors(h: Harness) {
     assert!(matches!(store.invocation_get("bad").await, Err(StoreError::Corrupt(_))));
     h.exec_raw("UPDATE tasks SET running_concurrency = 'sometimes'").await;
     assert!(matches!(store.task_get("t").await, Err(StoreError::Corrupt(_))));
+}
+
+async fn rejected_changes_write_no_history(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..4, "t")).await.expect("insert");
+    // One claim after the other by the same node: each writes the history of its own row only,
+    // though the rows of the node's earlier claims are pending too (likely since the same
+    // millisecond), and a claim that finds nothing writes nothing.
+    for n in 0..4 {
+        let got = store.invocation_claim("n", 1).await.expect("claim");
+        assert_eq!(got.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(n)]);
+    }
+    assert!(store.invocation_claim("n", 4).await.expect("claim nothing").is_empty());
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 8);
+
+    let (a, b, c, d) = (id(0), id(1), id(2), id(3));
+    let o = Some(("n", 1));
+    assert_eq!(
+        store.invocation_transition_batch(&[tr(&a, Pending, o, &[Running])]).await.expect("run a"),
+        vec![Applied]
+    );
+    // `a` is in the target status already, with the same owner and attempt (and likely the
+    // same `updated_at`), right beside a change that applies: the rejected one writes nothing.
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&a, Pending, o, &[Running]),
+            tr(&b, Pending, o, &[Running]),
+            tr(&c, Pending, Some(("m", 1)), &[Running]),
+            tr(&d, Pending, Some(("n", 2)), &[Running]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Rejected, Applied, Rejected, Rejected]);
+    // The same on the durable path, and without an owner check.
+    let outcomes = store
+        .invocation_transition_batch(&[tr(&a, Running, o, &[Success]), tr(&b, Pending, None, &[Running, Success])])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Applied, Rejected]);
+    let outcomes = store
+        .invocation_transition_batch(&[tr(&a, Running, None, &[Success]), tr(&a, Running, o, &[Success])])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Rejected, Rejected]);
+
+    assert_eq!(statuses(store, &a).await, vec![Registered, Pending, Running, Success]);
+    assert_eq!(statuses(store, &b).await, vec![Registered, Pending, Running]);
+    assert_eq!(statuses(store, &c).await, vec![Registered, Pending]);
+    assert_eq!(statuses(store, &d).await, vec![Registered, Pending]);
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 11, "no history of anything else");
+}
+
+async fn failed_writes_leave_nothing_behind(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..2, "t")).await.expect("insert");
+    store.invocation_claim("n", 2).await.expect("claim");
+    let history = || h.count_raw("SELECT COUNT(*) FROM invocation_history");
+    // SQLite's writer commits durably again after every write (2 = FULL).
+    let durable_writer = (store.dialect() == "sqlite").then_some(2);
+
+    // An unknown task, an id that exists, an id twice: nothing is stored, and writes go on.
+    match store.invocation_insert_batch(&[call(10, "t"), call(11, "nope"), call(12, "t")]).await {
+        Err(StoreError::NotFound(what)) => assert_eq!(what, "task `nope`"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    for dup in [vec![call(10, "t"), call(1, "t")], vec![call(10, "t"), call(10, "t")]] {
+        match store.invocation_insert_batch(&dup).await {
+            Err(StoreError::Conflict(what)) => assert_eq!(what, "an invocation id of the batch already exists"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    for n in 10..13 {
+        assert!(store.invocation_get(&id(n)).await.expect("get").is_none(), "{n} rolled back");
+    }
+    assert_eq!(history().await, 4);
+    assert_eq!(h.writer_synchronous().await, durable_writer);
+    store.invocation_insert_batch(&[call(10, "t")]).await.expect("the next insert works");
+    assert_eq!(history().await, 5);
+
+    // Writes that fail midway (a trigger refuses their history rows) roll their status
+    // changes back, whether they commit relaxed or durably, in one pass or several.
+    h.exec_raw_each(
+        "CREATE TRIGGER refuse_history BEFORE INSERT ON invocation_history \
+         WHEN NEW.status IN ('pending', 'running', 'success') \
+         BEGIN SELECT RAISE(ABORT, 'history refused'); END",
+        "CREATE FUNCTION refuse_history() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'history refused'; END $$; \
+         CREATE TRIGGER refuse_history BEFORE INSERT ON invocation_history FOR EACH ROW \
+         WHEN (NEW.status IN ('pending', 'running', 'success')) EXECUTE FUNCTION refuse_history()",
+    )
+    .await;
+    let (a, b) = (id(0), id(1));
+    let o = Some(("n", 1));
+    assert!(matches!(store.invocation_claim("n", 10).await, Err(StoreError::Database(_))));
+    assert_eq!(h.writer_synchronous().await, durable_writer);
+    for batch in [
+        vec![tr(&a, Pending, o, &[Running])],
+        vec![tr(&a, Pending, o, &[Running]), tr(&b, Pending, o, &[Running, Success])],
+        vec![tr(&a, Pending, o, &[Running]), tr(&a, Running, o, &[Paused])],
+    ] {
+        assert!(matches!(store.invocation_transition_batch(&batch).await, Err(StoreError::Database(_))));
+        assert_eq!(h.writer_synchronous().await, durable_writer);
+    }
+    assert_eq!((get(store, &a).await.status, get(store, &b).await.status), (Pending, Pending));
+    assert_eq!(get(store, &id(10)).await.status, Registered);
+    assert_eq!(history().await, 5);
+
+    h.exec_raw_each("DROP TRIGGER refuse_history", "DROP TRIGGER refuse_history ON invocation_history").await;
+    assert_eq!(store.invocation_transition_batch(&[tr(&a, Pending, o, &[Running])]).await.expect("run"), vec![Applied]);
+    assert_eq!(store.invocation_claim("n", 10).await.expect("claim").len(), 1);
+    assert_eq!(statuses(store, &a).await, vec![Registered, Pending, Running]);
+    assert_eq!(statuses(store, &id(10)).await, vec![Registered, Pending]);
+    assert_eq!(h.writer_synchronous().await, durable_writer);
 }

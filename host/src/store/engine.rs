@@ -28,12 +28,44 @@
 //! so a batch costs `2 × (highest repetition of one id)` statements: 2 in the normal case.
 //! Within a pass the rows are sent sorted by id, so concurrent PostgreSQL transactions lock
 //! overlapping rows in the same order.
+//!
+//! # SQLite: one round trip per hot write
+//!
+//! sqlx runs each SQLite connection on its own worker thread, and every `execute`/`fetch_*`
+//! is a round trip to it (a channel send and two thread wake-ups, tens of µs each), which
+//! costs more than the work of a small transaction: `BEGIN`, two statements, `COMMIT` and the
+//! two `PRAGMA synchronous` of a relaxed commit were up to 6 round trips, for a commit whose
+//! fsync alone takes ≈ 0.2 ms. So the three writes on the path of every call, routing
+//! ([`Store::invocation_insert_batch`]), claiming ([`Store::invocation_claim`]) and a
+//! transition batch of one pass ([`Store::invocation_transition_batch`]), run on SQLite as
+//! ONE query string holding the whole transaction, `[PRAGMA synchronous = NORMAL;] BEGIN
+//! IMMEDIATE; <change> RETURNING …; <history>; COMMIT[; PRAGMA synchronous = FULL]` (the
+//! `*_ONE_TRIP` scripts of [`super::sql`], run by [`one_trip`]): sqlx prepares and steps the
+//! statements of a string one after the other on the worker thread, binds `$n` by number in
+//! each of them, and returns the rows of all of them, here those of the `RETURNING`.
+//!
+//! - The history statement cannot see what the change returned, so it reads `invocations`
+//!   again: the insert fails as a whole unless every call was inserted (an unknown task breaks
+//!   a NOT NULL constraint, see [`sql::INVOCATION_INSERT_ONE_TRIP`]), and claims and
+//!   transitions stamp the rows they change with a random per-transaction marker (`last_tx`,
+//!   [`tx_marker`]) that the history statement selects on. A row the compare-and-swap did not
+//!   match keeps its old marker, so it never gets history, even if it already is in the
+//!   target status.
+//! - `BEGIN` and `COMMIT` are plain SQL here: sqlx does not know about the transaction, so
+//!   after a failure [`one_trip`] rolls back itself, puts `synchronous` back to `FULL` and
+//!   checks that no transaction is left open before the writer returns to the pool; if it
+//!   cannot, or if the future is dropped midway, the connection is closed instead ([`Writer`]).
+//! - Transition batches of several passes (an id twice) and PostgreSQL keep the statement by
+//!   statement form above; PostgreSQL does not wait on a worker thread per statement.
 
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::{PgPool, SqlitePool};
+use sqlx::pool::PoolConnection;
+use sqlx::query::QueryAs;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{PgPool, Sqlite, SqlitePool};
 
 use super::sql::{self, Sql};
 use super::{StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
@@ -97,6 +129,15 @@ impl SqlStore {
             Pools::Postgres(pool) => pool.close().await,
         }
     }
+
+    /// The `PRAGMA synchronous` of the SQLite writer (`None` on PostgreSQL), for tests.
+    #[cfg(test)]
+    pub(super) async fn writer_synchronous(&self) -> StoreResult<Option<i64>> {
+        match &self.pools {
+            Pools::Sqlite { write, .. } => Ok(Some(sqlx::query_scalar("PRAGMA synchronous").fetch_one(write).await?)),
+            Pools::Postgres(_) => Ok(None),
+        }
+    }
 }
 
 /// Runs `$body` with `$db` bound to a reading pool (`&Pool<DB>`, an executor) and `$d` to the
@@ -118,6 +159,20 @@ macro_rules! on_read {
     };
 }
 
+/// A PostgreSQL transaction on `$pool` bound to `$tx`, committed if `$body` finishes; when
+/// `$durable` is false the commit does not wait for the disk (see `in_tx_relaxed!`).
+macro_rules! pg_tx {
+    ($pool:expr, $durable:expr, |$tx:ident| $body:expr) => {{
+        let mut $tx = $pool.begin().await?;
+        if !$durable {
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *$tx).await?;
+        }
+        let out = $body;
+        $tx.commit().await?;
+        out
+    }};
+}
+
 /// Runs `$body` inside a write transaction bound to `$tx` (use `&mut *$tx` as executor) and
 /// commits if the body finishes; a `?` or `return` inside the body rolls back. SQLite
 /// transactions begin IMMEDIATE so that they take the write lock up front (a deferred one
@@ -133,11 +188,8 @@ macro_rules! in_tx {
                 out
             }
             Pools::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
                 let $d = Dialect::Postgres;
-                let out = $body;
-                $tx.commit().await?;
-                out
+                pg_tx!(pool, true, |$tx| $body)
             }
         }
     };
@@ -174,14 +226,8 @@ macro_rules! in_tx_relaxed {
                 result?
             }
             Pools::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                if !$durable {
-                    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *$tx).await?;
-                }
                 let $d = Dialect::Postgres;
-                let out = $body;
-                $tx.commit().await?;
-                out
+                pg_tx!(pool, $durable, |$tx| $body)
             }
         }
     };
@@ -559,9 +605,9 @@ fn transition_json(pass: &[&Transition]) -> StoreResult<String> {
     to_json(&rows)
 }
 
-/// The history JSON of the applied transitions of a pass (one row per status of each path,
-/// in order) and their positions in the pass.
-fn transition_history(pass: &[&Transition], applied: &[AppliedRow]) -> StoreResult<(String, Vec<usize>)> {
+/// The positions in `pass` of the transitions whose rows the UPDATE changed (`applied`), in
+/// order.
+fn applied_positions(pass: &[&Transition], applied: &[AppliedRow]) -> StoreResult<Vec<usize>> {
     let position: HashMap<&str, usize> = pass.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
     let mut positions = Vec::with_capacity(applied.len());
     for row in applied {
@@ -572,6 +618,13 @@ fn transition_history(pass: &[&Transition], applied: &[AppliedRow]) -> StoreResu
         positions.push(i);
     }
     positions.sort_unstable();
+    Ok(positions)
+}
+
+/// The history JSON of the applied transitions of a pass (one row per status of each path,
+/// in order) and their positions in the pass.
+fn transition_history(pass: &[&Transition], applied: &[AppliedRow]) -> StoreResult<(String, Vec<usize>)> {
+    let positions = applied_positions(pass, applied)?;
     let by_id: HashMap<&str, &AppliedRow> = applied.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut history = Vec::new();
     for &i in &positions {
@@ -588,6 +641,76 @@ fn transition_history(pass: &[&Transition], applied: &[AppliedRow]) -> StoreResu
         }
     }
     Ok((to_json(&history)?, positions))
+}
+
+/// The history a pass would write if every transition applied: `{id, status, node}` for each
+/// status of each path, in pass order then path order. SQLite's one-trip transition keeps the
+/// rows of the transitions that did apply (see [`sql::INVOCATION_TRANSITION_ONE_TRIP`]).
+fn path_history_json(pass: &[&Transition]) -> StoreResult<String> {
+    #[derive(Serialize)]
+    struct PathJson<'a> {
+        id: &'a str,
+        status: &'static str,
+        node: &'a str,
+    }
+    let rows: Vec<PathJson<'_>> = pass
+        .iter()
+        .flat_map(|t| t.path.iter().map(|s| PathJson { id: &t.id, status: s.as_str(), node: &t.node }))
+        .collect();
+    to_json(&rows)
+}
+
+/// A fresh marker for the rows one SQLite script changes (`last_tx`, see [`sql`]): random, so
+/// no other transaction, past or concurrent, stamps the same value (one chance in 2^64).
+fn tx_marker() -> i64 {
+    rand::random()
+}
+
+/// The conflict of an insert whose ids exist.
+const DUPLICATE_INVOCATION: &str = "an invocation id of the batch already exists";
+
+/// The error of an insert that calls an unknown task (`None`: it vanished again meanwhile).
+fn unknown_task(task: Option<&str>) -> StoreError {
+    StoreError::NotFound(format!("task `{}`", task.unwrap_or_default()))
+}
+
+/// The SQLite writer while a one-trip script runs on it. If the future is dropped (cancelled)
+/// before the script's outcome is settled, the connection may be left inside the script's
+/// transaction or with `synchronous` relaxed, so it is closed (SQLite rolls back) instead of
+/// going back to the pool.
+struct Writer {
+    conn: PoolConnection<Sqlite>,
+    settled: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Runs a SQLite one-trip script (`sql::*_ONE_TRIP`: a whole transaction) on the writer in a
+/// single round trip and returns the rows of its statements. If it fails, the transaction is
+/// rolled back and `synchronous` set back to `FULL` before the writer returns to the pool; if
+/// that does not work, the writer is closed.
+async fn one_trip<R>(write: &SqlitePool, query: QueryAs<'_, Sqlite, R, SqliteArguments>) -> Result<Vec<R>, sqlx::Error>
+where
+    R: Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow>,
+{
+    let mut writer = Writer { conn: write.acquire().await?, settled: false };
+    let result = query.fetch_all(&mut *writer.conn).await;
+    if result.is_err() {
+        // Fails when the error ended the transaction already (or came before BEGIN).
+        let _ = sqlx::query("ROLLBACK").execute(&mut *writer.conn).await;
+        if let Err(e) = sqlx::query(sql::ONE_TRIP_RESET).execute(&mut *writer.conn).await {
+            tracing::warn!(error = %e, "closing the SQLite writer: it could not be reset after a failed write");
+            return result;
+        }
+    }
+    writer.settled = true;
+    result
 }
 
 /// Turns a unique violation into a conflict about `what`.
@@ -791,30 +914,43 @@ impl Store for SqlStore {
                 })
                 .collect::<Vec<_>>(),
         )?;
-        let rows: Vec<InvocationRow> = in_tx!(self, |tx, d| {
-            let rows: Vec<InvocationRow> = sqlx::query_as(sql::INVOCATION_INSERT.get(d))
-                .bind(json)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(conflict_on_unique("an invocation id of the batch already exists"))?;
-            if rows.len() != calls.len() {
-                let known: HashSet<&str> = rows.iter().map(|r| r.task.as_str()).collect();
-                let missing = calls.iter().find(|c| !known.contains(c.task.as_str())).map(|c| c.task.as_str());
-                return Err(StoreError::NotFound(format!("task `{}`", missing.unwrap_or_default())));
+        let rows: Vec<InvocationRow> = match &self.pools {
+            Pools::Sqlite { read, write } => {
+                match one_trip(write, sqlx::query_as(sql::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str())).await {
+                    Ok(rows) => rows,
+                    // The script's insert fails on a call of an unknown task (see sql.rs).
+                    Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
+                        let missing: Option<NameRow> =
+                            sqlx::query_as(sql::INVOCATION_INSERT_UNKNOWN_TASK).bind(json).fetch_optional(read).await?;
+                        return Err(unknown_task(missing.as_ref().map(|r| r.name.as_str())));
+                    }
+                    Err(e) => return Err(conflict_on_unique(DUPLICATE_INVOCATION)(e)),
+                }
             }
-            let history: Vec<HistoryJson<'_>> = rows
-                .iter()
-                .map(|r| HistoryJson {
-                    id: &r.id,
-                    status: InvocationStatus::Registered.as_str(),
-                    node: None,
-                    attempt: r.attempts,
-                    at: r.created_at,
-                })
-                .collect();
-            sqlx::query(sql::HISTORY_INSERT.get(d)).bind(to_json(&history)?).execute(&mut *tx).await?;
-            rows
-        });
+            Pools::Postgres(pool) => pg_tx!(pool, true, |tx| {
+                let rows: Vec<InvocationRow> = sqlx::query_as(sql::INVOCATION_INSERT_POSTGRES)
+                    .bind(json)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(conflict_on_unique(DUPLICATE_INVOCATION))?;
+                if rows.len() != calls.len() {
+                    let known: HashSet<&str> = rows.iter().map(|r| r.task.as_str()).collect();
+                    return Err(unknown_task(calls.iter().map(|c| c.task.as_str()).find(|t| !known.contains(t))));
+                }
+                let history: Vec<HistoryJson<'_>> = rows
+                    .iter()
+                    .map(|r| HistoryJson {
+                        id: &r.id,
+                        status: InvocationStatus::Registered.as_str(),
+                        node: None,
+                        attempt: r.attempts,
+                        at: r.created_at,
+                    })
+                    .collect();
+                sqlx::query(sql::HISTORY_INSERT.postgres).bind(to_json(&history)?).execute(&mut *tx).await?;
+                rows
+            }),
+        };
         // Input order.
         let position: HashMap<&str, usize> = calls.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
         let mut out = decode_invocations(rows)?;
@@ -827,28 +963,35 @@ impl Store for SqlStore {
             return Ok(Vec::new());
         }
         // A claim reports nothing to a client and is redone after a crash: relaxed commit.
-        let mut rows: Vec<ClaimedRow> = in_tx_relaxed!(self, false, |tx, d| {
-            let mut rows: Vec<ClaimedRow> = sqlx::query_as(sql::INVOCATION_CLAIM.get(d))
-                .bind(node)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await?;
-            if !rows.is_empty() {
-                rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-                let history: Vec<HistoryJson<'_>> = rows
-                    .iter()
-                    .map(|r| HistoryJson {
-                        id: &r.id,
-                        status: InvocationStatus::Pending.as_str(),
-                        node: Some(node),
-                        attempt: r.attempts,
-                        at: r.updated_at,
-                    })
-                    .collect();
-                sqlx::query(sql::HISTORY_INSERT.get(d)).bind(to_json(&history)?).execute(&mut *tx).await?;
+        let mut rows: Vec<ClaimedRow> = match &self.pools {
+            Pools::Sqlite { write, .. } => {
+                let claim =
+                    sqlx::query_as(sql::INVOCATION_CLAIM_ONE_TRIP).bind(node).bind(i64::from(limit)).bind(tx_marker());
+                one_trip(write, claim).await?
             }
-            rows
-        });
+            Pools::Postgres(pool) => pg_tx!(pool, false, |tx| {
+                let mut rows: Vec<ClaimedRow> = sqlx::query_as(sql::INVOCATION_CLAIM_POSTGRES)
+                    .bind(node)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if !rows.is_empty() {
+                    rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                    let history: Vec<HistoryJson<'_>> = rows
+                        .iter()
+                        .map(|r| HistoryJson {
+                            id: &r.id,
+                            status: InvocationStatus::Pending.as_str(),
+                            node: Some(node),
+                            attempt: r.attempts,
+                            at: r.updated_at,
+                        })
+                        .collect();
+                    sqlx::query(sql::HISTORY_INSERT.postgres).bind(to_json(&history)?).execute(&mut *tx).await?;
+                }
+                rows
+            }),
+        };
         rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         rows.into_iter()
             .map(|r| {
@@ -891,15 +1034,32 @@ impl Store for SqlStore {
         // Only batches that merely move attempts along (pending, running, paused, resumed) may
         // skip waiting for the disk; anything a client can observe as an outcome is durable.
         let durable = changes.iter().any(|t| !t.to().is_owned());
-        let applied: Vec<usize> = in_tx_relaxed!(self, durable, |tx, d| {
-            let mut applied = Vec::new();
-            for pass in &passes {
+        let applied: Vec<usize> = match (&self.pools, passes.as_slice()) {
+            // The usual batch, one pass, on SQLite: one script.
+            (Pools::Sqlite { write, .. }, [pass]) => {
                 let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
-                let positions = transition_pass!(tx, d, &refs);
-                applied.extend(positions.into_iter().map(|p| pass[p]));
+                let script = if durable {
+                    sql::INVOCATION_TRANSITION_ONE_TRIP
+                } else {
+                    sql::INVOCATION_TRANSITION_ONE_TRIP_RELAXED
+                };
+                let query = sqlx::query_as(script)
+                    .bind(transition_json(&refs)?)
+                    .bind(tx_marker())
+                    .bind(path_history_json(&refs)?);
+                let rows: Vec<AppliedRow> = one_trip(write, query).await?;
+                applied_positions(&refs, &rows)?.into_iter().map(|p| pass[p]).collect()
             }
-            applied
-        });
+            _ => in_tx_relaxed!(self, durable, |tx, d| {
+                let mut applied = Vec::new();
+                for pass in &passes {
+                    let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
+                    let positions = transition_pass!(tx, d, &refs);
+                    applied.extend(positions.into_iter().map(|p| pass[p]));
+                }
+                applied
+            }),
+        };
         for i in applied {
             outcomes[i] = TransitionOutcome::Applied;
         }
@@ -1030,9 +1190,18 @@ impl Store for SqlStore {
     }
 }
 
-/// Implements [`Store`] for a newtype around [`SqlStore`] by forwarding every method.
+/// Implements [`Store`] for a newtype around [`SqlStore`] by forwarding every method (and the
+/// test helpers of [`SqlStore`]).
 macro_rules! delegate_store {
     ($ty:ty) => {
+        #[cfg(test)]
+        impl $ty {
+            /// The `PRAGMA synchronous` of the SQLite writer (`None` on PostgreSQL).
+            pub(crate) async fn writer_synchronous(&self) -> $crate::store::StoreResult<Option<i64>> {
+                self.0.writer_synchronous().await
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $ty {
             fn dialect(&self) -> &'static str {

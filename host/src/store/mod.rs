@@ -2,8 +2,9 @@
 //! Two implementations on sqlx share every query that both dialects accept: SQLite (the
 //! embedded default: WAL, `synchronous=FULL`) and PostgreSQL (clusters). This module is the
 //! only place with SQL. Every write that happens per invocation takes a batch and costs one
-//! transaction, whatever the batch size; every status change is a compare-and-swap that writes
-//! its history rows in the same transaction. Timestamps come from the database clock.
+//! transaction, whatever the batch size (on SQLite, the hot ones are one round trip to the
+//! database thread each: see `engine.rs`); every status change is a compare-and-swap that
+//! writes its history rows in the same transaction. Timestamps come from the database clock.
 
 use async_trait::async_trait;
 

@@ -12,6 +12,10 @@
 //! limit is hit. JSON objects are read field by field with `value ->> 'field'`, which both
 //! dialects understand; numbers go through `CAST(… AS BIGINT)`, so PostgreSQL (where `->>`
 //! yields text) and SQLite (where it yields the JSON type) read the same thing.
+//!
+//! On SQLite the hot writes (routing, claim, one pass of transitions) are whole transactions in
+//! one string each, the `*_ONE_TRIP` scripts, built with `one_trip!` from the same templates
+//! (see "SQLite: one round trip per hot write" in `engine.rs`).
 
 /// One statement in both dialects.
 #[derive(Debug, Clone, Copy)]
@@ -40,15 +44,22 @@ macro_rules! now_ms {
 }
 
 /// The JSON array of objects in `$1` as rows `j(key, value)`, `key` being the array index
-/// (order) and `value` one object. Binary JSON on both sides, so that reading each field with
+/// (order) and `value` one object; `json_rows!(dialect, "$n", "alias")` reads parameter `$n`
+/// as rows `alias(key, value)`. Binary JSON on both sides, so that reading each field with
 /// `->>` does not parse the object again (SQLite's `jsonb_each` needs 3.45+; the bundled
 /// library is newer, and cut the batched writes by a quarter).
 macro_rules! json_rows {
     (sqlite) => {
-        "jsonb_each($1) AS j"
+        json_rows!(sqlite, "$1", "j")
     };
     (postgres) => {
-        "jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(value, key)"
+        json_rows!(postgres, "$1", "j")
+    };
+    (sqlite, $param:literal, $alias:literal) => {
+        concat!("jsonb_each(", $param, ") AS ", $alias)
+    };
+    (postgres, $param:literal, $alias:literal) => {
+        concat!("jsonb_array_elements(", $param, "::jsonb) WITH ORDINALITY AS ", $alias, "(value, key)")
     };
 }
 
@@ -239,27 +250,42 @@ pub(super) const TASK_UPDATE: Sql = both!(task_update);
 
 macro_rules! invocation_insert {
     ($d:ident) => {
+        invocation_insert!($d, "JOIN")
+    };
+    ($d:ident, $join:literal) => {
         concat!(
             "WITH c AS MATERIALIZED (SELECT ",
             now_ms!($d),
             " AS now) \
              INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
              result, error_kind, error_message, parent, available_at, created_at, updated_at) \
-             SELECT j.value ->> 'id', j.value ->> 'task', j.value ->> 'call_id', \
+             SELECT j.value ->> 'id', t.name, j.value ->> 'call_id', \
              j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
              c.now, c.now, c.now \
              FROM ",
             json_rows!($d),
-            " JOIN tasks t ON t.name = j.value ->> 'task' CROSS JOIN c \
+            " ",
+            $join,
+            " tasks t ON t.name = j.value ->> 'task' CROSS JOIN c \
              ORDER BY j.key RETURNING ",
             invocation_columns!()
         )
     };
 }
 /// Inserts the JSON array `$1` of `{id, task, call_id, args, parent}` as `registered`
-/// invocations. Calls of unknown tasks are skipped (the join), which the caller detects by
-/// the returned count and turns into `NotFound` (rolling the transaction back).
-pub(super) const INVOCATION_INSERT: Sql = both!(invocation_insert);
+/// invocations, PostgreSQL. Calls of unknown tasks are skipped (the join), which the caller
+/// detects by the returned count and turns into `NotFound` (rolling the transaction back).
+/// SQLite inserts with [`INVOCATION_INSERT_ONE_TRIP`].
+pub(super) const INVOCATION_INSERT_POSTGRES: &str = invocation_insert!(postgres);
+
+/// The first task of the JSON array `$1` of calls (as for [`INVOCATION_INSERT_POSTGRES`]) that
+/// does not exist, as `name` (SQLite: explains a failed [`INVOCATION_INSERT_ONE_TRIP`]).
+pub(super) const INVOCATION_INSERT_UNKNOWN_TASK: &str = concat!(
+    "SELECT j.value ->> 'task' AS name FROM ",
+    json_rows!(sqlite),
+    " WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.name = j.value ->> 'task') \
+     ORDER BY j.key LIMIT 1"
+);
 
 macro_rules! history_insert {
     ($d:ident) => {
@@ -276,8 +302,9 @@ macro_rules! history_insert {
 /// order (so `seq` follows it).
 pub(super) const HISTORY_INSERT: Sql = both!(history_insert);
 
-/// The statuses claimable by [`INVOCATION_CLAIM`]; must equal `InvocationStatus::runnable()`
-/// (a unit test checks) and the predicate of `invocations_claim_idx` in the migrations.
+/// The statuses a claim takes (`invocation_claim_sqlite!`, [`INVOCATION_CLAIM_POSTGRES`]);
+/// must equal `InvocationStatus::runnable()` (a unit test checks) and the predicate of
+/// `invocations_claim_idx` in the migrations.
 macro_rules! runnable_statuses {
     () => {
         "('registered', 'retry', 'rerouted')"
@@ -295,23 +322,33 @@ pub(super) const RUNNABLE_STATUSES: &str = runnable_statuses!();
 #[cfg(test)]
 pub(super) const OWNED_STATUSES: &str = owned_statuses!();
 
-/// Claim (`$1` node, `$2` limit), SQLite: one writer, so no row locks are needed.
-const INVOCATION_CLAIM_SQLITE: &str = concat!(
-    "WITH c AS MATERIALIZED (SELECT ",
-    now_ms!(sqlite),
-    " AS now) \
-     UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
-     updated_at = (SELECT now FROM c) \
-     WHERE id IN (SELECT i.id FROM invocations i JOIN tasks t ON t.name = i.task \
-     WHERE i.status IN ",
-    runnable_statuses!(),
-    " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
-     ORDER BY i.id LIMIT $2) \
-     RETURNING id, task, args, attempts, parent, updated_at"
-);
+/// Claim (`$1` node, `$2` limit, `$3` transaction marker), SQLite: one writer, so no row
+/// locks are needed. Part of [`INVOCATION_CLAIM_ONE_TRIP`]. The limit goes through a `CAST`:
+/// SQLite plans a bare `LIMIT $2` with the bound value and marks the statement to be
+/// prepared again whenever `$2` is bound, which sqlx does on every run (≈ 50 µs each time).
+macro_rules! invocation_claim_sqlite {
+    () => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!(sqlite),
+            " AS now) \
+             UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
+             updated_at = (SELECT now FROM c), last_tx = $3 \
+             WHERE id IN (SELECT i.id FROM invocations i JOIN tasks t ON t.name = i.task \
+             WHERE i.status IN ",
+            runnable_statuses!(),
+            " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
+             ORDER BY i.id LIMIT CAST($2 AS INTEGER)) \
+             RETURNING id, task, args, attempts, parent, updated_at"
+        )
+    };
+}
 
 /// Claim (`$1` node, `$2` limit), PostgreSQL: concurrent claimers skip each other's rows.
-const INVOCATION_CLAIM_POSTGRES: &str = concat!(
+/// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
+/// `attempts`; returns what a worker needs (unordered: the caller sorts). SQLite claims with
+/// [`INVOCATION_CLAIM_ONE_TRIP`].
+pub(super) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
     "WITH c AS MATERIALIZED (SELECT ",
     now_ms!(postgres),
     " AS now), \
@@ -327,12 +364,11 @@ const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      invocations.parent, invocations.updated_at"
 );
 
-/// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
-/// `attempts`; returns what a worker needs (unordered: the caller sorts).
-pub(super) const INVOCATION_CLAIM: Sql = Sql { sqlite: INVOCATION_CLAIM_SQLITE, postgres: INVOCATION_CLAIM_POSTGRES };
-
 macro_rules! invocation_transition {
     ($d:ident) => {
+        invocation_transition!($d, "")
+    };
+    ($d:ident, $also_set:literal) => {
         concat!(
             "WITH c AS MATERIALIZED (SELECT ",
             now_ms!($d),
@@ -345,8 +381,9 @@ macro_rules! invocation_transition {
              error_kind = COALESCE(x.error_kind, invocations.error_kind), \
              error_message = CASE WHEN x.error_kind IS NULL THEN invocations.error_message \
              ELSE x.error_message END, \
-             updated_at = (SELECT now FROM c) \
-             FROM (SELECT j.value ->> 'id' AS id, j.value ->> 'from' AS from_status, \
+             updated_at = (SELECT now FROM c)",
+            $also_set,
+            " FROM (SELECT j.value ->> 'id' AS id, j.value ->> 'from' AS from_status, \
              j.value ->> 'to' AS to_status, j.value ->> 'node' AS node, \
              j.value ->> 'owner_node' AS owner_node, \
              CAST(j.value ->> 'owner_attempt' AS BIGINT) AS owner_attempt, \
@@ -383,6 +420,86 @@ pub(super) const INVOCATION_OWNED_BY: Sql = Sql {
 };
 
 // ---------------------------------------------------------------------------------------------
+// SQLite: each hot write as one script, run in one round trip (see `engine.rs`).
+//
+// The history statement of a script cannot see what the statement before it returned, so it
+// reads `invocations` again and must pick exactly the rows that statement changed: the insert
+// fails as a whole unless every call was inserted; claims and transitions stamp the rows they
+// change with `last_tx` = `$n`, a random marker bound for this transaction only, and the
+// history statement keeps the rows carrying it. A row the compare-and-swap did not match keeps
+// its old marker, even if it happens to be in the target status already.
+
+/// A SQLite transaction as one script: `one_trip!(durable, statement, …)` wraps the statements
+/// in `BEGIN IMMEDIATE … COMMIT`; `one_trip!(relaxed, …)` commits with `synchronous = NORMAL`
+/// and puts back `FULL`, the setting of the store's connections, at the end.
+macro_rules! one_trip {
+    (durable, $($statement:expr),+ $(,)?) => {
+        concat!("BEGIN IMMEDIATE; ", $($statement, "; ",)+ "COMMIT")
+    };
+    (relaxed, $($statement:expr),+ $(,)?) => {
+        concat!("PRAGMA synchronous = NORMAL; ", one_trip!(durable, $($statement),+), "; PRAGMA synchronous = FULL")
+    };
+}
+
+/// Routing (durable): inserts the calls in `$1` as [`INVOCATION_INSERT_POSTGRES`] does,
+/// returning the rows, and writes their `registered` history. A call of an unknown task fails
+/// the script instead of being skipped (`LEFT JOIN`: its NULL task breaks the NOT NULL
+/// constraint), so the transaction cannot commit without it; the caller rolls back and names
+/// the task with [`INVOCATION_INSERT_UNKNOWN_TASK`]. An id that exists fails it too (unique
+/// violation). So when the history statement runs, every id of `$1` is a row this transaction
+/// inserted.
+pub(super) const INVOCATION_INSERT_ONE_TRIP: &str = one_trip!(
+    durable,
+    invocation_insert!(sqlite, "LEFT JOIN"),
+    concat!(
+        "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+         SELECT i.id, 'registered', NULL, i.attempts, i.created_at FROM ",
+        json_rows!(sqlite),
+        " JOIN invocations i ON i.id = j.value ->> 'id' ORDER BY j.key"
+    ),
+);
+
+/// Claim (relaxed): `$1` node, `$2` limit, `$3` marker. Claims as [`INVOCATION_CLAIM_POSTGRES`]
+/// does (returning the claimed rows), then writes the `pending` history of the rows of node
+/// `$1` (found through its owner index) that carry the marker: exactly the claimed ones.
+pub(super) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
+    relaxed,
+    invocation_claim_sqlite!(),
+    "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT id, 'pending', owner_node, attempts, updated_at FROM invocations \
+     WHERE owner_node = $1 AND last_tx = $3 ORDER BY id",
+);
+
+/// One pass of transitions: `$1` as for [`INVOCATION_TRANSITION`] (returning the applied
+/// rows), `$2` marker, `$3` the JSON array of `{id, status, node}` of every status of every
+/// path of the pass, in pass order then path order. History keeps the `$3` rows whose
+/// invocation carries the marker, with its new attempt and time.
+macro_rules! invocation_transition_one_trip {
+    ($sync:ident) => {
+        one_trip!(
+            $sync,
+            invocation_transition!(sqlite, ", last_tx = $2"),
+            concat!(
+                "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+                 SELECT i.id, h.value ->> 'status', h.value ->> 'node', i.attempts, i.updated_at FROM ",
+                json_rows!(sqlite, "$3", "h"),
+                " JOIN invocations i ON i.id = h.value ->> 'id' WHERE i.last_tx = $2 ORDER BY h.key"
+            ),
+        )
+    };
+}
+/// `invocation_transition_one_trip!` committed durably.
+pub(super) const INVOCATION_TRANSITION_ONE_TRIP: &str = invocation_transition_one_trip!(durable);
+/// `invocation_transition_one_trip!` committed without waiting for the disk.
+pub(super) const INVOCATION_TRANSITION_ONE_TRIP_RELAXED: &str = invocation_transition_one_trip!(relaxed);
+
+/// Puts a SQLite writer back in shape after a script failed (the failing statement may have
+/// left its transaction open, or `synchronous` relaxed): run after a `ROLLBACK` whose own
+/// error is ignored (there may be no transaction left to roll back). It fails if a transaction
+/// is still open: SQLite refuses both the `PRAGMA` and the `BEGIN` inside one.
+pub(super) const ONE_TRIP_RESET: &str = "PRAGMA synchronous = FULL; BEGIN; ROLLBACK";
+
+// ---------------------------------------------------------------------------------------------
 // Invocations: reads.
 
 /// One invocation: `$1` id.
@@ -413,7 +530,7 @@ macro_rules! invocation_list {
             invocation_columns!(),
             " FROM invocations WHERE ($1 IS NULL OR id < $1)",
             $filter,
-            " ORDER BY id DESC LIMIT $2"
+            " ORDER BY id DESC LIMIT CAST($2 AS BIGINT)"
         ))
     };
 }
