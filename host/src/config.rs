@@ -26,6 +26,10 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// How long SIGTERM waits for running attempts before interrupting them.
     pub shutdown_grace_ms: u64,
+    /// Backoff ceiling of the first retry in ms; doubles per attempt, with full jitter.
+    pub retry_base_ms: u64,
+    /// Largest retry backoff in ms.
+    pub retry_max_ms: u64,
 }
 
 impl Default for Config {
@@ -39,6 +43,8 @@ impl Default for Config {
             prefetch: 64,
             max_upload_bytes: 64 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
         }
     }
 }
@@ -70,6 +76,12 @@ pub struct Overrides {
     /// Grace period for running attempts on SIGTERM, in ms [default: 10000].
     #[arg(long, env = "WARDEN_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Backoff ceiling of the first retry in ms, doubling per attempt [default: 500].
+    #[arg(long, env = "WARDEN_RETRY_BASE_MS")]
+    pub retry_base_ms: Option<u64>,
+    /// Largest retry backoff in ms [default: 60000].
+    #[arg(long, env = "WARDEN_RETRY_MAX_MS")]
+    pub retry_max_ms: Option<u64>,
     /// TOML file with any of the settings above (lowest precedence).
     #[arg(long, env = "WARDEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -130,6 +142,12 @@ impl Config {
         }
         if let Some(v) = o.shutdown_grace_ms {
             c.shutdown_grace_ms = v;
+        }
+        if let Some(v) = o.retry_base_ms {
+            c.retry_base_ms = v;
+        }
+        if let Some(v) = o.retry_max_ms {
+            c.retry_max_ms = v;
         }
         c.validate()?;
         Ok(c)

@@ -296,6 +296,9 @@ pub struct Transition {
     pub error: Option<TaskFailure>,
     /// Node making the change (history).
     pub node: String,
+    /// When entering a runnable status (`retry`): how long before it may be claimed again.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 impl Transition {

@@ -58,6 +58,8 @@ impl Daemon {
                 node: cfg.node_name.clone(),
                 slots: cfg.slots,
                 prefetch: cfg.prefetch,
+                retry_base: Duration::from_millis(cfg.retry_base_ms),
+                retry_max: Duration::from_millis(cfg.retry_max_ms),
                 poll_interval: Duration::from_millis(500),
             },
         );

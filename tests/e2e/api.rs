@@ -347,3 +347,26 @@ async fn cancel_and_rerun(b: Backend) {
     d.stop().await;
 }
 both!(cancel_rerun, cancel_and_rerun);
+
+async fn retries_back_off(b: Backend) {
+    let d = TestDaemon::start_with(b, |c| c.retry_base_ms = 400).await;
+    d.deploy("flaky", guests::FLAKY).await;
+    let v = d.run("flaky", json!({"fail_times": 2})).await;
+    assert_eq!(v["result"], json!({"attempt": 3}), "{v}");
+    let (_, h) = d.get(&format!("/v1/invocations/{}/history", v["id"].as_str().expect("id"))).await;
+    let h = h["history"].as_array().expect("history").clone();
+    // Each retry waits at least half its ceiling: 200 ms after the first failure, 400 ms after
+    // the second (the database clock stamps every row).
+    let mut waits = Vec::new();
+    for (i, e) in h.iter().enumerate() {
+        if e["status"] == "retry" {
+            let next = h[i + 1..].iter().find(|n| n["status"] == "pending").expect("claimed again");
+            waits.push(next["at"].as_i64().unwrap_or(0) - e["at"].as_i64().unwrap_or(0));
+        }
+    }
+    assert_eq!(waits.len(), 2, "{h:?}");
+    assert!(waits[0] >= 200 && waits[1] >= 400, "backoff waits {waits:?}");
+    assert!(waits[0] < 2_000 && waits[1] < 2_000, "backoff waits {waits:?}");
+    d.stop().await;
+}
+both!(retry_backoff, retries_back_off);

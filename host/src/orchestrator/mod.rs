@@ -94,8 +94,12 @@ pub struct OrchestratorConfig {
     pub slots: usize,
     /// Most invocations claimed ahead in one transaction (waiting here for a slot).
     pub prefetch: usize,
-    /// How often the dispatcher looks for work nobody told it about (retries, other nodes).
+    /// How often the dispatcher looks for work nobody told it about (other nodes).
     pub poll_interval: Duration,
+    /// Backoff ceiling of the first retry; doubles per attempt (full jitter).
+    pub retry_base: Duration,
+    /// Largest retry backoff.
+    pub retry_max: Duration,
 }
 
 struct Inner {
@@ -330,6 +334,7 @@ impl Orchestrator {
                 result: None,
                 error: Some(crate::model::TaskFailure::new(crate::model::ErrorKind::Cancelled, "cancelled by a user")),
                 node: self.node().to_string(),
+                delay_ms: 0,
             };
             if self.transition(vec![change]).await?.first() == Some(&TransitionOutcome::Applied) {
                 return self.get(id).await;

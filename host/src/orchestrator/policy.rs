@@ -8,14 +8,16 @@ use serde_json::Value;
 use super::identity;
 use crate::model::Concurrency;
 
-/// Exponential backoff with full jitter for the retry after attempt `attempt` (1-based):
-/// a uniformly random delay in `[0, min(max, base × 2^(attempt-1))]`, never below 1 ms
-/// (`jitter` in `[0, 1)` is the random draw, passed in so tests control it).
+/// Exponential backoff with "equal" jitter for the retry after attempt `attempt` (1-based):
+/// with `ceiling = min(max, base × 2^(attempt-1))`, a uniformly random delay in
+/// `[ceiling/2, ceiling]` (`jitter` in `[0, 1)` is the random draw, passed in so tests control
+/// it). Half the ceiling is guaranteed, so retries of a struggling dependency really back off;
+/// the random half spreads retries of many invocations apart.
 pub fn retry_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
     let exp = attempt.saturating_sub(1).min(30);
     let ceiling = base.saturating_mul(1u32 << exp).min(max);
     let j = jitter.clamp(0.0, 1.0);
-    ceiling.mul_f64(j).max(Duration::from_millis(1))
+    ceiling.mul_f64(0.5 + 0.5 * j).max(Duration::from_millis(1))
 }
 
 /// Why a call cannot be registered under its task's registration concurrency.
@@ -65,12 +67,13 @@ mod tests {
         assert_eq!(retry_delay(4, base, max, 1.0), Duration::from_millis(800));
         assert_eq!(retry_delay(30, base, max, 1.0), max);
         assert_eq!(retry_delay(u32::MAX, base, max, 1.0), max);
-        assert_eq!(retry_delay(3, base, max, 0.5), Duration::from_millis(200));
-        assert_eq!(retry_delay(3, base, max, 0.0), Duration::from_millis(1));
+        assert_eq!(retry_delay(3, base, max, 0.5), Duration::from_millis(300));
+        assert_eq!(retry_delay(3, base, max, 0.0), Duration::from_millis(200));
         for attempt in 1..40 {
             for j in [0.0, 0.1, 0.5, 0.99] {
                 let d = retry_delay(attempt, base, max, j);
-                assert!(d <= max && d >= Duration::from_millis(1));
+                let ceiling = retry_delay(attempt, base, max, 1.0);
+                assert!(d <= max && d >= ceiling / 2, "attempt {attempt} jitter {j}: {d:?}");
             }
         }
     }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::guest_host::AttemptHost;
+use super::policy::retry_delay;
 use super::{Orchestrator, lock};
 use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, Transition};
 use crate::runtime::{InvocationInfo, Limits, RunRequest};
@@ -126,16 +127,30 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             }
             Err(f) => {
                 let retry = f.kind.retryable() && inv.attempt < max_attempts;
-                t.path.push(if retry { InvocationStatus::Retry } else { InvocationStatus::Failed });
+                if retry {
+                    let cfg = &orch.inner.cfg;
+                    let delay = retry_delay(inv.attempt, cfg.retry_base, cfg.retry_max, rand::random::<f64>());
+                    t.delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    t.path.push(InvocationStatus::Retry);
+                } else {
+                    t.path.push(InvocationStatus::Failed);
+                }
                 t.error = Some(f);
             }
         }
         let to = t.to();
+        let delay_ms = t.delay_ms;
         tracing::Span::current().record("outcome", to.as_str());
         match orch.transition(vec![t]).await.as_deref() {
             Ok([TransitionOutcome::Applied]) => {
                 if to.is_runnable() {
-                    orch.inner.work.notify_one();
+                    // Wake the dispatcher when the retry becomes claimable.
+                    let o = orch.clone();
+                    let delay = Duration::from_millis(delay_ms);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        o.inner.work.notify_one();
+                    });
                 }
             }
             Ok(_) => tracing::warn!("the attempt was taken away from this node; its outcome is discarded"),
@@ -217,5 +232,6 @@ pub(super) fn step(
         result: None,
         error: None,
         node: node.to_string(),
+        delay_ms: 0,
     }
 }

@@ -398,6 +398,7 @@ struct TransitionJson<'a> {
     result: Option<&'a str>,
     error_kind: Option<String>,
     error_message: Option<&'a str>,
+    delay_ms: i64,
 }
 
 #[derive(Serialize)]
@@ -600,6 +601,7 @@ fn transition_json(pass: &[&Transition]) -> StoreResult<String> {
             result: t.result.as_deref(),
             error_kind: t.error.as_ref().map(|e| error_kind_name(e.kind)).transpose()?,
             error_message: t.error.as_ref().map(|e| e.message.as_str()),
+            delay_ms: i64::try_from(t.delay_ms).unwrap_or(i64::MAX),
         });
     }
     to_json(&rows)
@@ -1086,6 +1088,7 @@ impl Store for SqlStore {
                     result: None,
                     error: None,
                     node: node.to_owned(),
+                    delay_ms: 0,
                 });
             }
             if changes.is_empty() {

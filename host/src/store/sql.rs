@@ -381,7 +381,8 @@ macro_rules! invocation_transition {
              error_kind = COALESCE(x.error_kind, invocations.error_kind), \
              error_message = CASE WHEN x.error_kind IS NULL THEN invocations.error_message \
              ELSE x.error_message END, \
-             updated_at = (SELECT now FROM c)",
+             updated_at = (SELECT now FROM c), \
+             available_at = (SELECT now FROM c) + x.delay_ms",
             $also_set,
             " FROM (SELECT j.value ->> 'id' AS id, j.value ->> 'from' AS from_status, \
              j.value ->> 'to' AS to_status, j.value ->> 'node' AS node, \
@@ -390,7 +391,8 @@ macro_rules! invocation_transition {
              j.value ->> 'owner_mode' AS owner_mode, \
              CAST(j.value ->> 'attempt_inc' AS BIGINT) AS attempt_inc, \
              j.value ->> 'result' AS result, j.value ->> 'error_kind' AS error_kind, \
-             j.value ->> 'error_message' AS error_message FROM ",
+             j.value ->> 'error_message' AS error_message, \
+             CAST(j.value ->> 'delay_ms' AS BIGINT) AS delay_ms FROM ",
             json_rows!($d),
             ") AS x \
              WHERE invocations.id = x.id AND invocations.status = x.from_status \
@@ -402,7 +404,7 @@ macro_rules! invocation_transition {
 }
 /// One pass of compare-and-swap transitions: the JSON array `$1` of `{id, from, to, node,
 /// owner_node, owner_attempt, owner_mode: keep|clear|set, attempt_inc, result, error_kind,
-/// error_message}` with distinct ids. Returns the rows that matched (and changed).
+/// error_message, delay_ms}` with distinct ids; `available_at` becomes now + `delay_ms`. Returns the rows that matched (and changed).
 pub(super) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
 
 /// The invocations node `$1` owns in an owned status (recovery), locked on PostgreSQL.
