@@ -299,6 +299,12 @@ async fn fanout_waits_on_children(b: Backend) {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["parent"], ids[0].as_str());
     assert_eq!(v["result"], json!({"y": 9}));
+    let (s, v) = d.get(&format!("/v1/invocations/{}/children", ids[0])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let kids = v["children"].as_array().expect("children");
+    assert_eq!(kids.len(), 10, "{v}");
+    let ys: Vec<i64> = kids.iter().map(|k| k["result"]["y"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(ys, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81], "children come back in call order");
     d.stop().await;
 }
 both!(fanout, fanout_waits_on_children);

@@ -158,6 +158,15 @@ pub(super) async fn count(
     Ok(Json(json!({ "total": total, "counts": counts })))
 }
 
+/// `GET /v1/invocations/{id}/children`: the invocations it called (pynenc's family tree, one
+/// level; follow `children` of each for deeper levels).
+pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.orch.get(&id).await?;
+    let kids = s.orch.store().invocation_children(&id).await?;
+    let items: Vec<Value> = kids.iter().map(|i| view(&s, i)).collect();
+    Ok(Json(json!({ "id": id, "children": items })))
+}
+
 /// `GET /v1/invocations/{id}/history`.
 pub(super) async fn history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     s.orch.get(&id).await?;

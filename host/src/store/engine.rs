@@ -1107,6 +1107,12 @@ impl Store for SqlStore {
         row.map(InvocationRow::decode).transpose()
     }
 
+    async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>> {
+        let rows: Vec<InvocationRow> =
+            on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_CHILDREN.get(d)).bind(parent).fetch_all(db).await?);
+        rows.into_iter().map(InvocationRow::decode).collect()
+    }
+
     async fn invocation_get_many(&self, ids: &[String]) -> StoreResult<Vec<Invocation>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -1277,6 +1283,12 @@ macro_rules! delegate_store {
             }
             async fn invocation_get(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::model::Invocation>> {
                 $crate::store::Store::invocation_get(&self.0, id).await
+            }
+            async fn invocation_children(
+                &self,
+                parent: &str,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
+                $crate::store::Store::invocation_children(&self.0, parent).await
             }
             async fn invocation_get_many(
                 &self,

@@ -144,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
     /// One invocation.
     async fn invocation_get(&self, id: &str) -> StoreResult<Option<Invocation>>;
 
+    /// The invocations `parent` called, in call order (children ids sort by call sequence).
+    async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>>;
+
     /// Several invocations by id (missing ids are skipped).
     async fn invocation_get_many(&self, ids: &[String]) -> StoreResult<Vec<Invocation>>;
 

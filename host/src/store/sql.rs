@@ -508,6 +508,10 @@ pub(super) const ONE_TRIP_RESET: &str = "PRAGMA synchronous = FULL; BEGIN; ROLLB
 pub(super) const INVOCATION_GET: Sql =
     Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE id = $1"));
 
+/// The invocations called by `$1` (its children), in call order.
+pub(super) const INVOCATION_CHILDREN: Sql =
+    Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE parent = $1 ORDER BY id"));
+
 macro_rules! invocation_get_many {
     ($d:ident) => {
         concat!(
