@@ -233,6 +233,12 @@ pub struct Invocation {
     pub owner: Option<String>,
     /// Invocation that called this one.
     pub parent: Option<String>,
+    /// Registration scope (calls of one scope share a `registered` invocation).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scope: Option<String>,
+    /// The client's idempotency key, if routed with one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub idempotency_key: Option<String>,
     /// Creation time.
     pub created_at: Millis,
     /// Time of the last status change.
@@ -252,6 +258,12 @@ pub struct NewInvocation {
     pub args: String,
     /// Calling invocation, if any.
     pub parent: Option<String>,
+    /// Registration scope; `None` when the task does not deduplicate.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The client's idempotency key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// One row of an invocation's status history.

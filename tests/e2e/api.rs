@@ -376,3 +376,76 @@ async fn retries_back_off(b: Backend) {
     d.stop().await;
 }
 both!(retry_backoff, retries_back_off);
+
+async fn post_keyed(d: &TestDaemon, key: &str, body: Value) -> (StatusCode, Value) {
+    let r = d
+        .http
+        .post(format!("{}/v1/invocations", d.url))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let s = r.status();
+    (s, r.json().await.expect("json"))
+}
+
+async fn registration_concurrency_and_idempotency(b: Backend) {
+    let d = TestDaemon::start(b).await;
+    d.deploy("hello", guests::HELLO).await;
+    d.deploy("hostile", guests::HOSTILE).await;
+    // Paused tasks are not claimed, so their invocations stay `registered`.
+    patch(&d, "hello", json!({"registration_concurrency": "arguments", "paused": true})).await;
+    patch(&d, "echo", json!({"registration_concurrency": "keys", "key_arguments": ["user"], "paused": true})).await;
+
+    let (_, a1) = d.post("/v1/invocations", &json!({"task": "hello", "args": {"name": "a"}})).await;
+    let (_, a2) = d.post("/v1/invocations", &json!({"args": {"name": "a"}, "task": "hello"})).await;
+    let (_, b1) = d.post("/v1/invocations", &json!({"task": "hello", "args": {"name": "b"}})).await;
+    assert_eq!((a1["reused"].clone(), a2["reused"].clone()), (json!(false), json!(true)), "{a1} {a2}");
+    assert_eq!(a1["id"], a2["id"]);
+    assert_ne!(a1["id"], b1["id"]);
+    let calls = json!({"calls": [{"task": "hello", "args": {"name": "c"}}, {"task": "hello", "args": {"name": "c"}}]});
+    let (s, batch) = d.post("/v1/invocations/batch", &calls).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{batch}");
+    let items = batch["invocations"].as_array().expect("items");
+    assert_eq!(items[0]["id"], items[1]["id"], "{batch}");
+    assert_eq!((items[0]["reused"].clone(), items[1]["reused"].clone()), (json!(false), json!(true)));
+
+    // Keys: same key argument, other arguments differ → the waiting invocation answers.
+    let (_, e1) = d.post("/v1/invocations", &json!({"task": "echo", "args": {"user": "u", "n": 1}})).await;
+    let (_, e2) = d.post("/v1/invocations", &json!({"task": "echo", "args": {"user": "u", "n": 2}})).await;
+    assert_eq!(e1["id"], e2["id"], "{e1} {e2}");
+    assert_eq!(e2["reused"], true);
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "echo", "args": {"n": 3}})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "key argument");
+
+    // Once it ran, the scope is free again: a new call makes a new invocation.
+    patch(&d, "hello", json!({"paused": false})).await;
+    let done = d.result(a1["id"].as_str().expect("id"), MINUTE).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let (_, a3) = d.post("/v1/invocations", &json!({"task": "hello", "args": {"name": "a"}})).await;
+    assert_ne!(a3["id"], a1["id"]);
+    assert_eq!(a3["reused"], false);
+
+    // Idempotency keys: the same key and call answer with the same invocation, for ever; a
+    // different call under a used key is refused.
+    let (s, k1) = post_keyed(&d, "order-42", json!({"task": "hello", "args": {"name": "k"}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{k1}");
+    let first = d.result(k1["id"].as_str().expect("id"), MINUTE).await;
+    assert_eq!(first["status"], "success");
+    let (s, k2) = post_keyed(&d, "order-42", json!({"task": "hello", "args": {"name": "k"}})).await;
+    assert_eq!((s, &k2["id"], &k2["reused"]), (StatusCode::ACCEPTED, &k1["id"], &json!(true)), "{k2}");
+    let (s, v) = post_keyed(&d, "order-42", json!({"task": "hello", "args": {"name": "other"}})).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "order-42");
+    let (s, k3) = d
+        .post(
+            "/v1/invocations",
+            &json!({"task": "hello", "args": {"name": "k"}, "options": {"idempotency_key": "order-42"}}),
+        )
+        .await;
+    assert_eq!((s, &k3["id"]), (StatusCode::ACCEPTED, &k1["id"]), "{k3}");
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "hello", "args": {}, "options": {"retries": 3}})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "retries");
+    d.stop().await;
+}
+both!(call_identity, registration_concurrency_and_idempotency);

@@ -56,6 +56,9 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             OrchestratorError::Component(r) => r.into(),
             OrchestratorError::Store(m) => Self::internal(m),
+            OrchestratorError::IdempotencyMismatch(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch", e.to_string())
+            }
         }
     }
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, MAX_LONG_POLL};
 use crate::model::{Invocation, InvocationFilter, InvocationStatus};
-use crate::orchestrator::CallRequest;
+use crate::orchestrator::{CallRequest, Routed};
 
 /// Most calls in one batch request.
 const MAX_BATCH_CALLS: usize = 10_000;
@@ -25,7 +25,15 @@ pub(super) struct CallBody {
     #[serde(default)]
     args: Value,
     #[serde(default)]
-    options: Option<Value>,
+    options: Option<CallOptions>,
+}
+
+/// Per-call options.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CallOptions {
+    /// Same key, same invocation (a different call under a used key is 422).
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -34,12 +42,23 @@ pub(super) struct BatchBody {
     calls: Vec<CallBody>,
 }
 
-fn to_call(c: CallBody) -> Result<CallRequest, ApiError> {
-    if c.options.as_ref().is_some_and(|o| !o.is_null() && !o.as_object().is_some_and(|m| m.is_empty())) {
-        return Err(ApiError::bad_request("call options are not supported yet"));
+fn to_call(c: CallBody, header_key: Option<String>) -> Result<CallRequest, ApiError> {
+    let option_key = c.options.unwrap_or_default().idempotency_key;
+    let idempotency_key = match (header_key, option_key) {
+        (Some(h), Some(o)) if h != o => {
+            return Err(ApiError::bad_request("the Idempotency-Key header and options.idempotency_key differ"));
+        }
+        (h, o) => h.or(o),
+    };
+    if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::bad_request("an idempotency key must be 1-255 characters"));
     }
     let args = if c.args.is_null() { json!({}) } else { c.args };
-    Ok(CallRequest { task: c.task, args })
+    Ok(CallRequest { task: c.task, args, idempotency_key })
+}
+
+fn routed_json(r: &Routed) -> Value {
+    json!({"id": r.invocation.id, "status": r.invocation.status, "reused": r.reused})
 }
 
 /// The JSON view of an invocation (with live progress when running here).
@@ -54,15 +73,24 @@ fn view(s: &AppState, inv: &Invocation) -> Value {
 }
 
 /// `POST /v1/invocations`.
+/// An `Idempotency-Key` header applies to the call (it must equal `options.idempotency_key`
+/// when both are given).
 pub(super) async fn route_one(
     State(s): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<CallBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
-    let call = to_call(body)?;
-    let inv = s.orch.route(vec![call]).await?;
-    let inv = inv.first().ok_or_else(|| ApiError::bad_request("nothing routed"))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": inv.id, "status": inv.status, "reused": false}))))
+    let header_key = match headers.get("idempotency-key") {
+        Some(v) => {
+            Some(v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.to_string())
+        }
+        None => None,
+    };
+    let call = to_call(body, header_key)?;
+    let routed = s.orch.route(vec![call]).await?;
+    let r = routed.first().ok_or_else(|| ApiError::bad_request("nothing routed"))?;
+    Ok((StatusCode::ACCEPTED, Json(routed_json(r))))
 }
 
 /// `POST /v1/invocations/batch`.
@@ -80,9 +108,9 @@ pub(super) async fn route_batch(
             body.calls.len()
         )));
     }
-    let calls = body.calls.into_iter().map(to_call).collect::<Result<Vec<_>, _>>()?;
-    let invs = s.orch.route(calls).await?;
-    let out: Vec<Value> = invs.iter().map(|i| json!({"id": i.id, "status": i.status})).collect();
+    let calls = body.calls.into_iter().map(|c| to_call(c, None)).collect::<Result<Vec<_>, _>>()?;
+    let routed = s.orch.route(calls).await?;
+    let out: Vec<Value> = routed.iter().map(routed_json).collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "invocations": out }))))
 }
 

@@ -6,28 +6,29 @@ use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
-type Reply<O> = oneshot::Sender<Result<Vec<O>, String>>;
+type Reply<O, E> = oneshot::Sender<Result<Vec<O>, E>>;
 
-/// Handle to a running batch actor; clone it freely.
-pub struct Batcher<I, O> {
-    tx: mpsc::UnboundedSender<(Vec<I>, Reply<O>)>,
+/// Handle to a running batch actor; clone it freely. `E` is the error every submitter of a
+/// failed batch gets (a clone each); the actor's own failures arrive through `From<String>`.
+pub struct Batcher<I, O, E = String> {
+    tx: mpsc::UnboundedSender<(Vec<I>, Reply<O, E>)>,
 }
 
-impl<I, O> Clone for Batcher<I, O> {
+impl<I, O, E> Clone for Batcher<I, O, E> {
     fn clone(&self) -> Self {
         Self { tx: self.tx.clone() }
     }
 }
 
-impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
+impl<I: Send + 'static, O: Send + 'static, E: Clone + Send + From<String> + 'static> Batcher<I, O, E> {
     /// Spawns the actor. `apply` gets every queued item (up to `max_items`, never splitting a
     /// submission) and must return one output per input, in order.
     pub fn spawn<F, Fut>(max_items: usize, apply: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<O>, String>> + Send,
+        Fut: Future<Output = Result<Vec<O>, E>> + Send,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<I>, Reply<O>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<I>, Reply<O, E>)>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut lots = vec![first];
@@ -59,7 +60,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                     Ok(outputs) => {
                         let msg = format!("batch returned {} outputs for {count} inputs", outputs.len());
                         for reply in replies {
-                            let _ = reply.send(Err(msg.clone()));
+                            let _ = reply.send(Err(E::from(msg.clone())));
                         }
                     }
                     Err(e) => {
@@ -75,14 +76,15 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 
     /// Queues `items` and returns a future of their outputs (the work is queued at once, even
     /// if the future is never awaited).
-    pub fn submit(&self, items: Vec<I>) -> impl Future<Output = Result<Vec<O>, String>> + Send + 'static {
+    pub fn submit(&self, items: Vec<I>) -> impl Future<Output = Result<Vec<O>, E>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send((items, reply)).is_ok();
         async move {
+            let stopped = || E::from("the batch writer has stopped".to_string());
             if !sent {
-                return Err("the batch writer has stopped".to_string());
+                return Err(stopped());
             }
-            rx.await.unwrap_or_else(|_| Err("the batch writer has stopped".to_string()))
+            rx.await.unwrap_or_else(|_| Err(stopped()))
         }
     }
 }

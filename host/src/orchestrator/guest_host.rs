@@ -106,11 +106,13 @@ impl GuestHost for AttemptHost {
         if self.orch.store().invocation_get(&id).await.map_err(|e| to_failure(e.into()))?.is_some() {
             return Ok(id);
         }
-        let new = self
+        let mut new = self
             .orch
-            .new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone()))
+            .new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone()), None)
             .await
             .map_err(to_failure)?;
+        // A child keeps its deterministic id, so it is never folded into another invocation.
+        new.scope = None;
         self.orch.insert(vec![new]).await.map_err(to_failure)?;
         Ok(id)
     }

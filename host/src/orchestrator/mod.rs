@@ -50,6 +50,56 @@ pub enum OrchestratorError {
     /// The database failed.
     #[error("storage failed: {0}")]
     Store(String),
+    /// An idempotency key was used before for a different call.
+    #[error("idempotency key `{0}` was already used for a different call")]
+    IdempotencyMismatch(String),
+}
+
+/// Routing errors as the group commit hands them to every caller of a failed batch.
+#[derive(Debug, Clone)]
+enum RouteFailure {
+    /// A unique index refused a row (another node registered the same scope or key first).
+    Conflict(String),
+    /// A call names a task that no longer exists.
+    NotFound(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl From<String> for RouteFailure {
+    fn from(s: String) -> Self {
+        Self::Other(s)
+    }
+}
+
+impl From<StoreError> for RouteFailure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::NotFound(m) => Self::NotFound(m),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<RouteFailure> for OrchestratorError {
+    fn from(f: RouteFailure) -> Self {
+        match f {
+            RouteFailure::Conflict(m) => Self::Conflict(m),
+            RouteFailure::NotFound(m) => Self::NotFound(m),
+            RouteFailure::Other(m) => Self::Store(m),
+        }
+    }
+}
+
+/// A routed call: the invocation that answers it, and whether that invocation already existed
+/// (same registration scope still waiting, or the same idempotency key).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The invocation.
+    pub invocation: Invocation,
+    /// True when an existing invocation answers the call.
+    pub reused: bool,
 }
 
 impl From<StoreError> for OrchestratorError {
@@ -72,6 +122,8 @@ pub struct CallRequest {
     pub task: String,
     /// Arguments.
     pub args: serde_json::Value,
+    /// The client's idempotency key: the same key always answers with the same invocation.
+    pub idempotency_key: Option<String>,
 }
 
 /// Latest progress a running guest reported.
@@ -109,7 +161,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     work: Notify,
     waiters: Waiters,
-    routes: Batcher<NewInvocation, Invocation>,
+    routes: Batcher<NewInvocation, Invocation, RouteFailure>,
     transitions: Batcher<Transition, TransitionOutcome>,
     tasks: Mutex<HashMap<String, TaskDef>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
@@ -133,7 +185,7 @@ impl Orchestrator {
         let s = store.clone();
         let routes = Batcher::spawn(MAX_BATCH, move |calls: Vec<NewInvocation>| {
             let s = s.clone();
-            async move { s.invocation_insert_batch(&calls).await.map_err(|e| e.to_string()) }
+            async move { s.invocation_insert_batch(&calls).await.map_err(RouteFailure::from) }
         });
         let s = store.clone();
         let transitions = Batcher::spawn(MAX_BATCH, move |changes: Vec<Transition>| {
@@ -265,12 +317,99 @@ impl Orchestrator {
 
     /// Routes calls: checks each task exists, computes call ids and stores the invocations in
     /// one group commit. All or nothing.
-    pub async fn route(&self, calls: Vec<CallRequest>) -> OrchResult<Vec<Invocation>> {
+    ///
+    /// A call whose registration scope already has a `registered` invocation reuses it, and so
+    /// does a call with an idempotency key used before (a different call under the same key is
+    /// `IdempotencyMismatch`). The unique indexes behind both make a race with another router
+    /// fail the insert; the routing then looks again (at most three times).
+    pub async fn route(&self, calls: Vec<CallRequest>) -> OrchResult<Vec<Routed>> {
         let mut news = Vec::with_capacity(calls.len());
         for c in calls {
-            news.push(self.new_invocation(&c.task, &c.args, None, None).await?);
+            news.push(self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key).await?);
         }
-        self.insert(news).await
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.route_new(&news).await {
+                Err(OrchestratorError::Conflict(m)) => last = m,
+                other => return other,
+            }
+        }
+        Err(OrchestratorError::Conflict(format!("routing kept racing other routers: {last}")))
+    }
+
+    async fn route_new(&self, news: &[NewInvocation]) -> OrchResult<Vec<Routed>> {
+        enum Answer {
+            Existing(Box<Invocation>),
+            Inserted(usize),
+            SameAs(usize),
+        }
+        let mut scopes: Vec<String> = news.iter().filter_map(|n| n.scope.clone()).collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        let keys: Vec<String> = news.iter().filter_map(|n| n.idempotency_key.clone()).collect();
+        let found = self.inner.store.invocation_find_routed(&scopes, &keys).await?;
+        let mut by_scope = HashMap::new();
+        let mut by_key = HashMap::new();
+        for inv in found {
+            if let Some(k) = &inv.idempotency_key {
+                by_key.insert(k.clone(), inv.clone());
+            }
+            if let Some(s) = inv.scope.clone().filter(|_| inv.status == crate::model::InvocationStatus::Registered) {
+                by_scope.insert(s, inv);
+            }
+        }
+        let mismatch = |key: &str, a: &str, b: &str| {
+            if a == b { Ok(()) } else { Err(OrchestratorError::IdempotencyMismatch(key.to_string())) }
+        };
+        let mut answers = Vec::with_capacity(news.len());
+        let mut to_insert: Vec<NewInvocation> = Vec::new();
+        let mut scope_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut key_in_batch: HashMap<&str, usize> = HashMap::new();
+        for n in news {
+            if let Some(k) = n.idempotency_key.as_deref() {
+                if let Some(inv) = by_key.get(k) {
+                    mismatch(k, &inv.call_id, &n.call_id)?;
+                    answers.push(Answer::Existing(Box::new(inv.clone())));
+                    continue;
+                }
+                if let Some(&j) = key_in_batch.get(k) {
+                    mismatch(k, &to_insert[j].call_id, &n.call_id)?;
+                    answers.push(Answer::SameAs(j));
+                    continue;
+                }
+            }
+            if let Some(s) = n.scope.as_deref() {
+                if let Some(inv) = by_scope.get(s) {
+                    answers.push(Answer::Existing(Box::new(inv.clone())));
+                    continue;
+                }
+                if let Some(&j) = scope_in_batch.get(s) {
+                    answers.push(Answer::SameAs(j));
+                    continue;
+                }
+            }
+            let j = to_insert.len();
+            if let Some(s) = n.scope.as_deref() {
+                scope_in_batch.insert(s, j);
+            }
+            if let Some(k) = n.idempotency_key.as_deref() {
+                key_in_batch.insert(k, j);
+            }
+            to_insert.push(n.clone());
+            answers.push(Answer::Inserted(j));
+        }
+        let inserted = self.insert(to_insert).await?;
+        let pick = |j: usize| {
+            inserted.get(j).cloned().ok_or_else(|| OrchestratorError::Store("routing lost an inserted call".into()))
+        };
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Existing(invocation) => Ok(Routed { invocation: *invocation, reused: true }),
+                Answer::Inserted(j) => Ok(Routed { invocation: pick(j)?, reused: false }),
+                Answer::SameAs(j) => Ok(Routed { invocation: pick(j)?, reused: true }),
+            })
+            .collect()
     }
 
     async fn new_invocation(
@@ -279,15 +418,21 @@ impl Orchestrator {
         args: &serde_json::Value,
         id: Option<String>,
         parent: Option<String>,
+        idempotency_key: Option<String>,
     ) -> OrchResult<NewInvocation> {
-        self.task(task).await?;
-        let args = identity::canonical_json(args);
+        let def = self.task(task).await?;
+        let canonical = identity::canonical_json(args);
+        let scope =
+            policy::registration_scope(def.registration_concurrency, task, args, &canonical, &def.key_arguments)
+                .map_err(|e| OrchestratorError::BadRequest(e.to_string()))?;
         Ok(NewInvocation {
             id: id.unwrap_or_else(identity::new_invocation_id),
-            call_id: identity::call_id(task, &args),
+            call_id: identity::call_id(task, &canonical),
             task: task.to_string(),
-            args,
+            args: canonical,
             parent,
+            scope,
+            idempotency_key,
         })
     }
 
@@ -295,7 +440,7 @@ impl Orchestrator {
         if news.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.inner.routes.submit(news).await.map_err(OrchestratorError::Store)?;
+        let out = self.inner.routes.submit(news).await?;
         self.inner.work.notify_one();
         Ok(out)
     }
@@ -348,8 +493,8 @@ impl Orchestrator {
     /// Routes the same call again as a new invocation.
     pub async fn rerun(&self, id: &str) -> OrchResult<Invocation> {
         let inv = self.get(id).await?;
-        let mut out = self.route(vec![CallRequest { task: inv.task, args: inv.args }]).await?;
-        out.pop().ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))
+        let mut out = self.route(vec![CallRequest { task: inv.task, args: inv.args, idempotency_key: None }]).await?;
+        out.pop().map(|r| r.invocation).ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))
     }
 
     /// Latest progress of a running invocation.

@@ -223,6 +223,8 @@ fn call(n: usize, task: &str) -> NewInvocation {
         call_id: format!("call-{n}"),
         args: format!(r#"{{"n":{n}}}"#),
         parent: None,
+        scope: None,
+        idempotency_key: None,
     }
 }
 

@@ -268,6 +268,8 @@ pub(super) struct InvocationRow {
     error_kind: Option<String>,
     error_message: Option<String>,
     parent: Option<String>,
+    reg_scope: Option<String>,
+    idempotency_key: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -374,6 +376,8 @@ struct InsertJson<'a> {
     call_id: &'a str,
     args: &'a str,
     parent: Option<&'a str>,
+    scope: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -517,6 +521,8 @@ impl InvocationRow {
             call_id: self.call_id,
             owner: self.owner_node,
             parent: self.parent,
+            scope: self.reg_scope,
+            idempotency_key: self.idempotency_key,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -913,6 +919,8 @@ impl Store for SqlStore {
                     call_id: &c.call_id,
                     args: &c.args,
                     parent: c.parent.as_deref(),
+                    scope: c.scope.as_deref(),
+                    idempotency_key: c.idempotency_key.as_deref(),
                 })
                 .collect::<Vec<_>>(),
         )?;
@@ -1107,6 +1115,19 @@ impl Store for SqlStore {
         row.map(InvocationRow::decode).transpose()
     }
 
+    async fn invocation_find_routed(&self, scopes: &[String], keys: &[String]) -> StoreResult<Vec<Invocation>> {
+        if scopes.is_empty() && keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (scopes, keys) = (to_json(scopes)?, to_json(keys)?);
+        let rows: Vec<InvocationRow> = on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_FIND_ROUTED.get(d))
+            .bind(scopes)
+            .bind(keys)
+            .fetch_all(db)
+            .await?);
+        rows.into_iter().map(InvocationRow::decode).collect()
+    }
+
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>> {
         let rows: Vec<InvocationRow> =
             on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_CHILDREN.get(d)).bind(parent).fetch_all(db).await?);
@@ -1283,6 +1304,13 @@ macro_rules! delegate_store {
             }
             async fn invocation_get(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::model::Invocation>> {
                 $crate::store::Store::invocation_get(&self.0, id).await
+            }
+            async fn invocation_find_routed(
+                &self,
+                scopes: &[String],
+                keys: &[String],
+            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
+                $crate::store::Store::invocation_find_routed(&self.0, scopes, keys).await
             }
             async fn invocation_children(
                 &self,

@@ -144,6 +144,11 @@ pub trait Store: Send + Sync + 'static {
     /// One invocation.
     async fn invocation_get(&self, id: &str) -> StoreResult<Option<Invocation>>;
 
+    /// Invocations that already answer calls: `registered` ones whose registration scope is in
+    /// `scopes`, and any whose idempotency key is in `keys`. Inserting a second `registered`
+    /// invocation of a scope, or a second use of a key, is a `Conflict` (unique indexes).
+    async fn invocation_find_routed(&self, scopes: &[String], keys: &[String]) -> StoreResult<Vec<Invocation>>;
+
     /// The invocations `parent` called, in call order (children ids sort by call sequence).
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>>;
 

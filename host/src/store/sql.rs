@@ -71,6 +71,12 @@ macro_rules! json_texts {
     (postgres) => {
         "jsonb_array_elements_text($1::jsonb) AS j(value)"
     };
+    (sqlite, $param:literal, $alias:literal) => {
+        concat!("json_each(", $param, ") AS ", $alias)
+    };
+    (postgres, $param:literal, $alias:literal) => {
+        concat!("jsonb_array_elements_text(", $param, "::jsonb) AS ", $alias, "(value)")
+    };
 }
 
 /// Builds an [`Sql`] from a template macro that takes the dialect.
@@ -84,7 +90,7 @@ macro_rules! both {
 macro_rules! invocation_columns {
     () => {
         "id, task, call_id, args, status, owner_node, attempts, result, error_kind, \
-         error_message, parent, created_at, updated_at"
+         error_message, parent, reg_scope, idempotency_key, created_at, updated_at"
     };
 }
 
@@ -258,10 +264,11 @@ macro_rules! invocation_insert {
             now_ms!($d),
             " AS now) \
              INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
-             result, error_kind, error_message, parent, available_at, created_at, updated_at) \
+             result, error_kind, error_message, parent, reg_scope, idempotency_key, available_at, \
+             created_at, updated_at) \
              SELECT j.value ->> 'id', t.name, j.value ->> 'call_id', \
              j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
-             c.now, c.now, c.now \
+             j.value ->> 'scope', j.value ->> 'idempotency_key', c.now, c.now, c.now \
              FROM ",
             json_rows!($d),
             " ",
@@ -272,7 +279,7 @@ macro_rules! invocation_insert {
         )
     };
 }
-/// Inserts the JSON array `$1` of `{id, task, call_id, args, parent}` as `registered`
+/// Inserts the JSON array `$1` of `{id, task, call_id, args, parent, scope, idempotency_key}` as `registered`
 /// invocations, PostgreSQL. Calls of unknown tasks are skipped (the join), which the caller
 /// detects by the returned count and turns into `NotFound` (rolling the transaction back).
 /// SQLite inserts with [`INVOCATION_INSERT_ONE_TRIP`].
@@ -507,6 +514,23 @@ pub(super) const ONE_TRIP_RESET: &str = "PRAGMA synchronous = FULL; BEGIN; ROLLB
 /// One invocation: `$1` id.
 pub(super) const INVOCATION_GET: Sql =
     Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE id = $1"));
+
+macro_rules! invocation_find_routed {
+    ($d:ident) => {
+        concat!(
+            "SELECT ",
+            invocation_columns!(),
+            " FROM invocations WHERE (status = 'registered' AND reg_scope IN (SELECT j.value FROM ",
+            json_texts!($d),
+            ")) OR idempotency_key IN (SELECT k.value FROM ",
+            json_texts!($d, "$2", "k"),
+            ")"
+        )
+    };
+}
+/// Invocations that already answer calls: `registered` ones whose scope is in the JSON array
+/// `$1`, and any whose idempotency key is in the JSON array `$2`.
+pub(super) const INVOCATION_FIND_ROUTED: Sql = both!(invocation_find_routed);
 
 /// The invocations called by `$1` (its children), in call order.
 pub(super) const INVOCATION_CHILDREN: Sql =
