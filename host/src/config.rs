@@ -30,6 +30,11 @@ pub struct Config {
     pub retry_base_ms: u64,
     /// Largest retry backoff in ms.
     pub retry_max_ms: u64,
+    /// Final invocations (and their history) are deleted this many ms after their last
+    /// change; 0 keeps them for ever.
+    pub retention_ms: u64,
+    /// How often the purge runs, in ms.
+    pub purge_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -45,6 +50,8 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             retry_base_ms: 500,
             retry_max_ms: 60_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            purge_interval_ms: 60_000,
         }
     }
 }
@@ -82,6 +89,12 @@ pub struct Overrides {
     /// Largest retry backoff in ms [default: 60000].
     #[arg(long, env = "WARDEN_RETRY_MAX_MS")]
     pub retry_max_ms: Option<u64>,
+    /// Keep final invocations this many ms; 0 keeps them for ever [default: 7 days].
+    #[arg(long, env = "WARDEN_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
+    /// How often old invocations are purged, in ms [default: 60000].
+    #[arg(long, env = "WARDEN_PURGE_INTERVAL_MS")]
+    pub purge_interval_ms: Option<u64>,
     /// TOML file with any of the settings above (lowest precedence).
     #[arg(long, env = "WARDEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -149,6 +162,12 @@ impl Config {
         if let Some(v) = o.retry_max_ms {
             c.retry_max_ms = v;
         }
+        if let Some(v) = o.retention_ms {
+            c.retention_ms = v;
+        }
+        if let Some(v) = o.purge_interval_ms {
+            c.purge_interval_ms = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -162,6 +181,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.slots == 0 || self.slots > 10_000 {
             return Err(ConfigError::Invalid(format!("slots must be between 1 and 10000, got {}", self.slots)));
+        }
+        if self.purge_interval_ms == 0 {
+            return Err(ConfigError::Invalid("purge_interval_ms must be at least 1".into()));
         }
         if self.prefetch == 0 || self.prefetch > 4096 {
             return Err(ConfigError::Invalid(format!("prefetch must be between 1 and 4096, got {}", self.prefetch)));

@@ -60,6 +60,8 @@ impl Daemon {
                 prefetch: cfg.prefetch,
                 retry_base: Duration::from_millis(cfg.retry_base_ms),
                 retry_max: Duration::from_millis(cfg.retry_max_ms),
+                retention: (cfg.retention_ms > 0).then(|| Duration::from_millis(cfg.retention_ms)),
+                purge_interval: Duration::from_millis(cfg.purge_interval_ms),
                 poll_interval: Duration::from_millis(500),
             },
         );

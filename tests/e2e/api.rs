@@ -449,3 +449,35 @@ async fn registration_concurrency_and_idempotency(b: Backend) {
     d.stop().await;
 }
 both!(call_identity, registration_concurrency_and_idempotency);
+
+async fn final_invocations_are_purged_after_retention(b: Backend) {
+    let d = TestDaemon::start_with(b, |c| {
+        c.retention_ms = 300;
+        c.purge_interval_ms = 100;
+    })
+    .await;
+    d.deploy("hello", guests::HELLO).await;
+    let done = d.run("hello", json!({"name": "old"})).await;
+    let id = done["id"].as_str().expect("id").to_string();
+    patch(&d, "hello", json!({"paused": true})).await;
+    let waiting2 = d.call("hello", json!({"name": "still waiting"})).await;
+
+    let mut gone = false;
+    for _ in 0..100 {
+        let (s, _) = d.get(&format!("/v1/invocations/{id}")).await;
+        if s == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a final invocation past its retention was not purged");
+    let (s, _) = d.get(&format!("/v1/invocations/{id}/history")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Work that is not final is never purged, however old.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, v) = d.get(&format!("/v1/invocations/{waiting2}")).await;
+    assert_eq!((s, &v["status"]), (StatusCode::OK, &json!("registered")), "{v}");
+    d.stop().await;
+}
+both!(auto_purge, final_invocations_are_purged_after_retention);

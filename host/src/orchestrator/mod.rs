@@ -152,6 +152,10 @@ pub struct OrchestratorConfig {
     pub retry_base: Duration,
     /// Largest retry backoff.
     pub retry_max: Duration,
+    /// Final invocations older than this are purged (with their history); `None` keeps all.
+    pub retention: Option<Duration>,
+    /// How often the purge runs.
+    pub purge_interval: Duration,
 }
 
 struct Inner {
@@ -222,7 +226,42 @@ impl Orchestrator {
         }
         let me = self.clone();
         self.inner.tracker.spawn(async move { worker::dispatch_loop(me).await });
+        if let Some(retention) = self.inner.cfg.retention {
+            let me = self.clone();
+            self.inner.tracker.spawn(async move { me.purge_loop(retention).await });
+        }
         Ok(())
+    }
+
+    /// Deletes final invocations older than `retention`, every `purge_interval`, in bounded
+    /// batches (one transaction each) so a large backlog never holds the writer for long.
+    async fn purge_loop(&self, retention: Duration) {
+        const PURGE_BATCH: u32 = 5_000;
+        let age = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.cfg.purge_interval) => {},
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+            let mut total = 0;
+            loop {
+                match self.inner.store.invocation_purge(age, PURGE_BATCH).await {
+                    Ok(n) => {
+                        total += n;
+                        if n < u64::from(PURGE_BATCH) || self.inner.shutdown.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purging old invocations failed; will try again");
+                        break;
+                    }
+                }
+            }
+            if total > 0 {
+                tracing::info!(purged = total, retention_ms = age, "purged final invocations past their retention");
+            }
+        }
     }
 
     /// Stops claiming, lets running attempts finish within `grace`, then interrupts the rest

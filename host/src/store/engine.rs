@@ -1128,6 +1128,20 @@ impl Store for SqlStore {
         rows.into_iter().map(InvocationRow::decode).collect()
     }
 
+    async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> StoreResult<u64> {
+        let age = i64::try_from(older_than_ms).unwrap_or(i64::MAX);
+        let purged = in_tx!(self, |tx, d| {
+            sqlx::query(sql::PURGE_HISTORY.get(d)).bind(age).bind(i64::from(limit)).execute(&mut *tx).await?;
+            sqlx::query(sql::PURGE_INVOCATIONS.get(d))
+                .bind(age)
+                .bind(i64::from(limit))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(purged)
+    }
+
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>> {
         let rows: Vec<InvocationRow> =
             on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_CHILDREN.get(d)).bind(parent).fetch_all(db).await?);
@@ -1312,6 +1326,9 @@ macro_rules! delegate_store {
             ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
                 $crate::store::Store::invocation_find_routed(&self.0, scopes, keys).await
             }
+            async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> $crate::store::StoreResult<u64> {
+                $crate::store::Store::invocation_purge(&self.0, older_than_ms, limit).await
+            }
             async fn invocation_children(
                 &self,
                 parent: &str,
@@ -1358,6 +1375,7 @@ mod tests {
             format!("({})", it.map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", "))
         };
         assert_eq!(sql::RUNNABLE_STATUSES, quoted(&mut InvocationStatus::runnable()));
+        assert_eq!(sql::FINAL_STATUSES, quoted(&mut InvocationStatus::ALL.iter().copied().filter(|s| s.is_final())));
         assert_eq!(sql::OWNED_STATUSES, quoted(&mut InvocationStatus::ALL.iter().copied().filter(|s| s.is_owned())));
     }
 

@@ -149,6 +149,11 @@ pub trait Store: Send + Sync + 'static {
     /// invocation of a scope, or a second use of a key, is a `Conflict` (unique indexes).
     async fn invocation_find_routed(&self, scopes: &[String], keys: &[String]) -> StoreResult<Vec<Invocation>>;
 
+    /// Deletes up to `limit` final invocations (oldest first) whose last change is more than
+    /// `older_than_ms` old on the database clock, with their history, in one transaction.
+    /// Returns how many invocations went.
+    async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> StoreResult<u64>;
+
     /// The invocations `parent` called, in call order (children ids sort by call sequence).
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>>;
 

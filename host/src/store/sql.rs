@@ -324,6 +324,15 @@ macro_rules! owned_statuses {
     };
 }
 
+/// The final statuses (`InvocationStatus::is_final`); a unit test checks.
+macro_rules! final_statuses {
+    () => {
+        "('concurrency_controlled_final', 'success', 'failed', 'cancelled')"
+    };
+}
+
+#[cfg(test)]
+pub(super) const FINAL_STATUSES: &str = final_statuses!();
 #[cfg(test)]
 pub(super) const RUNNABLE_STATUSES: &str = runnable_statuses!();
 #[cfg(test)]
@@ -531,6 +540,34 @@ macro_rules! invocation_find_routed {
 /// Invocations that already answer calls: `registered` ones whose scope is in the JSON array
 /// `$1`, and any whose idempotency key is in the JSON array `$2`.
 pub(super) const INVOCATION_FIND_ROUTED: Sql = both!(invocation_find_routed);
+
+/// The oldest final invocations last changed more than `$1` ms ago (database clock), at most
+/// `$2` of them (the purge's selection; keep in step with the final statuses of status.rs).
+macro_rules! purgeable {
+    ($d:ident) => {
+        concat!(
+            "SELECT id FROM invocations WHERE status IN ",
+            final_statuses!(),
+            " AND updated_at < ",
+            now_ms!($d),
+            " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT)"
+        )
+    };
+}
+macro_rules! purge_history {
+    ($d:ident) => {
+        concat!("DELETE FROM invocation_history WHERE invocation_id IN (", purgeable!($d), ")")
+    };
+}
+macro_rules! purge_invocations {
+    ($d:ident) => {
+        concat!("DELETE FROM invocations WHERE id IN (", purgeable!($d), ")")
+    };
+}
+/// Deletes the history of the invocations the purge selects (run first, same transaction).
+pub(super) const PURGE_HISTORY: Sql = both!(purge_history);
+/// Deletes the invocations the purge selects.
+pub(super) const PURGE_INVOCATIONS: Sql = both!(purge_invocations);
 
 /// The invocations called by `$1` (its children), in call order.
 pub(super) const INVOCATION_CHILDREN: Sql =
