@@ -245,6 +245,15 @@ async fn hostile_guests(b: Backend) {
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["error"]["kind"], "bad_result", "{v}");
 
+    // The sandbox grants nothing: no environment, no arguments, no host files, no network.
+    let v = d.run("snoop", json!({})).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(
+        v["result"],
+        json!({"env": [], "args": [], "files": [], "network": [], "dns": false}),
+        "the guest saw host resources"
+    );
+
     let v = d.run("fatal", json!({})).await;
     assert_eq!(v["error"]["kind"], "fatal", "{v}");
     assert_eq!(v["attempts"], 1, "fatal errors are not retried: {v}");

@@ -106,6 +106,26 @@ fn echo(args: Value) -> Result<Value, TaskError> {
     Ok(args)
 }
 
+/// Looks for what the sandbox must not grant: environment variables, program arguments, host
+/// files (a few well-known paths and the current directory) and the network. Reports what it
+/// found; a sound host gives it nothing.
+fn snoop(_: Value) -> Result<Value, TaskError> {
+    let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    let args: Vec<String> = std::env::args().collect();
+    let files: Vec<String> = ["/", ".", "/etc/passwd", "/proc/self/environ", "/tmp"]
+        .iter()
+        .filter(|p| std::fs::metadata(p).is_ok() || std::fs::read_dir(p).is_ok())
+        .map(|p| p.to_string())
+        .collect();
+    let network = ["127.0.0.1:5432", "127.0.0.1:7700"]
+        .iter()
+        .filter(|a| std::net::TcpStream::connect(a).is_ok())
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>();
+    let dns = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80)).is_ok();
+    Ok(serde_json::json!({"env": env, "args": args, "files": files, "network": network, "dns": dns}))
+}
+
 #[derive(Deserialize)]
 struct NeedsMemoryArgs {
     mb: usize,
@@ -140,6 +160,7 @@ warden_guest::export_tasks! {
     sleeper { description: "Sleeps N ms in one call", timeout_ms: 1000 },
     bigresult { description: "Returns a 4 MiB result" },
     echo { description: "Returns its arguments" },
+    snoop { description: "Reports which host resources the sandbox lets it see" },
     needs_memory { description: "Allocates N MiB", memory_limit_bytes: 33554432 },
     fatal { description: "Fails fatally" },
     panics { description: "Panics" },
