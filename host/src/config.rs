@@ -132,42 +132,28 @@ impl Config {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
-        if let Some(v) = o.listen {
-            c.listen = v;
+        // Each value given on the command line or in the environment replaces the file's.
+        macro_rules! layer {
+            ($($field:ident),*) => {$(
+                if let Some(v) = o.$field.clone() {
+                    c.$field = v.into();
+                }
+            )*};
         }
-        if let Some(v) = &o.data_dir {
-            c.data_dir.clone_from(v);
-        }
-        if let Some(v) = &o.database_url {
-            c.database_url = Some(v.clone());
-        }
-        if let Some(v) = &o.node_name {
-            c.node_name.clone_from(v);
-        }
-        if let Some(v) = o.slots {
-            c.slots = v;
-        }
-        if let Some(v) = o.prefetch {
-            c.prefetch = v;
-        }
-        if let Some(v) = o.max_upload_bytes {
-            c.max_upload_bytes = v;
-        }
-        if let Some(v) = o.shutdown_grace_ms {
-            c.shutdown_grace_ms = v;
-        }
-        if let Some(v) = o.retry_base_ms {
-            c.retry_base_ms = v;
-        }
-        if let Some(v) = o.retry_max_ms {
-            c.retry_max_ms = v;
-        }
-        if let Some(v) = o.retention_ms {
-            c.retention_ms = v;
-        }
-        if let Some(v) = o.purge_interval_ms {
-            c.purge_interval_ms = v;
-        }
+        layer!(
+            listen,
+            data_dir,
+            database_url,
+            node_name,
+            slots,
+            prefetch,
+            max_upload_bytes,
+            shutdown_grace_ms,
+            retry_base_ms,
+            retry_max_ms,
+            retention_ms,
+            purge_interval_ms
+        );
         c.validate()?;
         Ok(c)
     }
