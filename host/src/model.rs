@@ -264,6 +264,10 @@ pub struct NewInvocation {
     /// The client's idempotency key.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Running scope: at most one invocation of a scope is owned at a time; `None` when the
+    /// task does not serialise.
+    #[serde(default)]
+    pub run_scope: Option<String>,
 }
 
 /// One row of an invocation's status history.

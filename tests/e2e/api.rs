@@ -490,3 +490,34 @@ async fn final_invocations_are_purged_after_retention(b: Backend) {
     d.stop().await;
 }
 both!(auto_purge, final_invocations_are_purged_after_retention);
+
+async fn running_concurrency_serialises_a_scope(b: Backend) {
+    let d = TestDaemon::start(b).await; // 4 slots
+    d.deploy("slow", guests::SLOW).await;
+    d.deploy("hello", guests::HELLO).await;
+    patch(&d, "slow", json!({"running_concurrency": "task"})).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(d.call("slow", json!({"ms": 150 + i})).await);
+    }
+    // Other tasks are not held up by the serialised one.
+    let other = d.run("hello", json!({"name": "free"})).await;
+    assert_eq!(other["status"], "success", "{other}");
+
+    // Each invocation is owned (pending … success) alone: the intervals never overlap.
+    let mut spans = Vec::new();
+    for id in &ids {
+        let v = d.result(id, MINUTE).await;
+        assert_eq!(v["status"], "success", "{v}");
+        let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
+        let h = h["history"].as_array().expect("history").clone();
+        let at = |s: &str| h.iter().find(|e| e["status"] == s).and_then(|e| e["at"].as_i64()).expect(s);
+        spans.push((at("pending"), at("success")));
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two invocations of a serialised task were owned at once: {spans:?}");
+    }
+    d.stop().await;
+}
+both!(running_concurrency, running_concurrency_serialises_a_scope);

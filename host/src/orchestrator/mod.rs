@@ -461,9 +461,12 @@ impl Orchestrator {
     ) -> OrchResult<NewInvocation> {
         let def = self.task(task).await?;
         let canonical = identity::canonical_json(args);
-        let scope =
-            policy::registration_scope(def.registration_concurrency, task, args, &canonical, &def.key_arguments)
-                .map_err(|e| OrchestratorError::BadRequest(e.to_string()))?;
+        let scope_of = |mode| {
+            policy::concurrency_scope(mode, task, args, &canonical, &def.key_arguments)
+                .map_err(|e| OrchestratorError::BadRequest(e.to_string()))
+        };
+        let scope = scope_of(def.registration_concurrency)?;
+        let run_scope = scope_of(def.running_concurrency)?;
         Ok(NewInvocation {
             id: id.unwrap_or_else(identity::new_invocation_id),
             call_id: identity::call_id(task, &canonical),
@@ -472,6 +475,7 @@ impl Orchestrator {
             parent,
             scope,
             idempotency_key,
+            run_scope,
         })
     }
 

@@ -1,5 +1,5 @@
-//! Pure policy functions of the orchestrator: retry backoff and the registration scope of a
-//! call (pynenc's registration concurrency). No I/O, so they are unit-tested exhaustively.
+//! Pure policy functions of the orchestrator: retry backoff and the concurrency scope of a
+//! call (pynenc's registration and running concurrency). No I/O, so they are unit-tested exhaustively.
 
 use std::time::Duration;
 
@@ -28,9 +28,11 @@ pub enum ScopeError {
     MissingKey(String),
 }
 
-/// The registration scope of a call: calls with the same scope share one `registered`
-/// invocation (the later ones reuse it). `None` when the task does not deduplicate.
-pub fn registration_scope(
+/// The scope of a call under a concurrency mode. For registration concurrency, calls of one
+/// scope share one `registered` invocation (later ones reuse it); for running concurrency, at
+/// most one invocation of a scope is owned (pending or running) at a time. `None` when the
+/// mode is `disabled`.
+pub fn concurrency_scope(
     mode: Concurrency,
     task: &str,
     args: &Value,
@@ -83,20 +85,20 @@ mod tests {
         let args = json!({"user": "ada", "n": 1});
         let canon = identity::canonical_json(&args);
         let keys = vec!["user".to_string()];
-        assert_eq!(registration_scope(Concurrency::Disabled, "t", &args, &canon, &keys), Ok(None));
-        assert_eq!(registration_scope(Concurrency::Task, "t", &args, &canon, &keys), Ok(Some("task:t".into())));
-        let a = registration_scope(Concurrency::Arguments, "t", &args, &canon, &keys).ok().flatten();
+        assert_eq!(concurrency_scope(Concurrency::Disabled, "t", &args, &canon, &keys), Ok(None));
+        assert_eq!(concurrency_scope(Concurrency::Task, "t", &args, &canon, &keys), Ok(Some("task:t".into())));
+        let a = concurrency_scope(Concurrency::Arguments, "t", &args, &canon, &keys).ok().flatten();
         let other = json!({"user": "ada", "n": 2});
-        let b = registration_scope(Concurrency::Arguments, "t", &other, &identity::canonical_json(&other), &keys)
+        let b = concurrency_scope(Concurrency::Arguments, "t", &other, &identity::canonical_json(&other), &keys)
             .ok()
             .flatten();
         assert_ne!(a, b, "different arguments, different scopes");
-        let ka = registration_scope(Concurrency::Keys, "t", &args, &canon, &keys).ok().flatten();
+        let ka = concurrency_scope(Concurrency::Keys, "t", &args, &canon, &keys).ok().flatten();
         let kb =
-            registration_scope(Concurrency::Keys, "t", &other, &identity::canonical_json(&other), &keys).ok().flatten();
+            concurrency_scope(Concurrency::Keys, "t", &other, &identity::canonical_json(&other), &keys).ok().flatten();
         assert_eq!(ka, kb, "same key arguments, same scope");
         assert_eq!(
-            registration_scope(Concurrency::Keys, "t", &json!({"n": 1}), "{}", &keys),
+            concurrency_scope(Concurrency::Keys, "t", &json!({"n": 1}), "{}", &keys),
             Err(ScopeError::MissingKey("user".into()))
         );
     }

@@ -225,6 +225,7 @@ fn call(n: usize, task: &str) -> NewInvocation {
         parent: None,
         scope: None,
         idempotency_key: None,
+        run_scope: None,
     }
 }
 

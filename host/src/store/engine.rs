@@ -378,6 +378,7 @@ struct InsertJson<'a> {
     parent: Option<&'a str>,
     scope: Option<&'a str>,
     idempotency_key: Option<&'a str>,
+    run_scope: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -921,6 +922,7 @@ impl Store for SqlStore {
                     parent: c.parent.as_deref(),
                     scope: c.scope.as_deref(),
                     idempotency_key: c.idempotency_key.as_deref(),
+                    run_scope: c.run_scope.as_deref(),
                 })
                 .collect::<Vec<_>>(),
         )?;
