@@ -183,6 +183,26 @@ mod tests {
     }
 
     #[test]
+    fn ownership_only_flows_along_the_table() {
+        for a in InvocationStatus::ALL {
+            for b in a.next() {
+                match b.ownership() {
+                    // Taking ownership happens only by claiming something runnable.
+                    Ownership::Acquires => assert!(a.is_runnable(), "{a} -> {b} acquires from a non-runnable status"),
+                    // Owned statuses are entered only from the owner's own statuses.
+                    Ownership::Requires => assert!(a.is_owned(), "{a} -> {b} requires an owner {a} does not have"),
+                    Ownership::Overrides => assert!(a.is_owned(), "recovery {b} from unowned {a}"),
+                    Ownership::Free | Ownership::Releases => {}
+                }
+            }
+            // Recovery statuses and `killed` lead only back to the queue.
+            if matches!(a.ownership(), Ownership::Overrides) || *a == InvocationStatus::Killed {
+                assert_eq!(a.next(), [InvocationStatus::Rerouted], "{a}");
+            }
+        }
+    }
+
+    #[test]
     fn every_status_is_reachable_from_registered() {
         let mut reached = vec![InvocationStatus::Registered];
         let mut i = 0;
