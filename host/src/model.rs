@@ -351,3 +351,47 @@ pub struct InvocationFilter {
     /// Return invocations with ids strictly below this one (newest first).
     pub cursor: Option<String>,
 }
+
+/// One attempt of an invocation as it ended (Jobmon's task instance): where it ran, how it
+/// ended, what it used and the tail of what it printed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInstance {
+    /// The invocation.
+    pub invocation_id: String,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Node that ran it.
+    pub node: String,
+    /// Jobmon status: `done`, `error`, `error_fatal`, `resource_error`, `kill_self`.
+    pub status: String,
+    /// Why it failed, if it did.
+    pub error: Option<TaskFailure>,
+    /// Wall-clock duration in ms (waits on children included).
+    pub wall_ms: u64,
+    /// Most linear memory held at once.
+    pub peak_memory_bytes: u64,
+    /// Tail of stdout (at most 10,000 bytes).
+    pub stdout: String,
+    /// Tail of stderr (at most 10,000 bytes).
+    pub stderr: String,
+    /// The guest's log lines (JSON array of `{level, message, at_ms}`).
+    pub logs: serde_json::Value,
+    /// Whether output was cut to the cap.
+    pub output_truncated: bool,
+    /// When it ended (database clock; ignored when recording).
+    pub ended_at: Millis,
+}
+
+impl TaskInstance {
+    /// Jobmon's status for an attempt's outcome: fatal and invalid arguments never retry
+    /// (`error_fatal`), limits are `resource_error`, an interrupted attempt `kill_self`.
+    pub fn status_for(outcome: Option<ErrorKind>) -> &'static str {
+        match outcome {
+            None => "done",
+            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs) => "error_fatal",
+            Some(ErrorKind::Timeout | ErrorKind::MemoryLimit) => "resource_error",
+            Some(ErrorKind::Cancelled) => "kill_self",
+            Some(_) => "error",
+        }
+    }
+}

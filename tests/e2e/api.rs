@@ -521,3 +521,44 @@ async fn running_concurrency_serialises_a_scope(b: Backend) {
     d.stop().await;
 }
 both!(running_concurrency, running_concurrency_serialises_a_scope);
+
+async fn attempts_are_recorded_with_their_output(b: Backend) {
+    let d = TestDaemon::start_with(b, |c| c.retry_base_ms = 20).await;
+    d.deploy("flaky", guests::FLAKY).await;
+    d.deploy("hostile", guests::HOSTILE).await;
+    patch(&d, "hog", json!({"max_attempts": 1})).await;
+
+    let v = d.run("flaky", json!({"fail_times": 2})).await;
+    let id = v["id"].as_str().expect("id");
+    let (s, inst) = d.get(&format!("/v1/invocations/{id}/instances")).await;
+    assert_eq!(s, StatusCode::OK, "{inst}");
+    let rows = inst["instances"].as_array().expect("instances");
+    let seen: Vec<(i64, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (r["attempt"].as_i64().unwrap_or(0), r["status"].as_str().unwrap_or(""), r["node"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(seen, [(1, "error", "local"), (2, "error", "local"), (3, "done", "local")], "{inst}");
+    assert_eq!(rows[0]["error"]["kind"], "retryable", "{inst}");
+    let (_, logs) = d.get(&format!("/v1/invocations/{id}/logs")).await;
+    assert_eq!(logs["attempts"][0]["logs"][0]["level"], "warn", "{logs}");
+    assert_eq!(logs["attempts"][0]["logs"][0]["message"], "attempt 1 fails on purpose", "{logs}");
+
+    // Output is kept per attempt, cut to its last 10,000 bytes.
+    let v = d.run("chatty", json!({"bytes": 50_000})).await;
+    let (_, logs) = d.get(&format!("/v1/invocations/{}/logs", v["id"].as_str().expect("id"))).await;
+    let a = &logs["attempts"][0];
+    assert_eq!(a["output_truncated"], true, "{logs}");
+    let out = a["stdout"].as_str().expect("stdout");
+    assert!(!out.is_empty() && out.len() <= 10_000, "stdout kept {} bytes", out.len());
+    assert!(!a["stderr"].as_str().expect("stderr").is_empty());
+
+    // Limits are resource errors, with the memory the attempt reached.
+    let v = d.run("hog", json!({})).await;
+    let (_, inst) = d.get(&format!("/v1/invocations/{}/instances", v["id"].as_str().expect("id"))).await;
+    assert_eq!(inst["instances"][0]["status"], "resource_error", "{inst}");
+    assert!(inst["instances"][0]["peak_memory_bytes"].as_u64().unwrap_or(0) >= 32 << 20, "{inst}");
+    d.stop().await;
+}
+both!(task_instances, attempts_are_recorded_with_their_output);

@@ -195,6 +195,36 @@ pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) 
     Ok(Json(json!({ "id": id, "children": items })))
 }
 
+/// `GET /v1/invocations/{id}/instances`: its attempts (task instances) with node, status,
+/// error and resource use.
+pub(super) async fn instances(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.orch.get(&id).await?;
+    let list = s.orch.store().instance_list(&id).await?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|i| {
+            json!({"attempt": i.attempt, "node": i.node, "status": i.status, "error": i.error,
+                   "wall_ms": i.wall_ms, "peak_memory_bytes": i.peak_memory_bytes, "ended_at": i.ended_at})
+        })
+        .collect();
+    Ok(Json(json!({ "id": id, "instances": items })))
+}
+
+/// `GET /v1/invocations/{id}/logs`: per attempt, the tail of stdout and stderr (10,000 bytes
+/// each) and the guest's log lines.
+pub(super) async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.orch.get(&id).await?;
+    let list = s.orch.store().instance_list(&id).await?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|i| {
+            json!({"attempt": i.attempt, "stdout": i.stdout, "stderr": i.stderr, "logs": i.logs,
+                   "output_truncated": i.output_truncated})
+        })
+        .collect();
+    Ok(Json(json!({ "id": id, "attempts": items })))
+}
+
 /// `GET /v1/invocations/{id}/history`.
 pub(super) async fn history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     s.orch.get(&id).await?;

@@ -44,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invocations/{id}/result", get(invocations::result))
         .route("/v1/invocations/{id}/history", get(invocations::history))
         .route("/v1/invocations/{id}/children", get(invocations::children))
+        .route("/v1/invocations/{id}/instances", get(invocations::instances))
+        .route("/v1/invocations/{id}/logs", get(invocations::logs))
         .route("/v1/invocations/{id}/cancel", post(invocations::cancel))
         .route("/v1/invocations/{id}/rerun", post(invocations::rerun))
         .route("/health/live", get(health::live))

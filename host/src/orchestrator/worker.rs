@@ -14,8 +14,8 @@ use tracing::Instrument;
 use super::guest_host::AttemptHost;
 use super::policy::retry_delay;
 use super::{Orchestrator, lock};
-use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, Transition};
-use crate::runtime::{InvocationInfo, Limits, RunRequest};
+use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
+use crate::runtime::{InvocationInfo, Limits, RunReport, RunRequest};
 use crate::store::TransitionOutcome;
 
 /// Claims work ahead of free slots, runs it as slots free up, until shutdown.
@@ -99,7 +99,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         lock(&orch.inner.running).insert(inv.id.clone(), cancel.clone());
         let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone()));
 
-        let (outcome, max_attempts) = run_guest(&orch, &inv, cancel, host.clone()).await;
+        let (outcome, max_attempts, report) = run_guest(&orch, &inv, cancel, host.clone()).await;
         // The slot is free as soon as the guest is done; recording the outcome is the writer's.
         host.release_slot().await;
 
@@ -140,8 +140,22 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         }
         let to = t.to();
         let delay_ms = t.delay_ms;
+        let instance = report.map(|r| TaskInstance {
+            invocation_id: inv.id.clone(),
+            attempt: inv.attempt,
+            node: orch.node().to_string(),
+            status: TaskInstance::status_for(t.error.as_ref().map(|e| e.kind)).to_string(),
+            error: t.error.clone(),
+            wall_ms: r.wall_ms,
+            peak_memory_bytes: r.peak_memory_bytes,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            logs: serde_json::to_value(&r.logs).unwrap_or_default(),
+            output_truncated: r.output_truncated,
+            ended_at: 0,
+        });
         tracing::Span::current().record("outcome", to.as_str());
-        match orch.transition(vec![t]).await.as_deref() {
+        match orch.transition_recording(vec![t], instance.into_iter().collect()).await.as_deref() {
             Ok([TransitionOutcome::Applied]) => {
                 if to.is_runnable() {
                     // Wake the dispatcher when the retry becomes claimable.
@@ -164,21 +178,22 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
 }
 
 /// Looks up the task and component and runs the guest, writing `running` once the attempt has
-/// run for [`MARK_RUNNING_AFTER`]. Returns the outcome and the task's attempt limit.
+/// run for [`MARK_RUNNING_AFTER`]. Returns the outcome, the task's attempt limit and the
+/// run's report (with its outcome taken out), if the guest ran.
 async fn run_guest(
     orch: &Orchestrator,
     inv: &Claimed,
     cancel: CancellationToken,
     host: Arc<AttemptHost>,
-) -> (Result<String, TaskFailure>, u32) {
+) -> (Result<String, TaskFailure>, u32, Option<RunReport>) {
     let host_err = |e: super::OrchestratorError| TaskFailure::new(ErrorKind::Host, e.to_string());
     let task = match orch.task(&inv.task).await {
         Ok(t) => t,
-        Err(e) => return (Err(host_err(e)), 1),
+        Err(e) => return (Err(host_err(e)), 1, None),
     };
     let component = match orch.component(&task.component).await {
         Ok(c) => c,
-        Err(e) => return (Err(host_err(e)), task.max_attempts),
+        Err(e) => return (Err(host_err(e)), task.max_attempts, None),
     };
     let info = InvocationInfo {
         id: inv.id.clone(),
@@ -196,7 +211,7 @@ async fn run_guest(
     };
     let run = orch.inner.runtime.run(&component, req, host.clone());
     tokio::pin!(run);
-    let report = tokio::select! {
+    let mut report = tokio::select! {
         r = &mut run => r,
         _ = tokio::time::sleep(MARK_RUNNING_AFTER) => {
             // Still running: show it. A rejected write means the attempt was taken away from
@@ -213,7 +228,8 @@ async fn run_guest(
             "guest output"
         );
     }
-    (report.outcome, task.max_attempts)
+    let outcome = std::mem::replace(&mut report.outcome, Ok(String::new()));
+    (outcome, task.max_attempts, Some(report))
 }
 
 /// A transition of one invocation owned by `owner`.

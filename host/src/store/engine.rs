@@ -71,7 +71,7 @@ use super::sql::{self, Sql};
 use super::{StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
 use crate::model::{
     Claimed, ComponentInfo, Concurrency, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
-    Millis, NewInvocation, Owner, TaskDef, TaskFailure, TaskPatch, Transition,
+    Millis, NewInvocation, Owner, TaskDef, TaskFailure, TaskInstance, TaskPatch, Transition,
 };
 use crate::orchestrator::status::Ownership;
 
@@ -272,6 +272,65 @@ pub(super) struct InvocationRow {
     idempotency_key: Option<String>,
     created_at: i64,
     updated_at: i64,
+}
+
+/// A `task_instances` row ([`sql::INSTANCE_LIST`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct InstanceRow {
+    invocation_id: String,
+    attempt: i64,
+    node: String,
+    status: String,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    wall_ms: i64,
+    peak_memory_bytes: i64,
+    stdout: String,
+    stderr: String,
+    logs: String,
+    output_truncated: i64,
+    ended_at: i64,
+}
+
+impl InstanceRow {
+    fn decode(self) -> StoreResult<TaskInstance> {
+        let error = match self.error_kind {
+            Some(kind) => {
+                Some(TaskFailure { kind: parse_error_kind(&kind)?, message: self.error_message.unwrap_or_default() })
+            }
+            None => None,
+        };
+        Ok(TaskInstance {
+            attempt: to_u32("attempt", self.attempt)?,
+            wall_ms: to_u64("wall_ms", self.wall_ms)?,
+            peak_memory_bytes: to_u64("peak_memory_bytes", self.peak_memory_bytes)?,
+            logs: serde_json::from_str(&self.logs).map_err(|e| corrupt("instance logs", e))?,
+            output_truncated: self.output_truncated != 0,
+            error,
+            invocation_id: self.invocation_id,
+            node: self.node,
+            status: self.status,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            ended_at: self.ended_at,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct InstanceJson<'a> {
+    invocation_id: &'a str,
+    attempt: i64,
+    node: &'a str,
+    status: &'a str,
+    error_kind: Option<String>,
+    error_message: Option<&'a str>,
+    wall_ms: i64,
+    peak_memory_bytes: i64,
+    stdout: &'a str,
+    stderr: &'a str,
+    logs: String,
+    output_truncated: i64,
 }
 
 /// A `tasks` row (`task_columns!` in `sql.rs`).
@@ -1144,6 +1203,49 @@ impl Store for SqlStore {
         Ok(purged)
     }
 
+    async fn instance_record_batch(&self, instances: &[TaskInstance]) -> StoreResult<()> {
+        if instances.is_empty() {
+            return Ok(());
+        }
+        let rows = instances
+            .iter()
+            .map(|t| {
+                Ok(InstanceJson {
+                    invocation_id: &t.invocation_id,
+                    attempt: i64::from(t.attempt),
+                    node: &t.node,
+                    status: &t.status,
+                    error_kind: t.error.as_ref().map(|e| error_kind_name(e.kind)).transpose()?,
+                    error_message: t.error.as_ref().map(|e| e.message.as_str()),
+                    wall_ms: i64::try_from(t.wall_ms).unwrap_or(i64::MAX),
+                    peak_memory_bytes: i64::try_from(t.peak_memory_bytes).unwrap_or(i64::MAX),
+                    stdout: &t.stdout,
+                    stderr: &t.stderr,
+                    logs: t.logs.to_string(),
+                    output_truncated: i64::from(t.output_truncated),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let json = to_json(&rows)?;
+        // A record, not an outcome: it rides the next durable commit (the attempt's outcome is
+        // written right beside it), like a claim.
+        match &self.pools {
+            Pools::Sqlite { write, .. } => {
+                one_trip(write, sqlx::query_as::<_, (String,)>(sql::INSTANCE_INSERT_ONE_TRIP).bind(json)).await?;
+            }
+            Pools::Postgres(pool) => pg_tx!(pool, false, |tx| {
+                sqlx::query(sql::INSTANCE_INSERT.get(Dialect::Postgres)).bind(json).execute(&mut *tx).await?;
+            }),
+        }
+        Ok(())
+    }
+
+    async fn instance_list(&self, invocation_id: &str) -> StoreResult<Vec<TaskInstance>> {
+        let rows: Vec<InstanceRow> =
+            on_read!(self, |db, d| sqlx::query_as(sql::INSTANCE_LIST.get(d)).bind(invocation_id).fetch_all(db).await?);
+        rows.into_iter().map(InstanceRow::decode).collect()
+    }
+
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>> {
         let rows: Vec<InvocationRow> =
             on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_CHILDREN.get(d)).bind(parent).fetch_all(db).await?);
@@ -1330,6 +1432,18 @@ macro_rules! delegate_store {
             }
             async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> $crate::store::StoreResult<u64> {
                 $crate::store::Store::invocation_purge(&self.0, older_than_ms, limit).await
+            }
+            async fn instance_record_batch(
+                &self,
+                instances: &[$crate::model::TaskInstance],
+            ) -> $crate::store::StoreResult<()> {
+                $crate::store::Store::instance_record_batch(&self.0, instances).await
+            }
+            async fn instance_list(
+                &self,
+                invocation_id: &str,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::TaskInstance>> {
+                $crate::store::Store::instance_list(&self.0, invocation_id).await
             }
             async fn invocation_children(
                 &self,

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::model::{
     Claimed, ComponentInfo, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, NewInvocation,
-    TaskDef, TaskPatch, Transition,
+    TaskDef, TaskInstance, TaskPatch, Transition,
 };
 
 #[cfg(test)]
@@ -153,6 +153,14 @@ pub trait Store: Send + Sync + 'static {
     /// `older_than_ms` old on the database clock, with their history, in one transaction.
     /// Returns how many invocations went.
     async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> StoreResult<u64>;
+
+    /// Records ended attempts (task instances) in one statement; an instance already recorded
+    /// is kept as it was, one of an invocation that no longer exists is skipped. The commit
+    /// does not wait for the disk (it rides the next durable commit).
+    async fn instance_record_batch(&self, instances: &[TaskInstance]) -> StoreResult<()>;
+
+    /// The recorded attempts of an invocation, in order.
+    async fn instance_list(&self, invocation_id: &str) -> StoreResult<Vec<TaskInstance>>;
 
     /// The invocations `parent` called, in call order (children ids sort by call sequence).
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>>;

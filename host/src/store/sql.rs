@@ -589,6 +589,39 @@ pub(super) const PURGE_HISTORY: Sql = both!(purge_history);
 /// Deletes the invocations the purge selects.
 pub(super) const PURGE_INVOCATIONS: Sql = both!(purge_invocations);
 
+macro_rules! instance_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
+             error_message, wall_ms, peak_memory_bytes, stdout, stderr, logs, output_truncated, \
+             ended_at) SELECT j.value ->> 'invocation_id', CAST(j.value ->> 'attempt' AS BIGINT), \
+             j.value ->> 'node', j.value ->> 'status', j.value ->> 'error_kind', \
+             j.value ->> 'error_message', CAST(j.value ->> 'wall_ms' AS BIGINT), \
+             CAST(j.value ->> 'peak_memory_bytes' AS BIGINT), j.value ->> 'stdout', \
+             j.value ->> 'stderr', j.value ->> 'logs', CAST(j.value ->> 'output_truncated' AS BIGINT), ",
+            now_ms!($d),
+            " FROM ",
+            json_rows!($d),
+            " WHERE EXISTS (SELECT 1 FROM invocations i WHERE i.id = j.value ->> 'invocation_id') \
+             ORDER BY j.key ON CONFLICT DO NOTHING"
+        )
+    };
+}
+/// Records ended attempts: the JSON array `$1` of task instances (an instance of an invocation
+/// purged meanwhile is skipped; one recorded twice keeps the first).
+pub(super) const INSTANCE_INSERT: Sql = both!(instance_insert);
+
+/// [`INSTANCE_INSERT`] on SQLite as one relaxed round trip (see `one_trip!`).
+pub(super) const INSTANCE_INSERT_ONE_TRIP: &str =
+    one_trip!(relaxed, concat!(instance_insert!(sqlite), " RETURNING invocation_id"));
+
+/// The attempts of invocation `$1`, in order.
+pub(super) const INSTANCE_LIST: Sql = Sql::same(
+    "SELECT invocation_id, attempt, node, status, error_kind, error_message, wall_ms, \
+     peak_memory_bytes, stdout, stderr, logs, output_truncated, ended_at FROM task_instances \
+     WHERE invocation_id = $1 ORDER BY attempt",
+);
+
 /// The invocations called by `$1` (its children), in call order.
 pub(super) const INVOCATION_CHILDREN: Sql =
     Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE parent = $1 ORDER BY id"));
