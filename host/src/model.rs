@@ -315,6 +315,10 @@ pub struct Transition {
     /// When entering a runnable status (`retry`): how long before it may be claimed again.
     #[serde(default)]
     pub delay_ms: u64,
+    /// The record of the attempt this change ends, written in the same transaction when the
+    /// change applies.
+    #[serde(skip)]
+    pub instance: Option<Box<TaskInstance>>,
 }
 
 impl Transition {

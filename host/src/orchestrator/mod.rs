@@ -167,7 +167,6 @@ struct Inner {
     waiters: Waiters,
     routes: Batcher<NewInvocation, Invocation, RouteFailure>,
     transitions: Batcher<Transition, TransitionOutcome>,
-    instances: Batcher<crate::model::TaskInstance, ()>,
     tasks: Mutex<HashMap<String, TaskDef>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -197,14 +196,6 @@ impl Orchestrator {
             let s = s.clone();
             async move { s.invocation_transition_batch(&changes).await.map_err(|e| e.to_string()) }
         });
-        let s = store.clone();
-        let instances = Batcher::spawn(MAX_BATCH, move |done: Vec<crate::model::TaskInstance>| {
-            let s = s.clone();
-            async move {
-                s.instance_record_batch(&done).await.map_err(|e| e.to_string())?;
-                Ok(vec![(); done.len()])
-            }
-        });
         let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
         Self {
             inner: Arc::new(Inner {
@@ -216,7 +207,6 @@ impl Orchestrator {
                 waiters: Waiters::default(),
                 routes,
                 transitions,
-                instances,
                 tasks: Mutex::new(HashMap::new()),
                 components: tokio::sync::Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
@@ -533,6 +523,7 @@ impl Orchestrator {
                 error: Some(crate::model::TaskFailure::new(crate::model::ErrorKind::Cancelled, "cancelled by a user")),
                 node: self.node().to_string(),
                 delay_ms: 0,
+                instance: None,
             };
             if self.transition(vec![change]).await?.first() == Some(&TransitionOutcome::Applied) {
                 return self.get(id).await;
@@ -586,27 +577,10 @@ impl Orchestrator {
         &self,
         changes: Vec<Transition>,
     ) -> impl std::future::Future<Output = OrchResult<Vec<TransitionOutcome>>> + Send + 'static {
-        self.transition_recording(changes, Vec::new())
-    }
-
-    /// Like [`Self::transition`], also recording ended attempts (task instances). Both group
-    /// commits run side by side; waiters wake only when both are done, so whoever sees the
-    /// outcome also finds the attempt's record.
-    fn transition_recording(
-        &self,
-        changes: Vec<Transition>,
-        instances: Vec<crate::model::TaskInstance>,
-    ) -> impl std::future::Future<Output = OrchResult<Vec<TransitionOutcome>>> + Send + 'static {
         let finals: Vec<(String, bool)> = changes.iter().map(|t| (t.id.clone(), t.to().is_final())).collect();
         let submitted = self.inner.transitions.submit(changes);
-        let recorded = (!instances.is_empty()).then(|| self.inner.instances.submit(instances));
         let me = self.clone();
         async move {
-            if let Some(recorded) = recorded
-                && let Err(e) = recorded.await
-            {
-                tracing::warn!(error = %e, "could not record the task instance");
-            }
             let out = submitted.await.map_err(OrchestratorError::Store)?;
             for ((id, is_final), o) in finals.iter().zip(&out) {
                 if *is_final && *o == TransitionOutcome::Applied {

@@ -155,7 +155,9 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             ended_at: 0,
         });
         tracing::Span::current().record("outcome", to.as_str());
-        match orch.transition_recording(vec![t], instance.into_iter().collect()).await.as_deref() {
+        // The attempt's record is written with its outcome, in the same transaction.
+        t.instance = instance.map(Box::new);
+        match orch.transition(vec![t]).await.as_deref() {
             Ok([TransitionOutcome::Applied]) => {
                 if to.is_runnable() {
                     // Wake the dispatcher when the retry becomes claimable.
@@ -249,5 +251,6 @@ pub(super) fn step(
         error: None,
         node: node.to_string(),
         delay_ms: 0,
+        instance: None,
     }
 }

@@ -243,6 +243,7 @@ fn tr(id: &str, from: InvocationStatus, owner: Option<(&str, u32)>, path: &[Invo
         error: None,
         node: owner.map_or("recoverer", |(node, _)| node).to_owned(),
         delay_ms: 0,
+        instance: None,
     }
 }
 

@@ -638,6 +638,29 @@ fn task_json<'a>(task: &'a TaskDef, component: &'a str, user_patched: String) ->
     })
 }
 
+/// The JSON array of task instances for [`sql::INSTANCE_INSERT`] and the transition script.
+fn instances_json<'a>(instances: impl Iterator<Item = &'a TaskInstance>) -> StoreResult<String> {
+    let rows = instances
+        .map(|t| {
+            Ok(InstanceJson {
+                invocation_id: &t.invocation_id,
+                attempt: i64::from(t.attempt),
+                node: &t.node,
+                status: &t.status,
+                error_kind: t.error.as_ref().map(|e| error_kind_name(e.kind)).transpose()?,
+                error_message: t.error.as_ref().map(|e| e.message.as_str()),
+                wall_ms: i64::try_from(t.wall_ms).unwrap_or(i64::MAX),
+                peak_memory_bytes: i64::try_from(t.peak_memory_bytes).unwrap_or(i64::MAX),
+                stdout: &t.stdout,
+                stderr: &t.stderr,
+                logs: t.logs.to_string(),
+                output_truncated: i64::from(t.output_truncated),
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    to_json(&rows)
+}
+
 /// The JSON parameter of one transition pass.
 fn transition_json(pass: &[&Transition]) -> StoreResult<String> {
     let mut rows = Vec::with_capacity(pass.len());
@@ -1117,7 +1140,8 @@ impl Store for SqlStore {
                 let query = sqlx::query_as(script)
                     .bind(transition_json(&refs)?)
                     .bind(tx_marker())
-                    .bind(path_history_json(&refs)?);
+                    .bind(path_history_json(&refs)?)
+                    .bind(instances_json(refs.iter().filter_map(|t| t.instance.as_deref()))?);
                 let rows: Vec<AppliedRow> = one_trip(write, query).await?;
                 applied_positions(&refs, &rows)?.into_iter().map(|p| pass[p]).collect()
             }
@@ -1127,6 +1151,14 @@ impl Store for SqlStore {
                     let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
                     let positions = transition_pass!(tx, d, &refs);
                     applied.extend(positions.into_iter().map(|p| pass[p]));
+                }
+                let records: Vec<&TaskInstance> =
+                    applied.iter().filter_map(|&i| changes[i].instance.as_deref()).collect();
+                if !records.is_empty() {
+                    sqlx::query(sql::INSTANCE_INSERT.get(d))
+                        .bind(instances_json(records.into_iter())?)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 applied
             }),
@@ -1158,6 +1190,7 @@ impl Store for SqlStore {
                     error: None,
                     node: node.to_owned(),
                     delay_ms: 0,
+                    instance: None,
                 });
             }
             if changes.is_empty() {
@@ -1201,43 +1234,6 @@ impl Store for SqlStore {
                 .rows_affected()
         });
         Ok(purged)
-    }
-
-    async fn instance_record_batch(&self, instances: &[TaskInstance]) -> StoreResult<()> {
-        if instances.is_empty() {
-            return Ok(());
-        }
-        let rows = instances
-            .iter()
-            .map(|t| {
-                Ok(InstanceJson {
-                    invocation_id: &t.invocation_id,
-                    attempt: i64::from(t.attempt),
-                    node: &t.node,
-                    status: &t.status,
-                    error_kind: t.error.as_ref().map(|e| error_kind_name(e.kind)).transpose()?,
-                    error_message: t.error.as_ref().map(|e| e.message.as_str()),
-                    wall_ms: i64::try_from(t.wall_ms).unwrap_or(i64::MAX),
-                    peak_memory_bytes: i64::try_from(t.peak_memory_bytes).unwrap_or(i64::MAX),
-                    stdout: &t.stdout,
-                    stderr: &t.stderr,
-                    logs: t.logs.to_string(),
-                    output_truncated: i64::from(t.output_truncated),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let json = to_json(&rows)?;
-        // A record, not an outcome: it rides the next durable commit (the attempt's outcome is
-        // written right beside it), like a claim.
-        match &self.pools {
-            Pools::Sqlite { write, .. } => {
-                one_trip(write, sqlx::query_as::<_, (String,)>(sql::INSTANCE_INSERT_ONE_TRIP).bind(json)).await?;
-            }
-            Pools::Postgres(pool) => pg_tx!(pool, false, |tx| {
-                sqlx::query(sql::INSTANCE_INSERT.get(Dialect::Postgres)).bind(json).execute(&mut *tx).await?;
-            }),
-        }
-        Ok(())
     }
 
     async fn instance_list(&self, invocation_id: &str) -> StoreResult<Vec<TaskInstance>> {
@@ -1432,12 +1428,6 @@ macro_rules! delegate_store {
             }
             async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> $crate::store::StoreResult<u64> {
                 $crate::store::Store::invocation_purge(&self.0, older_than_ms, limit).await
-            }
-            async fn instance_record_batch(
-                &self,
-                instances: &[$crate::model::TaskInstance],
-            ) -> $crate::store::StoreResult<()> {
-                $crate::store::Store::instance_record_batch(&self.0, instances).await
             }
             async fn instance_list(
                 &self,

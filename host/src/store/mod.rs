@@ -134,6 +134,8 @@ pub trait Store: Send + Sync + 'static {
     /// One history row per status of `path`, in order. One outcome per transition, in order;
     /// an empty `path` is `Rejected`. An id repeated in the batch is applied in batch order
     /// (each later change sees the earlier one). A `result` that is not JSON fails the batch.
+    /// The `instance` of an applied change (the attempt it ends) is recorded in the same
+    /// transaction; a second record of the same attempt is ignored.
     async fn invocation_transition_batch(&self, changes: &[Transition]) -> StoreResult<Vec<TransitionOutcome>>;
 
     /// Moves every invocation owned by `node` in an owned status to `rerouted` through the
@@ -153,11 +155,6 @@ pub trait Store: Send + Sync + 'static {
     /// `older_than_ms` old on the database clock, with their history, in one transaction.
     /// Returns how many invocations went.
     async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> StoreResult<u64>;
-
-    /// Records ended attempts (task instances) in one statement; an instance already recorded
-    /// is kept as it was, one of an invocation that no longer exists is skipped. The commit
-    /// does not wait for the disk (it rides the next durable commit).
-    async fn instance_record_batch(&self, instances: &[TaskInstance]) -> StoreResult<()>;
 
     /// The recorded attempts of an invocation, in order.
     async fn instance_list(&self, invocation_id: &str) -> StoreResult<Vec<TaskInstance>>;

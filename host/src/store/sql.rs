@@ -508,6 +508,30 @@ pub(super) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
      WHERE owner_node = $1 AND last_tx = $3 ORDER BY id",
 );
 
+/// Inserts task instances from the JSON array `$param` (rows `j`) that pass `$filter` (a
+/// condition on `i`, the invocation joined by id); a second record of an attempt is ignored.
+macro_rules! instance_insert {
+    ($d:ident, $param:literal, $filter:literal) => {
+        concat!(
+            "INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
+             error_message, wall_ms, peak_memory_bytes, stdout, stderr, logs, output_truncated, \
+             ended_at) SELECT i.id, CAST(j.value ->> 'attempt' AS BIGINT), \
+             j.value ->> 'node', j.value ->> 'status', j.value ->> 'error_kind', \
+             j.value ->> 'error_message', CAST(j.value ->> 'wall_ms' AS BIGINT), \
+             CAST(j.value ->> 'peak_memory_bytes' AS BIGINT), j.value ->> 'stdout', \
+             j.value ->> 'stderr', j.value ->> 'logs', CAST(j.value ->> 'output_truncated' AS BIGINT), ",
+            now_ms!($d),
+            " FROM ",
+            json_rows!($d, $param, "j"),
+            " JOIN invocations i ON i.id = j.value ->> 'invocation_id' WHERE ",
+            $filter,
+            " ORDER BY j.key ON CONFLICT DO NOTHING"
+        )
+    };
+    ($d:ident) => {
+        instance_insert!($d, "$1", "TRUE")
+    };
+}
 /// One pass of transitions: `$1` as for [`INVOCATION_TRANSITION`] (returning the applied
 /// rows), `$2` marker, `$3` the JSON array of `{id, status, node}` of every status of every
 /// path of the pass, in pass order then path order. History keeps the `$3` rows whose
@@ -523,6 +547,7 @@ macro_rules! invocation_transition_one_trip {
                 json_rows!(sqlite, "$3", "h"),
                 " JOIN invocations i ON i.id = h.value ->> 'id' WHERE i.last_tx = $2 ORDER BY h.key"
             ),
+            instance_insert!(sqlite, "$4", "i.last_tx = $2"),
         )
     };
 }
@@ -589,31 +614,9 @@ pub(super) const PURGE_HISTORY: Sql = both!(purge_history);
 /// Deletes the invocations the purge selects.
 pub(super) const PURGE_INVOCATIONS: Sql = both!(purge_invocations);
 
-macro_rules! instance_insert {
-    ($d:ident) => {
-        concat!(
-            "INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
-             error_message, wall_ms, peak_memory_bytes, stdout, stderr, logs, output_truncated, \
-             ended_at) SELECT j.value ->> 'invocation_id', CAST(j.value ->> 'attempt' AS BIGINT), \
-             j.value ->> 'node', j.value ->> 'status', j.value ->> 'error_kind', \
-             j.value ->> 'error_message', CAST(j.value ->> 'wall_ms' AS BIGINT), \
-             CAST(j.value ->> 'peak_memory_bytes' AS BIGINT), j.value ->> 'stdout', \
-             j.value ->> 'stderr', j.value ->> 'logs', CAST(j.value ->> 'output_truncated' AS BIGINT), ",
-            now_ms!($d),
-            " FROM ",
-            json_rows!($d),
-            " WHERE EXISTS (SELECT 1 FROM invocations i WHERE i.id = j.value ->> 'invocation_id') \
-             ORDER BY j.key ON CONFLICT DO NOTHING"
-        )
-    };
-}
-/// Records ended attempts: the JSON array `$1` of task instances (an instance of an invocation
-/// purged meanwhile is skipped; one recorded twice keeps the first).
+/// Records the task instances of the JSON array `$1` (the caller passes those of applied
+/// transitions only).
 pub(super) const INSTANCE_INSERT: Sql = both!(instance_insert);
-
-/// [`INSTANCE_INSERT`] on SQLite as one relaxed round trip (see `one_trip!`).
-pub(super) const INSTANCE_INSERT_ONE_TRIP: &str =
-    one_trip!(relaxed, concat!(instance_insert!(sqlite), " RETURNING invocation_id"));
 
 /// The attempts of invocation `$1`, in order.
 pub(super) const INSTANCE_LIST: Sql = Sql::same(
