@@ -43,8 +43,11 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&write).await?;
-        let read =
-            SqlitePoolOptions::new().max_connections(READERS).connect_with(options.pragma("query_only", "ON")).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .test_before_acquire(false)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await?;
         Ok(Self(SqlStore::new(Pools::Sqlite { read, write })))
     }
 
