@@ -294,12 +294,7 @@ pub(super) struct InstanceRow {
 
 impl InstanceRow {
     fn decode(self) -> StoreResult<TaskInstance> {
-        let error = match self.error_kind {
-            Some(kind) => {
-                Some(TaskFailure { kind: parse_error_kind(&kind)?, message: self.error_message.unwrap_or_default() })
-            }
-            None => None,
-        };
+        let error = stored_failure(self.error_kind, self.error_message)?;
         Ok(TaskInstance {
             attempt: to_u32("attempt", self.attempt)?,
             wall_ms: to_u64("wall_ms", self.wall_ms)?,
@@ -529,6 +524,11 @@ fn error_kind_name(kind: ErrorKind) -> StoreResult<String> {
     }
 }
 
+/// The stored error of an invocation or instance (kind and message columns).
+fn stored_failure(kind: Option<String>, message: Option<String>) -> StoreResult<Option<TaskFailure>> {
+    kind.map(|k| Ok(TaskFailure { kind: parse_error_kind(&k)?, message: message.unwrap_or_default() })).transpose()
+}
+
 fn parse_error_kind(s: &str) -> StoreResult<ErrorKind> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map_err(|e| corrupt("error kind", format!("`{s}`: {e}")))
@@ -558,12 +558,7 @@ fn merge_patch(base: &str, patch: &TaskPatch) -> StoreResult<String> {
 
 impl InvocationRow {
     fn decode(self) -> StoreResult<Invocation> {
-        let error = match self.error_kind {
-            Some(kind) => {
-                Some(TaskFailure { kind: parse_error_kind(&kind)?, message: self.error_message.unwrap_or_default() })
-            }
-            None => None,
-        };
+        let error = stored_failure(self.error_kind, self.error_message)?;
         Ok(Invocation {
             args: serde_json::from_str(&self.args)
                 .map_err(|e| corrupt(&format!("args of invocation `{}`", self.id), e))?,
