@@ -130,14 +130,12 @@ async fn sigkill_then_restart_recovers(b: Backend) {
     // SIGTERM drains: the running attempt finishes within the grace period and exits cleanly.
     let id = p.api.call("slow", json!({"ms": 600})).await;
     wait_status(&p.api, &id, "running").await;
-    let api = p.api.clone();
     let status = p.sigterm();
     assert!(status.success(), "warden exited with {status}");
     let p = DaemonProcess::spawn_with_grace(&data, db.as_deref(), 200).await;
     let (_, v) = p.api.get(&format!("/v1/invocations/{id}")).await;
     assert_eq!(v["status"], "success", "drained attempt: {v}");
     assert_eq!(v["attempts"], 1, "{v}");
-    drop(api);
 
     // An attempt still running when the grace period ends is handed back, not failed, and
     // runs again after the restart.

@@ -241,28 +241,20 @@ async fn waits_do_not_count_towards_the_timeout() {
 
 /// Figures for the hand-off notes: cold compile, cache-hit load, instantiate + run of `hello`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timings_of_hello() {
+async fn many_attempts_share_one_compiled_component() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(guests::HELLO).unwrap();
     let rt = Runtime::new(config(dir.path())).unwrap();
-    let started = Instant::now();
     rt.load(&bytes).await.unwrap();
-    let cold = started.elapsed();
     let rt = Runtime::new(config(dir.path())).unwrap();
-    let started = Instant::now();
     let c = rt.load(&bytes).await.unwrap();
-    let warm = started.elapsed();
     assert!(c.from_cache());
-    const RUNS: u32 = 200;
-    let started = Instant::now();
-    for _ in 0..RUNS {
+    // A fresh store per attempt: 200 attempts in a row all succeed (timings belong to
+    // `warden bench`, not to a test).
+    for _ in 0..200 {
         let report = run(&rt, &c, request("hello", r#"{"name":"Ada"}"#, 5_000, 64 * MIB)).await;
         assert!(report.outcome.is_ok());
     }
-    let per_run = started.elapsed() / RUNS;
-    eprintln!(
-        "hello.wasm: cold compile {cold:?}, cache-hit load {warm:?}, instantiate+run {per_run:?} (avg of {RUNS})"
-    );
 }
 
 /// A `GuestHost` with a bug: it panics on the first call.

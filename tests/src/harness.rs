@@ -77,7 +77,7 @@ impl std::ops::Deref for TestDaemon {
 }
 
 impl TestDaemon {
-    /// Starts a daemon with `slots` slots on a fresh database of the given backend.
+    /// Starts a daemon (4 slots) on a fresh database of the given backend.
     pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, |_| {}).await
     }
@@ -209,12 +209,5 @@ impl Api {
     pub async fn run(&self, task: &str, args: Value) -> Value {
         let id = self.call(task, args).await;
         self.result(&id, Duration::from_secs(60)).await
-    }
-}
-
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        // A daemon dropped without `stop` (a failing test) just goes away with the runtime.
-        self.daemon.take();
     }
 }
