@@ -15,7 +15,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{PgStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
+use super::{PgStore, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
 use crate::model::{
     Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner, TaskDef, TaskFailure,
     TaskPatch, Transition,
@@ -35,8 +35,8 @@ struct Harness {
 
 /// Fields drop in order: the store closes before its database or directory goes.
 enum Target {
-    Sqlite { path: PathBuf, store: Arc<SqliteStore>, _dir: tempfile::TempDir },
-    Postgres { store: Arc<PgStore>, db: Box<PgDatabase> },
+    Sqlite { path: PathBuf, store: Arc<SqlStore>, _dir: tempfile::TempDir },
+    Postgres { store: Arc<SqlStore>, db: Box<PgDatabase> },
 }
 
 /// A throw-away PostgreSQL database, dropped (best effort) with the harness.

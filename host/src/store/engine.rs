@@ -1,5 +1,5 @@
-//! The one implementation of [`Store`], shared by [`SqliteStore`](super::SqliteStore) and
-//! [`PgStore`](super::PgStore), which are thin newtypes with their own constructors.
+//! The one implementation of [`Store`], [`SqlStore`], for both databases; [`SqliteStore`](super::SqliteStore)
+//! and [`PgStore`](super::PgStore) only open it.
 //!
 //! # Why an enum of native pools and not `sqlx::Any` or generics
 //!
@@ -109,7 +109,7 @@ pub(super) enum Pools {
 }
 
 /// The shared store implementation.
-pub(super) struct SqlStore {
+pub struct SqlStore {
     pools: Pools,
 }
 
@@ -120,7 +120,7 @@ impl SqlStore {
     }
 
     /// Closes every connection (waits for checked-out ones to come back).
-    pub(super) async fn close(&self) {
+    pub async fn close(&self) {
         match &self.pools {
             Pools::Sqlite { read, write } => {
                 read.close().await;
@@ -1328,143 +1328,6 @@ impl Store for SqlStore {
             .collect()
     }
 }
-
-/// Implements [`Store`] for a newtype around [`SqlStore`] by forwarding every method (and the
-/// test helpers of [`SqlStore`]).
-macro_rules! delegate_store {
-    ($ty:ty) => {
-        #[cfg(test)]
-        impl $ty {
-            /// The `PRAGMA synchronous` of the SQLite writer (`None` on PostgreSQL).
-            pub(crate) async fn writer_synchronous(&self) -> $crate::store::StoreResult<Option<i64>> {
-                self.0.writer_synchronous().await
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::store::Store for $ty {
-            fn dialect(&self) -> &'static str {
-                $crate::store::Store::dialect(&self.0)
-            }
-            async fn ping(&self) -> $crate::store::StoreResult<()> {
-                $crate::store::Store::ping(&self.0).await
-            }
-            async fn now(&self) -> $crate::store::StoreResult<$crate::model::Millis> {
-                $crate::store::Store::now(&self.0).await
-            }
-            async fn component_put(
-                &self,
-                name: &str,
-                digest: &str,
-                bytes: &[u8],
-                tasks: &[$crate::model::TaskDef],
-            ) -> $crate::store::StoreResult<$crate::model::ComponentInfo> {
-                $crate::store::Store::component_put(&self.0, name, digest, bytes, tasks).await
-            }
-            async fn component_list(&self) -> $crate::store::StoreResult<Vec<$crate::model::ComponentInfo>> {
-                $crate::store::Store::component_list(&self.0).await
-            }
-            async fn component_get(
-                &self,
-                name: &str,
-            ) -> $crate::store::StoreResult<Option<$crate::model::ComponentInfo>> {
-                $crate::store::Store::component_get(&self.0, name).await
-            }
-            async fn component_bytes(&self, name: &str) -> $crate::store::StoreResult<Option<Vec<u8>>> {
-                $crate::store::Store::component_bytes(&self.0, name).await
-            }
-            async fn component_delete(&self, name: &str) -> $crate::store::StoreResult<bool> {
-                $crate::store::Store::component_delete(&self.0, name).await
-            }
-            async fn task_list(&self) -> $crate::store::StoreResult<Vec<$crate::model::TaskDef>> {
-                $crate::store::Store::task_list(&self.0).await
-            }
-            async fn task_get(&self, name: &str) -> $crate::store::StoreResult<Option<$crate::model::TaskDef>> {
-                $crate::store::Store::task_get(&self.0, name).await
-            }
-            async fn task_update(
-                &self,
-                name: &str,
-                patch: &$crate::model::TaskPatch,
-            ) -> $crate::store::StoreResult<Option<$crate::model::TaskDef>> {
-                $crate::store::Store::task_update(&self.0, name, patch).await
-            }
-            async fn invocation_insert_batch(
-                &self,
-                calls: &[$crate::model::NewInvocation],
-            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
-                $crate::store::Store::invocation_insert_batch(&self.0, calls).await
-            }
-            async fn invocation_claim(
-                &self,
-                node: &str,
-                limit: u32,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::Claimed>> {
-                $crate::store::Store::invocation_claim(&self.0, node, limit).await
-            }
-            async fn invocation_transition_batch(
-                &self,
-                changes: &[$crate::model::Transition],
-            ) -> $crate::store::StoreResult<Vec<$crate::store::TransitionOutcome>> {
-                $crate::store::Store::invocation_transition_batch(&self.0, changes).await
-            }
-            async fn invocation_recover_node(&self, node: &str) -> $crate::store::StoreResult<u64> {
-                $crate::store::Store::invocation_recover_node(&self.0, node).await
-            }
-            async fn invocation_get(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::model::Invocation>> {
-                $crate::store::Store::invocation_get(&self.0, id).await
-            }
-            async fn invocation_find_routed(
-                &self,
-                scopes: &[String],
-                keys: &[String],
-            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
-                $crate::store::Store::invocation_find_routed(&self.0, scopes, keys).await
-            }
-            async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> $crate::store::StoreResult<u64> {
-                $crate::store::Store::invocation_purge(&self.0, older_than_ms, limit).await
-            }
-            async fn instance_list(
-                &self,
-                invocation_id: &str,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::TaskInstance>> {
-                $crate::store::Store::instance_list(&self.0, invocation_id).await
-            }
-            async fn invocation_children(
-                &self,
-                parent: &str,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
-                $crate::store::Store::invocation_children(&self.0, parent).await
-            }
-            async fn invocation_get_many(
-                &self,
-                ids: &[String],
-            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
-                $crate::store::Store::invocation_get_many(&self.0, ids).await
-            }
-            async fn invocation_list(
-                &self,
-                filter: &$crate::model::InvocationFilter,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::Invocation>> {
-                $crate::store::Store::invocation_list(&self.0, filter).await
-            }
-            async fn invocation_count(
-                &self,
-                task: Option<&str>,
-                status: Option<$crate::model::InvocationStatus>,
-            ) -> $crate::store::StoreResult<Vec<$crate::store::StatusCount>> {
-                $crate::store::Store::invocation_count(&self.0, task, status).await
-            }
-            async fn invocation_history(
-                &self,
-                id: &str,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::HistoryEntry>> {
-                $crate::store::Store::invocation_history(&self.0, id).await
-            }
-        }
-    };
-}
-pub(super) use delegate_store;
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 
+pub use engine::SqlStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -7,7 +7,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::StoreResult;
-use super::engine::{Pools, SqlStore, delegate_store};
+use super::engine::{Pools, SqlStore};
 
 /// The PostgreSQL migrations, embedded at compile time.
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -15,27 +15,21 @@ static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 /// Connections per node by default.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 
-/// A [`Store`](super::Store) on a PostgreSQL database.
-pub struct PgStore(SqlStore);
+/// Connects the [`SqlStore`] to a PostgreSQL database (clusters). A name, not a value: the
+/// store itself is the shared [`SqlStore`].
+pub struct PgStore;
 
 impl PgStore {
     /// Connects to `url` (`postgres://user@host:port/db`) with [`DEFAULT_POOL_SIZE`]
     /// connections and runs the migrations.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str) -> StoreResult<SqlStore> {
         Self::connect_with(url.parse()?, DEFAULT_POOL_SIZE).await
     }
 
     /// Connects with explicit options and pool size, and runs the migrations.
-    pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> StoreResult<Self> {
+    pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> StoreResult<SqlStore> {
         let pool = PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self(SqlStore::new(Pools::Postgres(pool))))
-    }
-
-    /// Closes every connection, waiting for the ones in use (graceful shutdown).
-    pub async fn close(&self) {
-        self.0.close().await;
+        Ok(SqlStore::new(Pools::Postgres(pool)))
     }
 }
-
-delegate_store!(PgStore);

@@ -12,7 +12,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::StoreResult;
-use super::engine::{Pools, SqlStore, delegate_store};
+use super::engine::{Pools, SqlStore};
 
 /// The SQLite migrations, embedded at compile time.
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -23,12 +23,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reader connections; reads are short, so a few cover many concurrent requests.
 const READERS: u32 = 4;
 
-/// A [`Store`](super::Store) on one SQLite file.
-pub struct SqliteStore(SqlStore);
+/// Opens the [`SqlStore`] on one SQLite file (the embedded default). A name, not a value:
+/// the store itself is the shared [`SqlStore`].
+pub struct SqliteStore;
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `path` and runs the migrations.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
+    pub async fn open(path: &Path) -> StoreResult<SqlStore> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -48,13 +49,6 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.pragma("query_only", "ON"))
             .await?;
-        Ok(Self(SqlStore::new(Pools::Sqlite { read, write })))
-    }
-
-    /// Closes every connection, waiting for the ones in use (graceful shutdown).
-    pub async fn close(&self) {
-        self.0.close().await;
+        Ok(SqlStore::new(Pools::Sqlite { read, write }))
     }
 }
-
-delegate_store!(SqliteStore);
