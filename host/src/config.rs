@@ -35,6 +35,22 @@ pub struct Config {
     pub retention_ms: u64,
     /// How often the purge runs, in ms.
     pub purge_interval_ms: u64,
+    /// Labels of this node that task pins can match (`gpu`, `region=eu`).
+    pub labels: Vec<String>,
+    /// How often this node heartbeats (and looks at its atomic-service slot), in ms.
+    pub heartbeat_interval_ms: u64,
+    /// A node whose last heartbeat is older than this is dead, in ms: its invocations are
+    /// recovered and it loses its atomic-service slot.
+    pub heartbeat_timeout_ms: u64,
+    /// An invocation `pending` (claimed but not started) for longer than this is recovered
+    /// and rerouted (pynenc's `max_pending_seconds`), in ms.
+    pub max_pending_ms: u64,
+    /// The cycle the live nodes share for the atomic services, one slot each (pynenc's
+    /// `atomic_service_interval_minutes`), in ms.
+    pub service_interval_ms: u64,
+    /// The safety gap at the end of each node's slot (pynenc's
+    /// `atomic_service_spread_margin_minutes`), in ms.
+    pub service_spread_margin_ms: u64,
 }
 
 impl Default for Config {
@@ -52,6 +68,12 @@ impl Default for Config {
             retry_max_ms: 60_000,
             retention_ms: 7 * 24 * 3_600_000,
             purge_interval_ms: 60_000,
+            labels: Vec::new(),
+            heartbeat_interval_ms: 1_000,
+            heartbeat_timeout_ms: 10_000,
+            max_pending_ms: 300_000,
+            service_interval_ms: 60_000,
+            service_spread_margin_ms: 5_000,
         }
     }
 }
@@ -95,6 +117,24 @@ pub struct Overrides {
     /// How often old invocations are purged, in ms [default: 60000].
     #[arg(long, env = "WARDEN_PURGE_INTERVAL_MS")]
     pub purge_interval_ms: Option<u64>,
+    /// Labels of this node, comma-separated (`gpu,region=eu`) [default: none].
+    #[arg(long, env = "WARDEN_LABELS", value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    /// Heartbeat interval in ms [default: 1000].
+    #[arg(long, env = "WARDEN_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// A node silent for this many ms is dead [default: 10000].
+    #[arg(long, env = "WARDEN_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Reroute invocations pending longer than this, in ms [default: 300000].
+    #[arg(long, env = "WARDEN_MAX_PENDING_MS")]
+    pub max_pending_ms: Option<u64>,
+    /// Cycle of the atomic services shared by the live nodes, in ms [default: 60000].
+    #[arg(long, env = "WARDEN_SERVICE_INTERVAL_MS")]
+    pub service_interval_ms: Option<u64>,
+    /// Safety gap at the end of each node's atomic-service slot, in ms [default: 5000].
+    #[arg(long, env = "WARDEN_SERVICE_SPREAD_MARGIN_MS")]
+    pub service_spread_margin_ms: Option<u64>,
     /// TOML file with any of the settings above (lowest precedence).
     #[arg(long, env = "WARDEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -152,7 +192,13 @@ impl Config {
             retry_base_ms,
             retry_max_ms,
             retention_ms,
-            purge_interval_ms
+            purge_interval_ms,
+            labels,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms,
+            max_pending_ms,
+            service_interval_ms,
+            service_spread_margin_ms
         );
         c.validate()?;
         Ok(c)
@@ -173,6 +219,19 @@ impl Config {
         }
         if self.prefetch == 0 || self.prefetch > 4096 {
             return Err(ConfigError::Invalid(format!("prefetch must be between 1 and 4096, got {}", self.prefetch)));
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid(format!(
+                "heartbeat_timeout_ms ({}) must exceed heartbeat_interval_ms ({}), which must be at least 1",
+                self.heartbeat_timeout_ms, self.heartbeat_interval_ms
+            )));
+        }
+        if self.service_interval_ms == 0 || self.max_pending_ms == 0 {
+            return Err(ConfigError::Invalid("service_interval_ms and max_pending_ms must be at least 1".into()));
+        }
+        if let Some(bad) = self.labels.iter().find(|l| l.is_empty() || l.len() > 128 || l.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::Invalid(format!("label `{bad}` must be 1-128 characters without spaces")));
         }
         if self.node_name.is_empty() || self.node_name.len() > 128 {
             return Err(ConfigError::Invalid("node name must be 1-128 characters".into()));

@@ -4,9 +4,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod model;
 pub mod orchestrator;
 pub mod runtime;
 pub mod server;
+pub mod services;
 pub mod store;

@@ -86,6 +86,34 @@ pub struct TaskDef {
     pub pins: Vec<String>,
     /// A paused task's invocations are not claimed.
     pub paused: bool,
+    /// pynenc's concurrency policies (and later options), stored as one JSON column.
+    #[serde(flatten)]
+    pub policy: TaskPolicy,
+}
+
+/// Options of a task beyond limits and modes; every field has a default, so stored JSON
+/// written before a field existed still decodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskPolicy {
+    /// Registration concurrency `keys`: a call with the same key arguments but different other
+    /// arguments is refused (HTTP 409) instead of reusing the waiting invocation (pynenc's
+    /// `on_diff_non_key_args_raise`). Default false: reuse.
+    pub on_diff_non_key_args_raise: bool,
+    /// Running concurrency: an invocation blocked by another one of its scope stays runnable
+    /// and is claimed later (true, the default; pynenc's `reroute_on_concurrency_control`), or
+    /// is dropped as `concurrency_controlled_final` (false).
+    pub reroute_on_concurrency_control: bool,
+    /// Running concurrency: how many invocations of one scope may run at once (default 1).
+    /// With N > 1 each invocation is given one of N lanes by its id and one runs per lane, so
+    /// never more than N run at once (a busy lane can hold a call back while another is free).
+    pub running_concurrency_slots: u32,
+}
+
+impl Default for TaskPolicy {
+    fn default() -> Self {
+        Self { on_diff_non_key_args_raise: false, reroute_on_concurrency_control: true, running_concurrency_slots: 1 }
+    }
 }
 
 /// A change to a task's options (`PATCH /v1/tasks/{task}`); absent fields stay as they are.
@@ -108,6 +136,12 @@ pub struct TaskPatch {
     pub pins: Option<Vec<String>>,
     /// Pause or unpause the task.
     pub paused: Option<bool>,
+    /// See [`TaskPolicy::on_diff_non_key_args_raise`].
+    pub on_diff_non_key_args_raise: Option<bool>,
+    /// See [`TaskPolicy::reroute_on_concurrency_control`].
+    pub reroute_on_concurrency_control: Option<bool>,
+    /// See [`TaskPolicy::running_concurrency_slots`] (at least 1).
+    pub running_concurrency_slots: Option<u32>,
 }
 
 impl TaskDef {
@@ -136,6 +170,15 @@ impl TaskDef {
         }
         if let Some(v) = p.paused {
             self.paused = v;
+        }
+        if let Some(v) = p.on_diff_non_key_args_raise {
+            self.policy.on_diff_non_key_args_raise = v;
+        }
+        if let Some(v) = p.reroute_on_concurrency_control {
+            self.policy.reroute_on_concurrency_control = v;
+        }
+        if let Some(v) = p.running_concurrency_slots {
+            self.policy.running_concurrency_slots = v.max(1);
         }
     }
 }
@@ -398,4 +441,242 @@ impl TaskInstance {
             Some(_) => "error",
         }
     }
+}
+
+/// A node of the cluster as its membership row says (one row on a single-node daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique node name.
+    pub name: String,
+    /// Labels pins can match (`gpu`, `region=eu`).
+    pub labels: Vec<String>,
+    /// Attempts it runs at once.
+    pub capacity: u32,
+    /// First registration: seniority (the oldest live node leads); kept across restarts.
+    pub joined_at: Millis,
+    /// Start of the node's current life.
+    pub started_at: Millis,
+    /// Last heartbeat (database clock).
+    pub heartbeat_at: Millis,
+    /// Set when the node left cleanly.
+    pub left_at: Option<Millis>,
+}
+
+impl NodeInfo {
+    /// Live = not left and heartbeat within `timeout_ms` of `now`.
+    pub fn is_live(&self, now: Millis, timeout_ms: i64) -> bool {
+        self.left_at.is_none() && now - self.heartbeat_at <= timeout_ms
+    }
+}
+
+/// The status of one execution of the atomic services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceRunStatus {
+    /// Running now (at most one cluster-wide: the storage gate).
+    Running,
+    /// Finished.
+    Completed,
+    /// Its node died or it ran past its deadline; the gate was taken from it.
+    Abandoned,
+    /// A node was in its slot but another execution held the gate.
+    Blocked,
+}
+
+impl ServiceRunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Abandoned => "abandoned",
+            Self::Blocked => "blocked",
+        }
+    }
+}
+
+impl FromStr for ServiceRunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "running" => Ok(Self::Running),
+            "completed" => Ok(Self::Completed),
+            "abandoned" => Ok(Self::Abandoned),
+            "blocked" => Ok(Self::Blocked),
+            other => Err(format!("unknown service run status `{other}`")),
+        }
+    }
+}
+
+/// One execution record of the atomic services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRun {
+    /// Sequence number.
+    pub id: i64,
+    /// The node that ran (or was blocked).
+    pub node: String,
+    /// What became of it.
+    pub status: ServiceRunStatus,
+    /// Start (database clock).
+    pub started_at: Millis,
+    /// End, once ended.
+    pub ended_at: Option<Millis>,
+    /// What it did (counts per service, errors).
+    pub detail: serde_json::Value,
+}
+
+/// When a trigger fires (`"on"` of `POST /v1/triggers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TriggerCondition {
+    /// A 5-field cron expression (minute hour day-of-month month day-of-week), UTC.
+    Cron(String),
+    /// An invocation of `task` entered one of `statuses`.
+    Status(StatusCondition),
+    /// An invocation of `task` succeeded (with a result equal to `equals`, when given).
+    Result(ResultCondition),
+    /// An invocation of `task` failed (with one of `kinds`, when given).
+    Failure(FailureCondition),
+    /// An event of this code was posted (`POST /v1/events`).
+    Event(String),
+    /// Any of the conditions.
+    Any(Vec<TriggerCondition>),
+    /// All of the conditions (each seen at least once since the last firing).
+    All(Vec<TriggerCondition>),
+}
+
+/// See [`TriggerCondition::Status`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCondition {
+    /// Task watched.
+    pub task: String,
+    /// Statuses that fire.
+    pub statuses: Vec<InvocationStatus>,
+}
+
+/// See [`TriggerCondition::Result`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultCondition {
+    /// Task watched.
+    pub task: String,
+    /// Fire only for this result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<serde_json::Value>,
+}
+
+/// See [`TriggerCondition::Failure`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureCondition {
+    /// Task watched.
+    pub task: String,
+    /// Fire only for these error kinds (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<ErrorKind>,
+}
+
+/// Where a trigger's call takes its arguments from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgsFrom {
+    /// The trigger's own `args` (default `{}`).
+    #[default]
+    Static,
+    /// The result of the invocation that fired it.
+    Result,
+    /// The payload of the event that fired it.
+    Event,
+    /// `{"invocation","task","status","result","error"}` of the invocation that fired it.
+    Status,
+}
+
+impl ArgsFrom {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Static => "static",
+            Self::Result => "result",
+            Self::Event => "event",
+            Self::Status => "status",
+        }
+    }
+}
+
+impl FromStr for ArgsFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "static" => Ok(Self::Static),
+            "result" => Ok(Self::Result),
+            "event" => Ok(Self::Event),
+            "status" => Ok(Self::Status),
+            other => Err(format!("unknown args_from `{other}`")),
+        }
+    }
+}
+
+/// A stored trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Trigger id.
+    pub id: String,
+    /// The task it calls.
+    pub task: String,
+    /// Static arguments.
+    pub args: Option<serde_json::Value>,
+    /// Where the arguments come from.
+    pub args_from: ArgsFrom,
+    /// When it fires.
+    pub on: TriggerCondition,
+    /// What an `all` composite has seen so far, and the cron position (evaluation state).
+    pub state: serde_json::Value,
+    /// Creation time.
+    pub created_at: Millis,
+}
+
+/// One firing of a trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRun {
+    /// The trigger.
+    pub trigger_id: String,
+    /// What fired it (`cron:<minute>`, `event:<seq>`, `history:<seq>`); unique per trigger.
+    pub run_key: String,
+    /// The invocation it routed.
+    pub invocation_id: Option<String>,
+    /// When.
+    pub at: Millis,
+}
+
+/// A posted event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Sequence number (order of arrival).
+    pub seq: i64,
+    /// Event code.
+    pub code: String,
+    /// Payload.
+    pub payload: serde_json::Value,
+    /// Arrival (database clock).
+    pub at: Millis,
+}
+
+/// A status change of an invocation, as trigger evaluation reads it from the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    /// History sequence number.
+    pub seq: i64,
+    /// Invocation id.
+    pub invocation: String,
+    /// Its task.
+    pub task: String,
+    /// The status it entered.
+    pub status: InvocationStatus,
+    /// Its result now (for final successes).
+    pub result: Option<serde_json::Value>,
+    /// Its error now.
+    pub error: Option<TaskFailure>,
+    /// When it entered the status (database clock).
+    pub at: Millis,
 }

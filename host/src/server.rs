@@ -12,7 +12,24 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::services::ServicesConfig;
+use crate::services::slots::SlotConfig;
 use crate::store::{PgStore, SqliteStore, Store};
+
+/// The membership and atomic-services settings of a configuration.
+fn services_config(cfg: &Config) -> anyhow::Result<ServicesConfig> {
+    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Ok(ServicesConfig {
+        labels: cfg.labels.clone(),
+        heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
+        heartbeat_timeout: Duration::from_millis(cfg.heartbeat_timeout_ms),
+        max_pending: Duration::from_millis(cfg.max_pending_ms),
+        slots: SlotConfig::new(ms(cfg.service_interval_ms), ms(cfg.service_spread_margin_ms))
+            .map_err(|e| anyhow::anyhow!("invalid atomic-service settings: {e}"))?,
+        retention: (cfg.retention_ms > 0).then(|| Duration::from_millis(cfg.retention_ms)),
+        purge_interval: Duration::from_millis(cfg.purge_interval_ms),
+    })
+}
 
 /// A running daemon.
 pub struct Daemon {
@@ -60,9 +77,8 @@ impl Daemon {
                 prefetch: cfg.prefetch,
                 retry_base: Duration::from_millis(cfg.retry_base_ms),
                 retry_max: Duration::from_millis(cfg.retry_max_ms),
-                retention: (cfg.retention_ms > 0).then(|| Duration::from_millis(cfg.retention_ms)),
-                purge_interval: Duration::from_millis(cfg.purge_interval_ms),
                 poll_interval: Duration::from_millis(500),
+                services: services_config(&cfg)?,
             },
         );
         orch.start().await.context("cannot recover invocations of this node's previous life")?;

@@ -145,7 +145,7 @@ async fn batch_list_count(b: Backend) {
 }
 both!(batch, batch_list_count);
 
-fn assert_error(s: StatusCode, v: &Value, want: StatusCode, needle: &str) {
+pub(crate) fn assert_error(s: StatusCode, v: &Value, want: StatusCode, needle: &str) {
     assert_eq!(s, want, "{v}");
     let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("not the error shape: {v}"));
     assert!(v["error"]["code"].is_string(), "{v}");
@@ -204,7 +204,7 @@ async fn bad_input(b: Backend) {
 }
 both!(bad_input_gets_clear_errors, bad_input);
 
-async fn patch(d: &TestDaemon, task: &str, body: Value) {
+pub(crate) async fn patch(d: &TestDaemon, task: &str, body: Value) {
     let r = d.http.patch(format!("{}/v1/tasks/{task}", d.url)).json(&body).send().await.expect("patch");
     assert_eq!(r.status(), StatusCode::OK);
 }

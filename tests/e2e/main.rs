@@ -6,6 +6,7 @@
 
 mod api;
 mod cli;
+mod orchestration;
 mod process;
 mod runtime;
 

@@ -29,23 +29,21 @@ impl DaemonProcess {
     }
 
     async fn spawn_with_grace(data_dir: &Path, database: Option<&str>, grace_ms: u64) -> Self {
+        Self::spawn_args(data_dir, database, &["--shutdown-grace-ms", &grace_ms.to_string()]).await
+    }
+
+    /// A process with more flags (node name, heartbeat settings, …).
+    async fn spawn_args(data_dir: &Path, database: Option<&str>, extra: &[&str]) -> Self {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-under-test"));
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--slots",
-            "2",
-            "--shutdown-grace-ms",
-            &grace_ms.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("WARDEN_DATABASE_URL")
-        .env("WARDEN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--slots", "2"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("WARDEN_DATABASE_URL")
+            .env("WARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }
@@ -151,3 +149,49 @@ async fn sigkill_then_restart_recovers(b: Backend) {
     assert!(h.windows(3).any(|w| w == ["running", "killed", "rerouted"]), "{h:?}");
 }
 both!(sigkill_then_restart, sigkill_then_restart_recovers);
+
+/// A node that dies (SIGKILL) while running: another node of the same database sees its
+/// heartbeat go stale, and its atomic services reroute the dead node's invocations, which then
+/// run to success there. The execution record says what it recovered.
+async fn a_dead_nodes_work_is_recovered_by_another_node(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: PathBuf = dir.path().into();
+    let db = match b {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_postgres_database().await),
+    };
+    let beat = ["--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "1000"];
+    let doomed =
+        DaemonProcess::spawn_args(&data, db.as_deref(), &[&["--node-name", "doomed"][..], &beat].concat()).await;
+    doomed.api.deploy("slow", guests::SLOW).await;
+    let long = [doomed.api.call("slow", json!({"ms": 2000})).await, doomed.api.call("slow", json!({"ms": 2001})).await];
+    for id in &long {
+        wait_status(&doomed.api, id, "running").await;
+    }
+    doomed.sigkill();
+
+    let killed_at = std::time::Instant::now();
+    let survivor =
+        DaemonProcess::spawn_args(&data, db.as_deref(), &[&["--node-name", "survivor"][..], &beat].concat()).await;
+    for id in &long {
+        let v = survivor.api.result(id, Duration::from_secs(60)).await;
+        assert_eq!(v["status"], "success", "{v}");
+        assert_eq!(v["attempts"], 2, "{v}");
+        let h = statuses(&survivor.api, id).await;
+        assert!(h.windows(2).any(|w| w == ["running_recovery", "rerouted"]), "{h:?}");
+    }
+    // Recovery waits for the timeout (1 s) and the rerun takes 2 s; generous bound for CI.
+    assert!(killed_at.elapsed() < Duration::from_secs(20), "recovery took {:?}", killed_at.elapsed());
+    let (_, runs) = survivor.api.get("/v1/services/runs?limit=1000").await;
+    let runs = runs["runs"].as_array().expect("runs").clone();
+    let recovered: i64 = runs.iter().filter_map(|r| r["detail"]["recovered_dead"].as_i64()).sum();
+    assert!(recovered >= 2, "no execution record shows the recovery: {runs:?}");
+    let recovering: Vec<&Value> = runs.iter().filter(|r| r["detail"]["recovered_dead"].as_i64() > Some(0)).collect();
+    assert!(recovering.iter().all(|r| r["node"] == "survivor" && r["detail"]["dead_nodes"] == json!(["doomed"])));
+    assert!(runs.iter().any(|r| r["node"] == "doomed"), "the doomed node ran the services while it lived");
+    let (_, nodes) = survivor.api.get("/v1/cluster/nodes").await;
+    let find = |name: &str| nodes["nodes"].as_array().expect("nodes").iter().find(|n| n["name"] == name).cloned();
+    assert_eq!(find("doomed").expect("doomed")["live"], false, "{nodes}");
+    assert_eq!(find("survivor").expect("survivor")["live"], true, "{nodes}");
+}
+both!(dead_node_recovery, a_dead_nodes_work_is_recovered_by_another_node);

@@ -90,6 +90,9 @@ impl TestDaemon {
             data_dir: dir.path().to_path_buf(),
             slots: 4,
             shutdown_grace_ms: 2_000,
+            // Atomic services (triggers, recovery, purge) every 100 ms instead of every second.
+            heartbeat_interval_ms: 100,
+            heartbeat_timeout_ms: 2_000,
             ..Config::default()
         };
         if backend == Backend::Postgres {

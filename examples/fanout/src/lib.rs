@@ -1,5 +1,8 @@
 //! Calls that wait on calls: `fanout {"n":N}` calls `square {"x":i}` for i in 0..N, waits on all
-//! of them and returns `{"sum":...}`; `square {"x":i}` returns `{"y":i*i}`.
+//! of them and returns `{"sum":...}`; `square {"x":i}` returns `{"y":i*i}`. `tree {"depth":D,
+//! "width":W}` calls itself W times with depth D-1 down to 0 and returns `{"leaves": W^D}`: a
+//! call tree deeper and wider than a node's slots, which completes because waiting parents give
+//! their slots back.
 
 use serde::{Deserialize, Serialize};
 use warden_guest::TaskError;
@@ -39,7 +42,36 @@ fn fanout(args: FanoutArgs) -> Result<Sum, TaskError> {
     Ok(Sum { sum })
 }
 
+#[derive(Serialize, Deserialize)]
+struct TreeArgs {
+    depth: u32,
+    width: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Leaves {
+    leaves: u64,
+}
+
+/// Counts the leaves of a call tree of the given depth and width, one invocation per node.
+fn tree(args: TreeArgs) -> Result<Leaves, TaskError> {
+    if args.width > 100 || args.depth > 10 {
+        return Err(TaskError::invalid_args("width is at most 100 and depth at most 10"));
+    }
+    if args.depth == 0 {
+        return Ok(Leaves { leaves: 1 });
+    }
+    let child = TreeArgs { depth: args.depth - 1, width: args.width };
+    let ids = (0..args.width).map(|_| warden_guest::call("tree", &child)).collect::<Result<Vec<_>, _>>()?;
+    let mut leaves: u64 = 0;
+    for result in warden_guest::wait_all::<Leaves>(&ids) {
+        leaves = leaves.saturating_add(result?.leaves);
+    }
+    Ok(Leaves { leaves })
+}
+
 warden_guest::export_tasks! {
+    tree { description: "Counts the leaves of a call tree of invocations" },
     fanout { description: "Sums squares computed by child invocations" },
     square { description: "Squares a number" },
 }

@@ -36,7 +36,7 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    fn internal(cause: impl std::fmt::Display) -> Self {
+    pub(super) fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon's log")
     }
@@ -54,6 +54,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::UnknownTask(_) | OrchestratorError::NotFound(_) => Self::not_found(e.to_string()),
             OrchestratorError::BadRequest(m) => Self::bad_request(m),
             OrchestratorError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            OrchestratorError::ArgsConflict(m) => Self::new(StatusCode::CONFLICT, "args_conflict", m),
             OrchestratorError::Component(r) => r.into(),
             OrchestratorError::Store(m) => Self::internal(m),
             OrchestratorError::IdempotencyMismatch(_) => {

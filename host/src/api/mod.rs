@@ -3,6 +3,7 @@
 //! error shape of `error.rs`.
 
 mod components;
+mod coordination;
 pub mod error;
 mod health;
 mod invocations;
@@ -48,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invocations/{id}/logs", get(invocations::logs))
         .route("/v1/invocations/{id}/cancel", post(invocations::cancel))
         .route("/v1/invocations/{id}/rerun", post(invocations::rerun))
+        .route("/v1/triggers", post(coordination::create_trigger).get(coordination::list_triggers))
+        .route("/v1/triggers/{id}", get(coordination::show_trigger).delete(coordination::delete_trigger))
+        .route("/v1/events", post(coordination::post_event))
+        .route("/v1/services/runs", get(coordination::service_runs))
+        .route("/v1/cluster/nodes", get(coordination::nodes))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -37,7 +37,7 @@ enum Command {
     /// Run the daemon (SQLite in the data directory unless --database names PostgreSQL).
     Serve {
         #[command(flatten)]
-        overrides: Overrides,
+        overrides: Box<Overrides>,
     },
     /// Upload a component (a wasm32-wasip2 .wasm) and register its tasks.
     Deploy {
@@ -132,7 +132,7 @@ pub fn main() -> std::process::ExitCode {
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { overrides } => serve(overrides).await,
+        Command::Serve { overrides } => serve(*overrides).await,
         Command::Deploy { file, name, remote } => {
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let name = match name {

@@ -4,10 +4,12 @@
 //! group-commit `Batcher`, so the cost is one transaction per tick, not one per invocation.
 
 pub mod batcher;
+mod coordination;
 mod guest_host;
 pub mod identity;
 pub mod policy;
 pub mod status;
+pub mod triggers;
 mod waiters;
 mod worker;
 
@@ -24,6 +26,7 @@ use crate::model::{Invocation, NewInvocation, TaskDef, Transition};
 use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::store::{Store, StoreError, TransitionOutcome};
 use batcher::Batcher;
+pub use coordination::NewTrigger;
 use waiters::Waiters;
 
 /// Largest number of items one group commit takes.
@@ -50,6 +53,10 @@ pub enum OrchestratorError {
     /// The database failed.
     #[error("storage failed: {0}")]
     Store(String),
+    /// Registration concurrency `keys` found a waiting invocation with the same key
+    /// arguments but different other arguments, and the task raises on that (HTTP 409).
+    #[error("{0}")]
+    ArgsConflict(String),
     /// An idempotency key was used before for a different call.
     #[error("idempotency key `{0}` was already used for a different call")]
     IdempotencyMismatch(String),
@@ -152,10 +159,8 @@ pub struct OrchestratorConfig {
     pub retry_base: Duration,
     /// Largest retry backoff.
     pub retry_max: Duration,
-    /// Final invocations older than this are purged (with their history); `None` keeps all.
-    pub retention: Option<Duration>,
-    /// How often the purge runs.
-    pub purge_interval: Duration,
+    /// Membership and atomic services (recovery, triggers, purge).
+    pub services: crate::services::ServicesConfig,
 }
 
 struct Inner {
@@ -218,7 +223,8 @@ impl Orchestrator {
         }
     }
 
-    /// Recovers invocations this node owned in a previous life, then starts the dispatcher.
+    /// Recovers invocations this node owned in a previous life, then starts the dispatcher and
+    /// the membership and atomic-services loop.
     pub async fn start(&self) -> OrchResult<()> {
         let recovered = self.inner.store.invocation_recover_node(&self.inner.cfg.node).await?;
         if recovered > 0 {
@@ -226,41 +232,36 @@ impl Orchestrator {
         }
         let me = self.clone();
         self.inner.tracker.spawn(async move { worker::dispatch_loop(me).await });
-        if let Some(retention) = self.inner.cfg.retention {
-            let me = self.clone();
-            self.inner.tracker.spawn(async move { me.purge_loop(retention).await });
-        }
+        let me = self.clone();
+        let services = self.inner.cfg.services.clone();
+        self.inner.tracker.spawn(async move { crate::services::run(me, services).await });
         Ok(())
     }
 
-    /// Deletes final invocations older than `retention`, every `purge_interval`, in bounded
-    /// batches (one transaction each) so a large backlog never holds the writer for long.
-    async fn purge_loop(&self, retention: Duration) {
-        const PURGE_BATCH: u32 = 5_000;
-        let age = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.inner.cfg.purge_interval) => {},
-                _ = self.inner.shutdown.cancelled() => return,
-            }
-            let mut total = 0;
-            loop {
-                match self.inner.store.invocation_purge(age, PURGE_BATCH).await {
-                    Ok(n) => {
-                        total += n;
-                        if n < u64::from(PURGE_BATCH) || self.inner.shutdown.is_cancelled() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "purging old invocations failed; will try again");
-                        break;
-                    }
-                }
-            }
-            if total > 0 {
-                tracing::info!(purged = total, retention_ms = age, "purged final invocations past their retention");
-            }
+    /// After how long without a heartbeat a node counts as dead, in ms.
+    pub fn heartbeat_timeout_ms(&self) -> i64 {
+        i64::try_from(self.inner.cfg.services.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Attempts this node runs at once.
+    pub fn slots(&self) -> usize {
+        self.inner.cfg.slots
+    }
+
+    /// Cancelled when the orchestrator shuts down.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Tells the dispatcher there may be work (rerouted invocations, say).
+    pub(crate) fn nudge(&self) {
+        self.inner.work.notify_one();
+    }
+
+    /// Wakes the waiters of invocations that became final outside this node's attempts.
+    pub(crate) fn wake_final(&self, ids: &[String]) {
+        for id in ids {
+            self.inner.waiters.wake(id);
         }
     }
 
@@ -419,10 +420,12 @@ impl Orchestrator {
             }
             if let Some(s) = n.scope.as_deref() {
                 if let Some(inv) = by_scope.get(s) {
+                    self.check_same_args(n, &inv.call_id, &inv.id).await?;
                     answers.push(Answer::Existing(Box::new(inv.clone())));
                     continue;
                 }
                 if let Some(&j) = scope_in_batch.get(s) {
+                    self.check_same_args(n, &to_insert[j].call_id, "an earlier call of this batch").await?;
                     answers.push(Answer::SameAs(j));
                     continue;
                 }
@@ -451,6 +454,19 @@ impl Orchestrator {
             .collect()
     }
 
+    /// A call about to reuse a waiting invocation of its registration scope: refused when the
+    /// arguments differ and the task says so (`on_diff_non_key_args_raise`).
+    async fn check_same_args(&self, n: &NewInvocation, existing_call_id: &str, existing: &str) -> OrchResult<()> {
+        if n.call_id == existing_call_id || !self.task(&n.task).await?.policy.on_diff_non_key_args_raise {
+            return Ok(());
+        }
+        Err(OrchestratorError::ArgsConflict(format!(
+            "task `{}` already has a waiting invocation ({existing}) with the same key arguments but different \
+             other arguments, and its on_diff_non_key_args_raise option refuses to reuse it",
+            n.task
+        )))
+    }
+
     async fn new_invocation(
         &self,
         task: &str,
@@ -466,9 +482,11 @@ impl Orchestrator {
                 .map_err(|e| OrchestratorError::BadRequest(e.to_string()))
         };
         let scope = scope_of(def.registration_concurrency)?;
-        let run_scope = scope_of(def.running_concurrency)?;
+        let id = id.unwrap_or_else(identity::new_invocation_id);
+        let run_scope = scope_of(def.running_concurrency)?
+            .map(|s| policy::running_lane(s, &id, def.policy.running_concurrency_slots));
         Ok(NewInvocation {
-            id: id.unwrap_or_else(identity::new_invocation_id),
+            id,
             call_id: identity::call_id(task, &canonical),
             task: task.to_string(),
             args: canonical,

@@ -55,9 +55,29 @@ pub fn concurrency_scope(
     })
 }
 
+/// The running scope of an invocation when `slots` invocations of `scope` may run at once:
+/// lane `hash(id) mod slots` of the scope, so that the one-owner-per-scope index allows one per
+/// lane. With one slot the scope is unchanged.
+pub fn running_lane(scope: String, invocation_id: &str, slots: u32) -> String {
+    if slots <= 1 {
+        return scope;
+    }
+    let digest = identity::call_id("lane", invocation_id);
+    let n = u64::from_str_radix(digest.get(..12).unwrap_or("0"), 16).unwrap_or(0);
+    format!("{scope}#{}", n % u64::from(slots))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lanes_spread_invocations_over_the_slots_of_a_scope() {
+        assert_eq!(running_lane("task:t".into(), "abc", 1), "task:t");
+        let lanes: std::collections::BTreeSet<String> =
+            (0..200).map(|i| running_lane("task:t".into(), &format!("inv-{i}"), 3)).collect();
+        assert_eq!(lanes.into_iter().collect::<Vec<_>>(), vec!["task:t#0", "task:t#1", "task:t#2"]);
+    }
     use serde_json::json;
 
     #[test]

@@ -232,4 +232,56 @@ mod tests {
             assert!(a.can_move_to(b), "{a} -> {b}");
         }
     }
+
+    /// From every status some final status is reachable: no walk can be trapped in a loop.
+    #[test]
+    fn a_final_status_is_reachable_from_every_status() {
+        for s in InvocationStatus::ALL {
+            let mut seen = vec![*s];
+            let mut i = 0;
+            while i < seen.len() && !seen[i].is_final() {
+                for n in seen[i].next() {
+                    if !seen.contains(n) {
+                        seen.push(*n);
+                    }
+                }
+                i += 1;
+            }
+            assert!(seen.iter().any(|x| x.is_final()), "no final status reachable from {s}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Random walks along the table from `registered`, tracking ownership as the store
+        /// does: an owned status always has an owner, runnable and final ones never do, and an
+        /// owner is only ever taken by a claim (a move into an acquiring status).
+        #[test]
+        fn random_walks_keep_ownership_consistent(choices in proptest::collection::vec(0usize..16, 1..80)) {
+            let mut s = InvocationStatus::Registered;
+            let mut owner: Option<u32> = None;
+            let mut epoch = 0u32;
+            for c in choices {
+                if s.is_final() {
+                    proptest::prop_assert!(s.next().is_empty());
+                    break;
+                }
+                let next = s.next()[c % s.next().len()];
+                match next.ownership() {
+                    Ownership::Acquires => {
+                        proptest::prop_assert!(owner.is_none(), "{} -> {} claims an owned invocation", s, next);
+                        epoch += 1;
+                        owner = Some(epoch);
+                    }
+                    Ownership::Requires => proptest::prop_assert!(owner.is_some(), "{} -> {} without owner", s, next),
+                    Ownership::Releases | Ownership::Overrides => owner = None,
+                    Ownership::Free => {}
+                }
+                s = next;
+                proptest::prop_assert_eq!(s.is_owned(), owner.is_some(), "at {}", s);
+                if s.is_runnable() || s.is_final() {
+                    proptest::prop_assert!(owner.is_none(), "{} keeps an owner", s);
+                }
+            }
+        }
+    }
 }

@@ -79,6 +79,7 @@ pub(crate) fn task_defs(
             pins: d.pins,
             paused: false,
             name: d.name,
+            policy: crate::model::TaskPolicy::default(),
         };
         if def.max_attempts == 0 {
             return Err(format!("task `{}`: max-attempts must be at least 1", def.name));

@@ -18,11 +18,11 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use super::{PgStore, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
 use crate::model::{
     Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner, TaskDef, TaskFailure,
-    TaskPatch, Transition,
+    TaskPatch, TaskPolicy, Transition,
 };
 
 use InvocationStatus::*;
-use TransitionOutcome::{Applied, Rejected};
+use TransitionOutcome::{Applied, BadTransition, LostRace, NotFound, WrongOwner};
 
 // ---------------------------------------------------------------------------------------------
 // Harness.
@@ -202,6 +202,7 @@ fn task(name: &str) -> TaskDef {
         key_arguments: vec![],
         pins: vec![],
         paused: false,
+        policy: TaskPolicy::default(),
     }
 }
 
@@ -521,7 +522,17 @@ async fn transitions_are_compare_and_swap(h: Harness) {
         ])
         .await
         .expect("transition");
-    assert_eq!(outcomes, vec![Rejected; 4]);
+    assert_eq!(outcomes, vec![LostRace, WrongOwner, WrongOwner, BadTransition], "each refusal says why");
+    // A path the status table does not allow never reaches the database, however owned.
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&a, Pending, Some(("n1", 1)), &[Success]),
+            tr(&a, Pending, Some(("n1", 1)), &[Running, Registered]),
+            tr("missing", Pending, None, &[Running]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![BadTransition, BadTransition, NotFound]);
     assert_eq!(statuses(store, &a).await, vec![Registered, Pending]);
 
     // The owner moves it; the owner is kept while running and cleared on success.
@@ -538,7 +549,7 @@ async fn transitions_are_compare_and_swap(h: Harness) {
     let inv = get(store, &a).await;
     assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Success, None, 1));
     assert_eq!(inv.result, Some(serde_json::json!({"answer": 42})));
-    assert_eq!(store.invocation_transition_batch(&[done]).await.expect("again"), vec![Rejected], "final is final");
+    assert_eq!(store.invocation_transition_batch(&[done]).await.expect("again"), vec![LostRace], "final is final");
     let history = store.invocation_history(&a).await.expect("history");
     assert_eq!(history.iter().map(|h| h.status).collect::<Vec<_>>(), vec![Registered, Pending, Running, Success]);
     assert!(history.windows(2).all(|w| w[0].at <= w[1].at));
@@ -554,7 +565,7 @@ async fn transitions_are_compare_and_swap(h: Harness) {
         .invocation_transition_batch(&[fail, tr(&c, Pending, Some(("zombie", 1)), &[Running])])
         .await
         .expect("transition");
-    assert_eq!(outcomes, vec![Applied, Rejected], "outcomes in input order");
+    assert_eq!(outcomes, vec![Applied, WrongOwner], "outcomes in input order");
     let inv = get(store, &b).await;
     assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Retry, None, 1));
     assert_eq!(inv.error, Some(TaskFailure::new(ErrorKind::Timeout, "took too long")));
@@ -568,7 +579,7 @@ async fn transitions_are_compare_and_swap(h: Harness) {
         ])
         .await
         .expect("transition");
-    assert_eq!(outcomes, vec![Rejected, Rejected], "the old epoch is fenced out");
+    assert_eq!(outcomes, vec![WrongOwner, WrongOwner], "the old epoch is fenced out");
     let mut ok = tr(&b, Pending, Some(("n2", 2)), &[Running, Success]);
     ok.result = Some("7".into());
     assert_eq!(store.invocation_transition_batch(&[ok]).await.expect("transition"), vec![Applied]);
@@ -622,7 +633,7 @@ async fn duplicate_ids_in_one_batch_apply_in_order(h: Harness) {
         ])
         .await
         .expect("transition");
-    assert_eq!(outcomes, vec![Applied, Applied, Applied, Rejected, Rejected, Applied, Applied, Applied]);
+    assert_eq!(outcomes, vec![Applied, Applied, Applied, LostRace, LostRace, Applied, Applied, Applied]);
     assert_eq!(statuses(store, &a).await, vec![Registered, Pending, Running, Success]);
     assert_eq!(statuses(store, &b).await, vec![Registered, Pending, Running, Paused, Resumed, Running]);
     assert_eq!(statuses(store, &c).await, vec![Registered, Pending, Running]);
@@ -790,18 +801,18 @@ async fn rejected_changes_write_no_history(h: Harness) {
         ])
         .await
         .expect("transition");
-    assert_eq!(outcomes, vec![Rejected, Applied, Rejected, Rejected]);
+    assert_eq!(outcomes, vec![LostRace, Applied, WrongOwner, WrongOwner]);
     // The same on the durable path, and without an owner check.
     let outcomes = store
         .invocation_transition_batch(&[tr(&a, Running, o, &[Success]), tr(&b, Pending, None, &[Running, Success])])
         .await
         .expect("transition");
-    assert_eq!(outcomes, vec![Applied, Rejected]);
+    assert_eq!(outcomes, vec![Applied, LostRace]);
     let outcomes = store
         .invocation_transition_batch(&[tr(&a, Running, None, &[Success]), tr(&a, Running, o, &[Success])])
         .await
         .expect("transition");
-    assert_eq!(outcomes, vec![Rejected, Rejected]);
+    assert_eq!(outcomes, vec![LostRace, LostRace]);
 
     assert_eq!(statuses(store, &a).await, vec![Registered, Pending, Running, Success]);
     assert_eq!(statuses(store, &b).await, vec![Registered, Pending, Running]);

@@ -343,6 +343,7 @@ pub(super) struct TaskRow {
     pins: String,
     paused: bool,
     user_patched: String,
+    options: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -474,6 +475,7 @@ struct TaskJson<'a> {
     pins: String,
     paused: i64,
     user_patched: String,
+    options: String,
 }
 
 /// Refuses to store text that would not decode later (the store never holds rows it cannot
@@ -595,6 +597,7 @@ impl TaskRow {
             key_arguments: serde_json::from_str(&self.key_arguments).map_err(|e| corrupt("key_arguments", e))?,
             pins: serde_json::from_str(&self.pins).map_err(|e| corrupt("pins", e))?,
             paused: self.paused,
+            policy: serde_json::from_str(&self.options).map_err(|e| corrupt("options", e))?,
             name: self.name,
             component: self.component,
             description: self.description,
@@ -630,6 +633,7 @@ fn task_json<'a>(task: &'a TaskDef, component: &'a str, user_patched: String) ->
         pins: to_json(&task.pins)?,
         paused: i64::from(task.paused),
         user_patched,
+        options: to_json(&task.policy)?,
     })
 }
 
@@ -744,6 +748,48 @@ fn path_history_json(pass: &[&Transition]) -> StoreResult<String> {
         .flat_map(|t| t.path.iter().map(|s| PathJson { id: &t.id, status: s.as_str(), node: &t.node }))
         .collect();
     to_json(&rows)
+}
+
+/// Whether a transition's path is a walk of the status table from its `from` status.
+fn follows_table(t: &Transition) -> bool {
+    let mut at = t.from;
+    !t.path.is_empty()
+        && t.path.iter().all(|&next| {
+            let ok = at.can_move_to(next);
+            at = next;
+            ok
+        })
+}
+
+impl SqlStore {
+    /// Says why the transitions at `rejected` (sent, not applied) were refused, from the rows
+    /// as they are now: gone (`NotFound`), in another status (`LostRace`) or held by another
+    /// owner (`WrongOwner`). Read after the fact, so only an explanation; the refusal itself
+    /// was the compare-and-swap's.
+    async fn explain_rejections(
+        &self,
+        changes: &[Transition],
+        rejected: &[usize],
+        outcomes: &mut [TransitionOutcome],
+    ) -> StoreResult<()> {
+        let ids: Vec<String> = rejected.iter().map(|&i| changes[i].id.clone()).collect();
+        let now: HashMap<String, Invocation> =
+            self.invocation_get_many(&ids).await?.into_iter().map(|inv| (inv.id.clone(), inv)).collect();
+        for &i in rejected {
+            let t = &changes[i];
+            outcomes[i] = match now.get(&t.id) {
+                None => TransitionOutcome::NotFound,
+                Some(inv) if inv.status != t.from => TransitionOutcome::LostRace,
+                Some(inv) => match &t.owner {
+                    Some(o) if inv.owner.as_deref() != Some(o.node.as_str()) || inv.attempts != o.attempt => {
+                        TransitionOutcome::WrongOwner
+                    }
+                    _ => TransitionOutcome::LostRace,
+                },
+            };
+        }
+        Ok(())
+    }
 }
 
 /// A fresh marker for the rows one SQLite script changes (`last_tx`, see [`sql`]): random, so
@@ -972,6 +1018,7 @@ impl Store for SqlStore {
                         .bind(to_json(&def.pins)?)
                         .bind(def.paused)
                         .bind(user_patched)
+                        .bind(to_json(&def.policy)?)
                         .execute(&mut *tx)
                         .await?;
                     Some(def)
@@ -1096,7 +1143,7 @@ impl Store for SqlStore {
     }
 
     async fn invocation_transition_batch(&self, changes: &[Transition]) -> StoreResult<Vec<TransitionOutcome>> {
-        let mut outcomes = vec![TransitionOutcome::Rejected; changes.len()];
+        let mut outcomes = vec![TransitionOutcome::LostRace; changes.len()];
         // Pass n holds the n-th transition of every id (positions in `changes`).
         let mut passes: Vec<Vec<usize>> = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -1104,8 +1151,9 @@ impl Store for SqlStore {
             if let Some(result) = &t.result {
                 check_json("result", &t.id, result)?;
             }
-            if t.path.is_empty() {
-                continue; // nothing to enter: rejected
+            if !follows_table(t) {
+                outcomes[i] = TransitionOutcome::BadTransition;
+                continue;
             }
             let n = seen.entry(t.id.as_str()).or_insert(0);
             if passes.len() <= *n {
@@ -1117,6 +1165,7 @@ impl Store for SqlStore {
         if passes.is_empty() {
             return Ok(outcomes);
         }
+        let sent: Vec<usize> = passes.iter().flatten().copied().collect();
         for pass in &mut passes {
             pass.sort_unstable_by(|a, b| changes[*a].id.cmp(&changes[*b].id));
         }
@@ -1158,8 +1207,13 @@ impl Store for SqlStore {
                 applied
             }),
         };
-        for i in applied {
+        let applied: HashSet<usize> = applied.into_iter().collect();
+        let rejected: Vec<usize> = sent.into_iter().filter(|i| !applied.contains(i)).collect();
+        for &i in &applied {
             outcomes[i] = TransitionOutcome::Applied;
+        }
+        if !rejected.is_empty() {
+            self.explain_rejections(changes, &rejected, &mut outcomes).await?;
         }
         Ok(outcomes)
     }
@@ -1352,3 +1406,8 @@ mod tests {
         assert_eq!(merged, TaskPatch { max_attempts: Some(7), paused: Some(true), ..TaskPatch::default() });
     }
 }
+
+// The coordination tables (membership, atomic services, triggers, events), in a file of their
+// own; declared here so that it shares the macros above.
+#[path = "coord.rs"]
+mod coord;

@@ -9,8 +9,9 @@
 use async_trait::async_trait;
 
 use crate::model::{
-    Claimed, ComponentInfo, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, NewInvocation,
-    TaskDef, TaskInstance, TaskPatch, Transition,
+    Claimed, ComponentInfo, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, NewInvocation,
+    NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance, TaskPatch, Transition, Trigger,
+    TriggerRun,
 };
 
 #[cfg(test)]
@@ -48,14 +49,29 @@ pub enum StoreError {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The outcome of one transition of a batch.
+/// The outcome of one transition of a batch: applied, or why not (typed, so that callers can
+/// tell fencing from a lost race from a caller's bug).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransitionOutcome {
     /// The compare-and-swap matched and the change (and history) is stored.
     Applied,
-    /// The row was not in the expected status or had another owner: the change was dropped.
-    /// For an attempt's write this means the attempt was taken away (fencing).
-    Rejected,
+    /// The path is not a walk of the status table from `from` (or is empty); it was never
+    /// sent to the database. A caller's bug.
+    BadTransition,
+    /// No invocation has that id.
+    NotFound,
+    /// The invocation is in `from` but another owner (node or attempt epoch) holds it: for an
+    /// attempt's write this means the attempt was taken away (fencing).
+    WrongOwner,
+    /// The invocation is no longer in `from`: another change came first.
+    LostRace,
+}
+
+impl TransitionOutcome {
+    /// Whether the change was stored.
+    pub fn is_applied(self) -> bool {
+        self == Self::Applied
+    }
 }
 
 /// Counts of invocations per task and status.
@@ -69,9 +85,107 @@ pub struct StatusCount {
     pub count: i64,
 }
 
+/// What the storage gate of the atomic services answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceGate {
+    /// This node holds the gate; the execution record has this id.
+    Acquired(i64),
+    /// Another execution runs (a `blocked` record was written).
+    Busy(Option<ServiceRun>),
+}
+
+/// Durable coordination state: node membership, the atomic services' executions and gate,
+/// triggers and events. Part of every [`Store`].
+#[async_trait]
+pub trait Coordination: Send + Sync + 'static {
+    /// Registers a node (or starts its new life: labels and capacity replaced, `left_at`
+    /// cleared, `joined_at` kept, so a restarted node keeps its seniority).
+    async fn node_register(&self, name: &str, labels: &[String], capacity: u32) -> StoreResult<NodeInfo>;
+
+    /// Refreshes a node's heartbeat to the database now, which it returns; `None` if the node
+    /// is unknown or left.
+    async fn node_heartbeat(&self, name: &str) -> StoreResult<Option<Millis>>;
+
+    /// Marks a node as left (clean shutdown).
+    async fn node_leave(&self, name: &str) -> StoreResult<()>;
+
+    /// The database now and every node, oldest `joined_at` first.
+    async fn node_list(&self) -> StoreResult<(Millis, Vec<NodeInfo>)>;
+
+    /// The storage gate: in one transaction, abandons the running execution if it is older
+    /// than `stale_after_ms` or belongs to one of `dead_nodes`, then records a `running`
+    /// execution for `node` unless one still runs (then a `blocked` record).
+    async fn service_begin(&self, node: &str, stale_after_ms: i64, dead_nodes: &[String]) -> StoreResult<ServiceGate>;
+
+    /// Ends an execution (unless it was abandoned meanwhile) with what it did.
+    async fn service_finish(&self, id: i64, status: ServiceRunStatus, detail: &serde_json::Value) -> StoreResult<()>;
+
+    /// The latest executions, newest first.
+    async fn service_list(&self, limit: u32) -> StoreResult<Vec<ServiceRun>>;
+
+    /// Deletes execution records that started more than `older_than_ms` ago.
+    async fn service_prune(&self, older_than_ms: i64) -> StoreResult<u64>;
+
+    /// pynenc's `max_pending` recovery (by node `by`, for the history): up to `limit` invocations pending for more than
+    /// `older_than_ms` move `pending_recovery → rerouted` (with history). Returns how many.
+    async fn invocation_recover_pending(&self, by: &str, older_than_ms: i64, limit: u32) -> StoreResult<u64>;
+
+    /// Running concurrency that drops instead of rerouting: up to `limit` runnable
+    /// (`registered`, `rerouted`) invocations of `tasks` whose running scope is held move to
+    /// `concurrency_controlled_final` (with history). Returns their ids.
+    async fn invocation_drop_blocked(&self, by: &str, tasks: &[String], limit: u32) -> StoreResult<Vec<String>>;
+
+    /// Stores a new trigger (its `created_at` is set by the database).
+    async fn trigger_insert(&self, trigger: &Trigger) -> StoreResult<Trigger>;
+
+    /// Every trigger, oldest first.
+    async fn trigger_list(&self) -> StoreResult<Vec<Trigger>>;
+
+    /// One trigger.
+    async fn trigger_get(&self, id: &str) -> StoreResult<Option<Trigger>>;
+
+    /// Removes a trigger and its runs; false if it did not exist.
+    async fn trigger_delete(&self, id: &str) -> StoreResult<bool>;
+
+    /// Saves a trigger's evaluation state.
+    async fn trigger_save_state(&self, id: &str, state: &serde_json::Value) -> StoreResult<()>;
+
+    /// Records firings, in one statement; a run recorded before is skipped.
+    async fn trigger_runs_record(&self, runs: &[TriggerRun]) -> StoreResult<()>;
+
+    /// The latest firings of a trigger, newest first.
+    async fn trigger_runs(&self, trigger_id: &str, limit: u32) -> StoreResult<Vec<TriggerRun>>;
+
+    /// Stores an event.
+    async fn event_insert(&self, code: &str, payload: &serde_json::Value) -> StoreResult<Event>;
+
+    /// Events after sequence `after` (at most `limit`, only those older than `settle_ms`)
+    /// and the sequence number to continue from.
+    async fn events_after(&self, after: i64, settle_ms: i64, limit: u32) -> StoreResult<(Vec<Event>, i64)>;
+
+    /// Status changes of `tasks` after history sequence `after` (scanning at most `limit`
+    /// history rows older than `settle_ms`) and the sequence number to continue from.
+    async fn status_changes_after(
+        &self,
+        after: i64,
+        tasks: &[String],
+        settle_ms: i64,
+        limit: u32,
+    ) -> StoreResult<(Vec<StatusChange>, i64)>;
+
+    /// Deletes events older than `older_than_ms`.
+    async fn events_purge(&self, older_than_ms: i64) -> StoreResult<u64>;
+
+    /// A cursor of the trigger evaluation (`None` before its first use).
+    async fn cursor_get(&self, name: &str) -> StoreResult<Option<i64>>;
+
+    /// Moves a cursor of the trigger evaluation.
+    async fn cursor_set(&self, name: &str, position: i64) -> StoreResult<()>;
+}
+
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Coordination + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn dialect(&self) -> &'static str;
 
@@ -132,8 +246,10 @@ pub trait Store: Send + Sync + 'static {
     /// `pending` outside a claim, makes `node` the owner and starts a new attempt); `attempts`
     /// is otherwise kept (`retry` keeps it). `result` and `error`, when given, replace the
     /// stored ones; when absent the previous values stay (the last error remains on record).
-    /// One history row per status of `path`, in order. One outcome per transition, in order;
-    /// an empty `path` is `Rejected`. An id repeated in the batch is applied in batch order
+    /// One history row per status of `path`, in order. One outcome per transition, in order: a
+    /// `path` that is not a walk of the status table from `from` (or is empty) is
+    /// `BadTransition` and never reaches the database; a refused compare-and-swap says why
+    /// (`NotFound`, `WrongOwner`, `LostRace`). An id repeated in the batch is applied in batch order
     /// (each later change sees the earlier one). A `result` that is not JSON fails the batch.
     /// The `instance` of an applied change (the attempt it ends) is recorded in the same
     /// transaction; a second record of the same attempt is ignored.

@@ -98,7 +98,8 @@ macro_rules! invocation_columns {
 macro_rules! task_columns {
     () => {
         "name, component, description, max_attempts, timeout_ms, memory_limit_bytes, \
-         registration_concurrency, running_concurrency, key_arguments, pins, paused, user_patched"
+         registration_concurrency, running_concurrency, key_arguments, pins, paused, user_patched, \
+         options"
     };
 }
 
@@ -202,7 +203,8 @@ macro_rules! tasks_upsert {
              CAST(j.value ->> 'memory_limit_bytes' AS BIGINT), \
              j.value ->> 'registration_concurrency', j.value ->> 'running_concurrency', \
              j.value ->> 'key_arguments', j.value ->> 'pins', \
-             (CAST(j.value ->> 'paused' AS INTEGER) <> 0), j.value ->> 'user_patched', ",
+             (CAST(j.value ->> 'paused' AS INTEGER) <> 0), j.value ->> 'user_patched', \
+             j.value ->> 'options', ",
             now_ms!($d),
             " FROM ",
             json_rows!($d),
@@ -214,6 +216,7 @@ macro_rules! tasks_upsert {
              running_concurrency = excluded.running_concurrency, \
              key_arguments = excluded.key_arguments, pins = excluded.pins, \
              paused = excluded.paused, user_patched = excluded.user_patched, \
+             options = excluded.options, \
              updated_at = excluded.updated_at \
              WHERE tasks.component = excluded.component \
              RETURNING name"
@@ -242,13 +245,13 @@ macro_rules! task_update {
         concat!(
             "UPDATE tasks SET max_attempts = $2, timeout_ms = $3, memory_limit_bytes = $4, \
              registration_concurrency = $5, running_concurrency = $6, key_arguments = $7, \
-             pins = $8, paused = $9, user_patched = $10, updated_at = ",
+             pins = $8, paused = $9, user_patched = $10, options = $11, updated_at = ",
             now_ms!($d),
             " WHERE name = $1"
         )
     };
 }
-/// Rewrites a task's options (`$1` name, `$2`… every option, `$10` the merged user patch).
+/// Rewrites a task's options (`$1` name, `$2`… every option, `$10` the merged user patch, `$11` the policy JSON).
 pub(super) const TASK_UPDATE: Sql = both!(task_update);
 
 // ---------------------------------------------------------------------------------------------
@@ -691,3 +694,8 @@ pub(super) const INVOCATION_HISTORY: Sql = Sql::same(
     "SELECT status, node, attempt, at FROM invocation_history WHERE invocation_id = $1 \
      ORDER BY seq",
 );
+
+// ---------------------------------------------------------------------------------------------
+// Membership, atomic services, triggers and events: see `coord.rs` beside this file.
+#[path = "sql_coord.rs"]
+pub(super) mod coord;

@@ -1,0 +1,111 @@
+//! Triggers (`/v1/triggers`), events (`/v1/events`), the atomic services' execution records
+//! (`/v1/services/runs`) and the node list (`/v1/cluster/nodes`).
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::orchestrator::NewTrigger;
+
+/// `POST /v1/triggers` → 201 with the trigger.
+pub(super) async fn create_trigger(
+    State(s): State<AppState>,
+    body: Result<Json<NewTrigger>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body?;
+    let t = s.orch.trigger_create(body).await?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+/// `GET /v1/triggers`.
+pub(super) async fn list_triggers(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(json!({"triggers": s.orch.store().trigger_list().await?})))
+}
+
+/// `GET /v1/triggers/{id}`: the trigger and its latest runs.
+pub(super) async fn show_trigger(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let t = s.orch.store().trigger_get(&id).await?.ok_or_else(|| ApiError::not_found(format!("trigger `{id}`")))?;
+    let runs = s.orch.store().trigger_runs(&id, 100).await?;
+    let mut v = serde_json::to_value(&t).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("runs".into(), json!(runs));
+    }
+    Ok(Json(v))
+}
+
+/// `DELETE /v1/triggers/{id}` → 204.
+pub(super) async fn delete_trigger(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.orch.trigger_delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventBody {
+    code: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+/// `POST /v1/events` → 202 with the stored event.
+pub(super) async fn post_event(
+    State(s): State<AppState>,
+    body: Result<Json<EventBody>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body?;
+    let payload = if body.payload.is_null() { json!({}) } else { body.payload };
+    let e = s.orch.event_post(&body.code, &payload).await?;
+    Ok((StatusCode::ACCEPTED, Json(e)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LimitQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /v1/services/runs?limit=N`: the latest executions of the atomic services.
+pub(super) async fn service_runs(
+    State(s): State<AppState>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1_000);
+    Ok(Json(json!({"runs": s.orch.store().service_list(limit).await?})))
+}
+
+/// `GET /v1/cluster/nodes`: every node with its liveness on the database clock.
+pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (now, nodes) = s.orch.store().node_list().await?;
+    let timeout = s.orch.heartbeat_timeout_ms();
+    let live: Vec<&crate::model::NodeInfo> = nodes.iter().filter(|n| n.is_live(now, timeout)).collect();
+    let leader = live.first().map(|n| n.name.clone());
+    let out: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "labels": n.labels,
+                "capacity": n.capacity,
+                "live": n.is_live(now, timeout),
+                "leader": Some(&n.name) == leader.as_ref(),
+                "joined_at": n.joined_at,
+                "started_at": n.started_at,
+                "last_heartbeat": n.heartbeat_at,
+                "left_at": n.left_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"now": now, "nodes": out})))
+}

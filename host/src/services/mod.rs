@@ -1,0 +1,264 @@
+//! Atomic services (pynenc): the cluster-wide singleton maintenance — recovery of work owned by
+//! dead nodes or pending too long, running-concurrency drops, trigger evaluation and the
+//! auto-purge — run by one node at a time. Every node heartbeats each `heartbeat_interval`;
+//! the live nodes share a cycle in time slots (`slots.rs`, pynenc's algorithm), and a node in
+//! its slot passes the storage gate (at most one `running` execution record, a unique index)
+//! before it runs the services. Each execution leaves a record (running / completed /
+//! abandoned / blocked) that `GET /v1/services/runs` shows.
+
+pub mod slots;
+mod trigger_eval;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::model::{NodeInfo, ServiceRunStatus};
+use crate::orchestrator::Orchestrator;
+use crate::store::ServiceGate;
+use slots::{RunnerView, SlotConfig, SlotDecision};
+
+/// Execution records older than this are pruned.
+const RECORD_RETENTION_MS: i64 = 3_600_000;
+/// Most rows one step of an execution moves (the next execution takes the rest).
+const STEP_LIMIT: u32 = 1_000;
+
+/// Settings of the atomic services and of this node's membership.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    /// Labels of this node.
+    pub labels: Vec<String>,
+    /// Heartbeat (and slot check) interval.
+    pub heartbeat_interval: Duration,
+    /// A node silent this long is dead.
+    pub heartbeat_timeout: Duration,
+    /// Invocations pending longer than this are rerouted.
+    pub max_pending: Duration,
+    /// The cycle and margin the live nodes share.
+    pub slots: SlotConfig,
+    /// Final invocations older than this are purged; `None` keeps them.
+    pub retention: Option<Duration>,
+    /// How often the purge runs (at most).
+    pub purge_interval: Duration,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The nodes the slot algorithm sees: every node that has not left.
+fn runner_views(nodes: &[NodeInfo]) -> Vec<RunnerView<'_>> {
+    nodes
+        .iter()
+        .filter(|n| n.left_at.is_none())
+        .map(|n| RunnerView {
+            id: &n.name,
+            since_ms: n.joined_at,
+            last_heartbeat_ms: n.heartbeat_at,
+            can_run_atomic_service: true,
+        })
+        .collect()
+}
+
+/// Registers this node, then heartbeats and runs the services in its slots until shutdown;
+/// leaves the cluster at the end.
+pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
+    let store = orch.store().clone();
+    let node = orch.node().to_string();
+    let capacity = u32::try_from(orch.slots()).unwrap_or(u32::MAX);
+    let shutdown = orch.shutdown_token();
+    let mut registered = false;
+    let mut ticker = tokio::time::interval(cfg.heartbeat_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_purge = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {},
+            _ = shutdown.cancelled() => break,
+        }
+        if !registered {
+            match store.node_register(&node, &cfg.labels, capacity).await {
+                Ok(_) => registered = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registering this node failed; will try again");
+                    continue;
+                }
+            }
+        } else {
+            match store.node_heartbeat(&node).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(node = %node, "this node was declared dead by the cluster; registering again");
+                    registered = false;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat failed; will try again");
+                    continue;
+                }
+            }
+        }
+        let (now, nodes) = match store.node_list().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the node list failed");
+                continue;
+            }
+        };
+        let timeout = ms(cfg.heartbeat_timeout);
+        let decision = slots::decide(&cfg.slots, &runner_views(&nodes), &node, now, timeout);
+        if !matches!(decision, SlotDecision::Run { .. }) {
+            continue;
+        }
+        let dead: Vec<String> =
+            nodes.iter().filter(|n| n.left_at.is_none() && !n.is_live(now, timeout)).map(|n| n.name.clone()).collect();
+        match store.service_begin(&node, ms(cfg.slots_interval()), &dead).await {
+            Ok(ServiceGate::Acquired(id)) => {
+                let purge_due = last_purge.elapsed() >= cfg.purge_interval;
+                if purge_due {
+                    last_purge = Instant::now();
+                }
+                let detail = execute(&orch, &cfg, &dead, purge_due).await;
+                if let Err(e) = store.service_finish(id, ServiceRunStatus::Completed, &detail).await {
+                    tracing::warn!(error = %e, "recording the end of an atomic-service run failed");
+                }
+            }
+            Ok(ServiceGate::Busy(holder)) => {
+                tracing::debug!(holder = ?holder.map(|h| h.node), "atomic services are running elsewhere");
+            }
+            Err(e) => tracing::warn!(error = %e, "the atomic-service gate failed"),
+        }
+    }
+    if registered && let Err(e) = store.node_leave(&node).await {
+        tracing::warn!(error = %e, "leaving the cluster failed (the node will be seen as dead)");
+    }
+}
+
+impl ServicesConfig {
+    fn slots_interval(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.slots.interval_ms()).unwrap_or(0))
+    }
+}
+
+/// One execution of every service; errors of one service do not stop the others and are
+/// kept in the record.
+async fn execute(orch: &Orchestrator, cfg: &ServicesConfig, dead: &[String], purge_due: bool) -> serde_json::Value {
+    let store = orch.store();
+    let node = orch.node();
+    let mut errors: Vec<String> = Vec::new();
+    let mut note = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(service = what, error = %e, "atomic service step failed");
+        errors.push(format!("{what}: {e}"));
+    };
+
+    // Recovery of dead nodes' work; a node recovered is marked left (it registers again if
+    // it comes back, keeping its seniority).
+    let mut recovered_dead = 0;
+    for d in dead {
+        match store.invocation_recover_node(d).await {
+            Ok(n) => {
+                recovered_dead += n;
+                if n > 0 {
+                    tracing::warn!(node = %d, recovered = n, "rerouted the invocations of a dead node");
+                }
+                if let Err(e) = store.node_leave(d).await {
+                    note("recovery", &e);
+                }
+            }
+            Err(e) => note("recovery", &e),
+        }
+    }
+    // Pending too long (pynenc's max_pending).
+    let recovered_pending = match store.invocation_recover_pending(node, ms(cfg.max_pending), STEP_LIMIT).await {
+        Ok(n) => n,
+        Err(e) => {
+            note("pending recovery", &e);
+            0
+        }
+    };
+    if recovered_dead + recovered_pending > 0 {
+        orch.nudge();
+    }
+    // Running concurrency that drops blocked invocations.
+    let dropped = match drop_blocked(orch).await {
+        Ok(n) => n,
+        Err(e) => {
+            note("concurrency control", &e);
+            0
+        }
+    };
+    // Triggers.
+    let fired = match trigger_eval::evaluate_all(orch).await {
+        Ok(n) => n,
+        Err(e) => {
+            note("triggers", &e);
+            0
+        }
+    };
+    // Auto-purge.
+    let mut purged = 0;
+    if purge_due && let Some(retention) = cfg.retention {
+        match purge(orch, retention).await {
+            Ok(n) => purged = n,
+            Err(e) => note("purge", &e),
+        }
+    }
+    if purge_due && let Err(e) = store.service_prune(RECORD_RETENTION_MS).await {
+        note("purge", &e);
+    }
+    json!({
+        "dead_nodes": dead,
+        "recovered_dead": recovered_dead,
+        "recovered_pending": recovered_pending,
+        "dropped": dropped,
+        "triggers_fired": fired,
+        "purged": purged,
+        "errors": errors,
+    })
+}
+
+/// Drops (`concurrency_controlled_final`) the blocked invocations of tasks that do not
+/// reroute on concurrency control.
+async fn drop_blocked(orch: &Orchestrator) -> Result<usize, crate::store::StoreError> {
+    let tasks: Vec<String> = orch
+        .store()
+        .task_list()
+        .await?
+        .into_iter()
+        .filter(|t| !t.policy.reroute_on_concurrency_control)
+        .map(|t| t.name)
+        .collect();
+    let dropped = orch.store().invocation_drop_blocked(orch.node(), &tasks, STEP_LIMIT).await?;
+    orch.wake_final(&dropped);
+    Ok(dropped.len())
+}
+
+/// Deletes final invocations (and events) past their retention, in bounded transactions.
+async fn purge(orch: &Orchestrator, retention: Duration) -> Result<u64, crate::store::StoreError> {
+    const PURGE_BATCH: u32 = 5_000;
+    let age = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    let mut total = 0;
+    loop {
+        let n = orch.store().invocation_purge(age, PURGE_BATCH).await?;
+        total += n;
+        if n < u64::from(PURGE_BATCH) || orch.shutdown_token().is_cancelled() {
+            break;
+        }
+    }
+    orch.store().events_purge(ms(retention)).await?;
+    if total > 0 {
+        tracing::info!(purged = total, retention_ms = age, "purged final invocations past their retention");
+    }
+    Ok(total)
+}
+
+/// The tasks watched by any trigger.
+fn watched(triggers: &[crate::model::Trigger]) -> Vec<String> {
+    let mut set = BTreeSet::new();
+    for t in triggers {
+        crate::orchestrator::triggers::watched_tasks(&t.on, &mut set);
+    }
+    set.into_iter().collect()
+}

@@ -1,0 +1,478 @@
+//! [`Coordination`] for [`SqlStore`]: node membership, the atomic services' gate and records,
+//! triggers, events and the trigger evaluation's cursors. A child of `engine.rs` (it shares its
+//! transaction macros and row helpers); the SQL is in `sql_coord.rs`.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::{
+    AppliedRow, Dialect, Pools, SqlStore, Transition, corrupt, parse_status, sql, stored_failure, to_json, to_u32,
+    transition_history, transition_json,
+};
+use crate::model::{
+    Event, InvocationStatus, Millis, NodeInfo, Owner, ServiceRun, ServiceRunStatus, StatusChange, Trigger, TriggerRun,
+};
+use crate::store::{Coordination, ServiceGate, Store, StoreError, StoreResult};
+
+use sql::coord as q;
+
+#[derive(sqlx::FromRow)]
+struct NodeRow {
+    name: String,
+    labels: String,
+    capacity: i64,
+    joined_at: i64,
+    started_at: i64,
+    heartbeat_at: i64,
+    left_at: Option<i64>,
+}
+
+impl NodeRow {
+    fn decode(self) -> StoreResult<NodeInfo> {
+        Ok(NodeInfo {
+            labels: serde_json::from_str(&self.labels).map_err(|e| corrupt("node labels", e))?,
+            capacity: to_u32("capacity", self.capacity)?,
+            name: self.name,
+            joined_at: self.joined_at,
+            started_at: self.started_at,
+            heartbeat_at: self.heartbeat_at,
+            left_at: self.left_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct NodeListRow {
+    #[sqlx(flatten)]
+    node: NodeRow,
+    now: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ServiceRow {
+    id: i64,
+    node: String,
+    status: String,
+    started_at: i64,
+    ended_at: Option<i64>,
+    detail: String,
+}
+
+impl ServiceRow {
+    fn decode(self) -> StoreResult<ServiceRun> {
+        Ok(ServiceRun {
+            id: self.id,
+            status: self.status.parse().map_err(|e: String| StoreError::Corrupt(e))?,
+            detail: serde_json::from_str(&self.detail).map_err(|e| corrupt("service run detail", e))?,
+            node: self.node,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TriggerRow {
+    id: String,
+    task: String,
+    args: Option<String>,
+    args_from: String,
+    condition: String,
+    state: String,
+    created_at: i64,
+}
+
+impl TriggerRow {
+    fn decode(self) -> StoreResult<Trigger> {
+        Ok(Trigger {
+            args: self.args.map(|a| serde_json::from_str(&a)).transpose().map_err(|e| corrupt("trigger args", e))?,
+            args_from: self.args_from.parse().map_err(|e: String| StoreError::Corrupt(e))?,
+            on: serde_json::from_str(&self.condition).map_err(|e| corrupt("trigger condition", e))?,
+            state: serde_json::from_str(&self.state).map_err(|e| corrupt("trigger state", e))?,
+            id: self.id,
+            task: self.task,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TriggerRunRow {
+    trigger_id: String,
+    run_key: String,
+    invocation_id: Option<String>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct TriggerRunJson<'a> {
+    trigger_id: &'a str,
+    run_key: &'a str,
+    invocation_id: Option<&'a str>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    code: String,
+    payload: String,
+    at: i64,
+}
+
+impl EventRow {
+    fn decode(self) -> StoreResult<Event> {
+        Ok(Event {
+            payload: serde_json::from_str(&self.payload).map_err(|e| corrupt("event payload", e))?,
+            seq: self.seq,
+            code: self.code,
+            at: self.at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    seq: i64,
+    invocation_id: String,
+    task: String,
+    status: String,
+    result: Option<String>,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    at: i64,
+}
+
+/// A row to move through recovery or concurrency control.
+#[derive(sqlx::FromRow)]
+struct MovableRow {
+    id: String,
+    status: String,
+    attempts: i64,
+    owner_node: Option<String>,
+}
+
+/// Transitions moving `rows` along `path` (each from its current status and owner), by `node`.
+fn moves(rows: Vec<MovableRow>, path: &[InvocationStatus], node: &str) -> StoreResult<Vec<Transition>> {
+    rows.into_iter()
+        .map(|r| {
+            let owner = match r.owner_node {
+                Some(n) => Some(Owner { node: n, attempt: to_u32("attempts", r.attempts)? }),
+                None => None,
+            };
+            Ok(Transition {
+                from: parse_status(&r.status)?,
+                id: r.id,
+                owner,
+                path: path.to_vec(),
+                result: None,
+                error: None,
+                node: node.to_owned(),
+                delay_ms: 0,
+                instance: None,
+            })
+        })
+        .collect()
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl Coordination for SqlStore {
+    async fn node_register(&self, name: &str, labels: &[String], capacity: u32) -> StoreResult<NodeInfo> {
+        let labels = to_json(labels)?;
+        let row: NodeRow = in_tx!(self, |tx, d| sqlx::query_as(q::NODE_REGISTER.get(d))
+            .bind(name)
+            .bind(labels)
+            .bind(i64::from(capacity))
+            .fetch_one(&mut *tx)
+            .await?);
+        row.decode()
+    }
+
+    async fn node_heartbeat(&self, name: &str) -> StoreResult<Option<Millis>> {
+        let at: Option<(i64,)> =
+            in_tx!(self, |tx, d| sqlx::query_as(q::NODE_HEARTBEAT.get(d)).bind(name).fetch_optional(&mut *tx).await?);
+        Ok(at.map(|(t,)| t))
+    }
+
+    async fn node_leave(&self, name: &str) -> StoreResult<()> {
+        in_tx!(self, |tx, d| {
+            sqlx::query(q::NODE_LEAVE.get(d)).bind(name).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+
+    async fn node_list(&self) -> StoreResult<(Millis, Vec<NodeInfo>)> {
+        let rows: Vec<NodeListRow> = on_read!(self, |db, d| sqlx::query_as(q::NODE_LIST.get(d)).fetch_all(db).await?);
+        let now = match rows.first() {
+            Some(r) => r.now,
+            None => self.now().await?,
+        };
+        let nodes = rows.into_iter().map(|r| r.node.decode()).collect::<StoreResult<_>>()?;
+        Ok((now, nodes))
+    }
+
+    async fn service_begin(&self, node: &str, stale_after_ms: i64, dead_nodes: &[String]) -> StoreResult<ServiceGate> {
+        let dead = to_json(dead_nodes)?;
+        let gate = in_tx!(self, |tx, d| {
+            sqlx::query(q::SERVICE_ABANDON.get(d)).bind(stale_after_ms).bind(dead).execute(&mut *tx).await?;
+            let id: Option<(i64,)> = sqlx::query_as(q::SERVICE_INSERT.get(d))
+                .bind(node)
+                .bind(ServiceRunStatus::Running.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match id {
+                Some((id,)) => ServiceGate::Acquired(id),
+                None => {
+                    sqlx::query(q::SERVICE_INSERT.get(d))
+                        .bind(node)
+                        .bind(ServiceRunStatus::Blocked.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    let holder: Option<ServiceRow> =
+                        sqlx::query_as(q::SERVICE_RUNNING.get(d)).fetch_optional(&mut *tx).await?;
+                    ServiceGate::Busy(holder.map(ServiceRow::decode).transpose()?)
+                }
+            }
+        });
+        Ok(gate)
+    }
+
+    async fn service_finish(&self, id: i64, status: ServiceRunStatus, detail: &serde_json::Value) -> StoreResult<()> {
+        let detail = to_json(detail)?;
+        in_tx!(self, |tx, d| {
+            sqlx::query(q::SERVICE_FINISH.get(d)).bind(id).bind(status.as_str()).bind(detail).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+
+    async fn service_list(&self, limit: u32) -> StoreResult<Vec<ServiceRun>> {
+        let rows: Vec<ServiceRow> =
+            on_read!(self, |db, d| sqlx::query_as(q::SERVICE_LIST.get(d)).bind(i64::from(limit)).fetch_all(db).await?);
+        rows.into_iter().map(ServiceRow::decode).collect()
+    }
+
+    async fn service_prune(&self, older_than_ms: i64) -> StoreResult<u64> {
+        Ok(in_tx!(self, |tx, d| sqlx::query(q::SERVICE_PRUNE.get(d))
+            .bind(older_than_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()))
+    }
+
+    async fn invocation_recover_pending(&self, by: &str, older_than_ms: i64, limit: u32) -> StoreResult<u64> {
+        let moved = in_tx!(self, |tx, d| {
+            let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))
+                .bind(older_than_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            let changes = moves(rows, &[InvocationStatus::PendingRecovery, InvocationStatus::Rerouted], by)?;
+            if changes.is_empty() {
+                0
+            } else {
+                let refs: Vec<&Transition> = changes.iter().collect();
+                transition_pass!(tx, d, &refs).len()
+            }
+        });
+        Ok(count(moved))
+    }
+
+    async fn invocation_drop_blocked(&self, by: &str, tasks: &[String], limit: u32) -> StoreResult<Vec<String>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = to_json(tasks)?;
+        let dropped = in_tx!(self, |tx, d| {
+            let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_BLOCKED.get(d))
+                .bind(names)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            let changes = moves(rows, &[InvocationStatus::ConcurrencyControlledFinal], by)?;
+            if changes.is_empty() {
+                Vec::new()
+            } else {
+                let refs: Vec<&Transition> = changes.iter().collect();
+                let applied = transition_pass!(tx, d, &refs);
+                applied.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect()
+            }
+        });
+        Ok(dropped)
+    }
+
+    async fn trigger_insert(&self, t: &Trigger) -> StoreResult<Trigger> {
+        let args = t.args.as_ref().map(to_json).transpose()?;
+        let (condition, state) = (to_json(&t.on)?, to_json(&t.state)?);
+        let row: TriggerRow = in_tx!(self, |tx, d| sqlx::query_as(q::TRIGGER_INSERT.get(d))
+            .bind(&t.id)
+            .bind(&t.task)
+            .bind(args)
+            .bind(t.args_from.as_str())
+            .bind(condition)
+            .bind(state)
+            .fetch_one(&mut *tx)
+            .await?);
+        row.decode()
+    }
+
+    async fn trigger_list(&self) -> StoreResult<Vec<Trigger>> {
+        let rows: Vec<TriggerRow> =
+            on_read!(self, |db, d| sqlx::query_as(q::TRIGGER_LIST.get(d)).fetch_all(db).await?);
+        rows.into_iter().map(TriggerRow::decode).collect()
+    }
+
+    async fn trigger_get(&self, id: &str) -> StoreResult<Option<Trigger>> {
+        let row: Option<TriggerRow> =
+            on_read!(self, |db, d| sqlx::query_as(q::TRIGGER_GET.get(d)).bind(id).fetch_optional(db).await?);
+        row.map(TriggerRow::decode).transpose()
+    }
+
+    async fn trigger_delete(&self, id: &str) -> StoreResult<bool> {
+        let n = in_tx!(self, |tx, d| sqlx::query(q::TRIGGER_DELETE.get(d))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected());
+        Ok(n > 0)
+    }
+
+    async fn trigger_save_state(&self, id: &str, state: &serde_json::Value) -> StoreResult<()> {
+        let state = to_json(state)?;
+        in_tx!(self, |tx, d| {
+            sqlx::query(q::TRIGGER_SAVE_STATE.get(d)).bind(id).bind(state).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+
+    async fn trigger_runs_record(&self, runs: &[TriggerRun]) -> StoreResult<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let json = to_json(
+            &runs
+                .iter()
+                .map(|r| TriggerRunJson {
+                    trigger_id: &r.trigger_id,
+                    run_key: &r.run_key,
+                    invocation_id: r.invocation_id.as_deref(),
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        in_tx!(self, |tx, d| {
+            sqlx::query(q::TRIGGER_RUNS_INSERT.get(d)).bind(json).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+
+    async fn trigger_runs(&self, trigger_id: &str, limit: u32) -> StoreResult<Vec<TriggerRun>> {
+        let rows: Vec<TriggerRunRow> = on_read!(self, |db, d| sqlx::query_as(q::TRIGGER_RUNS_LIST.get(d))
+            .bind(trigger_id)
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|r| TriggerRun {
+                trigger_id: r.trigger_id,
+                run_key: r.run_key,
+                invocation_id: r.invocation_id,
+                at: r.at,
+            })
+            .collect())
+    }
+
+    async fn event_insert(&self, code: &str, payload: &serde_json::Value) -> StoreResult<Event> {
+        let payload = to_json(payload)?;
+        let row: EventRow = in_tx!(self, |tx, d| sqlx::query_as(q::EVENT_INSERT.get(d))
+            .bind(code)
+            .bind(payload)
+            .fetch_one(&mut *tx)
+            .await?);
+        row.decode()
+    }
+
+    async fn events_after(&self, after: i64, settle_ms: i64, limit: u32) -> StoreResult<(Vec<Event>, i64)> {
+        let rows: Vec<EventRow> = on_read!(self, |db, d| {
+            let (hi,): (Option<i64>,) = sqlx::query_as(q::EVENTS_SETTLED.get(d))
+                .bind(after)
+                .bind(settle_ms)
+                .bind(i64::from(limit))
+                .fetch_one(db)
+                .await?;
+            match hi {
+                None => Vec::new(),
+                Some(hi) => sqlx::query_as(q::EVENTS_RANGE.get(d)).bind(after).bind(hi).fetch_all(db).await?,
+            }
+        });
+        let next = rows.last().map_or(after, |r| r.seq);
+        Ok((rows.into_iter().map(EventRow::decode).collect::<StoreResult<_>>()?, next))
+    }
+
+    async fn status_changes_after(
+        &self,
+        after: i64,
+        tasks: &[String],
+        settle_ms: i64,
+        limit: u32,
+    ) -> StoreResult<(Vec<StatusChange>, i64)> {
+        let names = to_json(tasks)?;
+        let (rows, next): (Vec<ChangeRow>, i64) = on_read!(self, |db, d| {
+            let (hi,): (Option<i64>,) = sqlx::query_as(q::HISTORY_SETTLED.get(d))
+                .bind(after)
+                .bind(settle_ms)
+                .bind(i64::from(limit))
+                .fetch_one(db)
+                .await?;
+            match hi {
+                None => (Vec::new(), after),
+                Some(hi) if tasks.is_empty() => (Vec::new(), hi),
+                Some(hi) => {
+                    (sqlx::query_as(q::STATUS_CHANGES.get(d)).bind(after).bind(hi).bind(names).fetch_all(db).await?, hi)
+                }
+            }
+        });
+        let changes = rows
+            .into_iter()
+            .map(|r| {
+                Ok(StatusChange {
+                    seq: r.seq,
+                    status: parse_status(&r.status)?,
+                    result: r
+                        .result
+                        .map(|t| serde_json::from_str(&t))
+                        .transpose()
+                        .map_err(|e| corrupt("invocation result", e))?,
+                    error: stored_failure(r.error_kind, r.error_message)?,
+                    invocation: r.invocation_id,
+                    task: r.task,
+                    at: r.at,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok((changes, next))
+    }
+
+    async fn events_purge(&self, older_than_ms: i64) -> StoreResult<u64> {
+        Ok(in_tx!(self, |tx, d| sqlx::query(q::EVENTS_PURGE.get(d))
+            .bind(older_than_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()))
+    }
+
+    async fn cursor_get(&self, name: &str) -> StoreResult<Option<i64>> {
+        let row: Option<(i64,)> =
+            on_read!(self, |db, d| sqlx::query_as(q::CURSOR_GET.get(d)).bind(name).fetch_optional(db).await?);
+        Ok(row.map(|(p,)| p))
+    }
+
+    async fn cursor_set(&self, name: &str, position: i64) -> StoreResult<()> {
+        in_tx!(self, |tx, d| {
+            sqlx::query(q::CURSOR_SET.get(d)).bind(name).bind(position).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! SQL of the coordination tables (node membership, atomic-service executions, triggers,
+//! events); a child of `sql.rs` so that it shares its dialect macros.
+
+use super::Sql;
+
+macro_rules! node_register {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO nodes (name, labels, capacity, joined_at, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, ",
+            now_ms!($d),
+            ", ",
+            now_ms!($d),
+            ", ",
+            now_ms!($d),
+            ") ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, \
+             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, left_at = NULL \
+             RETURNING name, labels, capacity, joined_at, started_at, heartbeat_at, left_at"
+        )
+    };
+}
+/// Registers node `$1` (labels JSON `$2`, capacity `$3`) or starts its new life; `joined_at`
+/// (seniority) is kept on conflict.
+pub(in crate::store) const NODE_REGISTER: Sql = both!(node_register);
+
+macro_rules! node_heartbeat {
+    ($d:ident) => {
+        concat!(
+            "UPDATE nodes SET heartbeat_at = ",
+            now_ms!($d),
+            " WHERE name = $1 AND left_at IS NULL RETURNING heartbeat_at"
+        )
+    };
+}
+/// Refreshes node `$1`'s heartbeat; returns the database time, no row if it left.
+pub(in crate::store) const NODE_HEARTBEAT: Sql = both!(node_heartbeat);
+
+macro_rules! node_leave {
+    ($d:ident) => {
+        concat!("UPDATE nodes SET left_at = ", now_ms!($d), " WHERE name = $1")
+    };
+}
+/// Marks node `$1` as left.
+pub(in crate::store) const NODE_LEAVE: Sql = both!(node_leave);
+
+macro_rules! node_list {
+    ($d:ident) => {
+        concat!(
+            "SELECT name, labels, capacity, joined_at, started_at, heartbeat_at, left_at, ",
+            now_ms!($d),
+            " AS now FROM nodes ORDER BY joined_at, name"
+        )
+    };
+}
+/// Every node, seniority first, each row with the database time.
+pub(in crate::store) const NODE_LIST: Sql = both!(node_list);
+
+macro_rules! service_abandon {
+    ($d:ident) => {
+        concat!(
+            "UPDATE service_runs SET status = 'abandoned', ended_at = ",
+            now_ms!($d),
+            " WHERE status = 'running' AND (started_at < ",
+            now_ms!($d),
+            " - $1 OR node IN (SELECT j.value FROM ",
+            json_texts!($d, "$2", "j"),
+            "))"
+        )
+    };
+}
+/// Ends as `abandoned` the running execution if it started more than `$1` ms ago or its node
+/// is in the JSON array `$2` (dead nodes).
+pub(in crate::store) const SERVICE_ABANDON: Sql = both!(service_abandon);
+
+macro_rules! service_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO service_runs (node, status, started_at, ended_at) VALUES ($1, $2, ",
+            now_ms!($d),
+            ", CASE WHEN $2 = 'running' THEN NULL ELSE ",
+            now_ms!($d),
+            " END) ON CONFLICT DO NOTHING RETURNING id"
+        )
+    };
+}
+/// Records an execution of node `$1` in status `$2` (`running` or `blocked`); a second
+/// `running` one meets the gate index and inserts nothing.
+pub(in crate::store) const SERVICE_INSERT: Sql = both!(service_insert);
+
+macro_rules! service_finish {
+    ($d:ident) => {
+        concat!(
+            "UPDATE service_runs SET status = $2, ended_at = ",
+            now_ms!($d),
+            ", detail = $3 WHERE id = $1 AND status = 'running'"
+        )
+    };
+}
+/// Ends execution `$1` with status `$2` and detail JSON `$3`, if it still runs (a gate taken
+/// from it stays `abandoned`).
+pub(in crate::store) const SERVICE_FINISH: Sql = both!(service_finish);
+
+/// The running execution.
+pub(in crate::store) const SERVICE_RUNNING: Sql =
+    Sql::same("SELECT id, node, status, started_at, ended_at, detail FROM service_runs WHERE status = 'running'");
+
+/// The latest `$1` executions, newest first.
+pub(in crate::store) const SERVICE_LIST: Sql = Sql::same(
+    "SELECT id, node, status, started_at, ended_at, detail FROM service_runs ORDER BY id DESC \
+     LIMIT CAST($1 AS BIGINT)",
+);
+
+macro_rules! service_prune {
+    ($d:ident) => {
+        concat!("DELETE FROM service_runs WHERE status <> 'running' AND started_at < ", now_ms!($d), " - $1")
+    };
+}
+/// Forgets executions that started more than `$1` ms ago.
+pub(in crate::store) const SERVICE_PRUNE: Sql = both!(service_prune);
+
+/// Invocations pending since before `$1` ms ago (database clock), at most `$2`, locked on
+/// PostgreSQL: pynenc's `max_pending` recovery.
+pub(in crate::store) const INVOCATION_PENDING_SINCE: Sql = Sql {
+    sqlite: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        now_ms!(sqlite),
+        " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT)"
+    ),
+    postgres: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        now_ms!(postgres),
+        " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT) FOR UPDATE SKIP LOCKED"
+    ),
+};
+
+macro_rules! invocation_blocked {
+    ($d:ident, $lock:literal) => {
+        concat!(
+            "SELECT i.id, i.status, i.attempts, i.owner_node FROM invocations i \
+             WHERE i.status IN ('registered', 'rerouted') AND i.run_scope IS NOT NULL \
+             AND i.task IN (SELECT j.value FROM ",
+            json_texts!($d, "$1", "j"),
+            ") AND EXISTS (SELECT 1 FROM invocations o WHERE o.run_scope = i.run_scope AND o.status IN ",
+            owned_statuses!(),
+            ") ORDER BY i.id LIMIT CAST($2 AS BIGINT)",
+            $lock
+        )
+    };
+}
+/// Runnable invocations of the tasks in the JSON array `$1` whose running scope is held by
+/// another (owned) invocation, at most `$2`: those that concurrency control drops.
+pub(in crate::store) const INVOCATION_BLOCKED: Sql = Sql {
+    sqlite: invocation_blocked!(sqlite, ""),
+    postgres: invocation_blocked!(postgres, " FOR UPDATE OF i SKIP LOCKED"),
+};
+
+/// The columns of a trigger row.
+macro_rules! trigger_columns {
+    () => {
+        "id, task, args, args_from, condition, state, created_at"
+    };
+}
+
+macro_rules! trigger_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO triggers (id, task, args, args_from, condition, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, ",
+            now_ms!($d),
+            ") RETURNING ",
+            trigger_columns!()
+        )
+    };
+}
+/// Stores a trigger.
+pub(in crate::store) const TRIGGER_INSERT: Sql = both!(trigger_insert);
+/// Every trigger, oldest first.
+pub(in crate::store) const TRIGGER_LIST: Sql =
+    Sql::same(concat!("SELECT ", trigger_columns!(), " FROM triggers ORDER BY created_at, id"));
+/// One trigger.
+pub(in crate::store) const TRIGGER_GET: Sql =
+    Sql::same(concat!("SELECT ", trigger_columns!(), " FROM triggers WHERE id = $1"));
+/// Removes a trigger (its runs go with it).
+pub(in crate::store) const TRIGGER_DELETE: Sql = Sql::same("DELETE FROM triggers WHERE id = $1");
+/// Saves the evaluation state `$2` of trigger `$1`.
+pub(in crate::store) const TRIGGER_SAVE_STATE: Sql = Sql::same("UPDATE triggers SET state = $2 WHERE id = $1");
+
+macro_rules! trigger_runs_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO trigger_runs (trigger_id, run_key, invocation_id, at) \
+             SELECT j.value ->> 'trigger_id', j.value ->> 'run_key', j.value ->> 'invocation_id', ",
+            now_ms!($d),
+            " FROM ",
+            json_rows!($d),
+            " WHERE EXISTS (SELECT 1 FROM triggers t WHERE t.id = j.value ->> 'trigger_id') \
+             ON CONFLICT DO NOTHING"
+        )
+    };
+}
+/// Records the firings in the JSON array `$1` (`{trigger_id, run_key, invocation_id}`); a run
+/// recorded before, or of a trigger deleted meanwhile, is skipped.
+pub(in crate::store) const TRIGGER_RUNS_INSERT: Sql = both!(trigger_runs_insert);
+
+/// The latest `$2` runs of trigger `$1`, newest first.
+pub(in crate::store) const TRIGGER_RUNS_LIST: Sql = Sql::same(
+    "SELECT trigger_id, run_key, invocation_id, at FROM trigger_runs WHERE trigger_id = $1 \
+     ORDER BY at DESC, run_key DESC LIMIT CAST($2 AS BIGINT)",
+);
+
+macro_rules! event_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO events (code, payload, at) VALUES ($1, $2, ",
+            now_ms!($d),
+            ") RETURNING seq, code, payload, at"
+        )
+    };
+}
+/// Stores event `$1` with payload JSON `$2`.
+pub(in crate::store) const EVENT_INSERT: Sql = both!(event_insert);
+
+/// The highest sequence number a reader may take from `$table` after `$1`: of at most `$3`
+/// rows, those older than `$2` ms (so that a transaction that drew a lower number but
+/// commits later is not skipped on PostgreSQL; SQLite has one writer and passes 0).
+macro_rules! settled_upto {
+    ($d:ident, $table:literal) => {
+        concat!(
+            "SELECT MAX(seq) AS hi FROM (SELECT seq FROM ",
+            $table,
+            " WHERE seq > $1 AND at <= ",
+            now_ms!($d),
+            " - $2 ORDER BY seq LIMIT CAST($3 AS BIGINT)) AS s"
+        )
+    };
+}
+macro_rules! events_settled {
+    ($d:ident) => {
+        settled_upto!($d, "events")
+    };
+}
+macro_rules! history_settled {
+    ($d:ident) => {
+        settled_upto!($d, "invocation_history")
+    };
+}
+/// See `settled_upto!`, for events.
+pub(in crate::store) const EVENTS_SETTLED: Sql = both!(events_settled);
+/// See `settled_upto!`, for the invocation history.
+pub(in crate::store) const HISTORY_SETTLED: Sql = both!(history_settled);
+
+/// Events with `$1 < seq <= $2`, in order.
+pub(in crate::store) const EVENTS_RANGE: Sql =
+    Sql::same("SELECT seq, code, payload, at FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq");
+
+macro_rules! status_changes {
+    ($d:ident) => {
+        concat!(
+            "SELECT h.seq, h.invocation_id, i.task, h.status, i.result, i.error_kind, i.error_message, h.at \
+             FROM invocation_history h JOIN invocations i ON i.id = h.invocation_id \
+             WHERE h.seq > $1 AND h.seq <= $2 AND i.task IN (SELECT j.value FROM ",
+            json_texts!($d, "$3", "j"),
+            ") ORDER BY h.seq"
+        )
+    };
+}
+/// Status changes with `$1 < seq <= $2` of the tasks in the JSON array `$3`, in order, with
+/// each invocation's current result and error.
+pub(in crate::store) const STATUS_CHANGES: Sql = both!(status_changes);
+
+macro_rules! events_purge {
+    ($d:ident) => {
+        concat!("DELETE FROM events WHERE at < ", now_ms!($d), " - $1")
+    };
+}
+/// Deletes events older than `$1` ms.
+pub(in crate::store) const EVENTS_PURGE: Sql = both!(events_purge);
+
+/// A cursor of the trigger evaluation.
+pub(in crate::store) const CURSOR_GET: Sql = Sql::same("SELECT position FROM trigger_cursors WHERE name = $1");
+/// Sets cursor `$1` to `$2`.
+pub(in crate::store) const CURSOR_SET: Sql = Sql::same(
+    "INSERT INTO trigger_cursors (name, position) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+);
