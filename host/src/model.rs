@@ -96,6 +96,10 @@ pub struct TaskDef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TaskPolicy {
+    /// After an attempt ends in a resource error (timeout or memory limit), the next attempt
+    /// runs with the limits grown by this many percent, rounded up, once per earlier resource
+    /// error (Jobmon's resource-scaling retry). Default 50.
+    pub resource_scale_percent: u32,
     /// Registration concurrency `keys`: a call with the same key arguments but different other
     /// arguments is refused (HTTP 409) instead of reusing the waiting invocation (pynenc's
     /// `on_diff_non_key_args_raise`). Default false: reuse.
@@ -112,7 +116,12 @@ pub struct TaskPolicy {
 
 impl Default for TaskPolicy {
     fn default() -> Self {
-        Self { on_diff_non_key_args_raise: false, reroute_on_concurrency_control: true, running_concurrency_slots: 1 }
+        Self {
+            resource_scale_percent: 50,
+            on_diff_non_key_args_raise: false,
+            reroute_on_concurrency_control: true,
+            running_concurrency_slots: 1,
+        }
     }
 }
 
@@ -136,6 +145,8 @@ pub struct TaskPatch {
     pub pins: Option<Vec<String>>,
     /// Pause or unpause the task.
     pub paused: Option<bool>,
+    /// See [`TaskPolicy::resource_scale_percent`].
+    pub resource_scale_percent: Option<u32>,
     /// See [`TaskPolicy::on_diff_non_key_args_raise`].
     pub on_diff_non_key_args_raise: Option<bool>,
     /// See [`TaskPolicy::reroute_on_concurrency_control`].
@@ -170,6 +181,9 @@ impl TaskDef {
         }
         if let Some(v) = p.paused {
             self.paused = v;
+        }
+        if let Some(v) = p.resource_scale_percent {
+            self.policy.resource_scale_percent = v.min(1_000);
         }
         if let Some(v) = p.on_diff_non_key_args_raise {
             self.policy.on_diff_non_key_args_raise = v;

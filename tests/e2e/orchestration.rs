@@ -237,3 +237,34 @@ async fn deep_wide_tree_completes_on_few_slots(b: Backend) {
     d.stop().await;
 }
 both!(deep_wide_fanout, deep_wide_tree_completes_on_few_slots);
+
+/// Jobmon's resource-scaling retry: a guest that needs 40 MiB under a 32 MiB limit fails its
+/// first attempt with `memory_limit` (instance `resource_error`) and succeeds on the retry,
+/// which runs with the limit grown by 50% (48 MiB). With scaling off, every attempt fails.
+async fn resource_errors_retry_with_larger_limits(b: Backend) {
+    let d = TestDaemon::start_with(b, |c| c.retry_base_ms = 20).await;
+    d.deploy("hostile", guests::HOSTILE).await;
+    let v = d.run("needs_memory", json!({"mb": 40})).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["attempts"], 2, "{v}");
+    let (_, inst) = d.get(&format!("/v1/invocations/{}/instances", v["id"].as_str().expect("id"))).await;
+    let statuses: Vec<&str> =
+        inst["instances"].as_array().expect("instances").iter().filter_map(|i| i["status"].as_str()).collect();
+    assert_eq!(statuses, ["resource_error", "done"], "{inst}");
+
+    patch(&d, "needs_memory", json!({"resource_scale_percent": 0, "max_attempts": 2})).await;
+    let v = d.run("needs_memory", json!({"mb": 41})).await;
+    assert_eq!((&v["status"], &v["error"]["kind"]), (&json!("failed"), &json!("memory_limit")), "{v}");
+
+    // The task's history suggests limits: at least what its successful attempt used.
+    let (s, r) = d.get("/v1/tasks/needs_memory/resources").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["attempts"], 4, "{r}");
+    assert_eq!(r["by_status"], json!({"done": 1, "resource_error": 3}), "{r}");
+    let suggested = r["suggested"]["memory_limit_bytes"].as_i64().expect("suggestion");
+    assert!(suggested > 40 << 20, "a 40 MiB guest needs more than 40 MiB: {r}");
+    let (s, r) = d.get("/v1/tasks/nope/resources").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{r}");
+    d.stop().await;
+}
+both!(resource_scaling_retries, resource_errors_retry_with_larger_limits);

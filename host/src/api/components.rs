@@ -106,3 +106,42 @@ pub(super) async fn patch_task(
     s.orch.invalidate_tasks();
     Ok(Json(t))
 }
+
+/// `GET /v1/tasks/{task}/resources`: resource use of the task's latest 1,000 attempts
+/// (percentiles of wall time and peak memory) and limits suggested from it: the p99 of
+/// successful attempts plus headroom (memory ×1.25, time ×1.5), never below what the slowest or
+/// largest successful attempt needed.
+pub(super) async fn resources(
+    State(s): State<AppState>,
+    Path(task): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let def = s.orch.task(&task).await?;
+    let usage = s.orch.store().instance_usage(&task, 1_000).await?;
+    let pick = |f: fn(&(String, i64, i64)) -> i64, ok_only: bool| {
+        let mut v: Vec<i64> = usage.iter().filter(|u| !ok_only || u.0 == "done").map(f).collect();
+        v.sort_unstable();
+        v
+    };
+    let pct = |v: &[i64], p: usize| -> Option<i64> { v.get((v.len() * p).div_ceil(100).saturating_sub(1)).copied() };
+    let summary = |v: &[i64]| json!({"p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99), "max": v.last()});
+    let (wall, mem) = (pick(|u| u.1, false), pick(|u| u.2, false));
+    let (ok_wall, ok_mem) = (pick(|u| u.1, true), pick(|u| u.2, true));
+    let grow = |v: Option<i64>, num: i64, den: i64| v.map(|x| (x.saturating_mul(num) + den - 1) / den);
+    let by_status = usage.iter().fold(serde_json::Map::new(), |mut m, u| {
+        let n = m.get(&u.0).and_then(Value::as_u64).unwrap_or(0) + 1;
+        m.insert(u.0.clone(), json!(n));
+        m
+    });
+    Ok(Json(json!({
+        "task": task,
+        "attempts": usage.len(),
+        "by_status": by_status,
+        "wall_ms": summary(&wall),
+        "peak_memory_bytes": summary(&mem),
+        "current": {"timeout_ms": def.timeout_ms, "memory_limit_bytes": def.memory_limit_bytes},
+        "suggested": {
+            "timeout_ms": grow(pct(&ok_wall, 99), 3, 2).max(ok_wall.last().copied()),
+            "memory_limit_bytes": grow(pct(&ok_mem, 99), 5, 4).max(ok_mem.last().copied()),
+        },
+    })))
+}

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/components/{name}", get(components::show).delete(components::remove))
         .route("/v1/tasks", get(components::tasks))
         .route("/v1/tasks/{task}", get(components::task).patch(components::patch_task))
+        .route("/v1/tasks/{task}/resources", get(components::resources))
         .route("/v1/invocations", post(invocations::route_one).get(invocations::list))
         .route("/v1/invocations/batch", post(invocations::route_batch))
         .route("/v1/invocations/count", get(invocations::count))

@@ -55,6 +55,16 @@ pub fn concurrency_scope(
     })
 }
 
+/// A limit grown by `percent` percent `times` times, rounding up each time (Jobmon's
+/// resource-scaling retries: 32 MiB at +50% becomes 48 MiB, then 72 MiB).
+pub fn scaled_limit(base: u64, percent: u32, times: usize) -> u64 {
+    let mut v = u128::from(base);
+    for _ in 0..times.min(64) {
+        v = (v * (100 + u128::from(percent))).div_ceil(100);
+    }
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
 /// The running scope of an invocation when `slots` invocations of `scope` may run at once:
 /// lane `hash(id) mod slots` of the scope, so that the one-owner-per-scope index allows one per
 /// lane. With one slot the scope is unchanged.
@@ -70,6 +80,16 @@ pub fn running_lane(scope: String, invocation_id: &str, slots: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_grow_by_the_scale_rounded_up_per_resource_error() {
+        assert_eq!(scaled_limit(32 << 20, 50, 0), 32 << 20);
+        assert_eq!(scaled_limit(32 << 20, 50, 1), 48 << 20);
+        assert_eq!(scaled_limit(32 << 20, 50, 2), 72 << 20);
+        assert_eq!(scaled_limit(1_001, 50, 1), 1_502, "rounded up");
+        assert_eq!(scaled_limit(10, 0, 5), 10);
+        assert_eq!(scaled_limit(u64::MAX, 50, 3), u64::MAX, "saturates");
+    }
 
     #[test]
     fn lanes_spread_invocations_over_the_slots_of_a_scope() {

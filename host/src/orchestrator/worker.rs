@@ -179,6 +179,27 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
     .await
 }
 
+/// The limits of an attempt: the task's, grown by its resource scale once for every earlier
+/// attempt of the invocation that ended in a resource error (timeout or memory limit).
+async fn limits_for(orch: &Orchestrator, inv: &Claimed, task: &crate::model::TaskDef) -> Limits {
+    let base = Limits { timeout_ms: task.timeout_ms, memory_limit_bytes: task.memory_limit_bytes };
+    if inv.attempt <= 1 || task.policy.resource_scale_percent == 0 {
+        return base;
+    }
+    let resource_errors = match orch.store().instance_list(&inv.id).await {
+        Ok(instances) => instances.iter().filter(|i| i.status == "resource_error").count(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading earlier attempts failed; running with the task's limits");
+            0
+        }
+    };
+    let p = task.policy.resource_scale_percent;
+    Limits {
+        timeout_ms: super::policy::scaled_limit(base.timeout_ms, p, resource_errors),
+        memory_limit_bytes: super::policy::scaled_limit(base.memory_limit_bytes, p, resource_errors),
+    }
+}
+
 /// Looks up the task and component and runs the guest, writing `running` once the attempt has
 /// run for [`MARK_RUNNING_AFTER`]. Returns the outcome, the task's attempt limit and the
 /// run's report (with its outcome taken out), if the guest ran.
@@ -204,13 +225,8 @@ async fn run_guest(
         parent: inv.parent.clone(),
         workflow: None,
     };
-    let req = RunRequest {
-        task: inv.task.clone(),
-        args: inv.args.clone(),
-        info,
-        limits: Limits { timeout_ms: task.timeout_ms, memory_limit_bytes: task.memory_limit_bytes },
-        cancel,
-    };
+    let limits = limits_for(orch, inv, &task).await;
+    let req = RunRequest { task: inv.task.clone(), args: inv.args.clone(), info, limits, cancel };
     let run = orch.inner.runtime.run(&component, req, host.clone());
     tokio::pin!(run);
     let mut report = tokio::select! {

@@ -1291,6 +1291,14 @@ impl Store for SqlStore {
         rows.into_iter().map(InstanceRow::decode).collect()
     }
 
+    async fn instance_usage(&self, task: &str, limit: u32) -> StoreResult<Vec<(String, i64, i64)>> {
+        Ok(on_read!(self, |db, d| sqlx::query_as(sql::INSTANCE_USAGE.get(d))
+            .bind(task)
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?))
+    }
+
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>> {
         let rows: Vec<InvocationRow> =
             on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_CHILDREN.get(d)).bind(parent).fetch_all(db).await?);

@@ -276,6 +276,10 @@ pub trait Store: Coordination + Send + Sync + 'static {
     /// The recorded attempts of an invocation, in order.
     async fn instance_list(&self, invocation_id: &str) -> StoreResult<Vec<TaskInstance>>;
 
+    /// Resource use of the latest `limit` attempts of a task: `(status, wall_ms,
+    /// peak_memory_bytes)`, newest first.
+    async fn instance_usage(&self, task: &str, limit: u32) -> StoreResult<Vec<(String, i64, i64)>>;
+
     /// The invocations `parent` called, in call order (children ids sort by call sequence).
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>>;
 

@@ -628,6 +628,13 @@ pub(super) const INSTANCE_LIST: Sql = Sql::same(
      WHERE invocation_id = $1 ORDER BY attempt",
 );
 
+/// Status, wall time and peak memory of the latest `$2` attempts of task `$1`.
+pub(super) const INSTANCE_USAGE: Sql = Sql::same(
+    "SELECT ti.status, ti.wall_ms, ti.peak_memory_bytes FROM task_instances ti \
+     JOIN invocations i ON i.id = ti.invocation_id WHERE i.task = $1 \
+     ORDER BY ti.ended_at DESC LIMIT CAST($2 AS BIGINT)",
+);
+
 /// The invocations called by `$1` (its children), in call order.
 pub(super) const INVOCATION_CHILDREN: Sql =
     Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE parent = $1 ORDER BY id"));
