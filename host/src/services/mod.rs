@@ -9,7 +9,6 @@
 pub mod slots;
 mod trigger_eval;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
@@ -114,7 +113,8 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
         }
         let dead: Vec<String> =
             nodes.iter().filter(|n| n.left_at.is_none() && !n.is_live(now, timeout)).map(|n| n.name.clone()).collect();
-        match store.service_begin(&node, ms(cfg.slots_interval()), &dead).await {
+        // A running execution older than one cycle is abandoned (its node stalled or died).
+        match store.service_begin(&node, cfg.slots.interval_ms(), &dead).await {
             Ok(ServiceGate::Acquired(id)) => {
                 let purge_due = last_purge.elapsed() >= cfg.purge_interval;
                 if purge_due {
@@ -133,12 +133,6 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     }
     if registered && let Err(e) = store.node_leave(&node).await {
         tracing::warn!(error = %e, "leaving the cluster failed (the node will be seen as dead)");
-    }
-}
-
-impl ServicesConfig {
-    fn slots_interval(&self) -> Duration {
-        Duration::from_millis(u64::try_from(self.slots.interval_ms()).unwrap_or(0))
     }
 }
 
@@ -252,13 +246,4 @@ async fn purge(orch: &Orchestrator, retention: Duration) -> Result<u64, crate::s
         tracing::info!(purged = total, retention_ms = age, "purged final invocations past their retention");
     }
     Ok(total)
-}
-
-/// The tasks watched by any trigger.
-fn watched(triggers: &[crate::model::Trigger]) -> Vec<String> {
-    let mut set = BTreeSet::new();
-    for t in triggers {
-        crate::orchestrator::triggers::watched_tasks(&t.on, &mut set);
-    }
-    set.into_iter().collect()
 }

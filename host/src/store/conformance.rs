@@ -15,10 +15,10 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{PgStore, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
+use super::{PgStore, ServiceGate, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
 use crate::model::{
-    Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner, TaskDef, TaskFailure,
-    TaskPatch, TaskPolicy, Transition,
+    ArgsFrom, Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner,
+    ServiceRunStatus, TaskDef, TaskFailure, TaskPatch, TaskPolicy, Transition, Trigger, TriggerCondition, TriggerRun,
 };
 
 use InvocationStatus::*;
@@ -184,6 +184,9 @@ conformance!(
     corrupt_rows_are_errors,
     rejected_changes_write_no_history,
     failed_writes_leave_nothing_behind,
+    nodes_register_heartbeat_and_leave,
+    the_service_gate_admits_one_execution,
+    trigger_evaluation_is_saved_in_one_go,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -883,4 +886,96 @@ async fn failed_writes_leave_nothing_behind(h: Harness) {
     assert_eq!(statuses(store, &a).await, vec![Registered, Pending, Running]);
     assert_eq!(statuses(store, &id(10)).await, vec![Registered, Pending]);
     assert_eq!(h.writer_synchronous().await, durable_writer);
+}
+
+async fn nodes_register_heartbeat_and_leave(h: Harness) {
+    let store = &*h.store;
+    let first = store.node_register("a", &["gpu".into()], 4).await.expect("register");
+    assert_eq!((first.labels.clone(), first.capacity, first.left_at), (vec!["gpu".to_string()], 4, None));
+    store.node_register("b", &[], 2).await.expect("register b");
+    let beat = store.node_heartbeat("a").await.expect("beat").expect("live");
+    assert!(beat >= first.heartbeat_at);
+    store.node_leave("a").await.expect("leave");
+    assert_eq!(store.node_heartbeat("a").await.expect("beat"), None, "a node that left has no heartbeat");
+    // A restart is a new life with the same seniority.
+    let again = store.node_register("a", &[], 8).await.expect("rejoin");
+    assert_eq!((again.joined_at, again.capacity, again.left_at), (first.joined_at, 8, None));
+    let (now, nodes) = store.node_list().await.expect("list");
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"], "oldest first");
+    assert!(nodes.iter().all(|n| n.is_live(now, 60_000)));
+}
+
+async fn the_service_gate_admits_one_execution(h: Harness) {
+    let store = &*h.store;
+    let ServiceGate::Acquired(first) = store.service_begin("n1", 60_000, &[]).await.expect("gate") else {
+        panic!("an idle gate must admit");
+    };
+    match store.service_begin("n2", 60_000, &[]).await.expect("gate") {
+        ServiceGate::Busy(Some(holder)) => assert_eq!((holder.id, holder.node.as_str()), (first, "n1")),
+        other => panic!("a second execution was admitted: {other:?}"),
+    }
+    // The holder's node is dead: its execution is abandoned and the gate passes on.
+    let ServiceGate::Acquired(second) = store.service_begin("n2", 60_000, &["n1".into()]).await.expect("gate") else {
+        panic!("a dead holder must not keep the gate");
+    };
+    let detail = serde_json::json!({"recovered": 3});
+    store.service_finish(first, ServiceRunStatus::Completed, &detail).await.expect("late finish");
+    store.service_finish(second, ServiceRunStatus::Completed, &detail).await.expect("finish");
+    let runs = store.service_list(10).await.expect("list");
+    let seen: Vec<(&str, ServiceRunStatus)> = runs.iter().map(|r| (r.node.as_str(), r.status)).collect();
+    assert_eq!(
+        seen,
+        [("n2", ServiceRunStatus::Completed), ("n2", ServiceRunStatus::Blocked), ("n1", ServiceRunStatus::Abandoned)],
+        "newest first; a late finish does not revive an abandoned execution"
+    );
+    assert_eq!(runs[0].detail, detail);
+    assert!(runs.iter().all(|r| r.ended_at.is_some()));
+    // A stale holder (older than the limit) is abandoned too.
+    let ServiceGate::Acquired(_) = store.service_begin("n3", 60_000, &[]).await.expect("gate") else {
+        panic!("gate");
+    };
+    assert!(matches!(store.service_begin("n4", -1, &[]).await.expect("gate"), ServiceGate::Acquired(_)));
+}
+
+async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
+    let store = &*h.store;
+    let t = store
+        .trigger_insert(&Trigger {
+            id: "t1".into(),
+            task: "hello".into(),
+            args: None,
+            args_from: ArgsFrom::Event,
+            on: TriggerCondition::Event("deploy".into()),
+            state: serde_json::json!({}),
+            created_at: 0,
+        })
+        .await
+        .expect("insert");
+    assert!(t.created_at > 0, "the database sets the creation time");
+    assert!(store.trigger_cursors().await.expect("cursors").is_empty());
+    let run = |key: &str, trigger: &str| TriggerRun {
+        trigger_id: trigger.into(),
+        run_key: key.into(),
+        invocation_id: Some(format!("inv-{key}")),
+        at: 0,
+    };
+    let state = serde_json::json!({"seen": {"r.0": {"key": "event:1"}}});
+    store
+        .trigger_evaluation_save(
+            &[("t1".into(), state.clone()), ("gone".into(), serde_json::json!({}))],
+            &[run("event:1", "t1"), run("event:9", "gone")],
+            &[("history", 5), ("events", 3)],
+        )
+        .await
+        .expect("save");
+    // Saving the same run again (a repeated evaluation) records nothing new.
+    store.trigger_evaluation_save(&[], &[run("event:1", "t1")], &[("events", 4)]).await.expect("again");
+    assert_eq!(store.trigger_get("t1").await.expect("get").expect("t1").state, state);
+    let runs = store.trigger_runs("t1", 10).await.expect("runs");
+    assert_eq!(runs.iter().map(|r| r.run_key.as_str()).collect::<Vec<_>>(), ["event:1"]);
+    assert_eq!(runs[0].invocation_id.as_deref(), Some("inv-event:1"));
+    let cursors = store.trigger_cursors().await.expect("cursors");
+    assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&5), Some(&4)));
+    assert!(store.trigger_delete("t1").await.expect("delete"));
+    assert!(store.trigger_runs("t1", 10).await.expect("runs").is_empty(), "runs go with their trigger");
 }

@@ -2,15 +2,17 @@
 //! triggers, events and the trigger evaluation's cursors. A child of `engine.rs` (it shares its
 //! transaction macros and row helpers); the SQL is in `sql_coord.rs`.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde::Serialize;
 
 use super::{
-    AppliedRow, Dialect, Pools, SqlStore, Transition, corrupt, parse_status, sql, stored_failure, to_json, to_u32,
-    transition_history, transition_json,
+    AppliedRow, Dialect, MovableRow, Pools, SqlStore, Transition, corrupt, moves, parse_status, sql, stored_failure,
+    to_json, to_u32, transition_history, transition_json,
 };
 use crate::model::{
-    Event, InvocationStatus, Millis, NodeInfo, Owner, ServiceRun, ServiceRunStatus, StatusChange, Trigger, TriggerRun,
+    Event, InvocationStatus, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, Trigger, TriggerRun,
 };
 use crate::store::{Coordination, ServiceGate, Store, StoreError, StoreResult};
 
@@ -142,38 +144,6 @@ struct ChangeRow {
     at: i64,
 }
 
-/// A row to move through recovery or concurrency control.
-#[derive(sqlx::FromRow)]
-struct MovableRow {
-    id: String,
-    status: String,
-    attempts: i64,
-    owner_node: Option<String>,
-}
-
-/// Transitions moving `rows` along `path` (each from its current status and owner), by `node`.
-fn moves(rows: Vec<MovableRow>, path: &[InvocationStatus], node: &str) -> StoreResult<Vec<Transition>> {
-    rows.into_iter()
-        .map(|r| {
-            let owner = match r.owner_node {
-                Some(n) => Some(Owner { node: n, attempt: to_u32("attempts", r.attempts)? }),
-                None => None,
-            };
-            Ok(Transition {
-                from: parse_status(&r.status)?,
-                id: r.id,
-                owner,
-                path: path.to_vec(),
-                result: None,
-                error: None,
-                node: node.to_owned(),
-                delay_ms: 0,
-                instance: None,
-            })
-        })
-        .collect()
-}
-
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -269,13 +239,8 @@ impl Coordination for SqlStore {
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
-            let changes = moves(rows, &[InvocationStatus::PendingRecovery, InvocationStatus::Rerouted], by)?;
-            if changes.is_empty() {
-                0
-            } else {
-                let refs: Vec<&Transition> = changes.iter().collect();
-                transition_pass!(tx, d, &refs).len()
-            }
+            let changes = moves(rows, by, |_| vec![InvocationStatus::PendingRecovery, InvocationStatus::Rerouted])?;
+            apply_moves!(tx, d, &changes).len()
         });
         Ok(count(moved))
     }
@@ -291,14 +256,9 @@ impl Coordination for SqlStore {
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
-            let changes = moves(rows, &[InvocationStatus::ConcurrencyControlledFinal], by)?;
-            if changes.is_empty() {
-                Vec::new()
-            } else {
-                let refs: Vec<&Transition> = changes.iter().collect();
-                let applied = transition_pass!(tx, d, &refs);
-                applied.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect()
-            }
+            let changes = moves(rows, by, |_| vec![InvocationStatus::ConcurrencyControlledFinal])?;
+            let applied = apply_moves!(tx, d, &changes);
+            applied.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect::<Vec<_>>()
         });
         Ok(dropped)
     }
@@ -339,30 +299,50 @@ impl Coordination for SqlStore {
         Ok(n > 0)
     }
 
-    async fn trigger_save_state(&self, id: &str, state: &serde_json::Value) -> StoreResult<()> {
-        let state = to_json(state)?;
-        in_tx!(self, |tx, d| {
-            sqlx::query(q::TRIGGER_SAVE_STATE.get(d)).bind(id).bind(state).execute(&mut *tx).await?;
-        });
-        Ok(())
-    }
-
-    async fn trigger_runs_record(&self, runs: &[TriggerRun]) -> StoreResult<()> {
-        if runs.is_empty() {
+    async fn trigger_evaluation_save(
+        &self,
+        states: &[(String, serde_json::Value)],
+        runs: &[TriggerRun],
+        cursors: &[(&str, i64)],
+    ) -> StoreResult<()> {
+        #[derive(Serialize)]
+        struct StateJson<'a> {
+            id: &'a str,
+            state: String,
+        }
+        #[derive(Serialize)]
+        struct CursorJson<'a> {
+            name: &'a str,
+            position: i64,
+        }
+        let states = states
+            .iter()
+            .map(|(id, state)| Ok(StateJson { id, state: to_json(state)? }))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let runs: Vec<TriggerRunJson<'_>> = runs
+            .iter()
+            .map(|r| TriggerRunJson {
+                trigger_id: &r.trigger_id,
+                run_key: &r.run_key,
+                invocation_id: r.invocation_id.as_deref(),
+            })
+            .collect();
+        let cursors: Vec<CursorJson<'_>> =
+            cursors.iter().map(|&(name, position)| CursorJson { name, position }).collect();
+        if states.is_empty() && runs.is_empty() && cursors.is_empty() {
             return Ok(());
         }
-        let json = to_json(
-            &runs
-                .iter()
-                .map(|r| TriggerRunJson {
-                    trigger_id: &r.trigger_id,
-                    run_key: &r.run_key,
-                    invocation_id: r.invocation_id.as_deref(),
-                })
-                .collect::<Vec<_>>(),
-        )?;
+        let (states_json, runs_json, cursors_json) = (to_json(&states)?, to_json(&runs)?, to_json(&cursors)?);
         in_tx!(self, |tx, d| {
-            sqlx::query(q::TRIGGER_RUNS_INSERT.get(d)).bind(json).execute(&mut *tx).await?;
+            if !states.is_empty() {
+                sqlx::query(q::TRIGGER_STATES_UPDATE.get(d)).bind(states_json).execute(&mut *tx).await?;
+            }
+            if !runs.is_empty() {
+                sqlx::query(q::TRIGGER_RUNS_INSERT.get(d)).bind(runs_json).execute(&mut *tx).await?;
+            }
+            if !cursors.is_empty() {
+                sqlx::query(q::CURSORS_UPSERT.get(d)).bind(cursors_json).execute(&mut *tx).await?;
+            }
         });
         Ok(())
     }
@@ -463,16 +443,9 @@ impl Coordination for SqlStore {
             .rows_affected()))
     }
 
-    async fn cursor_get(&self, name: &str) -> StoreResult<Option<i64>> {
-        let row: Option<(i64,)> =
-            on_read!(self, |db, d| sqlx::query_as(q::CURSOR_GET.get(d)).bind(name).fetch_optional(db).await?);
-        Ok(row.map(|(p,)| p))
-    }
-
-    async fn cursor_set(&self, name: &str, position: i64) -> StoreResult<()> {
-        in_tx!(self, |tx, d| {
-            sqlx::query(q::CURSOR_SET.get(d)).bind(name).bind(position).execute(&mut *tx).await?;
-        });
-        Ok(())
+    async fn trigger_cursors(&self) -> StoreResult<HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> =
+            on_read!(self, |db, d| sqlx::query_as(q::CURSOR_LIST.get(d)).fetch_all(db).await?);
+        Ok(rows.into_iter().collect())
     }
 }

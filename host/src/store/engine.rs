@@ -233,6 +233,19 @@ macro_rules! in_tx_relaxed {
     };
 }
 
+/// [`transition_pass!`] over owned transitions that may be none (then no statement runs).
+macro_rules! apply_moves {
+    ($tx:ident, $d:ident, $changes:expr) => {{
+        let changes: &[Transition] = $changes;
+        if changes.is_empty() {
+            Vec::new()
+        } else {
+            let refs: Vec<&Transition> = changes.iter().collect();
+            transition_pass!($tx, $d, &refs)
+        }
+    }};
+}
+
 /// One pass of compare-and-swap transitions (distinct ids, sorted by id) inside a transaction:
 /// the UPDATE, then the history of the rows it changed. Evaluates to the positions (in
 /// `$pass`) of the applied transitions.
@@ -399,11 +412,42 @@ struct AppliedRow {
     updated_at: i64,
 }
 
+/// An invocation to move along a path without being its owner's attempt: recovery and
+/// concurrency control (the compare-and-swap checks the owner it had when read).
 #[derive(sqlx::FromRow)]
-struct OwnedRow {
+struct MovableRow {
     id: String,
     status: String,
     attempts: i64,
+    owner_node: Option<String>,
+}
+
+/// Transitions moving each row from its status, with its owner, along `path(from)`, by `node`.
+fn moves(
+    rows: Vec<MovableRow>,
+    node: &str,
+    path: impl Fn(InvocationStatus) -> Vec<InvocationStatus>,
+) -> StoreResult<Vec<Transition>> {
+    rows.into_iter()
+        .map(|r| {
+            let from = parse_status(&r.status)?;
+            let owner = match r.owner_node {
+                Some(n) => Some(Owner { node: n, attempt: to_u32("attempts", r.attempts)? }),
+                None => None,
+            };
+            Ok(Transition {
+                id: r.id,
+                from,
+                owner,
+                path: path(from),
+                result: None,
+                error: None,
+                node: node.to_owned(),
+                delay_ms: 0,
+                instance: None,
+            })
+        })
+        .collect()
 }
 
 #[derive(sqlx::FromRow)]
@@ -1220,34 +1264,17 @@ impl Store for SqlStore {
 
     async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64> {
         let recovered = in_tx!(self, |tx, d| {
-            let owned: Vec<OwnedRow> =
+            let owned: Vec<MovableRow> =
                 sqlx::query_as(sql::INVOCATION_OWNED_BY.get(d)).bind(node).fetch_all(&mut *tx).await?;
-            let mut changes = Vec::with_capacity(owned.len());
-            for row in owned {
-                let from = parse_status(&row.status)?;
+            let changes = moves(owned, node, |from| {
                 let via = if from == InvocationStatus::Pending {
                     InvocationStatus::PendingRecovery
                 } else {
                     InvocationStatus::RunningRecovery
                 };
-                changes.push(Transition {
-                    id: row.id,
-                    from,
-                    owner: Some(Owner { node: node.to_owned(), attempt: to_u32("attempts", row.attempts)? }),
-                    path: vec![via, InvocationStatus::Rerouted],
-                    result: None,
-                    error: None,
-                    node: node.to_owned(),
-                    delay_ms: 0,
-                    instance: None,
-                });
-            }
-            if changes.is_empty() {
-                0
-            } else {
-                let refs: Vec<&Transition> = changes.iter().collect();
-                transition_pass!(tx, d, &refs).len()
-            }
+                vec![via, InvocationStatus::Rerouted]
+            })?;
+            apply_moves!(tx, d, &changes).len()
         });
         Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
     }

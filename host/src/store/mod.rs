@@ -147,11 +147,16 @@ pub trait Coordination: Send + Sync + 'static {
     /// Removes a trigger and its runs; false if it did not exist.
     async fn trigger_delete(&self, id: &str) -> StoreResult<bool>;
 
-    /// Saves a trigger's evaluation state.
-    async fn trigger_save_state(&self, id: &str, state: &serde_json::Value) -> StoreResult<()>;
-
-    /// Records firings, in one statement; a run recorded before is skipped.
-    async fn trigger_runs_record(&self, runs: &[TriggerRun]) -> StoreResult<()>;
+    /// Saves what one trigger evaluation leaves behind, in one transaction of one statement
+    /// per table: the new `states` of triggers (by id; a trigger deleted meanwhile is skipped),
+    /// the `runs` that fired (a run recorded before is skipped) and the new `cursors`
+    /// positions.
+    async fn trigger_evaluation_save(
+        &self,
+        states: &[(String, serde_json::Value)],
+        runs: &[TriggerRun],
+        cursors: &[(&str, i64)],
+    ) -> StoreResult<()>;
 
     /// The latest firings of a trigger, newest first.
     async fn trigger_runs(&self, trigger_id: &str, limit: u32) -> StoreResult<Vec<TriggerRun>>;
@@ -176,11 +181,9 @@ pub trait Coordination: Send + Sync + 'static {
     /// Deletes events older than `older_than_ms`.
     async fn events_purge(&self, older_than_ms: i64) -> StoreResult<u64>;
 
-    /// A cursor of the trigger evaluation (`None` before its first use).
-    async fn cursor_get(&self, name: &str) -> StoreResult<Option<i64>>;
-
-    /// Moves a cursor of the trigger evaluation.
-    async fn cursor_set(&self, name: &str, position: i64) -> StoreResult<()>;
+    /// The cursors of the trigger evaluation (`history`, `events`), each absent before its
+    /// first use.
+    async fn trigger_cursors(&self) -> StoreResult<std::collections::HashMap<String, i64>>;
 }
 
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.

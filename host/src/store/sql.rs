@@ -449,12 +449,12 @@ pub(super) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
 /// The invocations node `$1` owns in an owned status (recovery), locked on PostgreSQL.
 pub(super) const INVOCATION_OWNED_BY: Sql = Sql {
     sqlite: concat!(
-        "SELECT id, status, attempts FROM invocations WHERE owner_node = $1 AND status IN ",
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
         owned_statuses!(),
         " ORDER BY id"
     ),
     postgres: concat!(
-        "SELECT id, status, attempts FROM invocations WHERE owner_node = $1 AND status IN ",
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
         owned_statuses!(),
         " ORDER BY id FOR UPDATE"
     ),

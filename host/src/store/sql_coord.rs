@@ -182,8 +182,18 @@ pub(in crate::store) const TRIGGER_GET: Sql =
     Sql::same(concat!("SELECT ", trigger_columns!(), " FROM triggers WHERE id = $1"));
 /// Removes a trigger (its runs go with it).
 pub(in crate::store) const TRIGGER_DELETE: Sql = Sql::same("DELETE FROM triggers WHERE id = $1");
-/// Saves the evaluation state `$2` of trigger `$1`.
-pub(in crate::store) const TRIGGER_SAVE_STATE: Sql = Sql::same("UPDATE triggers SET state = $2 WHERE id = $1");
+macro_rules! trigger_states_update {
+    ($d:ident) => {
+        concat!(
+            "UPDATE triggers SET state = x.state FROM (SELECT j.value ->> 'id' AS id, \
+             j.value ->> 'state' AS state FROM ",
+            json_rows!($d),
+            ") AS x WHERE triggers.id = x.id"
+        )
+    };
+}
+/// Saves the evaluation states of the JSON array `$1` (`{id, state}`, `state` as JSON text).
+pub(in crate::store) const TRIGGER_STATES_UPDATE: Sql = both!(trigger_states_update);
 
 macro_rules! trigger_runs_insert {
     ($d:ident) => {
@@ -276,10 +286,18 @@ macro_rules! events_purge {
 /// Deletes events older than `$1` ms.
 pub(in crate::store) const EVENTS_PURGE: Sql = both!(events_purge);
 
-/// A cursor of the trigger evaluation.
-pub(in crate::store) const CURSOR_GET: Sql = Sql::same("SELECT position FROM trigger_cursors WHERE name = $1");
-/// Sets cursor `$1` to `$2`.
-pub(in crate::store) const CURSOR_SET: Sql = Sql::same(
-    "INSERT INTO trigger_cursors (name, position) VALUES ($1, $2) \
-     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-);
+/// Every cursor of the trigger evaluation.
+pub(in crate::store) const CURSOR_LIST: Sql = Sql::same("SELECT name, position FROM trigger_cursors");
+
+macro_rules! cursors_upsert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO trigger_cursors (name, position) \
+             SELECT j.value ->> 'name', CAST(j.value ->> 'position' AS BIGINT) FROM ",
+            json_rows!($d),
+            " WHERE TRUE ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+        )
+    };
+}
+/// Sets the cursors of the JSON array `$1` (`{name, position}`).
+pub(in crate::store) const CURSORS_UPSERT: Sql = both!(cursors_upsert);
