@@ -204,6 +204,21 @@ async fn bad_input(b: Backend) {
 }
 both!(bad_input_gets_clear_errors, bad_input);
 
+/// Waits for each invocation to succeed and returns when it was owned: (`pending`, `success`)
+/// times from its history.
+pub(crate) async fn owned_spans(d: &TestDaemon, ids: &[String]) -> Vec<(i64, i64)> {
+    let mut spans = Vec::new();
+    for id in ids {
+        let v = d.result(id, MINUTE).await;
+        assert_eq!(v["status"], "success", "{v}");
+        let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
+        let h = h["history"].as_array().expect("history").clone();
+        let at = |s: &str| h.iter().find(|e| e["status"] == s).and_then(|e| e["at"].as_i64()).expect(s);
+        spans.push((at("pending"), at("success")));
+    }
+    spans
+}
+
 pub(crate) async fn patch(d: &TestDaemon, task: &str, body: Value) {
     let r = d.http.patch(format!("{}/v1/tasks/{task}", d.url)).json(&body).send().await.expect("patch");
     assert_eq!(r.status(), StatusCode::OK);
@@ -505,15 +520,7 @@ async fn running_concurrency_serialises_a_scope(b: Backend) {
     assert_eq!(other["status"], "success", "{other}");
 
     // Each invocation is owned (pending … success) alone: the intervals never overlap.
-    let mut spans = Vec::new();
-    for id in &ids {
-        let v = d.result(id, MINUTE).await;
-        assert_eq!(v["status"], "success", "{v}");
-        let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
-        let h = h["history"].as_array().expect("history").clone();
-        let at = |s: &str| h.iter().find(|e| e["status"] == s).and_then(|e| e["at"].as_i64()).expect(s);
-        spans.push((at("pending"), at("success")));
-    }
+    let mut spans = owned_spans(&d, &ids).await;
     spans.sort();
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "two invocations of a serialised task were owned at once: {spans:?}");

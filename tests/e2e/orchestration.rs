@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use warden_tests::guests;
 use warden_tests::harness::{Backend, TestDaemon};
 
-use crate::api::{assert_error, patch};
+use crate::api::{assert_error, owned_spans, patch};
 use crate::both;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -192,15 +192,7 @@ async fn concurrency_options(b: Backend) {
     for i in 0..6 {
         ids.push(d.call("slow", json!({"ms": 200 + i})).await);
     }
-    let mut spans = Vec::new();
-    for id in &ids {
-        let v = d.result(id, MINUTE).await;
-        assert_eq!(v["status"], "success", "{v}");
-        let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
-        let h = h["history"].as_array().expect("history").clone();
-        let at = |s: &str| h.iter().find(|e| e["status"] == s).and_then(|e| e["at"].as_i64()).expect(s);
-        spans.push((at("pending"), at("success")));
-    }
+    let spans = owned_spans(&d, &ids).await;
     for &(start, _) in &spans {
         let owned = spans.iter().filter(|&&(s, e)| s <= start && start < e).count();
         assert!(owned <= 2, "{owned} owned at once with 2 slots per scope: {spans:?}");
