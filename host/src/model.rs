@@ -296,6 +296,12 @@ pub struct Invocation {
     /// The client's idempotency key, if routed with one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub idempotency_key: Option<String>,
+    /// The workflow that routed it, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workflow: Option<String>,
+    /// Its own attempt limit (a workflow's `max_attempts`); `None`: the task's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_attempts: Option<u32>,
     /// Creation time.
     pub created_at: Millis,
     /// Time of the last status change.
@@ -325,6 +331,12 @@ pub struct NewInvocation {
     /// task does not serialise.
     #[serde(default)]
     pub run_scope: Option<String>,
+    /// The workflow routing it, if any.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Its own attempt limit; `None`: the task's.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 /// One row of an invocation's status history.
@@ -398,6 +410,10 @@ pub struct Claimed {
     pub attempt: u32,
     /// Calling invocation.
     pub parent: Option<String>,
+    /// The workflow that routed it.
+    pub workflow: Option<String>,
+    /// Its own attempt limit; `None`: the task's.
+    pub max_attempts: Option<u32>,
 }
 
 /// Filter and page of `GET /v1/invocations`.

@@ -467,7 +467,7 @@ impl Orchestrator {
         )))
     }
 
-    async fn new_invocation(
+    pub(crate) async fn new_invocation(
         &self,
         task: &str,
         args: &serde_json::Value,
@@ -494,6 +494,8 @@ impl Orchestrator {
             scope,
             idempotency_key,
             run_scope,
+            workflow: None,
+            max_attempts: None,
         })
     }
 

@@ -216,14 +216,14 @@ async fn run_guest(
     };
     let component = match orch.component(&task.component).await {
         Ok(c) => c,
-        Err(e) => return (Err(host_err(e)), task.max_attempts, None),
+        Err(e) => return (Err(host_err(e)), inv.max_attempts.unwrap_or(task.max_attempts), None),
     };
     let info = InvocationInfo {
         id: inv.id.clone(),
         task: inv.task.clone(),
         attempt: inv.attempt,
         parent: inv.parent.clone(),
-        workflow: None,
+        workflow: inv.workflow.clone(),
     };
     let limits = limits_for(orch, inv, &task).await;
     let req = RunRequest { task: inv.task.clone(), args: inv.args.clone(), info, limits, cancel };
@@ -247,7 +247,7 @@ async fn run_guest(
         );
     }
     let outcome = std::mem::replace(&mut report.outcome, Ok(String::new()));
-    (outcome, task.max_attempts, Some(report))
+    (outcome, inv.max_attempts.unwrap_or(task.max_attempts), Some(report))
 }
 
 /// A transition of one invocation owned by `owner`.

@@ -230,6 +230,8 @@ fn call(n: usize, task: &str) -> NewInvocation {
         scope: None,
         idempotency_key: None,
         run_scope: None,
+        workflow: None,
+        max_attempts: None,
     }
 }
 

@@ -283,6 +283,8 @@ pub(super) struct InvocationRow {
     parent: Option<String>,
     reg_scope: Option<String>,
     idempotency_key: Option<String>,
+    workflow: Option<String>,
+    max_attempts: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -402,6 +404,8 @@ struct ClaimedRow {
     args: String,
     attempts: i64,
     parent: Option<String>,
+    workflow: Option<String>,
+    max_attempts: Option<i64>,
     updated_at: i64,
 }
 
@@ -478,6 +482,32 @@ struct InsertJson<'a> {
     scope: Option<&'a str>,
     idempotency_key: Option<&'a str>,
     run_scope: Option<&'a str>,
+    workflow: Option<&'a str>,
+    max_attempts: Option<u32>,
+}
+
+/// The JSON parameter of an insert of new invocations (`invocation_insert!` in `sql.rs`).
+pub(super) fn insert_json(calls: &[NewInvocation]) -> StoreResult<String> {
+    for c in calls {
+        check_json("args", &c.id, &c.args)?;
+    }
+    to_json(
+        &calls
+            .iter()
+            .map(|c| InsertJson {
+                id: &c.id,
+                task: &c.task,
+                call_id: &c.call_id,
+                args: &c.args,
+                parent: c.parent.as_deref(),
+                scope: c.scope.as_deref(),
+                idempotency_key: c.idempotency_key.as_deref(),
+                run_scope: c.run_scope.as_deref(),
+                workflow: c.workflow.as_deref(),
+                max_attempts: c.max_attempts,
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 #[derive(Serialize)]
@@ -624,6 +654,8 @@ impl InvocationRow {
             parent: self.parent,
             scope: self.reg_scope,
             idempotency_key: self.idempotency_key,
+            workflow: self.workflow,
+            max_attempts: self.max_attempts.map(|m| to_u32("max_attempts", m)).transpose()?,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -1076,24 +1108,7 @@ impl Store for SqlStore {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
-        for c in calls {
-            check_json("args", &c.id, &c.args)?;
-        }
-        let json = to_json(
-            &calls
-                .iter()
-                .map(|c| InsertJson {
-                    id: &c.id,
-                    task: &c.task,
-                    call_id: &c.call_id,
-                    args: &c.args,
-                    parent: c.parent.as_deref(),
-                    scope: c.scope.as_deref(),
-                    idempotency_key: c.idempotency_key.as_deref(),
-                    run_scope: c.run_scope.as_deref(),
-                })
-                .collect::<Vec<_>>(),
-        )?;
+        let json = insert_json(calls)?;
         let rows: Vec<InvocationRow> = match &self.pools {
             Pools::Sqlite { read, write } => {
                 match one_trip(write, sqlx::query_as(sql::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str())).await {
@@ -1181,6 +1196,8 @@ impl Store for SqlStore {
                     task: r.task,
                     args: r.args,
                     parent: r.parent,
+                    workflow: r.workflow,
+                    max_attempts: r.max_attempts.map(|m| to_u32("max_attempts", m)).transpose()?,
                 })
             })
             .collect()

@@ -90,7 +90,7 @@ macro_rules! both {
 macro_rules! invocation_columns {
     () => {
         "id, task, call_id, args, status, owner_node, attempts, result, error_kind, \
-         error_message, parent, reg_scope, idempotency_key, created_at, updated_at"
+         error_message, parent, reg_scope, idempotency_key, workflow, max_attempts, created_at, updated_at"
     };
 }
 
@@ -268,10 +268,11 @@ macro_rules! invocation_insert {
             " AS now) \
              INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
              result, error_kind, error_message, parent, reg_scope, idempotency_key, run_scope, \
-             available_at, created_at, updated_at) \
+             workflow, max_attempts, available_at, created_at, updated_at) \
              SELECT j.value ->> 'id', t.name, j.value ->> 'call_id', \
              j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
              j.value ->> 'scope', j.value ->> 'idempotency_key', j.value ->> 'run_scope', \
+             j.value ->> 'workflow', CAST(j.value ->> 'max_attempts' AS BIGINT), \
              c.now, c.now, c.now \
              FROM ",
             json_rows!($d),
@@ -380,7 +381,7 @@ macro_rules! invocation_claim_sqlite {
              updated_at = (SELECT now FROM c), last_tx = $3 \
              WHERE id IN (",
             claim_candidates!(""),
-            ") RETURNING id, task, args, attempts, parent, updated_at"
+            ") RETURNING id, task, args, attempts, parent, workflow, max_attempts, updated_at"
         )
     };
 }
@@ -400,7 +401,7 @@ pub(super) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
      FROM picked WHERE invocations.id = picked.id \
      RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
-     invocations.parent, invocations.updated_at"
+     invocations.parent, invocations.workflow, invocations.max_attempts, invocations.updated_at"
 );
 
 macro_rules! invocation_transition {
