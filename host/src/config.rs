@@ -51,6 +51,9 @@ pub struct Config {
     /// The safety gap at the end of each node's slot (pynenc's
     /// `atomic_service_spread_margin_minutes`), in ms.
     pub service_spread_margin_ms: u64,
+    /// A live task instance must be reported for within `heartbeat_interval_ms` × this
+    /// (Jobmon's `heartbeat_report_by_buffer`); its node does so every heartbeat.
+    pub heartbeat_report_by_buffer: f64,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             max_pending_ms: 300_000,
             service_interval_ms: 60_000,
             service_spread_margin_ms: 5_000,
+            heartbeat_report_by_buffer: 3.1,
         }
     }
 }
@@ -135,6 +139,9 @@ pub struct Overrides {
     /// Safety gap at the end of each node's atomic-service slot, in ms [default: 5000].
     #[arg(long, env = "WARDEN_SERVICE_SPREAD_MARGIN_MS")]
     pub service_spread_margin_ms: Option<u64>,
+    /// Task instances must be reported for within heartbeat interval × this [default: 3.1].
+    #[arg(long, env = "WARDEN_HEARTBEAT_REPORT_BY_BUFFER")]
+    pub heartbeat_report_by_buffer: Option<f64>,
     /// TOML file with any of the settings above (lowest precedence).
     #[arg(long, env = "WARDEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -198,7 +205,8 @@ impl Config {
             heartbeat_timeout_ms,
             max_pending_ms,
             service_interval_ms,
-            service_spread_margin_ms
+            service_spread_margin_ms,
+            heartbeat_report_by_buffer
         );
         c.validate()?;
         Ok(c)
@@ -224,6 +232,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "heartbeat_timeout_ms ({}) must exceed heartbeat_interval_ms ({}), which must be at least 1",
                 self.heartbeat_timeout_ms, self.heartbeat_interval_ms
+            )));
+        }
+        if !(1.0..=1000.0).contains(&self.heartbeat_report_by_buffer) {
+            return Err(ConfigError::Invalid(format!(
+                "heartbeat_report_by_buffer must be between 1 and 1000, got {}",
+                self.heartbeat_report_by_buffer
             )));
         }
         if self.service_interval_ms == 0 || self.max_pending_ms == 0 {

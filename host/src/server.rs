@@ -28,6 +28,7 @@ fn services_config(cfg: &Config) -> anyhow::Result<ServicesConfig> {
             .map_err(|e| anyhow::anyhow!("invalid atomic-service settings: {e}"))?,
         retention: (cfg.retention_ms > 0).then(|| Duration::from_millis(cfg.retention_ms)),
         purge_interval: Duration::from_millis(cfg.purge_interval_ms),
+        report_buffer: cfg.heartbeat_report_by_buffer,
     })
 }
 

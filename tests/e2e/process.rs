@@ -58,6 +58,12 @@ impl DaemonProcess {
         self.child.wait().expect("reap");
     }
 
+    /// Sends a signal (`STOP`, `CONT`) to the process.
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().expect("kill");
+        assert!(ok.success(), "kill -{sig}");
+    }
+
     fn sigterm(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
@@ -184,7 +190,15 @@ async fn a_dead_nodes_work_is_recovered_by_another_node(b: Backend) {
     assert!(killed_at.elapsed() < Duration::from_secs(20), "recovery took {:?}", killed_at.elapsed());
     let (_, runs) = survivor.api.get("/v1/services/runs?limit=1000").await;
     let runs = runs["runs"].as_array().expect("runs").clone();
-    let recovered: i64 = runs.iter().filter_map(|r| r["detail"]["recovered_dead"].as_i64()).sum();
+    // Dead-node recovery (after the 1 s timeout) or triage of the silent instances (after two
+    // report windows of 310 ms), whichever comes first, takes the work back.
+    let recovered: i64 = runs
+        .iter()
+        .map(|r| {
+            r["detail"]["recovered_dead"].as_i64().unwrap_or(0)
+                + r["detail"]["rerouted_by_triage"].as_i64().unwrap_or(0)
+        })
+        .sum();
     assert!(recovered >= 2, "no execution record shows the recovery: {runs:?}");
     let recovering: Vec<&Value> = runs.iter().filter(|r| r["detail"]["recovered_dead"].as_i64() > Some(0)).collect();
     assert!(recovering.iter().all(|r| r["node"] == "survivor" && r["detail"]["dead_nodes"] == json!(["doomed"])));
@@ -195,3 +209,72 @@ async fn a_dead_nodes_work_is_recovered_by_another_node(b: Backend) {
     assert_eq!(find("survivor").expect("survivor")["live"], true, "{nodes}");
 }
 both!(dead_node_recovery, a_dead_nodes_work_is_recovered_by_another_node);
+
+/// A node that goes silent while running (SIGSTOP: alive but neither heartbeating nor
+/// answering): triage on the other node moves its instance `running → triaging →
+/// unknown_error` and reroutes the invocation, which succeeds there on attempt 2, long before
+/// the stopped node would count as dead (timeout 60 s). When the node wakes up (SIGCONT), its
+/// late outcome changes nothing. PostgreSQL only: a process stopped inside a SQLite write
+/// transaction would hold the file's lock, which is why clusters run on PostgreSQL.
+async fn a_silent_nodes_instance_is_triaged_and_rerouted(b: Backend) {
+    assert_eq!(b, Backend::Postgres);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_postgres_database().await;
+    let flags = |name: &'static str| {
+        vec![
+            "--node-name",
+            name,
+            "--heartbeat-interval-ms",
+            "100",
+            "--heartbeat-timeout-ms",
+            "60000",
+            "--service-interval-ms",
+            "1000",
+            "--service-spread-margin-ms",
+            "100",
+        ]
+    };
+    let silent = DaemonProcess::spawn_args(&dir.path().join("a"), Some(&db), &flags("silent")).await;
+    silent.api.deploy("slow", guests::SLOW).await;
+    let id = silent.api.call("slow", json!({"ms": 3000})).await;
+    wait_status(&silent.api, &id, "running").await;
+    let other = DaemonProcess::spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
+    silent.signal("STOP");
+    let stopped_at = std::time::Instant::now();
+    let (instances, rerouted_after) = loop {
+        let (_, v) = other.api.get(&format!("/v1/invocations/{id}/instances")).await;
+        let all = v["instances"].as_array().expect("instances").clone();
+        if all.len() >= 2 {
+            break (all, stopped_at.elapsed());
+        }
+        assert!(stopped_at.elapsed() < Duration::from_secs(30), "never rerouted: {all:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((&instances[0]["node"], &instances[0]["status"]), (&json!("silent"), &json!("unknown_error")));
+    let v = other.api.result(&id, Duration::from_secs(60)).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(2)), "{v}");
+    let h = statuses(&other.api, &id).await;
+    assert!(h.windows(2).any(|w| w == ["running_recovery", "rerouted"]), "{h:?}");
+    eprintln!("silent node: its attempt was triaged and rerouted {rerouted_after:?} after SIGSTOP");
+    // Two report windows (2 × 310 ms) plus the services' turn; far below the 60 s timeout.
+    assert!(rerouted_after < Duration::from_secs(10), "triage took {rerouted_after:?}");
+
+    // The silent node wakes up; its guest's late outcome is discarded.
+    silent.signal("CONT");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let (_, v) = other.api.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(2)), "{v}");
+    let (_, i) = other.api.get(&format!("/v1/invocations/{id}/instances")).await;
+    let i = i["instances"].as_array().expect("instances").clone();
+    let statuses: Vec<(&str, &str)> =
+        i.iter().map(|x| (x["node"].as_str().unwrap_or(""), x["status"].as_str().unwrap_or(""))).collect();
+    assert_eq!(statuses, [("silent", "unknown_error"), ("other", "done")], "{i:?}");
+    drop(silent);
+}
+
+mod silent_node_triage {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_silent_nodes_instance_is_triaged_and_rerouted(warden_tests::harness::Backend::Postgres).await
+    }
+}

@@ -104,6 +104,25 @@ impl TestDaemon {
         Self { daemon: Some(daemon), config, api, _dir: dir }
     }
 
+    /// Starts another node of the same cluster: a second daemon named `node` on this one's
+    /// database (the same SQLite file, or the same PostgreSQL database), with its own data
+    /// directory; `tweak` may change its configuration further.
+    pub async fn join(&self, node: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        config.data_dir = dir.path().to_path_buf();
+        config.node_name = node.to_string();
+        if config.database_url.is_none() {
+            let path = self.config.data_dir.join("warden.db");
+            config.database_url = Some(format!("sqlite://{}", path.display()));
+        }
+        tweak(&mut config);
+        let daemon = Daemon::start(config.clone()).await.unwrap_or_else(|e| panic!("node {node} did not start: {e:#}"));
+        let api = Api::new(&daemon.url());
+        Self { daemon: Some(daemon), config, api, _dir: dir }
+    }
+
     /// Stops the daemon gracefully and starts it again on the same data and database.
     pub async fn restart(&mut self) {
         if let Some(d) = self.daemon.take() {

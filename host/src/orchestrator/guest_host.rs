@@ -51,7 +51,18 @@ impl AttemptHost {
     pub(super) async fn ensure_running(&self) -> Result<(), TaskFailure> {
         self.running
             .get_or_init(|| async {
-                let r = self.change(&self.id, InvocationStatus::Pending, &[InvocationStatus::Running]).await;
+                // The instance moves with it: `queued → instantiated → launched → running`,
+                // due to report by now + the window (the heartbeat keeps it so from here on).
+                let instance = crate::model::TaskInstance::live(
+                    &self.id,
+                    self.owner.attempt,
+                    self.orch.node(),
+                    crate::instances::InstanceStatus::Running.as_str(),
+                    self.orch.report_window_ms(),
+                );
+                let r = self
+                    .change_with(&self.id, InvocationStatus::Pending, &[InvocationStatus::Running], Some(instance))
+                    .await;
                 if r.is_err() {
                     tracing::warn!("could not mark the attempt running; interrupting it");
                     self.cancel.cancel();
@@ -73,7 +84,19 @@ impl AttemptHost {
     }
 
     async fn change(&self, id: &str, from: InvocationStatus, path: &[InvocationStatus]) -> Result<(), TaskFailure> {
-        let t = step(id, &self.owner, from, path, self.orch.node());
+        self.change_with(id, from, path, None).await
+    }
+
+    /// A change of the invocation, and of its instance when `instance` is given, in one write.
+    async fn change_with(
+        &self,
+        id: &str,
+        from: InvocationStatus,
+        path: &[InvocationStatus],
+        instance: Option<crate::model::TaskInstance>,
+    ) -> Result<(), TaskFailure> {
+        let mut t = step(id, &self.owner, from, path, self.orch.node());
+        t.instance = instance.map(Box::new);
         let to = t.to();
         match self.orch.transition(vec![t]).await.as_deref() {
             Ok([TransitionOutcome::Applied]) => {

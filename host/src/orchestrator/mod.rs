@@ -7,6 +7,7 @@ pub mod batcher;
 mod coordination;
 mod guest_host;
 pub mod identity;
+mod instances;
 pub mod policy;
 pub mod status;
 pub mod triggers;
@@ -175,6 +176,9 @@ struct Inner {
     tasks: Mutex<HashMap<String, TaskDef>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Attempts this node holds (claimed, not yet recorded): invocation → attempt. The
+    /// heartbeat reports for their instances.
+    held: Mutex<HashMap<String, u32>>,
     /// Attempts interrupted because a user cancelled their invocation.
     user_cancels: Mutex<std::collections::HashSet<String>>,
     progress: Mutex<HashMap<String, Progress>>,
@@ -215,6 +219,7 @@ impl Orchestrator {
                 tasks: Mutex::new(HashMap::new()),
                 components: tokio::sync::Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
                 user_cancels: Mutex::new(std::collections::HashSet::new()),
                 progress: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
@@ -546,6 +551,11 @@ impl Orchestrator {
                 instance: None,
             };
             if self.transition(vec![change]).await?.first() == Some(&TransitionOutcome::Applied) {
+                if inv.owner.is_some() {
+                    // Owned elsewhere: its node interrupts the guest at its next heartbeat.
+                    let node = self.inner.store.instance_signal(id, "cancel").await?;
+                    tracing::info!(invocation = %id, node = ?node, "cancelled; the owner hears of it at its next heartbeat");
+                }
                 return self.get(id).await;
             }
             // It moved meanwhile (claimed, started, finished): look again.

@@ -39,9 +39,13 @@ pub(super) async fn dispatch_loop(orch: Orchestrator) {
                     _ = inner.shutdown.cancelled() => return,
                 }
             }
-            match inner.store.invocation_claim(&inner.cfg.node, inner.cfg.prefetch as u32).await {
+            let window = orch.report_window_ms();
+            match inner.store.invocation_claim_reporting(&inner.cfg.node, inner.cfg.prefetch as u32, window).await {
                 Ok(claimed) => {
                     drained = claimed.len() < inner.cfg.prefetch;
+                    for c in &claimed {
+                        orch.hold(&c.id, c.attempt);
+                    }
                     queue.extend(claimed);
                 }
                 Err(e) => {
@@ -77,10 +81,17 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
         .map(|inv| {
             let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
             let path = [InvocationStatus::PendingRecovery, InvocationStatus::Rerouted];
-            step(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node())
+            let mut t = step(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node());
+            let why = TaskFailure::new(ErrorKind::Cancelled, "handed back unstarted: the node is shutting down");
+            t.instance = Some(Box::new(TaskInstance::ended(&inv.id, inv.attempt, orch.node(), "kill_self", Some(why))));
+            t
         })
         .collect();
-    match orch.transition(changes).await {
+    let outcome = orch.transition(changes).await;
+    for inv in &queue {
+        orch.unhold(&inv.id);
+    }
+    match outcome {
         Ok(_) => tracing::info!(released = n, "handed back claimed invocations that had not started"),
         Err(e) => tracing::warn!(error = %e, "could not hand back unstarted invocations; recovery will"),
     }
@@ -153,6 +164,9 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             logs: serde_json::to_value(&r.logs).unwrap_or_default(),
             output_truncated: r.output_truncated,
             ended_at: 0,
+            started_at: 0,
+            report_by: None,
+            report_window_ms: None,
         });
         tracing::Span::current().record("outcome", to.as_str());
         // The attempt's record is written with its outcome, in the same transaction.
@@ -174,6 +188,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         }
         lock(&orch.inner.running).remove(&inv.id);
         lock(&orch.inner.progress).remove(&inv.id);
+        orch.unhold(&inv.id);
     }
     .instrument(span)
     .await

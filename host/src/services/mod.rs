@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::model::{NodeInfo, ServiceRunStatus};
+use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
 use crate::store::ServiceGate;
 use slots::{RunnerView, SlotConfig, SlotDecision};
@@ -41,6 +41,8 @@ pub struct ServicesConfig {
     pub retention: Option<Duration>,
     /// How often the purge runs (at most).
     pub purge_interval: Duration,
+    /// Live task instances must be reported for within `heartbeat_interval` × this.
+    pub report_buffer: f64,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -99,6 +101,13 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                 }
             }
         }
+        // The same tick reports for every instance this node holds (one statement) and acts
+        // on their control signals.
+        match orch.heartbeat_instances().await {
+            Ok(beat) if beat.signalled + beat.taken_away > 0 => tracing::info!(?beat, "instance heartbeat"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the instance heartbeat failed; will try again"),
+        }
         let (now, nodes) = match store.node_list().await {
             Ok(v) => v,
             Err(e) => {
@@ -120,7 +129,7 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                 if purge_due {
                     last_purge = Instant::now();
                 }
-                let detail = execute(&orch, &cfg, &dead, purge_due).await;
+                let detail = execute(&orch, &cfg, now, &dead, purge_due).await;
                 if let Err(e) = store.service_finish(id, ServiceRunStatus::Completed, &detail).await {
                     tracing::warn!(error = %e, "recording the end of an atomic-service run failed");
                 }
@@ -138,7 +147,13 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
 
 /// One execution of every service; errors of one service do not stop the others and are
 /// kept in the record.
-async fn execute(orch: &Orchestrator, cfg: &ServicesConfig, dead: &[String], purge_due: bool) -> serde_json::Value {
+async fn execute(
+    orch: &Orchestrator,
+    cfg: &ServicesConfig,
+    now: Millis,
+    dead: &[String],
+    purge_due: bool,
+) -> serde_json::Value {
     let store = orch.store();
     let node = orch.node();
     let mut errors: Vec<String> = Vec::new();
@@ -175,6 +190,17 @@ async fn execute(orch: &Orchestrator, cfg: &ServicesConfig, dead: &[String], pur
     if recovered_dead + recovered_pending > 0 {
         orch.nudge();
     }
+    // Triage of instances whose node stopped reporting for them (Jobmon).
+    let (triaged, rerouted_triage) = match triage(orch, now).await {
+        Ok(v) => v,
+        Err(e) => {
+            note("triage", &e);
+            (0, 0)
+        }
+    };
+    if rerouted_triage > 0 {
+        orch.nudge();
+    }
     // Running concurrency that drops blocked invocations.
     let dropped = match drop_blocked(orch).await {
         Ok(n) => n,
@@ -206,11 +232,27 @@ async fn execute(orch: &Orchestrator, cfg: &ServicesConfig, dead: &[String], pur
         "dead_nodes": dead,
         "recovered_dead": recovered_dead,
         "recovered_pending": recovered_pending,
+        "triaged": triaged,
+        "rerouted_by_triage": rerouted_triage,
         "dropped": dropped,
         "triggers_fired": fired,
         "purged": purged,
         "errors": errors,
     })
+}
+
+/// Triage (Jobmon) at `now` (the database clock as the tick read it; tests inject another):
+/// overdue instances move on (`running → triaging`, `triaging → unknown_error`, never
+/// reported → `no_heartbeat → error`), and the invocations of the given-up ones are rerouted.
+/// Returns (instances changed, invocations rerouted).
+pub async fn triage(orch: &Orchestrator, now: Millis) -> Result<(usize, usize), crate::store::StoreError> {
+    let overdue = orch.store().instance_overdue(now, STEP_LIMIT).await?;
+    let decisions = crate::instances::triage(&overdue, now, orch.report_window_ms());
+    let (changed, rerouted) = orch.store().instance_triage_apply(&decisions, orch.node()).await?;
+    if !rerouted.is_empty() {
+        tracing::warn!(rerouted = rerouted.len(), "triage rerouted invocations whose node stopped reporting");
+    }
+    Ok((changed, rerouted.len()))
 }
 
 /// Drops (`concurrency_controlled_final`) the blocked invocations of tasks that do not

@@ -68,7 +68,8 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{PgPool, Sqlite, SqlitePool};
 
 use super::sql::{self, Sql};
-use super::{StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
+use super::{HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
+use crate::instances::{Overdue, Triage};
 use crate::model::{
     Claimed, ComponentInfo, Concurrency, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
     Millis, NewInvocation, Owner, TaskDef, TaskFailure, TaskInstance, TaskPatch, Transition,
@@ -305,6 +306,8 @@ pub(super) struct InstanceRow {
     logs: String,
     output_truncated: i64,
     ended_at: i64,
+    report_by: Option<i64>,
+    started_at: i64,
 }
 
 impl InstanceRow {
@@ -323,6 +326,9 @@ impl InstanceRow {
             stdout: self.stdout,
             stderr: self.stderr,
             ended_at: self.ended_at,
+            started_at: self.started_at,
+            report_by: self.report_by,
+            report_window_ms: None,
         })
     }
 }
@@ -341,6 +347,7 @@ struct InstanceJson<'a> {
     stderr: &'a str,
     logs: String,
     output_truncated: i64,
+    report_window_ms: Option<i64>,
 }
 
 /// A `tasks` row (`task_columns!` in `sql.rs`).
@@ -452,6 +459,32 @@ fn moves(
             })
         })
         .collect()
+}
+
+/// A row [`sql::INSTANCE_HEARTBEAT`] refreshed.
+#[derive(sqlx::FromRow)]
+struct HeldRow {
+    invocation_id: String,
+    attempt: i64,
+    status: String,
+    signal: Option<String>,
+}
+
+/// An overdue instance ([`sql::INSTANCE_OVERDUE`]).
+#[derive(sqlx::FromRow)]
+struct OverdueRow {
+    invocation_id: String,
+    attempt: i64,
+    node: String,
+    status: String,
+    report_by: i64,
+}
+
+/// The key of an instance.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    invocation_id: String,
+    attempt: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -730,6 +763,7 @@ fn instances_json<'a>(instances: impl Iterator<Item = &'a TaskInstance>) -> Stor
                 stderr: &t.stderr,
                 logs: t.logs.to_string(),
                 output_truncated: i64::from(t.output_truncated),
+                report_window_ms: t.report_window_ms,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
@@ -870,6 +904,38 @@ impl SqlStore {
 
 /// A fresh marker for the rows one SQLite script changes (`last_tx`, see [`sql`]): random, so
 /// no other transaction, past or concurrent, stamps the same value (one chance in 2^64).
+impl SqlStore {
+    /// Records the outcomes of attempts whose transition was refused (the invocation was final
+    /// or taken away meanwhile): the instance ends `error_fatal` (an interrupted one
+    /// `kill_self`) without touching the invocation; an instance already final is left alone.
+    async fn record_late_outcomes<'a>(&self, records: impl Iterator<Item = &'a TaskInstance>) -> StoreResult<()> {
+        let late: Vec<TaskInstance> = records
+            .filter(|r| r.report_window_ms.is_none())
+            .map(|r| {
+                let mut r = r.clone();
+                if r.status != crate::instances::InstanceStatus::KillSelf.as_str() {
+                    let was = r.error.as_ref().map_or_else(|| "a result".to_string(), |e| e.to_string());
+                    r.error = Some(TaskFailure::new(
+                        ErrorKind::Fatal,
+                        format!("late outcome discarded ({was}): the invocation was final or taken away"),
+                    ));
+                    r.status = crate::instances::InstanceStatus::ErrorFatal.as_str().to_string();
+                }
+                r
+            })
+            .collect();
+        if late.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(count = late.len(), "recorded late attempt outcomes; their invocations are untouched");
+        let json = instances_json(late.iter())?;
+        in_tx!(self, |tx, d| {
+            sqlx::query(sql::INSTANCE_INSERT.get(d)).bind(json).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+}
+
 fn tx_marker() -> i64 {
     rand::random()
 }
@@ -1153,15 +1219,23 @@ impl Store for SqlStore {
         Ok(out)
     }
 
-    async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>> {
+    async fn invocation_claim_reporting(
+        &self,
+        node: &str,
+        limit: u32,
+        report_window_ms: i64,
+    ) -> StoreResult<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         // A claim reports nothing to a client and is redone after a crash: relaxed commit.
         let mut rows: Vec<ClaimedRow> = match &self.pools {
             Pools::Sqlite { write, .. } => {
-                let claim =
-                    sqlx::query_as(sql::INVOCATION_CLAIM_ONE_TRIP).bind(node).bind(i64::from(limit)).bind(tx_marker());
+                let claim = sqlx::query_as(sql::INVOCATION_CLAIM_ONE_TRIP)
+                    .bind(node)
+                    .bind(i64::from(limit))
+                    .bind(tx_marker())
+                    .bind(report_window_ms);
                 one_trip(write, claim).await?
             }
             Pools::Postgres(pool) => pg_tx!(pool, false, |tx| {
@@ -1182,7 +1256,13 @@ impl Store for SqlStore {
                             at: r.updated_at,
                         })
                         .collect();
-                    sqlx::query(sql::HISTORY_INSERT.postgres).bind(to_json(&history)?).execute(&mut *tx).await?;
+                    let history = to_json(&history)?;
+                    sqlx::query(sql::HISTORY_INSERT.postgres).bind(&history).execute(&mut *tx).await?;
+                    sqlx::query(sql::INSTANCE_QUEUE_POSTGRES)
+                        .bind(history)
+                        .bind(report_window_ms)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 rows
             }),
@@ -1275,6 +1355,7 @@ impl Store for SqlStore {
         }
         if !rejected.is_empty() {
             self.explain_rejections(changes, &rejected, &mut outcomes).await?;
+            self.record_late_outcomes(rejected.iter().filter_map(|&i| changes[i].instance.as_deref())).await?;
         }
         Ok(outcomes)
     }
@@ -1333,6 +1414,159 @@ impl Store for SqlStore {
         let rows: Vec<InstanceRow> =
             on_read!(self, |db, d| sqlx::query_as(sql::INSTANCE_LIST.get(d)).bind(invocation_id).fetch_all(db).await?);
         rows.into_iter().map(InstanceRow::decode).collect()
+    }
+
+    async fn instance_heartbeat(
+        &self,
+        node: &str,
+        held: &[(String, u32)],
+        report_window_ms: i64,
+    ) -> StoreResult<Vec<HeldInstance>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[derive(Serialize)]
+        struct HeldJson<'a> {
+            id: &'a str,
+            attempt: u32,
+        }
+        let json = to_json(&held.iter().map(|(id, attempt)| HeldJson { id, attempt: *attempt }).collect::<Vec<_>>())?;
+        // One statement, autocommit: the cost of a tick does not grow with the instances.
+        let rows: Vec<HeldRow> = match &self.pools {
+            Pools::Sqlite { write, .. } => {
+                sqlx::query_as(sql::INSTANCE_HEARTBEAT.sqlite)
+                    .bind(node)
+                    .bind(json)
+                    .bind(report_window_ms)
+                    .fetch_all(write)
+                    .await?
+            }
+            Pools::Postgres(pool) => {
+                sqlx::query_as(sql::INSTANCE_HEARTBEAT.postgres)
+                    .bind(node)
+                    .bind(json)
+                    .bind(report_window_ms)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        rows.into_iter()
+            .map(|r| {
+                Ok(HeldInstance {
+                    attempt: to_u32("attempt", r.attempt)?,
+                    invocation_id: r.invocation_id,
+                    status: r.status,
+                    signal: r.signal,
+                })
+            })
+            .collect()
+    }
+
+    async fn instance_signal(&self, invocation_id: &str, signal: &str) -> StoreResult<Option<String>> {
+        let node: Option<NameRow> = in_tx!(self, |tx, d| sqlx::query_as(sql::INSTANCE_SIGNAL.get(d))
+            .bind(invocation_id)
+            .bind(signal)
+            .fetch_optional(&mut *tx)
+            .await?);
+        Ok(node.map(|n| n.name))
+    }
+
+    async fn instance_overdue(&self, now: Millis, limit: u32) -> StoreResult<Vec<Overdue>> {
+        let rows: Vec<OverdueRow> = on_read!(self, |db, d| sqlx::query_as(sql::INSTANCE_OVERDUE.get(d))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?);
+        rows.into_iter()
+            .map(|r| {
+                Ok(Overdue {
+                    attempt: to_u32("attempt", r.attempt)?,
+                    status: r.status.parse().map_err(|e| corrupt("instance status", e))?,
+                    invocation_id: r.invocation_id,
+                    node: r.node,
+                    report_by: r.report_by,
+                })
+            })
+            .collect()
+    }
+
+    async fn instance_triage_apply(&self, decisions: &[Triage], by: &str) -> StoreResult<(usize, Vec<String>)> {
+        if decisions.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        #[derive(Serialize)]
+        struct TriageJson<'a> {
+            id: &'a str,
+            attempt: u32,
+            from: &'static str,
+            to: &'static str,
+            report_by: i64,
+            next_report_by: Option<i64>,
+            error_kind: Option<&'static str>,
+            error_message: Option<String>,
+        }
+        let rows: Vec<TriageJson<'_>> = decisions
+            .iter()
+            .map(|t| {
+                let o = &t.instance;
+                let failed = t.to.is_final();
+                TriageJson {
+                    id: &o.invocation_id,
+                    attempt: o.attempt,
+                    from: o.status.as_str(),
+                    to: t.to.as_str(),
+                    report_by: o.report_by,
+                    next_report_by: t.report_by,
+                    error_kind: failed.then_some("host"),
+                    error_message: failed.then(|| {
+                        format!("node `{}` stopped reporting for this attempt (due by {} ms)", o.node, o.report_by)
+                    }),
+                }
+            })
+            .collect();
+        let json = to_json(&rows)?;
+        let (changed, rerouted) = in_tx!(self, |tx, d| {
+            let applied: Vec<KeyRow> =
+                sqlx::query_as(sql::INSTANCE_TRIAGE.get(d)).bind(json).fetch_all(&mut *tx).await?;
+            let applied: HashSet<(String, i64)> = applied.into_iter().map(|r| (r.invocation_id, r.attempt)).collect();
+            // The invocations to take back: those of changed instances marked `reroute` whose
+            // node still owns them with the instance's attempt.
+            let owners: HashMap<&str, (&str, u32)> = decisions
+                .iter()
+                .filter(|t| {
+                    t.reroute && applied.contains(&(t.instance.invocation_id.clone(), i64::from(t.instance.attempt)))
+                })
+                .map(|t| (t.instance.invocation_id.as_str(), (t.instance.node.as_str(), t.instance.attempt)))
+                .collect();
+            let mut rerouted = Vec::new();
+            if !owners.is_empty() {
+                let ids: Vec<&str> = owners.keys().copied().collect();
+                let rows: Vec<MovableRow> =
+                    sqlx::query_as(sql::INVOCATION_MOVABLE.get(d)).bind(to_json(&ids)?).fetch_all(&mut *tx).await?;
+                let rows: Vec<MovableRow> = rows
+                    .into_iter()
+                    .filter(|r| {
+                        let owned = parse_status(&r.status).is_ok_and(InvocationStatus::is_owned);
+                        owned
+                            && owners.get(r.id.as_str()).is_some_and(|(node, attempt)| {
+                                r.owner_node.as_deref() == Some(*node) && r.attempts == i64::from(*attempt)
+                            })
+                    })
+                    .collect();
+                let changes = moves(rows, by, |from| {
+                    let recovery = if from == InvocationStatus::Pending {
+                        InvocationStatus::PendingRecovery
+                    } else {
+                        InvocationStatus::RunningRecovery
+                    };
+                    vec![recovery, InvocationStatus::Rerouted]
+                })?;
+                let positions = apply_moves!(tx, d, &changes);
+                rerouted = positions.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect();
+            }
+            (applied.len(), rerouted)
+        });
+        Ok((changed, rerouted))
     }
 
     async fn instance_usage(&self, task: &str, limit: u32) -> StoreResult<Vec<(String, i64, i64)>> {

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 
+use crate::instances::{Overdue, Triage};
 use crate::model::{
     Claimed, ComponentInfo, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, NewInvocation,
     NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance, TaskPatch, Transition, Trigger,
@@ -186,6 +187,23 @@ pub trait Coordination: Send + Sync + 'static {
     async fn trigger_cursors(&self) -> StoreResult<std::collections::HashMap<String, i64>>;
 }
 
+/// How long a claimed attempt may wait for its node's first heartbeat when the caller does not
+/// say (ms).
+pub const DEFAULT_REPORT_WINDOW_MS: i64 = 10_000;
+
+/// A live instance a heartbeat refreshed, with the control signal waiting for its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldInstance {
+    /// The invocation.
+    pub invocation_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// Its status after the heartbeat.
+    pub status: String,
+    /// `cancel` (the invocation was cancelled elsewhere) or `kill` (stop and hand back).
+    pub signal: Option<String>,
+}
+
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.
 #[async_trait]
 pub trait Store: Coordination + Send + Sync + 'static {
@@ -241,7 +259,18 @@ pub trait Store: Coordination + Send + Sync + 'static {
     /// Concurrent claimers never get the same invocation.
     /// The commit does not wait for the disk (it becomes durable with the next durable commit):
     /// a claim lost in a crash only means the invocation is claimed again.
-    async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>>;
+    async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>> {
+        self.invocation_claim_reporting(node, limit, DEFAULT_REPORT_WINDOW_MS).await
+    }
+
+    /// [`Store::invocation_claim`], writing a `queued` task instance for every claimed attempt
+    /// (same transaction) that its node must report for within `report_window_ms`.
+    async fn invocation_claim_reporting(
+        &self,
+        node: &str,
+        limit: u32,
+        report_window_ms: i64,
+    ) -> StoreResult<Vec<Claimed>>;
 
     /// Applies a batch of compare-and-swap transitions in one transaction; each row changes
     /// only if it is in `from` and (when given) owned by `owner`. Entering a status that
@@ -278,6 +307,32 @@ pub trait Store: Coordination + Send + Sync + 'static {
 
     /// The recorded attempts of an invocation, in order.
     async fn instance_list(&self, invocation_id: &str) -> StoreResult<Vec<TaskInstance>>;
+
+    /// The heartbeat of `node` on behalf of the live instances it holds (`(invocation, attempt)`):
+    /// ONE statement whatever their number pushes their `report_by` to database now +
+    /// `report_window_ms` and brings `triaging` ones back to `running`. Returns the refreshed
+    /// instances with their control signals; a held instance missing from the answer was
+    /// taken away (triaged), and its guest must stop.
+    async fn instance_heartbeat(
+        &self,
+        node: &str,
+        held: &[(String, u32)],
+        report_window_ms: i64,
+    ) -> StoreResult<Vec<HeldInstance>>;
+
+    /// Sets a control signal (`cancel`, `kill`) on the live instance of an invocation, for its
+    /// node's next heartbeat; returns that node, if the invocation has a live instance.
+    async fn instance_signal(&self, invocation_id: &str, signal: &str) -> StoreResult<Option<String>>;
+
+    /// Live instances whose `report_by` is before `now` (the triage's clock), oldest first.
+    async fn instance_overdue(&self, now: Millis, limit: u32) -> StoreResult<Vec<Overdue>>;
+
+    /// Applies triage decisions in one transaction: each instance changes only if its status
+    /// and `report_by` are still as read (a heartbeat that came in wins); for the changed ones
+    /// marked `reroute`, the invocation, if the instance's node still owns it with that
+    /// attempt, goes `pending_recovery | running_recovery → rerouted` with history, by `by`.
+    /// Returns the instances changed and the invocations rerouted.
+    async fn instance_triage_apply(&self, decisions: &[Triage], by: &str) -> StoreResult<(usize, Vec<String>)>;
 
     /// Resource use of the latest `limit` attempts of a task: `(status, wall_ms,
     /// peak_memory_bytes)`, newest first.

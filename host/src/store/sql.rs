@@ -501,15 +501,42 @@ pub(super) const INVOCATION_INSERT_ONE_TRIP: &str = one_trip!(
     ),
 );
 
-/// Claim (relaxed): `$1` node, `$2` limit, `$3` marker. Claims as [`INVOCATION_CLAIM_POSTGRES`]
-/// does (returning the claimed rows), then writes the `pending` history of the rows of node
-/// `$1` (found through its owner index) that carry the marker: exactly the claimed ones.
+/// The columns a claim fills in `task_instances` (a `queued` instance per claimed attempt).
+macro_rules! queued_instance_columns {
+    () => {
+        "invocation_id, attempt, node, status, wall_ms, peak_memory_bytes, stdout, stderr, logs, \
+         output_truncated, ended_at, report_by, started_at"
+    };
+}
+
+/// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms). Claims as
+/// [`INVOCATION_CLAIM_POSTGRES`] does (returning the claimed rows), then writes the `pending`
+/// history of the rows of node `$1` (found through its owner index) that carry the marker:
+/// exactly the claimed ones, and a `queued` task instance for each, due to report by claim
+/// time + `$4`.
 pub(super) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
     relaxed,
     invocation_claim_sqlite!(),
     "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
      SELECT id, 'pending', owner_node, attempts, updated_at FROM invocations \
      WHERE owner_node = $1 AND last_tx = $3 ORDER BY id",
+    concat!(
+        "INSERT INTO task_instances (",
+        queued_instance_columns!(),
+        ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at \
+         FROM invocations WHERE owner_node = $1 AND last_tx = $3 ORDER BY id ON CONFLICT DO NOTHING"
+    ),
+);
+
+/// The `queued` instances of a PostgreSQL claim: `$1` the JSON array of `{id, node, attempt, at}`
+/// of the claimed attempts (the history rows of the claim), `$2` the report window in ms.
+pub(super) const INSTANCE_QUEUE_POSTGRES: &str = concat!(
+    "INSERT INTO task_instances (",
+    queued_instance_columns!(),
+    ") SELECT j.value ->> 'id', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'node', 'queued', \
+     0, 0, '', '', '[]', 0, 0, CAST(j.value ->> 'at' AS BIGINT) + $2, CAST(j.value ->> 'at' AS BIGINT) FROM ",
+    json_rows!(postgres),
+    " ORDER BY j.key ON CONFLICT DO NOTHING"
 );
 
 /// Inserts task instances from the JSON array `$param` (rows `j`) that pass `$filter` (a
@@ -517,19 +544,29 @@ pub(super) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
 macro_rules! instance_insert {
     ($d:ident, $param:literal, $filter:literal) => {
         concat!(
-            "INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now) \
+             INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
              error_message, wall_ms, peak_memory_bytes, stdout, stderr, logs, output_truncated, \
-             ended_at) SELECT i.id, CAST(j.value ->> 'attempt' AS BIGINT), \
+             ended_at, report_by, started_at) SELECT i.id, CAST(j.value ->> 'attempt' AS BIGINT), \
              j.value ->> 'node', j.value ->> 'status', j.value ->> 'error_kind', \
              j.value ->> 'error_message', CAST(j.value ->> 'wall_ms' AS BIGINT), \
              CAST(j.value ->> 'peak_memory_bytes' AS BIGINT), j.value ->> 'stdout', \
-             j.value ->> 'stderr', j.value ->> 'logs', CAST(j.value ->> 'output_truncated' AS BIGINT), ",
-            now_ms!($d),
-            " FROM ",
+             j.value ->> 'stderr', j.value ->> 'logs', CAST(j.value ->> 'output_truncated' AS BIGINT), \
+             CASE WHEN j.value ->> 'report_window_ms' IS NULL THEN c.now ELSE 0 END, \
+             c.now + CAST(j.value ->> 'report_window_ms' AS BIGINT), c.now FROM ",
             json_rows!($d, $param, "j"),
-            " JOIN invocations i ON i.id = j.value ->> 'invocation_id' WHERE ",
+            " JOIN invocations i ON i.id = j.value ->> 'invocation_id' CROSS JOIN c WHERE ",
             $filter,
-            " ORDER BY j.key ON CONFLICT DO NOTHING"
+            " ORDER BY j.key ON CONFLICT (invocation_id, attempt) DO UPDATE SET status = excluded.status, \
+             node = excluded.node, error_kind = excluded.error_kind, error_message = excluded.error_message, \
+             wall_ms = excluded.wall_ms, peak_memory_bytes = excluded.peak_memory_bytes, \
+             stdout = excluded.stdout, stderr = excluded.stderr, logs = excluded.logs, \
+             output_truncated = excluded.output_truncated, ended_at = excluded.ended_at, \
+             report_by = excluded.report_by, signal = CASE WHEN excluded.report_by IS NULL THEN NULL \
+             ELSE task_instances.signal END \
+             WHERE task_instances.report_by IS NOT NULL"
         )
     };
     ($d:ident) => {
@@ -619,20 +656,93 @@ pub(super) const PURGE_HISTORY: Sql = both!(purge_history);
 pub(super) const PURGE_INVOCATIONS: Sql = both!(purge_invocations);
 
 /// Records the task instances of the JSON array `$1` (the caller passes those of applied
-/// transitions only).
+/// transitions only): a new row, or the next status of a live one (`report_by` set); a final
+/// instance never changes again (an untimely write is ignored). `report_window_ms` null means
+/// final (`report_by` cleared, `ended_at` now); otherwise `report_by` = now + the window.
 pub(super) const INSTANCE_INSERT: Sql = both!(instance_insert);
+
+macro_rules! instance_heartbeat {
+    ($d:ident) => {
+        concat!(
+            "/* instance_heartbeat */ UPDATE task_instances SET report_by = ",
+            now_ms!($d),
+            " + $3, status = CASE WHEN status = 'triaging' THEN 'running' ELSE status END \
+             WHERE node = $1 AND report_by IS NOT NULL AND status <> 'no_heartbeat' \
+             AND (invocation_id, attempt) IN (SELECT h.value ->> 'id', CAST(h.value ->> 'attempt' AS BIGINT) FROM ",
+            json_rows!($d, "$2", "h"),
+            ") RETURNING invocation_id, attempt, status, signal"
+        )
+    };
+}
+/// The heartbeat of node `$1` for the live instances it holds, the JSON array `$2` of
+/// `{id, attempt}`: `report_by` = now + `$3` ms for all of them in ONE statement, `triaging`
+/// back to `running`; returns the refreshed rows with their control signal. An instance the
+/// node holds that is not returned was taken away (triaged, no longer live).
+pub(super) const INSTANCE_HEARTBEAT: Sql = both!(instance_heartbeat);
+
+/// Sets control signal `$2` on the live instance of invocation `$1` (delivered to its node by
+/// the next heartbeat); returns the node.
+pub(super) const INSTANCE_SIGNAL: Sql = Sql::same(
+    "UPDATE task_instances SET signal = $2 WHERE invocation_id = $1 AND report_by IS NOT NULL RETURNING node AS name",
+);
+
+/// Live instances whose `report_by` is before `$1` (the triage's now), oldest deadline
+/// first, at most `$2`.
+pub(super) const INSTANCE_OVERDUE: Sql = Sql::same(
+    "SELECT invocation_id, attempt, node, status, report_by FROM task_instances \
+     WHERE report_by IS NOT NULL AND report_by < $1 ORDER BY report_by LIMIT CAST($2 AS BIGINT)",
+);
+
+macro_rules! instance_triage {
+    ($d:ident) => {
+        concat!(
+            "UPDATE task_instances SET status = x.to_status, report_by = x.next_report_by, \
+             ended_at = CASE WHEN x.next_report_by IS NULL THEN ",
+            now_ms!($d),
+            " ELSE task_instances.ended_at END, \
+             error_kind = COALESCE(x.error_kind, task_instances.error_kind), \
+             error_message = COALESCE(x.error_message, task_instances.error_message) \
+             FROM (SELECT t.value ->> 'id' AS id, CAST(t.value ->> 'attempt' AS BIGINT) AS attempt, \
+             t.value ->> 'from' AS from_status, t.value ->> 'to' AS to_status, \
+             CAST(t.value ->> 'report_by' AS BIGINT) AS seen_report_by, \
+             CAST(t.value ->> 'next_report_by' AS BIGINT) AS next_report_by, \
+             t.value ->> 'error_kind' AS error_kind, t.value ->> 'error_message' AS error_message FROM ",
+            json_rows!($d, "$1", "t"),
+            ") AS x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
+             AND task_instances.status = x.from_status AND task_instances.report_by = x.seen_report_by \
+             RETURNING task_instances.invocation_id, task_instances.attempt"
+        )
+    };
+}
+/// Triage's compare-and-swap: the JSON array `$1` of `{id, attempt, from, to, report_by (as
+/// read), next_report_by, error_kind, error_message}`; a row whose status or deadline moved
+/// since it was read (a heartbeat came in) is left alone. Returns the rows it changed.
+pub(super) const INSTANCE_TRIAGE: Sql = both!(instance_triage);
+
+/// The invocations rows of the JSON array `$1` of ids, as rows a recovery can move.
+macro_rules! invocation_movable {
+    ($d:ident) => {
+        concat!(
+            "SELECT id, status, attempts, owner_node FROM invocations WHERE id IN (SELECT j.value FROM ",
+            json_texts!($d),
+            ") ORDER BY id"
+        )
+    };
+}
+/// The invocations whose ids are in the JSON array `$1`, as movable rows.
+pub(super) const INVOCATION_MOVABLE: Sql = both!(invocation_movable);
 
 /// The attempts of invocation `$1`, in order.
 pub(super) const INSTANCE_LIST: Sql = Sql::same(
     "SELECT invocation_id, attempt, node, status, error_kind, error_message, wall_ms, \
-     peak_memory_bytes, stdout, stderr, logs, output_truncated, ended_at FROM task_instances \
+     peak_memory_bytes, stdout, stderr, logs, output_truncated, ended_at, report_by, started_at FROM task_instances \
      WHERE invocation_id = $1 ORDER BY attempt",
 );
 
 /// Status, wall time and peak memory of the latest `$2` attempts of task `$1`.
 pub(super) const INSTANCE_USAGE: Sql = Sql::same(
     "SELECT ti.status, ti.wall_ms, ti.peak_memory_bytes FROM task_instances ti \
-     JOIN invocations i ON i.id = ti.invocation_id WHERE i.task = $1 \
+     JOIN invocations i ON i.id = ti.invocation_id WHERE i.task = $1 AND ti.report_by IS NULL \
      ORDER BY ti.ended_at DESC LIMIT CAST($2 AS BIGINT)",
 );
 

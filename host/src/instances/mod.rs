@@ -1,0 +1,266 @@
+//! Task instances (Jobmon): the status machine of one attempt as a declarative table, and
+//! triage as a pure function (overdue instances and the time in, decisions out), so that both
+//! are tested without a database or a clock. The store applies what triage decides as
+//! compare-and-swaps; the services loop runs it.
+//!
+//! An instance is written `queued` by the claim that creates its attempt, `running` (through
+//! `instantiated` and `launched`, in the same write) when the attempt has run for a moment, and
+//! final with the attempt's outcome, always in the transaction that moves its invocation. While
+//! it is live its node pushes `report_by` forward on every heartbeat tick, for all of them in
+//! one statement; triage looks only at instances whose `report_by` has passed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Millis;
+
+macro_rules! instance_statuses {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, final: $final:literal, next: [$($next:ident),*];)*) => {
+        /// The status of a task instance (Jobmon's). Each doc line says who moves it out.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum InstanceStatus {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl InstanceStatus {
+            /// Every status, in table order.
+            pub const ALL: &'static [InstanceStatus] = &[$(Self::$variant),*];
+
+            /// The lower snake case name (API and database).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// Final statuses never change again (`report_by` is cleared).
+            pub fn is_final(self) -> bool {
+                match self { $(Self::$variant => $final,)* }
+            }
+
+            /// The statuses it may move to.
+            pub fn next(self) -> &'static [InstanceStatus] {
+                match self { $(Self::$variant => &[$(Self::$next),*],)* }
+            }
+        }
+
+        impl FromStr for InstanceStatus {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok(Self::$variant),)*
+                    other => Err(format!("unknown task instance status `{other}`")),
+                }
+            }
+        }
+    };
+}
+
+instance_statuses! {
+    /// Claimed by a node, waiting there for a run slot. The node's heartbeat keeps it alive.
+    Queued = "queued", final: false, next: [Instantiated, NoHeartbeat, KillSelf, Error, ErrorFatal];
+    /// A slot is taken and the component is being instantiated (passed through on the way to
+    /// `running`).
+    Instantiated = "instantiated", final: false, next: [Launched, NoHeartbeat, KillSelf, Error, ErrorFatal];
+    /// The guest's handler was called (passed through on the way to `running`).
+    Launched = "launched", final: false, next: [Running, NoHeartbeat, KillSelf, Error, ErrorFatal, ResourceError];
+    /// Running; its node reports for it by `report_by`.
+    Running = "running", final: false, next: [Done, Error, ErrorFatal, ResourceError, KillSelf, Triaging];
+    /// Overdue: triage found `report_by` passed. A heartbeat in time brings it back to
+    /// `running`; still overdue at the next triage, it is `unknown_error`.
+    Triaging = "triaging", final: false, next: [Running, UnknownError, Done, Error, ErrorFatal, ResourceError, KillSelf];
+    /// Never reported after it was claimed or launched; becomes `error` at the next triage.
+    NoHeartbeat = "no_heartbeat", final: false, next: [Error];
+    /// The guest returned a result.
+    Done = "done", final: true, next: [];
+    /// A retryable failure (error or trap).
+    Error = "error", final: true, next: [];
+    /// A failure that is not retried (guest `fatal`, invalid arguments, a late outcome).
+    ErrorFatal = "error_fatal", final: true, next: [];
+    /// Timeout or memory limit: the retry runs with scaled limits.
+    ResourceError = "resource_error", final: true, next: [];
+    /// Its node stopped reporting and triage gave up on it; the invocation was rerouted.
+    UnknownError = "unknown_error", final: true, next: [];
+    /// Interrupted on purpose: cancelled, handed back at shutdown, or taken away.
+    KillSelf = "kill_self", final: true, next: [];
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl InstanceStatus {
+    /// Whether `path` is a walk of the table starting at `self`.
+    pub fn walk_ok(self, path: &[InstanceStatus]) -> bool {
+        let mut at = self;
+        for &next in path {
+            if !at.next().contains(&next) {
+                return false;
+            }
+            at = next;
+        }
+        true
+    }
+
+    /// The walk from `queued` to `running` (one write: the statuses between are passed through).
+    pub const TO_RUNNING: &'static [InstanceStatus] = &[Self::Instantiated, Self::Launched, Self::Running];
+}
+
+/// Settings of the host's heartbeats on behalf of guests (Jobmon's `report_by` buffer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportWindow {
+    /// The node's heartbeat interval in ms.
+    pub interval_ms: u64,
+    /// How many intervals a live instance may go without a heartbeat (Jobmon's
+    /// `heartbeat_report_by_buffer`, default 3.1).
+    pub buffer: f64,
+}
+
+impl ReportWindow {
+    /// `interval × buffer` in ms: how far `report_by` is pushed past the database now.
+    pub fn ms(self) -> i64 {
+        let ms = (self.interval_ms as f64 * self.buffer.max(1.0)).ceil();
+        if ms.is_finite() && ms < i64::MAX as f64 { ms as i64 } else { i64::MAX / 4 }
+    }
+}
+
+/// An overdue live instance as triage sees it, with the invocation it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    /// The invocation.
+    pub invocation_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// Node that runs it.
+    pub node: String,
+    /// Its status.
+    pub status: InstanceStatus,
+    /// Its deadline as read (the compare-and-swap checks it is unchanged).
+    pub report_by: Millis,
+}
+
+/// What triage does with one overdue instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Triage {
+    /// The instance, as read.
+    pub instance: Overdue,
+    /// Its next status.
+    pub to: InstanceStatus,
+    /// Its next `report_by` (`None` when final).
+    pub report_by: Option<Millis>,
+    /// Whether its invocation is taken back from the node and rerouted (when the node still
+    /// owns it with this attempt).
+    pub reroute: bool,
+}
+
+/// Triage (Jobmon's): what happens to each instance whose `report_by` is before `now`.
+///
+/// - `running` → `triaging`, with one more window to report (a heartbeat in time brings it
+///   back to `running`);
+/// - `triaging`, still overdue → `unknown_error`, and its invocation is rerouted;
+/// - `queued | instantiated | launched` (claimed or launched, never reported) → `no_heartbeat`,
+///   and its invocation is rerouted; `no_heartbeat` → `error` at the next pass.
+///
+/// Instances not yet overdue are left alone.
+pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
+    overdue
+        .iter()
+        .filter(|o| o.report_by < now)
+        .filter_map(|o| {
+            let (to, report_by, reroute) = match o.status {
+                InstanceStatus::Running => (InstanceStatus::Triaging, Some(now.saturating_add(window_ms)), false),
+                InstanceStatus::Triaging => (InstanceStatus::UnknownError, None, true),
+                InstanceStatus::Queued | InstanceStatus::Instantiated | InstanceStatus::Launched => {
+                    (InstanceStatus::NoHeartbeat, Some(now), true)
+                }
+                InstanceStatus::NoHeartbeat => (InstanceStatus::Error, None, false),
+                _ => return None,
+            };
+            Some(Triage { instance: o.clone(), to, report_by, reroute })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overdue(status: InstanceStatus, report_by: Millis) -> Overdue {
+        Overdue { invocation_id: "i".into(), attempt: 1, node: "n".into(), status, report_by }
+    }
+
+    #[test]
+    fn final_statuses_have_no_exits_and_every_status_is_reachable_from_queued() {
+        for s in InstanceStatus::ALL {
+            assert_eq!(s.is_final(), s.next().is_empty(), "{s}");
+            assert_eq!(s.as_str().parse::<InstanceStatus>(), Ok(*s));
+        }
+        let mut seen = vec![InstanceStatus::Queued];
+        let mut i = 0;
+        while i < seen.len() {
+            for n in seen[i].next() {
+                if !seen.contains(n) {
+                    seen.push(*n);
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(seen.len(), InstanceStatus::ALL.len(), "reachable: {seen:?}");
+        assert!(InstanceStatus::Queued.walk_ok(InstanceStatus::TO_RUNNING));
+        assert!(!InstanceStatus::Running.walk_ok(&[InstanceStatus::Queued]));
+        assert!(!InstanceStatus::Done.walk_ok(&[InstanceStatus::ErrorFatal]));
+    }
+
+    #[test]
+    fn every_live_status_reaches_a_final_one_through_triage_alone() {
+        let mut now = 1_000;
+        for start in InstanceStatus::ALL.iter().filter(|s| !s.is_final()) {
+            let mut at = overdue(*start, now - 1);
+            let mut steps = 0;
+            while !at.status.is_final() {
+                let t = triage(std::slice::from_ref(&at), now, 100);
+                assert_eq!(t.len(), 1, "{at:?} is overdue");
+                assert!(at.status.walk_ok(&[t[0].to]), "{} → {} is in the table", at.status, t[0].to);
+                at = Overdue { status: t[0].to, report_by: t[0].report_by.unwrap_or(now), ..at };
+                now += 1_000;
+                steps += 1;
+                assert!(steps <= 2, "{start} takes at most two triage passes");
+            }
+        }
+    }
+
+    #[test]
+    fn triage_with_an_injected_clock() {
+        let now = 10_000;
+        let rows = [
+            overdue(InstanceStatus::Running, 9_999),
+            overdue(InstanceStatus::Running, 10_000), // due exactly now: not overdue yet
+            overdue(InstanceStatus::Triaging, 5_000),
+            overdue(InstanceStatus::Launched, 1),
+            overdue(InstanceStatus::NoHeartbeat, 9_000),
+            overdue(InstanceStatus::Done, 1),
+        ];
+        let out = triage(&rows, now, 3_100);
+        let summary: Vec<(InstanceStatus, Option<Millis>, bool)> =
+            out.iter().map(|t| (t.to, t.report_by, t.reroute)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (InstanceStatus::Triaging, Some(13_100), false),
+                (InstanceStatus::UnknownError, None, true),
+                (InstanceStatus::NoHeartbeat, Some(10_000), true),
+                (InstanceStatus::Error, None, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_report_window_is_interval_times_buffer_rounded_up() {
+        assert_eq!(ReportWindow { interval_ms: 1_000, buffer: 3.1 }.ms(), 3_100);
+        assert_eq!(ReportWindow { interval_ms: 333, buffer: 1.5 }.ms(), 500);
+        assert_eq!(ReportWindow { interval_ms: 100, buffer: 0.2 }.ms(), 100, "never under one interval");
+    }
+}

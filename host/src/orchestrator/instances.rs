@@ -1,0 +1,79 @@
+//! The host's heartbeat on behalf of its guests (Jobmon's `report_by`): the instances this
+//! node holds (claimed and waiting for a slot, or running) are refreshed together in one
+//! statement per tick, and what the answer says is acted on the same tick: a control signal
+//! (`cancel`) interrupts the guest, and an instance missing from the answer was taken away by
+//! triage, so its guest is interrupted and its outcome will be discarded (fencing).
+
+use super::{Orchestrator, lock};
+
+/// What one heartbeat of the instances did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InstanceBeat {
+    /// Instances held and refreshed.
+    pub refreshed: usize,
+    /// Guests interrupted by a control signal.
+    pub signalled: usize,
+    /// Guests interrupted because their instance was taken away.
+    pub taken_away: usize,
+}
+
+impl Orchestrator {
+    /// How far past the database now a live instance's `report_by` goes, in ms.
+    pub fn report_window_ms(&self) -> i64 {
+        let cfg = &self.inner.cfg.services;
+        crate::instances::ReportWindow {
+            interval_ms: u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+            buffer: cfg.report_buffer,
+        }
+        .ms()
+    }
+
+    /// Notes that this node holds the attempt (claimed): its heartbeat reports for it.
+    pub(super) fn hold(&self, id: &str, attempt: u32) {
+        lock(&self.inner.held).insert(id.to_string(), attempt);
+    }
+
+    /// The attempt is over (recorded, handed back or discarded).
+    pub(super) fn unhold(&self, id: &str) {
+        lock(&self.inner.held).remove(id);
+    }
+
+    /// One heartbeat for every instance this node holds, in one statement, then the signals.
+    pub(crate) async fn heartbeat_instances(&self) -> Result<InstanceBeat, crate::store::StoreError> {
+        let held: Vec<(String, u32)> = lock(&self.inner.held).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        if held.is_empty() {
+            return Ok(InstanceBeat::default());
+        }
+        let answer = self.inner.store.instance_heartbeat(self.node(), &held, self.report_window_ms()).await?;
+        let mut beat = InstanceBeat { refreshed: answer.len(), ..InstanceBeat::default() };
+        let refreshed: std::collections::HashSet<(&str, u32)> =
+            answer.iter().map(|h| (h.invocation_id.as_str(), h.attempt)).collect();
+        for h in answer.iter().filter(|h| h.signal.is_some()) {
+            let signal = h.signal.as_deref().unwrap_or_default();
+            if lock(&self.inner.held).get(&h.invocation_id) != Some(&h.attempt) {
+                continue;
+            }
+            if signal == "cancel" {
+                lock(&self.inner.user_cancels).insert(h.invocation_id.clone());
+            }
+            if let Some(token) = lock(&self.inner.running).get(&h.invocation_id) {
+                tracing::info!(invocation = %h.invocation_id, signal, "control signal: interrupting the guest");
+                token.cancel();
+                beat.signalled += 1;
+            }
+        }
+        for (id, attempt) in &held {
+            if refreshed.contains(&(id.as_str(), *attempt)) || lock(&self.inner.held).get(id) != Some(attempt) {
+                continue;
+            }
+            // Not live any more: finished meanwhile (then the token is gone or unused), or
+            // triaged away from this node: stop the guest; its outcome will be refused.
+            if let Some(token) = lock(&self.inner.running).get(id) {
+                tracing::warn!(invocation = %id, attempt, "instance taken away by triage; interrupting the guest");
+                token.cancel();
+                beat.taken_away += 1;
+            }
+        }
+        Ok(beat)
+    }
+}
