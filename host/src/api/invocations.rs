@@ -204,7 +204,8 @@ pub(super) async fn instances(State(s): State<AppState>, Path(id): Path<String>)
         .iter()
         .map(|i| {
             json!({"attempt": i.attempt, "node": i.node, "status": i.status, "error": i.error,
-                   "wall_ms": i.wall_ms, "peak_memory_bytes": i.peak_memory_bytes, "ended_at": i.ended_at})
+                   "wall_ms": i.wall_ms, "peak_memory_bytes": i.peak_memory_bytes, "started_at": i.started_at,
+                   "report_by": i.report_by, "ended_at": (i.report_by.is_none()).then_some(i.ended_at)})
         })
         .collect();
     Ok(Json(json!({ "id": id, "instances": items })))
