@@ -6,6 +6,7 @@
 
 mod api;
 mod cli;
+mod cluster;
 mod instances;
 mod orchestration;
 mod process;

@@ -1,4 +1,5 @@
-//! Liveness (the process answers) and readiness (the database answers).
+//! Liveness (the process answers) and readiness (the node is registered, knows its pins and
+//! the database answers).
 
 use axum::Json;
 use axum::extract::State;
@@ -12,8 +13,15 @@ pub(super) async fn live() -> Json<Value> {
     Json(json!({"status": "live"}))
 }
 
-/// `GET /health/ready`: 503 while the database does not answer.
+/// `GET /health/ready`: 503 until the node is registered (and while it is fenced off or the
+/// database does not answer).
 pub(super) async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    if !s.orch.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": "not registered in the cluster yet (or fenced off)"})),
+        );
+    }
     match s.orch.store().ping().await {
         Ok(()) => (
             StatusCode::OK,

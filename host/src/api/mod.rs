@@ -2,6 +2,7 @@
 //! DESIGN.md's contract; handlers translate JSON to orchestrator calls and errors to the one
 //! error shape of `error.rs`.
 
+mod cluster;
 mod components;
 mod coordination;
 pub mod error;
@@ -55,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(coordination::post_event))
         .route("/v1/services/runs", get(coordination::service_runs))
         .route("/v1/cluster/nodes", get(coordination::nodes))
+        .route("/v1/cluster/pins", get(cluster::list).post(cluster::pin))
+        .route("/v1/cluster/pins/{task}", axum::routing::delete(cluster::unpin))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -179,6 +179,11 @@ struct Inner {
     /// Attempts this node holds (claimed, not yet recorded): invocation → attempt. The
     /// heartbeat reports for their instances.
     held: Mutex<HashMap<String, u32>>,
+    /// Tasks pinned to other nodes (recomputed every heartbeat tick): never claimed here.
+    excluded: Mutex<Vec<String>>,
+    /// True once the node is registered and has computed its pins: the dispatcher claims
+    /// nothing before, and `/health/ready` answers 503.
+    ready: tokio::sync::watch::Sender<bool>,
     /// Attempts interrupted because a user cancelled their invocation.
     user_cancels: Mutex<std::collections::HashSet<String>>,
     progress: Mutex<HashMap<String, Progress>>,
@@ -220,6 +225,8 @@ impl Orchestrator {
                 components: tokio::sync::Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
+                excluded: Mutex::new(Vec::new()),
+                ready: tokio::sync::watch::channel(false).0,
                 user_cancels: Mutex::new(std::collections::HashSet::new()),
                 progress: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
@@ -246,6 +253,22 @@ impl Orchestrator {
     /// After how long without a heartbeat a node counts as dead, in ms.
     pub fn heartbeat_timeout_ms(&self) -> i64 {
         i64::try_from(self.inner.cfg.services.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Whether this node is registered in the cluster and knows its pins (readiness).
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Sets the tasks pinned to other nodes and marks the node ready to claim.
+    pub(crate) fn set_excluded(&self, tasks: Vec<String>) {
+        *lock(&self.inner.excluded) = tasks;
+        self.inner.ready.send_replace(true);
+    }
+
+    /// The node cannot take part (not registered, or fenced): stop claiming.
+    pub(crate) fn set_unready(&self) {
+        self.inner.ready.send_replace(false);
     }
 
     /// Attempts this node runs at once.

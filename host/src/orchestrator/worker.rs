@@ -39,8 +39,17 @@ pub(super) async fn dispatch_loop(orch: Orchestrator) {
                     _ = inner.shutdown.cancelled() => return,
                 }
             }
+            // Nothing is claimed until the node is registered and knows its pins (or while it
+            // is fenced off).
+            let mut ready = inner.ready.subscribe();
+            tokio::select! {
+                r = ready.wait_for(|r| *r) => if r.is_err() { return },
+                _ = inner.shutdown.cancelled() => return,
+            }
             let window = orch.report_window_ms();
-            match inner.store.invocation_claim_reporting(&inner.cfg.node, inner.cfg.prefetch as u32, window).await {
+            let excluded = lock(&inner.excluded).clone();
+            let prefetch = inner.cfg.prefetch as u32;
+            match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &excluded).await {
                 Ok(claimed) => {
                     drained = claimed.len() < inner.cfg.prefetch;
                     for c in &claimed {

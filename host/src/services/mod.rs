@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::cluster::pins::{self, PinNode};
 use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
 use crate::store::ServiceGate;
@@ -74,6 +75,9 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     let mut ticker = tokio::time::interval(cfg.heartbeat_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_purge = Instant::now();
+    // The last heartbeat the database took: a node that cannot heartbeat for a whole timeout
+    // counts as dead to the others, so it stops claiming (self-fencing).
+    let mut last_beat = Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {},
@@ -81,7 +85,10 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
         }
         if !registered {
             match store.node_register(&node, &cfg.labels, capacity).await {
-                Ok(_) => registered = true,
+                Ok(_) => {
+                    registered = true;
+                    last_beat = Instant::now();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "registering this node failed; will try again");
                     continue;
@@ -89,14 +96,20 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
         } else {
             match store.node_heartbeat(&node).await {
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => last_beat = Instant::now(),
                 Ok(None) => {
                     tracing::warn!(node = %node, "this node was declared dead by the cluster; registering again");
+                    orch.set_unready();
                     registered = false;
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "heartbeat failed; will try again");
+                    if last_beat.elapsed() >= cfg.heartbeat_timeout && orch.is_ready() {
+                        tracing::error!(error = %e, "no heartbeat for a whole timeout: self-fencing, claiming stops");
+                        orch.set_unready();
+                    } else {
+                        tracing::warn!(error = %e, "heartbeat failed; will try again");
+                    }
                     continue;
                 }
             }
@@ -116,6 +129,11 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
         };
         let timeout = ms(cfg.heartbeat_timeout);
+        // Pins: the tasks this node must leave to others, given who is live now.
+        match pinned_elsewhere(orch.store().as_ref(), &node, &nodes, now, timeout).await {
+            Ok(excluded) => orch.set_excluded(excluded),
+            Err(e) => tracing::warn!(error = %e, "reading the task pins failed; keeping the last ones"),
+        }
         let decision = slots::decide(&cfg.slots, &runner_views(&nodes), &node, now, timeout);
         if !matches!(decision, SlotDecision::Run { .. }) {
             continue;
@@ -143,6 +161,27 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     if registered && let Err(e) = store.node_leave(&node).await {
         tracing::warn!(error = %e, "leaving the cluster failed (the node will be seen as dead)");
     }
+}
+
+/// The pinned tasks `me` may not run while `nodes` are the cluster (live ones count).
+async fn pinned_elsewhere(
+    store: &dyn crate::store::Store,
+    me: &str,
+    nodes: &[NodeInfo],
+    now: Millis,
+    timeout: i64,
+) -> Result<Vec<String>, crate::store::StoreError> {
+    let tasks: Vec<(String, Vec<String>)> =
+        store.task_list().await?.into_iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name, t.pins)).collect();
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let live: Vec<PinNode<'_>> = nodes
+        .iter()
+        .filter(|n| n.left_at.is_none() && (n.is_live(now, timeout) || n.name == me))
+        .map(|n| PinNode { name: &n.name, labels: &n.labels })
+        .collect();
+    Ok(pins::excluded_for(me, &tasks, &live))
 }
 
 /// One execution of every service; errors of one service do not stop the others and are

@@ -439,6 +439,12 @@ async fn claim_respects_limit_order_and_paused_tasks(h: Harness) {
     h.exec_raw("UPDATE invocations SET available_at = available_at + 3600000 WHERE call_id = 'call-101'").await;
 
     assert!(store.invocation_claim("n1", 0).await.expect("limit 0").is_empty());
+    // A task pinned elsewhere is skipped by this node's claim.
+    let skip_a = ["a".to_string()];
+    assert!(
+        store.invocation_claim_reporting("n1", 10, 1_000, &skip_a).await.expect("claim").is_empty(),
+        "a is excluded"
+    );
     let first = store.invocation_claim("n1", 4).await.expect("claim");
     assert_eq!(first.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(1), id(2), id(4), id(5)]);
     for c in &first {
@@ -1011,7 +1017,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     setup(store, &["t"]).await;
     store.invocation_insert_batch(&calls(0..6, "t")).await.expect("insert");
     let t0 = store.now().await.expect("now");
-    let claimed = store.invocation_claim_reporting("n1", 6, 5_000).await.expect("claim");
+    let claimed = store.invocation_claim_reporting("n1", 6, 5_000, &[]).await.expect("claim");
     assert_eq!(claimed.len(), 6);
     // The claim writes a `queued` instance per attempt, due by claim time + the window.
     let q = instance(store, &id(0)).await;
@@ -1096,7 +1102,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     // A late error of a live instance whose invocation is already final → error_fatal.
     store.invocation_insert_batch(&calls(10..11, "t")).await.expect("insert");
     // (The rerouted ones are older, so the claim takes them too.)
-    let c = store.invocation_claim_reporting("n1", 10, 60_000).await.expect("claim");
+    let c = store.invocation_claim_reporting("n1", 10, 60_000, &[]).await.expect("claim");
     assert!(c.iter().any(|c| c.id == id(10) && c.attempt == 1), "{c:?}");
     let mut cancel = tr(&id(10), Pending, Some(("n1", 1)), &[Cancelled]);
     cancel.node = "api".into();
@@ -1167,7 +1173,7 @@ async fn one_heartbeat_statement_whatever_the_number_of_instances(h: Harness) {
     let store = &*h.store;
     setup(store, &["t"]).await;
     store.invocation_insert_batch(&calls(0..500, "t")).await.expect("insert");
-    let claimed = store.invocation_claim_reporting("n1", 500, 60_000).await.expect("claim");
+    let claimed = store.invocation_claim_reporting("n1", 500, 60_000, &["other".to_string()]).await.expect("claim");
     let held: Vec<(String, u32)> = claimed.iter().map(|c| (c.id.clone(), c.attempt)).collect();
     let mut per_size = Vec::new();
     for size in [1, 500] {

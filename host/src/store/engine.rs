@@ -1224,10 +1224,12 @@ impl Store for SqlStore {
         node: &str,
         limit: u32,
         report_window_ms: i64,
+        excluded_tasks: &[String],
     ) -> StoreResult<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let excluded = to_json(excluded_tasks)?;
         // A claim reports nothing to a client and is redone after a crash: relaxed commit.
         let mut rows: Vec<ClaimedRow> = match &self.pools {
             Pools::Sqlite { write, .. } => {
@@ -1235,13 +1237,15 @@ impl Store for SqlStore {
                     .bind(node)
                     .bind(i64::from(limit))
                     .bind(tx_marker())
-                    .bind(report_window_ms);
+                    .bind(report_window_ms)
+                    .bind(excluded);
                 one_trip(write, claim).await?
             }
             Pools::Postgres(pool) => pg_tx!(pool, false, |tx| {
                 let mut rows: Vec<ClaimedRow> = sqlx::query_as(sql::INVOCATION_CLAIM_POSTGRES)
                     .bind(node)
                     .bind(i64::from(limit))
+                    .bind(excluded)
                     .fetch_all(&mut *tx)
                     .await?;
                 if !rows.is_empty() {

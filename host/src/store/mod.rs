@@ -260,16 +260,18 @@ pub trait Store: Coordination + Send + Sync + 'static {
     /// The commit does not wait for the disk (it becomes durable with the next durable commit):
     /// a claim lost in a crash only means the invocation is claimed again.
     async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>> {
-        self.invocation_claim_reporting(node, limit, DEFAULT_REPORT_WINDOW_MS).await
+        self.invocation_claim_reporting(node, limit, DEFAULT_REPORT_WINDOW_MS, &[]).await
     }
 
     /// [`Store::invocation_claim`], writing a `queued` task instance for every claimed attempt
-    /// (same transaction) that its node must report for within `report_window_ms`.
+    /// (same transaction) that its node must report for within `report_window_ms`, and
+    /// skipping invocations of `excluded_tasks` (pinned to other nodes).
     async fn invocation_claim_reporting(
         &self,
         node: &str,
         limit: u32,
         report_window_ms: i64,
+        excluded_tasks: &[String],
     ) -> StoreResult<Vec<Claimed>>;
 
     /// Applies a batch of compare-and-swap transitions in one transaction; each row changes

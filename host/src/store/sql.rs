@@ -353,7 +353,7 @@ pub(super) const OWNED_STATUSES: &str = owned_statuses!();
 /// `4 × $2` candidates only, so a long backlog costs what a short one does. `$lock` is
 /// PostgreSQL's row lock of the candidates (empty on SQLite, which has one writer).
 macro_rules! claim_candidates {
-    ($lock:literal) => {
+    ($lock:literal, $excluded:expr) => {
         concat!(
             "SELECT w.id FROM (SELECT k.id, ROW_NUMBER() OVER \
              (PARTITION BY COALESCE(k.run_scope, k.id) ORDER BY k.id) AS rn FROM \
@@ -361,6 +361,9 @@ macro_rules! claim_candidates {
              WHERE i.status IN ",
             runnable_statuses!(),
             " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
+             AND i.task NOT IN (SELECT x.value FROM ",
+            $excluded,
+            ") \
              AND (i.run_scope IS NULL OR NOT EXISTS (SELECT 1 FROM invocations o \
              WHERE o.run_scope = i.run_scope AND o.status IN ",
             owned_statuses!(),
@@ -380,13 +383,14 @@ macro_rules! invocation_claim_sqlite {
              UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
              updated_at = (SELECT now FROM c), last_tx = $3 \
              WHERE id IN (",
-            claim_candidates!(""),
+            claim_candidates!("", json_texts!(sqlite, "$5", "x")),
             ") RETURNING id, task, args, attempts, parent, workflow, max_attempts, updated_at"
         )
     };
 }
 
-/// Claim (`$1` node, `$2` limit), PostgreSQL: concurrent claimers skip each other's rows.
+/// Claim (`$1` node, `$2` limit, `$3` JSON array of tasks not to claim), PostgreSQL:
+/// concurrent claimers skip each other's rows.
 /// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
 /// `attempts`; returns what a worker needs (unordered: the caller sorts). SQLite claims with
 /// [`INVOCATION_CLAIM_ONE_TRIP`].
@@ -395,7 +399,7 @@ pub(super) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
     now_ms!(postgres),
     " AS now), \
      picked AS (",
-    claim_candidates!(" FOR UPDATE OF i SKIP LOCKED"),
+    claim_candidates!(" FOR UPDATE OF i SKIP LOCKED", json_texts!(postgres, "$3", "x")),
     ") \
      UPDATE invocations SET status = 'pending', owner_node = $1, \
      attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
@@ -509,7 +513,8 @@ macro_rules! queued_instance_columns {
     };
 }
 
-/// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms). Claims as
+/// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms), `$5` the JSON
+/// array of tasks the node must not claim (pinned elsewhere). Claims as
 /// [`INVOCATION_CLAIM_POSTGRES`] does (returning the claimed rows), then writes the `pending`
 /// history of the rows of node `$1` (found through its owner index) that carry the marker:
 /// exactly the claimed ones, and a `queued` task instance for each, due to report by claim

@@ -1,0 +1,82 @@
+//! Pinning over HTTP (`/v1/cluster/pins`): which tasks are pinned to which node patterns, and
+//! who may run them right now (a pinned task that no live node matches is reported as
+//! unrunnable, not left silently stuck).
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::cluster::pins::{self, PinNode};
+use crate::model::TaskPatch;
+
+/// Body of `POST /v1/cluster/pins`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PinBody {
+    task: String,
+    patterns: Vec<String>,
+}
+
+/// A task's pins with the live nodes that may run it now.
+async fn pin_view(s: &AppState, task: &str, patterns: &[String]) -> Result<Value, ApiError> {
+    let (now, nodes) = s.orch.store().node_list().await?;
+    let timeout = s.orch.heartbeat_timeout_ms();
+    let live: Vec<PinNode<'_>> = nodes
+        .iter()
+        .filter(|n| n.left_at.is_none() && n.is_live(now, timeout))
+        .map(|n| PinNode { name: &n.name, labels: &n.labels })
+        .collect();
+    let eligible = pins::eligible(patterns, &live).unwrap_or_default();
+    Ok(json!({"task": task, "patterns": patterns, "eligible": eligible, "runnable": !eligible.is_empty()}))
+}
+
+/// `GET /v1/cluster/pins`: every pinned task, who may run it now, and the unrunnable ones.
+pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let mut out = Vec::new();
+    let mut unrunnable = Vec::new();
+    for t in s.orch.store().task_list().await?.into_iter().filter(|t| !t.pins.is_empty()) {
+        let v = pin_view(&s, &t.name, &t.pins).await?;
+        if v["runnable"] == false {
+            unrunnable.push(t.name.clone());
+        }
+        out.push(v);
+    }
+    Ok(Json(json!({"pins": out, "unrunnable": unrunnable})))
+}
+
+/// `POST /v1/cluster/pins` `{"task", "patterns"}` → 201 with the pins and who may run it.
+pub(super) async fn pin(
+    State(s): State<AppState>,
+    body: Result<Json<PinBody>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body?;
+    pins::validate(&body.patterns).map_err(ApiError::bad_request)?;
+    set_pins(&s, &body.task, body.patterns.clone()).await?;
+    let v = pin_view(&s, &body.task, &body.patterns).await?;
+    if v["runnable"] == false {
+        tracing::warn!(task = %body.task, "pinned to patterns no live node matches: it will not run until one joins");
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// `DELETE /v1/cluster/pins/{task}` → 204: any node may run it again.
+pub(super) async fn unpin(State(s): State<AppState>, Path(task): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    set_pins(&s, &task, Vec::new()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_pins(s: &AppState, task: &str, patterns: Vec<String>) -> Result<(), ApiError> {
+    let patch = TaskPatch { pins: Some(patterns), ..TaskPatch::default() };
+    s.orch
+        .store()
+        .task_update(task, &patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("unknown task `{task}`")))?;
+    s.orch.invalidate_tasks();
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The cluster over HTTP on both backends: pinning tasks to nodes by name and label patterns
+//! (only matching nodes run them; a task no live node matches is reported and waits), and
+//! readiness tied to registration.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use warden_tests::guests;
+use warden_tests::harness::{Backend, TestDaemon};
+
+use crate::api::assert_error;
+use crate::both;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Two nodes, `cpu-1` and `gpu-1` (label `gpu`): `hello` pinned to `["gpu-primary", "gpu-%"]`
+/// runs only on `gpu-1` whichever node routes it; `primes` pinned to `tpu%` is unrunnable
+/// (reported) and waits until unpinned.
+async fn pinned_tasks_run_only_on_matching_nodes(b: Backend) {
+    let cpu = TestDaemon::start_with(b, |c| c.node_name = "cpu-1".into()).await;
+    let gpu = cpu.join("gpu-1", |c| c.labels = vec!["gpu".into(), "region=eu".into()]).await;
+    cpu.deploy("hello", guests::HELLO).await;
+    cpu.deploy("math", guests::MATH).await;
+
+    let (s, v) = cpu.post("/v1/cluster/pins", &json!({"task": "hello", "patterns": ["gpu-primary", "gpu-%"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!((&v["eligible"], &v["runnable"]), (&json!(["gpu-1"]), &json!(true)), "{v}");
+    let (s, v) = cpu.post("/v1/cluster/pins", &json!({"task": "primes", "patterns": ["tpu%"]})).await;
+    assert_eq!((s, &v["runnable"]), (StatusCode::CREATED, &json!(false)), "{v}");
+    // Bad pins are refused in the error shape.
+    let (s, v) = cpu.post("/v1/cluster/pins", &json!({"task": "hello", "patterns": []})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "pattern");
+    let (s, v) = cpu.post("/v1/cluster/pins", &json!({"task": "nope", "patterns": ["x"]})).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "nope");
+    let (_, v) = gpu.get("/v1/cluster/pins").await;
+    assert_eq!(v["unrunnable"], json!(["primes"]), "{v}");
+    // Every node hears of new pins at its next heartbeat (100 ms here).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let via = if i % 2 == 0 { &cpu } else { &gpu };
+        ids.push(via.call("hello", json!({"name": format!("n{i}")})).await);
+    }
+    let waiting = cpu.call("primes", json!({"below": 100})).await;
+    for id in &ids {
+        let v = cpu.result(id, MINUTE).await;
+        assert_eq!(v["status"], "success", "{v}");
+        let (_, i) = cpu.get(&format!("/v1/invocations/{id}/instances")).await;
+        assert_eq!(i["instances"][0]["node"], "gpu-1", "pinned hello ran elsewhere: {i}");
+    }
+    let (_, v) = cpu.get(&format!("/v1/invocations/{waiting}")).await;
+    assert_eq!(v["status"], "registered", "no live node may run primes: {v}");
+
+    // Unpinned, it runs.
+    let r = cpu.http.delete(format!("{}/v1/cluster/pins/primes", cpu.url)).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let v = cpu.result(&waiting, MINUTE).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let (_, v) = cpu.get("/v1/cluster/pins").await;
+    assert_eq!((&v["unrunnable"], v["pins"].as_array().map(Vec::len)), (&json!([]), Some(1)), "{v}");
+
+    // Readiness: both nodes are registered.
+    for d in [&cpu, &gpu] {
+        let (s, v) = d.get("/health/ready").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    gpu.stop().await;
+    cpu.stop().await;
+}
+both!(pinning, pinned_tasks_run_only_on_matching_nodes);
