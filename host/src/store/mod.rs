@@ -266,8 +266,9 @@ pub trait WorkflowStore: Send + Sync + 'static {
     async fn workflow_nodes_since(&self, id: &str, since: Millis) -> StoreResult<(Millis, Vec<WorkflowNode>)>;
 
     /// Reads what a step needs to decide what to start: the workflow, running counts, and
-    /// up to `limit` ready candidates (none when it is final, paused or failed fast).
-    async fn workflow_plan(&self, id: &str, limit: u32) -> StoreResult<Option<StepPlan>>;
+    /// the ready candidates that could fill its free places (none when it is final, paused,
+    /// failed fast or full).
+    async fn workflow_plan(&self, id: &str) -> StoreResult<Option<StepPlan>>;
 
     /// The step, one transaction: locks the workflow (skips it when final), syncs running
     /// nodes from their final invocations, readies the direct downstream of nodes that became

@@ -85,11 +85,8 @@ pub(in crate::store) const WORKFLOW_LOCK: Sql = Sql {
 };
 
 /// The newest `$1` workflows.
-pub(in crate::store) const WORKFLOW_LIST: Sql = Sql::same(concat!(
-    "SELECT ",
-    workflow_columns!(),
-    " FROM workflows ORDER BY id DESC LIMIT CAST($1 AS BIGINT)"
-));
+pub(in crate::store) const WORKFLOW_LIST: Sql =
+    Sql::same(concat!("SELECT ", workflow_columns!(), " FROM workflows ORDER BY id DESC LIMIT CAST($1 AS BIGINT)"));
 
 /// Ids of the workflows that may still move (queued, running, halted: a halted one still
 /// syncs its running nodes), oldest first, at most `$1`.
@@ -103,9 +100,8 @@ pub(in crate::store) const NODE_COUNTS: Sql =
     Sql::same("SELECT status, COUNT(*) AS count FROM workflow_nodes WHERE workflow = $1 GROUP BY status");
 
 /// Every node of workflow `$1`, in `seq` order.
-pub(in crate::store) const NODES_ALL: Sql = Sql::same(
-    "SELECT node, task, status, invocation, updated_at FROM workflow_nodes WHERE workflow = $1 ORDER BY seq",
-);
+pub(in crate::store) const NODES_ALL: Sql =
+    Sql::same("SELECT node, task, status, invocation, updated_at FROM workflow_nodes WHERE workflow = $1 ORDER BY seq");
 
 /// Every edge of workflow `$1`.
 pub(in crate::store) const EDGES_ALL: Sql =
@@ -131,12 +127,12 @@ pub(in crate::store) const SYNCABLE: Sql = Sql::same(concat!(
     final_statuses!()
 ));
 
-/// The ready nodes of workflow `$1` that could start: in `seq` order, at most `$2`, and at
-/// most `$2` of any one task (so that a task at its limit does not hide the others).
+/// The ready nodes of workflow `$1` that could start: in `seq` order, at most `$2` of any
+/// one task and `$3` in all (so that a task at its limit does not hide the others).
 pub(in crate::store) const CANDIDATES: Sql = Sql::same(
     "SELECT r.node, r.task, r.args FROM (SELECT node, task, args, seq, ROW_NUMBER() OVER \
      (PARTITION BY task ORDER BY seq) AS rn FROM workflow_nodes WHERE workflow = $1 AND status = 'ready') AS r \
-     WHERE r.rn <= CAST($2 AS BIGINT) ORDER BY r.seq LIMIT CAST($2 AS BIGINT)",
+     WHERE r.rn <= CAST($2 AS BIGINT) ORDER BY r.seq LIMIT CAST($3 AS BIGINT)",
 );
 
 // ---------------------------------------------------------------------------------------------

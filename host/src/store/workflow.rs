@@ -21,9 +21,7 @@ use serde::Serialize;
 
 use super::{Dialect, HistoryJson, InvocationRow, Pools, SqlStore, corrupt, insert_json, sql, to_json, to_u32};
 use crate::model::{InvocationStatus, Millis, NewInvocation};
-use crate::store::{
-    NodeStart, SYNC_MARGIN_MS, StepOutcome, StepPlan, Store, StoreError, StoreResult, WorkflowStore,
-};
+use crate::store::{NodeStart, SYNC_MARGIN_MS, StepOutcome, StepPlan, Store, StoreError, StoreResult, WorkflowStore};
 use crate::workflows::{self, NewWorkflow, NodeStatus, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowStatus};
 
 use sql::workflow as q;
@@ -263,10 +261,8 @@ impl WorkflowStore for SqlStore {
     async fn workflow_counts(&self, id: &str) -> StoreResult<Vec<(NodeStatus, i64)>> {
         let rows: Vec<StatusCountRow> =
             on_read!(self, |db, d| sqlx::query_as(q::NODE_COUNTS.get(d)).bind(id).fetch_all(db).await?);
-        let mut out = rows
-            .into_iter()
-            .map(|r| Ok((parse_node_status(&r.status)?, r.count)))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut out =
+            rows.into_iter().map(|r| Ok((parse_node_status(&r.status)?, r.count))).collect::<StoreResult<Vec<_>>>()?;
         out.sort();
         Ok(out)
     }
@@ -300,7 +296,7 @@ impl WorkflowStore for SqlStore {
         Ok((now - SYNC_MARGIN_MS, nodes))
     }
 
-    async fn workflow_plan(&self, id: &str, limit: u32) -> StoreResult<Option<StepPlan>> {
+    async fn workflow_plan(&self, id: &str) -> StoreResult<Option<StepPlan>> {
         let Some(workflow) = self.workflow_get(id).await? else { return Ok(None) };
         if workflow.status.is_final() {
             return Ok(Some(StepPlan {
@@ -316,11 +312,17 @@ impl WorkflowStore for SqlStore {
             sqlx::query_as(q::SYNCABLE.get(d)).bind(id).fetch_one(db).await?
         ));
         let (running, any_failed) = running_and_failed(counts);
-        let may_start = !workflow.paused && !(workflow.fail_fast && any_failed) && limit > 0;
+        // Free places; each task limit can hide at most that many candidates before the ones
+        // that start.
+        let busy: u32 = running.values().copied().fold(0, u32::saturating_add);
+        let free = i64::from(workflow.max_concurrently_running.saturating_sub(busy));
+        let may_start = !workflow.paused && !(workflow.fail_fast && any_failed) && free > 0;
+        let groups = i64::try_from(workflow.task_limits.len()).unwrap_or(i64::MAX).saturating_add(1);
         let candidates: Vec<CandidateRow> = if may_start {
             on_read!(self, |db, d| sqlx::query_as(q::CANDIDATES.get(d))
                 .bind(id)
-                .bind(i64::from(limit))
+                .bind(free)
+                .bind(free.saturating_mul(groups).min(100_000))
                 .fetch_all(db)
                 .await?)
         } else {
@@ -368,12 +370,9 @@ impl WorkflowStore for SqlStore {
             let (running, any_failed) = running_and_failed(counts);
             let may_start = !wf.paused && !(wf.fail_fast && (any_failed || !failed.is_empty()));
             if may_start && !starts.is_empty() {
-                let tasks: Vec<&str> = starts
-                    .iter()
-                    .map(|s| s.invocation.as_ref().map(|i| i.task.as_str()).unwrap_or(""))
-                    .collect();
-                let picked =
-                    workflows::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
+                let tasks: Vec<&str> =
+                    starts.iter().map(|s| s.invocation.as_ref().map(|i| i.task.as_str()).unwrap_or("")).collect();
+                let picked = workflows::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
                 let chosen: Vec<&NodeStart> = picked.iter().filter_map(|&i| starts.get(i)).collect();
                 if !chosen.is_empty() {
                     let json: Vec<StartJson<'_>> = chosen

@@ -27,7 +27,7 @@ CREATE TABLE workflow_nodes (
     task       TEXT   NOT NULL,
     args       TEXT   NOT NULL,
     status     TEXT   NOT NULL,
-    invocation TEXT COLLATE "C",
+    invocation TEXT,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (workflow, node)
 );
