@@ -8,6 +8,7 @@ mod coordination;
 pub mod error;
 mod health;
 mod invocations;
+mod workflows;
 
 use std::time::Duration;
 
@@ -58,6 +59,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/nodes", get(coordination::nodes))
         .route("/v1/cluster/pins", get(cluster::list).post(cluster::pin))
         .route("/v1/cluster/pins/{task}", axum::routing::delete(cluster::unpin))
+        .route("/v1/workflows", post(workflows::create).get(workflows::list))
+        .route("/v1/workflows/{id}", get(workflows::show))
+        .route("/v1/workflows/{id}/nodes", get(workflows::nodes))
+        .route("/v1/workflows/{id}/pause", post(workflows::pause))
+        .route("/v1/workflows/{id}/resume", post(workflows::resume))
+        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/v1/arrays", post(workflows::create_array))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(|| async { ApiError::not_found("no such route") })

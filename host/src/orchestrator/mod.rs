@@ -13,6 +13,7 @@ pub mod status;
 pub mod triggers;
 mod waiters;
 mod worker;
+pub mod workflows;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -189,6 +190,8 @@ struct Inner {
     progress: Mutex<HashMap<String, Progress>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Wakes the workflow scheduler (an invocation became final, a workflow was created).
+    workflow_wake: Notify,
 }
 
 /// The orchestrator of one node; cheap to clone.
@@ -231,6 +234,7 @@ impl Orchestrator {
                 progress: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                workflow_wake: Notify::new(),
             }),
         }
     }
@@ -247,6 +251,8 @@ impl Orchestrator {
         let me = self.clone();
         let services = self.inner.cfg.services.clone();
         self.inner.tracker.spawn(async move { crate::services::run(me, services).await });
+        let me = self.clone();
+        self.inner.tracker.spawn(async move { workflows::scheduler_loop(me).await });
         Ok(())
     }
 
@@ -291,6 +297,7 @@ impl Orchestrator {
         for id in ids {
             self.inner.waiters.wake(id);
         }
+        self.inner.workflow_wake.notify_one();
     }
 
     /// Stops claiming, lets running attempts finish within `grace`, then interrupts the rest
@@ -638,6 +645,7 @@ impl Orchestrator {
             for ((id, is_final), o) in finals.iter().zip(&out) {
                 if *is_final && *o == TransitionOutcome::Applied {
                     me.inner.waiters.wake(id);
+                    me.inner.workflow_wake.notify_one();
                 }
             }
             Ok(out)

@@ -189,6 +189,7 @@ conformance!(
     trigger_evaluation_is_saved_in_one_go,
     instances_are_live_rows_with_heartbeats_and_triage,
     one_heartbeat_statement_whatever_the_number_of_instances,
+    workflow_create_step_and_sync,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1184,4 +1185,134 @@ async fn one_heartbeat_statement_whatever_the_number_of_instances(h: Harness) {
         per_size.push(statement_count::heartbeats() - before);
     }
     assert_eq!(per_size, vec![1, 1], "statements per heartbeat for 1 and 500 instances");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workflows.
+
+fn node_start(node: &str, n: usize, task: &str, wf: &str) -> super::NodeStart {
+    let mut c = call(n, task);
+    c.workflow = Some(wf.to_owned());
+    c.max_attempts = Some(2);
+    super::NodeStart { node: node.to_owned(), invocation: Some(c) }
+}
+
+async fn node_statuses(store: &dyn Store, wf: &str) -> Vec<(String, crate::workflows::NodeStatus)> {
+    store.workflow_nodes(wf).await.expect("nodes").into_iter().map(|n| (n.id, n.status)).collect()
+}
+
+/// Claims invocation `n` alone and ends it `success` or `failed`.
+async fn finish(store: &dyn Store, n: usize, ok: bool) {
+    let claimed = store.invocation_claim("n1", 100).await.expect("claim");
+    assert!(claimed.iter().any(|c| c.id == id(n)), "{n} claimable");
+    for c in claimed {
+        let end = if c.id != id(n) {
+            // Put the others back where a claim can find them again.
+            vec![Running, Retry]
+        } else if ok {
+            vec![Running, Success]
+        } else {
+            vec![Running, Failed]
+        };
+        let out = store
+            .invocation_transition_batch(&[tr(&c.id, Pending, Some(("n1", c.attempt)), &end)])
+            .await
+            .expect("transition");
+        assert_eq!(out, vec![Applied]);
+    }
+}
+
+async fn workflow_create_step_and_sync(h: Harness) {
+    use crate::workflows::{NodeStatus as N, WorkflowKind, WorkflowRequest, WorkflowStatus as W};
+    let store = &*h.store;
+    setup(store, &["t", "u"]).await;
+    let req: WorkflowRequest = serde_json::from_value(serde_json::json!({
+        "name": "diamond", "max_concurrently_running": 2, "task_limits": {"u": 1},
+        "nodes": [
+            {"id": "a", "task": "t"},
+            {"id": "b", "task": "t", "depends_on": ["a"]},
+            {"id": "c", "task": "u", "depends_on": ["a"]},
+            {"id": "d", "task": "t", "depends_on": ["b", "c"]},
+            {"id": "e", "task": "u"},
+            {"id": "f", "task": "t", "depends_on": ["e"]},
+        ]
+    }))
+    .expect("request");
+    let new = crate::workflows::validate(&req, "wf-1".into(), WorkflowKind::Workflow).expect("valid");
+    let wf = store.workflow_create(&new).await.expect("create");
+    assert_eq!(
+        (wf.status, wf.kind, wf.paused, wf.max_concurrently_running),
+        (W::Queued, WorkflowKind::Workflow, false, 2)
+    );
+    assert_eq!(store.workflow_get("wf-1").await.expect("get"), Some(wf.clone()));
+    assert_eq!(store.workflow_active(10).await.expect("active"), vec!["wf-1".to_string()]);
+    let nodes = store.workflow_nodes("wf-1").await.expect("nodes");
+    assert_eq!(
+        nodes.iter().map(|n| n.status).collect::<Vec<_>>(),
+        [N::Ready, N::Waiting, N::Waiting, N::Waiting, N::Ready, N::Waiting]
+    );
+    assert_eq!(nodes[3].depends_on, vec!["b".to_string(), "c".to_string()]);
+    assert_eq!(store.workflow_counts("wf-1").await.expect("counts"), vec![(N::Waiting, 4), (N::Ready, 2)]);
+
+    // The plan offers the ready nodes in order; the step starts them with their invocations.
+    let plan = store.workflow_plan("wf-1").await.expect("plan").expect("exists");
+    let cands: Vec<&str> = plan.candidates.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(cands, ["a", "e"]);
+    assert_eq!((plan.syncable, plan.any_failed, plan.running.len()), (0, false, 0));
+    let out = store
+        .workflow_step("wf-1", &[node_start("a", 0, "t", "wf-1"), node_start("e", 1, "u", "wf-1")])
+        .await
+        .expect("step");
+    assert_eq!(out.started, vec![id(0), id(1)]);
+    assert_eq!(out.workflow.as_ref().map(|w| w.status), Some(W::Running));
+    let inv = get(store, &id(0)).await;
+    assert_eq!((inv.workflow.as_deref(), inv.max_attempts, inv.status), (Some("wf-1"), Some(2), Registered));
+    assert_eq!(statuses(store, &id(0)).await, vec![Registered]);
+    // Full: nothing more starts (two running, max 2).
+    let out = store.workflow_step("wf-1", &[node_start("b", 2, "t", "wf-1")]).await.expect("step");
+    assert!(!out.changed(), "{out:?}");
+    assert!(store.invocation_get(&id(2)).await.expect("get").is_none());
+
+    // a succeeds, e fails: b and c become ready, f blocked.
+    let t0 = store.now().await.expect("now");
+    finish(store, 0, true).await;
+    finish(store, 1, false).await;
+    let plan = store.workflow_plan("wf-1").await.expect("plan").expect("exists");
+    assert_eq!(plan.syncable, 2);
+    // A waiting node offered to the step is refused (compare-and-swap).
+    let out = store.workflow_step("wf-1", &[node_start("d", 9, "t", "wf-1")]).await.expect("step");
+    assert_eq!((out.synced, out.readied, out.blocked), (2, 2, 1), "{out:?}");
+    assert!(out.started.is_empty());
+    assert!(store.invocation_get(&id(9)).await.expect("get").is_none(), "no invocation for a refused node");
+    assert_eq!(
+        node_statuses(store, "wf-1").await.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        [N::Done, N::Ready, N::Ready, N::Waiting, N::Failed, N::Blocked]
+    );
+    let (server_time, changed) = store.workflow_nodes_since("wf-1", t0 - 1).await.expect("since");
+    let mut changed: Vec<&str> = changed.iter().map(|n| n.id.as_str()).collect();
+    changed.sort_unstable();
+    assert_eq!(changed, ["a", "b", "c", "e", "f"]);
+    assert!(server_time <= store.now().await.expect("now") - super::SYNC_MARGIN_MS);
+
+    // b and c run and succeed; d becomes ready, runs; the workflow ends failed (e, f).
+    let out = store
+        .workflow_step("wf-1", &[node_start("b", 2, "t", "wf-1"), node_start("c", 3, "u", "wf-1")])
+        .await
+        .expect("step");
+    assert_eq!(out.started, vec![id(2), id(3)]);
+    finish(store, 2, true).await;
+    finish(store, 3, true).await;
+    let out = store.workflow_step("wf-1", &[]).await.expect("step");
+    assert_eq!((out.synced, out.readied), (2, 1));
+    let out = store.workflow_step("wf-1", &[node_start("d", 4, "t", "wf-1")]).await.expect("step");
+    assert_eq!(out.started, vec![id(4)]);
+    finish(store, 4, true).await;
+    let out = store.workflow_step("wf-1", &[]).await.expect("step");
+    assert_eq!(out.workflow.map(|w| w.status), Some(W::Failed));
+    assert!(store.workflow_active(10).await.expect("active").is_empty());
+    assert!(matches!(store.workflow_pause("wf-1").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.workflow_pause("nope").await, Err(StoreError::NotFound(_))));
+    let again =
+        store.workflow_step("wf-1", &[node_start("x", 5, "t", "wf-1")]).await.expect("step of a final workflow");
+    assert!(!again.changed());
 }

@@ -1701,3 +1701,8 @@ mod tests {
 // own; declared here so that it shares the macros above.
 #[path = "coord.rs"]
 mod coord;
+
+// Workflows and arrays, in a file of their own; declared here so that it shares the macros
+// above.
+#[path = "workflow.rs"]
+mod workflow;

@@ -6,6 +6,8 @@
 //! database thread each: see `engine.rs`); every status change is a compare-and-swap that
 //! writes its history rows in the same transaction. Timestamps come from the database clock.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::instances::{Overdue, Triage};
@@ -14,6 +16,7 @@ use crate::model::{
     NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance, TaskPatch, Transition, Trigger,
     TriggerRun,
 };
+use crate::workflows::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 
 #[cfg(test)]
 mod conformance;
@@ -204,9 +207,116 @@ pub struct HeldInstance {
     pub signal: Option<String>,
 }
 
+/// What the scheduler reads before a step of a workflow (outside any transaction).
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// The workflow as read.
+    pub workflow: WorkflowInfo,
+    /// Running nodes per task.
+    pub running: HashMap<String, u32>,
+    /// Whether some node failed.
+    pub any_failed: bool,
+    /// Running nodes whose invocation is final (what the step would sync).
+    pub syncable: i64,
+    /// Ready nodes that could start, in `seq` order: `(node, task, canonical args)`.
+    pub candidates: Vec<(String, String, String)>,
+}
+
+/// A node the step should start, with the invocation built for it; `None` when the
+/// invocation could not be built (its task is gone): the node fails instead.
+#[derive(Debug, Clone)]
+pub struct NodeStart {
+    /// Node id.
+    pub node: String,
+    /// Its invocation.
+    pub invocation: Option<NewInvocation>,
+}
+
+/// What one step changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepOutcome {
+    /// The workflow after the step (`None` if it does not exist).
+    pub workflow: Option<WorkflowInfo>,
+    /// Nodes synced from final invocations.
+    pub synced: usize,
+    /// Nodes that became ready.
+    pub readied: usize,
+    /// Invocations routed for started nodes.
+    pub started: Vec<String>,
+    /// Nodes that became blocked.
+    pub blocked: usize,
+}
+
+impl StepOutcome {
+    /// Whether the step changed any node.
+    pub fn changed(&self) -> bool {
+        self.synced + self.readied + self.blocked + self.started.len() > 0
+    }
+}
+
+/// Durable workflows and arrays (Jobmon): the graph, its nodes' statuses and the step that
+/// moves them. Part of every [`Store`]. Every write is one transaction of a constant number
+/// of statements, whatever the size of the workflow.
+#[async_trait]
+pub trait WorkflowStore: Send + Sync + 'static {
+    /// Stores a validated workflow in one transaction (workflow row, nodes, edges): nodes
+    /// without upstreams start `ready`, the others `waiting`; the workflow is `queued`.
+    async fn workflow_create(&self, wf: &NewWorkflow) -> StoreResult<WorkflowInfo>;
+
+    /// One workflow.
+    async fn workflow_get(&self, id: &str) -> StoreResult<Option<WorkflowInfo>>;
+
+    /// The newest workflows.
+    async fn workflow_list(&self, limit: u32) -> StoreResult<Vec<WorkflowInfo>>;
+
+    /// Ids of the workflows that may still move, oldest first.
+    async fn workflow_active(&self, limit: u32) -> StoreResult<Vec<String>>;
+
+    /// Nodes per status.
+    async fn workflow_counts(&self, id: &str) -> StoreResult<Vec<(NodeStatus, i64)>>;
+
+    /// Every node in `seq` order, with its upstreams.
+    async fn workflow_nodes(&self, id: &str) -> StoreResult<Vec<WorkflowNode>>;
+
+    /// The nodes changed after `since` (database ms; no upstreams) and the time to pass as
+    /// the next `since`: the database now minus [`SYNC_MARGIN_MS`] (a step stamps its rows
+    /// when it runs and commits later, so a client sees some rows twice, never misses one).
+    async fn workflow_nodes_since(&self, id: &str, since: Millis) -> StoreResult<(Millis, Vec<WorkflowNode>)>;
+
+    /// Reads what a step needs to decide what to start: the workflow, running counts, and
+    /// the ready candidates that could fill its free places (none when it is final, paused,
+    /// failed fast or full).
+    async fn workflow_plan(&self, id: &str) -> StoreResult<Option<StepPlan>>;
+
+    /// The step, one transaction: locks the workflow (skips it when final), syncs running
+    /// nodes from their final invocations, readies the direct downstream of nodes that became
+    /// done, starts `starts` (in order) that are still ready and fit the limits counted again
+    /// here (routing their invocations with `registered` history) unless the workflow is
+    /// paused or failed fast, blocks everything downstream of failed nodes, and recomputes
+    /// the workflow's status when anything changed.
+    async fn workflow_step(&self, id: &str, starts: &[NodeStart]) -> StoreResult<StepOutcome>;
+
+    /// Pauses: nothing new starts (status `halted`). A final workflow is a `Conflict`.
+    async fn workflow_pause(&self, id: &str) -> StoreResult<WorkflowInfo>;
+
+    /// Resumes a paused (or running) workflow; `cold` also puts its running nodes back to
+    /// `ready` and returns their invocations, for the caller to cancel. A final workflow is a
+    /// `Conflict`.
+    async fn workflow_resume(&self, id: &str, cold: bool) -> StoreResult<(WorkflowInfo, Vec<String>)>;
+
+    /// Cancels: unfinished nodes → `cancelled`, the workflow → `cancelled`; returns the
+    /// invocations of started nodes, for the caller to cancel. Cancelling a cancelled
+    /// workflow changes nothing; a done or failed one is a `Conflict`.
+    async fn workflow_cancel(&self, id: &str) -> StoreResult<(WorkflowInfo, Vec<String>)>;
+}
+
+/// How far behind the database now the `server_time` of [`WorkflowStore::workflow_nodes_since`]
+/// stays: longer than a step transaction takes between stamping its rows and committing.
+pub const SYNC_MARGIN_MS: Millis = 1_000;
+
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.
 #[async_trait]
-pub trait Store: Coordination + Send + Sync + 'static {
+pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn dialect(&self) -> &'static str;
 

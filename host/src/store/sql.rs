@@ -822,3 +822,7 @@ pub(super) const INVOCATION_HISTORY: Sql = Sql::same(
 // Membership, atomic services, triggers and events: see `coord.rs` beside this file.
 #[path = "sql_coord.rs"]
 pub(super) mod coord;
+
+// Workflows and arrays: see `sql_workflow.rs` beside this file.
+#[path = "sql_workflow.rs"]
+pub(super) mod workflow;

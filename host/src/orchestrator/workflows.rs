@@ -1,0 +1,212 @@
+//! Workflows and arrays (Jobmon) in the orchestrator: creation (validation, task check,
+//! storage), summaries, incremental node sync, pause / resume / cancel, and the scheduler
+//! loop that steps every active workflow. The store's step does the work in one transaction;
+//! this side builds the invocations of the nodes to start (as routing does) and cancels the
+//! invocations a control change hands back through [`Orchestrator::cancel`], which interrupts
+//! running guests.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{OrchResult, Orchestrator, OrchestratorError};
+use crate::model::Millis;
+use crate::store::NodeStart;
+use crate::workflows::{self, NodeStatus, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowRequest};
+
+/// How often the scheduler looks at active workflows without being woken.
+const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+
+/// Most workflows one scheduler round looks at.
+const ACTIVE_LIMIT: u32 = 10_000;
+
+/// How a paused workflow resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeMode {
+    /// Clear the pause: running nodes keep running.
+    #[default]
+    Hot,
+    /// Also cancel the invocations of running nodes and start those nodes again.
+    Cold,
+}
+
+/// `GET /v1/workflows/{id}`: the workflow, its nodes per status and (unless skipped) its nodes.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowSummary {
+    /// The workflow.
+    #[serde(flatten)]
+    pub workflow: WorkflowInfo,
+    /// Nodes per status (every status, zeros included).
+    pub counts: BTreeMap<&'static str, i64>,
+    /// Every node in request order, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<WorkflowNode>>,
+}
+
+impl Orchestrator {
+    /// Validates and stores a workflow (or an array, by `kind`), then wakes the scheduler.
+    /// Invalid graphs, limits and unknown tasks are `BadRequest`.
+    pub async fn workflow_create(&self, req: WorkflowRequest, kind: WorkflowKind) -> OrchResult<WorkflowInfo> {
+        let id = super::identity::new_invocation_id();
+        let new = workflows::validate(&req, id, kind).map_err(OrchestratorError::BadRequest)?;
+        let tasks: HashSet<&str> = new.nodes.iter().map(|n| n.task.as_str()).collect();
+        let mut tasks: Vec<&str> = tasks.into_iter().collect();
+        tasks.sort_unstable();
+        for t in tasks {
+            match self.task(t).await {
+                Ok(_) => {}
+                Err(OrchestratorError::UnknownTask(t)) => {
+                    return Err(OrchestratorError::BadRequest(format!("unknown task `{t}`")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let info = self.inner.store.workflow_create(&new).await?;
+        self.inner.workflow_wake.notify_one();
+        Ok(info)
+    }
+
+    /// A workflow with its counts and, when `with_nodes`, its nodes.
+    pub async fn workflow_summary(&self, id: &str, with_nodes: bool) -> OrchResult<WorkflowSummary> {
+        let workflow = self.workflow_info(id).await?;
+        let mut counts: BTreeMap<&'static str, i64> = NodeStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for (s, n) in self.inner.store.workflow_counts(id).await? {
+            counts.insert(s.as_str(), n);
+        }
+        let nodes = if with_nodes { Some(self.inner.store.workflow_nodes(id).await?) } else { None };
+        Ok(WorkflowSummary { workflow, counts, nodes })
+    }
+
+    /// The newest workflows.
+    pub async fn workflow_list(&self, limit: u32) -> OrchResult<Vec<WorkflowInfo>> {
+        Ok(self.inner.store.workflow_list(limit).await?)
+    }
+
+    /// The nodes changed after `since` and the `server_time` to pass next time (see
+    /// `WorkflowStore::workflow_nodes_since`).
+    pub async fn workflow_nodes_since(&self, id: &str, since: Millis) -> OrchResult<(Millis, Vec<WorkflowNode>)> {
+        self.workflow_info(id).await?;
+        Ok(self.inner.store.workflow_nodes_since(id, since).await?)
+    }
+
+    /// Pauses a workflow: running nodes finish, nothing new starts.
+    pub async fn workflow_pause(&self, id: &str) -> OrchResult<WorkflowSummary> {
+        self.inner.store.workflow_pause(id).await?;
+        self.workflow_summary(id, false).await
+    }
+
+    /// Resumes a workflow; `Cold` also cancels the invocations of running nodes, which start
+    /// again with new invocations (done nodes never run again).
+    pub async fn workflow_resume(&self, id: &str, mode: ResumeMode) -> OrchResult<WorkflowSummary> {
+        let (_, to_cancel) = self.inner.store.workflow_resume(id, mode == ResumeMode::Cold).await?;
+        self.cancel_all(&to_cancel).await;
+        self.inner.workflow_wake.notify_one();
+        self.workflow_summary(id, false).await
+    }
+
+    /// Cancels a workflow: its unfinished nodes and their invocations.
+    pub async fn workflow_cancel(&self, id: &str) -> OrchResult<WorkflowSummary> {
+        let (_, to_cancel) = self.inner.store.workflow_cancel(id).await?;
+        self.cancel_all(&to_cancel).await;
+        self.workflow_summary(id, false).await
+    }
+
+    async fn workflow_info(&self, id: &str) -> OrchResult<WorkflowInfo> {
+        self.inner.store.workflow_get(id).await?.ok_or_else(|| OrchestratorError::NotFound(format!("workflow `{id}`")))
+    }
+
+    /// Cancels invocations (a final one is left as it is); failures are logged, the step
+    /// syncs whatever they end as.
+    async fn cancel_all(&self, ids: &[String]) {
+        let cancels = ids.iter().map(|id| async move {
+            if let Err(e) = self.cancel(id).await {
+                tracing::warn!(invocation = %id, error = %e, "cancelling a workflow node's invocation failed");
+            }
+        });
+        futures::future::join_all(cancels).await;
+    }
+
+    /// One step of a workflow: reads what could start, builds those invocations, and lets
+    /// the store's step (one transaction) sync, start and block. Returns whether any node
+    /// changed; a workflow with nothing to sync and nothing to start costs only the reads.
+    pub(crate) async fn workflow_step(&self, id: &str) -> OrchResult<bool> {
+        let Some(plan) = self.inner.store.workflow_plan(id).await? else { return Ok(false) };
+        let wf = &plan.workflow;
+        if wf.status.is_final() {
+            return Ok(false);
+        }
+        let tasks: Vec<&str> = plan.candidates.iter().map(|(_, task, _)| task.as_str()).collect();
+        let picked = workflows::select_ready(&tasks, &plan.running, wf.max_concurrently_running, &wf.task_limits);
+        if picked.is_empty() && plan.syncable == 0 {
+            return Ok(false);
+        }
+        let mut starts = Vec::with_capacity(picked.len());
+        for i in picked {
+            let Some((node, task, args)) = plan.candidates.get(i) else { continue };
+            let invocation = match serde_json::from_str::<serde_json::Value>(args) {
+                Ok(args) => match self.new_invocation(task, &args, None, None, None).await {
+                    Ok(mut n) => {
+                        n.workflow = Some(id.to_string());
+                        n.max_attempts = wf.max_attempts;
+                        // A node is its own identity: no registration dedup or idempotency
+                        // key (their unique indexes would refuse a node's call outright).
+                        n.scope = None;
+                        n.idempotency_key = None;
+                        Some(n)
+                    }
+                    Err(e @ (OrchestratorError::UnknownTask(_) | OrchestratorError::BadRequest(_))) => {
+                        tracing::warn!(workflow = %id, node = %node, error = %e, "a workflow node cannot start; it fails");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => {
+                    tracing::warn!(workflow = %id, node = %node, error = %e, "stored node arguments are not JSON");
+                    None
+                }
+            };
+            starts.push(NodeStart { node: node.clone(), invocation });
+        }
+        let out = self.inner.store.workflow_step(id, &starts).await?;
+        if !out.started.is_empty() {
+            self.nudge();
+        }
+        Ok(out.changed())
+    }
+}
+
+/// The scheduler: steps every active workflow when woken (an invocation became final, a
+/// workflow was created or resumed) and at least every [`SCHEDULER_TICK`]; goes round again
+/// at once while steps change something. Any node may step any workflow: the step's
+/// transaction serialises them. Stops at shutdown.
+pub(super) async fn scheduler_loop(orch: Orchestrator) {
+    let shutdown = orch.shutdown_token();
+    loop {
+        let mut moved = false;
+        match orch.inner.store.workflow_active(ACTIVE_LIMIT).await {
+            Ok(ids) => {
+                for id in ids {
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    match orch.workflow_step(&id).await {
+                        Ok(changed) => moved |= changed,
+                        Err(e) => tracing::warn!(workflow = %id, error = %e, "workflow step failed; will try again"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing active workflows failed; will try again"),
+        }
+        if moved && !shutdown.is_cancelled() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = orch.inner.workflow_wake.notified() => {}
+            _ = tokio::time::sleep(SCHEDULER_TICK) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

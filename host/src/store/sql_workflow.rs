@@ -1,0 +1,304 @@
+//! SQL of the workflow tables (`workflows`, `workflow_nodes`, `workflow_edges`); a child of
+//! `sql.rs` so that it shares its dialect macros. Every statement touches one workflow (`$1`)
+//! and reads or writes only the nodes it needs through the indexes of migration 0008: a step
+//! costs what its changes cost, not what the graph weighs.
+
+use super::Sql;
+
+/// The columns of a `WorkflowRow` (store/workflow.rs), in order.
+macro_rules! workflow_columns {
+    () => {
+        "id, name, kind, status, max_concurrently_running, fail_fast, max_attempts, task_limits, \
+         paused, version, created_at, updated_at"
+    };
+}
+
+/// Node statuses that are not `done` (for index probes instead of a `<>` scan).
+macro_rules! not_done {
+    () => {
+        "('waiting', 'ready', 'running', 'failed', 'blocked', 'cancelled')"
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creation.
+
+macro_rules! workflow_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO workflows (id, name, kind, status, max_concurrently_running, fail_fast, \
+             max_attempts, task_limits, paused, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, 0, ",
+            now_ms!($d),
+            ", ",
+            now_ms!($d),
+            ") RETURNING ",
+            workflow_columns!()
+        )
+    };
+}
+/// A new workflow: `$1` id, `$2` name, `$3` kind, `$4` status, `$5` max running, `$6` fail
+/// fast, `$7` max attempts, `$8` task limits JSON.
+pub(in crate::store) const WORKFLOW_INSERT: Sql = both!(workflow_insert);
+
+macro_rules! nodes_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO workflow_nodes (workflow, node, seq, task, args, status, invocation, updated_at) \
+             SELECT $2, j.value ->> 'node', CAST(j.value ->> 'seq' AS BIGINT), j.value ->> 'task', \
+             j.value ->> 'args', j.value ->> 'status', NULL, CAST($3 AS BIGINT) FROM ",
+            json_rows!($d),
+            " ORDER BY j.key"
+        )
+    };
+}
+/// The nodes of workflow `$2` from the JSON array `$1` of `{node, seq, task, args, status}`,
+/// stamped `$3` (the workflow's creation time).
+pub(in crate::store) const NODES_INSERT: Sql = both!(nodes_insert);
+
+macro_rules! edges_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO workflow_edges (workflow, node, upstream) \
+             SELECT $2, j.value ->> 'node', j.value ->> 'upstream' FROM ",
+            json_rows!($d),
+            " ORDER BY j.key"
+        )
+    };
+}
+/// The edges of workflow `$2` from the JSON array `$1` of `{node, upstream}`.
+pub(in crate::store) const EDGES_INSERT: Sql = both!(edges_insert);
+
+// ---------------------------------------------------------------------------------------------
+// Reads.
+
+/// One workflow: `$1` id.
+pub(in crate::store) const WORKFLOW_GET: Sql =
+    Sql::same(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1"));
+
+/// One workflow, locked until the end of the transaction on PostgreSQL (SQLite's `BEGIN
+/// IMMEDIATE` already serialises writers): every step and control change of a workflow
+/// takes this first, so they apply one after the other.
+pub(in crate::store) const WORKFLOW_LOCK: Sql = Sql {
+    sqlite: concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1"),
+    postgres: concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE id = $1 FOR UPDATE"),
+};
+
+/// The newest `$1` workflows.
+pub(in crate::store) const WORKFLOW_LIST: Sql =
+    Sql::same(concat!("SELECT ", workflow_columns!(), " FROM workflows ORDER BY id DESC LIMIT CAST($1 AS BIGINT)"));
+
+/// Ids of the workflows that may still move (queued, running, halted: a halted one still
+/// syncs its running nodes), oldest first, at most `$1`.
+pub(in crate::store) const WORKFLOW_ACTIVE: Sql = Sql::same(
+    "SELECT id FROM workflows WHERE status IN ('queued', 'running', 'halted') ORDER BY id \
+     LIMIT CAST($1 AS BIGINT)",
+);
+
+/// Nodes per status of workflow `$1`.
+pub(in crate::store) const NODE_COUNTS: Sql =
+    Sql::same("SELECT status, COUNT(*) AS count FROM workflow_nodes WHERE workflow = $1 GROUP BY status");
+
+/// Every node of workflow `$1`, in `seq` order.
+pub(in crate::store) const NODES_ALL: Sql =
+    Sql::same("SELECT node, task, status, invocation, updated_at FROM workflow_nodes WHERE workflow = $1 ORDER BY seq");
+
+/// Every edge of workflow `$1`.
+pub(in crate::store) const EDGES_ALL: Sql =
+    Sql::same("SELECT node, upstream FROM workflow_edges WHERE workflow = $1 ORDER BY node, upstream");
+
+/// The nodes of workflow `$1` changed after `$2` (database ms), oldest change first.
+pub(in crate::store) const NODES_SINCE: Sql = Sql::same(
+    "SELECT node, task, status, invocation, updated_at FROM workflow_nodes \
+     WHERE workflow = $1 AND updated_at > $2 ORDER BY updated_at, seq",
+);
+
+/// Running nodes per task of workflow `$1` (also inside the step, after the sync), and
+/// failed nodes (fail fast).
+pub(in crate::store) const RUNNING_AND_FAILED: Sql = Sql::same(
+    "SELECT status, task, COUNT(*) AS count FROM workflow_nodes WHERE workflow = $1 \
+     AND status IN ('running', 'failed') GROUP BY status, task",
+);
+
+/// Running nodes of workflow `$1` whose invocation is final: what a step would sync.
+pub(in crate::store) const SYNCABLE: Sql = Sql::same(concat!(
+    "SELECT COUNT(*) AS count FROM workflow_nodes n JOIN invocations i ON i.id = n.invocation \
+     WHERE n.workflow = $1 AND n.status = 'running' AND i.status IN ",
+    final_statuses!()
+));
+
+/// The ready nodes of workflow `$1` that could start: in `seq` order, at most `$2` of any
+/// one task and `$3` in all (so that a task at its limit does not hide the others).
+pub(in crate::store) const CANDIDATES: Sql = Sql::same(
+    "SELECT r.node, r.task, r.args FROM (SELECT node, task, args, seq, ROW_NUMBER() OVER \
+     (PARTITION BY task ORDER BY seq) AS rn FROM workflow_nodes WHERE workflow = $1 AND status = 'ready') AS r \
+     WHERE r.rn <= CAST($2 AS BIGINT) ORDER BY r.seq LIMIT CAST($3 AS BIGINT)",
+);
+
+// ---------------------------------------------------------------------------------------------
+// The step (one transaction, after WORKFLOW_LOCK).
+
+macro_rules! step_sync {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflow_nodes SET status = CASE WHEN i.status = 'success' THEN 'done' ELSE 'failed' END, \
+             updated_at = ",
+            now_ms!($d),
+            " FROM invocations i WHERE workflow_nodes.workflow = $1 AND workflow_nodes.status = 'running' \
+             AND i.id = workflow_nodes.invocation AND i.status IN ",
+            final_statuses!(),
+            " RETURNING workflow_nodes.node, workflow_nodes.status"
+        )
+    };
+}
+/// b. Running nodes of workflow `$1` whose invocation is final: `success` → `done`, any other
+/// final status → `failed`. Returns `(node, status)`.
+pub(in crate::store) const STEP_SYNC: Sql = both!(step_sync);
+
+macro_rules! step_ready {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflow_nodes SET status = 'ready', updated_at = ",
+            now_ms!($d),
+            " WHERE workflow = $1 AND status = 'waiting' AND node IN (SELECT e.node FROM workflow_edges e \
+             WHERE e.workflow = $1 AND e.upstream IN (SELECT j.value FROM ",
+            json_texts!($d, "$2", "j"),
+            ")) AND NOT EXISTS (SELECT 1 FROM workflow_edges e2 JOIN workflow_nodes u \
+             ON u.workflow = e2.workflow AND u.node = e2.upstream \
+             WHERE e2.workflow = $1 AND e2.node = workflow_nodes.node AND u.status <> 'done') \
+             RETURNING node"
+        )
+    };
+}
+/// c. The direct downstream of the nodes in the JSON array `$2` (just done) of workflow `$1`:
+/// `waiting` → `ready` when every upstream is done.
+pub(in crate::store) const STEP_READY: Sql = both!(step_ready);
+
+macro_rules! step_start {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflow_nodes SET status = CASE WHEN x.invocation IS NULL THEN 'failed' ELSE 'running' END, \
+             invocation = COALESCE(x.invocation, workflow_nodes.invocation), updated_at = ",
+            now_ms!($d),
+            " FROM (SELECT j.value ->> 'node' AS node, j.value ->> 'invocation' AS invocation FROM ",
+            json_rows!($d, "$2", "j"),
+            ") AS x WHERE workflow_nodes.workflow = $1 AND workflow_nodes.node = x.node \
+             AND workflow_nodes.status = 'ready' RETURNING workflow_nodes.node, workflow_nodes.status"
+        )
+    };
+}
+/// e. Starts the nodes of workflow `$1` in the JSON array `$2` of `{node, invocation}` that
+/// are still `ready` (compare-and-swap): `running` with that invocation, or `failed` when
+/// the invocation is null (it could not be built: its task is gone). Returns `(node, status)`.
+pub(in crate::store) const STEP_START: Sql = both!(step_start);
+
+/// e. The invocations of started nodes: the routing insert (`invocation_insert!` of sql.rs,
+/// calls of unknown tasks skipped, which the caller detects by the count).
+pub(in crate::store) const STEP_INSERT_INVOCATIONS: Sql = both!(invocation_insert);
+
+macro_rules! step_block {
+    ($d:ident) => {
+        concat!(
+            "WITH RECURSIVE down(node) AS (SELECT e.node FROM workflow_edges e WHERE e.workflow = $1 \
+             AND e.upstream IN (SELECT j.value FROM ",
+            json_texts!($d, "$2", "j"),
+            ") UNION SELECT e.node FROM workflow_edges e JOIN down ON e.upstream = down.node \
+             WHERE e.workflow = $1) \
+             UPDATE workflow_nodes SET status = 'blocked', updated_at = ",
+            now_ms!($d),
+            " WHERE workflow = $1 AND status IN ('waiting', 'ready') AND node IN (SELECT node FROM down) \
+             RETURNING node"
+        )
+    };
+}
+/// d. Everything downstream (transitively) of the nodes in the JSON array `$2` (just failed)
+/// of workflow `$1` that has not run: → `blocked`.
+pub(in crate::store) const STEP_BLOCK: Sql = both!(step_block);
+
+macro_rules! step_status {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflows SET status = CASE \
+             WHEN NOT EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow = $1 AND n.status IN ",
+            not_done!(),
+            ") THEN 'done' \
+             WHEN NOT EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow = $1 AND n.status = 'running') \
+             AND EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow = $1 AND n.status IN ('failed', 'blocked')) \
+             AND (fail_fast OR NOT EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow = $1 \
+             AND n.status = 'ready')) THEN 'failed' \
+             WHEN paused THEN 'halted' \
+             WHEN EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow = $1 \
+             AND n.status IN ('running', 'done', 'failed', 'blocked')) THEN 'running' \
+             ELSE 'queued' END, version = version + 1, updated_at = ",
+            now_ms!($d),
+            " WHERE id = $1 RETURNING ",
+            workflow_columns!()
+        )
+    };
+}
+/// f. Recomputes the status of workflow `$1` from its nodes (`workflows::status_of` is the
+/// same rule in Rust), bumps `version` and `updated_at`.
+pub(in crate::store) const STEP_STATUS: Sql = both!(step_status);
+
+// ---------------------------------------------------------------------------------------------
+// Control (each after WORKFLOW_LOCK).
+
+macro_rules! workflow_set_paused {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflows SET paused = $2, status = CASE WHEN $2 THEN 'halted' \
+             WHEN EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow = $1 \
+             AND n.status IN ('running', 'done', 'failed', 'blocked')) THEN 'running' ELSE 'queued' END, \
+             version = version + 1, updated_at = ",
+            now_ms!($d),
+            " WHERE id = $1 RETURNING ",
+            workflow_columns!()
+        )
+    };
+}
+/// Pauses (`$2` true: `halted`) or resumes (`$2` false: `running` or `queued`) workflow `$1`.
+pub(in crate::store) const WORKFLOW_SET_PAUSED: Sql = both!(workflow_set_paused);
+
+macro_rules! nodes_restart {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflow_nodes SET status = 'ready', updated_at = ",
+            now_ms!($d),
+            " FROM invocations i WHERE workflow_nodes.workflow = $1 AND workflow_nodes.status = 'running' \
+             AND i.id = workflow_nodes.invocation AND i.status NOT IN ",
+            final_statuses!(),
+            " RETURNING workflow_nodes.invocation"
+        )
+    };
+}
+/// Cold resume: the running nodes of workflow `$1` whose invocation is not final go back to
+/// `ready` (keeping the old invocation id until a step starts a new one). Returns the old
+/// invocations, for the caller to cancel. A node whose invocation is final already is left
+/// to the next step's sync, so a done node is never rerun.
+pub(in crate::store) const NODES_RESTART: Sql = both!(nodes_restart);
+
+macro_rules! nodes_cancel {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflow_nodes SET status = 'cancelled', updated_at = ",
+            now_ms!($d),
+            " WHERE workflow = $1 AND status IN ('waiting', 'ready', 'running') RETURNING invocation"
+        )
+    };
+}
+/// Cancel: every unfinished node of workflow `$1` → `cancelled`; returns their invocations
+/// (null for those never started), for the caller to cancel.
+pub(in crate::store) const NODES_CANCEL: Sql = both!(nodes_cancel);
+
+macro_rules! workflow_cancel {
+    ($d:ident) => {
+        concat!(
+            "UPDATE workflows SET status = 'cancelled', version = version + 1, updated_at = ",
+            now_ms!($d),
+            " WHERE id = $1 RETURNING ",
+            workflow_columns!()
+        )
+    };
+}
+/// Marks workflow `$1` cancelled.
+pub(in crate::store) const WORKFLOW_CANCEL: Sql = both!(workflow_cancel);
