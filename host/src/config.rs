@@ -54,6 +54,11 @@ pub struct Config {
     /// A live task instance must be reported for within `heartbeat_interval_ms` × this
     /// (Jobmon's `heartbeat_report_by_buffer`); its node does so every heartbeat.
     pub heartbeat_report_by_buffer: f64,
+    /// Tokens in the ring that spreads invocations over the nodes (JobSync's `total_tokens`);
+    /// every node of a cluster must use the same.
+    pub total_tokens: u32,
+    /// The ring is not assigned, so nothing is claimed, until this many nodes are live.
+    pub minimum_nodes: usize,
 }
 
 impl Default for Config {
@@ -78,6 +83,8 @@ impl Default for Config {
             service_interval_ms: 60_000,
             service_spread_margin_ms: 5_000,
             heartbeat_report_by_buffer: 3.1,
+            total_tokens: 10_000,
+            minimum_nodes: 1,
         }
     }
 }
@@ -142,6 +149,12 @@ pub struct Overrides {
     /// Task instances must be reported for within heartbeat interval × this [default: 3.1].
     #[arg(long, env = "WARDEN_HEARTBEAT_REPORT_BY_BUFFER")]
     pub heartbeat_report_by_buffer: Option<f64>,
+    /// Tokens in the ring; the same on every node [default: 10000].
+    #[arg(long, env = "WARDEN_TOTAL_TOKENS")]
+    pub total_tokens: Option<u32>,
+    /// Nodes that must be live before work is distributed [default: 1].
+    #[arg(long, env = "WARDEN_MINIMUM_NODES")]
+    pub minimum_nodes: Option<usize>,
     /// TOML file with any of the settings above (lowest precedence).
     #[arg(long, env = "WARDEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -206,7 +219,9 @@ impl Config {
             max_pending_ms,
             service_interval_ms,
             service_spread_margin_ms,
-            heartbeat_report_by_buffer
+            heartbeat_report_by_buffer,
+            total_tokens,
+            minimum_nodes
         );
         c.validate()?;
         Ok(c)
@@ -232,6 +247,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "heartbeat_timeout_ms ({}) must exceed heartbeat_interval_ms ({}), which must be at least 1",
                 self.heartbeat_timeout_ms, self.heartbeat_interval_ms
+            )));
+        }
+        if self.total_tokens == 0 || self.total_tokens > 1_000_000 || self.minimum_nodes == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "total_tokens must be between 1 and 1000000 and minimum_nodes at least 1, got {} and {}",
+                self.total_tokens, self.minimum_nodes
             )));
         }
         if !(1.0..=1000.0).contains(&self.heartbeat_report_by_buffer) {

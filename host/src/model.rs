@@ -337,6 +337,10 @@ pub struct NewInvocation {
     /// Its own attempt limit; `None`: the task's.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Its token on the ring (`cluster::ring::token_of` of its id); only the token's owner
+    /// claims it. `None`: any node may.
+    #[serde(default)]
+    pub token: Option<u32>,
 }
 
 /// One row of an invocation's status history.
@@ -746,5 +750,52 @@ pub struct StatusChange {
     /// Its error now.
     pub error: Option<TaskFailure>,
     /// When it entered the status (database clock).
+    pub at: Millis,
+}
+
+/// The leader lease (JobSync's leader, fenced by an epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The node holding it, if anyone ever did.
+    pub holder: Option<String>,
+    /// Bumped by every change of holder.
+    pub epoch: i64,
+    /// When it lapses unless renewed (database clock).
+    pub expires_at: Millis,
+    /// The database now when read.
+    pub now: Millis,
+}
+
+/// The token ring: who owns which of the `total_tokens` tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRing {
+    /// Bumped by every swap; 0 before the first assignment.
+    pub version: i64,
+    /// Tokens in the ring (0 before the first assignment).
+    pub total_tokens: u32,
+    /// Last swap (database clock).
+    pub updated_at: Millis,
+    /// Owner of each token by index (when asked for; `None`: unassigned).
+    pub owners: Vec<Option<String>>,
+}
+
+/// One swap of the ring, as audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenAudit {
+    /// The version it produced.
+    pub version: i64,
+    /// The leader that swapped it.
+    pub leader: String,
+    /// The leader's lease epoch.
+    pub epoch: i64,
+    /// Nodes owning tokens before.
+    pub nodes_before: Vec<String>,
+    /// Live nodes after.
+    pub nodes_after: Vec<String>,
+    /// Tokens that changed owner.
+    pub moved: u32,
+    /// Time to compute the new assignment, in µs.
+    pub compute_us: i64,
+    /// When (database clock).
     pub at: Millis,
 }

@@ -29,6 +29,8 @@ fn services_config(cfg: &Config) -> anyhow::Result<ServicesConfig> {
         retention: (cfg.retention_ms > 0).then(|| Duration::from_millis(cfg.retention_ms)),
         purge_interval: Duration::from_millis(cfg.purge_interval_ms),
         report_buffer: cfg.heartbeat_report_by_buffer,
+        total_tokens: cfg.total_tokens,
+        minimum_nodes: cfg.minimum_nodes,
     })
 }
 

@@ -70,3 +70,52 @@ async fn pinned_tasks_run_only_on_matching_nodes(b: Backend) {
     cpu.stop().await;
 }
 both!(pinning, pinned_tasks_run_only_on_matching_nodes);
+
+/// The token ring: one node owns all 10,000 tokens; a second node joins and the leader (the
+/// older node) gives it half, moving nothing else; calls routed to either node run on both,
+/// each on the owner of its token; when the second node leaves, its tokens come back.
+async fn the_ring_spreads_work_and_follows_membership(b: Backend) {
+    let first = TestDaemon::start_with(b, |c| c.node_name = "first".into()).await;
+    first.deploy("hello", guests::HELLO).await;
+    let v = wait_for(&first, |v| v["distribution"] == json!({"first": 10_000})).await;
+    assert_eq!(v["total_tokens"], 10_000, "{v}");
+    let second = first.join("second", |_| {}).await;
+    let v = wait_for(&first, |v| v["distribution"] == json!({"first": 5_000, "second": 5_000})).await;
+    assert_eq!(v["spread"], 0, "{v}");
+    let swap = &v["swaps"][0];
+    assert_eq!((&swap["leader"], &swap["moved"]), (&json!("first"), &json!(5_000)), "{v}");
+    let (_, nodes) = second.get("/v1/cluster/nodes").await;
+    assert_eq!(nodes["leader"], "first", "{nodes}");
+
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let via = if i % 2 == 0 { &first } else { &second };
+        ids.push(via.call("hello", json!({"name": format!("r{i}")})).await);
+    }
+    let mut ran_on = std::collections::BTreeMap::new();
+    for id in &ids {
+        let v = first.result(id, MINUTE).await;
+        assert_eq!(v["status"], "success", "{v}");
+        let (_, i) = first.get(&format!("/v1/invocations/{id}/instances")).await;
+        *ran_on.entry(i["instances"][0]["node"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(ran_on.len(), 2, "both nodes ran their tokens' calls: {ran_on:?}");
+    second.stop().await;
+    let v = wait_for(&first, |v| v["distribution"] == json!({"first": 10_000})).await;
+    assert_eq!(v["swaps"][0]["moved"], 5_000, "only the leaving node's tokens moved: {v}");
+    first.stop().await;
+}
+both!(token_ring, the_ring_spreads_work_and_follows_membership);
+
+/// Polls `/v1/cluster/tokens` until `ok` holds (10 s at most).
+async fn wait_for(d: &TestDaemon, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = d.get("/v1/cluster/tokens").await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < end, "the ring never got there: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,4 +1,4 @@
-//! Pinning over HTTP (`/v1/cluster/pins`): which tasks are pinned to which node patterns, and
+//! The token ring (`/v1/cluster/tokens`) and pinning over HTTP (`/v1/cluster/pins`): which tasks are pinned to which node patterns, and
 //! who may run them right now (a pinned task that no live node matches is reported as
 //! unrunnable, not left silently stuck).
 
@@ -79,4 +79,22 @@ async fn set_pins(s: &AppState, task: &str, patterns: Vec<String>) -> Result<(),
         .ok_or_else(|| ApiError::not_found(format!("unknown task `{task}`")))?;
     s.orch.invalidate_tasks();
     Ok(())
+}
+
+/// `GET /v1/cluster/tokens`: the ring's version and size, tokens per node, the spread of the
+/// loads and the latest swaps.
+pub(super) async fn tokens(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let store = s.orch.store();
+    let ring = store.ring_get(false).await?;
+    let loads = store.token_loads().await?;
+    let (min, max) = (loads.iter().map(|(_, c)| *c).min(), loads.iter().map(|(_, c)| *c).max());
+    let distribution: serde_json::Map<String, Value> = loads.into_iter().map(|(n, c)| (n, json!(c))).collect();
+    Ok(Json(json!({
+        "version": ring.version,
+        "total_tokens": ring.total_tokens,
+        "updated_at": ring.updated_at,
+        "distribution": distribution,
+        "spread": max.zip(min).map(|(a, b)| a - b),
+        "swaps": store.token_audits(10).await?,
+    })))
 }

@@ -89,8 +89,13 @@ pub(super) async fn service_runs(
 pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (now, nodes) = s.orch.store().node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();
-    let live: Vec<&crate::model::NodeInfo> = nodes.iter().filter(|n| n.is_live(now, timeout)).collect();
-    let leader = live.first().map(|n| n.name.clone());
+    // The leader is the lease's holder while the lease runs (the oldest live node otherwise).
+    let lease = s.orch.store().lease_get().await?;
+    let leader = match lease.holder {
+        Some(h) if lease.expires_at > lease.now => Some(h),
+        _ => crate::cluster::leader::by_seniority(&nodes, now, timeout, "").first().map(|n| n.name.clone()),
+    };
+    let loads: std::collections::HashMap<String, i64> = s.orch.store().token_loads().await?.into_iter().collect();
     let out: Vec<Value> = nodes
         .iter()
         .map(|n| {
@@ -104,8 +109,9 @@ pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse
                 "started_at": n.started_at,
                 "last_heartbeat": n.heartbeat_at,
                 "left_at": n.left_at,
+                "tokens": loads.get(&n.name).copied().unwrap_or(0),
             })
         })
         .collect();
-    Ok(Json(json!({"now": now, "nodes": out})))
+    Ok(Json(json!({"now": now, "nodes": out, "leader": leader, "lease_epoch": lease.epoch})))
 }

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(coordination::post_event))
         .route("/v1/services/runs", get(coordination::service_runs))
         .route("/v1/cluster/nodes", get(coordination::nodes))
+        .route("/v1/cluster/tokens", get(cluster::tokens))
         .route("/v1/cluster/pins", get(cluster::list).post(cluster::pin))
         .route("/v1/cluster/pins/{task}", axum::routing::delete(cluster::unpin))
         .route("/v1/workflows", post(workflows::create).get(workflows::list))

@@ -2,5 +2,6 @@
 //! pinning of tasks to nodes by name and label patterns.
 //! Membership heartbeats live with the atomic services (`services/`), which need them first.
 
+pub mod leader;
 pub mod pins;
 pub mod ring;

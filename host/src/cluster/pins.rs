@@ -77,6 +77,16 @@ pub fn excluded_for(me: &str, tasks: &[(String, Vec<String>)], live: &[PinNode<'
         .collect()
 }
 
+/// The pinned tasks `me` may run (it is among the eligible nodes): it claims them whatever
+/// their token.
+pub fn pinned_to(me: &str, tasks: &[(String, Vec<String>)], live: &[PinNode<'_>]) -> Vec<String> {
+    tasks
+        .iter()
+        .filter(|(_, pins)| eligible(pins, live).is_some_and(|nodes| nodes.contains(&me)))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// Checks a pin request: 1-64 patterns of 1-256 characters.
 pub fn validate(patterns: &[String]) -> Result<(), String> {
     if patterns.is_empty() || patterns.len() > 64 {
@@ -142,6 +152,8 @@ mod tests {
         assert_eq!(excluded_for("cpu-1", &tasks, &live), vec!["render", "eu"]);
         assert_eq!(excluded_for("gpu-2", &tasks, &live), Vec::<String>::new());
         assert_eq!(excluded_for("cpu-2", &tasks, &live), vec!["render"]);
+        assert_eq!(pinned_to("cpu-2", &tasks, &live), vec!["eu"]);
+        assert_eq!(pinned_to("gpu-2", &tasks, &live), vec!["render", "eu"]);
     }
 
     #[test]

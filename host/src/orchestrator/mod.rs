@@ -180,8 +180,11 @@ struct Inner {
     /// Attempts this node holds (claimed, not yet recorded): invocation → attempt. The
     /// heartbeat reports for their instances.
     held: Mutex<HashMap<String, u32>>,
-    /// Tasks pinned to other nodes (recomputed every heartbeat tick): never claimed here.
-    excluded: Mutex<Vec<String>>,
+    /// Pinned tasks this node must skip or may take whatever their token (recomputed every
+    /// heartbeat tick).
+    claim_filter: Mutex<crate::store::ClaimFilter>,
+    /// Tokens in the ring (the ring's own count once assigned): routing hashes ids onto it.
+    total_tokens: std::sync::atomic::AtomicU32,
     /// True once the node is registered and has computed its pins: the dispatcher claims
     /// nothing before, and `/health/ready` answers 503.
     ready: tokio::sync::watch::Sender<bool>,
@@ -214,6 +217,7 @@ impl Orchestrator {
             async move { s.invocation_transition_batch(&changes).await.map_err(|e| e.to_string()) }
         });
         let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
+        let total_tokens = cfg.services.total_tokens.max(1);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -228,7 +232,8 @@ impl Orchestrator {
                 components: tokio::sync::Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
-                excluded: Mutex::new(Vec::new()),
+                claim_filter: Mutex::new(crate::store::ClaimFilter::default()),
+                total_tokens: std::sync::atomic::AtomicU32::new(total_tokens),
                 ready: tokio::sync::watch::channel(false).0,
                 user_cancels: Mutex::new(std::collections::HashSet::new()),
                 progress: Mutex::new(HashMap::new()),
@@ -266,10 +271,23 @@ impl Orchestrator {
         *self.inner.ready.borrow()
     }
 
-    /// Sets the tasks pinned to other nodes and marks the node ready to claim.
-    pub(crate) fn set_excluded(&self, tasks: Vec<String>) {
-        *lock(&self.inner.excluded) = tasks;
-        self.inner.ready.send_replace(true);
+    /// Sets what the node may claim besides its tokens (pins), and whether it may claim at
+    /// all (registered, owning tokens).
+    pub(crate) fn set_claim_filter(&self, filter: crate::store::ClaimFilter, ready: bool) {
+        *lock(&self.inner.claim_filter) = filter;
+        self.inner.ready.send_replace(ready);
+    }
+
+    /// Tokens in the ring routing hashes onto.
+    pub fn total_tokens(&self) -> u32 {
+        self.inner.total_tokens.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Follows the ring's size once it is assigned.
+    pub(crate) fn set_total_tokens(&self, total: u32) {
+        if total > 0 {
+            self.inner.total_tokens.store(total, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The node cannot take part (not registered, or fenced): stop claiming.
@@ -520,6 +538,7 @@ impl Orchestrator {
         let id = id.unwrap_or_else(identity::new_invocation_id);
         let run_scope = scope_of(def.running_concurrency)?
             .map(|s| policy::running_lane(s, &id, def.policy.running_concurrency_slots));
+        let token = Some(crate::cluster::ring::token_of(&id, self.total_tokens()));
         Ok(NewInvocation {
             id,
             call_id: identity::call_id(task, &canonical),
@@ -531,6 +550,7 @@ impl Orchestrator {
             run_scope,
             workflow: None,
             max_attempts: None,
+            token,
         })
     }
 

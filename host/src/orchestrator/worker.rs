@@ -47,9 +47,9 @@ pub(super) async fn dispatch_loop(orch: Orchestrator) {
                 _ = inner.shutdown.cancelled() => return,
             }
             let window = orch.report_window_ms();
-            let excluded = lock(&inner.excluded).clone();
+            let filter = lock(&inner.claim_filter).clone();
             let prefetch = inner.cfg.prefetch as u32;
-            match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &excluded).await {
+            match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await {
                 Ok(claimed) => {
                     drained = claimed.len() < inner.cfg.prefetch;
                     for c in &claimed {

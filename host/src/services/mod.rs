@@ -14,9 +14,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::cluster::leader;
 use crate::cluster::pins::{self, PinNode};
 use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
+use crate::store::ClaimFilter;
 use crate::store::ServiceGate;
 use slots::{RunnerView, SlotConfig, SlotDecision};
 
@@ -44,6 +46,10 @@ pub struct ServicesConfig {
     pub purge_interval: Duration,
     /// Live task instances must be reported for within `heartbeat_interval` × this.
     pub report_buffer: f64,
+    /// Tokens in the ring (JobSync's `total_tokens`).
+    pub total_tokens: u32,
+    /// The ring is not assigned (nobody claims) until this many nodes are live.
+    pub minimum_nodes: usize,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -78,6 +84,7 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     // The last heartbeat the database took: a node that cannot heartbeat for a whole timeout
     // counts as dead to the others, so it stops claiming (self-fencing).
     let mut last_beat = Instant::now();
+    let mut ring_view = leader::RingView::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {},
@@ -129,10 +136,38 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
         };
         let timeout = ms(cfg.heartbeat_timeout);
-        // Pins: the tasks this node must leave to others, given who is live now.
-        match pinned_elsewhere(orch.store().as_ref(), &node, &nodes, now, timeout).await {
-            Ok(excluded) => orch.set_excluded(excluded),
-            Err(e) => tracing::warn!(error = %e, "reading the task pins failed; keeping the last ones"),
+        // The oldest live node leads: it holds the lease and keeps the token ring assigned.
+        let seniority = leader::by_seniority(&nodes, now, timeout, &node);
+        if seniority.first().is_some_and(|n| n.name == node) {
+            let live: Vec<String> = seniority.iter().map(|n| n.name.clone()).collect();
+            match store.lease_claim(&node, timeout).await {
+                Ok(Some(epoch)) => {
+                    if let Err(e) = leader::rebalance(
+                        store.as_ref(),
+                        &node,
+                        epoch,
+                        &live,
+                        cfg.total_tokens,
+                        cfg.minimum_nodes,
+                        &mut ring_view,
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %e, "rebalancing the token ring failed");
+                    }
+                }
+                Ok(None) => tracing::debug!("the leader lease is still held by a former leader"),
+                Err(e) => tracing::warn!(error = %e, "claiming the leader lease failed"),
+            }
+        }
+        // What this node may claim: its tokens, and pinned tasks by their patterns. It is
+        // ready (claims, answers /health/ready) once it owns tokens.
+        match claim_filter(orch.store().as_ref(), &node, &nodes, now, timeout).await {
+            Ok((filter, owns_tokens, total)) => {
+                orch.set_total_tokens(total);
+                orch.set_claim_filter(filter, owns_tokens);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the task pins or tokens failed; keeping the last ones"),
         }
         let decision = slots::decide(&cfg.slots, &runner_views(&nodes), &node, now, timeout);
         if !matches!(decision, SlotDecision::Run { .. }) {
@@ -163,25 +198,32 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     }
 }
 
-/// The pinned tasks `me` may not run while `nodes` are the cluster (live ones count).
-async fn pinned_elsewhere(
+/// What `me` may claim while `nodes` are the cluster (live ones count): the pinned tasks it
+/// must skip or may take whatever their token; whether it owns tokens; the ring's size.
+async fn claim_filter(
     store: &dyn crate::store::Store,
     me: &str,
     nodes: &[NodeInfo],
     now: Millis,
     timeout: i64,
-) -> Result<Vec<String>, crate::store::StoreError> {
+) -> Result<(ClaimFilter, bool, u32), crate::store::StoreError> {
+    let ring = store.ring_get(false).await?;
+    let owns = ring.version > 0 && store.token_loads().await?.iter().any(|(n, c)| n == me && *c > 0);
     let tasks: Vec<(String, Vec<String>)> =
         store.task_list().await?.into_iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name, t.pins)).collect();
     if tasks.is_empty() {
-        return Ok(Vec::new());
+        return Ok((ClaimFilter::default(), owns, ring.total_tokens));
     }
     let live: Vec<PinNode<'_>> = nodes
         .iter()
         .filter(|n| n.left_at.is_none() && (n.is_live(now, timeout) || n.name == me))
         .map(|n| PinNode { name: &n.name, labels: &n.labels })
         .collect();
-    Ok(pins::excluded_for(me, &tasks, &live))
+    let filter = ClaimFilter {
+        excluded: pins::excluded_for(me, &tasks, &live),
+        pinned_here: pins::pinned_to(me, &tasks, &live),
+    };
+    Ok((filter, owns, ring.total_tokens))
 }
 
 /// One execution of every service; errors of one service do not stop the others and are

@@ -15,9 +15,11 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{PgStore, ServiceGate, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
+use super::{
+    ClaimFilter, PgStore, ServiceGate, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome,
+};
 use crate::model::{
-    ArgsFrom, Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner,
+    ArgsFrom, Claimed, Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner,
     ServiceRunStatus, TaskDef, TaskFailure, TaskPatch, TaskPolicy, Transition, Trigger, TriggerCondition, TriggerRun,
 };
 
@@ -189,6 +191,7 @@ conformance!(
     trigger_evaluation_is_saved_in_one_go,
     instances_are_live_rows_with_heartbeats_and_triage,
     one_heartbeat_statement_whatever_the_number_of_instances,
+    the_ring_swaps_only_under_the_current_lease,
     workflow_create_step_and_sync,
 );
 
@@ -235,6 +238,7 @@ fn call(n: usize, task: &str) -> NewInvocation {
         run_scope: None,
         workflow: None,
         max_attempts: None,
+        token: None,
     }
 }
 
@@ -441,7 +445,7 @@ async fn claim_respects_limit_order_and_paused_tasks(h: Harness) {
 
     assert!(store.invocation_claim("n1", 0).await.expect("limit 0").is_empty());
     // A task pinned elsewhere is skipped by this node's claim.
-    let skip_a = ["a".to_string()];
+    let skip_a = ClaimFilter { excluded: vec!["a".to_string()], pinned_here: vec![] };
     assert!(
         store.invocation_claim_reporting("n1", 10, 1_000, &skip_a).await.expect("claim").is_empty(),
         "a is excluded"
@@ -1018,7 +1022,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     setup(store, &["t"]).await;
     store.invocation_insert_batch(&calls(0..6, "t")).await.expect("insert");
     let t0 = store.now().await.expect("now");
-    let claimed = store.invocation_claim_reporting("n1", 6, 5_000, &[]).await.expect("claim");
+    let claimed = store.invocation_claim_reporting("n1", 6, 5_000, &ClaimFilter::default()).await.expect("claim");
     assert_eq!(claimed.len(), 6);
     // The claim writes a `queued` instance per attempt, due by claim time + the window.
     let q = instance(store, &id(0)).await;
@@ -1103,7 +1107,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     // A late error of a live instance whose invocation is already final → error_fatal.
     store.invocation_insert_batch(&calls(10..11, "t")).await.expect("insert");
     // (The rerouted ones are older, so the claim takes them too.)
-    let c = store.invocation_claim_reporting("n1", 10, 60_000, &[]).await.expect("claim");
+    let c = store.invocation_claim_reporting("n1", 10, 60_000, &ClaimFilter::default()).await.expect("claim");
     assert!(c.iter().any(|c| c.id == id(10) && c.attempt == 1), "{c:?}");
     let mut cancel = tr(&id(10), Pending, Some(("n1", 1)), &[Cancelled]);
     cancel.node = "api".into();
@@ -1174,7 +1178,7 @@ async fn one_heartbeat_statement_whatever_the_number_of_instances(h: Harness) {
     let store = &*h.store;
     setup(store, &["t"]).await;
     store.invocation_insert_batch(&calls(0..500, "t")).await.expect("insert");
-    let claimed = store.invocation_claim_reporting("n1", 500, 60_000, &["other".to_string()]).await.expect("claim");
+    let claimed = store.invocation_claim_reporting("n1", 500, 60_000, &ClaimFilter::default()).await.expect("claim");
     let held: Vec<(String, u32)> = claimed.iter().map(|c| (c.id.clone(), c.attempt)).collect();
     let mut per_size = Vec::new();
     for size in [1, 500] {
@@ -1315,4 +1319,72 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let again =
         store.workflow_step("wf-1", &[node_start("x", 5, "t", "wf-1")]).await.expect("step of a final workflow");
     assert!(!again.changed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The leader lease and the token ring.
+
+async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
+    use crate::model::TokenAudit;
+    let store = &*h.store;
+    let audit = |moved: u32| TokenAudit {
+        version: 0,
+        leader: "n1".into(),
+        epoch: 0,
+        nodes_before: vec![],
+        nodes_after: vec!["n1".into()],
+        moved,
+        compute_us: 5,
+        at: 0,
+    };
+    let ring = store.ring_get(true).await.expect("ring");
+    assert_eq!((ring.version, ring.total_tokens, ring.owners.len()), (0, 0, 0));
+    let e1 = store.lease_claim("n1", 60_000).await.expect("lease").expect("free lease");
+    assert_eq!(store.lease_claim("n1", 60_000).await.expect("renew"), Some(e1), "renewal keeps the epoch");
+    assert_eq!(store.lease_claim("n2", 60_000).await.expect("lease"), None, "held by n1");
+    let all: Vec<(u32, String)> = (0..8).map(|t| (t, "n1".to_string())).collect();
+    assert_eq!(store.ring_swap("n1", e1, 0, 8, &all, &audit(8)).await.expect("swap"), Some(1));
+    assert_eq!(store.ring_swap("n1", e1, 0, 8, &all, &audit(8)).await.expect("stale version"), None);
+    assert_eq!(store.ring_swap("n2", e1, 1, 8, &all, &audit(8)).await.expect("not the holder"), None);
+    let half: Vec<(u32, String)> = (4..8).map(|t| (t, "n2".to_string())).collect();
+    assert_eq!(store.ring_swap("n1", e1, 1, 8, &half, &audit(4)).await.expect("swap"), Some(2));
+    let ring = store.ring_get(true).await.expect("ring");
+    assert_eq!(ring.version, 2);
+    assert_eq!(ring.owners.iter().filter(|o| o.as_deref() == Some("n2")).count(), 4);
+    assert_eq!(store.token_loads().await.expect("loads"), vec![("n1".to_string(), 4), ("n2".to_string(), 4)]);
+    // The lease lapses; n2 takes it with a new epoch and n1's writes are fenced off.
+    h.exec_raw("UPDATE cluster_lease SET expires_at = 0").await;
+    let e2 = store.lease_claim("n2", 60_000).await.expect("lease").expect("lapsed lease");
+    assert!(e2 > e1);
+    assert_eq!(store.ring_swap("n1", e1, 2, 8, &all, &audit(4)).await.expect("fenced"), None);
+    assert_eq!(store.ring_get(false).await.expect("ring").version, 2, "nothing written");
+    // The ring shrinks: tokens past the new size go.
+    let four: Vec<(u32, String)> = (0..4).map(|t| (t, "n2".to_string())).collect();
+    assert_eq!(store.ring_swap("n2", e2, 2, 4, &four, &audit(4)).await.expect("swap"), Some(3));
+    let ring = store.ring_get(true).await.expect("ring");
+    assert_eq!(ring.owners, vec![Some("n2".to_string()); 4]);
+    let audits = store.token_audits(10).await.expect("audits");
+    assert_eq!(audits.iter().map(|a| (a.version, a.moved)).collect::<Vec<_>>(), vec![(3, 4), (2, 4), (1, 8)]);
+    assert_eq!(store.lease_get().await.expect("lease").holder.as_deref(), Some("n2"));
+
+    // Claims take only invocations on the node's tokens (or pinned to it, or without a token).
+    setup(store, &["t", "pinned"]).await;
+    let mut batch = calls(0..4, "t");
+    for (n, c) in batch.iter_mut().enumerate() {
+        c.token = Some(u32::try_from(n).expect("small"));
+    }
+    let mut pinned = call(10, "pinned");
+    pinned.token = Some(0);
+    batch.push(pinned);
+    let mut free = call(11, "t");
+    free.token = None;
+    batch.push(free);
+    store.invocation_insert_batch(&batch).await.expect("insert");
+    h.exec_raw("UPDATE token_owners SET node = 'n1' WHERE token IN (1, 3)").await;
+    let mine = |ids: Vec<Claimed>| ids.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let n1 = ClaimFilter { excluded: vec![], pinned_here: vec!["pinned".into()] };
+    let got = mine(store.invocation_claim_reporting("n1", 10, 1_000, &n1).await.expect("claim"));
+    assert_eq!(got, vec![id(1), id(3), id(10), id(11)]);
+    let got = mine(store.invocation_claim("n2", 10).await.expect("claim"));
+    assert_eq!(got, vec![id(0), id(2)]);
 }

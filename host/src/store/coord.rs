@@ -12,7 +12,8 @@ use super::{
     to_json, to_u32, transition_history, transition_json,
 };
 use crate::model::{
-    Event, InvocationStatus, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, Trigger, TriggerRun,
+    Event, InvocationStatus, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit,
+    TokenRing, Trigger, TriggerRun,
 };
 use crate::store::{Coordination, ServiceGate, Store, StoreError, StoreResult};
 
@@ -447,5 +448,112 @@ impl Coordination for SqlStore {
         let rows: Vec<(String, i64)> =
             on_read!(self, |db, d| sqlx::query_as(q::CURSOR_LIST.get(d)).fetch_all(db).await?);
         Ok(rows.into_iter().collect())
+    }
+
+    async fn lease_claim(&self, node: &str, ttl_ms: i64) -> StoreResult<Option<i64>> {
+        let epoch: Option<(i64,)> = in_tx!(self, |tx, d| sqlx::query_as(q::LEASE_CLAIM.get(d))
+            .bind(node)
+            .bind(ttl_ms)
+            .fetch_optional(&mut *tx)
+            .await?);
+        Ok(epoch.map(|(e,)| e))
+    }
+
+    async fn lease_get(&self) -> StoreResult<Lease> {
+        let (holder, epoch, expires_at, now): (Option<String>, i64, i64, i64) =
+            on_read!(self, |db, d| sqlx::query_as(q::LEASE_GET.get(d)).fetch_one(db).await?);
+        Ok(Lease { holder, epoch, expires_at, now })
+    }
+
+    async fn ring_get(&self, owners: bool) -> StoreResult<TokenRing> {
+        let (version, total, updated_at, rows): (i64, i64, i64, Vec<(i64, String)>) = on_read!(self, |db, d| {
+            let (v, t, u): (i64, i64, i64) = sqlx::query_as(q::RING_GET.get(d)).fetch_one(db).await?;
+            let rows = if owners { sqlx::query_as(q::TOKEN_OWNERS.get(d)).fetch_all(db).await? } else { Vec::new() };
+            (v, t, u, rows)
+        });
+        let total_tokens = to_u32("total_tokens", total)?;
+        let mut owned = Vec::new();
+        if owners {
+            owned = vec![None; total_tokens as usize];
+            for (token, node) in rows {
+                if let Some(slot) = usize::try_from(token).ok().and_then(|t| owned.get_mut(t)) {
+                    *slot = Some(node);
+                }
+            }
+        }
+        Ok(TokenRing { version, total_tokens, updated_at, owners: owned })
+    }
+
+    async fn token_loads(&self) -> StoreResult<Vec<(String, i64)>> {
+        Ok(on_read!(self, |db, d| sqlx::query_as(q::TOKEN_LOADS.get(d)).fetch_all(db).await?))
+    }
+
+    async fn ring_swap(
+        &self,
+        leader: &str,
+        epoch: i64,
+        seen_version: i64,
+        total_tokens: u32,
+        moved: &[(u32, String)],
+        audit: &TokenAudit,
+    ) -> StoreResult<Option<i64>> {
+        #[derive(Serialize)]
+        struct Owner<'a> {
+            token: u32,
+            node: &'a str,
+        }
+        let owners = to_json(&moved.iter().map(|(token, node)| Owner { token: *token, node }).collect::<Vec<_>>())?;
+        let (before, after) = (to_json(&audit.nodes_before)?, to_json(&audit.nodes_after)?);
+        let version = in_tx!(self, |tx, d| {
+            let fenced: Option<(i64,)> =
+                sqlx::query_as(q::LEASE_CHECK.get(d)).bind(leader).bind(epoch).fetch_optional(&mut *tx).await?;
+            let bumped: Option<(i64,)> = if fenced.is_some() {
+                sqlx::query_as(q::RING_BUMP.get(d))
+                    .bind(seen_version)
+                    .bind(i64::from(total_tokens))
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                None
+            };
+            if let Some((version,)) = bumped {
+                sqlx::query(q::TOKEN_OWNERS_TRIM.get(d)).bind(i64::from(total_tokens)).execute(&mut *tx).await?;
+                sqlx::query(q::TOKEN_OWNERS_UPSERT.get(d)).bind(owners).execute(&mut *tx).await?;
+                sqlx::query(q::TOKEN_AUDIT_INSERT.get(d))
+                    .bind(version)
+                    .bind(leader)
+                    .bind(epoch)
+                    .bind(before)
+                    .bind(after)
+                    .bind(i64::from(audit.moved))
+                    .bind(audit.compute_us)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            bumped.map(|(v,)| v)
+        });
+        Ok(version)
+    }
+
+    async fn token_audits(&self, limit: u32) -> StoreResult<Vec<TokenAudit>> {
+        type Row = (i64, String, i64, String, String, i64, i64, i64);
+        let rows: Vec<Row> = on_read!(self, |db, d| sqlx::query_as(q::TOKEN_AUDIT_LIST.get(d))
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?);
+        rows.into_iter()
+            .map(|(version, leader, epoch, before, after, moved, compute_us, at)| {
+                Ok(TokenAudit {
+                    version,
+                    leader,
+                    epoch,
+                    nodes_before: serde_json::from_str(&before).map_err(|e| corrupt("token audit", e))?,
+                    nodes_after: serde_json::from_str(&after).map_err(|e| corrupt("token audit", e))?,
+                    moved: to_u32("moved", moved)?,
+                    compute_us,
+                    at,
+                })
+            })
+            .collect()
     }
 }

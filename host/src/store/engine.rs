@@ -68,7 +68,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{PgPool, Sqlite, SqlitePool};
 
 use super::sql::{self, Sql};
-use super::{HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
+use super::{ClaimFilter, HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
 use crate::instances::{Overdue, Triage};
 use crate::model::{
     Claimed, ComponentInfo, Concurrency, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
@@ -517,6 +517,7 @@ struct InsertJson<'a> {
     run_scope: Option<&'a str>,
     workflow: Option<&'a str>,
     max_attempts: Option<u32>,
+    token: Option<u32>,
 }
 
 /// The JSON parameter of an insert of new invocations (`invocation_insert!` in `sql.rs`).
@@ -538,6 +539,7 @@ pub(super) fn insert_json(calls: &[NewInvocation]) -> StoreResult<String> {
                 run_scope: c.run_scope.as_deref(),
                 workflow: c.workflow.as_deref(),
                 max_attempts: c.max_attempts,
+                token: c.token,
             })
             .collect::<Vec<_>>(),
     )
@@ -1224,12 +1226,13 @@ impl Store for SqlStore {
         node: &str,
         limit: u32,
         report_window_ms: i64,
-        excluded_tasks: &[String],
+        filter: &ClaimFilter,
     ) -> StoreResult<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let excluded = to_json(excluded_tasks)?;
+        let excluded = to_json(&filter.excluded)?;
+        let pinned_here = to_json(&filter.pinned_here)?;
         // A claim reports nothing to a client and is redone after a crash: relaxed commit.
         let mut rows: Vec<ClaimedRow> = match &self.pools {
             Pools::Sqlite { write, .. } => {
@@ -1238,7 +1241,8 @@ impl Store for SqlStore {
                     .bind(i64::from(limit))
                     .bind(tx_marker())
                     .bind(report_window_ms)
-                    .bind(excluded);
+                    .bind(excluded)
+                    .bind(pinned_here);
                 one_trip(write, claim).await?
             }
             Pools::Postgres(pool) => pg_tx!(pool, false, |tx| {
@@ -1246,6 +1250,7 @@ impl Store for SqlStore {
                     .bind(node)
                     .bind(i64::from(limit))
                     .bind(excluded)
+                    .bind(pinned_here)
                     .fetch_all(&mut *tx)
                     .await?;
                 if !rows.is_empty() {

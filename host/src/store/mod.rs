@@ -12,9 +12,9 @@ use async_trait::async_trait;
 
 use crate::instances::{Overdue, Triage};
 use crate::model::{
-    Claimed, ComponentInfo, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, NewInvocation,
-    NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance, TaskPatch, Transition, Trigger,
-    TriggerRun,
+    Claimed, ComponentInfo, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Lease, Millis,
+    NewInvocation, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance, TaskPatch, TokenAudit,
+    TokenRing, Transition, Trigger, TriggerRun,
 };
 use crate::workflows::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 
@@ -188,6 +188,45 @@ pub trait Coordination: Send + Sync + 'static {
     /// The cursors of the trigger evaluation (`history`, `events`), each absent before its
     /// first use.
     async fn trigger_cursors(&self) -> StoreResult<std::collections::HashMap<String, i64>>;
+
+    /// Takes or renews the leader lease for `node` for `ttl_ms` (database clock): succeeds when
+    /// the node holds it or it expired; a new holder bumps the epoch. Returns the epoch held.
+    async fn lease_claim(&self, node: &str, ttl_ms: i64) -> StoreResult<Option<i64>>;
+
+    /// The leader lease as it is now.
+    async fn lease_get(&self) -> StoreResult<Lease>;
+
+    /// The token ring: version, size and (when `owners`) every token's owner.
+    async fn ring_get(&self, owners: bool) -> StoreResult<TokenRing>;
+
+    /// Tokens owned per node.
+    async fn token_loads(&self) -> StoreResult<Vec<(String, i64)>>;
+
+    /// Swaps the ring to a new assignment in one transaction, fenced by the lease: only if
+    /// `leader` still holds it with `epoch` and the ring is still at `seen_version` (else
+    /// `None`, nothing written). Writes the moved tokens only, bumps the version and records
+    /// `audit` (its `version` is filled in). Returns the new version.
+    async fn ring_swap(
+        &self,
+        leader: &str,
+        epoch: i64,
+        seen_version: i64,
+        total_tokens: u32,
+        moved: &[(u32, String)],
+        audit: &TokenAudit,
+    ) -> StoreResult<Option<i64>>;
+
+    /// The latest ring swaps, newest first.
+    async fn token_audits(&self, limit: u32) -> StoreResult<Vec<TokenAudit>>;
+}
+
+/// What a node may claim besides its tokens: pinned tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimFilter {
+    /// Tasks pinned to other nodes: never claimed here.
+    pub excluded: Vec<String>,
+    /// Tasks pinned to this node: claimed whatever their token.
+    pub pinned_here: Vec<String>,
 }
 
 /// How long a claimed attempt may wait for its node's first heartbeat when the caller does not
@@ -370,18 +409,20 @@ pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
     /// The commit does not wait for the disk (it becomes durable with the next durable commit):
     /// a claim lost in a crash only means the invocation is claimed again.
     async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>> {
-        self.invocation_claim_reporting(node, limit, DEFAULT_REPORT_WINDOW_MS, &[]).await
+        self.invocation_claim_reporting(node, limit, DEFAULT_REPORT_WINDOW_MS, &ClaimFilter::default()).await
     }
 
     /// [`Store::invocation_claim`], writing a `queued` task instance for every claimed attempt
-    /// (same transaction) that its node must report for within `report_window_ms`, and
-    /// skipping invocations of `excluded_tasks` (pinned to other nodes).
+    /// (same transaction) that its node must report for within `report_window_ms`, within
+    /// `filter` (pins and tokens): invocations of tasks pinned elsewhere are skipped, those of
+    /// tasks pinned to this node taken whatever their token, the rest only on the node's tokens
+    /// (or without one).
     async fn invocation_claim_reporting(
         &self,
         node: &str,
         limit: u32,
         report_window_ms: i64,
-        excluded_tasks: &[String],
+        filter: &ClaimFilter,
     ) -> StoreResult<Vec<Claimed>>;
 
     /// Applies a batch of compare-and-swap transitions in one transaction; each row changes

@@ -268,11 +268,12 @@ macro_rules! invocation_insert {
             " AS now) \
              INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
              result, error_kind, error_message, parent, reg_scope, idempotency_key, run_scope, \
-             workflow, max_attempts, available_at, created_at, updated_at) \
+             workflow, max_attempts, token, available_at, created_at, updated_at) \
              SELECT j.value ->> 'id', t.name, j.value ->> 'call_id', \
              j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
              j.value ->> 'scope', j.value ->> 'idempotency_key', j.value ->> 'run_scope', \
              j.value ->> 'workflow', CAST(j.value ->> 'max_attempts' AS BIGINT), \
+             CAST(j.value ->> 'token' AS BIGINT), \
              c.now, c.now, c.now \
              FROM ",
             json_rows!($d),
@@ -353,7 +354,7 @@ pub(super) const OWNED_STATUSES: &str = owned_statuses!();
 /// `4 × $2` candidates only, so a long backlog costs what a short one does. `$lock` is
 /// PostgreSQL's row lock of the candidates (empty on SQLite, which has one writer).
 macro_rules! claim_candidates {
-    ($lock:literal, $excluded:expr) => {
+    ($lock:literal, $excluded:expr, $pinned_here:expr, $node:literal) => {
         concat!(
             "SELECT w.id FROM (SELECT k.id, ROW_NUMBER() OVER \
              (PARTITION BY COALESCE(k.run_scope, k.id) ORDER BY k.id) AS rn FROM \
@@ -363,7 +364,12 @@ macro_rules! claim_candidates {
             " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
              AND i.task NOT IN (SELECT x.value FROM ",
             $excluded,
-            ") \
+            ") AND (i.token IS NULL OR EXISTS (SELECT 1 FROM token_owners o WHERE o.token = i.token \
+             AND o.node = ",
+            $node,
+            ") OR i.task IN (SELECT y.value FROM ",
+            $pinned_here,
+            ")) \
              AND (i.run_scope IS NULL OR NOT EXISTS (SELECT 1 FROM invocations o \
              WHERE o.run_scope = i.run_scope AND o.status IN ",
             owned_statuses!(),
@@ -383,13 +389,14 @@ macro_rules! invocation_claim_sqlite {
              UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
              updated_at = (SELECT now FROM c), last_tx = $3 \
              WHERE id IN (",
-            claim_candidates!("", json_texts!(sqlite, "$5", "x")),
+            claim_candidates!("", json_texts!(sqlite, "$5", "x"), json_texts!(sqlite, "$6", "y"), "$1"),
             ") RETURNING id, task, args, attempts, parent, workflow, max_attempts, updated_at"
         )
     };
 }
 
-/// Claim (`$1` node, `$2` limit, `$3` JSON array of tasks not to claim), PostgreSQL:
+/// Claim (`$1` node, `$2` limit, `$3` JSON array of tasks not to claim, `$4` of tasks pinned
+/// here), PostgreSQL:
 /// concurrent claimers skip each other's rows.
 /// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
 /// `attempts`; returns what a worker needs (unordered: the caller sorts). SQLite claims with
@@ -399,7 +406,12 @@ pub(super) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
     now_ms!(postgres),
     " AS now), \
      picked AS (",
-    claim_candidates!(" FOR UPDATE OF i SKIP LOCKED", json_texts!(postgres, "$3", "x")),
+    claim_candidates!(
+        " FOR UPDATE OF i SKIP LOCKED",
+        json_texts!(postgres, "$3", "x"),
+        json_texts!(postgres, "$4", "y"),
+        "$1"
+    ),
     ") \
      UPDATE invocations SET status = 'pending', owner_node = $1, \
      attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
@@ -514,7 +526,9 @@ macro_rules! queued_instance_columns {
 }
 
 /// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms), `$5` the JSON
-/// array of tasks the node must not claim (pinned elsewhere). Claims as
+/// array of tasks the node must not claim (pinned elsewhere), `$6` the JSON array of tasks
+/// pinned to it (claimed whatever their token). Otherwise only invocations on the node's
+/// tokens (or without a token) are claimed. Claims as
 /// [`INVOCATION_CLAIM_POSTGRES`] does (returning the claimed rows), then writes the `pending`
 /// history of the rows of node `$1` (found through its owner index) that carry the marker:
 /// exactly the claimed ones, and a `queued` task instance for each, due to report by claim

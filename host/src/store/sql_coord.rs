@@ -301,3 +301,107 @@ macro_rules! cursors_upsert {
 }
 /// Sets the cursors of the JSON array `$1` (`{name, position}`).
 pub(in crate::store) const CURSORS_UPSERT: Sql = both!(cursors_upsert);
+
+// ---------------------------------------------------------------------------------------------
+// The leader lease and the token ring (JobSync).
+
+macro_rules! lease_claim {
+    ($d:ident) => {
+        concat!(
+            "UPDATE cluster_lease SET epoch = epoch + CASE WHEN holder = $1 THEN 0 ELSE 1 END, holder = $1, \
+             expires_at = ",
+            now_ms!($d),
+            " + $2 WHERE id = 1 AND (holder = $1 OR holder IS NULL OR expires_at < ",
+            now_ms!($d),
+            ") RETURNING epoch"
+        )
+    };
+}
+/// Takes or renews the leader lease for node `$1` for `$2` ms: it succeeds when `$1` holds it
+/// or it expired (a new holder bumps the epoch). Returns the epoch, or no row.
+pub(in crate::store) const LEASE_CLAIM: Sql = both!(lease_claim);
+
+/// The lease as it is: holder, epoch, expiry and the database now.
+macro_rules! lease_get {
+    ($d:ident) => {
+        concat!("SELECT holder, epoch, expires_at, ", now_ms!($d), " AS now FROM cluster_lease WHERE id = 1")
+    };
+}
+/// The lease row with the database now.
+pub(in crate::store) const LEASE_GET: Sql = both!(lease_get);
+
+macro_rules! lease_check {
+    ($d:ident, $lock:literal) => {
+        concat!(
+            "SELECT epoch FROM cluster_lease WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > ",
+            now_ms!($d),
+            $lock
+        )
+    };
+    (sqlite) => {
+        lease_check!(sqlite, "")
+    };
+    (postgres) => {
+        lease_check!(postgres, " FOR UPDATE")
+    };
+}
+/// A row only while node `$1` still holds the lease with epoch `$2` (locked on PostgreSQL):
+/// the fence of every write of the leader.
+pub(in crate::store) const LEASE_CHECK: Sql = both!(lease_check);
+
+/// The ring's version, size and last change.
+pub(in crate::store) const RING_GET: Sql =
+    Sql::same("SELECT version, total_tokens, updated_at FROM token_ring WHERE id = 1");
+
+/// Every token's owner.
+pub(in crate::store) const TOKEN_OWNERS: Sql = Sql::same("SELECT token, node FROM token_owners ORDER BY token");
+
+/// Tokens owned per node.
+pub(in crate::store) const TOKEN_LOADS: Sql =
+    Sql::same("SELECT node, COUNT(*) AS count FROM token_owners GROUP BY node ORDER BY node");
+
+macro_rules! ring_bump {
+    ($d:ident) => {
+        concat!(
+            "UPDATE token_ring SET version = version + 1, total_tokens = $2, updated_at = ",
+            now_ms!($d),
+            " WHERE id = 1 AND version = $1 RETURNING version"
+        )
+    };
+}
+/// Bumps the ring's version from `$1` (a compare-and-swap) and sets its size `$2`.
+pub(in crate::store) const RING_BUMP: Sql = both!(ring_bump);
+
+macro_rules! token_owners_upsert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO token_owners (token, node) SELECT CAST(j.value ->> 'token' AS BIGINT), j.value ->> 'node' FROM ",
+            json_rows!($d),
+            " WHERE TRUE ON CONFLICT (token) DO UPDATE SET node = excluded.node"
+        )
+    };
+}
+/// Sets the owners of the JSON array `$1` of `{token, node}` (only the moved tokens).
+pub(in crate::store) const TOKEN_OWNERS_UPSERT: Sql = both!(token_owners_upsert);
+
+/// Drops tokens at or above `$1` (the ring shrank).
+pub(in crate::store) const TOKEN_OWNERS_TRIM: Sql = Sql::same("DELETE FROM token_owners WHERE token >= $1");
+
+macro_rules! token_audit_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO token_audit (version, leader, epoch, nodes_before, nodes_after, moved, compute_us, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, ",
+            now_ms!($d),
+            ")"
+        )
+    };
+}
+/// Records a swap.
+pub(in crate::store) const TOKEN_AUDIT_INSERT: Sql = both!(token_audit_insert);
+
+/// The latest `$1` swaps, newest first.
+pub(in crate::store) const TOKEN_AUDIT_LIST: Sql = Sql::same(
+    "SELECT version, leader, epoch, nodes_before, nodes_after, moved, compute_us, at FROM token_audit \
+     ORDER BY id DESC LIMIT CAST($1 AS BIGINT)",
+);

@@ -1,0 +1,110 @@
+//! The leader's work on the token ring (JobSync): the oldest live node holds the lease
+//! (`cluster_lease`, an epoch bumped by every change of holder) and, when the live nodes
+//! changed, computes a minimal-movement assignment (`ring::rebalance`, pure) and swaps it in
+//! one transaction fenced by its epoch, with an audit row. Nodes read their tokens at every
+//! claim, so a new assignment takes effect at their next claim.
+
+use std::time::Instant;
+
+use super::ring;
+use crate::model::{NodeInfo, TokenAudit};
+use crate::store::{Store, StoreError};
+
+/// What the leader saw at its last look, to skip reading the whole ring when nothing changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RingView {
+    version: i64,
+    live: Vec<String>,
+    total: u32,
+}
+
+/// The live nodes by seniority (oldest first): the first one leads.
+pub fn by_seniority<'a>(nodes: &'a [NodeInfo], now: i64, timeout_ms: i64, me: &str) -> Vec<&'a NodeInfo> {
+    let mut live: Vec<&NodeInfo> =
+        nodes.iter().filter(|n| n.left_at.is_none() && (n.is_live(now, timeout_ms) || n.name == me)).collect();
+    live.sort_by(|a, b| (a.joined_at, &a.name).cmp(&(b.joined_at, &b.name)));
+    live
+}
+
+/// One look of the leader (holding the lease with `epoch`) at the ring: when the live nodes
+/// (at least `minimum_nodes` of them) differ from the ring's owners, or the ring's size from
+/// `total_tokens`, swaps in a new assignment. Returns the audit of the swap, if one happened.
+pub async fn rebalance(
+    store: &dyn Store,
+    me: &str,
+    epoch: i64,
+    live: &[String],
+    total_tokens: u32,
+    minimum_nodes: usize,
+    seen: &mut RingView,
+) -> Result<Option<TokenAudit>, StoreError> {
+    let mut live: Vec<String> = live.to_vec();
+    live.sort();
+    live.dedup();
+    if live.len() < minimum_nodes.max(1) {
+        return Ok(None);
+    }
+    let head = store.ring_get(false).await?;
+    let view = RingView { version: head.version, live: live.clone(), total: total_tokens };
+    if head.version > 0 && *seen == view {
+        return Ok(None);
+    }
+    let ring = store.ring_get(true).await?;
+    // Node names as indices: the live ones, then owners that are gone (they count as dead).
+    let mut names: Vec<String> = live.clone();
+    for owner in ring.owners.iter().flatten() {
+        if !names.contains(owner) {
+            names.push(owner.clone());
+        }
+    }
+    let index = |name: &str| names.iter().position(|n| n == name);
+    let mut current: Vec<Option<usize>> = ring.owners.iter().map(|o| o.as_deref().and_then(index)).collect();
+    current.resize(total_tokens as usize, None);
+    let live_idx: Vec<usize> = (0..live.len()).collect();
+    let started = Instant::now();
+    let plan = match ring::rebalance(&current, &live_idx) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "no assignment of the token ring");
+            return Ok(None);
+        }
+    };
+    let compute_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+    let moved: Vec<(u32, String)> = plan
+        .owners
+        .iter()
+        .enumerate()
+        .filter(|(t, owner)| current.get(*t).copied().flatten() != Some(**owner))
+        .filter_map(|(t, owner)| Some((u32::try_from(t).ok()?, names.get(*owner)?.clone())))
+        .collect();
+    if moved.is_empty() && ring.version > 0 && ring.total_tokens == total_tokens {
+        *seen = RingView { version: ring.version, ..view };
+        return Ok(None);
+    }
+    let mut before: Vec<String> = ring.owners.iter().flatten().cloned().collect();
+    before.sort();
+    before.dedup();
+    let mut audit = TokenAudit {
+        version: 0,
+        leader: me.to_string(),
+        epoch,
+        nodes_before: before,
+        nodes_after: live.clone(),
+        moved: u32::try_from(moved.len()).unwrap_or(u32::MAX),
+        compute_us,
+        at: 0,
+    };
+    match store.ring_swap(me, epoch, ring.version, total_tokens, &moved, &audit).await? {
+        Some(version) => {
+            audit.version = version;
+            tracing::info!(version, moved = audit.moved, nodes = ?live, compute_us, "token ring swapped");
+            *seen = RingView { version, ..view };
+            Ok(Some(audit))
+        }
+        None => {
+            tracing::warn!("token ring swap refused: the lease or the ring changed meanwhile");
+            *seen = RingView::default();
+            Ok(None)
+        }
+    }
+}
