@@ -38,6 +38,11 @@ impl Orchestrator {
         lock(&self.inner.held).remove(id);
     }
 
+    /// How many attempts this node holds (claimed, not yet recorded or handed back).
+    pub(crate) fn held_count(&self) -> usize {
+        lock(&self.inner.held).len()
+    }
+
     /// One heartbeat for every instance this node holds, in one statement, then the signals.
     pub(crate) async fn heartbeat_instances(&self) -> Result<InstanceBeat, crate::store::StoreError> {
         let held: Vec<(String, u32)> = lock(&self.inner.held).iter().map(|(k, v)| (k.clone(), *v)).collect();

@@ -85,6 +85,9 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     // counts as dead to the others, so it stops claiming (self-fencing).
     let mut last_beat = Instant::now();
     let mut ring_view = leader::RingView::default();
+    // The heartbeat for the attempts this node holds runs on its own tick, so that a long
+    // execution of the services never makes them overdue.
+    let beats = tokio::spawn(instance_heartbeats(orch.clone(), cfg.heartbeat_interval));
     loop {
         tokio::select! {
             _ = ticker.tick() => {},
@@ -120,13 +123,6 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                     continue;
                 }
             }
-        }
-        // The same tick reports for every instance this node holds (one statement) and acts
-        // on their control signals.
-        match orch.heartbeat_instances().await {
-            Ok(beat) if beat.signalled + beat.taken_away > 0 => tracing::info!(?beat, "instance heartbeat"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "the instance heartbeat failed; will try again"),
         }
         let (now, nodes) = match store.node_list().await {
             Ok(v) => v,
@@ -193,8 +189,45 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             Err(e) => tracing::warn!(error = %e, "the atomic-service gate failed"),
         }
     }
+    // Draining: the node claims nothing more, but keeps heartbeating for itself and for the
+    // attempts it still holds until they are recorded or handed back, so that nobody takes
+    // them away while they finish within the grace period.
+    let drain_until = Instant::now() + Duration::from_secs(60);
+    while registered && orch.held_count() > 0 && Instant::now() < drain_until {
+        ticker.tick().await;
+        if let Err(e) = store.node_heartbeat(&node).await {
+            tracing::warn!(error = %e, "heartbeat while draining failed");
+        }
+    }
+    if let Err(e) = beats.await {
+        tracing::warn!(error = %e, "the instance heartbeat task failed");
+    }
     if registered && let Err(e) = store.node_leave(&node).await {
         tracing::warn!(error = %e, "leaving the cluster failed (the node will be seen as dead)");
+    }
+}
+
+/// The host's heartbeat for the instances this node holds (Jobmon's `report_by`): one
+/// statement per tick whatever their number; control signals and taken-away instances are
+/// acted on at once. It goes on after shutdown while attempts are still held (draining).
+async fn instance_heartbeats(orch: Orchestrator, interval: Duration) {
+    let shutdown = orch.shutdown_token();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        ticker.tick().await;
+        if shutdown.is_cancelled() {
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(60));
+            if orch.held_count() == 0 || Instant::now() >= until {
+                return;
+            }
+        }
+        match orch.heartbeat_instances().await {
+            Ok(beat) if beat.signalled + beat.taken_away > 0 => tracing::info!(?beat, "instance heartbeat"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the instance heartbeat failed; will try again"),
+        }
     }
 }
 
@@ -247,7 +280,7 @@ async fn execute(
     // it comes back, keeping its seniority).
     let mut recovered_dead = 0;
     for d in dead {
-        match store.invocation_recover_node(d).await {
+        match store.invocation_recover_node(d, &node).await {
             Ok(n) => {
                 recovered_dead += n;
                 if n > 0 {

@@ -678,7 +678,9 @@ async fn recover_node(h: Harness) {
         .expect("transition");
     assert_eq!(outcomes, vec![Applied; 5]);
 
-    assert_eq!(store.invocation_recover_node("n1").await.expect("recover"), 4);
+    assert_eq!(store.invocation_recover_node("n1", "n9").await.expect("recover"), 4);
+    let last = store.invocation_history(&id(0)).await.expect("history").pop().expect("history row");
+    assert_eq!(last.node.as_deref(), Some("n9"), "the recovering node writes the history");
     let tail = |s: Vec<InvocationStatus>| s[s.len() - 2..].to_vec();
     assert_eq!(tail(statuses(store, &id(0)).await), vec![PendingRecovery, Rerouted]);
     for n in 1..=3 {
@@ -691,7 +693,7 @@ async fn recover_node(h: Harness) {
     assert_eq!(get(store, &id(4)).await.status, Success);
     let other = get(store, &id(5)).await;
     assert_eq!((other.status, other.owner.as_deref()), (Running, Some("n2")));
-    assert_eq!(store.invocation_recover_node("n1").await.expect("recover again"), 0);
+    assert_eq!(store.invocation_recover_node("n1", "n9").await.expect("recover again"), 0);
     // Recovered invocations run again as a new attempt.
     let again = store.invocation_claim("n3", 10).await.expect("claim");
     assert_eq!(

@@ -1369,11 +1369,11 @@ impl Store for SqlStore {
         Ok(outcomes)
     }
 
-    async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64> {
+    async fn invocation_recover_node(&self, node: &str, by: &str) -> StoreResult<u64> {
         let recovered = in_tx!(self, |tx, d| {
             let owned: Vec<MovableRow> =
                 sqlx::query_as(sql::INVOCATION_OWNED_BY.get(d)).bind(node).fetch_all(&mut *tx).await?;
-            let changes = moves(owned, node, |from| {
+            let changes = moves(owned, by, |from| {
                 let via = if from == InvocationStatus::Pending {
                     InvocationStatus::PendingRecovery
                 } else {

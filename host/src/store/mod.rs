@@ -442,8 +442,9 @@ pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
 
     /// Moves every invocation owned by `node` in an owned status to `rerouted` through the
     /// recovery statuses (`pending_recovery` from pending, `running_recovery` otherwise), with
-    /// history. Used at start-up to recover this node's previous life. Returns how many.
-    async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64>;
+    /// history written by `by` (the recovering node). Used at start-up to recover this node's
+    /// previous life, and by the atomic services for dead nodes. Returns how many.
+    async fn invocation_recover_node(&self, node: &str, by: &str) -> StoreResult<u64>;
 
     /// One invocation.
     async fn invocation_get(&self, id: &str) -> StoreResult<Option<Invocation>>;
