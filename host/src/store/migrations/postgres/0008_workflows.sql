@@ -37,11 +37,11 @@ CREATE INDEX workflow_nodes_status_idx ON workflow_nodes (workflow, status, seq)
 CREATE INDEX workflow_nodes_updated_idx ON workflow_nodes (workflow, updated_at);
 
 -- Dependencies: `node` runs after `upstream`. The primary key finds a node's upstreams, the
--- index the downstream of a node.
+-- index (covering, so that SQLite's planner prefers it) the downstream of a node.
 CREATE TABLE workflow_edges (
     workflow TEXT COLLATE "C" NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
     node     TEXT NOT NULL,
     upstream TEXT NOT NULL,
     PRIMARY KEY (workflow, node, upstream)
 );
-CREATE INDEX workflow_edges_upstream_idx ON workflow_edges (workflow, upstream);
+CREATE INDEX workflow_edges_upstream_idx ON workflow_edges (workflow, upstream, node);
