@@ -280,7 +280,7 @@ async fn execute(
     // it comes back, keeping its seniority).
     let mut recovered_dead = 0;
     for d in dead {
-        match store.invocation_recover_node(d, &node).await {
+        match store.invocation_recover_node(d, node).await {
             Ok(n) => {
                 recovered_dead += n;
                 if n > 0 {
