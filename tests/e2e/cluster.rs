@@ -35,6 +35,8 @@ async fn pinned_tasks_run_only_on_matching_nodes(b: Backend) {
     assert_error(s, &v, StatusCode::NOT_FOUND, "nope");
     let (_, v) = gpu.get("/v1/cluster/pins").await;
     assert_eq!(v["unrunnable"], json!(["primes"]), "{v}");
+    let text = gpu.http.get(format!("{}/metrics", gpu.url)).send().await.expect("metrics").text().await.expect("text");
+    assert!(text.lines().any(|l| l == "warden_pinned_task_unrunnable{task=\"primes\"} 1"), "{text}");
     // Every node hears of new pins at its next heartbeat (100 ms here).
     tokio::time::sleep(Duration::from_millis(400)).await;
 
@@ -61,6 +63,19 @@ async fn pinned_tasks_run_only_on_matching_nodes(b: Backend) {
     let (_, v) = cpu.get("/v1/cluster/pins").await;
     assert_eq!((&v["unrunnable"], v["pins"].as_array().map(Vec::len)), (&json!([]), Some(1)), "{v}");
 
+    // Metrics: the unrunnable pinned task is gone, both nodes are live and own tokens.
+    let r = cpu.http.get(format!("{}/metrics", cpu.url)).send().await.expect("metrics");
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.expect("text");
+    for line in [
+        "warden_pinned_tasks_unrunnable 0",
+        "warden_nodes_live 2",
+        "warden_node_tokens{node=\"gpu-1\"} 5000",
+        "warden_invocations{task=\"hello\",status=\"success\"} 20",
+        "warden_ready{node=\"cpu-1\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
     // Readiness: both nodes are registered.
     for d in [&cpu, &gpu] {
         let (s, v) = d.get("/health/ready").await;

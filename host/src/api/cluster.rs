@@ -35,6 +35,17 @@ async fn pin_view(s: &AppState, task: &str, patterns: &[String]) -> Result<Value
     Ok(json!({"task": task, "patterns": patterns, "eligible": eligible, "runnable": !eligible.is_empty()}))
 }
 
+/// The pinned tasks no live node can run now.
+pub(super) async fn unrunnable(s: &AppState) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for t in s.orch.store().task_list().await?.into_iter().filter(|t| !t.pins.is_empty()) {
+        if pin_view(s, &t.name, &t.pins).await?["runnable"] == false {
+            out.push(t.name);
+        }
+    }
+    Ok(out)
+}
+
 /// `GET /v1/cluster/pins`: every pinned task, who may run it now, and the unrunnable ones.
 pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = Vec::new();

@@ -8,6 +8,7 @@ mod coordination;
 pub mod error;
 mod health;
 mod invocations;
+mod metrics;
 mod workflows;
 
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workflows/{id}/resume", post(workflows::resume))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
         .route("/v1/arrays", post(workflows::create_array))
+        .route("/metrics", get(metrics::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(|| async { ApiError::not_found("no such route") })

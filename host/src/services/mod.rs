@@ -241,7 +241,7 @@ async fn claim_filter(
     timeout: i64,
 ) -> Result<(ClaimFilter, bool, u32), crate::store::StoreError> {
     let ring = store.ring_get(false).await?;
-    let owns = ring.version > 0 && store.token_loads().await?.iter().any(|(n, c)| n == me && *c > 0);
+    let owns = ring.version > 0 && store.token_owns_any(me).await?;
     let tasks: Vec<(String, Vec<String>)> =
         store.task_list().await?.into_iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name, t.pins)).collect();
     if tasks.is_empty() {

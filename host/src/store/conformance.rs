@@ -1354,6 +1354,8 @@ async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
     assert_eq!(ring.version, 2);
     assert_eq!(ring.owners.iter().filter(|o| o.as_deref() == Some("n2")).count(), 4);
     assert_eq!(store.token_loads().await.expect("loads"), vec![("n1".to_string(), 4), ("n2".to_string(), 4)]);
+    assert!(store.token_owns_any("n2").await.expect("owns"));
+    assert!(!store.token_owns_any("n3").await.expect("owns"));
     // The lease lapses; n2 takes it with a new epoch and n1's writes are fenced off.
     h.exec_raw("UPDATE cluster_lease SET expires_at = 0").await;
     let e2 = store.lease_claim("n2", 60_000).await.expect("lease").expect("lapsed lease");

@@ -488,6 +488,12 @@ impl Coordination for SqlStore {
         Ok(on_read!(self, |db, d| sqlx::query_as(q::TOKEN_LOADS.get(d)).fetch_all(db).await?))
     }
 
+    async fn token_owns_any(&self, node: &str) -> StoreResult<bool> {
+        let row: Option<(i64,)> =
+            on_read!(self, |db, d| sqlx::query_as(q::TOKEN_OWNS_ANY.get(d)).bind(node).fetch_optional(db).await?);
+        Ok(row.is_some())
+    }
+
     async fn ring_swap(
         &self,
         leader: &str,

@@ -202,6 +202,9 @@ pub trait Coordination: Send + Sync + 'static {
     /// Tokens owned per node.
     async fn token_loads(&self) -> StoreResult<Vec<(String, i64)>>;
 
+    /// Whether `node` owns at least one token (an index probe: cheap enough for every tick).
+    async fn token_owns_any(&self, node: &str) -> StoreResult<bool>;
+
     /// Swaps the ring to a new assignment in one transaction, fenced by the lease: only if
     /// `leader` still holds it with `epoch` and the ring is still at `seen_version` (else
     /// `None`, nothing written). Writes the moved tokens only, bumps the version and records

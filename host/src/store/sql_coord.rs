@@ -356,6 +356,9 @@ pub(in crate::store) const RING_GET: Sql =
 /// Every token's owner.
 pub(in crate::store) const TOKEN_OWNERS: Sql = Sql::same("SELECT token, node FROM token_owners ORDER BY token");
 
+/// A row if node `$1` owns a token.
+pub(in crate::store) const TOKEN_OWNS_ANY: Sql = Sql::same("SELECT token FROM token_owners WHERE node = $1 LIMIT 1");
+
 /// Tokens owned per node.
 pub(in crate::store) const TOKEN_LOADS: Sql =
     Sql::same("SELECT node, COUNT(*) AS count FROM token_owners GROUP BY node ORDER BY node");

@@ -1,0 +1,75 @@
+//! `GET /metrics`: the cluster's state in the Prometheus text format (version 0.0.4), read
+//! from the database at scrape time, plus this node's own gauges. Includes the pinned tasks no
+//! live node can run, so an alert can fire on them.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::{ApiError, AppState};
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let store = s.orch.store();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, rows: Vec<(String, i64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let counts = store.invocation_count(None, None).await?;
+    gauge(
+        "warden_invocations",
+        "Invocations by task and status.",
+        counts
+            .iter()
+            .map(|c| (format!("{{task=\"{}\",status=\"{}\"}}", label(&c.task), c.status.as_str()), c.count))
+            .collect(),
+    );
+    let (now, nodes) = store.node_list().await?;
+    let timeout = s.orch.heartbeat_timeout_ms();
+    let live = nodes.iter().filter(|n| n.left_at.is_none() && n.is_live(now, timeout)).count();
+    gauge("warden_nodes_live", "Live nodes of the cluster.", vec![(String::new(), i64::try_from(live).unwrap_or(0))]);
+    gauge(
+        "warden_node_tokens",
+        "Tokens of the ring each node owns.",
+        store.token_loads().await?.into_iter().map(|(n, c)| (format!("{{node=\"{}\"}}", label(&n)), c)).collect(),
+    );
+    let ring = store.ring_get(false).await?;
+    gauge(
+        "warden_ring_version",
+        "Version of the token ring (bumped by every swap).",
+        vec![(String::new(), ring.version)],
+    );
+    let unrunnable = super::cluster::unrunnable(&s).await?;
+    gauge(
+        "warden_pinned_tasks_unrunnable",
+        "Pinned tasks whose patterns match no live node (they cannot run).",
+        vec![(String::new(), i64::try_from(unrunnable.len()).unwrap_or(0))],
+    );
+    gauge(
+        "warden_pinned_task_unrunnable",
+        "1 for each pinned task no live node can run.",
+        unrunnable.iter().map(|t| (format!("{{task=\"{}\"}}", label(t)), 1)).collect(),
+    );
+    let me = format!("{{node=\"{}\"}}", label(s.orch.node()));
+    gauge(
+        "warden_slots",
+        "Attempts this node runs at once.",
+        vec![(me.clone(), i64::try_from(s.orch.slots()).unwrap_or(0))],
+    );
+    gauge(
+        "warden_ready",
+        "1 when this node is registered and owns tokens (it claims work).",
+        vec![(me, i64::from(s.orch.is_ready()))],
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
+}
