@@ -69,8 +69,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
         .route("/v1/arrays", post(workflows::create_array))
         .route("/metrics", get(metrics::metrics))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -81,5 +79,9 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
+        // Probes stay out of the request trace: a 503 from /health/ready while a node starts
+        // is an answer, not a failure to log.
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .with_state(state)
 }
