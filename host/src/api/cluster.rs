@@ -22,8 +22,9 @@ pub(super) struct PinBody {
     patterns: Vec<String>,
 }
 
-/// A task's pins with the live nodes that may run it now.
-async fn pin_view(s: &AppState, task: &str, patterns: &[String]) -> Result<Value, ApiError> {
+/// Every pinned task with its pins and the live nodes that may run it now (one read of the
+/// tasks and one of the nodes, whatever the number of pinned tasks).
+async fn pin_views(s: &AppState, only: Option<&str>) -> Result<Vec<Value>, ApiError> {
     let (now, nodes) = s.orch.store().node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();
     let live: Vec<PinNode<'_>> = nodes
@@ -31,33 +32,32 @@ async fn pin_view(s: &AppState, task: &str, patterns: &[String]) -> Result<Value
         .filter(|n| n.left_at.is_none() && n.is_live(now, timeout))
         .map(|n| PinNode { name: &n.name, labels: &n.labels })
         .collect();
-    let eligible = pins::eligible(patterns, &live).unwrap_or_default();
-    Ok(json!({"task": task, "patterns": patterns, "eligible": eligible, "runnable": !eligible.is_empty()}))
+    let tasks = s.orch.store().task_list().await?;
+    Ok(tasks
+        .iter()
+        .filter(|t| !t.pins.is_empty() && only.is_none_or(|o| o == t.name))
+        .map(|t| {
+            let eligible = pins::eligible(&t.pins, &live).unwrap_or_default();
+            json!({"task": t.name, "patterns": t.pins, "eligible": eligible, "runnable": !eligible.is_empty()})
+        })
+        .collect())
+}
+
+/// The names of the views that no live node can run.
+fn unrunnable_of(views: &[Value]) -> Vec<Value> {
+    views.iter().filter(|v| v["runnable"] == false).map(|v| v["task"].clone()).collect()
 }
 
 /// The pinned tasks no live node can run now.
 pub(super) async fn unrunnable(s: &AppState) -> Result<Vec<String>, ApiError> {
-    let mut out = Vec::new();
-    for t in s.orch.store().task_list().await?.into_iter().filter(|t| !t.pins.is_empty()) {
-        if pin_view(s, &t.name, &t.pins).await?["runnable"] == false {
-            out.push(t.name);
-        }
-    }
-    Ok(out)
+    Ok(unrunnable_of(&pin_views(s, None).await?).iter().filter_map(|t| t.as_str().map(String::from)).collect())
 }
 
 /// `GET /v1/cluster/pins`: every pinned task, who may run it now, and the unrunnable ones.
 pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let mut out = Vec::new();
-    let mut unrunnable = Vec::new();
-    for t in s.orch.store().task_list().await?.into_iter().filter(|t| !t.pins.is_empty()) {
-        let v = pin_view(&s, &t.name, &t.pins).await?;
-        if v["runnable"] == false {
-            unrunnable.push(t.name.clone());
-        }
-        out.push(v);
-    }
-    Ok(Json(json!({"pins": out, "unrunnable": unrunnable})))
+    let views = pin_views(&s, None).await?;
+    let unrunnable = unrunnable_of(&views);
+    Ok(Json(json!({"pins": views, "unrunnable": unrunnable})))
 }
 
 /// `POST /v1/cluster/pins` `{"task", "patterns"}` → 201 with the pins and who may run it.
@@ -68,7 +68,7 @@ pub(super) async fn pin(
     let Json(body) = body?;
     pins::validate(&body.patterns).map_err(ApiError::bad_request)?;
     set_pins(&s, &body.task, body.patterns.clone()).await?;
-    let v = pin_view(&s, &body.task, &body.patterns).await?;
+    let v = pin_views(&s, Some(&body.task)).await?.pop().unwrap_or(Value::Null);
     if v["runnable"] == false {
         tracing::warn!(task = %body.task, "pinned to patterns no live node matches: it will not run until one joins");
     }

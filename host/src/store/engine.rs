@@ -234,6 +234,43 @@ macro_rules! in_tx_relaxed {
     };
 }
 
+/// Inserts `$calls` (`&[NewInvocation]`) as `registered` invocations inside a transaction, with
+/// their `registered` history; evaluates to the inserted rows. A call of an unknown task fails
+/// it (`NotFound`, naming the task), a taken id or unique key too (`Conflict`). Used by routing
+/// on PostgreSQL and by the workflow step on both databases.
+macro_rules! insert_registered {
+    ($tx:ident, $d:ident, $calls:expr) => {{
+        let calls: &[$crate::model::NewInvocation] = $calls;
+        let rows: Vec<$crate::store::engine::InvocationRow> =
+            sqlx::query_as($crate::store::sql::INVOCATION_INSERT.get($d))
+                .bind($crate::store::engine::insert_json(calls)?)
+                .fetch_all(&mut *$tx)
+                .await
+                .map_err($crate::store::engine::conflict_on_unique($crate::store::engine::DUPLICATE_INVOCATION))?;
+        if rows.len() != calls.len() {
+            let known: std::collections::HashSet<&str> = rows.iter().map(|r| r.task.as_str()).collect();
+            return Err($crate::store::engine::unknown_task(
+                calls.iter().map(|c| c.task.as_str()).find(|t| !known.contains(t)),
+            ));
+        }
+        let history: Vec<$crate::store::engine::HistoryJson<'_>> = rows
+            .iter()
+            .map(|r| $crate::store::engine::HistoryJson {
+                id: &r.id,
+                status: $crate::model::InvocationStatus::Registered.as_str(),
+                node: None,
+                attempt: r.attempts,
+                at: r.created_at,
+            })
+            .collect();
+        sqlx::query($crate::store::sql::HISTORY_INSERT.get($d))
+            .bind($crate::store::engine::to_json(&history)?)
+            .execute(&mut *$tx)
+            .await?;
+        rows
+    }};
+}
+
 /// [`transition_pass!`] over owned transitions that may be none (then no statement runs).
 macro_rules! apply_moves {
     ($tx:ident, $d:ident, $changes:expr) => {{
@@ -1191,27 +1228,8 @@ impl Store for SqlStore {
                 }
             }
             Pools::Postgres(pool) => pg_tx!(pool, true, |tx| {
-                let rows: Vec<InvocationRow> = sqlx::query_as(sql::INVOCATION_INSERT_POSTGRES)
-                    .bind(json)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(conflict_on_unique(DUPLICATE_INVOCATION))?;
-                if rows.len() != calls.len() {
-                    let known: HashSet<&str> = rows.iter().map(|r| r.task.as_str()).collect();
-                    return Err(unknown_task(calls.iter().map(|c| c.task.as_str()).find(|t| !known.contains(t))));
-                }
-                let history: Vec<HistoryJson<'_>> = rows
-                    .iter()
-                    .map(|r| HistoryJson {
-                        id: &r.id,
-                        status: InvocationStatus::Registered.as_str(),
-                        node: None,
-                        attempt: r.attempts,
-                        at: r.created_at,
-                    })
-                    .collect();
-                sqlx::query(sql::HISTORY_INSERT.postgres).bind(to_json(&history)?).execute(&mut *tx).await?;
-                rows
+                let d = Dialect::Postgres;
+                insert_registered!(tx, d, calls)
             }),
         };
         // Input order.

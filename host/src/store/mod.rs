@@ -245,7 +245,8 @@ pub struct HeldInstance {
     pub attempt: u32,
     /// Its status after the heartbeat.
     pub status: String,
-    /// `cancel` (the invocation was cancelled elsewhere) or `kill` (stop and hand back).
+    /// A control signal, e.g. `cancel` (the invocation was cancelled elsewhere); the node
+    /// interrupts the guest on any signal. Only `cancel` is sent today.
     pub signal: Option<String>,
 }
 
@@ -477,7 +478,7 @@ pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
         report_window_ms: i64,
     ) -> StoreResult<Vec<HeldInstance>>;
 
-    /// Sets a control signal (`cancel`, `kill`) on the live instance of an invocation, for its
+    /// Sets a control signal (today only `cancel`) on the live instance of an invocation, for its
     /// node's next heartbeat; returns that node, if the invocation has a live instance.
     async fn instance_signal(&self, invocation_id: &str, signal: &str) -> StoreResult<Option<String>>;
 

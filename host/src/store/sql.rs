@@ -285,13 +285,14 @@ macro_rules! invocation_insert {
         )
     };
 }
-/// Inserts the JSON array `$1` of `{id, task, call_id, args, parent, scope, idempotency_key}` as `registered`
-/// invocations, PostgreSQL. Calls of unknown tasks are skipped (the join), which the caller
-/// detects by the returned count and turns into `NotFound` (rolling the transaction back).
-/// SQLite inserts with [`INVOCATION_INSERT_ONE_TRIP`].
-pub(super) const INVOCATION_INSERT_POSTGRES: &str = invocation_insert!(postgres);
+/// Inserts the JSON array `$1` of `{id, task, call_id, args, parent, scope, idempotency_key,
+/// run_scope, workflow, max_attempts, token}` (`engine::insert_json`) as `registered`
+/// invocations. Calls of unknown tasks are skipped (the join), which the caller detects by the
+/// returned count and turns into `NotFound` (rolling the transaction back); see
+/// `insert_registered!`. Routing on SQLite uses [`INVOCATION_INSERT_ONE_TRIP`] instead.
+pub(super) const INVOCATION_INSERT: Sql = both!(invocation_insert);
 
-/// The first task of the JSON array `$1` of calls (as for [`INVOCATION_INSERT_POSTGRES`]) that
+/// The first task of the JSON array `$1` of calls (as for [`INVOCATION_INSERT`]) that
 /// does not exist, as `name` (SQLite: explains a failed [`INVOCATION_INSERT_ONE_TRIP`]).
 pub(super) const INVOCATION_INSERT_UNKNOWN_TASK: &str = concat!(
     "SELECT j.value ->> 'task' AS name FROM ",
@@ -499,7 +500,7 @@ macro_rules! one_trip {
     };
 }
 
-/// Routing (durable): inserts the calls in `$1` as [`INVOCATION_INSERT_POSTGRES`] does,
+/// Routing (durable): inserts the calls in `$1` as [`INVOCATION_INSERT`] does,
 /// returning the rows, and writes their `registered` history. A call of an unknown task fails
 /// the script instead of being skipped (`LEFT JOIN`: its NULL task breaks the NOT NULL
 /// constraint), so the transaction cannot commit without it; the caller rolls back and names

@@ -233,9 +233,8 @@ macro_rules! step_start {
 /// the invocation is null (it could not be built: its task is gone). Returns `(node, status)`.
 pub(in crate::store) const STEP_START: Sql = both!(step_start);
 
-/// e. The invocations of started nodes: the routing insert (`invocation_insert!` of sql.rs,
-/// calls of unknown tasks skipped, which the caller detects by the count).
-pub(in crate::store) const STEP_INSERT_INVOCATIONS: Sql = both!(invocation_insert);
+// e. The invocations of started nodes go through the routing insert (`sql::INVOCATION_INSERT`
+// with `insert_registered!` of engine.rs).
 
 macro_rules! step_block {
     ($d:ident) => {

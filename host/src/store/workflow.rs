@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{Dialect, HistoryJson, InvocationRow, Pools, SqlStore, corrupt, insert_json, sql, to_json, to_u32};
-use crate::model::{InvocationStatus, Millis, NewInvocation};
+use super::{Dialect, Pools, SqlStore, corrupt, sql, to_json, to_u32};
+use crate::model::{Millis, NewInvocation};
 use crate::store::{NodeStart, SYNC_MARGIN_MS, StepOutcome, StepPlan, Store, StoreError, StoreResult, WorkflowStore};
 use crate::workflows::{self, NewWorkflow, NodeStatus, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowStatus};
 
@@ -407,28 +407,7 @@ impl WorkflowStore for SqlStore {
                         .filter_map(|s| s.invocation.clone())
                         .collect();
                     if !calls.is_empty() {
-                        let rows: Vec<InvocationRow> = sqlx::query_as(q::STEP_INSERT_INVOCATIONS.get(d))
-                            .bind(insert_json(&calls)?)
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(super::conflict_on_unique(super::DUPLICATE_INVOCATION))?;
-                        if rows.len() != calls.len() {
-                            let known: std::collections::HashSet<&str> = rows.iter().map(|r| r.task.as_str()).collect();
-                            return Err(super::unknown_task(
-                                calls.iter().map(|c| c.task.as_str()).find(|t| !known.contains(t)),
-                            ));
-                        }
-                        let history: Vec<HistoryJson<'_>> = rows
-                            .iter()
-                            .map(|r| HistoryJson {
-                                id: &r.id,
-                                status: InvocationStatus::Registered.as_str(),
-                                node: None,
-                                attempt: r.attempts,
-                                at: r.created_at,
-                            })
-                            .collect();
-                        sqlx::query(sql::HISTORY_INSERT.get(d)).bind(to_json(&history)?).execute(&mut *tx).await?;
+                        insert_registered!(tx, d, &calls);
                         out.started = calls.into_iter().map(|c| c.id).collect();
                     }
                     out.synced += changed.len().saturating_sub(out.started.len());
