@@ -37,19 +37,22 @@ pub struct Config {
     pub purge_interval_ms: u64,
     /// Labels of this node that task pins can match (`gpu`, `region=eu`).
     pub labels: Vec<String>,
-    /// How often this node heartbeats (and looks at its atomic-service slot), in ms.
+    /// How often this node heartbeats (and, when it leads, renews the lease and runs the atomic
+    /// services), in ms.
     pub heartbeat_interval_ms: u64,
-    /// A node whose last heartbeat is older than this is dead, in ms: its invocations are
-    /// recovered and it loses its atomic-service slot.
+    /// A node whose last heartbeat is older than this is dead, in ms: the leader retires it and
+    /// reroutes its invocations; it is also the leader lease's length.
     pub heartbeat_timeout_ms: u64,
     /// An invocation `pending` (claimed but not started) for longer than this is recovered
     /// and rerouted (pynenc's `max_pending_seconds`), in ms.
     pub max_pending_ms: u64,
-    /// The cycle the live nodes share for the atomic services, one slot each (pynenc's
-    /// `atomic_service_interval_minutes`), in ms.
+    /// pynenc's `atomic_service_interval_minutes`, in ms: the slot cycle of the atomic services
+    /// (the leader is their one runner, so it runs them every heartbeat), and the age after
+    /// which a `running` execution record of the current term is abandoned.
     pub service_interval_ms: u64,
-    /// The safety gap at the end of each node's slot (pynenc's
-    /// `atomic_service_spread_margin_minutes`), in ms.
+    /// The safety gap at the end of each runner's slot (pynenc's
+    /// `atomic_service_spread_margin_minutes`), in ms; with the leader as the one runner it
+    /// does not apply.
     pub service_spread_margin_ms: u64,
     /// A live task instance must be reported for within `heartbeat_interval_ms` × this
     /// (Jobmon's `heartbeat_report_by_buffer`); its node does so every heartbeat.
@@ -140,10 +143,12 @@ pub struct Overrides {
     /// Reroute invocations pending longer than this, in ms [default: 300000].
     #[arg(long, env = "WARDEN_MAX_PENDING_MS")]
     pub max_pending_ms: Option<u64>,
-    /// Cycle of the atomic services shared by the live nodes, in ms [default: 60000].
+    /// Cycle of the atomic services; a running execution older than this is abandoned, in ms
+    /// [default: 60000].
     #[arg(long, env = "WARDEN_SERVICE_INTERVAL_MS")]
     pub service_interval_ms: Option<u64>,
-    /// Safety gap at the end of each node's atomic-service slot, in ms [default: 5000].
+    /// Safety gap at the end of each runner's atomic-service slot (the leader is the one
+    /// runner), in ms [default: 5000].
     #[arg(long, env = "WARDEN_SERVICE_SPREAD_MARGIN_MS")]
     pub service_spread_margin_ms: Option<u64>,
     /// Task instances must be reported for within heartbeat interval × this [default: 3.1].

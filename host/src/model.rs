@@ -585,8 +585,10 @@ impl FromStr for ServiceRunStatus {
 pub struct ServiceRun {
     /// Sequence number.
     pub id: i64,
-    /// The node that ran (or was blocked).
+    /// The node that ran (or was blocked): the leader.
     pub node: String,
+    /// The lease epoch (leader term) it ran under; absent on records older than the lease.
+    pub epoch: Option<i64>,
     /// What became of it.
     pub status: ServiceRunStatus,
     /// Start (database clock).
@@ -758,7 +760,7 @@ pub struct StatusChange {
 pub struct Lease {
     /// The node holding it, if anyone ever did.
     pub holder: Option<String>,
-    /// Bumped by every change of holder.
+    /// Bumped by every new term (a change of holder, or the same node in a new life).
     pub epoch: i64,
     /// When it lapses unless renewed (database clock).
     pub expires_at: Millis,

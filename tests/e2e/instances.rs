@@ -72,6 +72,20 @@ async fn a_cancel_on_another_node_reaches_the_guest(b: Backend) {
     instance_in(&a, &id, "running", Duration::from_secs(5)).await;
     // Node b joins with no slots to spare for the sleeper: it is a's.
     let other = a.join("b", |_| {}).await;
+    // The nodes view counts what each node runs (once b has registered, at its first tick).
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, nodes) = other.get("/v1/cluster/nodes").await;
+        let running = |name: &str| {
+            nodes["nodes"].as_array().expect("nodes").iter().find(|n| n["name"] == name).map(|n| n["running"].clone())
+        };
+        if running("b").is_some() {
+            assert_eq!((running("a"), running("b")), (Some(json!(1)), Some(json!(0))), "{nodes}");
+            break;
+        }
+        assert!(Instant::now() < end, "b never registered: {nodes}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let started = Instant::now();
     let (s, v) = other.post(&format!("/v1/invocations/{id}/cancel"), &json!({})).await;
     assert!(s.is_success(), "{s} {v}");

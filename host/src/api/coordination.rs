@@ -85,7 +85,9 @@ pub(super) async fn service_runs(
     Ok(Json(json!({"runs": s.orch.store().service_list(limit).await?})))
 }
 
-/// `GET /v1/cluster/nodes`: every node with its liveness on the database clock.
+/// `GET /v1/cluster/nodes`: every node with its liveness on the database clock, the leader,
+/// tokens owned, and the invocations it runs (`running`) and holds in any owned status
+/// (`owned`: claimed, running, paused, resumed).
 pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (now, nodes) = s.orch.store().node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();
@@ -96,6 +98,8 @@ pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse
         _ => crate::cluster::leader::by_seniority(&nodes, now, timeout, "").first().map(|n| n.name.clone()),
     };
     let loads: std::collections::HashMap<String, i64> = s.orch.store().token_loads().await?.into_iter().collect();
+    let owned: std::collections::HashMap<String, (i64, i64)> =
+        s.orch.store().owned_per_node().await?.into_iter().map(|(n, owned, running)| (n, (owned, running))).collect();
     let out: Vec<Value> = nodes
         .iter()
         .map(|n| {
@@ -110,6 +114,8 @@ pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse
                 "last_heartbeat": n.heartbeat_at,
                 "left_at": n.left_at,
                 "tokens": loads.get(&n.name).copied().unwrap_or(0),
+                "running": owned.get(&n.name).map_or(0, |o| o.1),
+                "owned": owned.get(&n.name).map_or(0, |o| o.0),
             })
         })
         .collect();

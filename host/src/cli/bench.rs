@@ -148,6 +148,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let per_run_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     println!("warden instantiate_run_us={per_run_us:.0}");
+    ring_figures()?;
     daemon.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -173,6 +174,36 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             println!("ratio latency_p99 peer/warden={:.2}", pp99 / p99);
         }
     }
+    Ok(())
+}
+
+/// The leader's pure token distribution (`cluster::ring::rebalance`) over JobSync's default
+/// ring (10,000 tokens) and 50 nodes: a fresh ring, a node leaving, a node joining; the median
+/// of 101 runs each. (JobSync's own Python function takes about 3 ms for this.)
+fn ring_figures() -> anyhow::Result<()> {
+    use crate::cluster::ring;
+    const TOKENS: usize = 10_000;
+    let median_us = |current: &[Option<u32>], live: &[u32]| -> anyhow::Result<(f64, Vec<u32>)> {
+        let mut times = Vec::with_capacity(101);
+        let mut owners = Vec::new();
+        for _ in 0..101 {
+            let t = Instant::now();
+            let plan = ring::rebalance(current, live)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            owners = plan.owners;
+        }
+        times.sort_by(f64::total_cmp);
+        Ok((percentile(&times, 0.5), owners))
+    };
+    let fifty: Vec<u32> = (0..50).collect();
+    let (fresh, owners) = median_us(&vec![None; TOKENS], &fifty)?;
+    let current: Vec<Option<u32>> = owners.into_iter().map(Some).collect();
+    let (leave, owners) = median_us(&current, &fifty[..49])?;
+    let current: Vec<Option<u32>> = owners.into_iter().map(Some).collect();
+    let (join, _) = median_us(&current, &fifty)?;
+    println!(
+        "warden ring_rebalance_us fresh={fresh:.0} leave={leave:.0} join={join:.0} (10000 tokens, 50 nodes, median of 101)"
+    );
     Ok(())
 }
 

@@ -4,11 +4,12 @@
 //! one transaction fenced by its epoch, with an audit row. Nodes read their tokens at every
 //! claim, so a new assignment takes effect at their next claim.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::ring;
 use crate::model::{NodeInfo, TokenAudit};
-use crate::store::{Store, StoreError};
+use crate::store::{Fence, Store, StoreError};
 
 /// What the leader saw at its last look, to skip reading the whole ring when nothing changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,13 +27,12 @@ pub fn by_seniority<'a>(nodes: &'a [NodeInfo], now: i64, timeout_ms: i64, me: &s
     live
 }
 
-/// One look of the leader (holding the lease with `epoch`) at the ring: when the live nodes
+/// One look of the leader (holding the lease under `fence`) at the ring: when the live nodes
 /// (at least `minimum_nodes` of them) differ from the ring's owners, or the ring's size from
 /// `total_tokens`, swaps in a new assignment. Returns the audit of the swap, if one happened.
 pub async fn rebalance(
     store: &dyn Store,
-    me: &str,
-    epoch: i64,
+    fence: &Fence,
     live: &[String],
     total_tokens: u32,
     minimum_nodes: usize,
@@ -51,14 +51,17 @@ pub async fn rebalance(
     }
     let ring = store.ring_get(true).await?;
     // Node names as indices: the live ones, then owners that are gone (they count as dead).
+    // One hash lookup per token: O(tokens + nodes).
     let mut names: Vec<String> = live.clone();
+    let mut index: HashMap<&str, usize> = live.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     for owner in ring.owners.iter().flatten() {
-        if !names.contains(owner) {
+        if !index.contains_key(owner.as_str()) {
+            index.insert(owner, names.len());
             names.push(owner.clone());
         }
     }
-    let index = |name: &str| names.iter().position(|n| n == name);
-    let mut current: Vec<Option<usize>> = ring.owners.iter().map(|o| o.as_deref().and_then(index)).collect();
+    let mut current: Vec<Option<usize>> =
+        ring.owners.iter().map(|o| o.as_deref().and_then(|n| index.get(n).copied())).collect();
     current.resize(total_tokens as usize, None);
     let live_idx: Vec<usize> = (0..live.len()).collect();
     let started = Instant::now();
@@ -86,15 +89,15 @@ pub async fn rebalance(
     before.dedup();
     let mut audit = TokenAudit {
         version: 0,
-        leader: me.to_string(),
-        epoch,
+        leader: fence.node.clone(),
+        epoch: fence.epoch,
         nodes_before: before,
         nodes_after: live.clone(),
         moved: u32::try_from(moved.len()).unwrap_or(u32::MAX),
         compute_us,
         at: 0,
     };
-    match store.ring_swap(me, epoch, ring.version, total_tokens, &moved, &audit).await? {
+    match store.ring_swap(fence, ring.version, total_tokens, &moved, &audit).await? {
         Some(version) => {
             audit.version = version;
             tracing::info!(version, moved = audit.moved, nodes = ?live, compute_us, "token ring swapped");
@@ -102,7 +105,7 @@ pub async fn rebalance(
             Ok(Some(audit))
         }
         None => {
-            tracing::warn!("token ring swap refused: the lease or the ring changed meanwhile");
+            tracing::warn!("token ring swap refused: the ring changed meanwhile");
             *seen = RingView::default();
             Ok(None)
         }

@@ -247,7 +247,7 @@ impl Orchestrator {
     /// Recovers invocations this node owned in a previous life, then starts the dispatcher and
     /// the membership and atomic-services loop.
     pub async fn start(&self) -> OrchResult<()> {
-        let recovered = self.inner.store.invocation_recover_node(&self.inner.cfg.node, &self.inner.cfg.node).await?;
+        let recovered = self.inner.store.invocation_recover_node(&self.inner.cfg.node).await?;
         if recovered > 0 {
             tracing::warn!(recovered, node = %self.inner.cfg.node, "rerouted invocations left running by this node's previous life");
         }

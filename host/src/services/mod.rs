@@ -1,10 +1,12 @@
-//! Atomic services (pynenc): the cluster-wide singleton maintenance — recovery of work owned by
-//! dead nodes or pending too long, running-concurrency drops, trigger evaluation and the
-//! auto-purge — run by one node at a time. Every node heartbeats each `heartbeat_interval`;
-//! the live nodes share a cycle in time slots (`slots.rs`, pynenc's algorithm), and a node in
-//! its slot passes the storage gate (at most one `running` execution record, a unique index)
-//! before it runs the services. Each execution leaves a record (running / completed /
-//! abandoned / blocked) that `GET /v1/services/runs` shows.
+//! Membership and the atomic services. Every node heartbeats each `heartbeat_interval` and
+//! takes part in the cluster (the oldest live node holds the leader lease and keeps the token
+//! ring assigned; every node recomputes what it may claim). The atomic services (pynenc's
+//! cluster-wide singleton maintenance: retiring dead nodes, `max_pending` recovery, triage,
+//! running-concurrency drops, trigger evaluation, the auto-purge) run on the leader only
+//! (JobSync): pynenc's slot algorithm (`slots.rs`) sees the lease holder as the one runner
+//! allowed to run atomic services, the storage gate records each execution (running /
+//! completed / abandoned / blocked, `GET /v1/services/runs`), and every maintenance write is
+//! fenced by the lease's epoch, so a former leader that wakes up writes nothing.
 
 pub mod slots;
 mod trigger_eval;
@@ -18,8 +20,7 @@ use crate::cluster::leader;
 use crate::cluster::pins::{self, PinNode};
 use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
-use crate::store::ClaimFilter;
-use crate::store::ServiceGate;
+use crate::store::{ClaimFilter, Fence, ServiceGate, StoreError};
 use slots::{RunnerView, SlotConfig, SlotDecision};
 
 /// Execution records older than this are pruned.
@@ -56,8 +57,10 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The nodes the slot algorithm sees: every node that has not left.
-fn runner_views(nodes: &[NodeInfo]) -> Vec<RunnerView<'_>> {
+/// The nodes the slot algorithm sees: every node that has not left; only the lease holder
+/// `leader` may run atomic services (pynenc's `allow_to_run_atomic_service`), so it is the
+/// lone runner and runs them at every tick.
+fn runner_views<'a>(nodes: &'a [NodeInfo], leader: Option<&str>) -> Vec<RunnerView<'a>> {
     nodes
         .iter()
         .filter(|n| n.left_at.is_none())
@@ -65,13 +68,14 @@ fn runner_views(nodes: &[NodeInfo]) -> Vec<RunnerView<'_>> {
             id: &n.name,
             since_ms: n.joined_at,
             last_heartbeat_ms: n.heartbeat_at,
-            can_run_atomic_service: true,
+            can_run_atomic_service: leader == Some(n.name.as_str()),
         })
         .collect()
 }
 
-/// Registers this node, then heartbeats and runs the services in its slots until shutdown;
-/// leaves the cluster at the end.
+/// Registers this node, then heartbeats (leading and running the services while it holds the
+/// lease) until shutdown; then leaves the cluster at once, so that its tokens and the lease
+/// move while its attempts finish within the grace period.
 pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     let store = orch.store().clone();
     let node = orch.node().to_string();
@@ -85,6 +89,8 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     // counts as dead to the others, so it stops claiming (self-fencing).
     let mut last_beat = Instant::now();
     let mut ring_view = leader::RingView::default();
+    // The epoch of the lease term this node holds, if it leads.
+    let mut term: Option<i64> = None;
     // The heartbeat for the attempts this node holds runs on its own tick, so that a long
     // execution of the services never makes them overdue.
     let beats = tokio::spawn(instance_heartbeats(orch.clone(), cfg.heartbeat_interval));
@@ -134,14 +140,19 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
         let timeout = ms(cfg.heartbeat_timeout);
         // The oldest live node leads: it holds the lease and keeps the token ring assigned.
         let seniority = leader::by_seniority(&nodes, now, timeout, &node);
+        let mut fence: Option<Fence> = None;
         if seniority.first().is_some_and(|n| n.name == node) {
             let live: Vec<String> = seniority.iter().map(|n| n.name.clone()).collect();
-            match store.lease_claim(&node, timeout).await {
+            match store.lease_claim(&node, timeout, term).await {
                 Ok(Some(epoch)) => {
+                    if term != Some(epoch) {
+                        tracing::info!(epoch, "this node leads the cluster (a new lease term)");
+                    }
+                    term = Some(epoch);
+                    let lead = Fence { node: node.clone(), epoch };
                     if let Err(e) = leader::rebalance(
                         store.as_ref(),
-                        &node,
-                        epoch,
+                        &lead,
                         &live,
                         cfg.total_tokens,
                         cfg.minimum_nodes,
@@ -151,10 +162,16 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                     {
                         tracing::warn!(error = %e, "rebalancing the token ring failed");
                     }
+                    fence = Some(lead);
                 }
-                Ok(None) => tracing::debug!("the leader lease is still held by a former leader"),
+                Ok(None) => {
+                    term = None;
+                    tracing::debug!("the leader lease is still held by a live former leader");
+                }
                 Err(e) => tracing::warn!(error = %e, "claiming the leader lease failed"),
             }
+        } else if term.take().is_some() {
+            tracing::info!("this node no longer leads the cluster");
         }
         // What this node may claim: its tokens, and pinned tasks by their patterns. It is
         // ready (claims, answers /health/ready) once it owns tokens.
@@ -165,45 +182,42 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
             Err(e) => tracing::warn!(error = %e, "reading the task pins or tokens failed; keeping the last ones"),
         }
-        let decision = slots::decide(&cfg.slots, &runner_views(&nodes), &node, now, timeout);
+        // The atomic services: on the leader only, at every tick.
+        let Some(fence) = fence else { continue };
+        let decision = slots::decide(&cfg.slots, &runner_views(&nodes, Some(&node)), &node, now, timeout);
         if !matches!(decision, SlotDecision::Run { .. }) {
             continue;
         }
         let dead: Vec<String> =
             nodes.iter().filter(|n| n.left_at.is_none() && !n.is_live(now, timeout)).map(|n| n.name.clone()).collect();
-        // A running execution older than one cycle is abandoned (its node stalled or died).
-        match store.service_begin(&node, cfg.slots.interval_ms(), &dead).await {
+        // A running execution of a former term, or older than one cycle, is abandoned.
+        match store.service_begin(&fence, cfg.slots.interval_ms()).await {
             Ok(ServiceGate::Acquired(id)) => {
                 let purge_due = last_purge.elapsed() >= cfg.purge_interval;
                 if purge_due {
                     last_purge = Instant::now();
                 }
-                let detail = execute(&orch, &cfg, now, &dead, purge_due).await;
+                let detail = execute(&orch, &cfg, &fence, now, &dead, purge_due).await;
                 if let Err(e) = store.service_finish(id, ServiceRunStatus::Completed, &detail).await {
                     tracing::warn!(error = %e, "recording the end of an atomic-service run failed");
                 }
             }
             Ok(ServiceGate::Busy(holder)) => {
-                tracing::debug!(holder = ?holder.map(|h| h.node), "atomic services are running elsewhere");
+                tracing::debug!(holder = ?holder.map(|h| h.node), "an execution of this term still runs");
             }
+            Err(e @ StoreError::Fenced { .. }) => tracing::warn!(error = %e, "lost the lease before the services"),
             Err(e) => tracing::warn!(error = %e, "the atomic-service gate failed"),
         }
     }
-    // Draining: the node claims nothing more, but keeps heartbeating for itself and for the
-    // attempts it still holds until they are recorded or handed back, so that nobody takes
-    // them away while they finish within the grace period.
-    let drain_until = Instant::now() + Duration::from_secs(60);
-    while registered && orch.held_count() > 0 && Instant::now() < drain_until {
-        ticker.tick().await;
-        if let Err(e) = store.node_heartbeat(&node).await {
-            tracing::warn!(error = %e, "heartbeat while draining failed");
-        }
+    // Draining: the node claims nothing more and leaves the cluster now, so that the next
+    // leader takes the lease and its tokens move at once; the attempts it still holds finish
+    // within the grace period (or are handed back), their instances heartbeated by their own
+    // task until they are recorded: a left node is never retired as dead.
+    if registered && let Err(e) = store.node_leave(&node).await {
+        tracing::warn!(error = %e, "leaving the cluster failed (the node will be seen as dead)");
     }
     if let Err(e) = beats.await {
         tracing::warn!(error = %e, "the instance heartbeat task failed");
-    }
-    if registered && let Err(e) = store.node_leave(&node).await {
-        tracing::warn!(error = %e, "leaving the cluster failed (the node will be seen as dead)");
     }
 }
 
@@ -264,37 +278,32 @@ async fn claim_filter(
 async fn execute(
     orch: &Orchestrator,
     cfg: &ServicesConfig,
+    fence: &Fence,
     now: Millis,
     dead: &[String],
     purge_due: bool,
 ) -> serde_json::Value {
     let store = orch.store();
-    let node = orch.node();
     let mut errors: Vec<String> = Vec::new();
     let mut note = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(service = what, error = %e, "atomic service step failed");
         errors.push(format!("{what}: {e}"));
     };
 
-    // Recovery of dead nodes' work; a node recovered is marked left (it registers again if
-    // it comes back, keeping its seniority).
+    // Dead nodes are retired: their work rerouted and the node marked left, in one transaction
+    // (it registers again if it comes back, keeping its seniority).
     let mut recovered_dead = 0;
     for d in dead {
-        match store.invocation_recover_node(d, node).await {
+        match store.node_retire(d, fence).await {
             Ok(n) => {
                 recovered_dead += n;
-                if n > 0 {
-                    tracing::warn!(node = %d, recovered = n, "rerouted the invocations of a dead node");
-                }
-                if let Err(e) = store.node_leave(d).await {
-                    note("recovery", &e);
-                }
+                tracing::warn!(node = %d, recovered = n, "retired a dead node and rerouted its invocations");
             }
             Err(e) => note("recovery", &e),
         }
     }
     // Pending too long (pynenc's max_pending).
-    let recovered_pending = match store.invocation_recover_pending(node, ms(cfg.max_pending), STEP_LIMIT).await {
+    let recovered_pending = match store.invocation_recover_pending(fence, ms(cfg.max_pending), STEP_LIMIT).await {
         Ok(n) => n,
         Err(e) => {
             note("pending recovery", &e);
@@ -305,7 +314,7 @@ async fn execute(
         orch.nudge();
     }
     // Triage of instances whose node stopped reporting for them (Jobmon).
-    let (triaged, rerouted_triage) = match triage(orch, now).await {
+    let (triaged, rerouted_triage) = match triage(orch, fence, now).await {
         Ok(v) => v,
         Err(e) => {
             note("triage", &e);
@@ -316,7 +325,7 @@ async fn execute(
         orch.nudge();
     }
     // Running concurrency that drops blocked invocations.
-    let dropped = match drop_blocked(orch).await {
+    let dropped = match drop_blocked(orch, fence).await {
         Ok(n) => n,
         Err(e) => {
             note("concurrency control", &e);
@@ -324,7 +333,7 @@ async fn execute(
         }
     };
     // Triggers.
-    let fired = match trigger_eval::evaluate_all(orch).await {
+    let fired = match trigger_eval::evaluate_all(orch, fence).await {
         Ok(n) => n,
         Err(e) => {
             note("triggers", &e);
@@ -334,15 +343,16 @@ async fn execute(
     // Auto-purge.
     let mut purged = 0;
     if purge_due && let Some(retention) = cfg.retention {
-        match purge(orch, retention).await {
+        match purge(orch, fence, retention).await {
             Ok(n) => purged = n,
             Err(e) => note("purge", &e),
         }
     }
-    if purge_due && let Err(e) = store.service_prune(RECORD_RETENTION_MS).await {
+    if purge_due && let Err(e) = store.service_prune(fence, RECORD_RETENTION_MS).await {
         note("purge", &e);
     }
     json!({
+        "epoch": fence.epoch,
         "dead_nodes": dead,
         "recovered_dead": recovered_dead,
         "recovered_pending": recovered_pending,
@@ -355,14 +365,14 @@ async fn execute(
     })
 }
 
-/// Triage (Jobmon) at `now` (the database clock as the tick read it; tests inject another):
-/// overdue instances move on (`running → triaging`, `triaging → unknown_error`, never
+/// Triage (Jobmon) by the leader holding `fence`, at `now` (the database clock as the tick read
+/// it): overdue instances move on (`running → triaging`, `triaging → unknown_error`, never
 /// reported → `no_heartbeat → error`), and the invocations of the given-up ones are rerouted.
 /// Returns (instances changed, invocations rerouted).
-pub async fn triage(orch: &Orchestrator, now: Millis) -> Result<(usize, usize), crate::store::StoreError> {
+async fn triage(orch: &Orchestrator, fence: &Fence, now: Millis) -> Result<(usize, usize), StoreError> {
     let overdue = orch.store().instance_overdue(now, STEP_LIMIT).await?;
     let decisions = crate::instances::triage(&overdue, now, orch.report_window_ms());
-    let (changed, rerouted) = orch.store().instance_triage_apply(&decisions, orch.node()).await?;
+    let (changed, rerouted) = orch.store().instance_triage_apply(&decisions, fence).await?;
     if !rerouted.is_empty() {
         tracing::warn!(rerouted = rerouted.len(), "triage rerouted invocations whose node stopped reporting");
     }
@@ -371,7 +381,7 @@ pub async fn triage(orch: &Orchestrator, now: Millis) -> Result<(usize, usize), 
 
 /// Drops (`concurrency_controlled_final`) the blocked invocations of tasks that do not
 /// reroute on concurrency control.
-async fn drop_blocked(orch: &Orchestrator) -> Result<usize, crate::store::StoreError> {
+async fn drop_blocked(orch: &Orchestrator, fence: &Fence) -> Result<usize, StoreError> {
     let tasks: Vec<String> = orch
         .store()
         .task_list()
@@ -380,24 +390,24 @@ async fn drop_blocked(orch: &Orchestrator) -> Result<usize, crate::store::StoreE
         .filter(|t| !t.policy.reroute_on_concurrency_control)
         .map(|t| t.name)
         .collect();
-    let dropped = orch.store().invocation_drop_blocked(orch.node(), &tasks, STEP_LIMIT).await?;
+    let dropped = orch.store().invocation_drop_blocked(fence, &tasks, STEP_LIMIT).await?;
     orch.wake_final(&dropped);
     Ok(dropped.len())
 }
 
 /// Deletes final invocations (and events) past their retention, in bounded transactions.
-async fn purge(orch: &Orchestrator, retention: Duration) -> Result<u64, crate::store::StoreError> {
+async fn purge(orch: &Orchestrator, fence: &Fence, retention: Duration) -> Result<u64, StoreError> {
     const PURGE_BATCH: u32 = 5_000;
     let age = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
     let mut total = 0;
     loop {
-        let n = orch.store().invocation_purge(age, PURGE_BATCH).await?;
+        let n = orch.store().invocation_purge(fence, age, PURGE_BATCH).await?;
         total += n;
         if n < u64::from(PURGE_BATCH) || orch.shutdown_token().is_cancelled() {
             break;
         }
     }
-    orch.store().events_purge(ms(retention)).await?;
+    orch.store().events_purge(fence, ms(retention)).await?;
     if total > 0 {
         tracing::info!(purged = total, retention_ms = age, "purged final invocations past their retention");
     }

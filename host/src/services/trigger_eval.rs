@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use crate::model::{Trigger, TriggerRun};
 use crate::orchestrator::triggers::{Facts, evaluate, watched_tasks};
 use crate::orchestrator::{CallRequest, Orchestrator, OrchestratorError};
+use crate::store::Fence;
 
 /// Cursor of the invocation history.
 const HISTORY: &str = "history";
@@ -28,8 +29,10 @@ fn settle_ms(orch: &Orchestrator) -> i64 {
     if orch.store().dialect() == "postgres" { 1_000 } else { 0 }
 }
 
-/// Evaluates every trigger once; returns how many runs fired.
-pub(super) async fn evaluate_all(orch: &Orchestrator) -> Result<usize, OrchestratorError> {
+/// Evaluates every trigger once, as the leader holding `fence` (a former leader's evaluation
+/// saves nothing: its firings were routed under their idempotency keys, so the next leader's
+/// evaluation of the same runs answers with the same invocations); returns how many runs fired.
+pub(super) async fn evaluate_all(orch: &Orchestrator, fence: &Fence) -> Result<usize, OrchestratorError> {
     let store = orch.store();
     let triggers: Vec<Trigger> = store.trigger_list().await?;
     let mut watched = BTreeSet::new();
@@ -70,7 +73,7 @@ pub(super) async fn evaluate_all(orch: &Orchestrator) -> Result<usize, Orchestra
     if events_next != events_at {
         moved.push((EVENTS, events_next));
     }
-    store.trigger_evaluation_save(&states, &runs, &moved).await?;
+    store.trigger_evaluation_save(fence, &states, &runs, &moved).await?;
     Ok(runs.len())
 }
 

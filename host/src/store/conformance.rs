@@ -16,7 +16,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::{
-    ClaimFilter, PgStore, ServiceGate, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome,
+    ClaimFilter, Fence, PgStore, ServiceGate, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome,
 };
 use crate::model::{
     ArgsFrom, Claimed, Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner,
@@ -219,6 +219,22 @@ fn task(name: &str) -> TaskDef {
 async fn setup(store: &dyn Store, tasks: &[&str]) {
     let defs: Vec<TaskDef> = tasks.iter().map(|t| task(t)).collect();
     store.component_put("comp", "digest", b"\0asm", &defs).await.expect("component_put");
+}
+
+/// Registers `node` and makes it the leader: the fence of its lease term.
+async fn lead(store: &dyn Store, node: &str) -> Fence {
+    store.node_register(node, &[], 1).await.expect("register");
+    let epoch = store.lease_claim(node, 60_000, None).await.expect("lease").expect("the lease is free");
+    Fence { node: node.into(), epoch }
+}
+
+/// A fence of a term that is not (or no longer) the lease's.
+fn stale(fence: &Fence) -> Fence {
+    Fence { node: fence.node.clone(), epoch: fence.epoch - 1 }
+}
+
+fn is_fenced<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Fenced { .. }))
 }
 
 /// Ids sort in the order of `n`, like UUIDv7s created one after another.
@@ -678,9 +694,16 @@ async fn recover_node(h: Harness) {
         .expect("transition");
     assert_eq!(outcomes, vec![Applied; 5]);
 
-    assert_eq!(store.invocation_recover_node("n1", "n9").await.expect("recover"), 4);
+    // The leader n9 retires n1; a former term of n9 is fenced off and changes nothing.
+    store.node_register("n1", &[], 1).await.expect("register");
+    let n9 = lead(store, "n9").await;
+    assert!(is_fenced(store.node_retire("n1", &stale(&n9)).await), "a former term");
+    assert_eq!(get(store, &id(1)).await.status, Running);
+    assert_eq!(store.node_retire("n1", &n9).await.expect("retire"), 4);
     let last = store.invocation_history(&id(0)).await.expect("history").pop().expect("history row");
     assert_eq!(last.node.as_deref(), Some("n9"), "the recovering node writes the history");
+    let (_, nodes) = store.node_list().await.expect("nodes");
+    assert!(nodes.iter().any(|n| n.name == "n1" && n.left_at.is_some()), "a retired node is marked left");
     let tail = |s: Vec<InvocationStatus>| s[s.len() - 2..].to_vec();
     assert_eq!(tail(statuses(store, &id(0)).await), vec![PendingRecovery, Rerouted]);
     for n in 1..=3 {
@@ -693,12 +716,16 @@ async fn recover_node(h: Harness) {
     assert_eq!(get(store, &id(4)).await.status, Success);
     let other = get(store, &id(5)).await;
     assert_eq!((other.status, other.owner.as_deref()), (Running, Some("n2")));
-    assert_eq!(store.invocation_recover_node("n1", "n9").await.expect("recover again"), 0);
+    assert_eq!(store.node_retire("n1", &n9).await.expect("retire again"), 0);
+    // A node recovering its own previous life (at start-up) writes the history itself.
+    assert_eq!(store.invocation_recover_node("n2").await.expect("own recovery"), 1);
+    let last = store.invocation_history(&id(5)).await.expect("history").pop().expect("history row");
+    assert_eq!((last.status, last.node.as_deref()), (Rerouted, Some("n2")));
     // Recovered invocations run again as a new attempt.
     let again = store.invocation_claim("n3", 10).await.expect("claim");
     assert_eq!(
         again.iter().map(|c| (c.id.clone(), c.attempt)).collect::<Vec<_>>(),
-        (0..4).map(|n| (id(n), 2)).collect::<Vec<_>>()
+        [0, 1, 2, 3, 5].into_iter().map(|n| (id(n), 2)).collect::<Vec<_>>()
     );
 }
 
@@ -924,34 +951,55 @@ async fn nodes_register_heartbeat_and_leave(h: Harness) {
 
 async fn the_service_gate_admits_one_execution(h: Harness) {
     let store = &*h.store;
-    let ServiceGate::Acquired(first) = store.service_begin("n1", 60_000, &[]).await.expect("gate") else {
+    let n1 = lead(store, "n1").await;
+    store.node_register("n2", &[], 1).await.expect("register");
+    let ServiceGate::Acquired(first) = store.service_begin(&n1, 60_000).await.expect("gate") else {
         panic!("an idle gate must admit");
     };
-    match store.service_begin("n2", 60_000, &[]).await.expect("gate") {
-        ServiceGate::Busy(Some(holder)) => assert_eq!((holder.id, holder.node.as_str()), (first, "n1")),
+    match store.service_begin(&n1, 60_000).await.expect("gate") {
+        ServiceGate::Busy(Some(holder)) => {
+            assert_eq!((holder.id, holder.node.as_str(), holder.epoch), (first, "n1", Some(n1.epoch)));
+        }
         other => panic!("a second execution was admitted: {other:?}"),
     }
-    // The holder's node is dead: its execution is abandoned and the gate passes on.
-    let ServiceGate::Acquired(second) = store.service_begin("n2", 60_000, &["n1".into()]).await.expect("gate") else {
-        panic!("a dead holder must not keep the gate");
+    // Only the lease holder passes: n2 is refused until it leads.
+    let not_leader = Fence { node: "n2".into(), epoch: n1.epoch };
+    assert!(is_fenced(store.service_begin(&not_leader, 60_000).await));
+    // n1 dies mid-execution (its heartbeat goes stale): n2 takes the lease at once (the lease
+    // has not expired: a dead holder does not keep it), with a new epoch; the execution of
+    // n1's term is abandoned and the gate passes on; n1's writes are fenced off.
+    h.exec_raw("UPDATE nodes SET heartbeat_at = 0 WHERE name = 'n1'").await;
+    let e2 = store.lease_claim("n2", 60_000, None).await.expect("lease").expect("a dead holder's lease");
+    assert!(e2 > n1.epoch);
+    let n2 = Fence { node: "n2".into(), epoch: e2 };
+    let ServiceGate::Acquired(second) = store.service_begin(&n2, 60_000).await.expect("gate") else {
+        panic!("a former term must not keep the gate");
     };
+    assert!(is_fenced(store.service_begin(&n1, 60_000).await), "the former leader is fenced");
+    assert!(is_fenced(store.service_prune(&n1, 0).await));
     let detail = serde_json::json!({"recovered": 3});
     store.service_finish(first, ServiceRunStatus::Completed, &detail).await.expect("late finish");
     store.service_finish(second, ServiceRunStatus::Completed, &detail).await.expect("finish");
     let runs = store.service_list(10).await.expect("list");
-    let seen: Vec<(&str, ServiceRunStatus)> = runs.iter().map(|r| (r.node.as_str(), r.status)).collect();
+    let seen: Vec<(&str, ServiceRunStatus, Option<i64>)> =
+        runs.iter().map(|r| (r.node.as_str(), r.status, r.epoch)).collect();
     assert_eq!(
         seen,
-        [("n2", ServiceRunStatus::Completed), ("n2", ServiceRunStatus::Blocked), ("n1", ServiceRunStatus::Abandoned)],
+        [
+            ("n2", ServiceRunStatus::Completed, Some(e2)),
+            ("n1", ServiceRunStatus::Blocked, Some(n1.epoch)),
+            ("n1", ServiceRunStatus::Abandoned, Some(n1.epoch))
+        ],
         "newest first; a late finish does not revive an abandoned execution"
     );
     assert_eq!(runs[0].detail, detail);
     assert!(runs.iter().all(|r| r.ended_at.is_some()));
-    // A stale holder (older than the limit) is abandoned too.
-    let ServiceGate::Acquired(_) = store.service_begin("n3", 60_000, &[]).await.expect("gate") else {
+    // A stale execution of the same term (older than the limit) is abandoned too.
+    let ServiceGate::Acquired(_) = store.service_begin(&n2, 60_000).await.expect("gate") else {
         panic!("gate");
     };
-    assert!(matches!(store.service_begin("n4", -1, &[]).await.expect("gate"), ServiceGate::Acquired(_)));
+    assert!(matches!(store.service_begin(&n2, -1).await.expect("gate"), ServiceGate::Acquired(_)));
+    assert_eq!(store.service_prune(&n2, -1).await.expect("prune"), 4, "all but the running one");
 }
 
 async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
@@ -977,8 +1025,14 @@ async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
         at: 0,
     };
     let state = serde_json::json!({"seen": {"r.0": {"key": "event:1"}}});
+    let leader = lead(store, "n1").await;
+    assert!(
+        is_fenced(store.trigger_evaluation_save(&stale(&leader), &[], &[], &[("history", 99)]).await),
+        "only the leader moves the cursors"
+    );
     store
         .trigger_evaluation_save(
+            &leader,
             &[("t1".into(), state.clone()), ("gone".into(), serde_json::json!({}))],
             &[run("event:1", "t1"), run("event:9", "gone")],
             &[("history", 5), ("events", 3)],
@@ -986,7 +1040,7 @@ async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
         .await
         .expect("save");
     // Saving the same run again (a repeated evaluation) records nothing new.
-    store.trigger_evaluation_save(&[], &[run("event:1", "t1")], &[("events", 4)]).await.expect("again");
+    store.trigger_evaluation_save(&leader, &[], &[run("event:1", "t1")], &[("events", 4)]).await.expect("again");
     assert_eq!(store.trigger_get("t1").await.expect("get").expect("t1").state, state);
     let runs = store.trigger_runs("t1", 10).await.expect("runs");
     assert_eq!(runs.iter().map(|r| r.run_key.as_str()).collect::<Vec<_>>(), ["event:1"]);
@@ -1062,7 +1116,10 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     let overdue = store.instance_overdue(now, 100).await.expect("overdue");
     assert_eq!(overdue.len(), 6);
     let decisions = triage(&overdue, now, 5_000);
-    let (changed, rerouted) = store.instance_triage_apply(&decisions, "leader").await.expect("triage");
+    let leader = lead(store, "leader").await;
+    assert!(is_fenced(store.instance_triage_apply(&decisions, &stale(&leader)).await), "only the leader triages");
+    assert_eq!(instance(store, &id(0)).await.status, "running", "a fenced triage writes nothing");
+    let (changed, rerouted) = store.instance_triage_apply(&decisions, &leader).await.expect("triage");
     assert_eq!(changed, 6);
     // Never launched (4, 5: queued) → no_heartbeat, and their invocations are taken back.
     assert_eq!(rerouted.len(), 2, "{rerouted:?}");
@@ -1071,7 +1128,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     assert_eq!(instance(store, &id(0)).await.status, "triaging");
     assert_eq!(get(store, &id(0)).await.status, Running, "triaging does not touch the invocation");
     // Applying the same decisions again changes nothing (compare-and-swap on status + deadline).
-    assert_eq!(store.instance_triage_apply(&decisions, "leader").await.expect("again").0, 0);
+    assert_eq!(store.instance_triage_apply(&decisions, &leader).await.expect("again").0, 0);
 
     // A heartbeat in time brings triaging back to running; no_heartbeat is not revived.
     let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
@@ -1086,7 +1143,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     let mut now = store.now().await.expect("now") + 120_000;
     for _ in 0..2 {
         let decisions = triage(&store.instance_overdue(now, 100).await.expect("overdue"), now, 5_000);
-        store.instance_triage_apply(&decisions, "leader").await.expect("triage");
+        store.instance_triage_apply(&decisions, &leader).await.expect("triage");
         now += 120_000;
     }
     assert_eq!(instance(store, &id(0)).await.status, "unknown_error");
@@ -1341,15 +1398,18 @@ async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
     };
     let ring = store.ring_get(true).await.expect("ring");
     assert_eq!((ring.version, ring.total_tokens, ring.owners.len()), (0, 0, 0));
-    let e1 = store.lease_claim("n1", 60_000).await.expect("lease").expect("free lease");
-    assert_eq!(store.lease_claim("n1", 60_000).await.expect("renew"), Some(e1), "renewal keeps the epoch");
-    assert_eq!(store.lease_claim("n2", 60_000).await.expect("lease"), None, "held by n1");
+    let f1 = lead(store, "n1").await;
+    let e1 = f1.epoch;
+    store.node_register("n2", &[], 1).await.expect("register");
+    assert_eq!(store.lease_claim("n1", 60_000, Some(e1)).await.expect("renew"), Some(e1), "renewal keeps the epoch");
+    assert_eq!(store.lease_claim("n2", 60_000, None).await.expect("lease"), None, "held by n1, live");
     let all: Vec<(u32, String)> = (0..8).map(|t| (t, "n1".to_string())).collect();
-    assert_eq!(store.ring_swap("n1", e1, 0, 8, &all, &audit(8)).await.expect("swap"), Some(1));
-    assert_eq!(store.ring_swap("n1", e1, 0, 8, &all, &audit(8)).await.expect("stale version"), None);
-    assert_eq!(store.ring_swap("n2", e1, 1, 8, &all, &audit(8)).await.expect("not the holder"), None);
+    assert_eq!(store.ring_swap(&f1, 0, 8, &all, &audit(8)).await.expect("swap"), Some(1));
+    assert_eq!(store.ring_swap(&f1, 0, 8, &all, &audit(8)).await.expect("stale version"), None);
+    let not_holder = Fence { node: "n2".into(), epoch: e1 };
+    assert!(is_fenced(store.ring_swap(&not_holder, 1, 8, &all, &audit(8)).await), "not the holder");
     let half: Vec<(u32, String)> = (4..8).map(|t| (t, "n2".to_string())).collect();
-    assert_eq!(store.ring_swap("n1", e1, 1, 8, &half, &audit(4)).await.expect("swap"), Some(2));
+    assert_eq!(store.ring_swap(&f1, 1, 8, &half, &audit(4)).await.expect("swap"), Some(2));
     let ring = store.ring_get(true).await.expect("ring");
     assert_eq!(ring.version, 2);
     assert_eq!(ring.owners.iter().filter(|o| o.as_deref() == Some("n2")).count(), 4);
@@ -1358,18 +1418,28 @@ async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
     assert!(!store.token_owns_any("n3").await.expect("owns"));
     // The lease lapses; n2 takes it with a new epoch and n1's writes are fenced off.
     h.exec_raw("UPDATE cluster_lease SET expires_at = 0").await;
-    let e2 = store.lease_claim("n2", 60_000).await.expect("lease").expect("lapsed lease");
+    let e2 = store.lease_claim("n2", 60_000, None).await.expect("lease").expect("lapsed lease");
     assert!(e2 > e1);
-    assert_eq!(store.ring_swap("n1", e1, 2, 8, &all, &audit(4)).await.expect("fenced"), None);
+    assert_eq!(store.lease_claim("n1", 60_000, Some(e1)).await.expect("lease"), None, "n2 holds it now");
+    assert!(is_fenced(store.ring_swap(&f1, 2, 8, &all, &audit(4)).await), "the former leader");
     assert_eq!(store.ring_get(false).await.expect("ring").version, 2, "nothing written");
     // The ring shrinks: tokens past the new size go.
     let four: Vec<(u32, String)> = (0..4).map(|t| (t, "n2".to_string())).collect();
-    assert_eq!(store.ring_swap("n2", e2, 2, 4, &four, &audit(4)).await.expect("swap"), Some(3));
+    let f2 = Fence { node: "n2".into(), epoch: e2 };
+    assert_eq!(store.ring_swap(&f2, 2, 4, &four, &audit(4)).await.expect("swap"), Some(3));
     let ring = store.ring_get(true).await.expect("ring");
     assert_eq!(ring.owners, vec![Some("n2".to_string()); 4]);
     let audits = store.token_audits(10).await.expect("audits");
     assert_eq!(audits.iter().map(|a| (a.version, a.moved)).collect::<Vec<_>>(), vec![(3, 4), (2, 4), (1, 8)]);
     assert_eq!(store.lease_get().await.expect("lease").holder.as_deref(), Some("n2"));
+    // n2 restarts (a new life knows no term): it takes its own lease again under a new epoch,
+    // so the writes of its previous life are fenced off too.
+    let e3 = store.lease_claim("n2", 60_000, None).await.expect("lease").expect("own lease");
+    assert!(e3 > e2);
+    assert!(is_fenced(store.ring_swap(&f2, 3, 4, &four, &audit(4)).await), "the previous life");
+    // A holder that left hands the lease over at once.
+    store.node_leave("n2").await.expect("leave");
+    assert!(store.lease_claim("n1", 60_000, None).await.expect("lease").is_some_and(|e| e > e3));
 
     // Claims take only invocations on the node's tokens (or pinned to it, or without a token).
     setup(store, &["t", "pinned"]).await;

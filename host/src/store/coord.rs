@@ -15,7 +15,7 @@ use crate::model::{
     Event, InvocationStatus, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit,
     TokenRing, Trigger, TriggerRun,
 };
-use crate::store::{Coordination, ServiceGate, Store, StoreError, StoreResult};
+use crate::store::{Coordination, Fence, ServiceGate, Store, StoreError, StoreResult};
 
 use sql::coord as q;
 
@@ -55,6 +55,7 @@ struct NodeListRow {
 struct ServiceRow {
     id: i64,
     node: String,
+    epoch: Option<i64>,
     status: String,
     started_at: i64,
     ended_at: Option<i64>,
@@ -68,6 +69,7 @@ impl ServiceRow {
             status: self.status.parse().map_err(|e: String| StoreError::Corrupt(e))?,
             detail: serde_json::from_str(&self.detail).map_err(|e| corrupt("service run detail", e))?,
             node: self.node,
+            epoch: self.epoch,
             started_at: self.started_at,
             ended_at: self.ended_at,
         })
@@ -185,21 +187,23 @@ impl Coordination for SqlStore {
         Ok((now, nodes))
     }
 
-    async fn service_begin(&self, node: &str, stale_after_ms: i64, dead_nodes: &[String]) -> StoreResult<ServiceGate> {
-        let dead = to_json(dead_nodes)?;
+    async fn service_begin(&self, fence: &Fence, stale_after_ms: i64) -> StoreResult<ServiceGate> {
         let gate = in_tx!(self, |tx, d| {
-            sqlx::query(q::SERVICE_ABANDON.get(d)).bind(stale_after_ms).bind(dead).execute(&mut *tx).await?;
+            fence!(tx, d, fence);
+            sqlx::query(q::SERVICE_ABANDON.get(d)).bind(stale_after_ms).bind(fence.epoch).execute(&mut *tx).await?;
             let id: Option<(i64,)> = sqlx::query_as(q::SERVICE_INSERT.get(d))
-                .bind(node)
+                .bind(&fence.node)
                 .bind(ServiceRunStatus::Running.as_str())
+                .bind(fence.epoch)
                 .fetch_optional(&mut *tx)
                 .await?;
             match id {
                 Some((id,)) => ServiceGate::Acquired(id),
                 None => {
                     sqlx::query(q::SERVICE_INSERT.get(d))
-                        .bind(node)
+                        .bind(&fence.node)
                         .bind(ServiceRunStatus::Blocked.as_str())
+                        .bind(fence.epoch)
                         .execute(&mut *tx)
                         .await?;
                     let holder: Option<ServiceRow> =
@@ -225,39 +229,41 @@ impl Coordination for SqlStore {
         rows.into_iter().map(ServiceRow::decode).collect()
     }
 
-    async fn service_prune(&self, older_than_ms: i64) -> StoreResult<u64> {
-        Ok(in_tx!(self, |tx, d| sqlx::query(q::SERVICE_PRUNE.get(d))
-            .bind(older_than_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()))
+    async fn service_prune(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64> {
+        Ok(in_tx!(self, |tx, d| {
+            fence!(tx, d, fence);
+            sqlx::query(q::SERVICE_PRUNE.get(d)).bind(older_than_ms).execute(&mut *tx).await?.rows_affected()
+        }))
     }
 
-    async fn invocation_recover_pending(&self, by: &str, older_than_ms: i64, limit: u32) -> StoreResult<u64> {
+    async fn invocation_recover_pending(&self, fence: &Fence, older_than_ms: i64, limit: u32) -> StoreResult<u64> {
         let moved = in_tx!(self, |tx, d| {
+            fence!(tx, d, fence);
             let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))
                 .bind(older_than_ms)
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
-            let changes = moves(rows, by, |_| vec![InvocationStatus::PendingRecovery, InvocationStatus::Rerouted])?;
+            let changes =
+                moves(rows, &fence.node, |_| vec![InvocationStatus::PendingRecovery, InvocationStatus::Rerouted])?;
             apply_moves!(tx, d, &changes).len()
         });
         Ok(count(moved))
     }
 
-    async fn invocation_drop_blocked(&self, by: &str, tasks: &[String], limit: u32) -> StoreResult<Vec<String>> {
+    async fn invocation_drop_blocked(&self, fence: &Fence, tasks: &[String], limit: u32) -> StoreResult<Vec<String>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
         let names = to_json(tasks)?;
         let dropped = in_tx!(self, |tx, d| {
+            fence!(tx, d, fence);
             let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_BLOCKED.get(d))
                 .bind(names)
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
-            let changes = moves(rows, by, |_| vec![InvocationStatus::ConcurrencyControlledFinal])?;
+            let changes = moves(rows, &fence.node, |_| vec![InvocationStatus::ConcurrencyControlledFinal])?;
             let applied = apply_moves!(tx, d, &changes);
             applied.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect::<Vec<_>>()
         });
@@ -302,6 +308,7 @@ impl Coordination for SqlStore {
 
     async fn trigger_evaluation_save(
         &self,
+        fence: &Fence,
         states: &[(String, serde_json::Value)],
         runs: &[TriggerRun],
         cursors: &[(&str, i64)],
@@ -335,6 +342,7 @@ impl Coordination for SqlStore {
         }
         let (states_json, runs_json, cursors_json) = (to_json(&states)?, to_json(&runs)?, to_json(&cursors)?);
         in_tx!(self, |tx, d| {
+            fence!(tx, d, fence);
             if !states.is_empty() {
                 sqlx::query(q::TRIGGER_STATES_UPDATE.get(d)).bind(states_json).execute(&mut *tx).await?;
             }
@@ -436,12 +444,11 @@ impl Coordination for SqlStore {
         Ok((changes, next))
     }
 
-    async fn events_purge(&self, older_than_ms: i64) -> StoreResult<u64> {
-        Ok(in_tx!(self, |tx, d| sqlx::query(q::EVENTS_PURGE.get(d))
-            .bind(older_than_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()))
+    async fn events_purge(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64> {
+        Ok(in_tx!(self, |tx, d| {
+            fence!(tx, d, fence);
+            sqlx::query(q::EVENTS_PURGE.get(d)).bind(older_than_ms).execute(&mut *tx).await?.rows_affected()
+        }))
     }
 
     async fn trigger_cursors(&self) -> StoreResult<HashMap<String, i64>> {
@@ -450,10 +457,11 @@ impl Coordination for SqlStore {
         Ok(rows.into_iter().collect())
     }
 
-    async fn lease_claim(&self, node: &str, ttl_ms: i64) -> StoreResult<Option<i64>> {
+    async fn lease_claim(&self, node: &str, ttl_ms: i64, held: Option<i64>) -> StoreResult<Option<i64>> {
         let epoch: Option<(i64,)> = in_tx!(self, |tx, d| sqlx::query_as(q::LEASE_CLAIM.get(d))
             .bind(node)
             .bind(ttl_ms)
+            .bind(held)
             .fetch_optional(&mut *tx)
             .await?);
         Ok(epoch.map(|(e,)| e))
@@ -488,6 +496,10 @@ impl Coordination for SqlStore {
         Ok(on_read!(self, |db, d| sqlx::query_as(q::TOKEN_LOADS.get(d)).fetch_all(db).await?))
     }
 
+    async fn owned_per_node(&self) -> StoreResult<Vec<(String, i64, i64)>> {
+        Ok(on_read!(self, |db, d| sqlx::query_as(q::OWNED_PER_NODE.get(d)).fetch_all(db).await?))
+    }
+
     async fn token_owns_any(&self, node: &str) -> StoreResult<bool> {
         let row: Option<(i64,)> =
             on_read!(self, |db, d| sqlx::query_as(q::TOKEN_OWNS_ANY.get(d)).bind(node).fetch_optional(db).await?);
@@ -496,8 +508,7 @@ impl Coordination for SqlStore {
 
     async fn ring_swap(
         &self,
-        leader: &str,
-        epoch: i64,
+        fence: &Fence,
         seen_version: i64,
         total_tokens: u32,
         moved: &[(u32, String)],
@@ -511,24 +522,19 @@ impl Coordination for SqlStore {
         let owners = to_json(&moved.iter().map(|(token, node)| Owner { token: *token, node }).collect::<Vec<_>>())?;
         let (before, after) = (to_json(&audit.nodes_before)?, to_json(&audit.nodes_after)?);
         let version = in_tx!(self, |tx, d| {
-            let fenced: Option<(i64,)> =
-                sqlx::query_as(q::LEASE_CHECK.get(d)).bind(leader).bind(epoch).fetch_optional(&mut *tx).await?;
-            let bumped: Option<(i64,)> = if fenced.is_some() {
-                sqlx::query_as(q::RING_BUMP.get(d))
-                    .bind(seen_version)
-                    .bind(i64::from(total_tokens))
-                    .fetch_optional(&mut *tx)
-                    .await?
-            } else {
-                None
-            };
+            fence!(tx, d, fence);
+            let bumped: Option<(i64,)> = sqlx::query_as(q::RING_BUMP.get(d))
+                .bind(seen_version)
+                .bind(i64::from(total_tokens))
+                .fetch_optional(&mut *tx)
+                .await?;
             if let Some((version,)) = bumped {
                 sqlx::query(q::TOKEN_OWNERS_TRIM.get(d)).bind(i64::from(total_tokens)).execute(&mut *tx).await?;
                 sqlx::query(q::TOKEN_OWNERS_UPSERT.get(d)).bind(owners).execute(&mut *tx).await?;
                 sqlx::query(q::TOKEN_AUDIT_INSERT.get(d))
                     .bind(version)
-                    .bind(leader)
-                    .bind(epoch)
+                    .bind(&fence.node)
+                    .bind(fence.epoch)
                     .bind(before)
                     .bind(after)
                     .bind(i64::from(audit.moved))

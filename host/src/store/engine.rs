@@ -68,7 +68,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{PgPool, Sqlite, SqlitePool};
 
 use super::sql::{self, Sql};
-use super::{ClaimFilter, HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
+use super::{ClaimFilter, Fence, HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
 use crate::instances::{Overdue, Triage};
 use crate::model::{
     Claimed, ComponentInfo, Concurrency, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
@@ -268,6 +268,46 @@ macro_rules! insert_registered {
             .execute(&mut *$tx)
             .await?;
         rows
+    }};
+}
+
+/// The leader's fence inside a write transaction: the first statement checks that `$fence`
+/// (`&Fence`) still holds the lease with its epoch and that it has not expired (locking the
+/// lease row on PostgreSQL until the commit, so no new term can begin meanwhile); if not, the
+/// transaction rolls back and the method returns [`StoreError::Fenced`].
+macro_rules! fence {
+    ($tx:ident, $d:ident, $fence:expr) => {{
+        let fence: &$crate::store::Fence = $fence;
+        let held: Option<(i64,)> = sqlx::query_as($crate::store::sql::coord::LEASE_CHECK.get($d))
+            .bind(&fence.node)
+            .bind(fence.epoch)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        if held.is_none() {
+            return Err($crate::store::StoreError::Fenced { node: fence.node.clone(), epoch: fence.epoch });
+        }
+    }};
+}
+
+/// The way back from an owned status whose owner is gone: `pending_recovery` from `pending`,
+/// `running_recovery` otherwise, then `rerouted`.
+fn recovery_path(from: InvocationStatus) -> Vec<InvocationStatus> {
+    let via = if from == InvocationStatus::Pending {
+        InvocationStatus::PendingRecovery
+    } else {
+        InvocationStatus::RunningRecovery
+    };
+    vec![via, InvocationStatus::Rerouted]
+}
+
+/// Inside a transaction, reroutes every invocation node `$node` owns in an owned status
+/// ([`recovery_path`]), with history written by `$by`; evaluates to how many moved.
+macro_rules! reroute_owned {
+    ($tx:ident, $d:ident, $node:expr, $by:expr) => {{
+        let owned: Vec<MovableRow> =
+            sqlx::query_as(sql::INVOCATION_OWNED_BY.get($d)).bind($node).fetch_all(&mut *$tx).await?;
+        let changes = moves(owned, $by, recovery_path)?;
+        apply_moves!($tx, $d, &changes).len()
     }};
 }
 
@@ -1387,19 +1427,17 @@ impl Store for SqlStore {
         Ok(outcomes)
     }
 
-    async fn invocation_recover_node(&self, node: &str, by: &str) -> StoreResult<u64> {
+    async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64> {
+        let recovered = in_tx!(self, |tx, d| reroute_owned!(tx, d, node, node));
+        Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
+    }
+
+    async fn node_retire(&self, node: &str, fence: &Fence) -> StoreResult<u64> {
         let recovered = in_tx!(self, |tx, d| {
-            let owned: Vec<MovableRow> =
-                sqlx::query_as(sql::INVOCATION_OWNED_BY.get(d)).bind(node).fetch_all(&mut *tx).await?;
-            let changes = moves(owned, by, |from| {
-                let via = if from == InvocationStatus::Pending {
-                    InvocationStatus::PendingRecovery
-                } else {
-                    InvocationStatus::RunningRecovery
-                };
-                vec![via, InvocationStatus::Rerouted]
-            })?;
-            apply_moves!(tx, d, &changes).len()
+            fence!(tx, d, fence);
+            let n = reroute_owned!(tx, d, node, &fence.node);
+            sqlx::query(sql::coord::NODE_LEAVE.get(d)).bind(node).execute(&mut *tx).await?;
+            n
         });
         Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
     }
@@ -1423,9 +1461,10 @@ impl Store for SqlStore {
         rows.into_iter().map(InvocationRow::decode).collect()
     }
 
-    async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> StoreResult<u64> {
+    async fn invocation_purge(&self, fence: &Fence, older_than_ms: u64, limit: u32) -> StoreResult<u64> {
         let age = i64::try_from(older_than_ms).unwrap_or(i64::MAX);
         let purged = in_tx!(self, |tx, d| {
+            fence!(tx, d, fence);
             sqlx::query(sql::PURGE_HISTORY.get(d)).bind(age).bind(i64::from(limit)).execute(&mut *tx).await?;
             sqlx::query(sql::PURGE_INVOCATIONS.get(d))
                 .bind(age)
@@ -1517,7 +1556,7 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn instance_triage_apply(&self, decisions: &[Triage], by: &str) -> StoreResult<(usize, Vec<String>)> {
+    async fn instance_triage_apply(&self, decisions: &[Triage], fence: &Fence) -> StoreResult<(usize, Vec<String>)> {
         if decisions.is_empty() {
             return Ok((0, Vec::new()));
         }
@@ -1553,6 +1592,7 @@ impl Store for SqlStore {
             .collect();
         let json = to_json(&rows)?;
         let (changed, rerouted) = in_tx!(self, |tx, d| {
+            fence!(tx, d, fence);
             let applied: Vec<KeyRow> =
                 sqlx::query_as(sql::INSTANCE_TRIAGE.get(d)).bind(json).fetch_all(&mut *tx).await?;
             let applied: HashSet<(String, i64)> = applied.into_iter().map(|r| (r.invocation_id, r.attempt)).collect();
@@ -1580,14 +1620,7 @@ impl Store for SqlStore {
                             })
                     })
                     .collect();
-                let changes = moves(rows, by, |from| {
-                    let recovery = if from == InvocationStatus::Pending {
-                        InvocationStatus::PendingRecovery
-                    } else {
-                        InvocationStatus::RunningRecovery
-                    };
-                    vec![recovery, InvocationStatus::Rerouted]
-                })?;
+                let changes = moves(rows, &fence.node, recovery_path)?;
                 let positions = apply_moves!(tx, d, &changes);
                 rerouted = positions.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect();
             }

@@ -48,6 +48,15 @@ pub enum StoreError {
     /// which, e.g. "task `x` belongs to component `y`").
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A maintenance write under a [`Fence`] found the lease held otherwise (another holder or
+    /// epoch, or expired): the writer is no longer the leader, and nothing was written.
+    #[error("fenced: `{node}` no longer holds the leader lease with epoch {epoch}")]
+    Fenced {
+        /// The node that wrote.
+        node: String,
+        /// The epoch it believed it held.
+        epoch: i64,
+    },
 }
 
 /// Result of store operations.
@@ -89,6 +98,21 @@ pub struct StatusCount {
     pub count: i64,
 }
 
+/// The leader's credentials for a maintenance write (JobSync's lease, with an epoch): the node
+/// holding the lease and the epoch of its term. A store method that takes a `Fence` checks,
+/// inside its transaction and before it writes, that the lease is still held so and not expired
+/// (on PostgreSQL it locks the lease row, so no new leader can take over until the write
+/// commits); otherwise it writes nothing and fails with [`StoreError::Fenced`]. A node that
+/// lost the lease (stalled, partitioned, taken over) can therefore never overwrite the work of
+/// the next leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease holder; history rows written under the fence name it.
+    pub node: String,
+    /// The epoch of its term (bumped by every new term, even of the same node).
+    pub epoch: i64,
+}
+
 /// What the storage gate of the atomic services answered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServiceGate {
@@ -116,10 +140,11 @@ pub trait Coordination: Send + Sync + 'static {
     /// The database now and every node, oldest `joined_at` first.
     async fn node_list(&self) -> StoreResult<(Millis, Vec<NodeInfo>)>;
 
-    /// The storage gate: in one transaction, abandons the running execution if it is older
-    /// than `stale_after_ms` or belongs to one of `dead_nodes`, then records a `running`
-    /// execution for `node` unless one still runs (then a `blocked` record).
-    async fn service_begin(&self, node: &str, stale_after_ms: i64, dead_nodes: &[String]) -> StoreResult<ServiceGate>;
+    /// The storage gate, under the leader's fence: in one transaction, abandons the running
+    /// execution if it is older than `stale_after_ms` or was begun under another lease term
+    /// (a former leader's, dead or stalled), then records a `running` execution of this term
+    /// unless one still runs (then a `blocked` record).
+    async fn service_begin(&self, fence: &Fence, stale_after_ms: i64) -> StoreResult<ServiceGate>;
 
     /// Ends an execution (unless it was abandoned meanwhile) with what it did.
     async fn service_finish(&self, id: i64, status: ServiceRunStatus, detail: &serde_json::Value) -> StoreResult<()>;
@@ -127,17 +152,18 @@ pub trait Coordination: Send + Sync + 'static {
     /// The latest executions, newest first.
     async fn service_list(&self, limit: u32) -> StoreResult<Vec<ServiceRun>>;
 
-    /// Deletes execution records that started more than `older_than_ms` ago.
-    async fn service_prune(&self, older_than_ms: i64) -> StoreResult<u64>;
+    /// Deletes execution records that started more than `older_than_ms` ago (fenced).
+    async fn service_prune(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64>;
 
-    /// pynenc's `max_pending` recovery (by node `by`, for the history): up to `limit` invocations pending for more than
-    /// `older_than_ms` move `pending_recovery → rerouted` (with history). Returns how many.
-    async fn invocation_recover_pending(&self, by: &str, older_than_ms: i64, limit: u32) -> StoreResult<u64>;
+    /// pynenc's `max_pending` recovery by the leader (fenced; its node writes the history): up
+    /// to `limit` invocations pending for more than `older_than_ms` move `pending_recovery →
+    /// rerouted` (with history). Returns how many.
+    async fn invocation_recover_pending(&self, fence: &Fence, older_than_ms: i64, limit: u32) -> StoreResult<u64>;
 
     /// Running concurrency that drops instead of rerouting: up to `limit` runnable
     /// (`registered`, `rerouted`) invocations of `tasks` whose running scope is held move to
-    /// `concurrency_controlled_final` (with history). Returns their ids.
-    async fn invocation_drop_blocked(&self, by: &str, tasks: &[String], limit: u32) -> StoreResult<Vec<String>>;
+    /// `concurrency_controlled_final` (with history, by the leader: fenced). Returns their ids.
+    async fn invocation_drop_blocked(&self, fence: &Fence, tasks: &[String], limit: u32) -> StoreResult<Vec<String>>;
 
     /// Stores a new trigger (its `created_at` is set by the database).
     async fn trigger_insert(&self, trigger: &Trigger) -> StoreResult<Trigger>;
@@ -154,9 +180,10 @@ pub trait Coordination: Send + Sync + 'static {
     /// Saves what one trigger evaluation leaves behind, in one transaction of one statement
     /// per table: the new `states` of triggers (by id; a trigger deleted meanwhile is skipped),
     /// the `runs` that fired (a run recorded before is skipped) and the new `cursors`
-    /// positions.
+    /// positions. Fenced: only the leader moves the cursors.
     async fn trigger_evaluation_save(
         &self,
+        fence: &Fence,
         states: &[(String, serde_json::Value)],
         runs: &[TriggerRun],
         cursors: &[(&str, i64)],
@@ -182,16 +209,19 @@ pub trait Coordination: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<(Vec<StatusChange>, i64)>;
 
-    /// Deletes events older than `older_than_ms`.
-    async fn events_purge(&self, older_than_ms: i64) -> StoreResult<u64>;
+    /// Deletes events older than `older_than_ms` (fenced).
+    async fn events_purge(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64>;
 
     /// The cursors of the trigger evaluation (`history`, `events`), each absent before its
     /// first use.
     async fn trigger_cursors(&self) -> StoreResult<std::collections::HashMap<String, i64>>;
 
-    /// Takes or renews the leader lease for `node` for `ttl_ms` (database clock): succeeds when
-    /// the node holds it or it expired; a new holder bumps the epoch. Returns the epoch held.
-    async fn lease_claim(&self, node: &str, ttl_ms: i64) -> StoreResult<Option<i64>>;
+    /// Takes or renews the leader lease for `node` for `ttl_ms` (database clock). `held` is the
+    /// epoch of the term `node` believes it holds: when the lease is still `node`'s with that
+    /// epoch it is renewed; otherwise `node` may take it if it is free, expired, or held by a node
+    /// that is not live (no heartbeat within `ttl_ms`, or left), and every such new term bumps
+    /// the epoch (also for the same node in a new life). Returns the epoch held, or `None`.
+    async fn lease_claim(&self, node: &str, ttl_ms: i64, held: Option<i64>) -> StoreResult<Option<i64>>;
 
     /// The leader lease as it is now.
     async fn lease_get(&self) -> StoreResult<Lease>;
@@ -202,17 +232,20 @@ pub trait Coordination: Send + Sync + 'static {
     /// Tokens owned per node.
     async fn token_loads(&self) -> StoreResult<Vec<(String, i64)>>;
 
+    /// Per node that owns invocations: `(node, owned, running)`, owned counting every owned
+    /// status (claimed `pending`, `running`, `paused`, `resumed`).
+    async fn owned_per_node(&self) -> StoreResult<Vec<(String, i64, i64)>>;
+
     /// Whether `node` owns at least one token (an index probe: cheap enough for every tick).
     async fn token_owns_any(&self, node: &str) -> StoreResult<bool>;
 
-    /// Swaps the ring to a new assignment in one transaction, fenced by the lease: only if
-    /// `leader` still holds it with `epoch` and the ring is still at `seen_version` (else
-    /// `None`, nothing written). Writes the moved tokens only, bumps the version and records
-    /// `audit` (its `version` is filled in). Returns the new version.
+    /// Swaps the ring to a new assignment in one transaction, fenced by the lease: only if the
+    /// fence still holds and the ring is still at `seen_version` (else `None`, nothing written).
+    /// Writes the moved tokens only, bumps the version and records `audit` (its `version` is
+    /// filled in). Returns the new version.
     async fn ring_swap(
         &self,
-        leader: &str,
-        epoch: i64,
+        fence: &Fence,
         seen_version: i64,
         total_tokens: u32,
         moved: &[(u32, String)],
@@ -446,9 +479,15 @@ pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
 
     /// Moves every invocation owned by `node` in an owned status to `rerouted` through the
     /// recovery statuses (`pending_recovery` from pending, `running_recovery` otherwise), with
-    /// history written by `by` (the recovering node). Used at start-up to recover this node's
-    /// previous life, and by the atomic services for dead nodes. Returns how many.
-    async fn invocation_recover_node(&self, node: &str, by: &str) -> StoreResult<u64>;
+    /// history written by `node` itself. Used at start-up to recover this node's previous life
+    /// (dead nodes are retired by the leader: [`Store::node_retire`]). Returns how many.
+    async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64>;
+
+    /// The leader retires a dead node (fenced), in one transaction: every invocation it owns in
+    /// an owned status goes to `rerouted` through the recovery statuses, with history written
+    /// by the leader, and the node is marked left (it registers again if it comes back, keeping
+    /// its seniority). Returns how many invocations were rerouted.
+    async fn node_retire(&self, node: &str, fence: &Fence) -> StoreResult<u64>;
 
     /// One invocation.
     async fn invocation_get(&self, id: &str) -> StoreResult<Option<Invocation>>;
@@ -460,8 +499,8 @@ pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
 
     /// Deletes up to `limit` final invocations (oldest first) whose last change is more than
     /// `older_than_ms` old on the database clock, with their history, in one transaction.
-    /// Returns how many invocations went.
-    async fn invocation_purge(&self, older_than_ms: u64, limit: u32) -> StoreResult<u64>;
+    /// Returns how many invocations went. Fenced: only the leader purges.
+    async fn invocation_purge(&self, fence: &Fence, older_than_ms: u64, limit: u32) -> StoreResult<u64>;
 
     /// The recorded attempts of an invocation, in order.
     async fn instance_list(&self, invocation_id: &str) -> StoreResult<Vec<TaskInstance>>;
@@ -488,9 +527,10 @@ pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
     /// Applies triage decisions in one transaction: each instance changes only if its status
     /// and `report_by` are still as read (a heartbeat that came in wins); for the changed ones
     /// marked `reroute`, the invocation, if the instance's node still owns it with that
-    /// attempt, goes `pending_recovery | running_recovery → rerouted` with history, by `by`.
-    /// Returns the instances changed and the invocations rerouted.
-    async fn instance_triage_apply(&self, decisions: &[Triage], by: &str) -> StoreResult<(usize, Vec<String>)>;
+    /// attempt, goes `pending_recovery | running_recovery → rerouted` with history written by
+    /// the leader (fenced: only the leader triages). Returns the instances changed and the
+    /// invocations rerouted.
+    async fn instance_triage_apply(&self, decisions: &[Triage], fence: &Fence) -> StoreResult<(usize, Vec<String>)>;
 
     /// Resource use of the latest `limit` attempts of a task: `(status, wall_ms,
     /// peak_memory_bytes)`, newest first.

@@ -62,20 +62,18 @@ macro_rules! service_abandon {
             now_ms!($d),
             " WHERE status = 'running' AND (started_at < ",
             now_ms!($d),
-            " - $1 OR node IN (SELECT j.value FROM ",
-            json_texts!($d, "$2", "j"),
-            "))"
+            " - $1 OR epoch IS NULL OR epoch <> $2)"
         )
     };
 }
-/// Ends as `abandoned` the running execution if it started more than `$1` ms ago or its node
-/// is in the JSON array `$2` (dead nodes).
+/// Ends as `abandoned` the running execution if it started more than `$1` ms ago or under
+/// another lease term than epoch `$2` (a former leader's).
 pub(in crate::store) const SERVICE_ABANDON: Sql = both!(service_abandon);
 
 macro_rules! service_insert {
     ($d:ident) => {
         concat!(
-            "INSERT INTO service_runs (node, status, started_at, ended_at) VALUES ($1, $2, ",
+            "INSERT INTO service_runs (node, status, epoch, started_at, ended_at) VALUES ($1, $2, $3, ",
             now_ms!($d),
             ", CASE WHEN $2 = 'running' THEN NULL ELSE ",
             now_ms!($d),
@@ -83,7 +81,8 @@ macro_rules! service_insert {
         )
     };
 }
-/// Records an execution of node `$1` in status `$2` (`running` or `blocked`); a second
+/// Records an execution of node `$1` in status `$2` (`running` or `blocked`) under lease epoch
+/// `$3`; a second
 /// `running` one meets the gate index and inserts nothing.
 pub(in crate::store) const SERVICE_INSERT: Sql = both!(service_insert);
 
@@ -101,12 +100,13 @@ macro_rules! service_finish {
 pub(in crate::store) const SERVICE_FINISH: Sql = both!(service_finish);
 
 /// The running execution.
-pub(in crate::store) const SERVICE_RUNNING: Sql =
-    Sql::same("SELECT id, node, status, started_at, ended_at, detail FROM service_runs WHERE status = 'running'");
+pub(in crate::store) const SERVICE_RUNNING: Sql = Sql::same(
+    "SELECT id, node, epoch, status, started_at, ended_at, detail FROM service_runs WHERE status = 'running'",
+);
 
 /// The latest `$1` executions, newest first.
 pub(in crate::store) const SERVICE_LIST: Sql = Sql::same(
-    "SELECT id, node, status, started_at, ended_at, detail FROM service_runs ORDER BY id DESC \
+    "SELECT id, node, epoch, status, started_at, ended_at, detail FROM service_runs ORDER BY id DESC \
      LIMIT CAST($1 AS BIGINT)",
 );
 
@@ -308,17 +308,24 @@ pub(in crate::store) const CURSORS_UPSERT: Sql = both!(cursors_upsert);
 macro_rules! lease_claim {
     ($d:ident) => {
         concat!(
-            "UPDATE cluster_lease SET epoch = epoch + CASE WHEN holder = $1 THEN 0 ELSE 1 END, holder = $1, \
-             expires_at = ",
+            "UPDATE cluster_lease SET epoch = epoch + CASE WHEN holder = $1 AND epoch = $3 THEN 0 ELSE 1 END, \
+             holder = $1, expires_at = ",
             now_ms!($d),
             " + $2 WHERE id = 1 AND (holder = $1 OR holder IS NULL OR expires_at < ",
             now_ms!($d),
-            ") RETURNING epoch"
+            " OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = cluster_lease.holder AND n.left_at IS NULL \
+             AND n.heartbeat_at >= ",
+            now_ms!($d),
+            " - $2)) RETURNING epoch"
         )
     };
 }
-/// Takes or renews the leader lease for node `$1` for `$2` ms: it succeeds when `$1` holds it
-/// or it expired (a new holder bumps the epoch). Returns the epoch, or no row.
+/// Takes or renews the leader lease for node `$1` for `$2` ms. `$3` is the epoch `$1` believes
+/// it holds (NULL if none): the lease is renewed when it is `$1`'s with that epoch; otherwise
+/// `$1` takes it, bumping the epoch (a new term), if it is `$1`'s from an earlier term, free,
+/// expired, or held by a node with no heartbeat for `$2` ms (dead: the dead check and the
+/// lease share one timeout, so a new leader takes over at its first look). Returns the epoch,
+/// or no row.
 pub(in crate::store) const LEASE_CLAIM: Sql = both!(lease_claim);
 
 /// The lease as it is: holder, epoch, expiry and the database now.
@@ -358,6 +365,13 @@ pub(in crate::store) const TOKEN_OWNERS: Sql = Sql::same("SELECT token, node FRO
 
 /// A row if node `$1` owns a token.
 pub(in crate::store) const TOKEN_OWNS_ANY: Sql = Sql::same("SELECT token FROM token_owners WHERE node = $1 LIMIT 1");
+
+/// Per node: the invocations it owns (claimed, running, paused, resumed) and how many of them
+/// run; through the partial index on owners.
+pub(in crate::store) const OWNED_PER_NODE: Sql = Sql::same(
+    "SELECT owner_node, COUNT(*) AS owned, SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running \
+     FROM invocations WHERE owner_node IS NOT NULL GROUP BY owner_node ORDER BY owner_node",
+);
 
 /// Tokens owned per node.
 pub(in crate::store) const TOKEN_LOADS: Sql =
