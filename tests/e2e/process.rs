@@ -330,8 +330,15 @@ async fn a_cluster_keeps_every_call_through_kill_drain_and_join(b: Backend) {
     let n3 = spawn("n3", "").await;
     n1.api.deploy("hello", guests::HELLO).await;
     n1.api.deploy("math", guests::MATH).await;
+    n1.api.deploy("slow", guests::SLOW).await;
     let (s, v) = n1.api.post("/v1/cluster/pins", &json!({"task": "primes", "patterns": ["gpu"]})).await;
     assert_eq!(s.as_u16(), 201, "{v}");
+    // Slow calls run on n1 while it lives (so that it holds running work when it is killed),
+    // then anywhere.
+    let (s, v) = n1.api.post("/v1/cluster/pins", &json!({"task": "slow", "patterns": ["n1", "%"]})).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    // Every node reads the pins at its next tick (200 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let ring_has = |api: Api, nodes: &'static [&'static str]| async move {
         let end = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -372,6 +379,12 @@ async fn a_cluster_keeps_every_call_through_kill_drain_and_join(b: Backend) {
     };
     for (k, api) in [&n1, &n2, &n3, &n1, &n2, &n3].into_iter().enumerate() {
         take(route(api.api.clone(), k * 500).await);
+    }
+    let slow = [n2.api.call("slow", json!({"ms": 1500})).await, n2.api.call("slow", json!({"ms": 1501})).await];
+    for id in &slow {
+        wait_status(&n2.api, id, "running").await;
+        let (_, i) = n2.api.get(&format!("/v1/invocations/{id}/instances")).await;
+        assert_eq!(i["instances"][0]["node"], "n1", "{i}");
     }
     // n1, the oldest, leads: it holds the lease and runs the atomic services at every tick, so
     // the SIGKILL lands while it holds the service gate or between two executions.
@@ -423,6 +436,10 @@ async fn a_cluster_keeps_every_call_through_kill_drain_and_join(b: Backend) {
     // The bound is timeout + one interval; CI machines are loaded, so allow twice the timeout.
     assert!(swap_ms < 4_000, "tokens moved {swap_ms} ms after the kill");
     assert!(reroute_ms.is_some_and(|ms| ms < 4_000), "n1's work rerouted {reroute_ms:?} ms after the kill");
+    for id in &slow {
+        let v = n2.api.result(id, Duration::from_secs(60)).await;
+        assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(2)), "rerun after the kill: {v}");
+    }
     let drained = n3.sigterm();
     assert!(drained.success(), "n3 drained and exited cleanly: {drained}");
     ring_has(n2.api.clone(), &["n2"]).await;
@@ -471,8 +488,10 @@ async fn a_cluster_keeps_every_call_through_kill_drain_and_join(b: Backend) {
             .expect("runs");
     assert_eq!(n1_services, 0, "no execution of the services by n1 after it lost the lease");
     eprintln!(
-        "cluster: 10,000 calls + {} pinned, all succeeded once; {reexecuted} re-executions; pinned ran on {ran_on:?}",
-        pinned.len()
+        "cluster: 10,000 calls + {} pinned, all succeeded once; {reexecuted} re-executions (+ {} slow calls n1 ran \
+         when killed, rerun); pinned ran on {ran_on:?}",
+        pinned.len(),
+        slow.len()
     );
     drop(n2);
     drop(n4);
