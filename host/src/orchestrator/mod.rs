@@ -600,12 +600,16 @@ impl Orchestrator {
                 delay_ms: 0,
                 instance: None,
             };
-            if self.transition(vec![change]).await?.first() == Some(&TransitionOutcome::Applied) {
-                if inv.owner.is_some() {
-                    // Owned elsewhere: its node interrupts the guest at its next heartbeat.
-                    let node = self.inner.store.instance_signal(id, "cancel").await?;
+            if inv.owner.is_some() {
+                // Owned elsewhere: the cancel and the signal to its node commit together, and
+                // the node interrupts the guest at its next heartbeat.
+                let (outcome, node) = self.inner.store.invocation_transition_signal(&change, "cancel").await?;
+                if outcome.is_applied() {
                     tracing::info!(invocation = %id, node = ?node, "cancelled; the owner hears of it at its next heartbeat");
+                    self.wake_final(&[id.to_string()]);
+                    return self.get(id).await;
                 }
+            } else if self.transition(vec![change]).await?.first() == Some(&TransitionOutcome::Applied) {
                 return self.get(id).await;
             }
             // It moved meanwhile (claimed, started, finished): look again.

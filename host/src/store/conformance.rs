@@ -1104,8 +1104,15 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     assert!(instance(store, &id(0)).await.report_by.expect("live") >= t0 + 60_000);
     assert_eq!(instance(store, &id(5)).await.report_by, Some(due), "not held: not refreshed");
     assert!(store.instance_heartbeat("n2", &held, 60_000).await.expect("heartbeat").is_empty(), "not n2's");
-    // A control signal rides the next heartbeat.
-    assert_eq!(store.instance_signal(&id(1), "cancel").await.expect("signal").as_deref(), Some("n1"));
+    // A cancel sent through another node signals the owner in the same transaction; the
+    // signal rides the owner's next heartbeat.
+    let mut cancel = tr(&id(1), Running, Some(("n1", 1)), &[Cancelled]);
+    cancel.node = "n2".into();
+    let signalled = store.invocation_transition_signal(&cancel, "cancel").await.expect("cancel");
+    assert_eq!(signalled, (Applied, Some("n1".to_string())));
+    assert_eq!(get(store, &id(1)).await.status, Cancelled);
+    let again = store.invocation_transition_signal(&cancel, "cancel").await.expect("again");
+    assert_eq!(again, (LostRace, None), "a refused change signals nothing");
     let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
     let signalled: Vec<(&str, Option<&str>)> =
         beat.iter().filter(|b| b.signal.is_some()).map(|b| (b.invocation_id.as_str(), b.signal.as_deref())).collect();

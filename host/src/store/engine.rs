@@ -1528,13 +1528,33 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn instance_signal(&self, invocation_id: &str, signal: &str) -> StoreResult<Option<String>> {
-        let node: Option<NameRow> = in_tx!(self, |tx, d| sqlx::query_as(sql::INSTANCE_SIGNAL.get(d))
-            .bind(invocation_id)
-            .bind(signal)
-            .fetch_optional(&mut *tx)
-            .await?);
-        Ok(node.map(|n| n.name))
+    async fn invocation_transition_signal(
+        &self,
+        change: &Transition,
+        signal: &str,
+    ) -> StoreResult<(TransitionOutcome, Option<String>)> {
+        if !follows_table(change) {
+            return Ok((TransitionOutcome::BadTransition, None));
+        }
+        let (applied, node): (bool, Option<NameRow>) = in_tx!(self, |tx, d| {
+            let applied = !transition_pass!(tx, d, &[change]).is_empty();
+            let node = if applied {
+                sqlx::query_as(sql::INSTANCE_SIGNAL.get(d))
+                    .bind(&change.id)
+                    .bind(signal)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                None
+            };
+            (applied, node)
+        });
+        if applied {
+            return Ok((TransitionOutcome::Applied, node.map(|n| n.name)));
+        }
+        let mut outcomes = [TransitionOutcome::LostRace];
+        self.explain_rejections(std::slice::from_ref(change), &[0], &mut outcomes).await?;
+        Ok((outcomes[0], None))
     }
 
     async fn instance_overdue(&self, now: Millis, limit: u32) -> StoreResult<Vec<Overdue>> {

@@ -517,9 +517,15 @@ pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
         report_window_ms: i64,
     ) -> StoreResult<Vec<HeldInstance>>;
 
-    /// Sets a control signal (today only `cancel`) on the live instance of an invocation, for its
-    /// node's next heartbeat; returns that node, if the invocation has a live instance.
-    async fn instance_signal(&self, invocation_id: &str, signal: &str) -> StoreResult<Option<String>>;
+    /// Applies one `change` (a compare-and-swap like any transition: a user's cancel of an
+    /// invocation another node owns) and, if it applied, sets control signal `signal` on the
+    /// invocation's live instance, both in one transaction, so that the owner always hears of
+    /// it at its next heartbeat. Returns the outcome and the node signalled.
+    async fn invocation_transition_signal(
+        &self,
+        change: &Transition,
+        signal: &str,
+    ) -> StoreResult<(TransitionOutcome, Option<String>)>;
 
     /// Live instances whose `report_by` is before `now` (the triage's clock), oldest first.
     async fn instance_overdue(&self, now: Millis, limit: u32) -> StoreResult<Vec<Overdue>>;
