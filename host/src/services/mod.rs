@@ -18,7 +18,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cluster::leader;
 use crate::cluster::pins::{self, PinNode};
-use crate::model::{Millis, NodeInfo, ServiceRunStatus, TaskDef};
+use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
 use crate::store::{ClaimFilter, Fence, ServiceGate, StoreError};
 use slots::{RunnerView, SlotConfig, SlotDecision};
@@ -173,22 +173,14 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
         } else if term.take().is_some() {
             tracing::info!("this node no longer leads the cluster");
         }
-        // The tasks (pins, policies), read once for the tick.
-        let tasks = match store.task_list().await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the tasks failed; keeping the last claim filter");
-                continue;
-            }
-        };
         // What this node may claim: its tokens, and pinned tasks by their patterns. It is
         // ready (claims, answers /health/ready) once it owns tokens.
-        match claim_filter(orch.store().as_ref(), &node, &nodes, &tasks, now, timeout).await {
+        match claim_filter(orch.store().as_ref(), &node, &nodes, now, timeout).await {
             Ok((filter, owns_tokens, total)) => {
                 orch.set_total_tokens(total);
                 orch.set_claim_filter(filter, owns_tokens);
             }
-            Err(e) => tracing::warn!(error = %e, "reading the tokens failed; keeping the last claim filter"),
+            Err(e) => tracing::warn!(error = %e, "reading the task pins or tokens failed; keeping the last ones"),
         }
         // The atomic services: on the leader only, at every tick.
         let Some(fence) = fence else { continue };
@@ -253,21 +245,19 @@ async fn instance_heartbeats(orch: Orchestrator, interval: Duration) {
     }
 }
 
-/// What `me` may claim while `nodes` are the cluster (live ones count) and `tasks` the tasks:
-/// the pinned tasks it must skip or may take whatever their token; whether it owns tokens; the
-/// ring's size.
+/// What `me` may claim while `nodes` are the cluster (live ones count): the pinned tasks it
+/// must skip or may take whatever their token; whether it owns tokens; the ring's size.
 async fn claim_filter(
     store: &dyn crate::store::Store,
     me: &str,
     nodes: &[NodeInfo],
-    tasks: &[TaskDef],
     now: Millis,
     timeout: i64,
-) -> Result<(ClaimFilter, bool, u32), StoreError> {
+) -> Result<(ClaimFilter, bool, u32), crate::store::StoreError> {
     let ring = store.ring_get(false).await?;
     let owns = ring.version > 0 && store.token_owns_any(me).await?;
     let tasks: Vec<(String, Vec<String>)> =
-        tasks.iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name.clone(), t.pins.clone())).collect();
+        store.task_list().await?.into_iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name, t.pins)).collect();
     if tasks.is_empty() {
         return Ok((ClaimFilter::default(), owns, ring.total_tokens));
     }
@@ -392,8 +382,6 @@ async fn triage(orch: &Orchestrator, fence: &Fence, now: Millis) -> Result<(usiz
 /// Drops (`concurrency_controlled_final`) the blocked invocations of tasks that do not
 /// reroute on concurrency control.
 async fn drop_blocked(orch: &Orchestrator, fence: &Fence) -> Result<usize, StoreError> {
-    // Read right before the drop (not the tick's list): a policy changed meanwhile must not
-    // drop calls that would now be rerouted.
     let tasks: Vec<String> = orch
         .store()
         .task_list()
