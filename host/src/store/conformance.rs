@@ -193,6 +193,7 @@ conformance!(
     one_heartbeat_statement_whatever_the_number_of_instances,
     the_ring_swaps_only_under_the_current_lease,
     workflow_create_step_and_sync,
+    drops_follow_the_policy_in_force,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1385,6 +1386,30 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let again =
         store.workflow_step("wf-1", &[node_start("x", 5, "t", "wf-1")]).await.expect("step of a final workflow");
     assert!(!again.changed());
+}
+
+/// Concurrency drops (by the leader, fenced) take only blocked invocations of tasks whose
+/// policy in force says drop: a task the caller listed from an older read is checked again.
+async fn drops_follow_the_policy_in_force(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    let leader = lead(store, "n9").await;
+    let mut batch = calls(0..3, "t");
+    for c in &mut batch {
+        c.run_scope = Some("t:scope".into());
+    }
+    store.invocation_insert_batch(&batch).await.expect("insert");
+    // n1 holds the scope with id 0; 1 and 2 are blocked behind it.
+    assert_eq!(store.invocation_claim("n1", 10).await.expect("claim").len(), 1);
+    let listed = vec!["t".to_string()];
+    assert!(store.invocation_drop_blocked(&leader, &listed, 10).await.expect("drop").is_empty(), "t reroutes");
+    let patch = TaskPatch { reroute_on_concurrency_control: Some(false), ..TaskPatch::default() };
+    store.task_update("t", &patch).await.expect("update");
+    assert!(is_fenced(store.invocation_drop_blocked(&stale(&leader), &listed, 10).await), "only the leader drops");
+    let dropped = store.invocation_drop_blocked(&leader, &listed, 10).await.expect("drop");
+    assert_eq!(dropped, vec![id(1), id(2)]);
+    assert_eq!(get(store, &id(1)).await.status, ConcurrencyControlledFinal);
+    assert_eq!(get(store, &id(0)).await.status, Pending, "the holder is untouched");
 }
 
 // ---------------------------------------------------------------------------------------------
