@@ -73,6 +73,27 @@ fn runner_views<'a>(nodes: &'a [NodeInfo], leader: Option<&str>) -> Vec<RunnerVi
         .collect()
 }
 
+/// How long (ms, database clock) until the first of the other live nodes counts as dead if it
+/// does not heartbeat again: its `heartbeat_at + timeout`, plus 1 ms (dead means strictly older
+/// than the timeout) and a few ms of margin. The loop takes an extra look then instead of up to
+/// one interval later, so a death is acted on at `heartbeat_timeout`, not `timeout + interval`.
+fn next_expiry_ms(nodes: &[NodeInfo], now: Millis, timeout_ms: i64, me: &str) -> Option<i64> {
+    const MARGIN_MS: i64 = 5;
+    nodes
+        .iter()
+        .filter(|n| n.name != me && n.is_live(now, timeout_ms))
+        .map(|n| n.heartbeat_at + timeout_ms + 1 + MARGIN_MS - now)
+        .min()
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Registers this node, then heartbeats (leading and running the services while it holds the
 /// lease) until shutdown; then leaves the cluster at once, so that its tokens and the lease
 /// move while its attempts finish within the grace period.
@@ -94,11 +115,15 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     // The heartbeat for the attempts this node holds runs on its own tick, so that a long
     // execution of the services never makes them overdue.
     let beats = tokio::spawn(instance_heartbeats(orch.clone(), cfg.heartbeat_interval));
+    // An extra look when a live node would count as dead before the next tick.
+    let mut expiry_look: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {},
+            _ = sleep_until(expiry_look) => {},
             _ = shutdown.cancelled() => break,
         }
+        expiry_look = None;
         if !registered {
             match store.node_register(&node, &cfg.labels, capacity).await {
                 Ok(_) => {
@@ -138,6 +163,9 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
         };
         let timeout = ms(cfg.heartbeat_timeout);
+        expiry_look = next_expiry_ms(&nodes, now, timeout, &node)
+            .filter(|&wait| wait < ms(cfg.heartbeat_interval))
+            .map(|wait| Instant::now() + Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
         // The oldest live node leads: it holds the lease and keeps the token ring assigned.
         let seniority = leader::by_seniority(&nodes, now, timeout, &node);
         let mut fence: Option<Fence> = None;
@@ -412,4 +440,32 @@ async fn purge(orch: &Orchestrator, fence: &Fence, retention: Duration) -> Resul
         tracing::info!(purged = total, retention_ms = age, "purged final invocations past their retention");
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, heartbeat_at: i64, left: bool) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            labels: vec![],
+            capacity: 1,
+            joined_at: 0,
+            started_at: 0,
+            heartbeat_at,
+            left_at: left.then_some(1),
+        }
+    }
+
+    #[test]
+    fn the_extra_look_comes_when_the_first_live_node_would_die() {
+        let nodes = [node("me", 0, false), node("a", 9_000, false), node("b", 9_500, false), node("c", 9_990, true)];
+        // a's heartbeat at 9,000 with a 2,000 ms timeout: dead from 11,001; margin 5 ms.
+        assert_eq!(next_expiry_ms(&nodes, 10_900, 2_000, "me"), Some(106));
+        // Once a counts as dead, only b is still to watch; this node itself never is.
+        assert_eq!(next_expiry_ms(&nodes, 11_010, 2_000, "me"), Some(496));
+        assert_eq!(next_expiry_ms(&nodes, 20_000, 2_000, "me"), None, "no live node left to watch");
+        assert_eq!(next_expiry_ms(&nodes[..1], 0, 2_000, "me"), None);
+    }
 }
