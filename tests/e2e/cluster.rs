@@ -33,6 +33,13 @@ async fn pinned_tasks_run_only_on_matching_nodes(b: Backend) {
     assert_error(s, &v, StatusCode::BAD_REQUEST, "pattern");
     let (s, v) = cpu.post("/v1/cluster/pins", &json!({"task": "nope", "patterns": ["x"]})).await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "nope");
+    // The same rules hold when pins come through PATCH /v1/tasks/{task}.
+    let long = "x".repeat(300);
+    let r = cpu.http.patch(format!("{}/v1/tasks/hello", cpu.url)).json(&json!({"pins": [long]})).send().await;
+    let r = r.expect("patch");
+    let s = r.status();
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "pattern");
     let (_, v) = gpu.get("/v1/cluster/pins").await;
     assert_eq!(v["unrunnable"], json!(["primes"]), "{v}");
     let text = gpu.http.get(format!("{}/metrics", gpu.url)).send().await.expect("metrics").text().await.expect("text");

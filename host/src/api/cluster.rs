@@ -7,7 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
@@ -22,14 +22,27 @@ pub(super) struct PinBody {
     patterns: Vec<String>,
 }
 
-/// Every pinned task with its pins and the live nodes that may run it now (one read of the
-/// tasks and one of the nodes, whatever the number of pinned tasks).
-async fn pin_views(s: &AppState, only: Option<&str>) -> Result<Vec<Value>, ApiError> {
-    let (now, nodes) = s.orch.store().node_list().await?;
+/// A pinned task, its patterns and the live nodes that may run it now.
+#[derive(Debug, Serialize)]
+pub(super) struct PinView {
+    task: String,
+    patterns: Vec<String>,
+    eligible: Vec<String>,
+    runnable: bool,
+}
+
+/// Every pinned task with its pins and the live nodes that may run it now, `nodes` being the
+/// node list read at `now` (one read of the tasks, whatever the number of pinned tasks).
+pub(super) async fn pin_views(
+    s: &AppState,
+    now: crate::model::Millis,
+    nodes: &[crate::model::NodeInfo],
+    only: Option<&str>,
+) -> Result<Vec<PinView>, ApiError> {
     let timeout = s.orch.heartbeat_timeout_ms();
-    let live: Vec<PinNode<'_>> = nodes
-        .iter()
-        .filter(|n| n.left_at.is_none() && n.is_live(now, timeout))
+    // The live nodes as this node's claim filter sees them (`services::claim_filter`).
+    let live: Vec<PinNode<'_>> = crate::cluster::leader::by_seniority(nodes, now, timeout, s.orch.node())
+        .into_iter()
         .map(|n| PinNode { name: &n.name, labels: &n.labels })
         .collect();
     let tasks = s.orch.store().task_list().await?;
@@ -37,26 +50,23 @@ async fn pin_views(s: &AppState, only: Option<&str>) -> Result<Vec<Value>, ApiEr
         .iter()
         .filter(|t| !t.pins.is_empty() && only.is_none_or(|o| o == t.name))
         .map(|t| {
-            let eligible = pins::eligible(&t.pins, &live).unwrap_or_default();
-            json!({"task": t.name, "patterns": t.pins, "eligible": eligible, "runnable": !eligible.is_empty()})
+            let eligible: Vec<String> =
+                pins::eligible(&t.pins, &live).unwrap_or_default().into_iter().map(String::from).collect();
+            PinView { task: t.name.clone(), patterns: t.pins.clone(), runnable: !eligible.is_empty(), eligible }
         })
         .collect())
 }
 
-/// The names of the views that no live node can run.
-fn unrunnable_of(views: &[Value]) -> Vec<Value> {
-    views.iter().filter(|v| v["runnable"] == false).map(|v| v["task"].clone()).collect()
-}
-
-/// The pinned tasks no live node can run now.
-pub(super) async fn unrunnable(s: &AppState) -> Result<Vec<String>, ApiError> {
-    Ok(unrunnable_of(&pin_views(s, None).await?).iter().filter_map(|t| t.as_str().map(String::from)).collect())
+/// The tasks of the views that no live node can run.
+pub(super) fn unrunnable(views: &[PinView]) -> Vec<&str> {
+    views.iter().filter(|v| !v.runnable).map(|v| v.task.as_str()).collect()
 }
 
 /// `GET /v1/cluster/pins`: every pinned task, who may run it now, and the unrunnable ones.
 pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let views = pin_views(&s, None).await?;
-    let unrunnable = unrunnable_of(&views);
+    let (now, nodes) = s.orch.store().node_list().await?;
+    let views = pin_views(&s, now, &nodes, None).await?;
+    let unrunnable = unrunnable(&views);
     Ok(Json(json!({"pins": views, "unrunnable": unrunnable})))
 }
 
@@ -66,13 +76,15 @@ pub(super) async fn pin(
     body: Result<Json<PinBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
+    // Pinning takes at least one pattern (unpinning is DELETE).
     pins::validate(&body.patterns).map_err(ApiError::bad_request)?;
-    set_pins(&s, &body.task, body.patterns.clone()).await?;
-    let v = pin_views(&s, Some(&body.task)).await?.pop().unwrap_or(Value::Null);
-    if v["runnable"] == false {
+    set_pins(&s, &body.task, body.patterns).await?;
+    let (now, nodes) = s.orch.store().node_list().await?;
+    let view = pin_views(&s, now, &nodes, Some(&body.task)).await?.pop();
+    if view.as_ref().is_some_and(|v| !v.runnable) {
         tracing::warn!(task = %body.task, "pinned to patterns no live node matches: it will not run until one joins");
     }
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// `DELETE /v1/cluster/pins/{task}` → 204: any node may run it again.
@@ -81,15 +93,10 @@ pub(super) async fn unpin(State(s): State<AppState>, Path(task): Path<String>) -
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Sets a task's pins through the one task update (validated there).
 async fn set_pins(s: &AppState, task: &str, patterns: Vec<String>) -> Result<(), ApiError> {
     let patch = TaskPatch { pins: Some(patterns), ..TaskPatch::default() };
-    s.orch
-        .store()
-        .task_update(task, &patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("unknown task `{task}`")))?;
-    s.orch.invalidate_tasks();
-    Ok(())
+    super::components::update_task(s, task, &patch).await.map(|_| ())
 }
 
 /// `GET /v1/cluster/tokens`: the ring's version and size, tokens per node, the spread of the

@@ -91,20 +91,30 @@ pub(super) async fn patch_task(
     body: Result<Json<TaskPatch>, JsonRejection>,
 ) -> Result<Json<TaskDef>, ApiError> {
     let Json(patch) = body?;
+    Ok(Json(update_task(&s, &name, &patch).await?))
+}
+
+/// Validates a patch (the same rules whichever endpoint sends it: `PATCH /v1/tasks/{task}` or
+/// the pins API), applies it and drops the cached task definitions.
+pub(super) async fn update_task(s: &AppState, name: &str, patch: &TaskPatch) -> Result<TaskDef, ApiError> {
     if patch.max_attempts == Some(0) {
         return Err(ApiError::bad_request("max_attempts must be at least 1"));
     }
     if patch.timeout_ms == Some(0) {
         return Err(ApiError::bad_request("timeout_ms must be at least 1"));
     }
+    // An empty list unpins; any other list follows the pin rules.
+    if let Some(patterns) = patch.pins.as_ref().filter(|p| !p.is_empty()) {
+        crate::cluster::pins::validate(patterns).map_err(ApiError::bad_request)?;
+    }
     let t = s
         .orch
         .store()
-        .task_update(&name, &patch)
+        .task_update(name, patch)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("unknown task `{name}`")))?;
     s.orch.invalidate_tasks();
-    Ok(Json(t))
+    Ok(t)
 }
 
 /// `GET /v1/tasks/{task}/resources`: resource use of the task's latest 1,000 attempts

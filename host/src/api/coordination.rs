@@ -91,12 +91,13 @@ pub(super) async fn service_runs(
 pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (now, nodes) = s.orch.store().node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();
-    // The leader is the lease's holder while the lease runs (the oldest live node otherwise).
+    // The leader is the lease's holder while its lease holds by the rule `lease_claim` applies:
+    // not expired and the holder live (a dead or departed holder has lost it). Between two
+    // terms there is none.
     let lease = s.orch.store().lease_get().await?;
-    let leader = match lease.holder {
-        Some(h) if lease.expires_at > lease.now => Some(h),
-        _ => crate::cluster::leader::by_seniority(&nodes, now, timeout, "").first().map(|n| n.name.clone()),
-    };
+    let leader = lease
+        .holder
+        .filter(|h| lease.expires_at > lease.now && nodes.iter().any(|n| n.name == *h && n.is_live(now, timeout)));
     let loads: std::collections::HashMap<String, i64> = s.orch.store().token_loads().await?.into_iter().collect();
     let owned: std::collections::HashMap<String, (i64, i64)> =
         s.orch.store().owned_per_node().await?.into_iter().map(|(n, owned, running)| (n, (owned, running))).collect();

@@ -19,7 +19,9 @@ pub(super) async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>
     if !s.orch.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": "not registered in the cluster yet (or fenced off)"})),
+            Json(
+                json!({"status": "unavailable", "reason": "not registered in the cluster yet, owning no tokens yet (the ring waits for minimum_nodes), or fenced off (no heartbeat for a whole timeout)"}),
+            ),
         );
     }
     match s.orch.store().ping().await {

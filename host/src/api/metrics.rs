@@ -36,7 +36,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoRespon
     );
     let (now, nodes) = store.node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();
-    let live = nodes.iter().filter(|n| n.left_at.is_none() && n.is_live(now, timeout)).count();
+    let live = nodes.iter().filter(|n| n.is_live(now, timeout)).count();
     gauge("warden_nodes_live", "Live nodes of the cluster.", vec![(String::new(), i64::try_from(live).unwrap_or(0))]);
     gauge(
         "warden_node_tokens",
@@ -49,7 +49,8 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoRespon
         "Version of the token ring (bumped by every swap).",
         vec![(String::new(), ring.version)],
     );
-    let unrunnable = super::cluster::unrunnable(&s).await?;
+    let views = super::cluster::pin_views(&s, now, &nodes, None).await?;
+    let unrunnable = super::cluster::unrunnable(&views);
     gauge(
         "warden_pinned_tasks_unrunnable",
         "Pinned tasks whose patterns match no live node (they cannot run).",

@@ -131,7 +131,7 @@ impl GuestHost for AttemptHost {
         }
         let mut new = self
             .orch
-            .new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone()), None)
+            .new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone()), None, None)
             .await
             .map_err(to_failure)?;
         // A child keeps its deterministic id, so it is never folded into another invocation.

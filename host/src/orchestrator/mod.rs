@@ -418,7 +418,7 @@ impl Orchestrator {
     pub async fn route(&self, calls: Vec<CallRequest>) -> OrchResult<Vec<Routed>> {
         let mut news = Vec::with_capacity(calls.len());
         for c in calls {
-            news.push(self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key).await?);
+            news.push(self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?);
         }
         let mut last = String::new();
         for _ in 0..3 {
@@ -520,6 +520,10 @@ impl Orchestrator {
         )))
     }
 
+    /// Builds the invocation of a call: its id, call id, canonical arguments, scopes and token.
+    /// `node_of` is `(workflow, max_attempts)` for the call of a workflow node: a node is its
+    /// own identity, so it gets no registration scope (whose unique index would refuse a
+    /// node's call outright); other calls get the task's registration scope.
     pub(crate) async fn new_invocation(
         &self,
         task: &str,
@@ -527,6 +531,7 @@ impl Orchestrator {
         id: Option<String>,
         parent: Option<String>,
         idempotency_key: Option<String>,
+        node_of: Option<(&str, Option<u32>)>,
     ) -> OrchResult<NewInvocation> {
         let def = self.task(task).await?;
         let canonical = identity::canonical_json(args);
@@ -534,7 +539,7 @@ impl Orchestrator {
             policy::concurrency_scope(mode, task, args, &canonical, &def.key_arguments)
                 .map_err(|e| OrchestratorError::BadRequest(e.to_string()))
         };
-        let scope = scope_of(def.registration_concurrency)?;
+        let scope = if node_of.is_some() { None } else { scope_of(def.registration_concurrency)? };
         let id = id.unwrap_or_else(identity::new_invocation_id);
         let run_scope = scope_of(def.running_concurrency)?
             .map(|s| policy::running_lane(s, &id, def.policy.running_concurrency_slots));
@@ -548,8 +553,8 @@ impl Orchestrator {
             scope,
             idempotency_key,
             run_scope,
-            workflow: None,
-            max_attempts: None,
+            workflow: node_of.map(|(w, _)| w.to_string()),
+            max_attempts: node_of.and_then(|(_, m)| m),
             token,
         })
     }

@@ -71,11 +71,16 @@ impl Orchestrator {
     /// A workflow with its counts and, when `with_nodes`, its nodes.
     pub async fn workflow_summary(&self, id: &str, with_nodes: bool) -> OrchResult<WorkflowSummary> {
         let workflow = self.workflow_info(id).await?;
+        self.summary_of(workflow, with_nodes).await
+    }
+
+    /// The summary of a workflow already read (or just returned by a control change).
+    async fn summary_of(&self, workflow: WorkflowInfo, with_nodes: bool) -> OrchResult<WorkflowSummary> {
         let mut counts: BTreeMap<&'static str, i64> = NodeStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        for (s, n) in self.inner.store.workflow_counts(id).await? {
+        for (s, n) in self.inner.store.workflow_counts(&workflow.id).await? {
             counts.insert(s.as_str(), n);
         }
-        let nodes = if with_nodes { Some(self.inner.store.workflow_nodes(id).await?) } else { None };
+        let nodes = if with_nodes { Some(self.inner.store.workflow_nodes(&workflow.id).await?) } else { None };
         Ok(WorkflowSummary { workflow, counts, nodes })
     }
 
@@ -93,24 +98,24 @@ impl Orchestrator {
 
     /// Pauses a workflow: running nodes finish, nothing new starts.
     pub async fn workflow_pause(&self, id: &str) -> OrchResult<WorkflowSummary> {
-        self.inner.store.workflow_pause(id).await?;
-        self.workflow_summary(id, false).await
+        let info = self.inner.store.workflow_pause(id).await?;
+        self.summary_of(info, false).await
     }
 
     /// Resumes a workflow; `Cold` also cancels the invocations of running nodes, which start
     /// again with new invocations (done nodes never run again).
     pub async fn workflow_resume(&self, id: &str, mode: ResumeMode) -> OrchResult<WorkflowSummary> {
-        let (_, to_cancel) = self.inner.store.workflow_resume(id, mode == ResumeMode::Cold).await?;
+        let (info, to_cancel) = self.inner.store.workflow_resume(id, mode == ResumeMode::Cold).await?;
         self.cancel_all(&to_cancel).await;
         self.inner.workflow_wake.notify_one();
-        self.workflow_summary(id, false).await
+        self.summary_of(info, false).await
     }
 
     /// Cancels a workflow: its unfinished nodes and their invocations.
     pub async fn workflow_cancel(&self, id: &str) -> OrchResult<WorkflowSummary> {
-        let (_, to_cancel) = self.inner.store.workflow_cancel(id).await?;
+        let (info, to_cancel) = self.inner.store.workflow_cancel(id).await?;
         self.cancel_all(&to_cancel).await;
-        self.workflow_summary(id, false).await
+        self.summary_of(info, false).await
     }
 
     async fn workflow_info(&self, id: &str) -> OrchResult<WorkflowInfo> {
@@ -146,16 +151,9 @@ impl Orchestrator {
         for i in picked {
             let Some((node, task, args)) = plan.candidates.get(i) else { continue };
             let invocation = match serde_json::from_str::<serde_json::Value>(args) {
-                Ok(args) => match self.new_invocation(task, &args, None, None, None).await {
-                    Ok(mut n) => {
-                        n.workflow = Some(id.to_string());
-                        n.max_attempts = wf.max_attempts;
-                        // A node is its own identity: no registration dedup or idempotency
-                        // key (their unique indexes would refuse a node's call outright).
-                        n.scope = None;
-                        n.idempotency_key = None;
-                        Some(n)
-                    }
+                Ok(args) => match self.new_invocation(task, &args, None, None, None, Some((id, wf.max_attempts))).await
+                {
+                    Ok(n) => Some(n),
                     Err(e @ (OrchestratorError::UnknownTask(_) | OrchestratorError::BadRequest(_))) => {
                         tracing::warn!(workflow = %id, node = %node, error = %e, "a workflow node cannot start; it fails");
                         None
@@ -167,7 +165,7 @@ impl Orchestrator {
                     None
                 }
             };
-            starts.push(NodeStart { node: node.clone(), invocation });
+            starts.push(NodeStart { node: node.clone(), task: task.clone(), invocation });
         }
         let out = self.inner.store.workflow_step(id, &starts).await?;
         if !out.started.is_empty() {

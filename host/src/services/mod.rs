@@ -21,7 +21,7 @@ use crate::cluster::pins::{self, PinNode};
 use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
 use crate::store::{ClaimFilter, Fence, ServiceGate, StoreError};
-use slots::{RunnerView, SlotConfig, SlotDecision};
+use slots::SlotConfig;
 
 /// Execution records older than this are pruned.
 const RECORD_RETENTION_MS: i64 = 3_600_000;
@@ -55,22 +55,6 @@ pub struct ServicesConfig {
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The nodes the slot algorithm sees: every node that has not left; only the lease holder
-/// `leader` may run atomic services (pynenc's `allow_to_run_atomic_service`), so it is the
-/// lone runner and runs them at every tick.
-fn runner_views<'a>(nodes: &'a [NodeInfo], leader: Option<&str>) -> Vec<RunnerView<'a>> {
-    nodes
-        .iter()
-        .filter(|n| n.left_at.is_none())
-        .map(|n| RunnerView {
-            id: &n.name,
-            since_ms: n.joined_at,
-            last_heartbeat_ms: n.heartbeat_at,
-            can_run_atomic_service: leader == Some(n.name.as_str()),
-        })
-        .collect()
 }
 
 /// How long (ms, database clock) until the first of the other live nodes counts as dead if it
@@ -203,19 +187,17 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
         }
         // What this node may claim: its tokens, and pinned tasks by their patterns. It is
         // ready (claims, answers /health/ready) once it owns tokens.
-        match claim_filter(orch.store().as_ref(), &node, &nodes, now, timeout).await {
+        match claim_filter(orch.store().as_ref(), &node, &seniority).await {
             Ok((filter, owns_tokens, total)) => {
                 orch.set_total_tokens(total);
                 orch.set_claim_filter(filter, owns_tokens);
             }
             Err(e) => tracing::warn!(error = %e, "reading the task pins or tokens failed; keeping the last ones"),
         }
-        // The atomic services: on the leader only, at every tick.
+        // The atomic services: on the leader only, at every tick. (pynenc's slot algorithm,
+        // `slots::decide`, is not consulted: with the lease holder as the one runner allowed
+        // to run atomic services, it always answers `Run`.)
         let Some(fence) = fence else { continue };
-        let decision = slots::decide(&cfg.slots, &runner_views(&nodes, Some(&node)), &node, now, timeout);
-        if !matches!(decision, SlotDecision::Run { .. }) {
-            continue;
-        }
         let dead: Vec<String> =
             nodes.iter().filter(|n| n.left_at.is_none() && !n.is_live(now, timeout)).map(|n| n.name.clone()).collect();
         // A running execution of a former term, or older than one cycle, is abandoned.
@@ -273,15 +255,13 @@ async fn instance_heartbeats(orch: Orchestrator, interval: Duration) {
     }
 }
 
-/// What `me` may claim while `nodes` are the cluster (live ones count): the pinned tasks it
-/// must skip or may take whatever their token; whether it owns tokens; the ring's size.
+/// What `me` may claim while `live` are the live nodes (`leader::by_seniority`): the pinned
+/// tasks it must skip or may take whatever their token; whether it owns tokens; the ring's size.
 async fn claim_filter(
     store: &dyn crate::store::Store,
     me: &str,
-    nodes: &[NodeInfo],
-    now: Millis,
-    timeout: i64,
-) -> Result<(ClaimFilter, bool, u32), crate::store::StoreError> {
+    live: &[&NodeInfo],
+) -> Result<(ClaimFilter, bool, u32), StoreError> {
     let ring = store.ring_get(false).await?;
     let owns = ring.version > 0 && store.token_owns_any(me).await?;
     let tasks: Vec<(String, Vec<String>)> =
@@ -289,11 +269,7 @@ async fn claim_filter(
     if tasks.is_empty() {
         return Ok((ClaimFilter::default(), owns, ring.total_tokens));
     }
-    let live: Vec<PinNode<'_>> = nodes
-        .iter()
-        .filter(|n| n.left_at.is_none() && (n.is_live(now, timeout) || n.name == me))
-        .map(|n| PinNode { name: &n.name, labels: &n.labels })
-        .collect();
+    let live: Vec<PinNode<'_>> = live.iter().map(|n| PinNode { name: &n.name, labels: &n.labels }).collect();
     let filter = ClaimFilter {
         excluded: pins::excluded_for(me, &tasks, &live),
         pinned_here: pins::pinned_to(me, &tasks, &live),

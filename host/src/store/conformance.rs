@@ -1265,7 +1265,7 @@ fn node_start(node: &str, n: usize, task: &str, wf: &str) -> super::NodeStart {
     let mut c = call(n, task);
     c.workflow = Some(wf.to_owned());
     c.max_attempts = Some(2);
-    super::NodeStart { node: node.to_owned(), invocation: Some(c) }
+    super::NodeStart { node: node.to_owned(), task: task.to_owned(), invocation: Some(c) }
 }
 
 async fn node_statuses(store: &dyn Store, wf: &str) -> Vec<(String, crate::workflows::NodeStatus)> {
@@ -1339,7 +1339,7 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let inv = get(store, &id(0)).await;
     assert_eq!((inv.workflow.as_deref(), inv.max_attempts, inv.status), (Some("wf-1"), Some(2), Registered));
     assert_eq!(statuses(store, &id(0)).await, vec![Registered]);
-    // Full: nothing more starts (two running, max 2).
+    // A node offered while still waiting (b: a runs) is refused; the limits are tested below.
     let out = store.workflow_step("wf-1", &[node_start("b", 2, "t", "wf-1")]).await.expect("step");
     assert!(!out.changed(), "{out:?}");
     assert!(store.invocation_get(&id(2)).await.expect("get").is_none());
@@ -1386,6 +1386,41 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let again =
         store.workflow_step("wf-1", &[node_start("x", 5, "t", "wf-1")]).await.expect("step of a final workflow");
     assert!(!again.changed());
+
+    // The step counts the limits again inside its transaction, whatever it is offered: three
+    // ready nodes of `u` offered at once under `{"u": 1}` start one; then, at the workflow's
+    // limit (2), a ready `t` node offered is refused too.
+    let req: WorkflowRequest = serde_json::from_value(serde_json::json!({
+        "name": "limits", "max_concurrently_running": 2, "task_limits": {"u": 1},
+        "nodes": [
+            {"id": "u1", "task": "u"}, {"id": "u2", "task": "u"}, {"id": "u3", "task": "u"},
+            {"id": "t1", "task": "t"}, {"id": "t2", "task": "t"},
+        ]
+    }))
+    .expect("request");
+    let new = crate::workflows::validate(&req, "wf-2".into(), WorkflowKind::Workflow).expect("valid");
+    store.workflow_create(&new).await.expect("create");
+    let offered =
+        [node_start("u1", 20, "u", "wf-2"), node_start("u2", 21, "u", "wf-2"), node_start("u3", 22, "u", "wf-2")];
+    let out = store.workflow_step("wf-2", &offered).await.expect("step");
+    assert_eq!(out.started, vec![id(20)], "one `u` at a time");
+    let out = store.workflow_step("wf-2", &[node_start("t1", 23, "t", "wf-2")]).await.expect("step");
+    assert_eq!(out.started, vec![id(23)]);
+    let out = store.workflow_step("wf-2", &[node_start("t2", 24, "t", "wf-2")]).await.expect("step");
+    assert!(out.started.is_empty(), "two running, max 2: {out:?}");
+    assert!(store.invocation_get(&id(24)).await.expect("get").is_none());
+
+    // A node whose invocation could not be built fails at its start, and its workflow with it.
+    let req: WorkflowRequest =
+        serde_json::from_value(serde_json::json!({"name": "gone", "nodes": [{"id": "x", "task": "t"}]}))
+            .expect("request");
+    let new = crate::workflows::validate(&req, "wf-3".into(), WorkflowKind::Workflow).expect("valid");
+    store.workflow_create(&new).await.expect("create");
+    let unbuilt = super::NodeStart { node: "x".into(), task: "t".into(), invocation: None };
+    let out = store.workflow_step("wf-3", &[unbuilt]).await.expect("step");
+    assert_eq!((out.unstartable, out.synced, out.started.len()), (1, 0, 0), "{out:?}");
+    assert_eq!(out.workflow.map(|w| w.status), Some(W::Failed));
+    assert_eq!(node_statuses(store, "wf-3").await, vec![("x".to_string(), N::Failed)]);
 }
 
 /// Concurrency drops (by the leader, fenced) take only blocked invocations of tasks whose

@@ -244,8 +244,7 @@ impl Coordination for SqlStore {
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
-            let changes =
-                moves(rows, &fence.node, |_| vec![InvocationStatus::PendingRecovery, InvocationStatus::Rerouted])?;
+            let changes = moves(rows, &fence.node, super::recovery_path)?;
             apply_moves!(tx, d, &changes).len()
         });
         Ok(count(moved))

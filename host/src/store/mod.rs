@@ -304,6 +304,8 @@ pub struct StepPlan {
 pub struct NodeStart {
     /// Node id.
     pub node: String,
+    /// Its task (counted against the limits even when the invocation could not be built).
+    pub task: String,
     /// Its invocation.
     pub invocation: Option<NewInvocation>,
 }
@@ -321,12 +323,14 @@ pub struct StepOutcome {
     pub started: Vec<String>,
     /// Nodes that became blocked.
     pub blocked: usize,
+    /// Nodes that failed at their start (their invocation could not be built).
+    pub unstartable: usize,
 }
 
 impl StepOutcome {
     /// Whether the step changed any node.
     pub fn changed(&self) -> bool {
-        self.synced + self.readied + self.blocked + self.started.len() > 0
+        self.synced + self.readied + self.blocked + self.unstartable + self.started.len() > 0
     }
 }
 

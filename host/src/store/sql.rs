@@ -397,8 +397,7 @@ macro_rules! invocation_claim_sqlite {
 }
 
 /// Claim (`$1` node, `$2` limit, `$3` JSON array of tasks not to claim, `$4` of tasks pinned
-/// here), PostgreSQL:
-/// concurrent claimers skip each other's rows.
+/// here), PostgreSQL: concurrent claimers skip each other's rows.
 /// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
 /// `attempts`; returns what a worker needs (unordered: the caller sorts). SQLite claims with
 /// [`INVOCATION_CLAIM_ONE_TRIP`].

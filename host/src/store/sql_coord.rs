@@ -376,10 +376,12 @@ pub(in crate::store) const TOKEN_OWNS_ANY: Sql = Sql::same("SELECT token FROM to
 
 /// Per node: the invocations it owns (claimed, running, paused, resumed) and how many of them
 /// run; through the partial index on owners.
-pub(in crate::store) const OWNED_PER_NODE: Sql = Sql::same(
+pub(in crate::store) const OWNED_PER_NODE: Sql = Sql::same(concat!(
     "SELECT owner_node, COUNT(*) AS owned, SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running \
-     FROM invocations WHERE owner_node IS NOT NULL GROUP BY owner_node ORDER BY owner_node",
-);
+     FROM invocations WHERE owner_node IS NOT NULL AND status IN ",
+    owned_statuses!(),
+    " GROUP BY owner_node ORDER BY owner_node"
+));
 
 /// Tokens owned per node.
 pub(in crate::store) const TOKEN_LOADS: Sql =

@@ -14,11 +14,12 @@
 //! workflow's status (one `UPDATE`). Statements with nothing to do are skipped, and a step
 //! that changed nothing writes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+use super::CountRow as TaskCountRow;
 use super::{Dialect, Pools, SqlStore, corrupt, sql, to_json, to_u32};
 use crate::model::{Millis, NewInvocation};
 use crate::store::{NodeStart, SYNC_MARGIN_MS, StepOutcome, StepPlan, Store, StoreError, StoreResult, WorkflowStore};
@@ -92,13 +93,6 @@ struct EdgeRow {
 #[derive(sqlx::FromRow)]
 struct StatusCountRow {
     status: String,
-    count: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct TaskCountRow {
-    status: String,
-    task: String,
     count: i64,
 }
 
@@ -383,8 +377,7 @@ impl WorkflowStore for SqlStore {
             let failed_fast = wf.fail_fast && (any_failed || !failed.is_empty());
             let may_start = !wf.paused && !failed_fast;
             if may_start && !starts.is_empty() {
-                let tasks: Vec<&str> =
-                    starts.iter().map(|s| s.invocation.as_ref().map(|i| i.task.as_str()).unwrap_or("")).collect();
+                let tasks: Vec<&str> = starts.iter().map(|s| s.task.as_str()).collect();
                 let picked = workflows::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
                 let chosen: Vec<&NodeStart> = picked.iter().filter_map(|&i| starts.get(i)).collect();
                 if !chosen.is_empty() {
@@ -393,24 +386,24 @@ impl WorkflowStore for SqlStore {
                         .map(|s| StartJson { node: &s.node, invocation: s.invocation.as_ref().map(|i| i.id.as_str()) })
                         .collect();
                     let changed: Vec<ChangedRow> = with_json!(tx, d, q::STEP_START, id, to_json(&json)?);
-                    let mut started: HashMap<&str, ()> = HashMap::new();
+                    let mut started: HashSet<&str> = HashSet::new();
                     for r in &changed {
                         if r.status == NodeStatus::Failed.as_str() {
                             failed.push(r.node.clone());
+                            out.unstartable += 1;
                         } else {
-                            started.insert(r.node.as_str(), ());
+                            started.insert(r.node.as_str());
                         }
                     }
                     let calls: Vec<NewInvocation> = chosen
                         .iter()
-                        .filter(|s| started.contains_key(s.node.as_str()))
+                        .filter(|s| started.contains(s.node.as_str()))
                         .filter_map(|s| s.invocation.clone())
                         .collect();
                     if !calls.is_empty() {
                         insert_registered!(tx, d, &calls);
                         out.started = calls.into_iter().map(|c| c.id).collect();
                     }
-                    out.synced += changed.len().saturating_sub(out.started.len());
                 }
             }
             // d. Everything downstream of failed nodes.
