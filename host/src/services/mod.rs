@@ -3,8 +3,8 @@
 //! ring assigned; every node recomputes what it may claim). The atomic services (pynenc's
 //! cluster-wide singleton maintenance: retiring dead nodes, `max_pending` recovery, triage,
 //! running-concurrency drops, trigger evaluation, the auto-purge) run on the leader only
-//! (JobSync): pynenc's slot algorithm (`slots.rs`) sees the lease holder as the one runner
-//! allowed to run atomic services, the storage gate records each execution (running /
+//! (JobSync), at every tick (pynenc's slot algorithm, `slots.rs`, would always let the one
+//! allowed runner run, so it is not consulted); the storage gate records each execution (running /
 //! completed / abandoned / blocked, `GET /v1/services/runs`), and every maintenance write is
 //! fenced by the lease's epoch, so a former leader that wakes up writes nothing.
 
