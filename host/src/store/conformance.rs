@@ -1293,6 +1293,17 @@ async fn finish(store: &dyn Store, n: usize, ok: bool) {
     }
 }
 
+/// A step of workflow `id`, checked against the rule `workflows::status_of` states: the status
+/// the store's SQL recomputed is the one the pure rule gives for the node counts.
+async fn step(store: &dyn Store, id: &str, starts: &[super::NodeStart]) -> super::StepOutcome {
+    let out = store.workflow_step(id, starts).await.expect("step");
+    let wf = store.workflow_get(id).await.expect("get").expect("workflow");
+    let counts: std::collections::HashMap<_, _> =
+        store.workflow_counts(id).await.expect("counts").into_iter().collect();
+    assert_eq!(wf.status, crate::workflows::status_of(&counts, wf.paused, wf.fail_fast), "{counts:?}");
+    out
+}
+
 async fn workflow_create_step_and_sync(h: Harness) {
     use crate::workflows::{NodeStatus as N, WorkflowKind, WorkflowRequest, WorkflowStatus as W};
     let store = &*h.store;
@@ -1330,17 +1341,14 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let cands: Vec<&str> = plan.candidates.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(cands, ["a", "e"]);
     assert_eq!((plan.syncable, plan.any_failed, plan.running.len()), (0, false, 0));
-    let out = store
-        .workflow_step("wf-1", &[node_start("a", 0, "t", "wf-1"), node_start("e", 1, "u", "wf-1")])
-        .await
-        .expect("step");
+    let out = step(store, "wf-1", &[node_start("a", 0, "t", "wf-1"), node_start("e", 1, "u", "wf-1")]).await;
     assert_eq!(out.started, vec![id(0), id(1)]);
     assert_eq!(out.workflow.as_ref().map(|w| w.status), Some(W::Running));
     let inv = get(store, &id(0)).await;
     assert_eq!((inv.workflow.as_deref(), inv.max_attempts, inv.status), (Some("wf-1"), Some(2), Registered));
     assert_eq!(statuses(store, &id(0)).await, vec![Registered]);
     // A node offered while still waiting (b: a runs) is refused; the limits are tested below.
-    let out = store.workflow_step("wf-1", &[node_start("b", 2, "t", "wf-1")]).await.expect("step");
+    let out = step(store, "wf-1", &[node_start("b", 2, "t", "wf-1")]).await;
     assert!(!out.changed(), "{out:?}");
     assert!(store.invocation_get(&id(2)).await.expect("get").is_none());
 
@@ -1351,7 +1359,7 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let plan = store.workflow_plan("wf-1").await.expect("plan").expect("exists");
     assert_eq!(plan.syncable, 2);
     // A waiting node offered to the step is refused (compare-and-swap).
-    let out = store.workflow_step("wf-1", &[node_start("d", 9, "t", "wf-1")]).await.expect("step");
+    let out = step(store, "wf-1", &[node_start("d", 9, "t", "wf-1")]).await;
     assert_eq!((out.synced, out.readied, out.blocked), (2, 2, 1), "{out:?}");
     assert!(out.started.is_empty());
     assert!(store.invocation_get(&id(9)).await.expect("get").is_none(), "no invocation for a refused node");
@@ -1366,25 +1374,21 @@ async fn workflow_create_step_and_sync(h: Harness) {
     assert!(server_time <= store.now().await.expect("now") - super::SYNC_MARGIN_MS);
 
     // b and c run and succeed; d becomes ready, runs; the workflow ends failed (e, f).
-    let out = store
-        .workflow_step("wf-1", &[node_start("b", 2, "t", "wf-1"), node_start("c", 3, "u", "wf-1")])
-        .await
-        .expect("step");
+    let out = step(store, "wf-1", &[node_start("b", 2, "t", "wf-1"), node_start("c", 3, "u", "wf-1")]).await;
     assert_eq!(out.started, vec![id(2), id(3)]);
     finish(store, 2, true).await;
     finish(store, 3, true).await;
-    let out = store.workflow_step("wf-1", &[]).await.expect("step");
+    let out = step(store, "wf-1", &[]).await;
     assert_eq!((out.synced, out.readied), (2, 1));
-    let out = store.workflow_step("wf-1", &[node_start("d", 4, "t", "wf-1")]).await.expect("step");
+    let out = step(store, "wf-1", &[node_start("d", 4, "t", "wf-1")]).await;
     assert_eq!(out.started, vec![id(4)]);
     finish(store, 4, true).await;
-    let out = store.workflow_step("wf-1", &[]).await.expect("step");
+    let out = step(store, "wf-1", &[]).await;
     assert_eq!(out.workflow.map(|w| w.status), Some(W::Failed));
     assert!(store.workflow_active(10).await.expect("active").is_empty());
     assert!(matches!(store.workflow_pause("wf-1").await, Err(StoreError::Conflict(_))));
     assert!(matches!(store.workflow_pause("nope").await, Err(StoreError::NotFound(_))));
-    let again =
-        store.workflow_step("wf-1", &[node_start("x", 5, "t", "wf-1")]).await.expect("step of a final workflow");
+    let again = step(store, "wf-1", &[node_start("x", 5, "t", "wf-1")]).await;
     assert!(!again.changed());
 
     // The step counts the limits again inside its transaction, whatever it is offered: three
@@ -1402,11 +1406,11 @@ async fn workflow_create_step_and_sync(h: Harness) {
     store.workflow_create(&new).await.expect("create");
     let offered =
         [node_start("u1", 20, "u", "wf-2"), node_start("u2", 21, "u", "wf-2"), node_start("u3", 22, "u", "wf-2")];
-    let out = store.workflow_step("wf-2", &offered).await.expect("step");
+    let out = step(store, "wf-2", &offered).await;
     assert_eq!(out.started, vec![id(20)], "one `u` at a time");
-    let out = store.workflow_step("wf-2", &[node_start("t1", 23, "t", "wf-2")]).await.expect("step");
+    let out = step(store, "wf-2", &[node_start("t1", 23, "t", "wf-2")]).await;
     assert_eq!(out.started, vec![id(23)]);
-    let out = store.workflow_step("wf-2", &[node_start("t2", 24, "t", "wf-2")]).await.expect("step");
+    let out = step(store, "wf-2", &[node_start("t2", 24, "t", "wf-2")]).await;
     assert!(out.started.is_empty(), "two running, max 2: {out:?}");
     assert!(store.invocation_get(&id(24)).await.expect("get").is_none());
 
@@ -1417,7 +1421,7 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let new = crate::workflows::validate(&req, "wf-3".into(), WorkflowKind::Workflow).expect("valid");
     store.workflow_create(&new).await.expect("create");
     let unbuilt = super::NodeStart { node: "x".into(), task: "t".into(), invocation: None };
-    let out = store.workflow_step("wf-3", &[unbuilt]).await.expect("step");
+    let out = step(store, "wf-3", &[unbuilt]).await;
     assert_eq!((out.unstartable, out.synced, out.started.len()), (1, 0, 0), "{out:?}");
     assert_eq!(out.workflow.map(|w| w.status), Some(W::Failed));
     assert_eq!(node_statuses(store, "wf-3").await, vec![("x".to_string(), N::Failed)]);

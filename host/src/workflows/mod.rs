@@ -446,7 +446,7 @@ pub fn select_ready<S: AsRef<str>>(
 }
 
 /// What a workflow's counts of nodes per status make of its status (the rule the store's
-/// step applies in SQL; kept here for the documentation and the tests): done when every
+/// step applies in SQL; the conformance test checks the SQL against it after every step): done when every
 /// node is done; failed when nothing runs and nothing can start any more (no ready node, or
 /// fail-fast) while some failed or is blocked; halted while paused; running once something
 /// started; else queued.
