@@ -5,6 +5,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod chaos;
 mod cli;
 mod cluster;
 mod instances;
@@ -12,6 +13,10 @@ mod orchestration;
 mod process;
 mod runtime;
 mod workflows;
+
+/// The `warden` program built in the test crate, started as a real process by the tests of
+/// `process.rs` and `chaos.rs`.
+pub(crate) const WARDEN: &str = env!("CARGO_BIN_EXE_warden-under-test");
 
 /// Runs an async test body once per backend: `both!(name, body_fn)` makes `name::sqlite` and
 /// `name::postgres` tests that call `body_fn(Backend)`.

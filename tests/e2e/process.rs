@@ -3,80 +3,26 @@
 //! running is recovered when it comes back.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_tests::guests;
 use warden_tests::harness::{Api, Backend, fresh_postgres_database};
+use warden_tests::process::{DaemonProcess, Spec};
 
 use crate::both;
 
-/// One `warden serve` process.
-struct DaemonProcess {
-    child: Child,
-    api: Api,
+/// Starts `warden serve` with 2 slots and more flags (node name, heartbeat settings, …).
+async fn spawn_args(data_dir: &Path, database: Option<&str>, extra: &[&str]) -> DaemonProcess {
+    DaemonProcess::spawn(Spec::new(crate::WARDEN, data_dir, database).args(extra)).await
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+async fn spawn(data_dir: &Path, database: Option<&str>) -> DaemonProcess {
+    spawn_with_grace(data_dir, database, 5000).await
 }
 
-impl DaemonProcess {
-    async fn spawn(data_dir: &Path, database: Option<&str>) -> Self {
-        Self::spawn_with_grace(data_dir, database, 5000).await
-    }
-
-    async fn spawn_with_grace(data_dir: &Path, database: Option<&str>, grace_ms: u64) -> Self {
-        Self::spawn_args(data_dir, database, &["--shutdown-grace-ms", &grace_ms.to_string()]).await
-    }
-
-    /// A process with more flags (node name, heartbeat settings, …).
-    async fn spawn_args(data_dir: &Path, database: Option<&str>, extra: &[&str]) -> Self {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-under-test"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--slots", "2"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("WARDEN_DATABASE_URL")
-            .env("WARDEN_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(url) = database {
-            cmd.args(["--database", url]);
-        }
-        let child = cmd.spawn().expect("spawn warden-under-test");
-        let api = Api::new(&format!("http://127.0.0.1:{port}"));
-        api.wait_ready(Duration::from_secs(30)).await;
-        Self { child, api }
-    }
-
-    fn sigkill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-
-    /// Sends a signal (`STOP`, `CONT`) to the process.
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().expect("kill");
-        assert!(ok.success(), "kill -{sig}");
-    }
-
-    fn sigterm(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        assert!(ok.success());
-        self.child.wait().expect("reap")
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn spawn_with_grace(data_dir: &Path, database: Option<&str>, grace_ms: u64) -> DaemonProcess {
+    spawn_args(data_dir, database, &["--shutdown-grace-ms", &grace_ms.to_string()]).await
 }
 
 async fn statuses(api: &Api, id: &str) -> Vec<String> {
@@ -103,7 +49,7 @@ async fn sigkill_then_restart_recovers(b: Backend) {
         Backend::Postgres => Some(fresh_postgres_database().await),
     };
 
-    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    let p = spawn(&data, db.as_deref()).await;
     p.api.deploy("slow", guests::SLOW).await;
     p.api.deploy("hello", guests::HELLO).await;
     // Two long attempts fill both slots; the batch behind them is routed but not yet claimed.
@@ -117,7 +63,7 @@ async fn sigkill_then_restart_recovers(b: Backend) {
     assert_eq!(s.as_u16(), 202, "{routed}");
     p.sigkill();
 
-    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    let p = spawn(&data, db.as_deref()).await;
     for id in &long {
         let v = p.api.result(id, Duration::from_secs(60)).await;
         assert_eq!(v["status"], "success", "{v}");
@@ -136,7 +82,7 @@ async fn sigkill_then_restart_recovers(b: Backend) {
     wait_status(&p.api, &id, "running").await;
     let status = p.sigterm();
     assert!(status.success(), "warden exited with {status}");
-    let p = DaemonProcess::spawn_with_grace(&data, db.as_deref(), 200).await;
+    let p = spawn_with_grace(&data, db.as_deref(), 200).await;
     let (_, v) = p.api.get(&format!("/v1/invocations/{id}")).await;
     assert_eq!(v["status"], "success", "drained attempt: {v}");
     assert_eq!(v["attempts"], 1, "{v}");
@@ -146,7 +92,7 @@ async fn sigkill_then_restart_recovers(b: Backend) {
     let id = p.api.call("slow", json!({"ms": 3000})).await;
     wait_status(&p.api, &id, "running").await;
     assert!(p.sigterm().success());
-    let p = DaemonProcess::spawn(&data, db.as_deref()).await;
+    let p = spawn(&data, db.as_deref()).await;
     let v = p.api.result(&id, Duration::from_secs(60)).await;
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(v["attempts"], 2, "{v}");
@@ -167,8 +113,7 @@ async fn a_dead_nodes_work_is_recovered_by_another_node(b: Backend) {
         Backend::Postgres => Some(fresh_postgres_database().await),
     };
     let beat = ["--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "1000"];
-    let doomed =
-        DaemonProcess::spawn_args(&data, db.as_deref(), &[&["--node-name", "doomed"][..], &beat].concat()).await;
+    let doomed = spawn_args(&data, db.as_deref(), &[&["--node-name", "doomed"][..], &beat].concat()).await;
     doomed.api.deploy("slow", guests::SLOW).await;
     let long = [doomed.api.call("slow", json!({"ms": 2000})).await, doomed.api.call("slow", json!({"ms": 2001})).await];
     for id in &long {
@@ -177,8 +122,7 @@ async fn a_dead_nodes_work_is_recovered_by_another_node(b: Backend) {
     doomed.sigkill();
 
     let killed_at = std::time::Instant::now();
-    let survivor =
-        DaemonProcess::spawn_args(&data, db.as_deref(), &[&["--node-name", "survivor"][..], &beat].concat()).await;
+    let survivor = spawn_args(&data, db.as_deref(), &[&["--node-name", "survivor"][..], &beat].concat()).await;
     for id in &long {
         let v = survivor.api.result(id, Duration::from_secs(60)).await;
         assert_eq!(v["status"], "success", "{v}");
@@ -235,8 +179,8 @@ async fn a_silent_nodes_instance_is_triaged_and_rerouted(b: Backend) {
             "100",
         ]
     };
-    let other = DaemonProcess::spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
-    let silent = DaemonProcess::spawn_args(&dir.path().join("a"), Some(&db), &flags("silent")).await;
+    let other = spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
+    let silent = spawn_args(&dir.path().join("a"), Some(&db), &flags("silent")).await;
     silent.api.deploy("slow", guests::SLOW).await;
     let (s, v) = silent.api.post("/v1/cluster/pins", &json!({"task": "slow", "patterns": ["silent", "%"]})).await;
     assert_eq!(s.as_u16(), 201, "{v}");
@@ -322,7 +266,7 @@ async fn a_cluster_keeps_every_call_through_kill_drain_and_join(b: Backend) {
             if !labels.is_empty() {
                 flags.extend(["--labels", labels]);
             }
-            DaemonProcess::spawn_args(&data, Some(&db), &flags).await
+            spawn_args(&data, Some(&db), &flags).await
         }
     };
     let n1 = spawn("n1", "").await;

@@ -16,4 +16,6 @@
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
+pub mod chaos;
 pub mod harness;
+pub mod process;
