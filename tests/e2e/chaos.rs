@@ -35,7 +35,7 @@ fn scenario_dir() -> tempfile::TempDir {
 /// but with the `attempt` span on (so a line logged by an attempt names its invocation and
 /// attempt).
 fn node(dir: &Path, db: &str, name: &str, slots: u32, flags: &[&str]) -> Spec {
-    Spec::new(crate::WARDEN, &dir.join(name), Some(db))
+    Spec::new(crate::warden(), &dir.join(name), Some(db))
         .slots(slots)
         .args(&["--node-name", name])
         .args(flags)

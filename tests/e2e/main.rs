@@ -14,9 +14,12 @@ mod process;
 mod runtime;
 mod workflows;
 
-/// The `warden` program built in the test crate, started as a real process by the tests of
-/// `process.rs` and `chaos.rs`.
-pub(crate) const WARDEN: &str = env!("CARGO_BIN_EXE_warden-under-test");
+/// The `warden` program the tests of `process.rs` and `chaos.rs` start as real processes: the
+/// one built in the test crate, or the file named by `WARDEN_UNDER_TEST` (to measure another
+/// build, e.g. the code before a fix, with the same tests).
+pub(crate) fn warden() -> String {
+    std::env::var("WARDEN_UNDER_TEST").unwrap_or_else(|_| env!("CARGO_BIN_EXE_warden-under-test").to_string())
+}
 
 /// Runs an async test body once per backend: `both!(name, body_fn)` makes `name::sqlite` and
 /// `name::postgres` tests that call `body_fn(Backend)`.

@@ -14,7 +14,7 @@ use crate::both;
 
 /// Starts `warden serve` with 2 slots and more flags (node name, heartbeat settings, …).
 async fn spawn_args(data_dir: &Path, database: Option<&str>, extra: &[&str]) -> DaemonProcess {
-    DaemonProcess::spawn(Spec::new(crate::WARDEN, data_dir, database).args(extra)).await
+    DaemonProcess::spawn(Spec::new(crate::warden(), data_dir, database).args(extra)).await
 }
 
 async fn spawn(data_dir: &Path, database: Option<&str>) -> DaemonProcess {
