@@ -123,6 +123,15 @@ impl TestDaemon {
         Self { daemon: Some(daemon), config, api, _dir: dir }
     }
 
+    /// The daemon's database as a URL (`sqlite://…` for the embedded file), for tests that
+    /// audit what is stored behind the API.
+    pub fn database_url(&self) -> String {
+        self.config
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.config.data_dir.join("warden.db").display()))
+    }
+
     /// Stops the daemon gracefully and starts it again on the same data and database.
     pub async fn restart(&mut self) {
         if let Some(d) = self.daemon.take() {
