@@ -716,7 +716,18 @@ impl Orchestrator {
             let notified = guard.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let inv = self.get(id).await?;
+            let inv = match self.get(id).await {
+                Ok(inv) => inv,
+                // The database is away for now: look again later, within the deadline.
+                Err(OrchestratorError::Unavailable(e))
+                    if deadline.is_none_or(|d| tokio::time::Instant::now() + Duration::from_millis(250) < d) =>
+                {
+                    tracing::debug!(error = %e, invocation = %id, "waiting for a result while the database is unavailable");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if inv.status.is_final() {
                 return Ok((inv, true));
             }
