@@ -194,6 +194,7 @@ conformance!(
     the_ring_swaps_only_under_the_current_lease,
     workflow_create_step_and_sync,
     drops_follow_the_policy_in_force,
+    api_keys_keep_hashes_names_and_batched_use,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1532,4 +1533,39 @@ async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
     assert_eq!(got, vec![id(1), id(3), id(10), id(11)]);
     let got = mine(store.invocation_claim("n2", 10).await.expect("claim"));
     assert_eq!(got, vec![id(0), id(2)]);
+}
+
+async fn api_keys_keep_hashes_names_and_batched_use(h: Harness) {
+    use crate::keys::Role;
+    let store = &*h.store;
+    assert!(store.key_list().await.expect("list").is_empty());
+    let ci = store.key_insert("ci", Role::Write, "aa11").await.expect("insert");
+    assert_eq!((ci.name.as_str(), ci.role, ci.hash.as_str(), ci.last_used_at), ("ci", Role::Write, "aa11", None));
+    assert!((ci.created_at - system_now_ms()).abs() < 60_000);
+    store.key_insert("admin", Role::Admin, "bb22").await.expect("insert");
+    // A taken name is a conflict and changes nothing.
+    assert!(matches!(store.key_insert("ci", Role::Admin, "cc33").await, Err(StoreError::Conflict(_))));
+    let list = store.key_list().await.expect("list");
+    assert_eq!(
+        list.iter().map(|k| (k.name.as_str(), k.role)).collect::<Vec<_>>(),
+        vec![("admin", Role::Admin), ("ci", Role::Write)]
+    );
+    // Use is recorded for any number of keys in one statement; unknown names are ignored.
+    store.key_touch(&[]).await.expect("touch nothing");
+    store.key_touch(&["ci".into(), "gone".into()]).await.expect("touch");
+    let list = store.key_list().await.expect("list");
+    assert!(list.iter().find(|k| k.name == "ci").and_then(|k| k.last_used_at).is_some());
+    assert!(list.iter().find(|k| k.name == "admin").and_then(|k| k.last_used_at).is_none());
+    // Another store on the same database sees the keys (every node of a cluster does).
+    let other = h.reopen().await;
+    assert_eq!(other.key_list().await.expect("list").len(), 2);
+    assert!(store.key_delete("ci").await.expect("delete"));
+    assert!(!store.key_delete("ci").await.expect("delete again"));
+    assert_eq!(
+        other.key_list().await.expect("list").iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        vec!["admin"]
+    );
+    // A stored role the code does not know is a corrupt row, not a silent downgrade.
+    h.exec_raw("UPDATE api_keys SET role = 'root'").await;
+    assert!(matches!(store.key_list().await, Err(StoreError::Corrupt(_))));
 }
