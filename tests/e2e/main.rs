@@ -11,6 +11,7 @@ mod instances;
 mod orchestration;
 mod process;
 mod runtime;
+mod security;
 mod workflows;
 
 /// Runs an async test body once per backend: `both!(name, body_fn)` makes `name::sqlite` and
