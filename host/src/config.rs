@@ -83,7 +83,8 @@ pub struct Config {
     pub max_args_bytes: usize,
     /// A request's head must arrive within this many ms of the moment the connection waits for
     /// it (its accept, or the end of the previous response: so it is the idle keep-alive
-    /// timeout as well); the connection is closed otherwise.
+    /// timeout as well); the connection is closed otherwise. A request body that sends nothing
+    /// for as long is cut off too.
     pub header_read_timeout_ms: u64,
     /// Most open HTTP connections; more are answered 503 with `Retry-After` and closed.
     /// 0: half the process's open-file limit, at most 4096.
@@ -250,8 +251,8 @@ pub struct Overrides {
     /// Largest call arguments, result and event payload in bytes [default: 1 MiB].
     #[arg(long, env = "WARDEN_MAX_ARGS_BYTES")]
     pub max_args_bytes: Option<usize>,
-    /// A request head must arrive within this many ms; also the idle keep-alive timeout
-    /// [default: 10000].
+    /// A request head must arrive within this many ms; also the idle keep-alive timeout and
+    /// the longest pause within a request body [default: 10000].
     #[arg(long, env = "WARDEN_HEADER_READ_TIMEOUT_MS")]
     pub header_read_timeout_ms: Option<u64>,
     /// Most open HTTP connections; beyond, 503 with Retry-After [default: min(open-file

@@ -126,6 +126,7 @@ impl Daemon {
                 max_body_bytes: cfg.max_body_bytes,
                 max_batch_body_bytes: cfg.max_batch_body_bytes,
                 max_args_bytes: cfg.max_args_bytes,
+                body_idle_timeout: Duration::from_millis(cfg.header_read_timeout_ms),
             },
             auth: auth.clone(),
             guard: GuardConfig {

@@ -520,6 +520,17 @@ async fn half_sent_requests_are_closed_within_the_header_timeout() {
     assert!(took < Duration::from_secs(5), "closing took {took:?}");
     // The daemon still serves.
     assert_eq!(d.get("/health/live").await.0, StatusCode::OK);
+    // A body that stops coming is cut off within the same timeout, and the connection closed.
+    let t0 = Instant::now();
+    let cut = raw(
+        &a,
+        "POST /v1/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: 100\r\n\r\n{\"task\":",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(3), "body held for {:?}", t0.elapsed());
+    assert!(cut.starts_with("HTTP/1.1 400"), "{cut}");
     d.stop().await;
 }
 

@@ -22,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::orchestrator::Orchestrator;
@@ -41,6 +42,9 @@ pub struct Limits {
     pub max_batch_body_bytes: usize,
     /// Largest call arguments and event payload as JSON text.
     pub max_args_bytes: usize,
+    /// A request body that sends nothing for this long is cut off (the request fails with 400
+    /// and the connection closes), so a client cannot hold a connection by dribbling a body.
+    pub body_idle_timeout: Duration,
 }
 
 /// Shared state of every handler.
@@ -63,7 +67,7 @@ pub const MAX_LONG_POLL: Duration = Duration::from_secs(60);
 
 /// Builds the router with every route.
 pub fn router(state: AppState) -> Router {
-    let Limits { max_upload_bytes, max_body_bytes, max_batch_body_bytes, .. } = state.limits;
+    let Limits { max_upload_bytes, max_body_bytes, max_batch_body_bytes, body_idle_timeout, .. } = state.limits;
     let big = || DefaultBodyLimit::max(max_batch_body_bytes);
     let router = Router::new()
         .route(
@@ -112,6 +116,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(body_idle_timeout))
         .layer(TraceLayer::new_for_http())
         // Probes stay out of the request trace: a 503 from /health/ready while a node starts
         // is an answer, not a failure to log.
