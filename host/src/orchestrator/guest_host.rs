@@ -47,7 +47,10 @@ impl AttemptHost {
     }
 
     /// Writes `pending → running` once. If it is rejected, the attempt was taken away from this
-    /// node: the guest is interrupted and every later write of the attempt fails.
+    /// node: the guest is interrupted and every later write of the attempt fails. A database
+    /// that is unavailable meanwhile is waited for ([`AttemptHost::change_with`] retries); an
+    /// error that is not a rejection never stops the guest (its outcome is then written from
+    /// `pending`).
     pub(super) async fn ensure_running(&self) -> Result<(), TaskFailure> {
         self.running
             .get_or_init(|| async {
@@ -63,11 +66,17 @@ impl AttemptHost {
                 let r = self
                     .change_with(&self.id, InvocationStatus::Pending, &[InvocationStatus::Running], Some(instance))
                     .await;
-                if r.is_err() {
-                    tracing::warn!("could not mark the attempt running; interrupting it");
-                    self.cancel.cancel();
+                match &r {
+                    Err(Change::Refused) => {
+                        tracing::warn!("the attempt was taken away from this node before it was marked running; interrupting it");
+                        self.cancel.cancel();
+                    }
+                    Err(Change::Failed(f)) => {
+                        tracing::warn!(error = %f, "could not mark the attempt running; it goes on, and its outcome will say so");
+                    }
+                    Ok(()) => {}
                 }
-                r
+                r.map_err(Change::into_failure)
             })
             .await
             .clone()
@@ -84,27 +93,57 @@ impl AttemptHost {
     }
 
     async fn change(&self, id: &str, from: InvocationStatus, path: &[InvocationStatus]) -> Result<(), TaskFailure> {
-        self.change_with(id, from, path, None).await
+        self.change_with(id, from, path, None).await.map_err(Change::into_failure)
     }
 
     /// A change of the invocation, and of its instance when `instance` is given, in one write.
+    /// While the database is unavailable the write is tried again with backoff, for as long
+    /// as it takes (the attempt cannot go on without it, and its node's heartbeat keeps it
+    /// alive meanwhile); only a refusal (the compare-and-swap found the invocation taken away
+    /// or cancelled) or a lasting error ends it.
     async fn change_with(
         &self,
         id: &str,
         from: InvocationStatus,
         path: &[InvocationStatus],
         instance: Option<crate::model::TaskInstance>,
-    ) -> Result<(), TaskFailure> {
+    ) -> Result<(), Change> {
         let mut t = step(id, &self.owner, from, path, self.orch.node());
         t.instance = instance.map(Box::new);
         let to = t.to();
-        match self.orch.transition(vec![t]).await.as_deref() {
-            Ok([TransitionOutcome::Applied]) => {
-                *lock(&self.status) = to;
-                Ok(())
+        let mut tries = 0;
+        loop {
+            match self.orch.transition(vec![t.clone()]).await.as_deref() {
+                Ok([TransitionOutcome::Applied]) => {
+                    *lock(&self.status) = to;
+                    return Ok(());
+                }
+                Ok(_) => return Err(Change::Refused),
+                Err(OrchestratorError::Unavailable(e)) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, to = %to, "could not record a status change yet; retrying");
+                    tokio::time::sleep(super::write_backoff(tries)).await;
+                }
+                Err(e) => return Err(Change::Failed(TaskFailure::new(ErrorKind::Host, e.to_string()))),
             }
-            Ok(_) => Err(TaskFailure::new(ErrorKind::Host, "the attempt was taken away from this node")),
-            Err(e) => Err(TaskFailure::new(ErrorKind::Host, e.to_string())),
+        }
+    }
+}
+
+/// Why a status change of an attempt did not happen.
+enum Change {
+    /// The compare-and-swap refused it: the invocation was taken away from this attempt or
+    /// cancelled.
+    Refused,
+    /// The write failed for a lasting reason.
+    Failed(TaskFailure),
+}
+
+impl Change {
+    fn into_failure(self) -> TaskFailure {
+        match self {
+            Self::Refused => TaskFailure::new(ErrorKind::Host, "the attempt was taken away from this node"),
+            Self::Failed(f) => f,
         }
     }
 }

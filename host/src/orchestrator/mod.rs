@@ -55,6 +55,11 @@ pub enum OrchestratorError {
     /// The database failed.
     #[error("storage failed: {0}")]
     Store(String),
+    /// The database cannot be reached or keeps aborting the write for a transient reason
+    /// (restart, lost connections); the store already retried. Worth trying again later
+    /// (HTTP 503).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// Registration concurrency `keys` found a waiting invocation with the same key
     /// arguments but different other arguments, and the task raises on that (HTTP 409).
     #[error("{0}")]
@@ -71,8 +76,41 @@ enum RouteFailure {
     Conflict(String),
     /// A call names a task that no longer exists.
     NotFound(String),
+    /// The database is unavailable for now ([`StoreError::is_transient`]).
+    Unavailable(String),
     /// Anything else.
     Other(String),
+}
+
+/// Why a group commit of status changes failed, as every submitter of the batch gets it:
+/// `Unavailable` (transient: the database could not be reached or kept aborting it, even
+/// after the store's own retries; nothing of the batch is stored, or all of it, and trying
+/// again is right) or `Failed` (anything else; trying again would fail again).
+#[derive(Debug, Clone)]
+enum WriteFailure {
+    Unavailable(String),
+    Failed(String),
+}
+
+impl From<String> for WriteFailure {
+    fn from(s: String) -> Self {
+        Self::Failed(s)
+    }
+}
+
+impl From<StoreError> for WriteFailure {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() { Self::Unavailable(e.to_string()) } else { Self::Failed(e.to_string()) }
+    }
+}
+
+impl From<WriteFailure> for OrchestratorError {
+    fn from(f: WriteFailure) -> Self {
+        match f {
+            WriteFailure::Unavailable(m) => Self::Unavailable(m),
+            WriteFailure::Failed(m) => Self::Store(m),
+        }
+    }
 }
 
 impl From<String> for RouteFailure {
@@ -86,6 +124,7 @@ impl From<StoreError> for RouteFailure {
         match e {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::NotFound(m) => Self::NotFound(m),
+            e if e.is_transient() => Self::Unavailable(e.to_string()),
             other => Self::Other(other.to_string()),
         }
     }
@@ -96,6 +135,7 @@ impl From<RouteFailure> for OrchestratorError {
         match f {
             RouteFailure::Conflict(m) => Self::Conflict(m),
             RouteFailure::NotFound(m) => Self::NotFound(m),
+            RouteFailure::Unavailable(m) => Self::Unavailable(m),
             RouteFailure::Other(m) => Self::Store(m),
         }
     }
@@ -116,6 +156,7 @@ impl From<StoreError> for OrchestratorError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(what) => Self::Conflict(what),
+            e if e.is_transient() => Self::Unavailable(e.to_string()),
             other => Self::Store(other.to_string()),
         }
     }
@@ -173,7 +214,7 @@ struct Inner {
     work: Notify,
     waiters: Waiters,
     routes: Batcher<NewInvocation, Invocation, RouteFailure>,
-    transitions: Batcher<Transition, TransitionOutcome>,
+    transitions: Batcher<Transition, TransitionOutcome, WriteFailure>,
     tasks: Mutex<HashMap<String, TaskDef>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -214,7 +255,7 @@ impl Orchestrator {
         let s = store.clone();
         let transitions = Batcher::spawn(MAX_BATCH, move |changes: Vec<Transition>| {
             let s = s.clone();
-            async move { s.invocation_transition_batch(&changes).await.map_err(|e| e.to_string()) }
+            async move { s.invocation_transition_batch(&changes).await.map_err(WriteFailure::from) }
         });
         let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
         let total_tokens = cfg.services.total_tokens.max(1);
@@ -670,7 +711,7 @@ impl Orchestrator {
         let submitted = self.inner.transitions.submit(changes);
         let me = self.clone();
         async move {
-            let out = submitted.await.map_err(OrchestratorError::Store)?;
+            let out = submitted.await.map_err(OrchestratorError::from)?;
             for ((id, is_final), o) in finals.iter().zip(&out) {
                 if *is_final && *o == TransitionOutcome::Applied {
                     me.inner.waiters.wake(id);
@@ -680,6 +721,12 @@ impl Orchestrator {
             Ok(out)
         }
     }
+}
+
+/// How long to wait before writing again, after `tries` writes failed because the database
+/// was unavailable: 50 ms doubling to 1 s, with jitter.
+pub(crate) fn write_backoff(tries: u32) -> Duration {
+    policy::retry_delay(tries, Duration::from_millis(50), Duration::from_secs(1), rand::random::<f64>())
 }
 
 /// Locks a std mutex, recovering from poisoning (a panicked holder leaves plain data behind).

@@ -59,7 +59,7 @@ impl KeyStore for SqlStore {
         }
         let names = to_json(names)?;
         in_tx!(self, |tx, d| {
-            sqlx::query(q::KEY_TOUCH.get(d)).bind(names).execute(&mut *tx).await?;
+            sqlx::query(q::KEY_TOUCH.get(d)).bind(&names).execute(&mut *tx).await?;
         });
         Ok(())
     }

@@ -21,6 +21,8 @@ use crate::workflows::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 #[cfg(test)]
 mod conformance;
 mod engine;
+#[cfg(test)]
+mod lock_order;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -57,6 +59,44 @@ pub enum StoreError {
         /// The epoch it believed it held.
         epoch: i64,
     },
+}
+
+impl StoreError {
+    /// Whether the database aborted the work for a reason that trying again can cure: a
+    /// deadlock or serialization failure (the transaction was rolled back, nothing of it is
+    /// stored), a lost or refused connection (the server restarted, a backend was terminated,
+    /// the pool timed out), or a busy SQLite file. A rejected compare-and-swap, a constraint
+    /// violation or a fence is never transient: those are answers, not accidents.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) => transient_sqlx(e),
+            _ => false,
+        }
+    }
+
+    /// Whether the error is a deadlock or a serialization failure (PostgreSQL `40P01`,
+    /// `40001`): the database chose this transaction as the victim and rolled it back.
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
+    }
+}
+
+/// See [`StoreError::is_transient`].
+fn transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                // deadlock, serialization failure, terminated backend (admin/crash shutdown),
+                // server starting up, too many connections
+                "40P01" | "40001" | "57P01" | "57P02" | "57P03" | "53300"
+                // SQLite: busy, busy (recovery), locked
+                | "5" | "261" | "517" | "6"
+            ) || code.starts_with("08")
+        }),
+        _ => false,
+    }
 }
 
 /// Result of store operations.
