@@ -11,6 +11,7 @@ mod instances;
 mod orchestration;
 mod process;
 mod runtime;
+mod security;
 mod trust;
 mod workflows;
 
