@@ -93,6 +93,7 @@ impl Daemon {
                 retry_base: Duration::from_millis(cfg.retry_base_ms),
                 retry_max: Duration::from_millis(cfg.retry_max_ms),
                 poll_interval: Duration::from_millis(500),
+                max_args_bytes: cfg.max_args_bytes,
                 services: services_config(&cfg)?,
             },
         );

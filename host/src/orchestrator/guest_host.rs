@@ -185,6 +185,16 @@ fn to_failure(e: OrchestratorError) -> TaskFailure {
 #[async_trait::async_trait]
 impl GuestHost for AttemptHost {
     async fn call(&self, caller: &InvocationInfo, seq: u32, task: &str, args: &str) -> Result<String, TaskFailure> {
+        let max = self.orch.inner.cfg.max_args_bytes;
+        if args.len() > max {
+            return Err(TaskFailure::new(
+                ErrorKind::InvalidArgs,
+                format!(
+                    "call of `{task}`: the arguments are {} bytes, more than the limit of {max} (--max-args-bytes)",
+                    args.len()
+                ),
+            ));
+        }
         let args: serde_json::Value = serde_json::from_str(args).map_err(|e| {
             TaskFailure::new(ErrorKind::InvalidArgs, format!("call of `{task}`: arguments are not JSON: {e}"))
         })?;

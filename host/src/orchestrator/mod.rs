@@ -202,6 +202,8 @@ pub struct OrchestratorConfig {
     pub retry_base: Duration,
     /// Largest retry backoff.
     pub retry_max: Duration,
+    /// Largest arguments of a call a guest makes (`--max-args-bytes`, as for calls over HTTP).
+    pub max_args_bytes: usize,
     /// Membership and atomic services (recovery, triggers, purge).
     pub services: crate::services::ServicesConfig,
 }
