@@ -127,7 +127,9 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
         } else {
             match store.node_heartbeat(&node).await {
                 Ok(Some(_)) => {
-                    if last_beat.elapsed() > cfg.heartbeat_interval * 3 {
+                    // Others count as dead after a timeout of silence; an own gap of half of
+                    // it may have made them look so.
+                    if last_beat.elapsed() > cfg.heartbeat_timeout / 2 {
                         tracing::warn!(
                             silent_ms = last_beat.elapsed().as_millis(),
                             "this node could not heartbeat for a while; it gives the others one timeout before judging their silence"
