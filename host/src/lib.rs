@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod instances;
+pub mod keys;
 pub mod model;
 pub mod orchestrator;
 pub mod runtime;

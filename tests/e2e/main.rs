@@ -12,6 +12,8 @@ mod instances;
 mod orchestration;
 mod process;
 mod runtime;
+mod security;
+mod trust;
 mod workflows;
 
 /// The `warden` program the tests of `process.rs` and `chaos.rs` start as real processes: the

@@ -148,6 +148,31 @@ impl Change {
     }
 }
 
+impl AttemptHost {
+    /// Stores child call `id` unless it exists (a re-run parent re-attaches to the child it
+    /// made before).
+    async fn call_once(
+        &self,
+        caller: &InvocationInfo,
+        id: &str,
+        task: &str,
+        args: &serde_json::Value,
+    ) -> Result<(), OrchestratorError> {
+        if self.orch.store().invocation_get(id).await?.is_some() {
+            return Ok(());
+        }
+        let mut new =
+            self.orch.new_invocation(task, args, Some(id.to_string()), Some(caller.id.clone()), None, None).await?;
+        // A child keeps its deterministic id, so it is never folded into another invocation.
+        new.scope = None;
+        match self.orch.insert(vec![new]).await {
+            // Made meanwhile (by a try whose answer was lost): it exists.
+            Err(OrchestratorError::Conflict(_)) if self.orch.store().invocation_get(id).await?.is_some() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
 fn to_failure(e: OrchestratorError) -> TaskFailure {
     match e {
         OrchestratorError::UnknownTask(_) | OrchestratorError::BadRequest(_) => {
@@ -160,23 +185,34 @@ fn to_failure(e: OrchestratorError) -> TaskFailure {
 #[async_trait::async_trait]
 impl GuestHost for AttemptHost {
     async fn call(&self, caller: &InvocationInfo, seq: u32, task: &str, args: &str) -> Result<String, TaskFailure> {
+        let max = self.orch.inner.cfg.max_args_bytes;
+        if args.len() > max {
+            return Err(TaskFailure::new(
+                ErrorKind::InvalidArgs,
+                format!(
+                    "call of `{task}`: the arguments are {} bytes, more than the limit of {max} (--max-args-bytes)",
+                    args.len()
+                ),
+            ));
+        }
         let args: serde_json::Value = serde_json::from_str(args).map_err(|e| {
             TaskFailure::new(ErrorKind::InvalidArgs, format!("call of `{task}`: arguments are not JSON: {e}"))
         })?;
         let id = identity::child_invocation_id(&caller.id, seq);
-        // A re-run parent re-attaches to the child it made before.
-        if self.orch.store().invocation_get(&id).await.map_err(|e| to_failure(e.into()))?.is_some() {
-            return Ok(id);
+        // While the database is unavailable the call waits for it (the guest's own time limit
+        // still applies); the child's id is deterministic, so a try that was stored after all
+        // is found by the next one.
+        let mut tries = 0;
+        loop {
+            match self.call_once(caller, &id, task, &args).await {
+                Err(OrchestratorError::Unavailable(e)) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, child = %id, "could not make a child call yet; retrying");
+                    tokio::time::sleep(super::write_backoff(tries)).await;
+                }
+                other => return other.map(|()| id).map_err(to_failure),
+            }
         }
-        let mut new = self
-            .orch
-            .new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone()), None, None)
-            .await
-            .map_err(to_failure)?;
-        // A child keeps its deterministic id, so it is never folded into another invocation.
-        new.scope = None;
-        self.orch.insert(vec![new]).await.map_err(to_failure)?;
-        Ok(id)
     }
 
     async fn wait(&self, caller: &InvocationInfo, ids: &[String]) -> Vec<Result<String, TaskFailure>> {

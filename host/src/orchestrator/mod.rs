@@ -202,6 +202,8 @@ pub struct OrchestratorConfig {
     pub retry_base: Duration,
     /// Largest retry backoff.
     pub retry_max: Duration,
+    /// Largest arguments of a call a guest makes (`--max-args-bytes`, as for calls over HTTP).
+    pub max_args_bytes: usize,
     /// Membership and atomic services (recovery, triggers, purge).
     pub services: crate::services::ServicesConfig,
 }
@@ -236,6 +238,32 @@ struct Inner {
     tracker: TaskTracker,
     /// Wakes the workflow scheduler (an invocation became final, a workflow was created).
     workflow_wake: Notify,
+    /// What happened to this node's attempts, counted since start (`/metrics`).
+    counters: AttemptCounters,
+}
+
+/// Counts of what happened to this node's attempts since it started, for `/metrics`: the
+/// figures that say whether work is being thrown away.
+#[derive(Debug, Default)]
+pub struct AttemptCounters {
+    /// Outcomes stored.
+    pub recorded: std::sync::atomic::AtomicU64,
+    /// Outcomes stored only after the database was unavailable for a while (retried).
+    pub recorded_after_retry: std::sync::atomic::AtomicU64,
+    /// Outcomes refused by the compare-and-swap: the invocation was taken away or cancelled
+    /// meanwhile (the instance records the discarded outcome).
+    pub discarded: std::sync::atomic::AtomicU64,
+    /// Outcomes that could not be written for a lasting reason (recovery reroutes them).
+    pub unrecorded: std::sync::atomic::AtomicU64,
+    /// Running guests interrupted because their instance was taken away by triage.
+    pub taken_away: std::sync::atomic::AtomicU64,
+}
+
+impl AttemptCounters {
+    /// Adds one to `counter`.
+    pub(crate) fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The orchestrator of one node; cheap to clone.
@@ -281,6 +309,7 @@ impl Orchestrator {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 workflow_wake: Notify::new(),
+                counters: AttemptCounters::default(),
             }),
         }
     }
@@ -372,6 +401,11 @@ impl Orchestrator {
             }
             let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.tracker.wait()).await;
         }
+    }
+
+    /// What happened to this node's attempts since it started.
+    pub fn counters(&self) -> &AttemptCounters {
+        &self.inner.counters
     }
 
     /// The store behind this orchestrator.
@@ -684,7 +718,18 @@ impl Orchestrator {
             let notified = guard.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let inv = self.get(id).await?;
+            let inv = match self.get(id).await {
+                Ok(inv) => inv,
+                // The database is away for now: look again later, within the deadline.
+                Err(OrchestratorError::Unavailable(e))
+                    if deadline.is_none_or(|d| tokio::time::Instant::now() + Duration::from_millis(250) < d) =>
+                {
+                    tracing::debug!(error = %e, invocation = %id, "waiting for a result while the database is unavailable");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if inv.status.is_final() {
                 return Ok((inv, true));
             }

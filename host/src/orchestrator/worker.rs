@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::guest_host::AttemptHost;
 use super::policy::retry_delay;
-use super::{Orchestrator, lock};
+use super::{AttemptCounters, Orchestrator, lock};
 use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::runtime::{InvocationInfo, Limits, RunReport, RunRequest};
 use crate::store::TransitionOutcome;
@@ -183,8 +183,10 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         tracing::Span::current().record("outcome", to.as_str());
         // The attempt's record is written with its outcome, in the same transaction.
         t.instance = instance.map(Box::new);
+        let counters = orch.counters();
         match record_outcome(&orch, t).await {
             Ok(TransitionOutcome::Applied) => {
+                AttemptCounters::bump(&counters.recorded);
                 if to.is_runnable() {
                     // Wake the dispatcher when the retry becomes claimable.
                     let o = orch.clone();
@@ -195,11 +197,17 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                     });
                 }
             }
-            Ok(refused) => tracing::warn!(
+            Ok(refused) => {
+                AttemptCounters::bump(&counters.discarded);
+                tracing::warn!(
                 why = ?refused,
-                "the attempt was taken away from this node (or cancelled) meanwhile; its outcome is discarded and its instance says so"
-            ),
-            Err(e) => tracing::error!(error = %e, "could not record the outcome; recovery will reroute the invocation"),
+                    "the attempt was taken away from this node (or cancelled) meanwhile; its outcome is discarded and its instance says so"
+                );
+            }
+            Err(e) => {
+                AttemptCounters::bump(&counters.unrecorded);
+                tracing::error!(error = %e, "could not record the outcome; recovery will reroute the invocation");
+            }
         }
         lock(&orch.inner.progress).remove(&inv.id);
         orch.unhold(&inv.id);
@@ -221,6 +229,7 @@ async fn record_outcome(orch: &Orchestrator, t: Transition) -> Result<Transition
         match orch.transition(vec![t.clone()]).await {
             Ok(out) => {
                 if tries > 0 {
+                    AttemptCounters::bump(&orch.counters().recorded_after_retry);
                     tracing::info!(tries, "recorded the outcome after the database came back");
                 }
                 return Ok(out.first().copied().unwrap_or(TransitionOutcome::NotFound));

@@ -212,6 +212,7 @@ conformance!(
     one_attempt_moved_twice_in_one_batch_keeps_its_last_instance,
     lost_attempts_end_their_instances_when_rerouted,
     a_retried_write_that_was_stored_counts_as_applied,
+    api_keys_keep_hashes_names_and_batched_use,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1653,4 +1654,39 @@ async fn a_retried_write_that_was_stored_counts_as_applied(h: Harness) {
     theirs.result = Some("2".into());
     assert_eq!(sql.transition_batch(&[theirs], true).await.expect("theirs"), vec![LostRace]);
     assert_eq!(statuses(store, &id(0)).await.iter().filter(|s| **s == Success).count(), 1);
+}
+
+async fn api_keys_keep_hashes_names_and_batched_use(h: Harness) {
+    use crate::keys::Role;
+    let store = &*h.store;
+    assert!(store.key_list().await.expect("list").is_empty());
+    let ci = store.key_insert("ci", Role::Write, "aa11").await.expect("insert");
+    assert_eq!((ci.name.as_str(), ci.role, ci.hash.as_str(), ci.last_used_at), ("ci", Role::Write, "aa11", None));
+    assert!((ci.created_at - system_now_ms()).abs() < 60_000);
+    store.key_insert("admin", Role::Admin, "bb22").await.expect("insert");
+    // A taken name is a conflict and changes nothing.
+    assert!(matches!(store.key_insert("ci", Role::Admin, "cc33").await, Err(StoreError::Conflict(_))));
+    let list = store.key_list().await.expect("list");
+    assert_eq!(
+        list.iter().map(|k| (k.name.as_str(), k.role)).collect::<Vec<_>>(),
+        vec![("admin", Role::Admin), ("ci", Role::Write)]
+    );
+    // Use is recorded for any number of keys in one statement; unknown names are ignored.
+    store.key_touch(&[]).await.expect("touch nothing");
+    store.key_touch(&["ci".into(), "gone".into()]).await.expect("touch");
+    let list = store.key_list().await.expect("list");
+    assert!(list.iter().find(|k| k.name == "ci").and_then(|k| k.last_used_at).is_some());
+    assert!(list.iter().find(|k| k.name == "admin").and_then(|k| k.last_used_at).is_none());
+    // Another store on the same database sees the keys (every node of a cluster does).
+    let other = h.reopen().await;
+    assert_eq!(other.key_list().await.expect("list").len(), 2);
+    assert!(store.key_delete("ci").await.expect("delete"));
+    assert!(!store.key_delete("ci").await.expect("delete again"));
+    assert_eq!(
+        other.key_list().await.expect("list").iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        vec!["admin"]
+    );
+    // A stored role the code does not know is a corrupt row, not a silent downgrade.
+    h.exec_raw("UPDATE api_keys SET role = 'root'").await;
+    assert!(matches!(store.key_list().await, Err(StoreError::Corrupt(_))));
 }

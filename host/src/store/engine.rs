@@ -1986,3 +1986,7 @@ mod coord;
 // above.
 #[path = "workflow.rs"]
 mod workflow;
+
+// API keys, in a file of their own; declared here so that it shares the macros above.
+#[path = "keys.rs"]
+mod keys;

@@ -434,9 +434,40 @@ pub trait WorkflowStore: Send + Sync + 'static {
 /// stays: longer than a step transaction takes between stamping its rows and committing.
 pub const SYNC_MARGIN_MS: Millis = 1_000;
 
+/// A stored API key: never the secret, only its SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Unique name.
+    pub name: String,
+    /// What it may do.
+    pub role: crate::keys::Role,
+    /// SHA-256 of the key, lower-case hex.
+    pub hash: String,
+    /// Creation (database clock).
+    pub created_at: Millis,
+    /// Last use as recorded (batched: at most once per key per heartbeat interval).
+    pub last_used_at: Option<Millis>,
+}
+
+/// API keys (`api_keys`, migration 0011). Part of every [`Store`].
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Stores a new key; a taken name is a `Conflict`.
+    async fn key_insert(&self, name: &str, role: crate::keys::Role, hash: &str) -> StoreResult<ApiKey>;
+
+    /// Every key, by name.
+    async fn key_list(&self) -> StoreResult<Vec<ApiKey>>;
+
+    /// Deletes a key; false if there was none of that name.
+    async fn key_delete(&self, name: &str) -> StoreResult<bool>;
+
+    /// Records that the named keys were used now: ONE statement whatever their number.
+    async fn key_touch(&self, names: &[String]) -> StoreResult<()>;
+}
+
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.
 #[async_trait]
-pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
+pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn dialect(&self) -> &'static str;
 

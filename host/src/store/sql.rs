@@ -951,3 +951,7 @@ pub(super) mod coord;
 // Workflows and arrays: see `sql_workflow.rs` beside this file.
 #[path = "sql_workflow.rs"]
 pub(super) mod workflow;
+
+// API keys: see `sql_keys.rs` beside this file.
+#[path = "sql_keys.rs"]
+pub(super) mod keys;
