@@ -231,7 +231,24 @@ async fn chaos_deadlocks_discard_no_outcome() {
     let a = audit("deadlock", &db, &ids, &log_files(dir.path())).await;
     a.assert_clean("deadlock");
     assert_eq!(a.logs.outcomes_discarded, 0, "finished outcomes were discarded:\n{a}");
-    assert!(a.reexecuted_calls * 1000 <= a.acknowledged, "more than 0.1% of the calls ran again:\n{a}");
+    assert_eq!(a.db_deadlocks, 0, "PostgreSQL detected deadlocks:\n{a}");
+    // Re-executions with no fault: those not explained by a node the leader retired as dead
+    // (on a starved machine a node can miss its heartbeats for the whole timeout; its lost
+    // attempts run again, by design, and their instances say so).
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db).await.expect("connect");
+    let unexplained: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM invocations i WHERE i.attempts > 1 AND NOT EXISTS (SELECT 1 FROM task_instances t \
+         WHERE t.invocation_id = i.id AND t.error_message LIKE 'attempt lost:%retired%')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("re-executions");
+    let unexplained = usize::try_from(unexplained).expect("count");
+    eprintln!(
+        "chaos[deadlock]: {} calls ran again, {unexplained} of them not after a node retirement",
+        a.reexecuted_calls
+    );
+    assert!(unexplained * 1000 <= a.acknowledged, "more than 0.1% of the calls ran again with no node retired:\n{a}");
 }
 
 /// Defect 2 under a `pg_terminate_backend` storm: every 100 ms, every connection of the node's

@@ -237,7 +237,7 @@ async fn record_outcome(orch: &Orchestrator, t: Transition) -> Result<Transition
             Err(super::OrchestratorError::Unavailable(e)) => {
                 tries += 1;
                 if tries == 1 || tries % 20 == 0 {
-                    tracing::warn!(error = %e, tries, "could not record the outcome yet; retrying until the database answers");
+                    tracing::warn!(error = %e, tries, "the outcome is not written yet (the database is unavailable); retrying until it answers");
                 }
                 tokio::time::sleep(super::write_backoff(tries)).await;
             }
