@@ -62,6 +62,8 @@ pub struct Config {
     pub total_tokens: u32,
     /// The ring is not assigned, so nothing is claimed, until this many nodes are live.
     pub minimum_nodes: usize,
+    /// Most nodes of one workflow (or elements of one array); a larger one is refused (400).
+    pub max_workflow_nodes: usize,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             heartbeat_report_by_buffer: 3.1,
             total_tokens: 10_000,
             minimum_nodes: 1,
+            max_workflow_nodes: crate::workflows::MAX_NODES,
         }
     }
 }
@@ -160,6 +163,10 @@ pub struct Overrides {
     /// Nodes that must be live before work is distributed [default: 1].
     #[arg(long, env = "WARDEN_MINIMUM_NODES")]
     pub minimum_nodes: Option<usize>,
+    /// Most nodes of one workflow or elements of one array; more is refused with 400
+    /// [default: 100000].
+    #[arg(long, env = "WARDEN_MAX_WORKFLOW_NODES")]
+    pub max_workflow_nodes: Option<usize>,
     /// TOML file with any of the settings above (lowest precedence).
     #[arg(long, env = "WARDEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -226,7 +233,8 @@ impl Config {
             service_spread_margin_ms,
             heartbeat_report_by_buffer,
             total_tokens,
-            minimum_nodes
+            minimum_nodes,
+            max_workflow_nodes
         );
         c.validate()?;
         Ok(c)
@@ -264,6 +272,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "heartbeat_report_by_buffer must be between 1 and 1000, got {}",
                 self.heartbeat_report_by_buffer
+            )));
+        }
+        if self.max_workflow_nodes == 0 || self.max_workflow_nodes > 10_000_000 {
+            return Err(ConfigError::Invalid(format!(
+                "max_workflow_nodes must be between 1 and 10000000, got {}",
+                self.max_workflow_nodes
             )));
         }
         if self.service_interval_ms == 0 || self.max_pending_ms == 0 {

@@ -82,6 +82,7 @@ impl Daemon {
                 retry_max: Duration::from_millis(cfg.retry_max_ms),
                 poll_interval: Duration::from_millis(500),
                 services: services_config(&cfg)?,
+                max_workflow_nodes: cfg.max_workflow_nodes,
             },
         );
         orch.start().await.context("cannot recover invocations of this node's previous life")?;

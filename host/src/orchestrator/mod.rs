@@ -163,6 +163,8 @@ pub struct OrchestratorConfig {
     pub retry_max: Duration,
     /// Membership and atomic services (recovery, triggers, purge).
     pub services: crate::services::ServicesConfig,
+    /// Most nodes of one workflow or array (`--max-workflow-nodes`).
+    pub max_workflow_nodes: usize,
 }
 
 struct Inner {

@@ -193,6 +193,7 @@ conformance!(
     one_heartbeat_statement_whatever_the_number_of_instances,
     the_ring_swaps_only_under_the_current_lease,
     workflow_create_step_and_sync,
+    workflow_plan_reads_only_what_may_start,
     drops_follow_the_policy_in_force,
 );
 
@@ -1320,7 +1321,8 @@ async fn workflow_create_step_and_sync(h: Harness) {
         ]
     }))
     .expect("request");
-    let new = crate::workflows::validate(&req, "wf-1".into(), WorkflowKind::Workflow).expect("valid");
+    let new = crate::workflows::validate(&req, "wf-1".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
     let wf = store.workflow_create(&new).await.expect("create");
     assert_eq!(
         (wf.status, wf.kind, wf.paused, wf.max_concurrently_running),
@@ -1402,7 +1404,8 @@ async fn workflow_create_step_and_sync(h: Harness) {
         ]
     }))
     .expect("request");
-    let new = crate::workflows::validate(&req, "wf-2".into(), WorkflowKind::Workflow).expect("valid");
+    let new = crate::workflows::validate(&req, "wf-2".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
     store.workflow_create(&new).await.expect("create");
     let offered =
         [node_start("u1", 20, "u", "wf-2"), node_start("u2", 21, "u", "wf-2"), node_start("u3", 22, "u", "wf-2")];
@@ -1418,13 +1421,77 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let req: WorkflowRequest =
         serde_json::from_value(serde_json::json!({"name": "gone", "nodes": [{"id": "x", "task": "t"}]}))
             .expect("request");
-    let new = crate::workflows::validate(&req, "wf-3".into(), WorkflowKind::Workflow).expect("valid");
+    let new = crate::workflows::validate(&req, "wf-3".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
     store.workflow_create(&new).await.expect("create");
     let unbuilt = super::NodeStart { node: "x".into(), task: "t".into(), invocation: None };
     let out = step(store, "wf-3", &[unbuilt]).await;
     assert_eq!((out.unstartable, out.synced, out.started.len()), (1, 0, 0), "{out:?}");
     assert_eq!(out.workflow.map(|w| w.status), Some(W::Failed));
     assert_eq!(node_statuses(store, "wf-3").await, vec![("x".to_string(), N::Failed)]);
+}
+
+/// The plan reads, per task, only the ready nodes a step may start (not every ready node),
+/// and the selection over them is the selection over every ready node (the oracle, computed
+/// here from all nodes): checked round after round while nodes start and some finish, with
+/// limited tasks ahead of the others in request order.
+async fn workflow_plan_reads_only_what_may_start(h: Harness) {
+    use crate::workflows::{NodeStatus as N, WorkflowKind, WorkflowRequest, select_ready};
+    let store = &*h.store;
+    setup(store, &["t", "u", "v"]).await;
+    let task_of = |i: usize| if i < 1_000 { "u" } else { ["t", "t", "u", "v", "t", "v", "v"][i % 7] };
+    let nodes: Vec<serde_json::Value> =
+        (0..3_000).map(|i| serde_json::json!({"id": format!("n{i:05}"), "task": task_of(i)})).collect();
+    let req: WorkflowRequest = serde_json::from_value(serde_json::json!({
+        "max_concurrently_running": 9, "task_limits": {"u": 2, "v": 3}, "nodes": nodes,
+    }))
+    .expect("request");
+    let new = crate::workflows::validate(&req, "wf-big".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
+    let wf = store.workflow_create(&new).await.expect("create");
+    let mut next_call = 1_000;
+    let mut started_total = 0;
+    for round in 0..8 {
+        let plan = store.workflow_plan("wf-big").await.expect("plan").expect("exists");
+        let all = store.workflow_nodes("wf-big").await.expect("nodes");
+        let ready: Vec<&crate::workflows::WorkflowNode> = all.iter().filter(|n| n.status == N::Ready).collect();
+        let ready_tasks: Vec<&str> = ready.iter().map(|n| n.task.as_str()).collect();
+        let expected: Vec<&str> =
+            select_ready(&ready_tasks, &plan.running, wf.max_concurrently_running, &wf.task_limits)
+                .into_iter()
+                .map(|i| ready[i].id.as_str())
+                .collect();
+        let offered: Vec<&str> = plan.candidates.iter().map(|c| c.1.as_str()).collect();
+        let picked: Vec<&str> = select_ready(&offered, &plan.running, wf.max_concurrently_running, &wf.task_limits)
+            .into_iter()
+            .map(|i| plan.candidates[i].0.as_str())
+            .collect();
+        assert_eq!(picked, expected, "round {round}: the plan's candidates pick what all ready nodes pick");
+        // At most `free` per unlimited task and each limited task's room: 9 + 2 + 3.
+        assert!(plan.candidates.len() <= 14, "round {round}: {} candidates read", plan.candidates.len());
+        assert!(plan.candidates.windows(2).all(|w| w[0].0 < w[1].0), "in request order");
+        let starts: Vec<super::NodeStart> = expected
+            .iter()
+            .map(|node| {
+                next_call += 1;
+                let task = all.iter().find(|n| n.id == *node).map(|n| n.task.clone()).expect("node");
+                node_start(node, next_call, &task, "wf-big")
+            })
+            .collect();
+        let out = step(store, "wf-big", &starts).await;
+        assert_eq!(out.started.len(), expected.len(), "round {round}: {out:?}");
+        started_total += out.started.len();
+        // Every other claimed invocation succeeds; the rest keep their nodes running.
+        let claimed = store.invocation_claim("n1", 100).await.expect("claim");
+        let ends: Vec<Transition> = claimed
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % 2 == 0)
+            .map(|(_, c)| tr(&c.id, Pending, Some(("n1", c.attempt)), &[Running, Success]))
+            .collect();
+        store.invocation_transition_batch(&ends).await.expect("finish");
+    }
+    assert!(started_total >= 9 + 8, "{started_total}");
 }
 
 /// Concurrency drops (by the leader, fenced) take only blocked invocations of tasks whose

@@ -116,11 +116,14 @@ pub(in crate::store) const NODES_SINCE: Sql = Sql::same(
      WHERE workflow = $1 AND updated_at > $2 ORDER BY updated_at, seq",
 );
 
-/// Running nodes per task of workflow `$1` (also inside the step, after the sync), and
-/// failed nodes (fail fast).
+/// Running nodes per task of workflow `$1` (also inside the step, after the sync), and one
+/// row `('failed', '', 1)` when some node failed (fail fast): whether, not how many, so the
+/// cost is that of the running nodes, however many failed.
 pub(in crate::store) const RUNNING_AND_FAILED: Sql = Sql::same(
-    "SELECT status, task, COUNT(*) AS count FROM workflow_nodes WHERE workflow = $1 \
-     AND status IN ('running', 'failed') GROUP BY status, task",
+    "SELECT CAST('running' AS TEXT) AS status, task, COUNT(*) AS count FROM workflow_nodes \
+     WHERE workflow = $1 AND status = 'running' GROUP BY task \
+     UNION ALL SELECT CAST('failed' AS TEXT), CAST('' AS TEXT), CAST(1 AS BIGINT) WHERE EXISTS \
+     (SELECT 1 FROM workflow_nodes WHERE workflow = $1 AND status = 'failed')",
 );
 
 /// Running nodes of workflow `$1` whose invocation is final: what a step would sync.
@@ -130,13 +133,71 @@ pub(in crate::store) const SYNCABLE: Sql = Sql::same(concat!(
     final_statuses!()
 ));
 
-/// The ready nodes of workflow `$1` that could start: in `seq` order, at most `$2` of any
-/// one task and `$3` in all (so that a task at its limit does not hide the others).
-pub(in crate::store) const CANDIDATES: Sql = Sql::same(
-    "SELECT r.node, r.task, r.args FROM (SELECT node, task, args, seq, ROW_NUMBER() OVER \
-     (PARTITION BY task ORDER BY seq) AS rn FROM workflow_nodes WHERE workflow = $1 AND status = 'ready') AS r \
-     WHERE r.rn <= CAST($2 AS BIGINT) ORDER BY r.seq LIMIT CAST($3 AS BIGINT)",
-);
+/// The distinct tasks of the ready nodes of workflow `$1`, as a CTE `tasks(task)` whose last
+/// row is NULL: a loose index scan of `(workflow, status, task, seq)` (one probe per task, not
+/// a read of every ready node).
+macro_rules! ready_tasks {
+    () => {
+        "tasks(task) AS (SELECT (SELECT m.task FROM workflow_nodes m WHERE m.workflow = $1 \
+         AND m.status = 'ready' ORDER BY m.task LIMIT 1) \
+         UNION ALL SELECT (SELECT m.task FROM workflow_nodes m WHERE m.workflow = $1 \
+         AND m.status = 'ready' AND m.task > tasks.task ORDER BY m.task LIMIT 1) \
+         FROM tasks WHERE tasks.task IS NOT NULL)"
+    };
+}
+
+/// The ready nodes that could start, as a CTE `caps(task, cap)`: each task of a ready node
+/// with the most of its nodes a step may start, from the JSON array `$2` of `{task, cap}`
+/// (tasks with a limit) or `$3` (the others).
+macro_rules! candidate_caps {
+    ($d:ident) => {
+        concat!(
+            "caps(task, cap) AS (SELECT t.task, COALESCE((SELECT CAST(c.value ->> 'cap' AS BIGINT) FROM ",
+            json_rows!($d, "$2", "c"),
+            " WHERE c.value ->> 'task' = t.task), CAST($3 AS BIGINT)) FROM tasks t WHERE t.task IS NOT NULL)"
+        )
+    };
+}
+
+macro_rules! candidates {
+    (sqlite) => {
+        concat!(
+            "WITH RECURSIVE ",
+            ready_tasks!(),
+            ", ",
+            candidate_caps!(sqlite),
+            ", walk(task, seq, k, cap) AS (SELECT caps.task, (SELECT m.seq FROM workflow_nodes m \
+             WHERE m.workflow = $1 AND m.status = 'ready' AND m.task = caps.task ORDER BY m.seq LIMIT 1), \
+             1, caps.cap FROM caps WHERE caps.cap > 0 \
+             UNION ALL SELECT walk.task, (SELECT m.seq FROM workflow_nodes m WHERE m.workflow = $1 \
+             AND m.status = 'ready' AND m.task = walk.task AND m.seq > walk.seq ORDER BY m.seq LIMIT 1), \
+             walk.k + 1, walk.cap FROM walk WHERE walk.k < walk.cap AND walk.seq IS NOT NULL), \
+             upto AS MATERIALIZED (SELECT task, MAX(seq) AS last FROM walk GROUP BY task) \
+             SELECT n.node, n.task, n.args FROM upto CROSS JOIN workflow_nodes n WHERE n.workflow = $1 \
+             AND n.status = 'ready' AND n.task = upto.task AND n.seq <= upto.last ORDER BY n.seq"
+        )
+    };
+    (postgres) => {
+        concat!(
+            "WITH RECURSIVE ",
+            ready_tasks!(),
+            ", ",
+            candidate_caps!(postgres),
+            " SELECT x.node, x.task, x.args FROM caps CROSS JOIN LATERAL (SELECT n.node, n.task, n.args, n.seq \
+             FROM workflow_nodes n WHERE n.workflow = $1 AND n.status = 'ready' AND n.task = caps.task \
+             ORDER BY n.seq LIMIT caps.cap) AS x ORDER BY x.seq"
+        )
+    };
+}
+/// The ready nodes of workflow `$1` that could start, in `seq` order: per task of a ready
+/// node, its first `cap` ready nodes (`$2` JSON array of `{task, cap}` for tasks with a limit,
+/// `$3` for the others). The greedy selection (`workflows::select_ready`) over these picks
+/// what it would pick over every ready node: a node it picks is among the first `cap` of its
+/// task, since picks never exceed the free places nor a task's room. The cost is one index
+/// probe per ready task plus the rows returned, whatever the number of ready nodes: SQLite
+/// (no `LATERAL`, and no correlated `LIMIT`) walks each task's index range row by row to its
+/// last allowed `seq` and reads that range; PostgreSQL takes `LIMIT cap` of each task.
+pub(in crate::store) const CANDIDATES: Sql = both!(candidates);
 
 // ---------------------------------------------------------------------------------------------
 // The step (one transaction, after WORKFLOW_LOCK).
