@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::data_dir::DataDirLock;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::services::ServicesConfig;
@@ -41,6 +42,8 @@ pub struct Daemon {
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     grace: Duration,
+    /// One daemon per data directory, for the daemon's whole life (released when dropped).
+    _lock: DataDirLock,
 }
 
 /// Opens the configured database and runs its migrations.
@@ -63,6 +66,7 @@ impl Daemon {
     /// Starts a daemon and returns once it accepts requests.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
         cfg.validate()?;
+        let lock = DataDirLock::acquire(&cfg.data_dir)?;
         let store = open_store(&cfg).await?;
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: cfg.data_dir.join("cache"),
@@ -100,7 +104,7 @@ impl Daemon {
             }
         });
         tracing::info!(%addr, node = %cfg.node_name, slots = cfg.slots, "warden is serving");
-        Ok(Self { addr, orch, stop, server, grace: Duration::from_millis(cfg.shutdown_grace_ms) })
+        Ok(Self { addr, orch, stop, server, grace: Duration::from_millis(cfg.shutdown_grace_ms), _lock: lock })
     }
 
     /// The address the API listens on.
