@@ -941,14 +941,31 @@ async fn nodes_register_heartbeat_and_leave(h: Harness) {
     store.node_register("b", &[], 2).await.expect("register b");
     let beat = store.node_heartbeat("a").await.expect("beat").expect("live");
     assert!(beat >= first.heartbeat_at);
+    // A restart without leaving (a crash) is a new life with the same seniority.
+    let again = store.node_register("a", &["gpu".into()], 4).await.expect("restart");
+    assert_eq!((again.joined_at, again.left_at), (first.joined_at, None));
+    // Both joined a while ago, a first.
+    h.exec_raw("UPDATE nodes SET joined_at = joined_at - 10000 WHERE name = 'a'").await;
+    h.exec_raw("UPDATE nodes SET joined_at = joined_at - 5000 WHERE name = 'b'").await;
+    let (_, nodes) = store.node_list().await.expect("list");
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"], "oldest first");
     store.node_leave("a").await.expect("leave");
     assert_eq!(store.node_heartbeat("a").await.expect("beat"), None, "a node that left has no heartbeat");
-    // A restart is a new life with the same seniority.
-    let again = store.node_register("a", &[], 8).await.expect("rejoin");
-    assert_eq!((again.joined_at, again.capacity, again.left_at), (first.joined_at, 8, None));
+    // A node that left (or was retired as dead) comes back as the youngest: no flip-flop of
+    // the leadership, which goes to the oldest live node.
+    let back = store.node_register("a", &[], 8).await.expect("rejoin");
+    assert_eq!((back.capacity, back.left_at), (8, None));
+    assert!(back.joined_at > first.joined_at - 10_000, "a fresh joined_at: {back:?}");
     let (now, nodes) = store.node_list().await.expect("list");
-    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"], "oldest first");
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["b", "a"], "the returner is youngest");
     assert!(nodes.iter().all(|n| n.is_live(now, 60_000)));
+    // Declared dead and retired by the leader, then back: the same.
+    h.exec_raw("UPDATE nodes SET joined_at = joined_at - 20000 WHERE name = 'a'").await;
+    let b = lead(store, "b").await;
+    store.node_retire("a", &b).await.expect("retire");
+    let back = store.node_register("a", &[], 8).await.expect("rejoin after retirement");
+    let (_, nodes) = store.node_list().await.expect("list");
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["b", "a"], "{back:?}");
 }
 
 async fn the_service_gate_admits_one_execution(h: Harness) {
