@@ -7,6 +7,7 @@
 mod api;
 mod cli;
 mod cluster;
+mod guards;
 mod instances;
 mod orchestration;
 mod process;
