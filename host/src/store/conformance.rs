@@ -359,14 +359,26 @@ async fn components_and_tasks(h: Harness) {
     assert_eq!((a.max_attempts, a.paused, a.running_concurrency), (9, true, Concurrency::Keys));
     assert_eq!((a.key_arguments.clone(), a.pins.clone()), (vec!["user".to_owned()], vec!["gpu-%".to_owned()]));
 
-    // An invocation of b, which the re-upload drops.
+    // An invocation of b, which the re-upload drops: refused while it is unfinished, and the
+    // component cannot be deleted either.
     store.invocation_insert_batch(&[call(1, "b")]).await.expect("insert");
-
-    // Re-upload: new options apply except the patched ones; b goes, c comes, a keeps patches.
     let mut a2 = task("a");
     a2.max_attempts = 2;
     a2.timeout_ms = 5_000;
     a2.description = Some("new a".into());
+    match store.component_put("c1", "d1b", b"bytes-22", &[a2.clone(), task("c")]).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("task `b`") && m.contains("1 unfinished"), "{m}"),
+        other => panic!("a task with an unfinished call was dropped: {other:?}"),
+    }
+    match store.component_delete("c1").await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("1 unfinished call(s)") && m.contains("1 of `b`"), "{m}"),
+        other => panic!("a component with an unfinished call was deleted: {other:?}"),
+    }
+    assert!(store.task_get("b").await.expect("get").is_some(), "nothing changed");
+    let out = store.invocation_transition_batch(&[tr(&id(1), Registered, None, &[Cancelled])]).await;
+    assert_eq!(out.expect("cancel"), vec![Applied]);
+
+    // Re-upload: new options apply except the patched ones; b goes, c comes, a keeps patches.
     let info = store.component_put("c1", "d1b", b"bytes-22", &[a2, task("c")]).await.expect("re-upload");
     assert_eq!((info.digest.as_str(), info.size_bytes), ("d1b", 8));
     assert_eq!(info.tasks, vec!["a", "c"]);
@@ -458,7 +470,8 @@ async fn claim_respects_limit_order_and_paused_tasks(h: Harness) {
     store.task_update("b", &TaskPatch { paused: Some(true), ..TaskPatch::default() }).await.expect("pause b");
     // Invocations of a deleted task and invocations not yet available are not claimed.
     store.invocation_insert_batch(&[call(100, "gone"), call(101, "a")]).await.expect("insert");
-    store.component_put("comp", "digest", b"\0asm", &[task("a"), task("b")]).await.expect("drop task `gone`");
+    // (Behind the store's back: it refuses to drop a task with unfinished calls.)
+    h.exec_raw("DELETE FROM tasks WHERE name = 'gone'").await;
     h.exec_raw("UPDATE invocations SET available_at = available_at + 3600000 WHERE call_id = 'call-101'").await;
 
     assert!(store.invocation_claim("n1", 0).await.expect("limit 0").is_empty());
