@@ -158,7 +158,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                 let (kind, error) = (f.kind, f.message.replace('\n', " "));
                 if retry {
                     tracing::info!(?kind, %error, delay_ms = t.delay_ms, "attempt failed; retrying");
-                } else {
+                } else if kind != ErrorKind::Cancelled {
                     tracing::warn!(?kind, %error, "attempt failed; no retry");
                 }
                 t.error = Some(f);
