@@ -64,6 +64,62 @@ pub struct Config {
     pub minimum_nodes: usize,
     /// Most nodes of one workflow (or elements of one array); a larger one is refused (400).
     pub max_workflow_nodes: usize,
+    /// A bootstrap key with the `admin` role (kept in memory, never stored). With it, or with
+    /// any key in the store, every `/v1/*` route requires `Authorization: Bearer KEY`.
+    pub admin_key: Option<Secret>,
+    /// Start on a non-loopback address without any key (loud warning); refused otherwise.
+    pub allow_unauthenticated: bool,
+    /// `/metrics` answers without a key even when keys are in force.
+    pub metrics_public: bool,
+    /// Origins (`https://ui.example.com`) allowed to call the API from a browser (CORS); none
+    /// by default, so browsers get no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Host names (with or without `:port`) accepted in the `Host` header besides the listen
+    /// address, `localhost`, `127.0.0.1` and `[::1]` (DNS-rebinding defence: others get 421).
+    pub allowed_hosts: Vec<String>,
+    /// Largest JSON request body in bytes, except batches, workflows and arrays.
+    pub max_body_bytes: usize,
+    /// Largest body of `POST /v1/invocations/batch`, `/v1/workflows` and `/v1/arrays`.
+    pub max_batch_body_bytes: usize,
+    /// Largest call arguments, task result and event payload (JSON text), in bytes.
+    pub max_args_bytes: usize,
+    /// A request's head must arrive within this many ms of the moment the connection waits for
+    /// it (its accept, or the end of the previous response: so it is the idle keep-alive
+    /// timeout as well); the connection is closed otherwise. A request body that sends nothing
+    /// for as long is cut off too.
+    pub header_read_timeout_ms: u64,
+    /// Most open HTTP connections; more are answered 503 with `Retry-After` and closed.
+    /// 0: half the process's open-file limit, at most 4096.
+    pub max_connections: usize,
+}
+
+/// A secret value (an API key) whose `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
 }
 
 impl Default for Config {
@@ -91,6 +147,16 @@ impl Default for Config {
             total_tokens: 10_000,
             minimum_nodes: 1,
             max_workflow_nodes: crate::workflows::MAX_NODES,
+            admin_key: None,
+            allow_unauthenticated: false,
+            metrics_public: false,
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_body_bytes: 2 << 20,
+            max_batch_body_bytes: 64 << 20,
+            max_args_bytes: 1 << 20,
+            header_read_timeout_ms: 10_000,
+            max_connections: 0,
         }
     }
 }
@@ -167,6 +233,39 @@ pub struct Overrides {
     /// [default: 100000].
     #[arg(long, env = "WARDEN_MAX_WORKFLOW_NODES")]
     pub max_workflow_nodes: Option<usize>,
+    /// Bootstrap admin API key; with it (or any stored key) every /v1 route needs a key.
+    #[arg(long, env = "WARDEN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Start on a non-loopback address with no API key anyway (anyone reaching the port can
+    /// drive the daemon).
+    #[arg(long, env = "WARDEN_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// Serve /metrics without a key even when keys are in force.
+    #[arg(long, env = "WARDEN_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Browser origins allowed to call the API (CORS), comma-separated [default: none].
+    #[arg(long = "cors-origin", env = "WARDEN_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Extra host names accepted in the Host header, comma-separated [default: none].
+    #[arg(long, env = "WARDEN_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Largest JSON request body in bytes (batches, workflows, arrays excepted) [default: 2 MiB].
+    #[arg(long, env = "WARDEN_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest body of a batch, workflow or array request in bytes [default: 64 MiB].
+    #[arg(long, env = "WARDEN_MAX_BATCH_BODY_BYTES")]
+    pub max_batch_body_bytes: Option<usize>,
+    /// Largest call arguments, result and event payload in bytes [default: 1 MiB].
+    #[arg(long, env = "WARDEN_MAX_ARGS_BYTES")]
+    pub max_args_bytes: Option<usize>,
+    /// A request head must arrive within this many ms; also the idle keep-alive timeout and
+    /// the longest pause within a request body [default: 10000].
+    #[arg(long, env = "WARDEN_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Most open HTTP connections; beyond, 503 with Retry-After [default: min(open-file
+    /// limit / 2, 4096)].
+    #[arg(long, env = "WARDEN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// TOML file with any of the settings above (lowest precedence).
     #[arg(long, env = "WARDEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -234,8 +333,21 @@ impl Config {
             heartbeat_report_by_buffer,
             total_tokens,
             minimum_nodes,
-            max_workflow_nodes
+            max_workflow_nodes,
+            cors_origins,
+            allowed_hosts,
+            max_body_bytes,
+            max_batch_body_bytes,
+            max_args_bytes,
+            header_read_timeout_ms,
+            max_connections
         );
+        if let Some(k) = &o.admin_key {
+            c.admin_key = Some(Secret::new(k.clone()));
+        }
+        // Switches only ever turn on from a higher layer.
+        c.allow_unauthenticated |= o.allow_unauthenticated;
+        c.metrics_public |= o.metrics_public;
         c.validate()?;
         Ok(c)
     }
@@ -289,6 +401,37 @@ impl Config {
         }
         if self.node_name.is_empty() || self.node_name.len() > 128 {
             return Err(ConfigError::Invalid("node name must be 1-128 characters".into()));
+        }
+        if let Some(key) = &self.admin_key
+            && (key.expose().len() < 16 || key.expose().chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ConfigError::Invalid(
+                "the admin key must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`)".into(),
+            ));
+        }
+        if self.max_args_bytes < 64 || self.max_body_bytes < 1024 || self.max_batch_body_bytes < self.max_body_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "max_args_bytes must be at least 64 ({}), max_body_bytes at least 1024 ({}) and \
+                 max_batch_body_bytes at least max_body_bytes ({})",
+                self.max_args_bytes, self.max_body_bytes, self.max_batch_body_bytes
+            )));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("header_read_timeout_ms must be at least 1".into()));
+        }
+        if let Some(bad) = self.cors_origins.iter().find(|o| {
+            !(o.starts_with("http://") || o.starts_with("https://"))
+                || o.ends_with('/')
+                || o.contains(char::is_whitespace)
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "CORS origin `{bad}` must be scheme://host[:port] without a path, e.g. https://ui.example.com"
+            )));
+        }
+        if let Some(bad) = self.allowed_hosts.iter().find(|h| h.is_empty() || h.contains(['/', ' ', '@'])) {
+            return Err(ConfigError::Invalid(format!(
+                "allowed host `{bad}` must be a host name, optionally with :port"
+            )));
         }
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))

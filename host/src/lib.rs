@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod data_dir;
 pub mod instances;
+pub mod keys;
 pub mod model;
 pub mod orchestrator;
 pub mod runtime;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Auth, GuardConfig, Limits, ServeConfig};
 use crate::config::Config;
 use crate::data_dir::DataDirLock;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
@@ -41,9 +41,20 @@ pub struct Daemon {
     orch: Orchestrator,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    keys: tokio::task::JoinHandle<()>,
     grace: Duration,
     /// One daemon per data directory, for the daemon's whole life (released when dropped).
     _lock: DataDirLock,
+}
+
+/// The refusal to serve a non-loopback address without keys, naming both ways out.
+fn refuse_unauthenticated(listen: SocketAddr) -> anyhow::Error {
+    anyhow::anyhow!(
+        "refusing to listen on {listen} without API keys: anyone who can reach this address could \
+         upload code, cancel and rerun calls. Pass --admin-key KEY (or WARDEN_ADMIN_KEY, or \
+         `admin_key` in the config file; e.g. `openssl rand -hex 32`) to require keys, listen on \
+         127.0.0.1, or pass --allow-unauthenticated to start anyway"
+    )
 }
 
 /// Opens the configured database and runs its migrations.
@@ -72,6 +83,7 @@ impl Daemon {
             cache_dir: cfg.data_dir.join("cache"),
             max_instances: ((cfg.slots + cfg.prefetch) as u32).saturating_mul(2).clamp(128, 4000),
             max_component_bytes: cfg.max_upload_bytes,
+            max_result_bytes: cfg.max_args_bytes,
             ..RuntimeConfig::default()
         })
         .context("cannot start the wasm runtime")?;
@@ -85,26 +97,64 @@ impl Daemon {
                 retry_base: Duration::from_millis(cfg.retry_base_ms),
                 retry_max: Duration::from_millis(cfg.retry_max_ms),
                 poll_interval: Duration::from_millis(500),
+                max_args_bytes: cfg.max_args_bytes,
                 services: services_config(&cfg)?,
                 max_workflow_nodes: cfg.max_workflow_nodes,
             },
         );
+        let auth = Auth::new(
+            orch.store().clone(),
+            cfg.admin_key.as_ref().map(|k| k.expose()),
+            Duration::from_millis(cfg.heartbeat_interval_ms),
+        );
+        auth.refresh().await.context("cannot read the API keys")?;
+        if !cfg.listen.ip().is_loopback() && !auth.enabled() {
+            if !cfg.allow_unauthenticated {
+                return Err(refuse_unauthenticated(cfg.listen));
+            }
+            tracing::warn!(
+                listen = %cfg.listen,
+                "SERVING WITHOUT AUTHENTICATION on a non-loopback address (--allow-unauthenticated): \
+                 anyone who reaches it can upload code and drive every call; create a key with \
+                 POST /v1/keys or restart with --admin-key"
+            );
+        }
         orch.start().await.context("cannot recover invocations of this node's previous life")?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
-        let app = api::router(AppState { orch: orch.clone(), max_upload_bytes: cfg.max_upload_bytes });
         let stop = CancellationToken::new();
-        let s = stop.clone();
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+        let app = api::router(AppState {
+            orch: orch.clone(),
+            limits: Limits {
+                max_upload_bytes: cfg.max_upload_bytes,
+                max_body_bytes: cfg.max_body_bytes,
+                max_batch_body_bytes: cfg.max_batch_body_bytes,
+                max_args_bytes: cfg.max_args_bytes,
+                body_idle_timeout: Duration::from_millis(cfg.header_read_timeout_ms),
+            },
+            auth: auth.clone(),
+            guard: GuardConfig {
+                listen: Some(addr),
+                allowed_hosts: cfg.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                cors_origins: cfg.cors_origins.clone(),
+                metrics_public: cfg.metrics_public,
+            },
+            stop: stop.clone(),
         });
-        tracing::info!(%addr, node = %cfg.node_name, slots = cfg.slots, "warden is serving");
-        Ok(Self { addr, orch, stop, server, grace: Duration::from_millis(cfg.shutdown_grace_ms), _lock: lock })
+        let serve_cfg = ServeConfig {
+            header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms),
+            max_connections: match cfg.max_connections {
+                0 => api::serve::default_max_connections(),
+                n => n,
+            },
+        };
+        let server = tokio::spawn(api::serve(listener, app, serve_cfg, stop.clone()));
+        let keys_on = auth.enabled();
+        let keys = tokio::spawn(auth.run(stop.clone()));
+        tracing::info!(%addr, node = %cfg.node_name, slots = cfg.slots, keys = keys_on, "warden is serving");
+        Ok(Self { addr, orch, stop, server, keys, grace: Duration::from_millis(cfg.shutdown_grace_ms), _lock: lock })
     }
 
     /// The address the API listens on.
@@ -126,6 +176,7 @@ impl Daemon {
     pub async fn stop(self) {
         self.stop.cancel();
         self.orch.shutdown(self.grace).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        let _ = tokio::time::timeout(api::serve::DRAIN + Duration::from_secs(1), self.server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.keys).await;
     }
 }

@@ -12,6 +12,8 @@ mod instances;
 mod orchestration;
 mod process;
 mod runtime;
+mod security;
+mod trust;
 mod workflows;
 
 /// Runs an async test body once per backend: `both!(name, body_fn)` makes `name::sqlite` and

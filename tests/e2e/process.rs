@@ -419,15 +419,24 @@ async fn a_cluster_keeps_every_call_through_kill_drain_and_join(b: Backend) {
     .fetch_one(&mut conn)
     .await
     .expect("audit");
-    let rerouted_at: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(h.at) FROM invocation_history h WHERE h.at >= $1 \
-         AND h.status IN ('pending_recovery', 'running_recovery') \
-         AND h.invocation_id IN (SELECT invocation_id FROM invocation_history WHERE node = 'n1')",
-    )
-    .bind(killed_db)
-    .fetch_one(&mut conn)
-    .await
-    .expect("history");
+    // The rerouting may commit a moment after the swap (the services run after the ring
+    // work of the same tick): look until it is there, then take its time.
+    let mut rerouted_at: Option<i64> = None;
+    let look_until = std::time::Instant::now() + Duration::from_secs(10);
+    while rerouted_at.is_none() && std::time::Instant::now() < look_until {
+        rerouted_at = sqlx::query_scalar(
+            "SELECT MAX(h.at) FROM invocation_history h WHERE h.at >= $1 \
+             AND h.status IN ('pending_recovery', 'running_recovery') \
+             AND h.invocation_id IN (SELECT invocation_id FROM invocation_history WHERE node = 'n1')",
+        )
+        .bind(killed_db)
+        .fetch_one(&mut conn)
+        .await
+        .expect("history");
+        if rerouted_at.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let (swap_ms, reroute_ms) = (swapped_at - killed_db, rerouted_at.map(|t| t - killed_db));
     eprintln!(
         "cluster: failover after SIGKILL of the leader: tokens moved after {swap_ms} ms, its last invocation \

@@ -77,6 +77,11 @@ impl std::ops::Deref for TestDaemon {
 }
 
 impl TestDaemon {
+    /// The daemon's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Starts a daemon (4 slots) on a fresh database of the given backend.
     pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, |_| {}).await
@@ -123,6 +128,15 @@ impl TestDaemon {
         Self { daemon: Some(daemon), config, api, _dir: dir }
     }
 
+    /// The daemon's database as a URL (`sqlite://…` for the embedded file), for tests that
+    /// audit what is stored behind the API.
+    pub fn database_url(&self) -> String {
+        self.config
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.config.data_dir.join("warden.db").display()))
+    }
+
     /// Stops the daemon gracefully and starts it again on the same data and database.
     pub async fn restart(&mut self) {
         if let Some(d) = self.daemon.take() {
@@ -147,6 +161,37 @@ impl Api {
     /// A client of the daemon at `url`.
     pub fn new(url: &str) -> Self {
         Self { url: url.to_string(), http: reqwest::Client::new() }
+    }
+
+    /// The same daemon, every request sent with `Authorization: Bearer KEY`.
+    pub fn with_key(&self, key: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .unwrap_or_else(|e| panic!("bad key {key}: {e}"));
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let http = reqwest::Client::builder().default_headers(headers).build().unwrap_or_else(|e| panic!("{e}"));
+        Self { url: self.url.clone(), http }
+    }
+
+    /// Creates an API key (this client needs an admin key); panics unless 201; returns the
+    /// secret.
+    pub async fn create_key(&self, name: &str, role: &str) -> String {
+        let (s, v) = self.post("/v1/keys", &json!({"name": name, "role": role})).await;
+        assert_eq!(s, StatusCode::CREATED, "create key {name}: {v}");
+        assert_eq!((v["name"].as_str(), v["role"].as_str()), (Some(name), Some(role)), "{v}");
+        v["key"].as_str().unwrap_or_else(|| panic!("no key in {v}")).to_string()
+    }
+
+    /// `DELETE path` → (status, JSON body).
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DELETE {path}: {e}"));
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Waits until `/health/ready` answers 200, for up to `timeout`.

@@ -32,8 +32,11 @@ fn component_json(c: &ComponentInfo, tasks: &[TaskDef]) -> Value {
 pub(super) async fn upload(
     State(s): State<AppState>,
     q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Only `application/wasm`: a browser page cannot send it without a CORS preflight.
+    super::guard::require_content_type(&headers, "application/wasm")?;
     let Query(q) = q?;
     let body = body?;
     let name = q.name.ok_or_else(|| ApiError::bad_request("missing query parameter `name`"))?;

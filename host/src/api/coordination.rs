@@ -18,6 +18,9 @@ pub(super) async fn create_trigger(
     body: Result<Json<NewTrigger>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
+    if let Some(args) = &body.args {
+        super::guard::check_size("trigger arguments", args, s.limits.max_args_bytes)?;
+    }
     let t = s.orch.trigger_create(body).await?;
     Ok((StatusCode::CREATED, Json(t)))
 }
@@ -58,15 +61,17 @@ pub(super) struct EventBody {
     payload: Value,
 }
 
-/// `POST /v1/events` → 202 with the stored event.
+/// `POST /v1/events` → 202 `{"seq","code","at"}`: the stored event without its payload (an
+/// echo would only double the traffic of large payloads).
 pub(super) async fn post_event(
     State(s): State<AppState>,
     body: Result<Json<EventBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
     let payload = if body.payload.is_null() { json!({}) } else { body.payload };
+    super::guard::check_size("event payload", &payload, s.limits.max_args_bytes)?;
     let e = s.orch.event_post(&body.code, &payload).await?;
-    Ok((StatusCode::ACCEPTED, Json(e)))
+    Ok((StatusCode::ACCEPTED, Json(json!({"seq": e.seq, "code": e.code, "at": e.at}))))
 }
 
 #[derive(Deserialize)]

@@ -44,7 +44,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Tell clients (and their retry loops) when to come back.
+            return (self.status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 
@@ -57,6 +62,14 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::ArgsConflict(m) => Self::new(StatusCode::CONFLICT, "args_conflict", m),
             OrchestratorError::Component(r) => r.into(),
             OrchestratorError::Store(m) => Self::internal(m),
+            OrchestratorError::Unavailable(m) => {
+                tracing::warn!(error = %m, "answering 503: the database is unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; try again shortly",
+                )
+            }
             OrchestratorError::IdempotencyMismatch(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch", e.to_string())
             }

@@ -42,7 +42,8 @@ pub(super) struct BatchBody {
     calls: Vec<CallBody>,
 }
 
-fn to_call(c: CallBody, header_key: Option<String>) -> Result<CallRequest, ApiError> {
+fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<CallRequest, ApiError> {
+    super::guard::check_size("call arguments", &c.args, max_args)?;
     let option_key = c.options.unwrap_or_default().idempotency_key;
     let idempotency_key = match (header_key, option_key) {
         (Some(h), Some(o)) if h != o => {
@@ -72,6 +73,28 @@ fn view(s: &AppState, inv: &Invocation) -> Value {
     v
 }
 
+/// Largest `args` or `result` a list page shows in full, as JSON text.
+pub const LIST_VALUE_MAX_BYTES: usize = 1024;
+
+/// The view of an invocation on a list page: an `args` or `result` larger than
+/// [`LIST_VALUE_MAX_BYTES`] is omitted (`null`), with `args_omitted: true` and its size in
+/// `args_bytes` (`result_…` likewise); the invocation's own page has the full values.
+fn brief(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        for field in ["args", "result"] {
+            let Some(value) = m.get(field) else { continue };
+            if value.is_null() || super::guard::json_size(value, LIST_VALUE_MAX_BYTES).is_some() {
+                continue;
+            }
+            let bytes = serde_json::to_vec(value).map_or(0, |b| b.len());
+            m.insert(field.into(), Value::Null);
+            m.insert(format!("{field}_omitted"), json!(true));
+            m.insert(format!("{field}_bytes"), json!(bytes));
+        }
+    }
+    v
+}
+
 /// `POST /v1/invocations`.
 /// An `Idempotency-Key` header applies to the call (it must equal `options.idempotency_key`
 /// when both are given).
@@ -87,7 +110,7 @@ pub(super) async fn route_one(
         }
         None => None,
     };
-    let call = to_call(body, header_key)?;
+    let call = to_call(body, header_key, s.limits.max_args_bytes)?;
     let routed = s.orch.route(vec![call]).await?;
     let r = routed.first().ok_or_else(|| ApiError::bad_request("nothing routed"))?;
     Ok((StatusCode::ACCEPTED, Json(routed_json(r))))
@@ -103,12 +126,14 @@ pub(super) async fn route_batch(
         return Err(ApiError::bad_request("`calls` is empty"));
     }
     if body.calls.len() > MAX_BATCH_CALLS {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_BATCH_CALLS} calls per batch, got {}",
-            body.calls.len()
-        )));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("at most {MAX_BATCH_CALLS} calls per batch, got {}; split it", body.calls.len()),
+        ));
     }
-    let calls = body.calls.into_iter().map(|c| to_call(c, None)).collect::<Result<Vec<_>, _>>()?;
+    let max = s.limits.max_args_bytes;
+    let calls = body.calls.into_iter().map(|c| to_call(c, None, max)).collect::<Result<Vec<_>, _>>()?;
     let routed = s.orch.route(calls).await?;
     let out: Vec<Value> = routed.iter().map(routed_json).collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "invocations": out }))))
@@ -125,7 +150,8 @@ pub(super) struct ResultQuery {
     timeout_ms: Option<u64>,
 }
 
-/// `GET /v1/invocations/{id}/result?timeout_ms=N`: 200 once final, 202 if not final in time.
+/// `GET /v1/invocations/{id}/result?timeout_ms=N`: 200 once final, 202 if not final in time
+/// or when the daemon stops meanwhile (with the status of that moment).
 pub(super) async fn result(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -133,7 +159,10 @@ pub(super) async fn result(
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(0)).min(MAX_LONG_POLL);
-    let (inv, done) = s.orch.wait_final(&id, Some(timeout)).await?;
+    let (inv, done) = tokio::select! {
+        r = s.orch.wait_final(&id, Some(timeout)) => r?,
+        _ = s.stop.cancelled() => s.orch.wait_final(&id, Some(Duration::ZERO)).await?,
+    };
     let status = if done { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(view(&s, &inv))))
 }
@@ -171,7 +200,7 @@ pub(super) async fn list(
     let filter = InvocationFilter { task: q.task, status: parse_status(q.status)?, limit, cursor: q.cursor };
     let page = s.orch.store().invocation_list(&filter).await?;
     let next = if page.len() as u32 == limit { page.last().map(|i| i.id.clone()) } else { None };
-    let items: Vec<Value> = page.iter().map(|i| view(&s, i)).collect();
+    let items: Vec<Value> = page.iter().map(|i| brief(view(&s, i))).collect();
     Ok(Json(json!({ "invocations": items, "next_cursor": next })))
 }
 
@@ -198,7 +227,7 @@ pub(super) async fn count(
 pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     s.orch.get(&id).await?;
     let kids = s.orch.store().invocation_children(&id).await?;
-    let items: Vec<Value> = kids.iter().map(|i| view(&s, i)).collect();
+    let items: Vec<Value> = kids.iter().map(|i| brief(view(&s, i))).collect();
     Ok(Json(json!({ "id": id, "children": items })))
 }
 

@@ -61,16 +61,47 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoRespon
         "1 for each pinned task no live node can run.",
         unrunnable.iter().map(|t| (format!("{{task=\"{}\"}}", label(t)), 1)).collect(),
     );
-    let me = format!("{{node=\"{}\"}}", label(s.orch.node()));
+    let node = format!("{{node=\"{}\"}}", label(s.orch.node()));
     gauge(
         "warden_slots",
         "Attempts this node runs at once.",
-        vec![(me.clone(), i64::try_from(s.orch.slots()).unwrap_or(0))],
+        vec![(node.clone(), i64::try_from(s.orch.slots()).unwrap_or(0))],
     );
     gauge(
         "warden_ready",
         "1 when this node is registered and owns tokens (it claims work).",
-        vec![(me, i64::from(s.orch.is_ready()))],
+        vec![(node, i64::from(s.orch.is_ready()))],
     );
+    let c = s.orch.counters();
+    let me = format!("{{node=\"{}\"}}", label(s.orch.node()));
+    for (name, help, v) in [
+        ("warden_outcomes_recorded_total", "Attempt outcomes this node stored.", &c.recorded),
+        (
+            "warden_outcomes_recorded_after_retry_total",
+            "Attempt outcomes stored only after the database was unavailable for a while.",
+            &c.recorded_after_retry,
+        ),
+        (
+            "warden_outcomes_discarded_total",
+            "Attempt outcomes refused because the invocation was taken away or cancelled meanwhile.",
+            &c.discarded,
+        ),
+        (
+            "warden_outcomes_unrecorded_total",
+            "Attempt outcomes that could not be written (recovery reroutes their invocations).",
+            &c.unrecorded,
+        ),
+        (
+            "warden_attempts_taken_away_total",
+            "Running guests interrupted because triage took their instance away.",
+            &c.taken_away,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{me} {}",
+            v.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

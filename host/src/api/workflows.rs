@@ -19,6 +19,9 @@ pub(super) async fn create(
     body: Result<Json<WorkflowRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
+    for n in &body.nodes {
+        super::guard::check_size(&format!("arguments of node `{}`", n.id), &n.args, s.limits.max_args_bytes)?;
+    }
     let wf = s.orch.workflow_create(body, WorkflowKind::Workflow).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": wf.id, "status": wf.status}))))
 }
@@ -29,6 +32,9 @@ pub(super) async fn create_array(
     body: Result<Json<ArrayRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
+    for (i, a) in body.args.iter().enumerate() {
+        super::guard::check_size(&format!("arguments of element {i}"), a, s.limits.max_args_bytes)?;
+    }
     let wf = s.orch.workflow_create(body.into_workflow(), WorkflowKind::Array).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": wf.id, "status": wf.status}))))
 }
@@ -102,11 +108,13 @@ pub(super) struct ResumeBody {
 pub(super) async fn resume(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let body: ResumeBody = if body.iter().all(u8::is_ascii_whitespace) {
         ResumeBody::default()
     } else {
+        super::guard::require_content_type(&headers, "application/json")?;
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad resume body: {e}")))?
     };
     Ok(Json(s.orch.workflow_resume(&id, body.mode).await?))

@@ -71,7 +71,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let cfg = Config { listen: "127.0.0.1:0".parse()?, data_dir: dir.clone(), slots: a.slots, ..Config::default() };
     let daemon = Daemon::start(cfg).await?;
-    let c = Client::new(&daemon.url());
+    let c = Client::new(&daemon.url(), None)?;
     c.deploy("bench", bytes.clone()).await?;
 
     // Warm-up.

@@ -13,9 +13,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the daemon at `base` (e.g. `http://127.0.0.1:7700`).
-    pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+    /// A client of the daemon at `base` (e.g. `http://127.0.0.1:7700`) that sends `api_key`,
+    /// if any, as `Authorization: Bearer KEY` on every request.
+    pub fn new(base: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("the API key must be visible ASCII (check --api-key / WARDEN_API_KEY)")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let http =
+            reqwest::Client::builder().default_headers(headers).build().context("cannot build an HTTP client")?;
+        Ok(Self { base: base.trim_end_matches('/').to_string(), http })
     }
 
     async fn read(&self, what: &str, resp: Result<reqwest::Response, reqwest::Error>) -> anyhow::Result<Value> {
@@ -26,6 +36,9 @@ impl Client {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_client_error() || status.is_server_error() {
             let msg = body["error"]["message"].as_str().unwrap_or("no details");
+            if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+                bail!("{what} failed: {status}: {msg} (pass a key of the right role with --api-key or WARDEN_API_KEY)");
+            }
             bail!("{what} failed: {status}: {msg}");
         }
         Ok(body)

@@ -30,6 +30,15 @@ pub struct Remote {
     /// Base URL of the daemon's API.
     #[arg(long, env = "WARDEN_URL", default_value = "http://127.0.0.1:7700", global = true)]
     url: String,
+    /// API key, sent as `Authorization: Bearer KEY` on every request.
+    #[arg(long, env = "WARDEN_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+}
+
+impl Remote {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.url, self.api_key.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,7 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .map(str::to_string)
                     .context("cannot derive a component name from the file name; pass --name")?,
             };
-            let v = Client::new(&remote.url).deploy(&name, bytes).await?;
+            let v = remote.client()?.deploy(&name, bytes).await?;
             print_json(&v)
         }
         Command::Call { task, args, wait, timeout, remote } => {
@@ -153,7 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(a) => serde_json::from_str(&a).with_context(|| format!("arguments are not valid JSON: {a}"))?,
                 None => Value::Object(Default::default()),
             };
-            let c = Client::new(&remote.url);
+            let c = remote.client()?;
             let routed = c.call(&task, &args).await?;
             if !wait {
                 return print_json(&routed);
@@ -166,11 +175,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Get { id, remote } => {
-            print_json(&Client::new(&remote.url).get(&format!("/v1/invocations/{id}")).await?)
-        }
+        Command::Get { id, remote } => print_json(&remote.client()?.get(&format!("/v1/invocations/{id}")).await?),
         Command::Ls { what, task, status, limit, remote } => {
-            let c = Client::new(&remote.url);
+            let c = remote.client()?;
             match what {
                 Listing::Tasks => print_json(&c.get("/v1/tasks").await?),
                 Listing::Invocations => {

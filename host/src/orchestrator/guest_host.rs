@@ -47,7 +47,10 @@ impl AttemptHost {
     }
 
     /// Writes `pending → running` once. If it is rejected, the attempt was taken away from this
-    /// node: the guest is interrupted and every later write of the attempt fails.
+    /// node: the guest is interrupted and every later write of the attempt fails. A database
+    /// that is unavailable meanwhile is waited for ([`AttemptHost::change_with`] retries); an
+    /// error that is not a rejection never stops the guest (its outcome is then written from
+    /// `pending`).
     pub(super) async fn ensure_running(&self) -> Result<(), TaskFailure> {
         self.running
             .get_or_init(|| async {
@@ -63,11 +66,17 @@ impl AttemptHost {
                 let r = self
                     .change_with(&self.id, InvocationStatus::Pending, &[InvocationStatus::Running], Some(instance))
                     .await;
-                if r.is_err() {
-                    tracing::warn!("could not mark the attempt running; interrupting it");
-                    self.cancel.cancel();
+                match &r {
+                    Err(Change::Refused) => {
+                        tracing::warn!("the attempt was taken away from this node before it was marked running; interrupting it");
+                        self.cancel.cancel();
+                    }
+                    Err(Change::Failed(f)) => {
+                        tracing::warn!(error = %f, "could not mark the attempt running; it goes on, and its outcome will say so");
+                    }
+                    Ok(()) => {}
                 }
-                r
+                r.map_err(Change::into_failure)
             })
             .await
             .clone()
@@ -84,27 +93,82 @@ impl AttemptHost {
     }
 
     async fn change(&self, id: &str, from: InvocationStatus, path: &[InvocationStatus]) -> Result<(), TaskFailure> {
-        self.change_with(id, from, path, None).await
+        self.change_with(id, from, path, None).await.map_err(Change::into_failure)
     }
 
     /// A change of the invocation, and of its instance when `instance` is given, in one write.
+    /// While the database is unavailable the write is tried again with backoff, for as long
+    /// as it takes (the attempt cannot go on without it, and its node's heartbeat keeps it
+    /// alive meanwhile); only a refusal (the compare-and-swap found the invocation taken away
+    /// or cancelled) or a lasting error ends it.
     async fn change_with(
         &self,
         id: &str,
         from: InvocationStatus,
         path: &[InvocationStatus],
         instance: Option<crate::model::TaskInstance>,
-    ) -> Result<(), TaskFailure> {
+    ) -> Result<(), Change> {
         let mut t = step(id, &self.owner, from, path, self.orch.node());
         t.instance = instance.map(Box::new);
         let to = t.to();
-        match self.orch.transition(vec![t]).await.as_deref() {
-            Ok([TransitionOutcome::Applied]) => {
-                *lock(&self.status) = to;
-                Ok(())
+        let mut tries = 0;
+        loop {
+            match self.orch.transition(vec![t.clone()]).await.as_deref() {
+                Ok([TransitionOutcome::Applied]) => {
+                    *lock(&self.status) = to;
+                    return Ok(());
+                }
+                Ok(_) => return Err(Change::Refused),
+                Err(OrchestratorError::Unavailable(e)) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, to = %to, "could not record a status change yet; retrying");
+                    tokio::time::sleep(super::write_backoff(tries)).await;
+                }
+                Err(e) => return Err(Change::Failed(TaskFailure::new(ErrorKind::Host, e.to_string()))),
             }
-            Ok(_) => Err(TaskFailure::new(ErrorKind::Host, "the attempt was taken away from this node")),
-            Err(e) => Err(TaskFailure::new(ErrorKind::Host, e.to_string())),
+        }
+    }
+}
+
+/// Why a status change of an attempt did not happen.
+enum Change {
+    /// The compare-and-swap refused it: the invocation was taken away from this attempt or
+    /// cancelled.
+    Refused,
+    /// The write failed for a lasting reason.
+    Failed(TaskFailure),
+}
+
+impl Change {
+    fn into_failure(self) -> TaskFailure {
+        match self {
+            Self::Refused => TaskFailure::new(ErrorKind::Host, "the attempt was taken away from this node"),
+            Self::Failed(f) => f,
+        }
+    }
+}
+
+impl AttemptHost {
+    /// Stores child call `id` unless it exists (a re-run parent re-attaches to the child it
+    /// made before).
+    async fn call_once(
+        &self,
+        caller: &InvocationInfo,
+        id: &str,
+        task: &str,
+        args: &serde_json::Value,
+    ) -> Result<(), OrchestratorError> {
+        if self.orch.store().invocation_get(id).await?.is_some() {
+            return Ok(());
+        }
+        let mut new =
+            self.orch.new_invocation(task, args, Some(id.to_string()), Some(caller.id.clone()), None, None).await?;
+        // A child keeps its deterministic id, so it is never folded into another invocation.
+        new.scope = None;
+        match self.orch.insert(vec![new]).await {
+            // Made meanwhile (by a try whose answer was lost): it exists.
+            Err(OrchestratorError::Conflict(_)) if self.orch.store().invocation_get(id).await?.is_some() => Ok(()),
+            other => other.map(|_| ()),
         }
     }
 }
@@ -121,23 +185,34 @@ fn to_failure(e: OrchestratorError) -> TaskFailure {
 #[async_trait::async_trait]
 impl GuestHost for AttemptHost {
     async fn call(&self, caller: &InvocationInfo, seq: u32, task: &str, args: &str) -> Result<String, TaskFailure> {
+        let max = self.orch.inner.cfg.max_args_bytes;
+        if args.len() > max {
+            return Err(TaskFailure::new(
+                ErrorKind::InvalidArgs,
+                format!(
+                    "call of `{task}`: the arguments are {} bytes, more than the limit of {max} (--max-args-bytes)",
+                    args.len()
+                ),
+            ));
+        }
         let args: serde_json::Value = serde_json::from_str(args).map_err(|e| {
             TaskFailure::new(ErrorKind::InvalidArgs, format!("call of `{task}`: arguments are not JSON: {e}"))
         })?;
         let id = identity::child_invocation_id(&caller.id, seq);
-        // A re-run parent re-attaches to the child it made before.
-        if self.orch.store().invocation_get(&id).await.map_err(|e| to_failure(e.into()))?.is_some() {
-            return Ok(id);
+        // While the database is unavailable the call waits for it (the guest's own time limit
+        // still applies); the child's id is deterministic, so a try that was stored after all
+        // is found by the next one.
+        let mut tries = 0;
+        loop {
+            match self.call_once(caller, &id, task, &args).await {
+                Err(OrchestratorError::Unavailable(e)) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, child = %id, "could not make a child call yet; retrying");
+                    tokio::time::sleep(super::write_backoff(tries)).await;
+                }
+                other => return other.map(|()| id).map_err(to_failure),
+            }
         }
-        let mut new = self
-            .orch
-            .new_invocation(task, &args, Some(id.clone()), Some(caller.id.clone()), None, None)
-            .await
-            .map_err(to_failure)?;
-        // A child keeps its deterministic id, so it is never folded into another invocation.
-        new.scope = None;
-        self.orch.insert(vec![new]).await.map_err(to_failure)?;
-        Ok(id)
     }
 
     async fn wait(&self, caller: &InvocationInfo, ids: &[String]) -> Vec<Result<String, TaskFailure>> {

@@ -76,6 +76,7 @@ impl Orchestrator {
             if let Some(token) = lock(&self.inner.running).get(id) {
                 tracing::warn!(invocation = %id, attempt, "instance taken away by triage; interrupting the guest");
                 token.cancel();
+                super::AttemptCounters::bump(&self.inner.counters.taken_away);
                 beat.taken_away += 1;
             }
         }

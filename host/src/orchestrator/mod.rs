@@ -59,6 +59,11 @@ pub enum OrchestratorError {
     /// The database failed.
     #[error("storage failed: {0}")]
     Store(String),
+    /// The database cannot be reached or keeps aborting the write for a transient reason
+    /// (restart, lost connections); the store already retried. Worth trying again later
+    /// (HTTP 503).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// Registration concurrency `keys` found a waiting invocation with the same key
     /// arguments but different other arguments, and the task raises on that (HTTP 409).
     #[error("{0}")]
@@ -75,8 +80,41 @@ enum RouteFailure {
     Conflict(String),
     /// A call names a task that no longer exists.
     NotFound(String),
+    /// The database is unavailable for now ([`StoreError::is_transient`]).
+    Unavailable(String),
     /// Anything else.
     Other(String),
+}
+
+/// Why a group commit of status changes failed, as every submitter of the batch gets it:
+/// `Unavailable` (transient: the database could not be reached or kept aborting it, even
+/// after the store's own retries; nothing of the batch is stored, or all of it, and trying
+/// again is right) or `Failed` (anything else; trying again would fail again).
+#[derive(Debug, Clone)]
+enum WriteFailure {
+    Unavailable(String),
+    Failed(String),
+}
+
+impl From<String> for WriteFailure {
+    fn from(s: String) -> Self {
+        Self::Failed(s)
+    }
+}
+
+impl From<StoreError> for WriteFailure {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() { Self::Unavailable(e.to_string()) } else { Self::Failed(e.to_string()) }
+    }
+}
+
+impl From<WriteFailure> for OrchestratorError {
+    fn from(f: WriteFailure) -> Self {
+        match f {
+            WriteFailure::Unavailable(m) => Self::Unavailable(m),
+            WriteFailure::Failed(m) => Self::Store(m),
+        }
+    }
 }
 
 impl From<String> for RouteFailure {
@@ -90,6 +128,7 @@ impl From<StoreError> for RouteFailure {
         match e {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::NotFound(m) => Self::NotFound(m),
+            e if e.is_transient() => Self::Unavailable(e.to_string()),
             other => Self::Other(other.to_string()),
         }
     }
@@ -100,6 +139,7 @@ impl From<RouteFailure> for OrchestratorError {
         match f {
             RouteFailure::Conflict(m) => Self::Conflict(m),
             RouteFailure::NotFound(m) => Self::NotFound(m),
+            RouteFailure::Unavailable(m) => Self::Unavailable(m),
             RouteFailure::Other(m) => Self::Store(m),
         }
     }
@@ -120,6 +160,7 @@ impl From<StoreError> for OrchestratorError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(what) => Self::Conflict(what),
+            e if e.is_transient() => Self::Unavailable(e.to_string()),
             other => Self::Store(other.to_string()),
         }
     }
@@ -165,6 +206,8 @@ pub struct OrchestratorConfig {
     pub retry_base: Duration,
     /// Largest retry backoff.
     pub retry_max: Duration,
+    /// Largest arguments of a call a guest makes (`--max-args-bytes`, as for calls over HTTP).
+    pub max_args_bytes: usize,
     /// Membership and atomic services (recovery, triggers, purge).
     pub services: crate::services::ServicesConfig,
     /// Most nodes of one workflow or array (`--max-workflow-nodes`).
@@ -179,7 +222,7 @@ struct Inner {
     work: Notify,
     waiters: Waiters,
     routes: Batcher<NewInvocation, Invocation, RouteFailure>,
-    transitions: Batcher<Transition, TransitionOutcome>,
+    transitions: Batcher<Transition, TransitionOutcome, WriteFailure>,
     tasks: Mutex<HashMap<String, TaskDef>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -201,6 +244,32 @@ struct Inner {
     tracker: TaskTracker,
     /// Wakes the workflow scheduler (an invocation became final, a workflow was created).
     workflow_wake: Notify,
+    /// What happened to this node's attempts, counted since start (`/metrics`).
+    counters: AttemptCounters,
+}
+
+/// Counts of what happened to this node's attempts since it started, for `/metrics`: the
+/// figures that say whether work is being thrown away.
+#[derive(Debug, Default)]
+pub struct AttemptCounters {
+    /// Outcomes stored.
+    pub recorded: std::sync::atomic::AtomicU64,
+    /// Outcomes stored only after the database was unavailable for a while (retried).
+    pub recorded_after_retry: std::sync::atomic::AtomicU64,
+    /// Outcomes refused by the compare-and-swap: the invocation was taken away or cancelled
+    /// meanwhile (the instance records the discarded outcome).
+    pub discarded: std::sync::atomic::AtomicU64,
+    /// Outcomes that could not be written for a lasting reason (recovery reroutes them).
+    pub unrecorded: std::sync::atomic::AtomicU64,
+    /// Running guests interrupted because their instance was taken away by triage.
+    pub taken_away: std::sync::atomic::AtomicU64,
+}
+
+impl AttemptCounters {
+    /// Adds one to `counter`.
+    pub(crate) fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The orchestrator of one node; cheap to clone.
@@ -220,7 +289,7 @@ impl Orchestrator {
         let s = store.clone();
         let transitions = Batcher::spawn(MAX_BATCH, move |changes: Vec<Transition>| {
             let s = s.clone();
-            async move { s.invocation_transition_batch(&changes).await.map_err(|e| e.to_string()) }
+            async move { s.invocation_transition_batch(&changes).await.map_err(WriteFailure::from) }
         });
         let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
         let total_tokens = cfg.services.total_tokens.max(1);
@@ -246,6 +315,7 @@ impl Orchestrator {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 workflow_wake: Notify::new(),
+                counters: AttemptCounters::default(),
             }),
         }
     }
@@ -337,6 +407,11 @@ impl Orchestrator {
             }
             let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.tracker.wait()).await;
         }
+    }
+
+    /// What happened to this node's attempts since it started.
+    pub fn counters(&self) -> &AttemptCounters {
+        &self.inner.counters
     }
 
     /// The store behind this orchestrator.
@@ -676,7 +751,18 @@ impl Orchestrator {
             let notified = guard.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let inv = self.get(id).await?;
+            let inv = match self.get(id).await {
+                Ok(inv) => inv,
+                // The database is away for now: look again later, within the deadline.
+                Err(OrchestratorError::Unavailable(e))
+                    if deadline.is_none_or(|d| tokio::time::Instant::now() + Duration::from_millis(250) < d) =>
+                {
+                    tracing::debug!(error = %e, invocation = %id, "waiting for a result while the database is unavailable");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if inv.status.is_final() {
                 return Ok((inv, true));
             }
@@ -703,7 +789,7 @@ impl Orchestrator {
         let submitted = self.inner.transitions.submit(changes);
         let me = self.clone();
         async move {
-            let out = submitted.await.map_err(OrchestratorError::Store)?;
+            let out = submitted.await.map_err(OrchestratorError::from)?;
             for ((id, is_final), o) in finals.iter().zip(&out) {
                 if *is_final && *o == TransitionOutcome::Applied {
                     me.inner.waiters.wake(id);
@@ -713,6 +799,12 @@ impl Orchestrator {
             Ok(out)
         }
     }
+}
+
+/// How long to wait before writing again, after `tries` writes failed because the database
+/// was unavailable: 50 ms doubling to 1 s, with jitter.
+pub(crate) fn write_backoff(tries: u32) -> Duration {
+    policy::retry_delay(tries, Duration::from_millis(50), Duration::from_secs(1), rand::random::<f64>())
 }
 
 /// Locks a std mutex, recovering from poisoning (a panicked holder leaves plain data behind).

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::guest_host::AttemptHost;
 use super::policy::retry_delay;
-use super::{Orchestrator, lock};
+use super::{AttemptCounters, Orchestrator, lock};
 use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::runtime::{InvocationInfo, Limits, RunReport, RunRequest};
 use crate::store::TransitionOutcome;
@@ -122,6 +122,9 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         let (outcome, max_attempts, report) = run_guest(&orch, &inv, cancel, host.clone()).await;
         // The slot is free as soon as the guest is done; recording the outcome is the writer's.
         host.release_slot().await;
+        // Nothing is left to interrupt: the heartbeat stops looking for this guest (an
+        // instance it no longer finds live is then this outcome landing, not a triage).
+        lock(&orch.inner.running).remove(&inv.id);
 
         // Where the invocation is now: still `pending` if `running` was never written, or
         // `paused` if the guest was interrupted while waiting on children.
@@ -186,8 +189,10 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         tracing::Span::current().record("outcome", to.as_str());
         // The attempt's record is written with its outcome, in the same transaction.
         t.instance = instance.map(Box::new);
-        match orch.transition(vec![t]).await.as_deref() {
-            Ok([TransitionOutcome::Applied]) => {
+        let counters = orch.counters();
+        match record_outcome(&orch, t).await {
+            Ok(TransitionOutcome::Applied) => {
+                AttemptCounters::bump(&counters.recorded);
                 if to.is_runnable() {
                     // Wake the dispatcher when the retry becomes claimable.
                     let o = orch.clone();
@@ -198,15 +203,53 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                     });
                 }
             }
-            Ok(_) => tracing::warn!("the attempt was taken away from this node; its outcome is discarded"),
-            Err(e) => tracing::error!(error = %e, "could not record the outcome; recovery will reroute the invocation"),
+            Ok(refused) => {
+                AttemptCounters::bump(&counters.discarded);
+                tracing::warn!(
+                why = ?refused,
+                    "the attempt was taken away from this node (or cancelled) meanwhile; its outcome is discarded and its instance says so"
+                );
+            }
+            Err(e) => {
+                AttemptCounters::bump(&counters.unrecorded);
+                tracing::error!(error = %e, "could not record the outcome; recovery will reroute the invocation");
+            }
         }
-        lock(&orch.inner.running).remove(&inv.id);
         lock(&orch.inner.progress).remove(&inv.id);
         orch.unhold(&inv.id);
     }
     .instrument(span)
     .await
+}
+
+/// Writes an attempt's outcome. While the database is unavailable (restarting, connections
+/// cut, still aborting the write after the store's own retries), the write is tried again
+/// with backoff for as long as it takes: an outcome that ran is never thrown away for a
+/// passing fault. The node's heartbeat keeps the attempt's instance alive meanwhile, so no
+/// one takes the invocation away; if someone does (the node was declared dead), the
+/// compare-and-swap refuses the write and the answer says so. Returns the outcome of the
+/// write, or the lasting error that stopped it.
+async fn record_outcome(orch: &Orchestrator, t: Transition) -> Result<TransitionOutcome, super::OrchestratorError> {
+    let mut tries = 0;
+    loop {
+        match orch.transition(vec![t.clone()]).await {
+            Ok(out) => {
+                if tries > 0 {
+                    AttemptCounters::bump(&orch.counters().recorded_after_retry);
+                    tracing::info!(tries, "recorded the outcome after the database came back");
+                }
+                return Ok(out.first().copied().unwrap_or(TransitionOutcome::NotFound));
+            }
+            Err(super::OrchestratorError::Unavailable(e)) => {
+                tries += 1;
+                if tries == 1 || tries % 20 == 0 {
+                    tracing::warn!(error = %e, tries, "could not record the outcome yet; retrying until the database answers");
+                }
+                tokio::time::sleep(super::write_backoff(tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The limits of an attempt: the task's, grown by its resource scale once for every earlier

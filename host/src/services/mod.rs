@@ -93,6 +93,11 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     // The last heartbeat the database took: a node that cannot heartbeat for a whole timeout
     // counts as dead to the others, so it stops claiming (self-fencing).
     let mut last_beat = Instant::now();
+    // Until when this node does not judge others by their silence (retire them, triage their
+    // instances, recover their pending work): after its own heartbeats stopped for a while (the
+    // database was unreachable, or this process stalled), the others' heartbeats are as old as
+    // its own, through no fault of theirs; they get one timeout to heartbeat again.
+    let mut blind_until: Option<Instant> = None;
     let mut ring_view = leader::RingView::default();
     // The epoch of the lease term this node holds, if it leads.
     let mut term: Option<i64> = None;
@@ -121,7 +126,18 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
         } else {
             match store.node_heartbeat(&node).await {
-                Ok(Some(_)) => last_beat = Instant::now(),
+                Ok(Some(_)) => {
+                    // Others count as dead after a timeout of silence; an own gap of half of
+                    // it may have made them look so.
+                    if last_beat.elapsed() > cfg.heartbeat_timeout / 2 {
+                        tracing::warn!(
+                            silent_ms = last_beat.elapsed().as_millis(),
+                            "this node could not heartbeat for a while; it gives the others one timeout before judging their silence"
+                        );
+                        blind_until = Some(Instant::now() + cfg.heartbeat_timeout);
+                    }
+                    last_beat = Instant::now();
+                }
                 Ok(None) => {
                     tracing::warn!(node = %node, "this node was declared dead by the cluster; registering again");
                     orch.set_unready();
@@ -207,7 +223,8 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                 if purge_due {
                     last_purge = Instant::now();
                 }
-                let detail = execute(&orch, &cfg, &fence, now, &dead, purge_due).await;
+                let judge = blind_until.is_none_or(|t| Instant::now() >= t);
+                let detail = execute(&orch, &cfg, &fence, now, &dead, purge_due, judge).await;
                 if let Err(e) = store.service_finish(id, ServiceRunStatus::Completed, &detail).await {
                     tracing::warn!(error = %e, "recording the end of an atomic-service run failed");
                 }
@@ -286,6 +303,7 @@ async fn execute(
     now: Millis,
     dead: &[String],
     purge_due: bool,
+    judge: bool,
 ) -> serde_json::Value {
     let store = orch.store();
     let mut errors: Vec<String> = Vec::new();
@@ -297,7 +315,10 @@ async fn execute(
     // Dead nodes are retired: their work rerouted and the node marked left, in one transaction
     // (it registers again if it comes back, as the youngest node).
     let mut recovered_dead = 0;
-    for d in dead {
+    if !judge && !dead.is_empty() {
+        tracing::info!(silent = ?dead, "not retiring silent nodes yet: this node was out of touch itself");
+    }
+    for d in dead.iter().filter(|_| judge) {
         match store.node_retire(d, fence).await {
             Ok(n) => {
                 recovered_dead += n;
@@ -307,7 +328,10 @@ async fn execute(
         }
     }
     // Pending too long (pynenc's max_pending).
-    let recovered_pending = match store.invocation_recover_pending(fence, ms(cfg.max_pending), STEP_LIMIT).await {
+    let pending = async {
+        if judge { store.invocation_recover_pending(fence, ms(cfg.max_pending), STEP_LIMIT).await } else { Ok(0) }
+    };
+    let recovered_pending = match pending.await {
         Ok(n) => n,
         Err(e) => {
             note("pending recovery", &e);
@@ -325,7 +349,7 @@ async fn execute(
         orch.nudge();
     }
     // Triage of instances whose node stopped reporting for them (Jobmon).
-    let (triaged, rerouted_triage) = match triage(orch, fence, now).await {
+    let (triaged, rerouted_triage) = match if judge { triage(orch, fence, now).await } else { Ok((0, 0)) } {
         Ok(v) => v,
         Err(e) => {
             note("triage", &e);

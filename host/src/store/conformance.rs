@@ -30,8 +30,8 @@ use TransitionOutcome::{Applied, BadTransition, LostRace, NotFound, WrongOwner};
 // Harness.
 
 /// A fresh store plus what it takes to reach the same database again.
-struct Harness {
-    store: Arc<dyn Store>,
+pub(super) struct Harness {
+    pub(super) store: Arc<dyn Store>,
     target: Target,
 }
 
@@ -79,7 +79,7 @@ impl Harness {
         Self { store: store.clone(), target: Target::Sqlite { path, store, _dir: dir } }
     }
 
-    async fn postgres() -> Self {
+    pub(super) async fn postgres() -> Self {
         let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
             panic!(
                 "DATABASE_URL is not set: the PostgreSQL conformance tests need a server, e.g. \
@@ -100,6 +100,21 @@ impl Harness {
         let db = PgDatabase { admin, name };
         let store = Arc::new(PgStore::connect_with(db.options(), 8).await.expect("connect PgStore"));
         Self { store: store.clone(), target: Target::Postgres { store, db: Box::new(db) } }
+    }
+
+    /// The store as its implementation (for its test-only entry points).
+    pub(super) fn sql_store(&self) -> &SqlStore {
+        match &self.target {
+            Target::Sqlite { store, .. } | Target::Postgres { store, .. } => store,
+        }
+    }
+
+    /// How to reach the PostgreSQL database of the harness (panics on SQLite).
+    pub(super) fn pg_options(&self) -> PgConnectOptions {
+        match &self.target {
+            Target::Postgres { db, .. } => db.options(),
+            Target::Sqlite { .. } => panic!("not a PostgreSQL harness"),
+        }
     }
 
     /// A second store on the same database (runs the migrations again).
@@ -195,6 +210,10 @@ conformance!(
     workflow_create_step_and_sync,
     workflow_plan_reads_only_what_may_start,
     drops_follow_the_policy_in_force,
+    one_attempt_moved_twice_in_one_batch_keeps_its_last_instance,
+    lost_attempts_end_their_instances_when_rerouted,
+    a_retried_write_that_was_stored_counts_as_applied,
+    api_keys_keep_hashes_names_and_batched_use,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -218,13 +237,13 @@ fn task(name: &str) -> TaskDef {
 }
 
 /// Registers component `comp` with the given tasks.
-async fn setup(store: &dyn Store, tasks: &[&str]) {
+pub(super) async fn setup(store: &dyn Store, tasks: &[&str]) {
     let defs: Vec<TaskDef> = tasks.iter().map(|t| task(t)).collect();
     store.component_put("comp", "digest", b"\0asm", &defs).await.expect("component_put");
 }
 
 /// Registers `node` and makes it the leader: the fence of its lease term.
-async fn lead(store: &dyn Store, node: &str) -> Fence {
+pub(super) async fn lead(store: &dyn Store, node: &str) -> Fence {
     store.node_register(node, &[], 1).await.expect("register");
     let epoch = store.lease_claim(node, 60_000, None).await.expect("lease").expect("the lease is free");
     Fence { node: node.into(), epoch }
@@ -240,11 +259,11 @@ fn is_fenced<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
 }
 
 /// Ids sort in the order of `n`, like UUIDv7s created one after another.
-fn id(n: usize) -> String {
+pub(super) fn id(n: usize) -> String {
     format!("0190a000-0000-7000-8000-{n:012}")
 }
 
-fn call(n: usize, task: &str) -> NewInvocation {
+pub(super) fn call(n: usize, task: &str) -> NewInvocation {
     NewInvocation {
         id: id(n),
         task: task.to_owned(),
@@ -264,7 +283,12 @@ fn calls(range: std::ops::Range<usize>, task: &str) -> Vec<NewInvocation> {
     range.map(|n| call(n, task)).collect()
 }
 
-fn tr(id: &str, from: InvocationStatus, owner: Option<(&str, u32)>, path: &[InvocationStatus]) -> Transition {
+pub(super) fn tr(
+    id: &str,
+    from: InvocationStatus,
+    owner: Option<(&str, u32)>,
+    path: &[InvocationStatus],
+) -> Transition {
     Transition {
         id: id.to_owned(),
         from,
@@ -1086,7 +1110,7 @@ async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
 // ---------------------------------------------------------------------------------------------
 // Task instances: live rows, heartbeats, signals, triage (injected clock), late outcomes.
 
-fn instance_of(
+pub(super) fn instance_of(
     store_id: &str,
     attempt: u32,
     node: &str,
@@ -1629,4 +1653,137 @@ async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
     assert_eq!(got, vec![id(1), id(3), id(10), id(11)]);
     let got = mine(store.invocation_claim("n2", 10).await.expect("claim"));
     assert_eq!(got, vec![id(0), id(2)]);
+}
+
+/// A batch can hold two changes of one attempt (`running` and the outcome, queued together by
+/// the group commit), each with its instance record: both apply, and the instance ends with
+/// the last. (PostgreSQL refuses an upsert that touches one row twice in a statement, which
+/// failed the whole batch and threw the outcome away.)
+async fn one_attempt_moved_twice_in_one_batch_keeps_its_last_instance(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..2, "t")).await.expect("insert");
+    let claimed = store.invocation_claim_reporting("n1", 2, 60_000, &ClaimFilter::default()).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let o = Some(("n1", 1));
+    let mut running = tr(&id(0), Pending, o, &[Running]);
+    running.instance = Some(Box::new(instance_of(&id(0), 1, "n1", "running", Some(60_000))));
+    let mut done = tr(&id(0), Running, o, &[Success]);
+    done.result = Some("42".into());
+    done.instance = Some(Box::new(instance_of(&id(0), 1, "n1", "done", None)));
+    let mut other = tr(&id(1), Pending, o, &[Running, Success]);
+    other.instance = Some(Box::new(instance_of(&id(1), 1, "n1", "done", None)));
+    let out = store.invocation_transition_batch(&[running, other, done]).await.expect("one batch, two passes");
+    assert_eq!(out, vec![Applied; 3]);
+    assert_eq!(get(store, &id(0)).await.status, Success);
+    let i = instance(store, &id(0)).await;
+    assert_eq!((i.status.as_str(), i.report_by), ("done", None));
+    assert_eq!(instance(store, &id(1)).await.status, "done");
+}
+
+/// Recovery takes attempts away from a node that restarted or died: their instances end with
+/// the true reason in the same transaction (not live until triage blames a missing
+/// heartbeat), so every attempt the history shows has an instance that says how it ended.
+async fn lost_attempts_end_their_instances_when_rerouted(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..4, "t")).await.expect("insert");
+    let f = ClaimFilter::default();
+    assert_eq!(store.invocation_claim_reporting("n1", 2, 60_000, &f).await.expect("claim").len(), 2);
+    assert_eq!(store.invocation_claim_reporting("n2", 2, 60_000, &f).await.expect("claim").len(), 2);
+    let mut running = tr(&id(1), Pending, Some(("n1", 1)), &[Running]);
+    running.instance = Some(Box::new(instance_of(&id(1), 1, "n1", "running", Some(60_000))));
+    assert_eq!(store.invocation_transition_batch(&[running]).await.expect("running"), vec![Applied]);
+    // n1 restarts: its claimed (0) and running (1) attempts are lost.
+    assert_eq!(store.invocation_recover_node("n1").await.expect("recover"), 2);
+    let queued = instance(store, &id(0)).await;
+    assert_eq!((queued.status.as_str(), queued.report_by), ("error", None));
+    let ran = instance(store, &id(1)).await;
+    assert_eq!((ran.status.as_str(), ran.report_by), ("unknown_error", None));
+    let why = ran.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    assert!(why.contains("attempt lost") && why.contains("`n1` restarted"), "{why}");
+    // n2 dies and the leader retires it.
+    store.node_register("n2", &[], 1).await.expect("register");
+    let leader = lead(store, "n9").await;
+    assert_eq!(store.node_retire("n2", &leader).await.expect("retire"), 2);
+    for n in 2..4 {
+        let i = instance(store, &id(n)).await;
+        assert_eq!(i.report_by, None, "{n} ended");
+        let why = i.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        assert!(why.contains("`n2` stopped heartbeating") && why.contains("`n9`"), "{why}");
+    }
+    // History and instances agree on the attempts.
+    for n in 0..4 {
+        let attempts: HashSet<u32> = store
+            .invocation_history(&id(n))
+            .await
+            .expect("history")
+            .iter()
+            .map(|h| h.attempt)
+            .filter(|a| *a > 0)
+            .collect();
+        let instances: HashSet<u32> =
+            store.instance_list(&id(n)).await.expect("instances").iter().map(|i| i.attempt).collect();
+        assert_eq!(attempts, instances, "{n}");
+    }
+}
+
+/// A write whose commit was cut off but stored, run again (the store retries a transaction
+/// after a lost connection), meets its own change: it counts as applied, not as a lost race
+/// that would throw the outcome away. Without a retry, the same write twice is a lost race.
+async fn a_retried_write_that_was_stored_counts_as_applied(h: Harness) {
+    let store = &*h.store;
+    let sql = h.sql_store();
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..1, "t")).await.expect("insert");
+    store.invocation_claim_reporting("n1", 1, 60_000, &ClaimFilter::default()).await.expect("claim");
+    let o = Some(("n1", 1));
+    let run = tr(&id(0), Pending, o, &[Running]);
+    assert_eq!(store.invocation_transition_batch(std::slice::from_ref(&run)).await.expect("running"), vec![Applied]);
+    assert_eq!(store.invocation_transition_batch(std::slice::from_ref(&run)).await.expect("again"), vec![LostRace]);
+    assert_eq!(sql.transition_batch(&[run], true).await.expect("retried"), vec![Applied], "the same attempt's running");
+    let mut done = tr(&id(0), Running, o, &[Success]);
+    done.result = Some("1".into());
+    assert_eq!(store.invocation_transition_batch(std::slice::from_ref(&done)).await.expect("success"), vec![Applied]);
+    assert_eq!(sql.transition_batch(&[done], true).await.expect("retried"), vec![Applied], "stored before");
+    // Another node's write of the same status is not this one's.
+    let mut theirs = tr(&id(0), Running, Some(("n2", 1)), &[Success]);
+    theirs.result = Some("2".into());
+    assert_eq!(sql.transition_batch(&[theirs], true).await.expect("theirs"), vec![LostRace]);
+    assert_eq!(statuses(store, &id(0)).await.iter().filter(|s| **s == Success).count(), 1);
+}
+
+async fn api_keys_keep_hashes_names_and_batched_use(h: Harness) {
+    use crate::keys::Role;
+    let store = &*h.store;
+    assert!(store.key_list().await.expect("list").is_empty());
+    let ci = store.key_insert("ci", Role::Write, "aa11").await.expect("insert");
+    assert_eq!((ci.name.as_str(), ci.role, ci.hash.as_str(), ci.last_used_at), ("ci", Role::Write, "aa11", None));
+    assert!((ci.created_at - system_now_ms()).abs() < 60_000);
+    store.key_insert("admin", Role::Admin, "bb22").await.expect("insert");
+    // A taken name is a conflict and changes nothing.
+    assert!(matches!(store.key_insert("ci", Role::Admin, "cc33").await, Err(StoreError::Conflict(_))));
+    let list = store.key_list().await.expect("list");
+    assert_eq!(
+        list.iter().map(|k| (k.name.as_str(), k.role)).collect::<Vec<_>>(),
+        vec![("admin", Role::Admin), ("ci", Role::Write)]
+    );
+    // Use is recorded for any number of keys in one statement; unknown names are ignored.
+    store.key_touch(&[]).await.expect("touch nothing");
+    store.key_touch(&["ci".into(), "gone".into()]).await.expect("touch");
+    let list = store.key_list().await.expect("list");
+    assert!(list.iter().find(|k| k.name == "ci").and_then(|k| k.last_used_at).is_some());
+    assert!(list.iter().find(|k| k.name == "admin").and_then(|k| k.last_used_at).is_none());
+    // Another store on the same database sees the keys (every node of a cluster does).
+    let other = h.reopen().await;
+    assert_eq!(other.key_list().await.expect("list").len(), 2);
+    assert!(store.key_delete("ci").await.expect("delete"));
+    assert!(!store.key_delete("ci").await.expect("delete again"));
+    assert_eq!(
+        other.key_list().await.expect("list").iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        vec!["admin"]
+    );
+    // A stored role the code does not know is a corrupt row, not a silent downgrade.
+    h.exec_raw("UPDATE api_keys SET role = 'root'").await;
+    assert!(matches!(store.key_list().await, Err(StoreError::Corrupt(_))));
 }

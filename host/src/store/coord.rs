@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::{
-    AppliedRow, Dialect, MovableRow, Pools, SqlStore, Transition, corrupt, moves, parse_status, sql, stored_failure,
-    to_json, to_u32, transition_history, transition_json,
+    AppliedRow, Dialect, LostJson, MovableRow, Pools, SqlStore, Transition, corrupt, moves, parse_status, sql,
+    stored_failure, to_json, to_u32, transition_history, transition_json,
 };
 use crate::model::{
     Event, InvocationStatus, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit,
@@ -157,7 +157,7 @@ impl Coordination for SqlStore {
         let labels = to_json(labels)?;
         let row: NodeRow = in_tx!(self, |tx, d| sqlx::query_as(q::NODE_REGISTER.get(d))
             .bind(name)
-            .bind(labels)
+            .bind(&labels)
             .bind(i64::from(capacity))
             .fetch_one(&mut *tx)
             .await?);
@@ -218,7 +218,12 @@ impl Coordination for SqlStore {
     async fn service_finish(&self, id: i64, status: ServiceRunStatus, detail: &serde_json::Value) -> StoreResult<()> {
         let detail = to_json(detail)?;
         in_tx!(self, |tx, d| {
-            sqlx::query(q::SERVICE_FINISH.get(d)).bind(id).bind(status.as_str()).bind(detail).execute(&mut *tx).await?;
+            sqlx::query(q::SERVICE_FINISH.get(d))
+                .bind(id)
+                .bind(status.as_str())
+                .bind(&detail)
+                .execute(&mut *tx)
+                .await?;
         });
         Ok(())
     }
@@ -237,6 +242,10 @@ impl Coordination for SqlStore {
     }
 
     async fn invocation_recover_pending(&self, fence: &Fence, older_than_ms: i64, limit: u32) -> StoreResult<u64> {
+        let why = format!(
+            "attempt lost: claimed but not started within max_pending ({older_than_ms} ms); the leader `{}` rerouted the invocation",
+            fence.node
+        );
         let moved = in_tx!(self, |tx, d| {
             fence!(tx, d, fence);
             let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))
@@ -245,7 +254,9 @@ impl Coordination for SqlStore {
                 .fetch_all(&mut *tx)
                 .await?;
             let changes = moves(rows, &fence.node, super::recovery_path)?;
-            apply_moves!(tx, d, &changes).len()
+            let applied = apply_moves!(tx, d, &changes);
+            end_lost!(tx, d, &changes, &applied, &why);
+            applied.len()
         });
         Ok(count(moved))
     }
@@ -258,7 +269,7 @@ impl Coordination for SqlStore {
         let dropped = in_tx!(self, |tx, d| {
             fence!(tx, d, fence);
             let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_BLOCKED.get(d))
-                .bind(names)
+                .bind(&names)
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
@@ -275,10 +286,10 @@ impl Coordination for SqlStore {
         let row: TriggerRow = in_tx!(self, |tx, d| sqlx::query_as(q::TRIGGER_INSERT.get(d))
             .bind(&t.id)
             .bind(&t.task)
-            .bind(args)
+            .bind(&args)
             .bind(t.args_from.as_str())
-            .bind(condition)
-            .bind(state)
+            .bind(&condition)
+            .bind(&state)
             .fetch_one(&mut *tx)
             .await?);
         row.decode()
@@ -343,13 +354,13 @@ impl Coordination for SqlStore {
         in_tx!(self, |tx, d| {
             fence!(tx, d, fence);
             if !states.is_empty() {
-                sqlx::query(q::TRIGGER_STATES_UPDATE.get(d)).bind(states_json).execute(&mut *tx).await?;
+                sqlx::query(q::TRIGGER_STATES_UPDATE.get(d)).bind(&states_json).execute(&mut *tx).await?;
             }
             if !runs.is_empty() {
-                sqlx::query(q::TRIGGER_RUNS_INSERT.get(d)).bind(runs_json).execute(&mut *tx).await?;
+                sqlx::query(q::TRIGGER_RUNS_INSERT.get(d)).bind(&runs_json).execute(&mut *tx).await?;
             }
             if !cursors.is_empty() {
-                sqlx::query(q::CURSORS_UPSERT.get(d)).bind(cursors_json).execute(&mut *tx).await?;
+                sqlx::query(q::CURSORS_UPSERT.get(d)).bind(&cursors_json).execute(&mut *tx).await?;
             }
         });
         Ok(())
@@ -376,7 +387,7 @@ impl Coordination for SqlStore {
         let payload = to_json(payload)?;
         let row: EventRow = in_tx!(self, |tx, d| sqlx::query_as(q::EVENT_INSERT.get(d))
             .bind(code)
-            .bind(payload)
+            .bind(&payload)
             .fetch_one(&mut *tx)
             .await?);
         row.decode()
@@ -417,9 +428,10 @@ impl Coordination for SqlStore {
             match hi {
                 None => (Vec::new(), after),
                 Some(hi) if tasks.is_empty() => (Vec::new(), hi),
-                Some(hi) => {
-                    (sqlx::query_as(q::STATUS_CHANGES.get(d)).bind(after).bind(hi).bind(names).fetch_all(db).await?, hi)
-                }
+                Some(hi) => (
+                    sqlx::query_as(q::STATUS_CHANGES.get(d)).bind(after).bind(hi).bind(&names).fetch_all(db).await?,
+                    hi,
+                ),
             }
         });
         let changes = rows
@@ -529,13 +541,13 @@ impl Coordination for SqlStore {
                 .await?;
             if let Some((version,)) = bumped {
                 sqlx::query(q::TOKEN_OWNERS_TRIM.get(d)).bind(i64::from(total_tokens)).execute(&mut *tx).await?;
-                sqlx::query(q::TOKEN_OWNERS_UPSERT.get(d)).bind(owners).execute(&mut *tx).await?;
+                sqlx::query(q::TOKEN_OWNERS_UPSERT.get(d)).bind(&owners).execute(&mut *tx).await?;
                 sqlx::query(q::TOKEN_AUDIT_INSERT.get(d))
                     .bind(version)
                     .bind(&fence.node)
                     .bind(fence.epoch)
-                    .bind(before)
-                    .bind(after)
+                    .bind(&before)
+                    .bind(&after)
                     .bind(i64::from(audit.moved))
                     .bind(audit.compute_us)
                     .execute(&mut *tx)

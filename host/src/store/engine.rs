@@ -160,17 +160,86 @@ macro_rules! on_read {
     };
 }
 
+/// How long a write keeps trying again after the database aborted it for a transient reason
+/// ([`StoreError::is_transient`]) before the error goes to the caller. Callers that must not
+/// lose what they write (an attempt's outcome) keep trying beyond it.
+const RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The retries of one write: exponential backoff with jitter, from 2 ms up to 200 ms, within
+/// [`RETRY_BUDGET`].
+pub(super) struct Retry {
+    started: std::time::Instant,
+    tries: u32,
+    ambiguous: bool,
+}
+
+impl Retry {
+    pub(super) fn new() -> Self {
+        Self { started: std::time::Instant::now(), tries: 0, ambiguous: false }
+    }
+
+    /// Whether a failed try may have been stored all the same: a connection lost while the
+    /// server committed leaves the client without an answer. (A deadlock or serialization
+    /// failure is a rollback, never ambiguous.) A write that is tried again after such a
+    /// failure may meet its own change.
+    pub(super) fn ambiguous(&self) -> bool {
+        self.ambiguous
+    }
+
+    /// Whether to run the write again after `e` (having waited the backoff): only for a
+    /// transient error, within the budget. Every retry is logged with its cause.
+    pub(super) async fn again(&mut self, e: &StoreError, what: &'static str) -> bool {
+        if !e.is_transient() || self.started.elapsed() > RETRY_BUDGET {
+            return false;
+        }
+        self.tries += 1;
+        self.ambiguous |= !e.is_deadlock();
+        let ceiling = 2u64.saturating_mul(1 << self.tries.min(7)).min(200);
+        let wait = std::time::Duration::from_millis(ceiling / 2 + rand::random_range(0..=ceiling / 2));
+        if e.is_deadlock() {
+            tracing::warn!(error = %e, write = what, tries = self.tries, "the database aborted a write (deadlock or serialization); retrying");
+        } else {
+            tracing::info!(error = %e, write = what, tries = self.tries, "a write failed for a transient reason; retrying");
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+}
+
 /// A PostgreSQL transaction on `$pool` bound to `$tx`, committed if `$body` finishes; when
-/// `$durable` is false the commit does not wait for the disk (see `in_tx_relaxed!`).
+/// `$durable` is false the commit does not wait for the disk (see `in_tx_relaxed!`). A
+/// transaction the database aborts for a transient reason (deadlock, serialization failure,
+/// lost connection: [`StoreError::is_transient`]) runs again from the start ([`Retry`]), so
+/// `$body` must be re-runnable: it may borrow but not move what it binds. A `return` in the
+/// body leaves the transaction (rolled back) with that value.
 macro_rules! pg_tx {
     ($pool:expr, $durable:expr, |$tx:ident| $body:expr) => {{
-        let mut $tx = $pool.begin().await?;
-        if !$durable {
-            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *$tx).await?;
-        }
-        let out = $body;
-        $tx.commit().await?;
-        out
+        let mut _ambiguous = false;
+        pg_tx!($pool, $durable, _ambiguous, |$tx| $body)
+    }};
+    // `$ambiguous` (a `bool` variable) is set if a try that failed may have been
+    // stored all the same ([`Retry::ambiguous`]).
+    ($pool:expr, $durable:expr, $ambiguous:ident, |$tx:ident| $body:expr) => {{
+        let mut retry = $crate::store::engine::Retry::new();
+        loop {
+            let attempt: $crate::store::StoreResult<_> = async {
+                let mut $tx = $pool.begin().await?;
+                if !$durable {
+                    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *$tx).await?;
+                }
+                let out = $body;
+                $tx.commit().await?;
+                Ok(out)
+            }
+            .await;
+            match attempt {
+                Err(e) if retry.again(&e, concat!(module_path!(), ":", line!())).await => continue,
+                other => {
+                    $ambiguous |= retry.ambiguous();
+                    break other;
+                }
+            }
+        }?
     }};
 }
 
@@ -203,7 +272,11 @@ macro_rules! in_tx {
 /// recovery redoes anyway (claims, `running`, `paused`): the outcomes a client sees (routed,
 /// final, retry) are always durable before they are reported. The body must not `return`.
 macro_rules! in_tx_relaxed {
-    ($self:ident, $durable:expr, |$tx:ident, $d:ident| $body:expr) => {
+    ($self:ident, $durable:expr, |$tx:ident, $d:ident| $body:expr) => {{
+        let mut _ambiguous = false;
+        in_tx_relaxed!($self, $durable, _ambiguous, |$tx, $d| $body)
+    }};
+    ($self:ident, $durable:expr, $ambiguous:ident, |$tx:ident, $d:ident| $body:expr) => {
         match &$self.pools {
             Pools::Sqlite { write, .. } => {
                 let mut conn = write.acquire().await?;
@@ -228,7 +301,7 @@ macro_rules! in_tx_relaxed {
             }
             Pools::Postgres(pool) => {
                 let $d = Dialect::Postgres;
-                pg_tx!(pool, $durable, |$tx| $body)
+                pg_tx!(pool, $durable, $ambiguous, |$tx| $body)
             }
         }
     };
@@ -301,14 +374,44 @@ fn recovery_path(from: InvocationStatus) -> Vec<InvocationStatus> {
 }
 
 /// Inside a transaction, reroutes every invocation node `$node` owns in an owned status
-/// ([`recovery_path`]), with history written by `$by`; evaluates to how many moved.
+/// ([`recovery_path`]), with history written by `$by`, and ends the live instances of the
+/// attempts that were lost so with the message `$why` ([`end_lost!`]); evaluates to how many
+/// moved.
 macro_rules! reroute_owned {
-    ($tx:ident, $d:ident, $node:expr, $by:expr) => {{
+    ($tx:ident, $d:ident, $node:expr, $by:expr, $why:expr) => {{
         let owned: Vec<MovableRow> =
             sqlx::query_as(sql::INVOCATION_OWNED_BY.get($d)).bind($node).fetch_all(&mut *$tx).await?;
         let changes = moves(owned, $by, recovery_path)?;
-        apply_moves!($tx, $d, &changes).len()
+        let applied = apply_moves!($tx, $d, &changes);
+        end_lost!($tx, $d, &changes, &applied, $why);
+        applied.len()
     }};
+}
+
+/// Inside a transaction that rerouted `$changes` (owned transitions; `$applied` the positions
+/// that applied), ends the live instances of the attempts they took away with message `$why`
+/// ([`sql::INSTANCE_END_LOST`]): the instances then say how each lost attempt ended, instead
+/// of staying live until triage blames a missing heartbeat.
+macro_rules! end_lost {
+    ($tx:ident, $d:ident, $changes:expr, $applied:expr, $why:expr) => {{
+        let changes: &[Transition] = $changes;
+        let lost: Vec<LostJson<'_>> = $applied
+            .iter()
+            .filter_map(|&i: &usize| changes.get(i))
+            .filter_map(|t| t.owner.as_ref().map(|o| LostJson { id: &t.id, attempt: o.attempt }))
+            .collect();
+        if !lost.is_empty() {
+            let why: &str = $why;
+            sqlx::query(sql::INSTANCE_END_LOST.get($d)).bind(to_json(&lost)?).bind(why).execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// One lost attempt for [`sql::INSTANCE_END_LOST`].
+#[derive(Serialize)]
+struct LostJson<'a> {
+    id: &'a str,
+    attempt: u32,
 }
 
 /// [`transition_pass!`] over owned transitions that may be none (then no statement runs).
@@ -951,6 +1054,17 @@ fn path_history_json(pass: &[&Transition]) -> StoreResult<String> {
     to_json(&rows)
 }
 
+/// The instance records of one batch, one per attempt (the last given: a batch of several
+/// passes can move one attempt twice, and PostgreSQL refuses an upsert that touches a row
+/// twice), sorted by (invocation, attempt), the order in which every write locks instances.
+fn last_record_per_attempt<'a>(records: impl Iterator<Item = &'a TaskInstance>) -> Vec<&'a TaskInstance> {
+    let mut last: std::collections::BTreeMap<(&str, u32), &TaskInstance> = std::collections::BTreeMap::new();
+    for r in records {
+        last.insert((r.invocation_id.as_str(), r.attempt), r);
+    }
+    last.into_values().collect()
+}
+
 /// Whether a transition's path is a walk of the status table from its `from` status.
 fn follows_table(t: &Transition) -> bool {
     let mut at = t.from;
@@ -966,12 +1080,14 @@ impl SqlStore {
     /// Says why the transitions at `rejected` (sent, not applied) were refused, from the rows
     /// as they are now: gone (`NotFound`), in another status (`LostRace`) or held by another
     /// owner (`WrongOwner`). Read after the fact, so only an explanation; the refusal itself
-    /// was the compare-and-swap's.
+    /// was the compare-and-swap's. When `retried` (a try that failed may have been stored),
+    /// a refusal that meets the change already made by the same writer is `Applied`.
     async fn explain_rejections(
         &self,
         changes: &[Transition],
         rejected: &[usize],
         outcomes: &mut [TransitionOutcome],
+        retried: bool,
     ) -> StoreResult<()> {
         let ids: Vec<String> = rejected.iter().map(|&i| changes[i].id.clone()).collect();
         let now: HashMap<String, Invocation> =
@@ -980,6 +1096,7 @@ impl SqlStore {
             let t = &changes[i];
             outcomes[i] = match now.get(&t.id) {
                 None => TransitionOutcome::NotFound,
+                Some(inv) if retried && self.already_applied(t, inv).await? => TransitionOutcome::Applied,
                 Some(inv) if inv.status != t.from => TransitionOutcome::LostRace,
                 Some(inv) => match &t.owner {
                     Some(o) if inv.owner.as_deref() != Some(o.node.as_str()) || inv.attempts != o.attempt => {
@@ -990,6 +1107,131 @@ impl SqlStore {
             };
         }
         Ok(())
+    }
+}
+
+impl SqlStore {
+    /// [`Store::invocation_transition_batch`]; `assume_retried` (tests) treats the batch as
+    /// run again after a try that may have been stored ([`Retry::ambiguous`]).
+    pub(super) async fn transition_batch(
+        &self,
+        changes: &[Transition],
+        assume_retried: bool,
+    ) -> StoreResult<Vec<TransitionOutcome>> {
+        let mut outcomes = vec![TransitionOutcome::LostRace; changes.len()];
+        // Pass n holds the n-th transition of every id (positions in `changes`).
+        let mut passes: Vec<Vec<usize>> = Vec::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in changes.iter().enumerate() {
+            if let Some(result) = &t.result {
+                check_json("result", &t.id, result)?;
+            }
+            if !follows_table(t) {
+                outcomes[i] = TransitionOutcome::BadTransition;
+                continue;
+            }
+            let n = seen.entry(t.id.as_str()).or_insert(0);
+            if passes.len() <= *n {
+                passes.push(Vec::new());
+            }
+            passes[*n].push(i);
+            *n += 1;
+        }
+        if passes.is_empty() {
+            return Ok(outcomes);
+        }
+        let sent: Vec<usize> = passes.iter().flatten().copied().collect();
+        for pass in &mut passes {
+            pass.sort_unstable_by(|a, b| changes[*a].id.cmp(&changes[*b].id));
+        }
+        // Only batches that merely move attempts along (pending, running, paused, resumed) may
+        // skip waiting for the disk; anything a client can observe as an outcome is durable.
+        let durable = changes.iter().any(|t| !t.to().is_owned());
+        // Whether a try that failed may have been stored: then a refusal may be our own change.
+        let mut ambiguous = assume_retried;
+        let applied: Vec<usize> = match (&self.pools, passes.as_slice()) {
+            // The usual batch, one pass, on SQLite: one script.
+            (Pools::Sqlite { write, .. }, [pass]) => {
+                let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
+                let script = if durable {
+                    sql::INVOCATION_TRANSITION_ONE_TRIP
+                } else {
+                    sql::INVOCATION_TRANSITION_ONE_TRIP_RELAXED
+                };
+                let query = sqlx::query_as(script)
+                    .bind(transition_json(&refs)?)
+                    .bind(tx_marker())
+                    .bind(path_history_json(&refs)?)
+                    .bind(instances_json(refs.iter().filter_map(|t| t.instance.as_deref()))?);
+                let rows: Vec<AppliedRow> = one_trip(write, query).await?;
+                applied_positions(&refs, &rows)?.into_iter().map(|p| pass[p]).collect()
+            }
+            _ => in_tx_relaxed!(self, durable, ambiguous, |tx, d| {
+                let mut applied = Vec::new();
+                for pass in &passes {
+                    let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
+                    let positions = transition_pass!(tx, d, &refs);
+                    applied.extend(positions.into_iter().map(|p| pass[p]));
+                }
+                let records = last_record_per_attempt(applied.iter().filter_map(|&i| changes[i].instance.as_deref()));
+                if !records.is_empty() {
+                    sqlx::query(sql::INSTANCE_INSERT.get(d))
+                        .bind(instances_json(records.into_iter())?)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                applied
+            }),
+        };
+        let applied: HashSet<usize> = applied.into_iter().collect();
+        let rejected: Vec<usize> = sent.into_iter().filter(|i| !applied.contains(i)).collect();
+        for &i in &applied {
+            outcomes[i] = TransitionOutcome::Applied;
+        }
+        if !rejected.is_empty() {
+            self.explain_rejections(changes, &rejected, &mut outcomes, ambiguous).await?;
+            let late = rejected.iter().filter(|&&i| !outcomes[i].is_applied());
+            self.record_late_outcomes(late.filter_map(|&i| changes[i].instance.as_deref())).await?;
+        }
+        Ok(outcomes)
+    }
+}
+
+impl SqlStore {
+    /// The invocations of `calls` if every one of them is stored already with its call: a
+    /// routing transaction retried after its commit was cut off meets its own rows (ids are
+    /// fresh per routing, so a stored id with the same call is this routing's).
+    async fn inserted_before(&self, calls: &[NewInvocation]) -> StoreResult<Option<Vec<Invocation>>> {
+        let ids: Vec<String> = calls.iter().map(|c| c.id.clone()).collect();
+        let stored: HashMap<String, Invocation> =
+            self.invocation_get_many(&ids).await?.into_iter().map(|inv| (inv.id.clone(), inv)).collect();
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            match stored.get(&c.id) {
+                Some(inv) if inv.call_id == c.call_id => out.push(inv.clone()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Whether the attempt's write `t`, refused now, is stored already: a transaction retried
+    /// after its commit was cut off (the connection died while the server committed) meets
+    /// its own change. True when the row is in `t`'s target status and that move was this
+    /// writer's: still owned by the same attempt for an owned status, or, for a status that
+    /// releases the owner, written to the history by `t`'s node for that attempt.
+    async fn already_applied(&self, t: &Transition, inv: &Invocation) -> StoreResult<bool> {
+        let Some(owner) = &t.owner else { return Ok(false) };
+        if inv.status != t.to() || inv.status == t.from {
+            return Ok(false);
+        }
+        if t.to().is_owned() {
+            return Ok(inv.owner.as_deref() == Some(owner.node.as_str()) && inv.attempts == owner.attempt);
+        }
+        let history = self.invocation_history(&t.id).await?;
+        Ok(history
+            .iter()
+            .any(|h| h.status == t.to() && h.attempt == owner.attempt && h.node.as_deref() == Some(t.node.as_str())))
     }
 }
 
@@ -1021,7 +1263,7 @@ impl SqlStore {
         tracing::info!(count = late.len(), "recorded late attempt outcomes; their invocations are untouched");
         let json = instances_json(late.iter())?;
         in_tx!(self, |tx, d| {
-            sqlx::query(sql::INSTANCE_INSERT.get(d)).bind(json).execute(&mut *tx).await?;
+            sqlx::query(sql::INSTANCE_INSERT.get(d)).bind(&json).execute(&mut *tx).await?;
         });
         Ok(())
     }
@@ -1302,17 +1544,31 @@ impl Store for SqlStore {
                     Ok(rows) => rows,
                     // The script's insert fails on a call of an unknown task (see sql.rs).
                     Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
-                        let missing: Option<NameRow> =
-                            sqlx::query_as(sql::INVOCATION_INSERT_UNKNOWN_TASK).bind(json).fetch_optional(read).await?;
+                        let missing: Option<NameRow> = sqlx::query_as(sql::INVOCATION_INSERT_UNKNOWN_TASK)
+                            .bind(&json)
+                            .fetch_optional(read)
+                            .await?;
                         return Err(unknown_task(missing.as_ref().map(|r| r.name.as_str())));
                     }
                     Err(e) => return Err(conflict_on_unique(DUPLICATE_INVOCATION)(e)),
                 }
             }
-            Pools::Postgres(pool) => pg_tx!(pool, true, |tx| {
-                let d = Dialect::Postgres;
-                insert_registered!(tx, d, calls)
-            }),
+            Pools::Postgres(pool) => {
+                let mut ambiguous = false;
+                let inserted: StoreResult<Vec<InvocationRow>> = async {
+                    Ok(pg_tx!(pool, true, ambiguous, |tx| {
+                        let d = Dialect::Postgres;
+                        insert_registered!(tx, d, calls)
+                    }))
+                }
+                .await;
+                match inserted {
+                    Err(StoreError::Conflict(m)) if ambiguous => {
+                        return self.inserted_before(calls).await?.ok_or(StoreError::Conflict(m));
+                    }
+                    other => other?,
+                }
+            }
         };
         // Input order.
         let position: HashMap<&str, usize> = calls.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
@@ -1341,16 +1597,16 @@ impl Store for SqlStore {
                     .bind(i64::from(limit))
                     .bind(tx_marker())
                     .bind(report_window_ms)
-                    .bind(excluded)
-                    .bind(pinned_here);
+                    .bind(&excluded)
+                    .bind(&pinned_here);
                 one_trip(write, claim).await?
             }
             Pools::Postgres(pool) => pg_tx!(pool, false, |tx| {
                 let mut rows: Vec<ClaimedRow> = sqlx::query_as(sql::INVOCATION_CLAIM_POSTGRES)
                     .bind(node)
                     .bind(i64::from(limit))
-                    .bind(excluded)
-                    .bind(pinned_here)
+                    .bind(&excluded)
+                    .bind(&pinned_here)
                     .fetch_all(&mut *tx)
                     .await?;
                 if !rows.is_empty() {
@@ -1393,91 +1649,24 @@ impl Store for SqlStore {
     }
 
     async fn invocation_transition_batch(&self, changes: &[Transition]) -> StoreResult<Vec<TransitionOutcome>> {
-        let mut outcomes = vec![TransitionOutcome::LostRace; changes.len()];
-        // Pass n holds the n-th transition of every id (positions in `changes`).
-        let mut passes: Vec<Vec<usize>> = Vec::new();
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for (i, t) in changes.iter().enumerate() {
-            if let Some(result) = &t.result {
-                check_json("result", &t.id, result)?;
-            }
-            if !follows_table(t) {
-                outcomes[i] = TransitionOutcome::BadTransition;
-                continue;
-            }
-            let n = seen.entry(t.id.as_str()).or_insert(0);
-            if passes.len() <= *n {
-                passes.push(Vec::new());
-            }
-            passes[*n].push(i);
-            *n += 1;
-        }
-        if passes.is_empty() {
-            return Ok(outcomes);
-        }
-        let sent: Vec<usize> = passes.iter().flatten().copied().collect();
-        for pass in &mut passes {
-            pass.sort_unstable_by(|a, b| changes[*a].id.cmp(&changes[*b].id));
-        }
-        // Only batches that merely move attempts along (pending, running, paused, resumed) may
-        // skip waiting for the disk; anything a client can observe as an outcome is durable.
-        let durable = changes.iter().any(|t| !t.to().is_owned());
-        let applied: Vec<usize> = match (&self.pools, passes.as_slice()) {
-            // The usual batch, one pass, on SQLite: one script.
-            (Pools::Sqlite { write, .. }, [pass]) => {
-                let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
-                let script = if durable {
-                    sql::INVOCATION_TRANSITION_ONE_TRIP
-                } else {
-                    sql::INVOCATION_TRANSITION_ONE_TRIP_RELAXED
-                };
-                let query = sqlx::query_as(script)
-                    .bind(transition_json(&refs)?)
-                    .bind(tx_marker())
-                    .bind(path_history_json(&refs)?)
-                    .bind(instances_json(refs.iter().filter_map(|t| t.instance.as_deref()))?);
-                let rows: Vec<AppliedRow> = one_trip(write, query).await?;
-                applied_positions(&refs, &rows)?.into_iter().map(|p| pass[p]).collect()
-            }
-            _ => in_tx_relaxed!(self, durable, |tx, d| {
-                let mut applied = Vec::new();
-                for pass in &passes {
-                    let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
-                    let positions = transition_pass!(tx, d, &refs);
-                    applied.extend(positions.into_iter().map(|p| pass[p]));
-                }
-                let records: Vec<&TaskInstance> =
-                    applied.iter().filter_map(|&i| changes[i].instance.as_deref()).collect();
-                if !records.is_empty() {
-                    sqlx::query(sql::INSTANCE_INSERT.get(d))
-                        .bind(instances_json(records.into_iter())?)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                applied
-            }),
-        };
-        let applied: HashSet<usize> = applied.into_iter().collect();
-        let rejected: Vec<usize> = sent.into_iter().filter(|i| !applied.contains(i)).collect();
-        for &i in &applied {
-            outcomes[i] = TransitionOutcome::Applied;
-        }
-        if !rejected.is_empty() {
-            self.explain_rejections(changes, &rejected, &mut outcomes).await?;
-            self.record_late_outcomes(rejected.iter().filter_map(|&i| changes[i].instance.as_deref())).await?;
-        }
-        Ok(outcomes)
+        self.transition_batch(changes, false).await
     }
 
     async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64> {
-        let recovered = in_tx!(self, |tx, d| reroute_owned!(tx, d, node, node));
+        let why =
+            format!("attempt lost: node `{node}` restarted while it held this attempt; the invocation was rerouted");
+        let recovered = in_tx!(self, |tx, d| reroute_owned!(tx, d, node, node, &why));
         Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
     }
 
     async fn node_retire(&self, node: &str, fence: &Fence) -> StoreResult<u64> {
+        let why = format!(
+            "attempt lost: node `{node}` stopped heartbeating and was retired by the leader `{}`; the invocation was rerouted",
+            fence.node
+        );
         let recovered = in_tx!(self, |tx, d| {
             fence!(tx, d, fence);
-            let n = reroute_owned!(tx, d, node, &fence.node);
+            let n = reroute_owned!(tx, d, node, &fence.node, &why);
             sqlx::query(sql::coord::NODE_LEAVE.get(d)).bind(node).execute(&mut *tx).await?;
             n
         });
@@ -1544,18 +1733,26 @@ impl Store for SqlStore {
             Pools::Sqlite { write, .. } => {
                 sqlx::query_as(sql::INSTANCE_HEARTBEAT.sqlite)
                     .bind(node)
-                    .bind(json)
+                    .bind(&json)
                     .bind(report_window_ms)
                     .fetch_all(write)
                     .await?
             }
             Pools::Postgres(pool) => {
-                sqlx::query_as(sql::INSTANCE_HEARTBEAT.postgres)
-                    .bind(node)
-                    .bind(json)
-                    .bind(report_window_ms)
-                    .fetch_all(pool)
-                    .await?
+                let mut retry = Retry::new();
+                loop {
+                    let beat = sqlx::query_as(sql::INSTANCE_HEARTBEAT.postgres)
+                        .bind(node)
+                        .bind(json.as_str())
+                        .bind(report_window_ms)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(StoreError::from);
+                    match beat {
+                        Err(e) if retry.again(&e, "instance heartbeat").await => continue,
+                        other => break other?,
+                    }
+                }
             }
         };
         rows.into_iter()
@@ -1595,7 +1792,7 @@ impl Store for SqlStore {
             return Ok((TransitionOutcome::Applied, node.map(|n| n.name)));
         }
         let mut outcomes = [TransitionOutcome::LostRace];
-        self.explain_rejections(std::slice::from_ref(change), &[0], &mut outcomes).await?;
+        self.explain_rejections(std::slice::from_ref(change), &[0], &mut outcomes, false).await?;
         Ok((outcomes[0], None))
     }
 
@@ -1653,10 +1850,22 @@ impl Store for SqlStore {
             })
             .collect();
         let json = to_json(&rows)?;
+        // The invocations that may be rerouted, locked (PostgreSQL) before any instance: the
+        // global lock order is invocations, then instances.
+        let mut reroute_ids: Vec<&str> =
+            decisions.iter().filter(|t| t.reroute).map(|t| t.instance.invocation_id.as_str()).collect();
+        reroute_ids.sort_unstable();
+        reroute_ids.dedup();
+        let reroute_ids = to_json(&reroute_ids)?;
         let (changed, rerouted) = in_tx!(self, |tx, d| {
             fence!(tx, d, fence);
+            let movable: Vec<MovableRow> = if decisions.iter().any(|t| t.reroute) {
+                sqlx::query_as(sql::INVOCATION_MOVABLE.get(d)).bind(reroute_ids.as_str()).fetch_all(&mut *tx).await?
+            } else {
+                Vec::new()
+            };
             let applied: Vec<KeyRow> =
-                sqlx::query_as(sql::INSTANCE_TRIAGE.get(d)).bind(json).fetch_all(&mut *tx).await?;
+                sqlx::query_as(sql::INSTANCE_TRIAGE.get(d)).bind(json.as_str()).fetch_all(&mut *tx).await?;
             let applied: HashSet<(String, i64)> = applied.into_iter().map(|r| (r.invocation_id, r.attempt)).collect();
             // The invocations to take back: those of changed instances marked `reroute` whose
             // node still owns them with the instance's attempt.
@@ -1667,25 +1876,20 @@ impl Store for SqlStore {
                 })
                 .map(|t| (t.instance.invocation_id.as_str(), (t.instance.node.as_str(), t.instance.attempt)))
                 .collect();
-            let mut rerouted = Vec::new();
-            if !owners.is_empty() {
-                let ids: Vec<&str> = owners.keys().copied().collect();
-                let rows: Vec<MovableRow> =
-                    sqlx::query_as(sql::INVOCATION_MOVABLE.get(d)).bind(to_json(&ids)?).fetch_all(&mut *tx).await?;
-                let rows: Vec<MovableRow> = rows
-                    .into_iter()
-                    .filter(|r| {
-                        let owned = parse_status(&r.status).is_ok_and(InvocationStatus::is_owned);
-                        owned
-                            && owners.get(r.id.as_str()).is_some_and(|(node, attempt)| {
-                                r.owner_node.as_deref() == Some(*node) && r.attempts == i64::from(*attempt)
-                            })
-                    })
-                    .collect();
-                let changes = moves(rows, &fence.node, recovery_path)?;
-                let positions = apply_moves!(tx, d, &changes);
-                rerouted = positions.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect();
-            }
+            let rows: Vec<MovableRow> = movable
+                .into_iter()
+                .filter(|r| {
+                    let owned = parse_status(&r.status).is_ok_and(InvocationStatus::is_owned);
+                    owned
+                        && owners.get(r.id.as_str()).is_some_and(|(node, attempt)| {
+                            r.owner_node.as_deref() == Some(*node) && r.attempts == i64::from(*attempt)
+                        })
+                })
+                .collect();
+            let changes = moves(rows, &fence.node, recovery_path)?;
+            let positions = apply_moves!(tx, d, &changes);
+            let rerouted: Vec<String> =
+                positions.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect();
             (applied.len(), rerouted)
         });
         Ok((changed, rerouted))
@@ -1711,7 +1915,7 @@ impl Store for SqlStore {
         }
         let json = to_json(ids)?;
         let rows: Vec<InvocationRow> =
-            on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_GET_MANY.get(d)).bind(json).fetch_all(db).await?);
+            on_read!(self, |db, d| sqlx::query_as(sql::INVOCATION_GET_MANY.get(d)).bind(&json).fetch_all(db).await?);
         // Input order; an id asked for twice is returned twice.
         let mut left: HashMap<&str, usize> = HashMap::new();
         for id in ids {
@@ -1826,3 +2030,7 @@ mod coord;
 // above.
 #[path = "workflow.rs"]
 mod workflow;
+
+// API keys, in a file of their own; declared here so that it shares the macros above.
+#[path = "keys.rs"]
+mod keys;

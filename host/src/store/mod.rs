@@ -21,6 +21,8 @@ use crate::workflows::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 #[cfg(test)]
 mod conformance;
 mod engine;
+#[cfg(test)]
+mod lock_order;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -57,6 +59,44 @@ pub enum StoreError {
         /// The epoch it believed it held.
         epoch: i64,
     },
+}
+
+impl StoreError {
+    /// Whether the database aborted the work for a reason that trying again can cure: a
+    /// deadlock or serialization failure (the transaction was rolled back, nothing of it is
+    /// stored), a lost or refused connection (the server restarted, a backend was terminated,
+    /// the pool timed out), or a busy SQLite file. A rejected compare-and-swap, a constraint
+    /// violation or a fence is never transient: those are answers, not accidents.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) => transient_sqlx(e),
+            _ => false,
+        }
+    }
+
+    /// Whether the error is a deadlock or a serialization failure (PostgreSQL `40P01`,
+    /// `40001`): the database chose this transaction as the victim and rolled it back.
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
+    }
+}
+
+/// See [`StoreError::is_transient`].
+fn transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                // deadlock, serialization failure, terminated backend (admin/crash shutdown),
+                // server starting up, too many connections
+                "40P01" | "40001" | "57P01" | "57P02" | "57P03" | "53300"
+                // SQLite: busy, busy (recovery), locked
+                | "5" | "261" | "517" | "6"
+            ) || code.starts_with("08")
+        }),
+        _ => false,
+    }
 }
 
 /// Result of store operations.
@@ -396,9 +436,40 @@ pub trait WorkflowStore: Send + Sync + 'static {
 /// stays: longer than a step transaction takes between stamping its rows and committing.
 pub const SYNC_MARGIN_MS: Millis = 1_000;
 
+/// A stored API key: never the secret, only its SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Unique name.
+    pub name: String,
+    /// What it may do.
+    pub role: crate::keys::Role,
+    /// SHA-256 of the key, lower-case hex.
+    pub hash: String,
+    /// Creation (database clock).
+    pub created_at: Millis,
+    /// Last use as recorded (batched: at most once per key per heartbeat interval).
+    pub last_used_at: Option<Millis>,
+}
+
+/// API keys (`api_keys`, migration 0011). Part of every [`Store`].
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Stores a new key; a taken name is a `Conflict`.
+    async fn key_insert(&self, name: &str, role: crate::keys::Role, hash: &str) -> StoreResult<ApiKey>;
+
+    /// Every key, by name.
+    async fn key_list(&self) -> StoreResult<Vec<ApiKey>>;
+
+    /// Deletes a key; false if there was none of that name.
+    async fn key_delete(&self, name: &str) -> StoreResult<bool>;
+
+    /// Records that the named keys were used now: ONE statement whatever their number.
+    async fn key_touch(&self, names: &[String]) -> StoreResult<()>;
+}
+
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.
 #[async_trait]
-pub trait Store: Coordination + WorkflowStore + Send + Sync + 'static {
+pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn dialect(&self) -> &'static str;
 

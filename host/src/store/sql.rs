@@ -455,6 +455,37 @@ pub(super) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      invocations.parent, invocations.workflow, invocations.max_attempts, invocations.updated_at"
 );
 
+/// PostgreSQL's row locks of a multi-row write, taken up front in the one global order (see
+/// "Lock order" in `engine.rs`): `lock_in_order!(postgres, "$1")` is a CTE `locked` that locks
+/// the `invocations` rows whose ids the JSON array of objects `$1` names (field `id`), sorted
+/// by id; the statement then changes only rows of `locked`. Without it the rows would be
+/// locked in whatever order the plan meets them, and two batches (or a batch and the
+/// leader's recovery) that share rows could each hold one the other waits for. Empty on
+/// SQLite, whose single writer takes no row locks.
+macro_rules! lock_in_order {
+    (sqlite, $param:literal) => {
+        ""
+    };
+    (postgres, $param:literal) => {
+        concat!(
+            ", locked AS MATERIALIZED (SELECT id FROM invocations WHERE id IN (SELECT l.value ->> 'id' FROM ",
+            json_rows!(postgres, $param, "l"),
+            ") ORDER BY id FOR UPDATE)"
+        )
+    };
+}
+
+/// The condition that keeps a write to the rows [`lock_in_order!`] locked (`$col` is the id
+/// column as the statement names it).
+macro_rules! only_locked {
+    (sqlite, $col:literal) => {
+        ""
+    };
+    (postgres, $col:literal) => {
+        concat!(" AND ", $col, " IN (SELECT id FROM locked)")
+    };
+}
+
 macro_rules! invocation_transition {
     ($d:ident) => {
         invocation_transition!($d, "")
@@ -463,8 +494,9 @@ macro_rules! invocation_transition {
         concat!(
             "WITH c AS MATERIALIZED (SELECT ",
             now_ms!($d),
-            " AS now) \
-             UPDATE invocations SET status = x.to_status, \
+            " AS now)",
+            lock_in_order!($d, "$1"),
+            " UPDATE invocations SET status = x.to_status, \
              owner_node = CASE x.owner_mode WHEN 'clear' THEN NULL WHEN 'set' THEN x.node \
              ELSE invocations.owner_node END, \
              attempts = invocations.attempts + x.attempt_inc, \
@@ -488,8 +520,9 @@ macro_rules! invocation_transition {
             ") AS x \
              WHERE invocations.id = x.id AND invocations.status = x.from_status \
              AND (x.owner_node IS NULL OR (invocations.owner_node = x.owner_node \
-             AND invocations.attempts = x.owner_attempt)) \
-             RETURNING invocations.id, invocations.attempts, invocations.updated_at"
+             AND invocations.attempts = x.owner_attempt))",
+            only_locked!($d, "invocations.id"),
+            " RETURNING invocations.id, invocations.attempts, invocations.updated_at"
         )
     };
 }
@@ -613,7 +646,7 @@ macro_rules! instance_insert {
             json_rows!($d, $param, "j"),
             " JOIN invocations i ON i.id = j.value ->> 'invocation_id' CROSS JOIN c WHERE ",
             $filter,
-            " ORDER BY j.key ON CONFLICT (invocation_id, attempt) DO UPDATE SET status = excluded.status, \
+            " ORDER BY i.id, CAST(j.value ->> 'attempt' AS BIGINT) ON CONFLICT (invocation_id, attempt) DO UPDATE SET status = excluded.status, \
              node = excluded.node, error_kind = excluded.error_kind, error_message = excluded.error_message, \
              wall_ms = excluded.wall_ms, peak_memory_bytes = excluded.peak_memory_bytes, \
              stdout = excluded.stdout, stderr = excluded.stderr, logs = excluded.logs, \
@@ -718,13 +751,33 @@ pub(super) const INSTANCE_INSERT: Sql = both!(instance_insert);
 macro_rules! instance_heartbeat {
     ($d:ident) => {
         concat!(
-            "/* instance_heartbeat */ UPDATE task_instances SET report_by = ",
+            "/* instance_heartbeat */ WITH h AS ",
+            instance_heartbeat!(@held, $d),
+            " UPDATE task_instances SET report_by = ",
             now_ms!($d),
             " + $3, status = CASE WHEN status = 'triaging' THEN 'running' ELSE status END \
-             WHERE node = $1 AND report_by IS NOT NULL AND status <> 'no_heartbeat' \
-             AND (invocation_id, attempt) IN (SELECT h.value ->> 'id', CAST(h.value ->> 'attempt' AS BIGINT) FROM ",
-            json_rows!($d, "$2", "h"),
-            ") RETURNING invocation_id, attempt, status, signal"
+             FROM h WHERE task_instances.invocation_id = h.invocation_id AND task_instances.attempt = h.attempt \
+             AND task_instances.node = $1 AND task_instances.report_by IS NOT NULL \
+             AND task_instances.status <> 'no_heartbeat' \
+             RETURNING task_instances.invocation_id, task_instances.attempt, task_instances.status, task_instances.signal"
+        )
+    };
+    // The live instances of the held list: on PostgreSQL locked up front in (invocation,
+    // attempt) order, the order every write of instances follows.
+    (@held, sqlite) => {
+        concat!(
+            "(SELECT h.value ->> 'id' AS invocation_id, CAST(h.value ->> 'attempt' AS BIGINT) AS attempt FROM ",
+            json_rows!(sqlite, "$2", "h"),
+            ")"
+        )
+    };
+    (@held, postgres) => {
+        concat!(
+            "MATERIALIZED (SELECT t.invocation_id, t.attempt FROM task_instances t \
+             WHERE t.node = $1 AND t.report_by IS NOT NULL AND t.status <> 'no_heartbeat' \
+             AND (t.invocation_id, t.attempt) IN (SELECT h.value ->> 'id', CAST(h.value ->> 'attempt' AS BIGINT) FROM ",
+            json_rows!(postgres, "$2", "h"),
+            ") ORDER BY t.invocation_id, t.attempt FOR UPDATE)"
         )
     };
 }
@@ -750,21 +803,38 @@ pub(super) const INSTANCE_OVERDUE: Sql = Sql::same(
 macro_rules! instance_triage {
     ($d:ident) => {
         concat!(
-            "UPDATE task_instances SET status = x.to_status, report_by = x.next_report_by, \
+            "WITH x AS ",
+            instance_triage!(@decided, $d),
+            " UPDATE task_instances SET status = x.to_status, report_by = x.next_report_by, \
              ended_at = CASE WHEN x.next_report_by IS NULL THEN ",
             now_ms!($d),
             " ELSE task_instances.ended_at END, \
              error_kind = COALESCE(x.error_kind, task_instances.error_kind), \
              error_message = COALESCE(x.error_message, task_instances.error_message) \
-             FROM (SELECT t.value ->> 'id' AS id, CAST(t.value ->> 'attempt' AS BIGINT) AS attempt, \
-             t.value ->> 'from' AS from_status, t.value ->> 'to' AS to_status, \
-             CAST(t.value ->> 'report_by' AS BIGINT) AS seen_report_by, \
-             CAST(t.value ->> 'next_report_by' AS BIGINT) AS next_report_by, \
-             t.value ->> 'error_kind' AS error_kind, t.value ->> 'error_message' AS error_message FROM ",
-            json_rows!($d, "$1", "t"),
-            ") AS x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
+             FROM x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
              AND task_instances.status = x.from_status AND task_instances.report_by = x.seen_report_by \
              RETURNING task_instances.invocation_id, task_instances.attempt"
+        )
+    };
+    (@fields) => {
+        "t.value ->> 'id' AS id, CAST(t.value ->> 'attempt' AS BIGINT) AS attempt, \
+         t.value ->> 'from' AS from_status, t.value ->> 'to' AS to_status, \
+         CAST(t.value ->> 'report_by' AS BIGINT) AS seen_report_by, \
+         CAST(t.value ->> 'next_report_by' AS BIGINT) AS next_report_by, \
+         t.value ->> 'error_kind' AS error_kind, t.value ->> 'error_message' AS error_message"
+    };
+    (@decided, sqlite) => {
+        concat!("(SELECT ", instance_triage!(@fields), " FROM ", json_rows!(sqlite, "$1", "t"), ")")
+    };
+    // On PostgreSQL the decided instances are locked first, in (invocation, attempt) order.
+    (@decided, postgres) => {
+        concat!(
+            "MATERIALIZED (SELECT d.* FROM (SELECT ",
+            instance_triage!(@fields),
+            " FROM ",
+            json_rows!(postgres, "$1", "t"),
+            ") AS d JOIN task_instances l ON l.invocation_id = d.id AND l.attempt = d.attempt \
+             ORDER BY d.id, d.attempt FOR UPDATE OF l)"
         )
     };
 }
@@ -775,16 +845,57 @@ pub(super) const INSTANCE_TRIAGE: Sql = both!(instance_triage);
 
 /// The invocations rows of the JSON array `$1` of ids, as rows a recovery can move.
 macro_rules! invocation_movable {
-    ($d:ident) => {
+    ($d:ident, $lock:literal) => {
         concat!(
             "SELECT id, status, attempts, owner_node FROM invocations WHERE id IN (SELECT j.value FROM ",
             json_texts!($d),
-            ") ORDER BY id"
+            ") ORDER BY id",
+            $lock
         )
     };
 }
 /// The invocations whose ids are in the JSON array `$1`, as movable rows.
-pub(super) const INVOCATION_MOVABLE: Sql = both!(invocation_movable);
+/// Locked on PostgreSQL (by id), so that a transaction that then changes their instances
+/// keeps the global lock order (invocations before instances).
+pub(super) const INVOCATION_MOVABLE: Sql =
+    Sql { sqlite: invocation_movable!(sqlite, ""), postgres: invocation_movable!(postgres, " FOR UPDATE") };
+
+macro_rules! instance_end_lost {
+    ($d:ident) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now), x AS ",
+            instance_end_lost!(@lost, $d),
+            " UPDATE task_instances SET status = CASE WHEN task_instances.status IN ('running', 'triaging') \
+             THEN 'unknown_error' ELSE 'error' END, report_by = NULL, ended_at = (SELECT now FROM c), \
+             error_kind = 'host', error_message = $2, signal = NULL \
+             FROM x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
+             AND task_instances.report_by IS NOT NULL"
+        )
+    };
+    (@lost, sqlite) => {
+        concat!(
+            "(SELECT j.value ->> 'id' AS id, CAST(j.value ->> 'attempt' AS BIGINT) AS attempt FROM ",
+            json_rows!(sqlite),
+            ")"
+        )
+    };
+    (@lost, postgres) => {
+        concat!(
+            "MATERIALIZED (SELECT l.invocation_id AS id, l.attempt FROM task_instances l \
+             WHERE l.report_by IS NOT NULL AND (l.invocation_id, l.attempt) IN \
+             (SELECT j.value ->> 'id', CAST(j.value ->> 'attempt' AS BIGINT) FROM ",
+            json_rows!(postgres),
+            ") ORDER BY l.invocation_id, l.attempt FOR UPDATE)"
+        )
+    };
+}
+/// Ends the live instances of attempts lost with their node (the JSON array `$1` of `{id,
+/// attempt}`), with the message `$2`: a running one `unknown_error`, one that never started
+/// `error`. Run in the transaction that reroutes their invocations, so that every attempt the
+/// history shows has an instance with its true end.
+pub(super) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
 
 /// The attempts of invocation `$1`, in order.
 pub(super) const INSTANCE_LIST: Sql = Sql::same(
@@ -875,3 +986,7 @@ pub(super) mod coord;
 // Workflows and arrays: see `sql_workflow.rs` beside this file.
 #[path = "sql_workflow.rs"]
 pub(super) mod workflow;
+
+// API keys: see `sql_keys.rs` beside this file.
+#[path = "sql_keys.rs"]
+pub(super) mod keys;

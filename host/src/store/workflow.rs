@@ -234,13 +234,18 @@ impl WorkflowStore for SqlStore {
                 .bind(i64::from(wf.max_concurrently_running))
                 .bind(wf.fail_fast)
                 .bind(wf.max_attempts.map(i64::from))
-                .bind(limits)
+                .bind(&limits)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(super::conflict_on_unique("a workflow with this id exists"))?;
-            sqlx::query(q::NODES_INSERT.get(d)).bind(nodes).bind(&wf.id).bind(row.created_at).execute(&mut *tx).await?;
+            sqlx::query(q::NODES_INSERT.get(d))
+                .bind(&nodes)
+                .bind(&wf.id)
+                .bind(row.created_at)
+                .execute(&mut *tx)
+                .await?;
             if !wf.edges.is_empty() {
-                sqlx::query(q::EDGES_INSERT.get(d)).bind(edges).bind(&wf.id).execute(&mut *tx).await?;
+                sqlx::query(q::EDGES_INSERT.get(d)).bind(&edges).bind(&wf.id).execute(&mut *tx).await?;
             }
             row
         });

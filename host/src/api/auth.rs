@@ -1,0 +1,340 @@
+//! API keys over HTTP: the middleware that asks every route for a key of the right role, the
+//! node's cache of the stored keys, and `/v1/keys`.
+//!
+//! Keys are off until one exists: a bootstrap key from the configuration (`--admin-key`, kept
+//! in memory only) or any key in the store. Then every route but `/health/live` and
+//! `/health/ready` (and `/metrics` with `--metrics-public`) needs `Authorization: Bearer KEY`
+//! of a role at least [`required_role`]'s: 401 without a known key, 403 with too low a role.
+//!
+//! Each node keeps the stored keys (name, role, SHA-256) in memory and reads them again every
+//! heartbeat interval ([`Auth::run`]), so a key deleted on one node stops working on every
+//! node within one interval (at once on the node that deleted it). An unknown key makes the
+//! node read the keys again before it answers 401 (at most every [`MISS_REFRESH`], so a flood
+//! of bad keys costs a few reads a second), so a key created on another node works there
+//! within that time, before the node's next tick.
+//! Use is recorded in batches: the names used since the last tick are stamped in one statement
+//! per interval, never a write per request. Failures are logged with the route and the key's
+//! name or "unknown key", never the key.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{ApiError, AppState};
+use crate::keys::{self, KeyDigest, Role};
+use crate::store::{Store, StoreResult};
+
+/// Shortest gap between two reads of the keys caused by unknown keys.
+pub const MISS_REFRESH: Duration = Duration::from_millis(250);
+
+/// Name under which the bootstrap key appears in logs.
+const BOOTSTRAP_NAME: &str = "bootstrap";
+
+/// A key this node knows.
+struct Known {
+    name: String,
+    role: Role,
+    digest: KeyDigest,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    bootstrap: Option<KeyDigest>,
+    stored: RwLock<Arc<Vec<Known>>>,
+    used: Mutex<HashSet<String>>,
+    /// When the keys were last read; a lock so that concurrent misses read them once.
+    refreshed: tokio::sync::Mutex<Instant>,
+    interval: Duration,
+}
+
+/// The node's keys: who may do what.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+impl Auth {
+    /// Keys of `store`, plus the bootstrap admin key if given, read again every `interval`.
+    /// Call [`Auth::refresh`] once before serving.
+    pub fn new(store: Arc<dyn Store>, bootstrap: Option<&str>, interval: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                bootstrap: bootstrap.map(keys::digest),
+                stored: RwLock::new(Arc::new(Vec::new())),
+                used: Mutex::new(HashSet::new()),
+                refreshed: tokio::sync::Mutex::new(Instant::now()),
+                interval,
+            }),
+        }
+    }
+
+    /// Whether keys are in force (a bootstrap key or any stored key).
+    pub fn enabled(&self) -> bool {
+        self.inner.bootstrap.is_some() || !self.snapshot().is_empty()
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Known>> {
+        match self.inner.stored.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Reads the stored keys again.
+    pub async fn refresh(&self) -> StoreResult<()> {
+        let mut at = self.inner.refreshed.lock().await;
+        self.load().await?;
+        *at = Instant::now();
+        Ok(())
+    }
+
+    async fn load(&self) -> StoreResult<()> {
+        let rows = self.inner.store.key_list().await?;
+        let known: Vec<Known> = rows
+            .into_iter()
+            .filter_map(|k| match keys::parse_digest(&k.hash) {
+                Some(digest) => Some(Known { name: k.name, role: k.role, digest }),
+                None => {
+                    tracing::error!(key = %k.name, "stored API key has a malformed hash; it is ignored");
+                    None
+                }
+            })
+            .collect();
+        match self.inner.stored.write() {
+            Ok(mut g) => *g = Arc::new(known),
+            Err(p) => *p.into_inner() = Arc::new(known),
+        }
+        Ok(())
+    }
+
+    /// Stamps the keys used since the last call (one statement).
+    async fn flush_used(&self) {
+        let names: Vec<String> = match self.inner.used.lock() {
+            Ok(mut g) => g.drain().collect(),
+            Err(p) => p.into_inner().drain().collect(),
+        };
+        if let Err(e) = self.inner.store.key_touch(&names).await {
+            tracing::warn!(error = %e, "could not record the use of API keys");
+        }
+    }
+
+    /// Every interval until `stop`: reads the keys again and records their use.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.inner.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "could not read the API keys; keeping the ones known");
+            }
+            self.flush_used().await;
+        }
+        self.flush_used().await;
+    }
+
+    /// The key with this digest: compared in constant time with every known digest (the
+    /// bootstrap one and all stored ones, no early exit).
+    fn find(&self, digest: &KeyDigest) -> Option<(String, Role)> {
+        let mut found = None;
+        if let Some(b) = &self.inner.bootstrap
+            && keys::digest_eq(b, digest)
+        {
+            found = Some((BOOTSTRAP_NAME.to_string(), Role::Admin));
+        }
+        for k in self.snapshot().iter() {
+            if keys::digest_eq(&k.digest, digest) && found.is_none() {
+                found = Some((k.name.clone(), k.role));
+            }
+        }
+        found
+    }
+
+    /// The name and role of a presented key; an unknown one makes the node read the keys
+    /// again (at most every [`MISS_REFRESH`]) before it says no.
+    async fn check(&self, key: &str) -> Option<(String, Role)> {
+        let digest = keys::digest(key);
+        if let Some(found) = self.find(&digest) {
+            return Some(found);
+        }
+        {
+            let mut at = self.inner.refreshed.lock().await;
+            if at.elapsed() >= MISS_REFRESH {
+                if let Err(e) = self.load().await {
+                    tracing::warn!(error = %e, "could not read the API keys");
+                }
+                *at = Instant::now();
+            }
+        }
+        self.find(&digest)
+    }
+
+    fn mark_used(&self, name: &str) {
+        if name == BOOTSTRAP_NAME {
+            return;
+        }
+        let mut g = match self.inner.used.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !g.contains(name) {
+            g.insert(name.to_string());
+        }
+    }
+}
+
+/// The role a request needs, `None` if it is open to anyone. Reads need `read`; routing,
+/// batches, cancel, rerun, events, workflows and arrays need `write`; components, task options,
+/// pins, triggers, keys and anything else need `admin`.
+pub fn required_role(method: &Method, path: &str, metrics_public: bool) -> Option<Role> {
+    if path == "/health/live" || path == "/health/ready" {
+        return None;
+    }
+    if path == "/metrics" {
+        return (!metrics_public).then_some(Role::Read);
+    }
+    if path == "/v1/keys" || path.starts_with("/v1/keys/") {
+        return Some(Role::Admin);
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Some(Role::Read);
+    }
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let write = ["/v1/invocations", "/v1/events", "/v1/workflows", "/v1/arrays"];
+    if write.iter().any(|p| under(p)) { Some(Role::Write) } else { Some(Role::Admin) }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// The middleware: lets a request through if keys are off, the route is open, or it carries
+/// a known key of a high enough role.
+pub(super) async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(needed) = required_role(req.method(), req.uri().path(), s.guard.metrics_public) else {
+        return next.run(req).await;
+    };
+    if !s.auth.enabled() {
+        return next.run(req).await;
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(presented) = presented else {
+        tracing::warn!(%method, %path, "rejected a request without an API key");
+        return unauthorized("this route needs an API key: send `Authorization: Bearer KEY`");
+    };
+    let Some((name, role)) = s.auth.check(presented).await else {
+        tracing::warn!(%method, %path, "rejected a request with an unknown API key");
+        return unauthorized("unknown API key");
+    };
+    s.auth.mark_used(&name);
+    if role < needed {
+        tracing::warn!(%method, %path, key = %name, %role, %needed, "rejected a request: role too low");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("key `{name}` has role `{role}`; {method} {path} needs `{needed}`"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewKey {
+    name: String,
+    role: String,
+}
+
+/// `POST /v1/keys` `{"name","role"}` → 201 `{"name","role","key"}`: the only time the secret
+/// is shown; the store keeps its SHA-256.
+pub(super) async fn create(
+    State(s): State<AppState>,
+    body: Result<Json<NewKey>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body?;
+    keys::validate_name(&body.name).map_err(ApiError::bad_request)?;
+    let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
+    let key = keys::generate();
+    let stored = s.orch.store().key_insert(&body.name, role, &keys::digest_hex(&key)).await?;
+    s.auth.refresh().await?;
+    tracing::info!(key = %stored.name, %role, "API key created");
+    Ok((StatusCode::CREATED, Json(json!({"name": stored.name, "role": stored.role, "key": key}))))
+}
+
+/// `GET /v1/keys`: name, role, creation and last use of every stored key; never a secret or
+/// a hash. `bootstrap_key` says whether this node also has a key from its configuration.
+pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let keys: Vec<_> = s
+        .orch
+        .store()
+        .key_list()
+        .await?
+        .into_iter()
+        .map(|k| json!({"name": k.name, "role": k.role, "created_at": k.created_at, "last_used_at": k.last_used_at}))
+        .collect();
+    Ok(Json(json!({"keys": keys, "bootstrap_key": s.auth.inner.bootstrap.is_some()})))
+}
+
+/// `DELETE /v1/keys/{name}` → 204; every node stops accepting it within one heartbeat
+/// interval (this one at once).
+pub(super) async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    if !s.orch.store().key_delete(&name).await? {
+        return Err(ApiError::not_found(format!("no API key named `{name}`")));
+    }
+    s.auth.refresh().await?;
+    tracing::info!(key = %name, "API key deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_per_route() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(required_role(&get, "/health/live", false), None);
+        assert_eq!(required_role(&get, "/health/ready", false), None);
+        assert_eq!(required_role(&get, "/metrics", false), Some(Role::Read));
+        assert_eq!(required_role(&get, "/metrics", true), None);
+        assert_eq!(required_role(&get, "/v1/invocations", false), Some(Role::Read));
+        assert_eq!(required_role(&get, "/v1/keys", false), Some(Role::Admin));
+        assert_eq!(required_role(&post, "/v1/invocations", false), Some(Role::Write));
+        assert_eq!(required_role(&post, "/v1/invocations/batch", false), Some(Role::Write));
+        assert_eq!(required_role(&post, "/v1/invocations/x/cancel", false), Some(Role::Write));
+        assert_eq!(required_role(&post, "/v1/events", false), Some(Role::Write));
+        assert_eq!(required_role(&post, "/v1/workflows/w/pause", false), Some(Role::Write));
+        assert_eq!(required_role(&post, "/v1/arrays", false), Some(Role::Write));
+        assert_eq!(required_role(&post, "/v1/components", false), Some(Role::Admin));
+        assert_eq!(required_role(&Method::PATCH, "/v1/tasks/t", false), Some(Role::Admin));
+        assert_eq!(required_role(&post, "/v1/cluster/pins", false), Some(Role::Admin));
+        assert_eq!(required_role(&post, "/v1/triggers", false), Some(Role::Admin));
+        assert_eq!(required_role(&Method::DELETE, "/v1/keys/ci", false), Some(Role::Admin));
+        // A path merely starting like a write route is not one.
+        assert_eq!(required_role(&post, "/v1/invocationsx", false), Some(Role::Admin));
+    }
+}
