@@ -62,6 +62,8 @@ pub struct Config {
     pub total_tokens: u32,
     /// The ring is not assigned, so nothing is claimed, until this many nodes are live.
     pub minimum_nodes: usize,
+    /// Most nodes of one workflow (or elements of one array); a larger one is refused (400).
+    pub max_workflow_nodes: usize,
     /// A bootstrap key with the `admin` role (kept in memory, never stored). With it, or with
     /// any key in the store, every `/v1/*` route requires `Authorization: Bearer KEY`.
     pub admin_key: Option<Secret>,
@@ -144,6 +146,7 @@ impl Default for Config {
             heartbeat_report_by_buffer: 3.1,
             total_tokens: 10_000,
             minimum_nodes: 1,
+            max_workflow_nodes: crate::workflows::MAX_NODES,
             admin_key: None,
             allow_unauthenticated: false,
             metrics_public: false,
@@ -226,6 +229,10 @@ pub struct Overrides {
     /// Nodes that must be live before work is distributed [default: 1].
     #[arg(long, env = "WARDEN_MINIMUM_NODES")]
     pub minimum_nodes: Option<usize>,
+    /// Most nodes of one workflow or elements of one array; more is refused with 400
+    /// [default: 100000].
+    #[arg(long, env = "WARDEN_MAX_WORKFLOW_NODES")]
+    pub max_workflow_nodes: Option<usize>,
     /// Bootstrap admin API key; with it (or any stored key) every /v1 route needs a key.
     #[arg(long, env = "WARDEN_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -326,6 +333,7 @@ impl Config {
             heartbeat_report_by_buffer,
             total_tokens,
             minimum_nodes,
+            max_workflow_nodes,
             cors_origins,
             allowed_hosts,
             max_body_bytes,
@@ -376,6 +384,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "heartbeat_report_by_buffer must be between 1 and 1000, got {}",
                 self.heartbeat_report_by_buffer
+            )));
+        }
+        if self.max_workflow_nodes == 0 || self.max_workflow_nodes > 10_000_000 {
+            return Err(ConfigError::Invalid(format!(
+                "max_workflow_nodes must be between 1 and 10000000, got {}",
+                self.max_workflow_nodes
             )));
         }
         if self.service_interval_ms == 0 || self.max_pending_ms == 0 {

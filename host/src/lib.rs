@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod data_dir;
 pub mod instances;
 pub mod keys;
 pub mod model;

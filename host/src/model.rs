@@ -51,6 +51,20 @@ impl FromStr for Concurrency {
     }
 }
 
+/// Most attempts a task or a workflow may give an invocation: beyond this a limit is a typo,
+/// not a policy (a call failing that often should fail and be looked at).
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1_000;
+
+/// Checks an attempt limit (`max_attempts` of a task or a workflow): 1 to
+/// [`MAX_ATTEMPTS_LIMIT`]; the error says the range.
+pub fn check_max_attempts(max_attempts: u32) -> Result<(), String> {
+    if (1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+        Ok(())
+    } else {
+        Err(format!("max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {max_attempts}"))
+    }
+}
+
 /// Host defaults for options a component leaves out.
 pub mod defaults {
     /// Attempts before an invocation fails for good.

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Auth, GuardConfig, Limits, ServeConfig};
 use crate::config::Config;
+use crate::data_dir::DataDirLock;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::services::ServicesConfig;
@@ -42,6 +43,8 @@ pub struct Daemon {
     server: tokio::task::JoinHandle<()>,
     keys: tokio::task::JoinHandle<()>,
     grace: Duration,
+    /// One daemon per data directory, for the daemon's whole life (released when dropped).
+    _lock: DataDirLock,
 }
 
 /// The refusal to serve a non-loopback address without keys, naming both ways out.
@@ -74,6 +77,7 @@ impl Daemon {
     /// Starts a daemon and returns once it accepts requests.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
         cfg.validate()?;
+        let lock = DataDirLock::acquire(&cfg.data_dir)?;
         let store = open_store(&cfg).await?;
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: cfg.data_dir.join("cache"),
@@ -95,6 +99,7 @@ impl Daemon {
                 poll_interval: Duration::from_millis(500),
                 max_args_bytes: cfg.max_args_bytes,
                 services: services_config(&cfg)?,
+                max_workflow_nodes: cfg.max_workflow_nodes,
             },
         );
         let auth = Auth::new(
@@ -149,7 +154,7 @@ impl Daemon {
         let keys_on = auth.enabled();
         let keys = tokio::spawn(auth.run(stop.clone()));
         tracing::info!(%addr, node = %cfg.node_name, slots = cfg.slots, keys = keys_on, "warden is serving");
-        Ok(Self { addr, orch, stop, server, keys, grace: Duration::from_millis(cfg.shutdown_grace_ms) })
+        Ok(Self { addr, orch, stop, server, keys, grace: Duration::from_millis(cfg.shutdown_grace_ms), _lock: lock })
     }
 
     /// The address the API listens on.

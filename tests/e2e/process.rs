@@ -456,3 +456,84 @@ mod cluster_harness {
         super::a_cluster_keeps_every_call_through_kill_drain_and_join(warden_tests::harness::Backend::Postgres).await
     }
 }
+
+/// Waits for a process to exit, killing it and failing after `timeout`.
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two daemons on one data directory: the second exits at once, naming the first one's PID,
+/// and the first keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_exits_naming_the_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = DaemonProcess::spawn(dir.path(), None).await;
+    let mut second = Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--node-name", "second"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("WARDEN_DATABASE_URL")
+        .env("WARDEN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the second daemon");
+    let status = tokio::task::block_in_place(|| wait_exit(&mut second, Duration::from_secs(30)));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(!status.success(), "the second daemon must fail: {err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "the holder is named: {err}");
+    assert!(err.contains("--data-dir"), "{err}");
+    let (s, v) = first.api.get("/health/ready").await;
+    assert_eq!(s.as_u16(), 200, "the first daemon still serves: {v}");
+}
+
+/// At the default log level a daemon writing to a pipe logs each retry, timeout and trap as
+/// one plain line (no ANSI colour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_logs_are_one_plain_line_per_retry_timeout_and_trap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--slots", "2", "--retry-base-ms", "50"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("WARDEN_DATABASE_URL")
+        .env_remove("WARDEN_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn");
+    let p = DaemonProcess { child, api: Api::new(&format!("http://127.0.0.1:{port}")) };
+    p.api.wait_ready(Duration::from_secs(30)).await;
+    p.api.deploy("hostile", guests::HOSTILE).await;
+    let r = p.api.http.patch(format!("{}/v1/tasks/spin", p.api.url)).json(&json!({"max_attempts": 2})).send();
+    assert_eq!(r.await.expect("patch").status().as_u16(), 200);
+    let r = p.api.http.patch(format!("{}/v1/tasks/panics", p.api.url)).json(&json!({"max_attempts": 1})).send();
+    assert_eq!(r.await.expect("patch").status().as_u16(), 200);
+    let spin = p.api.run("spin", json!({})).await;
+    assert_eq!((spin["status"].as_str(), spin["attempts"].as_i64()), (Some("failed"), Some(2)), "{spin}");
+    let panics = p.api.run("panics", json!({})).await;
+    assert_eq!(panics["status"], "failed", "{panics}");
+    drop(p);
+    let text = std::fs::read_to_string(&log_path).expect("read the log");
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a piped log:\n{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("attempt failed")).collect();
+    assert_eq!(lines.len(), 3, "one line per failed attempt:\n{text}");
+    assert!(lines.iter().any(|l| l.contains("INFO") && l.contains("Timeout") && l.contains("retrying")), "{text}");
+    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("Timeout") && l.contains("no retry")), "{text}");
+    assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("Trap") && l.contains("task=panics")), "{text}");
+}

@@ -100,11 +100,14 @@ pub(super) async fn patch_task(
 /// Validates a patch (the same rules whichever endpoint sends it: `PATCH /v1/tasks/{task}` or
 /// the pins API), applies it and drops the cached task definitions.
 pub(super) async fn update_task(s: &AppState, name: &str, patch: &TaskPatch) -> Result<TaskDef, ApiError> {
-    if patch.max_attempts == Some(0) {
-        return Err(ApiError::bad_request("max_attempts must be at least 1"));
+    if let Some(m) = patch.max_attempts {
+        crate::model::check_max_attempts(m).map_err(ApiError::bad_request)?;
     }
     if patch.timeout_ms == Some(0) {
         return Err(ApiError::bad_request("timeout_ms must be at least 1"));
+    }
+    if let Some(limit) = patch.memory_limit_bytes {
+        s.orch.check_memory_limit(name, limit).await?;
     }
     // An empty list unpins; any other list follows the pin rules.
     if let Some(patterns) = patch.pins.as_ref().filter(|p| !p.is_empty()) {

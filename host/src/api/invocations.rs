@@ -190,6 +190,13 @@ pub(super) async fn list(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
+    if let Some(c) = q.cursor.as_deref().filter(|c| !crate::orchestrator::identity::is_invocation_id(c)) {
+        let head: String = c.chars().take(64).collect();
+        return Err(ApiError::bad_request(format!(
+            "unknown cursor `{head}`: pass the `next_cursor` of the previous page (an invocation id), or no cursor \
+             for the first page"
+        )));
+    }
     let filter = InvocationFilter { task: q.task, status: parse_status(q.status)?, limit, cursor: q.cursor };
     let page = s.orch.store().invocation_list(&filter).await?;
     let next = if page.len() as u32 == limit { page.last().map(|i| i.id.clone()) } else { None };

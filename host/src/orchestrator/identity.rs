@@ -47,10 +47,37 @@ pub fn child_invocation_id(parent: &str, seq: u32) -> String {
     format!("{parent}.{seq:06}")
 }
 
+/// Whether `s` has the form of an invocation id this host hands out: a hyphenated UUID,
+/// then any number of `.<digits>` child sequence numbers. Paging cursors are invocation ids,
+/// so anything else is a cursor no page ever returned.
+pub fn is_invocation_id(s: &str) -> bool {
+    let Some((head, rest)) = s.split_at_checked(36) else { return false };
+    if uuid::Uuid::try_parse(head).is_err() {
+        return false;
+    }
+    rest.is_empty()
+        || rest
+            .strip_prefix('.')
+            .is_some_and(|r| r.split('.').all(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn invocation_ids_are_recognised() {
+        let parent = new_invocation_id();
+        assert!(is_invocation_id(&parent));
+        assert!(is_invocation_id(&child_invocation_id(&parent, 3)));
+        assert!(is_invocation_id(&child_invocation_id(&child_invocation_id(&parent, 3), 12)));
+        for bad in
+            ["", "garbage", "0190a000-0000-7000-8000-00000000000", &format!("{parent}."), &format!("{parent}.x1")]
+        {
+            assert!(!is_invocation_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {

@@ -34,6 +34,10 @@ use waiters::Waiters;
 /// Largest number of items one group commit takes.
 const MAX_BATCH: usize = 2048;
 
+/// The smallest memory limit a task may be given when its component does not declare its
+/// initial memory (1 MiB: no component starts in less).
+pub const MIN_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024;
+
 /// Errors the orchestrator reports to its callers (the API maps them to HTTP statuses).
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
@@ -206,6 +210,8 @@ pub struct OrchestratorConfig {
     pub max_args_bytes: usize,
     /// Membership and atomic services (recovery, triggers, purge).
     pub services: crate::services::ServicesConfig,
+    /// Most nodes of one workflow or array (`--max-workflow-nodes`).
+    pub max_workflow_nodes: usize,
 }
 
 struct Inner {
@@ -431,6 +437,12 @@ impl Orchestrator {
                 "component name must be 1-128 characters of letters, digits, `-`, `_` or `.`".into(),
             ));
         }
+        if name.chars().all(|c| c == '.') {
+            return Err(OrchestratorError::BadRequest(format!(
+                "component name `{name}` is not allowed: a name of dots only reads as a path (`.`, `..`); \
+                 use letters or digits too"
+            )));
+        }
         let loaded = self.inner.runtime.load(bytes).await?;
         let tasks = self.inner.runtime.describe(&loaded, name).await?;
         let info = self.inner.store.component_put(name, loaded.digest(), bytes, &tasks).await?;
@@ -448,6 +460,27 @@ impl Orchestrator {
         self.inner.components.lock().await.remove(name);
         lock(&self.inner.tasks).clear();
         Ok(())
+    }
+
+    /// Checks a memory limit for a task: at least what its component needs to start, which is
+    /// the initial size of the component's largest memory when the runtime can tell, else
+    /// [`MIN_MEMORY_LIMIT_BYTES`]; the message says which rule it applied.
+    pub async fn check_memory_limit(&self, task: &str, limit: u64) -> OrchResult<()> {
+        let def = self.task(task).await?;
+        let component = self.component(&def.component).await?;
+        match component.initial_memory_bytes() {
+            Some(need) if limit < need => Err(OrchestratorError::BadRequest(format!(
+                "memory_limit_bytes {limit} is below the {need} bytes that component `{}` declares as the \
+                 initial size of its largest memory: task `{task}` could never start; give it at least {need}",
+                def.component
+            ))),
+            None if limit < MIN_MEMORY_LIMIT_BYTES => Err(OrchestratorError::BadRequest(format!(
+                "memory_limit_bytes {limit} is below the floor of {MIN_MEMORY_LIMIT_BYTES} bytes (1 MiB): component \
+                 `{}` does not declare its initial memory, and no task starts in less",
+                def.component
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Forgets cached task definitions (after a change of options).

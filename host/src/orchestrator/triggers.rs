@@ -29,12 +29,30 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, BadTrigger> {
     croner::parser::CronParser::new().parse(expr).map_err(|e| BadTrigger(format!("cron `{expr}`: {e}")))
 }
 
-/// Checks a condition: cron expressions parse, composites are not empty, status lists are not.
+/// Refuses a cron expression that matches no date (`0 0 30 2 *`, `0 0 31 4 *`): it would
+/// never fire, and every evaluation would search the calendar for it in vain. The Gregorian
+/// calendar (dates and weekdays) repeats every 400 years, so an expression that fires at all
+/// fires within any 400 years: the search covers the last 410 before croner's limit (the
+/// year 5000), not the 3,000 from now.
+fn check_fires(expr: &str, cron: &croner::Cron) -> Result<(), BadTrigger> {
+    let from = chrono::NaiveDate::from_ymd_opt(croner::YEAR_UPPER_LIMIT - 410, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    match cron.find_next_occurrence(&from, false) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(BadTrigger(format!(
+            "cron `{expr}` never fires: no date matches it (check the day of the month against the month)"
+        ))),
+    }
+}
+
+/// Checks a condition: cron expressions parse (and fire at some time), composites are not empty, status lists are not.
 pub fn validate(cond: &TriggerCondition, args_from: ArgsFrom) -> Result<(), BadTrigger> {
     fn walk(c: &TriggerCondition, kinds: &mut BTreeSet<&'static str>) -> Result<(), BadTrigger> {
         match c {
             TriggerCondition::Cron(e) => {
-                parse_cron(e)?;
+                check_fires(e, &parse_cron(e)?)?;
                 kinds.insert("cron");
             }
             TriggerCondition::Status(s) => {
@@ -361,6 +379,19 @@ mod tests {
         let later = Trigger { state, ..t };
         let (fires, _) = evaluate(&later, &facts(&[], &[], 180_000));
         assert_eq!(fires[0].run_key, "cron:180000");
+    }
+
+    #[test]
+    fn cron_that_never_fires_is_refused() {
+        let started = std::time::Instant::now();
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 0 31 2 *"] {
+            let e = validate(&TriggerCondition::Cron(never.into()), ArgsFrom::Static).expect_err(never);
+            assert!(e.0.contains("never fires"), "{never}: {e}");
+        }
+        for fires in ["0 0 29 2 *", "* * * * *", "0 12 * * MON", "0 0 31 * *"] {
+            assert_eq!(validate(&TriggerCondition::Cron(fires.into()), ArgsFrom::Static), Ok(()), "{fires}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -158,6 +158,12 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                 } else {
                     t.path.push(InvocationStatus::Failed);
                 }
+                let (kind, error) = (f.kind, f.message.replace('\n', " "));
+                if retry {
+                    tracing::info!(?kind, %error, delay_ms = t.delay_ms, "attempt failed; retrying");
+                } else if kind != ErrorKind::Cancelled {
+                    tracing::warn!(?kind, %error, "attempt failed; no retry");
+                }
                 t.error = Some(f);
             }
         }

@@ -50,7 +50,8 @@ impl Orchestrator {
     /// Invalid graphs, limits and unknown tasks are `BadRequest`.
     pub async fn workflow_create(&self, req: WorkflowRequest, kind: WorkflowKind) -> OrchResult<WorkflowInfo> {
         let id = super::identity::new_invocation_id();
-        let new = workflows::validate(&req, id, kind).map_err(OrchestratorError::BadRequest)?;
+        let new = workflows::validate(&req, id, kind, self.inner.cfg.max_workflow_nodes)
+            .map_err(OrchestratorError::BadRequest)?;
         let tasks: HashSet<&str> = new.nodes.iter().map(|n| n.task.as_str()).collect();
         let mut tasks: Vec<&str> = tasks.into_iter().collect();
         tasks.sort_unstable();

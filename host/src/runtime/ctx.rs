@@ -111,10 +111,10 @@ impl Drop for WaitGuard {
     fn drop(&mut self) {
         let mut w = self.0.waits.lock().unwrap_or_else(PoisonError::into_inner);
         w.depth = w.depth.saturating_sub(1);
-        if w.depth == 0 {
-            if let Some(since) = w.since.take() {
-                w.waited += since.elapsed();
-            }
+        if w.depth == 0
+            && let Some(since) = w.since.take()
+        {
+            w.waited += since.elapsed();
         }
     }
 }

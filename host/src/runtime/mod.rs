@@ -233,7 +233,11 @@ struct Loaded {
     digest: String,
     pre: TaskPre<TaskCtx>,
     from_cache: bool,
+    initial_memory_bytes: Option<u64>,
 }
+
+/// Bytes of a Wasm page.
+const WASM_PAGE_BYTES: u64 = 64 * 1024;
 
 impl LoadedComponent {
     /// Hex SHA-256 of the component bytes.
@@ -244,6 +248,13 @@ impl LoadedComponent {
     /// Whether the compiled code came from the AOT cache rather than a compile.
     pub fn from_cache(&self) -> bool {
         self.inner.from_cache
+    }
+
+    /// The initial size of the largest linear memory the component's modules declare, in
+    /// bytes: an attempt with a smaller memory limit cannot even instantiate. `None` when the
+    /// component does not say (it instantiates modules it imports).
+    pub fn initial_memory_bytes(&self) -> Option<u64> {
+        self.inner.initial_memory_bytes
     }
 }
 
@@ -500,7 +511,13 @@ impl Runtime {
                 classify::one_line(&e)
             ))
         })?;
-        Ok(LoadedComponent { inner: Arc::new(Loaded { digest, pre, from_cache }) })
+        // Pages of the largest memory the component's modules declare: what it needs to
+        // start at the least (unknown when it instantiates imported modules).
+        let initial_memory_bytes = component
+            .resources_required()
+            .and_then(|r| r.max_initial_memory_size)
+            .map(|pages| pages.saturating_mul(WASM_PAGE_BYTES));
+        Ok(LoadedComponent { inner: Arc::new(Loaded { digest, pre, from_cache, initial_memory_bytes }) })
     }
 
     /// Instantiates with default limits (10 s, 256 MiB) and calls `describe`; returns the tasks

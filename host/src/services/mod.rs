@@ -313,7 +313,7 @@ async fn execute(
     };
 
     // Dead nodes are retired: their work rerouted and the node marked left, in one transaction
-    // (it registers again if it comes back, keeping its seniority).
+    // (it registers again if it comes back, as the youngest node).
     let mut recovered_dead = 0;
     if !judge && !dead.is_empty() {
         tracing::info!(silent = ?dead, "not retiring silent nodes yet: this node was out of touch itself");
@@ -338,6 +338,13 @@ async fn execute(
             0
         }
     };
+    if recovered_pending > 0 {
+        tracing::warn!(
+            rerouted = recovered_pending,
+            max_pending_ms = ms(cfg.max_pending),
+            "rerouted invocations claimed but not started in time"
+        );
+    }
     if recovered_dead + recovered_pending > 0 {
         orch.nudge();
     }

@@ -208,6 +208,7 @@ conformance!(
     one_heartbeat_statement_whatever_the_number_of_instances,
     the_ring_swaps_only_under_the_current_lease,
     workflow_create_step_and_sync,
+    workflow_plan_reads_only_what_may_start,
     drops_follow_the_policy_in_force,
     one_attempt_moved_twice_in_one_batch_keeps_its_last_instance,
     lost_attempts_end_their_instances_when_rerouted,
@@ -382,14 +383,26 @@ async fn components_and_tasks(h: Harness) {
     assert_eq!((a.max_attempts, a.paused, a.running_concurrency), (9, true, Concurrency::Keys));
     assert_eq!((a.key_arguments.clone(), a.pins.clone()), (vec!["user".to_owned()], vec!["gpu-%".to_owned()]));
 
-    // An invocation of b, which the re-upload drops.
+    // An invocation of b, which the re-upload drops: refused while it is unfinished, and the
+    // component cannot be deleted either.
     store.invocation_insert_batch(&[call(1, "b")]).await.expect("insert");
-
-    // Re-upload: new options apply except the patched ones; b goes, c comes, a keeps patches.
     let mut a2 = task("a");
     a2.max_attempts = 2;
     a2.timeout_ms = 5_000;
     a2.description = Some("new a".into());
+    match store.component_put("c1", "d1b", b"bytes-22", &[a2.clone(), task("c")]).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("task `b`") && m.contains("1 unfinished"), "{m}"),
+        other => panic!("a task with an unfinished call was dropped: {other:?}"),
+    }
+    match store.component_delete("c1").await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("1 unfinished call(s)") && m.contains("1 of `b`"), "{m}"),
+        other => panic!("a component with an unfinished call was deleted: {other:?}"),
+    }
+    assert!(store.task_get("b").await.expect("get").is_some(), "nothing changed");
+    let out = store.invocation_transition_batch(&[tr(&id(1), Registered, None, &[Cancelled])]).await;
+    assert_eq!(out.expect("cancel"), vec![Applied]);
+
+    // Re-upload: new options apply except the patched ones; b goes, c comes, a keeps patches.
     let info = store.component_put("c1", "d1b", b"bytes-22", &[a2, task("c")]).await.expect("re-upload");
     assert_eq!((info.digest.as_str(), info.size_bytes), ("d1b", 8));
     assert_eq!(info.tasks, vec!["a", "c"]);
@@ -481,7 +494,8 @@ async fn claim_respects_limit_order_and_paused_tasks(h: Harness) {
     store.task_update("b", &TaskPatch { paused: Some(true), ..TaskPatch::default() }).await.expect("pause b");
     // Invocations of a deleted task and invocations not yet available are not claimed.
     store.invocation_insert_batch(&[call(100, "gone"), call(101, "a")]).await.expect("insert");
-    store.component_put("comp", "digest", b"\0asm", &[task("a"), task("b")]).await.expect("drop task `gone`");
+    // (Behind the store's back: it refuses to drop a task with unfinished calls.)
+    h.exec_raw("DELETE FROM tasks WHERE name = 'gone'").await;
     h.exec_raw("UPDATE invocations SET available_at = available_at + 3600000 WHERE call_id = 'call-101'").await;
 
     assert!(store.invocation_claim("n1", 0).await.expect("limit 0").is_empty());
@@ -964,14 +978,31 @@ async fn nodes_register_heartbeat_and_leave(h: Harness) {
     store.node_register("b", &[], 2).await.expect("register b");
     let beat = store.node_heartbeat("a").await.expect("beat").expect("live");
     assert!(beat >= first.heartbeat_at);
+    // A restart without leaving (a crash) is a new life with the same seniority.
+    let again = store.node_register("a", &["gpu".into()], 4).await.expect("restart");
+    assert_eq!((again.joined_at, again.left_at), (first.joined_at, None));
+    // Both joined a while ago, a first.
+    h.exec_raw("UPDATE nodes SET joined_at = joined_at - 10000 WHERE name = 'a'").await;
+    h.exec_raw("UPDATE nodes SET joined_at = joined_at - 5000 WHERE name = 'b'").await;
+    let (_, nodes) = store.node_list().await.expect("list");
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"], "oldest first");
     store.node_leave("a").await.expect("leave");
     assert_eq!(store.node_heartbeat("a").await.expect("beat"), None, "a node that left has no heartbeat");
-    // A restart is a new life with the same seniority.
-    let again = store.node_register("a", &[], 8).await.expect("rejoin");
-    assert_eq!((again.joined_at, again.capacity, again.left_at), (first.joined_at, 8, None));
+    // A node that left (or was retired as dead) comes back as the youngest: no flip-flop of
+    // the leadership, which goes to the oldest live node.
+    let back = store.node_register("a", &[], 8).await.expect("rejoin");
+    assert_eq!((back.capacity, back.left_at), (8, None));
+    assert!(back.joined_at > first.joined_at - 10_000, "a fresh joined_at: {back:?}");
     let (now, nodes) = store.node_list().await.expect("list");
-    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"], "oldest first");
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["b", "a"], "the returner is youngest");
     assert!(nodes.iter().all(|n| n.is_live(now, 60_000)));
+    // Declared dead and retired by the leader, then back: the same.
+    h.exec_raw("UPDATE nodes SET joined_at = joined_at - 20000 WHERE name = 'a'").await;
+    let b = lead(store, "b").await;
+    store.node_retire("a", &b).await.expect("retire");
+    let back = store.node_register("a", &[], 8).await.expect("rejoin after retirement");
+    let (_, nodes) = store.node_list().await.expect("list");
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["b", "a"], "{back:?}");
 }
 
 async fn the_service_gate_admits_one_execution(h: Harness) {
@@ -1344,7 +1375,8 @@ async fn workflow_create_step_and_sync(h: Harness) {
         ]
     }))
     .expect("request");
-    let new = crate::workflows::validate(&req, "wf-1".into(), WorkflowKind::Workflow).expect("valid");
+    let new = crate::workflows::validate(&req, "wf-1".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
     let wf = store.workflow_create(&new).await.expect("create");
     assert_eq!(
         (wf.status, wf.kind, wf.paused, wf.max_concurrently_running),
@@ -1426,7 +1458,8 @@ async fn workflow_create_step_and_sync(h: Harness) {
         ]
     }))
     .expect("request");
-    let new = crate::workflows::validate(&req, "wf-2".into(), WorkflowKind::Workflow).expect("valid");
+    let new = crate::workflows::validate(&req, "wf-2".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
     store.workflow_create(&new).await.expect("create");
     let offered =
         [node_start("u1", 20, "u", "wf-2"), node_start("u2", 21, "u", "wf-2"), node_start("u3", 22, "u", "wf-2")];
@@ -1442,13 +1475,77 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let req: WorkflowRequest =
         serde_json::from_value(serde_json::json!({"name": "gone", "nodes": [{"id": "x", "task": "t"}]}))
             .expect("request");
-    let new = crate::workflows::validate(&req, "wf-3".into(), WorkflowKind::Workflow).expect("valid");
+    let new = crate::workflows::validate(&req, "wf-3".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
     store.workflow_create(&new).await.expect("create");
     let unbuilt = super::NodeStart { node: "x".into(), task: "t".into(), invocation: None };
     let out = step(store, "wf-3", &[unbuilt]).await;
     assert_eq!((out.unstartable, out.synced, out.started.len()), (1, 0, 0), "{out:?}");
     assert_eq!(out.workflow.map(|w| w.status), Some(W::Failed));
     assert_eq!(node_statuses(store, "wf-3").await, vec![("x".to_string(), N::Failed)]);
+}
+
+/// The plan reads, per task, only the ready nodes a step may start (not every ready node),
+/// and the selection over them is the selection over every ready node (the oracle, computed
+/// here from all nodes): checked round after round while nodes start and some finish, with
+/// limited tasks ahead of the others in request order.
+async fn workflow_plan_reads_only_what_may_start(h: Harness) {
+    use crate::workflows::{NodeStatus as N, WorkflowKind, WorkflowRequest, select_ready};
+    let store = &*h.store;
+    setup(store, &["t", "u", "v"]).await;
+    let task_of = |i: usize| if i < 1_000 { "u" } else { ["t", "t", "u", "v", "t", "v", "v"][i % 7] };
+    let nodes: Vec<serde_json::Value> =
+        (0..3_000).map(|i| serde_json::json!({"id": format!("n{i:05}"), "task": task_of(i)})).collect();
+    let req: WorkflowRequest = serde_json::from_value(serde_json::json!({
+        "max_concurrently_running": 9, "task_limits": {"u": 2, "v": 3}, "nodes": nodes,
+    }))
+    .expect("request");
+    let new = crate::workflows::validate(&req, "wf-big".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
+        .expect("valid");
+    let wf = store.workflow_create(&new).await.expect("create");
+    let mut next_call = 1_000;
+    let mut started_total = 0;
+    for round in 0..8 {
+        let plan = store.workflow_plan("wf-big").await.expect("plan").expect("exists");
+        let all = store.workflow_nodes("wf-big").await.expect("nodes");
+        let ready: Vec<&crate::workflows::WorkflowNode> = all.iter().filter(|n| n.status == N::Ready).collect();
+        let ready_tasks: Vec<&str> = ready.iter().map(|n| n.task.as_str()).collect();
+        let expected: Vec<&str> =
+            select_ready(&ready_tasks, &plan.running, wf.max_concurrently_running, &wf.task_limits)
+                .into_iter()
+                .map(|i| ready[i].id.as_str())
+                .collect();
+        let offered: Vec<&str> = plan.candidates.iter().map(|c| c.1.as_str()).collect();
+        let picked: Vec<&str> = select_ready(&offered, &plan.running, wf.max_concurrently_running, &wf.task_limits)
+            .into_iter()
+            .map(|i| plan.candidates[i].0.as_str())
+            .collect();
+        assert_eq!(picked, expected, "round {round}: the plan's candidates pick what all ready nodes pick");
+        // At most `free` per unlimited task and each limited task's room: 9 + 2 + 3.
+        assert!(plan.candidates.len() <= 14, "round {round}: {} candidates read", plan.candidates.len());
+        assert!(plan.candidates.windows(2).all(|w| w[0].0 < w[1].0), "in request order");
+        let starts: Vec<super::NodeStart> = expected
+            .iter()
+            .map(|node| {
+                next_call += 1;
+                let task = all.iter().find(|n| n.id == *node).map(|n| n.task.clone()).expect("node");
+                node_start(node, next_call, &task, "wf-big")
+            })
+            .collect();
+        let out = step(store, "wf-big", &starts).await;
+        assert_eq!(out.started.len(), expected.len(), "round {round}: {out:?}");
+        started_total += out.started.len();
+        // Every other claimed invocation succeeds; the rest keep their nodes running.
+        let claimed = store.invocation_claim("n1", 100).await.expect("claim");
+        let ends: Vec<Transition> = claimed
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % 2 == 0)
+            .map(|(_, c)| tr(&c.id, Pending, Some(("n1", c.attempt)), &[Running, Success]))
+            .collect();
+        store.invocation_transition_batch(&ends).await.expect("finish");
+    }
+    assert!(started_total >= 9 + 8, "{started_total}");
 }
 
 /// Concurrency drops (by the leader, fenced) take only blocked invocations of tasks whose

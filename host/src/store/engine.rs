@@ -569,6 +569,18 @@ struct PutTaskRow {
     user_patched: String,
 }
 
+/// Unfinished invocations of one task (`sql::COMPONENT_UNFINISHED`, `sql::TASKS_STALE_UNFINISHED`).
+#[derive(sqlx::FromRow)]
+struct TaskCount {
+    task: String,
+    count: i64,
+}
+
+/// ` and N of `task`, …` for the tasks after the first of a refusal's message.
+fn others(rest: &[TaskCount]) -> String {
+    rest.iter().map(|t| format!(", and {} of task `{}`", t.count, t.task)).collect()
+}
+
 #[derive(sqlx::FromRow)]
 struct NameRow {
     name: String,
@@ -1373,6 +1385,23 @@ impl Store for SqlStore {
                 .bind(bytes)
                 .fetch_one(&mut *tx)
                 .await?;
+            // A task the new version drops must not strand calls that still wait for it.
+            let stranded: Vec<TaskCount> = sqlx::query_as(sql::TASKS_STALE_UNFINISHED.get(d))
+                .bind(&names_json)
+                .bind(name)
+                .fetch_all(&mut *tx)
+                .await?;
+            if let Some(first) = stranded.first() {
+                return Err(StoreError::Conflict(format!(
+                    "this version of component `{name}` has no task `{}`, which has {} unfinished call(s){}; \
+                     cancel them (POST /v1/invocations/{{id}}/cancel, found with GET /v1/invocations?task={}) \
+                     or let them finish, then upload it again",
+                    first.task,
+                    first.count,
+                    others(&stranded[1..]),
+                    first.task
+                )));
+            }
             sqlx::query(sql::TASKS_DELETE_STALE.get(d)).bind(&names_json).bind(name).execute(&mut *tx).await?;
             let mut effective = Vec::with_capacity(tasks.len());
             for t in tasks {
@@ -1444,6 +1473,19 @@ impl Store for SqlStore {
 
     async fn component_delete(&self, name: &str) -> StoreResult<bool> {
         let deleted = in_tx!(self, |tx, d| {
+            let stranded: Vec<TaskCount> =
+                sqlx::query_as(sql::COMPONENT_UNFINISHED.get(d)).bind(name).fetch_all(&mut *tx).await?;
+            if !stranded.is_empty() {
+                let total: i64 = stranded.iter().map(|t| t.count).sum();
+                let per_task: Vec<String> = stranded.iter().map(|t| format!("{} of `{}`", t.count, t.task)).collect();
+                let task = stranded.first().map(|t| t.task.as_str()).unwrap_or_default();
+                return Err(StoreError::Conflict(format!(
+                    "component `{name}` has {total} unfinished call(s) of its tasks ({}); cancel them \
+                     (POST /v1/invocations/{{id}}/cancel, found with GET /v1/invocations?task={task}) \
+                     or let them finish, then delete it",
+                    per_task.join(", ")
+                )));
+            }
             sqlx::query(sql::COMPONENT_DELETE.get(d)).bind(name).execute(&mut *tx).await?.rows_affected()
         });
         Ok(deleted > 0)
@@ -1964,6 +2006,8 @@ mod tests {
         };
         assert_eq!(sql::RUNNABLE_STATUSES, quoted(&mut InvocationStatus::runnable()));
         assert_eq!(sql::FINAL_STATUSES, quoted(&mut InvocationStatus::ALL.iter().copied().filter(|s| s.is_final())));
+        let unfinished = sql::UNFINISHED_STATUSES.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(unfinished, quoted(&mut InvocationStatus::ALL.iter().copied().filter(|s| !s.is_final())));
         assert_eq!(sql::OWNED_STATUSES, quoted(&mut InvocationStatus::ALL.iter().copied().filter(|s| s.is_owned())));
     }
 

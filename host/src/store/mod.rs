@@ -167,7 +167,9 @@ pub enum ServiceGate {
 #[async_trait]
 pub trait Coordination: Send + Sync + 'static {
     /// Registers a node (or starts its new life: labels and capacity replaced, `left_at`
-    /// cleared, `joined_at` kept, so a restarted node keeps its seniority).
+    /// cleared). A node that restarts without having left keeps its `joined_at` (seniority);
+    /// one that left or was retired as dead gets a fresh one, so it rejoins as the youngest
+    /// and does not take the leadership back.
     async fn node_register(&self, name: &str, labels: &[String], capacity: u32) -> StoreResult<NodeInfo>;
 
     /// Refreshes a node's heartbeat to the database now, which it returns; `None` if the node
@@ -480,7 +482,8 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static
     /// Stores a component (bytes and metadata) and registers its tasks, in one transaction.
     /// Re-uploading a name replaces the component; its tasks are replaced, but options a user
     /// changed with `task_update` are kept for tasks that stay. A task name owned by another
-    /// component is a `Conflict`.
+    /// component is a `Conflict`, and so is a version without a task that has unfinished
+    /// invocations (they would wait for ever; the message names the task and how many).
     async fn component_put(
         &self,
         name: &str,
@@ -498,7 +501,9 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static
     /// The bytes of a component.
     async fn component_bytes(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
 
-    /// Removes a component and its tasks. Returns false if it did not exist.
+    /// Removes a component and its tasks. Returns false if it did not exist. While invocations
+    /// of its tasks are unfinished (queued, running, on their way back) it is a `Conflict`
+    /// saying how many and how to cancel them: removing it would strand them for ever.
     async fn component_delete(&self, name: &str) -> StoreResult<bool>;
 
     /// All tasks, by name.

@@ -117,6 +117,14 @@ macro_rules! now {
 /// The database clock (`now`).
 pub(super) const NOW: Sql = both!(now);
 
+/// The statuses that are not final (a call still to run, running, or on its way back).
+macro_rules! unfinished_statuses {
+    () => {
+        "('registered', 'pending', 'running', 'paused', 'resumed', 'retry', 'rerouted', 'killed', \
+         'pending_recovery', 'running_recovery', 'concurrency_controlled')"
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Components.
 
@@ -150,6 +158,31 @@ pub(super) const COMPONENT_BYTES: Sql = Sql::same("SELECT bytes FROM components 
 
 /// Removes a component; its tasks go with it (`ON DELETE CASCADE`), invocations stay.
 pub(super) const COMPONENT_DELETE: Sql = Sql::same("DELETE FROM components WHERE name = $1");
+
+/// Unfinished invocations per task of component `$1` (what deleting it would strand), by task.
+/// Index probes per (task, status): finished invocations are not read.
+pub(super) const COMPONENT_UNFINISHED: Sql = Sql::same(concat!(
+    "SELECT i.task AS task, COUNT(*) AS count FROM tasks t JOIN invocations i ON i.task = t.name \
+     WHERE t.component = $1 AND i.status IN ",
+    unfinished_statuses!(),
+    " GROUP BY i.task ORDER BY i.task"
+));
+
+macro_rules! tasks_stale_unfinished {
+    ($d:ident) => {
+        concat!(
+            "SELECT i.task AS task, COUNT(*) AS count FROM tasks t JOIN invocations i ON i.task = t.name \
+             WHERE t.component = $2 AND t.name NOT IN (SELECT j.value FROM ",
+            json_texts!($d),
+            ") AND i.status IN ",
+            unfinished_statuses!(),
+            " GROUP BY i.task ORDER BY i.task"
+        )
+    };
+}
+/// Unfinished invocations per task of component `$2` that the upload of a version without
+/// them (`$1` JSON array of its task names) would remove.
+pub(super) const TASKS_STALE_UNFINISHED: Sql = both!(tasks_stale_unfinished);
 
 /// `(component, name)` of every task, for component listings.
 pub(super) const COMPONENT_TASK_NAMES: Sql = Sql::same("SELECT component, name FROM tasks ORDER BY component, name");
@@ -340,6 +373,8 @@ macro_rules! final_statuses {
 
 #[cfg(test)]
 pub(super) const FINAL_STATUSES: &str = final_statuses!();
+#[cfg(test)]
+pub(super) const UNFINISHED_STATUSES: &str = unfinished_statuses!();
 #[cfg(test)]
 pub(super) const RUNNABLE_STATUSES: &str = runnable_statuses!();
 #[cfg(test)]

@@ -14,13 +14,16 @@ macro_rules! node_register {
             ", ",
             now_ms!($d),
             ") ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, \
+             joined_at = CASE WHEN nodes.left_at IS NULL THEN nodes.joined_at ELSE excluded.joined_at END, \
              started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, left_at = NULL \
              RETURNING name, labels, capacity, joined_at, started_at, heartbeat_at, left_at"
         )
     };
 }
-/// Registers node `$1` (labels JSON `$2`, capacity `$3`) or starts its new life; `joined_at`
-/// (seniority) is kept on conflict.
+/// Registers node `$1` (labels JSON `$2`, capacity `$3`) or starts its new life. `joined_at`
+/// (seniority) is kept when the node restarts without having left (a crash, a quick restart),
+/// and starts afresh when it had left or been retired as dead: a node that comes back joins
+/// as the youngest, so leadership does not flip back to it.
 pub(in crate::store) const NODE_REGISTER: Sql = both!(node_register);
 
 macro_rules! node_heartbeat {

@@ -146,11 +146,23 @@ struct EdgeJson<'a> {
     upstream: &'a str,
 }
 
+/// How many ready nodes of a task a step may start (`q::CANDIDATES`).
+#[derive(Serialize)]
+struct CapJson<'a> {
+    task: &'a str,
+    cap: u32,
+}
+
 #[derive(Serialize)]
 struct StartJson<'a> {
     node: &'a str,
     invocation: Option<&'a str>,
 }
+
+/// Most nodes one step starts: the step is one transaction, and a workflow allowed to run
+/// 100,000 nodes at once starts them over several steps (the scheduler goes round again at
+/// once while steps change something) instead of holding the writer for one huge insert.
+const MAX_STARTS_PER_STEP: u32 = 500;
 
 /// From this many nodes, creating a workflow refreshes PostgreSQL's statistics of the graph
 /// tables: with the estimates of a much smaller table it plans a step's statements as scans
@@ -322,18 +334,26 @@ impl WorkflowStore for SqlStore {
             sqlx::query_as(q::SYNCABLE.get(d)).bind(id).fetch_one(db).await?
         ));
         let (running, any_failed) = running_and_failed(counts);
-        // Free places; each task limit can hide at most that many candidates before the ones
-        // that start.
+        // Free places, at most MAX_STARTS_PER_STEP; each task may start at most that many,
+        // and a task with a limit at most its room.
         let busy: u32 = running.values().copied().fold(0, u32::saturating_add);
-        let free = i64::from(workflow.max_concurrently_running.saturating_sub(busy));
+        let free = workflow.max_concurrently_running.saturating_sub(busy).min(MAX_STARTS_PER_STEP);
         let failed_fast = workflow.fail_fast && any_failed;
         let may_start = !workflow.paused && !failed_fast && free > 0;
-        let groups = i64::try_from(workflow.task_limits.len()).unwrap_or(i64::MAX).saturating_add(1);
         let candidates: Vec<CandidateRow> = if may_start {
+            let caps: Vec<CapJson<'_>> = workflow
+                .task_limits
+                .iter()
+                .map(|(task, limit)| {
+                    let room = limit.saturating_sub(running.get(task).copied().unwrap_or(0));
+                    CapJson { task, cap: room.min(free) }
+                })
+                .collect();
+            let caps = to_json(&caps)?;
             on_read!(self, |db, d| sqlx::query_as(q::CANDIDATES.get(d))
                 .bind(id)
-                .bind(free)
-                .bind(free.saturating_mul(groups).min(100_000))
+                .bind(&caps)
+                .bind(i64::from(free))
                 .fetch_all(db)
                 .await?)
         } else {

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Millis;
 
-/// Most nodes one workflow may have.
+/// Most nodes one workflow may have by default (`--max-workflow-nodes`).
 pub const MAX_NODES: usize = 100_000;
+
+/// Most node ids a cycle error names (a cycle may run through every node of the graph).
+pub const CYCLE_NAMES_SHOWN: usize = 10;
 
 /// Longest node id, in bytes.
 pub const MAX_NODE_ID: usize = 256;
@@ -289,19 +292,28 @@ pub struct NewNode {
 }
 
 /// Checks a workflow request and turns it into what the store keeps; the message of an
-/// error says exactly what is wrong. O(nodes + edges).
-pub fn validate(req: &WorkflowRequest, id: String, kind: WorkflowKind) -> Result<NewWorkflow, String> {
+/// error says exactly what is wrong. `max_nodes` is the node's `--max-workflow-nodes`.
+/// O(nodes + edges).
+pub fn validate(
+    req: &WorkflowRequest,
+    id: String,
+    kind: WorkflowKind,
+    max_nodes: usize,
+) -> Result<NewWorkflow, String> {
     if req.nodes.is_empty() {
         return Err("a workflow needs at least one node".into());
     }
-    if req.nodes.len() > MAX_NODES {
-        return Err(format!("a workflow has at most {MAX_NODES} nodes, this one has {}", req.nodes.len()));
+    if req.nodes.len() > max_nodes {
+        return Err(format!(
+            "a workflow has at most {max_nodes} nodes (--max-workflow-nodes), this one has {}",
+            req.nodes.len()
+        ));
     }
     if req.max_concurrently_running == 0 {
         return Err("max_concurrently_running must be at least 1".into());
     }
-    if req.max_attempts == Some(0) {
-        return Err("max_attempts must be at least 1".into());
+    if let Some(m) = req.max_attempts {
+        crate::model::check_max_attempts(m)?;
     }
     if let Some((task, _)) = req.task_limits.iter().find(|(_, limit)| **limit == 0) {
         return Err(format!("task_limits of `{task}` must be at least 1"));
@@ -346,8 +358,7 @@ pub fn validate(req: &WorkflowRequest, id: String, kind: WorkflowKind) -> Result
         ups.push(mine);
     }
     if let Some(cycle) = find_cycle(&ups) {
-        let names: Vec<&str> = cycle.iter().map(|&i| req.nodes[i].id.as_str()).collect();
-        return Err(format!("the dependencies form a cycle: {}", names.join(" -> ")));
+        return Err(cycle_message(&cycle, |i| req.nodes[i].id.as_str()));
     }
     let nodes = req
         .nodes
@@ -371,6 +382,23 @@ pub fn validate(req: &WorkflowRequest, id: String, kind: WorkflowKind) -> Result
         nodes,
         edges,
     })
+}
+
+/// The error for a cycle (node indexes in dependency order, each depending on the next): its
+/// nodes by id when it is short, else its length and the first [`CYCLE_NAMES_SHOWN`], so that
+/// a cycle through 100,000 nodes is a message of a few hundred bytes, not a megabyte of ids.
+fn cycle_message<'a>(cycle: &[usize], id: impl Fn(usize) -> &'a str) -> String {
+    let shown: Vec<&str> = cycle.iter().take(CYCLE_NAMES_SHOWN).map(|&i| id(i)).collect();
+    if cycle.len() <= CYCLE_NAMES_SHOWN {
+        format!("the dependencies form a cycle: {}", shown.join(" -> "))
+    } else {
+        let first = cycle.first().map(|&i| id(i)).unwrap_or_default();
+        format!(
+            "the dependencies form a cycle of {} nodes: {} -> … -> {first} (the first {CYCLE_NAMES_SHOWN} shown)",
+            cycle.len(),
+            shown.join(" -> ")
+        )
+    }
 }
 
 /// A cycle of the graph given as upstream lists, as node indexes in dependency order (each
@@ -478,7 +506,7 @@ mod tests {
     }
 
     fn check(body: serde_json::Value) -> Result<NewWorkflow, String> {
-        validate(&req(body), "w".into(), WorkflowKind::Workflow)
+        validate(&req(body), "w".into(), WorkflowKind::Workflow, MAX_NODES)
     }
 
     #[test]
@@ -510,6 +538,8 @@ mod tests {
             (json!({"nodes": [{"id": "a", "task": "t", "depends_on": ["a"]}]}), "depends on itself"),
             (json!({"max_concurrently_running": 0, "nodes": [{"id": "a", "task": "t"}]}), "max_concurrently_running"),
             (json!({"max_attempts": 0, "nodes": [{"id": "a", "task": "t"}]}), "max_attempts"),
+            (json!({"max_attempts": 1001, "nodes": [{"id": "a", "task": "t"}]}), "between 1 and 1000"),
+            (json!({"max_attempts": 4_000_000_000u32, "nodes": [{"id": "a", "task": "t"}]}), "between 1 and 1000"),
             (json!({"task_limits": {"t": 0}, "nodes": [{"id": "a", "task": "t"}]}), "task_limits of `t`"),
         ];
         for (body, needle) in cases {
@@ -540,6 +570,23 @@ mod tests {
         let nodes: Vec<_> = (0..=MAX_NODES).map(|i| json!({"id": i.to_string(), "task": "t"})).collect();
         let e = check(json!({ "nodes": nodes })).expect_err("too many");
         assert!(e.contains("at most 100000"), "{e}");
+        let three =
+            req(json!({"nodes": [{"id": "a", "task": "t"}, {"id": "b", "task": "t"}, {"id": "c", "task": "t"}]}));
+        let e = validate(&three, "w".into(), WorkflowKind::Workflow, 2).expect_err("over the flag");
+        assert!(e.contains("at most 2 nodes (--max-workflow-nodes), this one has 3"), "{e}");
+        assert!(validate(&three, "w".into(), WorkflowKind::Workflow, 3).is_ok());
+    }
+
+    #[test]
+    fn a_long_cycle_is_named_briefly() {
+        let n = 100_000;
+        let nodes: Vec<_> = (0..n)
+            .map(|i| json!({"id": format!("node-{i:06}"), "task": "t", "depends_on": [format!("node-{:06}", (i + 1) % n)]}))
+            .collect();
+        let e = check(json!({ "nodes": nodes })).expect_err("cycle");
+        assert!(e.len() < 400, "{} bytes: {e}", e.len());
+        assert!(e.contains("a cycle of 100000 nodes: node-000000 -> node-000001 -> "), "{e}");
+        assert!(e.contains("-> … -> node-000000"), "{e}");
     }
 
     #[test]
@@ -558,7 +605,7 @@ mod tests {
     #[test]
     fn arrays_are_workflows_without_edges() {
         let a: ArrayRequest = serde_json::from_value(json!({"task": "t", "args": [{"x": 1}, {"x": 2}]})).unwrap();
-        let w = validate(&a.into_workflow(), "w".into(), WorkflowKind::Array).unwrap();
+        let w = validate(&a.into_workflow(), "w".into(), WorkflowKind::Array, MAX_NODES).unwrap();
         assert_eq!(w.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["0", "1"]);
         assert!(w.edges.is_empty());
     }
