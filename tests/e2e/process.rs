@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden_tests::guests;
 use warden_tests::harness::{Api, Backend, fresh_postgres_database};
-use warden_tests::process::{DaemonProcess, Spec};
+use warden_tests::process::{DaemonProcess, Spec, free_port};
 
 use crate::both;
 
@@ -458,7 +458,7 @@ mod cluster_harness {
 }
 
 /// Waits for a process to exit, killing it and failing after `timeout`.
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -478,22 +478,22 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_data_dir_exits_naming_the_holder() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = DaemonProcess::spawn(dir.path(), None).await;
-    let mut second = Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+    let first = spawn(dir.path(), None).await;
+    let mut second = std::process::Command::new(crate::warden())
         .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--node-name", "second"])
         .arg("--data-dir")
         .arg(dir.path())
         .env_remove("WARDEN_DATABASE_URL")
         .env("WARDEN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the second daemon");
     let status = tokio::task::block_in_place(|| wait_exit(&mut second, Duration::from_secs(30)));
     let mut err = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err).expect("stderr");
     assert!(!status.success(), "the second daemon must fail: {err}");
-    assert!(err.contains(&format!("pid {}", first.child.id())), "the holder is named: {err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "the holder is named: {err}");
     assert!(err.contains("--data-dir"), "{err}");
     let (s, v) = first.api.get("/health/ready").await;
     assert_eq!(s.as_u16(), 200, "the first daemon still serves: {v}");
@@ -507,28 +507,31 @@ async fn default_logs_are_one_plain_line_per_retry_timeout_and_trap() {
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+    // Spawned by hand: the default log level needs WARDEN_LOG unset, and colour must be left
+    // to the daemon's own terminal check (no NO_COLOR).
+    let mut child = std::process::Command::new(crate::warden())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--slots", "2", "--retry-base-ms", "50"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env_remove("WARDEN_DATABASE_URL")
         .env_remove("WARDEN_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
         .spawn()
         .expect("spawn");
-    let p = DaemonProcess { child, api: Api::new(&format!("http://127.0.0.1:{port}")) };
-    p.api.wait_ready(Duration::from_secs(30)).await;
-    p.api.deploy("hostile", guests::HOSTILE).await;
-    let r = p.api.http.patch(format!("{}/v1/tasks/spin", p.api.url)).json(&json!({"max_attempts": 2})).send();
+    let p = Api::new(&format!("http://127.0.0.1:{port}"));
+    p.wait_ready(Duration::from_secs(30)).await;
+    p.deploy("hostile", guests::HOSTILE).await;
+    let r = p.http.patch(format!("{}/v1/tasks/spin", p.url)).json(&json!({"max_attempts": 2})).send();
     assert_eq!(r.await.expect("patch").status().as_u16(), 200);
-    let r = p.api.http.patch(format!("{}/v1/tasks/panics", p.api.url)).json(&json!({"max_attempts": 1})).send();
+    let r = p.http.patch(format!("{}/v1/tasks/panics", p.url)).json(&json!({"max_attempts": 1})).send();
     assert_eq!(r.await.expect("patch").status().as_u16(), 200);
-    let spin = p.api.run("spin", json!({})).await;
+    let spin = p.run("spin", json!({})).await;
     assert_eq!((spin["status"].as_str(), spin["attempts"].as_i64()), (Some("failed"), Some(2)), "{spin}");
-    let panics = p.api.run("panics", json!({})).await;
+    let panics = p.run("panics", json!({})).await;
     assert_eq!(panics["status"], "failed", "{panics}");
-    drop(p);
+    let _ = child.kill();
+    let _ = child.wait();
     let text = std::fs::read_to_string(&log_path).expect("read the log");
     assert!(!text.contains('\u{1b}'), "ANSI escapes in a piped log:\n{text}");
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("attempt failed")).collect();

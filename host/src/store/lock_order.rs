@@ -64,6 +64,17 @@ async fn two_claimed(h: &Harness) -> Arc<dyn Store> {
     store
 }
 
+/// Finishes both invocations of [`two_claimed`] in one batch, in the background.
+fn finish_both(store: Arc<dyn Store>) -> tokio::task::JoinHandle<super::StoreResult<Vec<TransitionOutcome>>> {
+    tokio::spawn(async move {
+        let batch = [
+            tr(&id(1), Running, Some(("n1", 1)), &[Success]),
+            tr(&id(2), Pending, Some(("n1", 1)), &[Running, Success]),
+        ];
+        store.invocation_transition_batch(&batch).await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_locks_instances_in_order() {
     let h = Harness::postgres().await;
@@ -88,14 +99,7 @@ async fn transition_batches_lock_invocations_in_order() {
     let (mut holder, mut probe) = (raw(&h).await, raw(&h).await);
     let mut held = holder.begin().await.expect("tx");
     sqlx::query(LOCK_INVOCATION).bind(id(1)).execute(&mut *held).await.expect("hold invocation 1");
-    let s = store.clone();
-    let done = tokio::spawn(async move {
-        let batch = [
-            tr(&id(1), Running, Some(("n1", 1)), &[Success]),
-            tr(&id(2), Pending, Some(("n1", 1)), &[Running, Success]),
-        ];
-        s.invocation_transition_batch(&batch).await
-    });
+    let done = finish_both(store.clone());
     until_blocked(&mut probe).await;
     let second_free = lockable(&mut probe, LOCK_INVOCATION, &id(2)).await;
     held.rollback().await.expect("release");
@@ -147,14 +151,7 @@ async fn a_deadlock_victim_is_retried_not_failed() {
     sqlx::query("SET deadlock_timeout = '20s'").execute(&mut holder).await.expect("slow detector for the raw side");
     let mut held = holder.begin().await.expect("tx");
     sqlx::query(LOCK_INVOCATION).bind(id(2)).execute(&mut *held).await.expect("hold invocation 2");
-    let s = store.clone();
-    let done = tokio::spawn(async move {
-        let batch = [
-            tr(&id(1), Running, Some(("n1", 1)), &[Success]),
-            tr(&id(2), Pending, Some(("n1", 1)), &[Running, Success]),
-        ];
-        s.invocation_transition_batch(&batch).await
-    });
+    let done = finish_both(store.clone());
     until_blocked(&mut probe).await;
     // Now wait for invocation 1, which the store's transaction holds: a cycle. The store's
     // side is the victim; this statement then gets its lock.
