@@ -334,16 +334,7 @@ async fn chaos_postgres_restart_mid_run() {
 async fn chaos_sigkill_storm_over_three_nodes() {
     let dir = scenario_dir();
     let db = fresh_postgres_database().await;
-    let flags = [
-        "--heartbeat-interval-ms",
-        "200",
-        "--heartbeat-timeout-ms",
-        "2000",
-        "--service-interval-ms",
-        "2000",
-        "--service-spread-margin-ms",
-        "200",
-    ];
+    let flags = warden_tests::process::CLUSTER_TIMINGS;
     let mut nodes: Vec<Option<DaemonProcess>> = Vec::new();
     for name in ["n1", "n2", "n3"] {
         nodes.push(Some(DaemonProcess::spawn(node(dir.path(), &db, name, 4, &flags)).await));

@@ -235,15 +235,8 @@ async fn web_pages_cannot_drive_the_daemon() {
         let v: Value = r.json().await.expect("json");
         assert_eq!(code(&v), "unsupported_media_type", "{v}");
     }
-    let r = d
-        .http
-        .post(format!("{}/v1/invocations", d.url))
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let (s, v) = d.post_raw("/v1/invocations", "application/json; charset=utf-8", body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
 
     // A state-changing request from another origin (a "simple" bodiless POST needs no
     // preflight) is refused.
@@ -444,15 +437,8 @@ async fn inputs_are_bounded() {
     for (depth, want) in [(100, StatusCode::ACCEPTED), (129, StatusCode::BAD_REQUEST), (5000, StatusCode::BAD_REQUEST)]
     {
         let body = format!(r#"{{"task":"echo","args":{{"x":{}}}}}"#, nest(depth));
-        let r = d
-            .http
-            .post(format!("{}/v1/invocations", d.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status(), want, "depth {depth}");
+        let (s, v) = d.post_raw("/v1/invocations", "application/json", body).await;
+        assert_eq!(s, want, "depth {depth}: {v}");
     }
     // Events are stored, not echoed.
     let (s, v) = d.post("/v1/events", &json!({"code": "e", "payload": {"secret": "do-not-echo"}})).await;

@@ -228,12 +228,22 @@ impl Api {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// `POST path` with raw bytes → (status, JSON body).
+    /// `POST path` with raw bytes (a component upload) → (status, JSON body).
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        self.post_raw(path, "application/wasm", body).await
+    }
+
+    /// `POST path` with a raw body of the given content type → (status, JSON body).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
         let r = self
             .http
             .post(format!("{}{path}", self.url))
-            .header("content-type", "application/wasm")
+            .header("content-type", content_type)
             .body(body)
             .send()
             .await

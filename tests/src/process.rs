@@ -8,6 +8,19 @@ use std::time::Duration;
 
 use crate::harness::Api;
 
+/// The timings of the cluster tests: heartbeat every 200 ms, dead after 2 s, the services'
+/// cycle 2 s (the margin 200 ms).
+pub const CLUSTER_TIMINGS: [&str; 8] = [
+    "--heartbeat-interval-ms",
+    "200",
+    "--heartbeat-timeout-ms",
+    "2000",
+    "--service-interval-ms",
+    "2000",
+    "--service-spread-margin-ms",
+    "200",
+];
+
 /// A free TCP port on 127.0.0.1 (free when asked; the daemon binds it right after).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
