@@ -50,10 +50,6 @@ pub struct Config {
     /// (the leader is their one runner, so it runs them every heartbeat), and the age after
     /// which a `running` execution record of the current term is abandoned.
     pub service_interval_ms: u64,
-    /// The safety gap at the end of each runner's slot (pynenc's
-    /// `atomic_service_spread_margin_minutes`), in ms; with the leader as the one runner it
-    /// does not apply.
-    pub service_spread_margin_ms: u64,
     /// A live task instance must be reported for within `heartbeat_interval_ms` × this
     /// (Jobmon's `heartbeat_report_by_buffer`); its node does so every heartbeat.
     pub heartbeat_report_by_buffer: f64,
@@ -142,11 +138,10 @@ impl Default for Config {
             heartbeat_timeout_ms: 10_000,
             max_pending_ms: 300_000,
             service_interval_ms: 60_000,
-            service_spread_margin_ms: 5_000,
             heartbeat_report_by_buffer: 3.1,
-            total_tokens: 10_000,
+            total_tokens: crate::model::DEFAULT_TOTAL_TOKENS,
             minimum_nodes: 1,
-            max_workflow_nodes: crate::workflows::MAX_NODES,
+            max_workflow_nodes: crate::model::workflow::MAX_NODES,
             admin_key: None,
             allow_unauthenticated: false,
             metrics_public: false,
@@ -216,10 +211,6 @@ pub struct Overrides {
     /// [default: 60000].
     #[arg(long, env = "WARDEN_SERVICE_INTERVAL_MS")]
     pub service_interval_ms: Option<u64>,
-    /// Safety gap at the end of each runner's atomic-service slot (the leader is the one
-    /// runner), in ms [default: 5000].
-    #[arg(long, env = "WARDEN_SERVICE_SPREAD_MARGIN_MS")]
-    pub service_spread_margin_ms: Option<u64>,
     /// Task instances must be reported for within heartbeat interval × this [default: 3.1].
     #[arg(long, env = "WARDEN_HEARTBEAT_REPORT_BY_BUFFER")]
     pub heartbeat_report_by_buffer: Option<f64>,
@@ -329,7 +320,6 @@ impl Config {
             heartbeat_timeout_ms,
             max_pending_ms,
             service_interval_ms,
-            service_spread_margin_ms,
             heartbeat_report_by_buffer,
             total_tokens,
             minimum_nodes,

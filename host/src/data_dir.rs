@@ -41,7 +41,6 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl DataDirLock {
@@ -71,12 +70,7 @@ impl DataDirLock {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.sync_data().map_err(io)?;
-        Ok(Self { _file: file, path })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }
 
@@ -89,7 +83,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let first = DataDirLock::acquire(&data).expect("first");
-        assert_eq!(std::fs::read_to_string(first.path()).expect("read").trim(), std::process::id().to_string());
+        assert_eq!(std::fs::read_to_string(data.join(LOCK_FILE)).expect("read").trim(), std::process::id().to_string());
         let err = DataDirLock::acquire(&data).expect_err("second");
         let msg = err.to_string();
         assert!(matches!(err, LockError::Held { .. }), "{msg}");

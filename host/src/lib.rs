@@ -2,17 +2,16 @@
 //! the cluster core and the wasm runtime; this crate is its library and `warden` binary.
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 
-pub mod api;
+pub(crate) mod api;
 pub mod cli;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
-pub mod data_dir;
-pub mod instances;
-pub mod keys;
+pub(crate) mod data_dir;
+#[cfg(test)]
+mod layering;
 pub mod model;
-pub mod orchestrator;
+pub(crate) mod orchestrator;
 pub mod runtime;
 pub mod server;
-pub mod services;
-pub mod store;
-pub mod workflows;
+pub(crate) mod services;
+pub(crate) mod store;

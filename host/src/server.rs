@@ -11,28 +11,24 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, Auth, GuardConfig, Limits, ServeConfig};
 use crate::config::Config;
 use crate::data_dir::DataDirLock;
-use crate::orchestrator::{Orchestrator, OrchestratorConfig};
+use crate::orchestrator::{self, Orchestrator, OrchestratorConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::services::ServicesConfig;
-use crate::services::slots::SlotConfig;
+use crate::services::{self, ServicesConfig};
 use crate::store::{PgStore, SqliteStore, Store};
 
 /// The membership and atomic-services settings of a configuration.
-fn services_config(cfg: &Config) -> anyhow::Result<ServicesConfig> {
-    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    Ok(ServicesConfig {
+fn services_config(cfg: &Config) -> ServicesConfig {
+    ServicesConfig {
         labels: cfg.labels.clone(),
         heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
         heartbeat_timeout: Duration::from_millis(cfg.heartbeat_timeout_ms),
         max_pending: Duration::from_millis(cfg.max_pending_ms),
-        slots: SlotConfig::new(ms(cfg.service_interval_ms), ms(cfg.service_spread_margin_ms))
-            .map_err(|e| anyhow::anyhow!("invalid atomic-service settings: {e}"))?,
+        service_interval: Duration::from_millis(cfg.service_interval_ms),
         retention: (cfg.retention_ms > 0).then(|| Duration::from_millis(cfg.retention_ms)),
         purge_interval: Duration::from_millis(cfg.purge_interval_ms),
-        report_buffer: cfg.heartbeat_report_by_buffer,
         total_tokens: cfg.total_tokens,
         minimum_nodes: cfg.minimum_nodes,
-    })
+    }
 }
 
 /// A running daemon.
@@ -98,7 +94,10 @@ impl Daemon {
                 retry_max: Duration::from_millis(cfg.retry_max_ms),
                 poll_interval: Duration::from_millis(500),
                 max_args_bytes: cfg.max_args_bytes,
-                services: services_config(&cfg)?,
+                heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
+                heartbeat_timeout: Duration::from_millis(cfg.heartbeat_timeout_ms),
+                report_buffer: cfg.heartbeat_report_by_buffer,
+                total_tokens: cfg.total_tokens,
                 max_workflow_nodes: cfg.max_workflow_nodes,
             },
         );
@@ -119,7 +118,13 @@ impl Daemon {
                  POST /v1/keys or restart with --admin-key"
             );
         }
-        orch.start().await.context("cannot recover invocations of this node's previous life")?;
+        orch.recover().await.context("cannot recover invocations of this node's previous life")?;
+        // The loops of this node's life, each tracked by the orchestrator so that a stop lets
+        // them finish: claiming and running, membership with the atomic services (leader
+        // only), and the workflow scheduler.
+        orch.run_loop(orchestrator::dispatch_loop(orch.clone()));
+        orch.run_loop(services::run(orch.clone(), services_config(&cfg)));
+        orch.run_loop(orchestrator::workflow_scheduler(orch.clone()));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;

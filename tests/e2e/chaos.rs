@@ -380,16 +380,7 @@ async fn chaos_sigkill_storm_over_three_nodes() {
 async fn chaos_sigstop_zombie_outcomes_refused() {
     let dir = scenario_dir();
     let db = fresh_postgres_database().await;
-    let flags = [
-        "--heartbeat-interval-ms",
-        "100",
-        "--heartbeat-timeout-ms",
-        "2000",
-        "--service-interval-ms",
-        "1000",
-        "--service-spread-margin-ms",
-        "100",
-    ];
+    let flags = ["--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "2000", "--service-interval-ms", "1000"];
     let other = DaemonProcess::spawn(node(dir.path(), &db, "other", 8, &flags)).await;
     let zombie = DaemonProcess::spawn(node(dir.path(), &db, "zombie", 8, &flags)).await;
     deploy(&other.api).await;

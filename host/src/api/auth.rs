@@ -31,7 +31,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, AppState};
-use crate::keys::{self, KeyDigest, Role};
+use crate::model::key::{self as keys, KeyDigest, Role};
 use crate::store::{Store, StoreResult};
 
 /// Shortest gap between two reads of the keys caused by unknown keys.

@@ -190,7 +190,7 @@ pub(super) async fn list(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    if let Some(c) = q.cursor.as_deref().filter(|c| !crate::orchestrator::identity::is_invocation_id(c)) {
+    if let Some(c) = q.cursor.as_deref().filter(|c| !crate::model::identity::is_invocation_id(c)) {
         let head: String = c.chars().take(64).collect();
         return Err(ApiError::bad_request(format!(
             "unknown cursor `{head}`: pass the `next_cursor` of the previous page (an invocation id), or no cursor \

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::model::workflow::{ArrayRequest, WorkflowKind, WorkflowRequest};
 use crate::orchestrator::workflows::ResumeMode;
-use crate::workflows::{ArrayRequest, WorkflowKind, WorkflowRequest};
 
 /// `POST /v1/workflows` → 201 `{"id","status"}`.
 pub(super) async fn create(

@@ -189,7 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::StatusGraph => {
-            print!("{}", crate::orchestrator::status::render_table());
+            print!("{}", crate::model::status::render_table());
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,

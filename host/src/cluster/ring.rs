@@ -31,9 +31,6 @@ use sha2::{Digest, Sha256};
 /// Slot of a token whose owner is not live.
 const DEAD: usize = usize::MAX;
 
-/// Number of tokens in a ring unless configured otherwise (JobSync's default).
-pub const DEFAULT_TOTAL_TOKENS: u32 = 10_000;
-
 /// The token (`0..total_tokens`) that `key` hashes to: the first 8 bytes of `sha256(sha256(key))`, read as a
 /// big-endian `u64`, modulo `total_tokens`. Returns 0 when `total_tokens` is 0.
 pub fn token_of(key: &str, total_tokens: u32) -> u32 {
@@ -150,6 +147,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::model::DEFAULT_TOTAL_TOKENS;
 
     /// Each node's token count.
     fn loads<N: Copy + Ord>(owners: impl IntoIterator<Item = N>) -> BTreeMap<N, u32> {

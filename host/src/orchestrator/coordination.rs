@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{OrchResult, Orchestrator, OrchestratorError, identity, triggers};
+use super::{OrchResult, Orchestrator, OrchestratorError, triggers};
+use crate::model::identity;
 use crate::model::{ArgsFrom, Event, Trigger, TriggerCondition};
 
 /// A trigger as `POST /v1/triggers` takes it.

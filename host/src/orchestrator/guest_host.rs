@@ -5,9 +5,8 @@
 use tokio::sync::{Mutex, OnceCell, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use super::worker::step;
-use super::{Orchestrator, OrchestratorError, Progress, identity, lock};
-use crate::model::{ErrorKind, InvocationStatus, Owner, TaskFailure};
+use super::{Orchestrator, OrchestratorError, Progress, lock};
+use crate::model::{ErrorKind, InvocationStatus, Owner, TaskFailure, Transition, identity};
 use crate::runtime::{GuestHost, InvocationInfo};
 use crate::store::TransitionOutcome;
 
@@ -60,7 +59,7 @@ impl AttemptHost {
                     &self.id,
                     self.owner.attempt,
                     self.orch.node(),
-                    crate::instances::InstanceStatus::Running.as_str(),
+                    crate::model::instance::InstanceStatus::Running.as_str(),
                     self.orch.report_window_ms(),
                 );
                 let r = self
@@ -108,8 +107,7 @@ impl AttemptHost {
         path: &[InvocationStatus],
         instance: Option<crate::model::TaskInstance>,
     ) -> Result<(), Change> {
-        let mut t = step(id, &self.owner, from, path, self.orch.node());
-        t.instance = instance.map(Box::new);
+        let t = Transition::owned(id, &self.owner, from, path, self.orch.node()).with_instance(instance);
         let to = t.to();
         let mut tries = 0;
         loop {

@@ -20,8 +20,8 @@ pub struct InstanceBeat {
 impl Orchestrator {
     /// How far past the database now a live instance's `report_by` goes, in ms.
     pub fn report_window_ms(&self) -> i64 {
-        let cfg = &self.inner.cfg.services;
-        crate::instances::ReportWindow {
+        let cfg = &self.inner.cfg;
+        crate::model::instance::ReportWindow {
             interval_ms: u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
             buffer: cfg.report_buffer,
         }

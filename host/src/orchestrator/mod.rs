@@ -6,10 +6,8 @@
 pub mod batcher;
 mod coordination;
 mod guest_host;
-pub mod identity;
 mod instances;
 pub mod policy;
-pub mod status;
 pub mod triggers;
 mod waiters;
 mod worker;
@@ -24,12 +22,14 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Invocation, NewInvocation, TaskDef, Transition};
+use crate::model::{Invocation, NewInvocation, TaskDef, Transition, identity};
 use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::store::{Store, StoreError, TransitionOutcome};
 use batcher::Batcher;
 pub use coordination::NewTrigger;
 use waiters::Waiters;
+pub(crate) use worker::dispatch_loop;
+pub(crate) use workflows::scheduler_loop as workflow_scheduler;
 
 /// Largest number of items one group commit takes.
 const MAX_BATCH: usize = 2048;
@@ -208,8 +208,14 @@ pub struct OrchestratorConfig {
     pub retry_max: Duration,
     /// Largest arguments of a call a guest makes (`--max-args-bytes`, as for calls over HTTP).
     pub max_args_bytes: usize,
-    /// Membership and atomic services (recovery, triggers, purge).
-    pub services: crate::services::ServicesConfig,
+    /// How often this node heartbeats (and reports for the attempts it holds).
+    pub heartbeat_interval: Duration,
+    /// A node silent this long counts as dead.
+    pub heartbeat_timeout: Duration,
+    /// Live task instances must be reported for within `heartbeat_interval` × this.
+    pub report_buffer: f64,
+    /// Tokens in the ring until the ring's own count is known.
+    pub total_tokens: u32,
     /// Most nodes of one workflow or array (`--max-workflow-nodes`).
     pub max_workflow_nodes: usize,
 }
@@ -292,7 +298,7 @@ impl Orchestrator {
             async move { s.invocation_transition_batch(&changes).await.map_err(WriteFailure::from) }
         });
         let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
-        let total_tokens = cfg.services.total_tokens.max(1);
+        let total_tokens = cfg.total_tokens.max(1);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -320,26 +326,26 @@ impl Orchestrator {
         }
     }
 
-    /// Recovers invocations this node owned in a previous life, then starts the dispatcher and
-    /// the membership and atomic-services loop.
-    pub async fn start(&self) -> OrchResult<()> {
+    /// Reroutes the invocations this node owned in a previous life (it crashed or was
+    /// killed with them running). Run before this node claims anything.
+    pub async fn recover(&self) -> OrchResult<()> {
         let recovered = self.inner.store.invocation_recover_node(&self.inner.cfg.node).await?;
         if recovered > 0 {
             tracing::warn!(recovered, node = %self.inner.cfg.node, "rerouted invocations left running by this node's previous life");
         }
-        let me = self.clone();
-        self.inner.tracker.spawn(async move { worker::dispatch_loop(me).await });
-        let me = self.clone();
-        let services = self.inner.cfg.services.clone();
-        self.inner.tracker.spawn(async move { crate::services::run(me, services).await });
-        let me = self.clone();
-        self.inner.tracker.spawn(async move { workflows::scheduler_loop(me).await });
         Ok(())
+    }
+
+    /// Runs one of the daemon's loops (the composition root in `server.rs` passes them) as
+    /// part of this node's life: [`shutdown`](Self::shutdown) waits for it within the grace
+    /// period, like the attempts.
+    pub(crate) fn run_loop(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.tracker.spawn(fut);
     }
 
     /// After how long without a heartbeat a node counts as dead, in ms.
     pub fn heartbeat_timeout_ms(&self) -> i64 {
-        i64::try_from(self.inner.cfg.services.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX)
+        i64::try_from(self.inner.cfg.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Whether this node is registered in the cluster and knows its pins (readiness).
@@ -702,17 +708,7 @@ impl Orchestrator {
             }
             let owner =
                 inv.owner.as_ref().map(|node| crate::model::Owner { node: node.clone(), attempt: inv.attempts });
-            let change = Transition {
-                id: id.to_string(),
-                from: inv.status,
-                owner,
-                path: vec![crate::model::InvocationStatus::Cancelled],
-                result: None,
-                error: Some(crate::model::TaskFailure::new(crate::model::ErrorKind::Cancelled, "cancelled by a user")),
-                node: self.node().to_string(),
-                delay_ms: 0,
-                instance: None,
-            };
+            let change = Transition::user_cancel(id, inv.status, owner, self.node());
             if inv.owner.is_some() {
                 // Owned elsewhere: the cancel and the signal to its node commit together, and
                 // the node interrupts the guest at its next heartbeat.

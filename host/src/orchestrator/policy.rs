@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::identity;
 use crate::model::Concurrency;
+use crate::model::identity;
 
 /// Exponential backoff with "equal" jitter for the retry after attempt `attempt` (1-based):
 /// with `ceiling = min(max, base × 2^(attempt-1))`, a uniformly random delay in

@@ -23,7 +23,7 @@ use crate::store::TransitionOutcome;
 /// Claiming is decoupled from the slot count: one claim takes up to `prefetch` invocations (one
 /// transaction), which then wait here in `pending` — owned by this node, like a pynenc runner's
 /// queue — until a slot is free. At shutdown the unstarted ones are handed back.
-pub(super) async fn dispatch_loop(orch: Orchestrator) {
+pub(crate) async fn dispatch_loop(orch: Orchestrator) {
     let inner = &orch.inner;
     let mut queue: VecDeque<Claimed> = VecDeque::new();
     // Whether the last claim came back short: then nothing is left until someone says so
@@ -90,10 +90,9 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
         .map(|inv| {
             let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
             let path = [InvocationStatus::PendingRecovery, InvocationStatus::Rerouted];
-            let mut t = step(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node());
             let why = TaskFailure::new(ErrorKind::Cancelled, "handed back unstarted: the node is shutting down");
-            t.instance = Some(Box::new(TaskInstance::ended(&inv.id, inv.attempt, orch.node(), "kill_self", Some(why))));
-            t
+            Transition::owned(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node())
+                .with_instance(Some(TaskInstance::ended(&inv.id, inv.attempt, orch.node(), "kill_self", Some(why))))
         })
         .collect();
     let outcome = orch.transition(changes).await;
@@ -129,44 +128,30 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         // Where the invocation is now: still `pending` if `running` was never written, or
         // `paused` if the guest was interrupted while waiting on children.
         let from = host.status();
-        let mut t = step(&inv.id, &owner, from, &[], orch.node());
-        if from == InvocationStatus::Pending {
-            t.path.push(InvocationStatus::Running);
-        }
+        let end = Transition::attempt_end(&inv.id, &owner, from, orch.node());
         let interrupted = matches!(&outcome, Err(f) if f.kind == ErrorKind::Cancelled);
         let by_user = lock(&orch.inner.user_cancels).remove(&inv.id);
-        match outcome {
+        let t = match outcome {
             // Interrupted by this node's shutdown: hand the invocation back, it is not a failure.
-            Err(_) if interrupted && orch.inner.shutdown.is_cancelled() => {
-                t.path.extend([InvocationStatus::Killed, InvocationStatus::Rerouted]);
-            }
-            Err(f) if by_user || from == InvocationStatus::Paused => {
-                t.path.push(InvocationStatus::Cancelled);
-                t.error = Some(f);
-            }
-            Ok(result) => {
-                t.path.push(InvocationStatus::Success);
-                t.result = Some(result);
-            }
+            Err(_) if interrupted && orch.inner.shutdown.is_cancelled() => end.handed_back(),
+            Err(f) if by_user || from == InvocationStatus::Paused => end.cancelled(f),
+            Ok(result) => end.succeeded(result),
             Err(f) => {
-                let retry = f.kind.retryable() && inv.attempt < max_attempts;
-                if retry {
+                let (kind, error) = (f.kind, f.message.replace('\n', " "));
+                if f.kind.retryable() && inv.attempt < max_attempts {
                     let cfg = &orch.inner.cfg;
                     let delay = retry_delay(inv.attempt, cfg.retry_base, cfg.retry_max, rand::random::<f64>());
-                    t.delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                    t.path.push(InvocationStatus::Retry);
+                    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    tracing::info!(?kind, %error, delay_ms, "attempt failed; retrying");
+                    end.retrying(f, delay_ms)
                 } else {
-                    t.path.push(InvocationStatus::Failed);
+                    if kind != ErrorKind::Cancelled {
+                        tracing::warn!(?kind, %error, "attempt failed; no retry");
+                    }
+                    end.failed(f)
                 }
-                let (kind, error) = (f.kind, f.message.replace('\n', " "));
-                if retry {
-                    tracing::info!(?kind, %error, delay_ms = t.delay_ms, "attempt failed; retrying");
-                } else if kind != ErrorKind::Cancelled {
-                    tracing::warn!(?kind, %error, "attempt failed; no retry");
-                }
-                t.error = Some(f);
             }
-        }
+        };
         let to = t.to();
         let delay_ms = t.delay_ms;
         let instance = report.map(|r| TaskInstance {
@@ -180,7 +165,8 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             stdout: r.stdout,
             stderr: r.stderr,
             logs: serde_json::to_value(&r.logs).unwrap_or_default(),
-            output_truncated: r.output_truncated,
+            // Log lines past the runtime's cap were dropped: the record says it is not whole.
+            output_truncated: r.output_truncated || r.logs_dropped > 0,
             ended_at: 0,
             started_at: 0,
             report_by: None,
@@ -188,7 +174,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         });
         tracing::Span::current().record("outcome", to.as_str());
         // The attempt's record is written with its outcome, in the same transaction.
-        t.instance = instance.map(Box::new);
+        let t = t.with_instance(instance);
         let counters = orch.counters();
         match record_outcome(&orch, t).await {
             Ok(TransitionOutcome::Applied) => {
@@ -321,25 +307,4 @@ async fn run_guest(
     }
     let outcome = std::mem::replace(&mut report.outcome, Ok(String::new()));
     (outcome, inv.max_attempts.unwrap_or(task.max_attempts), Some(report))
-}
-
-/// A transition of one invocation owned by `owner`.
-pub(super) fn step(
-    id: &str,
-    owner: &Owner,
-    from: InvocationStatus,
-    path: &[InvocationStatus],
-    node: &str,
-) -> Transition {
-    Transition {
-        id: id.to_string(),
-        from,
-        owner: Some(owner.clone()),
-        path: path.to_vec(),
-        result: None,
-        error: None,
-        node: node.to_string(),
-        delay_ms: 0,
-        instance: None,
-    }
 }

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::{OrchResult, Orchestrator, OrchestratorError};
 use crate::model::Millis;
+use crate::model::workflow::{self, NodeStatus, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowRequest};
 use crate::store::NodeStart;
-use crate::workflows::{self, NodeStatus, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowRequest};
 
 /// How often the scheduler looks at active workflows without being woken.
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
@@ -49,8 +49,8 @@ impl Orchestrator {
     /// Validates and stores a workflow (or an array, by `kind`), then wakes the scheduler.
     /// Invalid graphs, limits and unknown tasks are `BadRequest`.
     pub async fn workflow_create(&self, req: WorkflowRequest, kind: WorkflowKind) -> OrchResult<WorkflowInfo> {
-        let id = super::identity::new_invocation_id();
-        let new = workflows::validate(&req, id, kind, self.inner.cfg.max_workflow_nodes)
+        let id = crate::model::identity::new_invocation_id();
+        let new = workflow::validate(&req, id, kind, self.inner.cfg.max_workflow_nodes)
             .map_err(OrchestratorError::BadRequest)?;
         let tasks: HashSet<&str> = new.nodes.iter().map(|n| n.task.as_str()).collect();
         let mut tasks: Vec<&str> = tasks.into_iter().collect();
@@ -144,7 +144,7 @@ impl Orchestrator {
             return Ok(false);
         }
         let tasks: Vec<&str> = plan.candidates.iter().map(|(_, task, _)| task.as_str()).collect();
-        let picked = workflows::select_ready(&tasks, &plan.running, wf.max_concurrently_running, &wf.task_limits);
+        let picked = workflow::select_ready(&tasks, &plan.running, wf.max_concurrently_running, &wf.task_limits);
         if picked.is_empty() && plan.syncable == 0 {
             return Ok(false);
         }
@@ -180,7 +180,7 @@ impl Orchestrator {
 /// workflow was created or resumed) and at least every [`SCHEDULER_TICK`]; goes round again
 /// at once while steps change something. Any node may step any workflow: the step's
 /// transaction serialises them. Stops at shutdown.
-pub(super) async fn scheduler_loop(orch: Orchestrator) {
+pub(crate) async fn scheduler_loop(orch: Orchestrator) {
     let shutdown = orch.shutdown_token();
     loop {
         let mut moved = false;

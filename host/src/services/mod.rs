@@ -3,12 +3,12 @@
 //! ring assigned; every node recomputes what it may claim). The atomic services (pynenc's
 //! cluster-wide singleton maintenance: retiring dead nodes, `max_pending` recovery, triage,
 //! running-concurrency drops, trigger evaluation, the auto-purge) run on the leader only
-//! (JobSync), at every tick (pynenc's slot algorithm, `slots.rs`, would always let the one
-//! allowed runner run, so it is not consulted); the storage gate records each execution (running /
+//! (JobSync), at every tick: the leader's lease is the one runner of the atomic services, so
+//! pynenc's slot algorithm (which spreads runs over several runners) has nothing to decide and
+//! is not part of Warden; the storage gate records each execution (running /
 //! completed / abandoned / blocked, `GET /v1/services/runs`), and every maintenance write is
 //! fenced by the lease's epoch, so a former leader that wakes up writes nothing.
 
-pub mod slots;
 mod trigger_eval;
 
 use std::time::Duration;
@@ -21,7 +21,6 @@ use crate::cluster::pins::{self, PinNode};
 use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
 use crate::store::{ClaimFilter, Fence, ServiceGate, StoreError};
-use slots::SlotConfig;
 
 /// Execution records older than this are pruned.
 const RECORD_RETENTION_MS: i64 = 3_600_000;
@@ -39,14 +38,12 @@ pub struct ServicesConfig {
     pub heartbeat_timeout: Duration,
     /// Invocations pending longer than this are rerouted.
     pub max_pending: Duration,
-    /// The cycle and margin the live nodes share.
-    pub slots: SlotConfig,
+    /// A running execution record older than this is abandoned (`--service-interval-ms`).
+    pub service_interval: Duration,
     /// Final invocations older than this are purged; `None` keeps them.
     pub retention: Option<Duration>,
     /// How often the purge runs (at most).
     pub purge_interval: Duration,
-    /// Live task instances must be reported for within `heartbeat_interval` × this.
-    pub report_buffer: f64,
     /// Tokens in the ring (JobSync's `total_tokens`).
     pub total_tokens: u32,
     /// The ring is not assigned (nobody claims) until this many nodes are live.
@@ -210,14 +207,13 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
             Err(e) => tracing::warn!(error = %e, "reading the task pins or tokens failed; keeping the last ones"),
         }
-        // The atomic services: on the leader only, at every tick. (pynenc's slot algorithm,
-        // `slots::decide`, is not consulted: with the lease holder as the one runner allowed
-        // to run atomic services, it always answers `Run`.)
+        // The atomic services: on the leader only (the lease holder is their one runner), at
+        // every tick.
         let Some(fence) = fence else { continue };
         let dead: Vec<String> =
             nodes.iter().filter(|n| n.left_at.is_none() && !n.is_live(now, timeout)).map(|n| n.name.clone()).collect();
         // A running execution of a former term, or older than one cycle, is abandoned.
-        match store.service_begin(&fence, cfg.slots.interval_ms()).await {
+        match store.service_begin(&fence, ms(cfg.service_interval)).await {
             Ok(ServiceGate::Acquired(id)) => {
                 let purge_due = last_purge.elapsed() >= cfg.purge_interval;
                 if purge_due {
@@ -406,7 +402,7 @@ async fn execute(
 /// Returns (instances changed, invocations rerouted).
 async fn triage(orch: &Orchestrator, fence: &Fence, now: Millis) -> Result<(usize, usize), StoreError> {
     let overdue = orch.store().instance_overdue(now, STEP_LIMIT).await?;
-    let decisions = crate::instances::triage(&overdue, now, orch.report_window_ms());
+    let decisions = crate::model::instance::triage(&overdue, now, orch.report_window_ms());
     let (changed, rerouted) = orch.store().instance_triage_apply(&decisions, fence).await?;
     if !rerouted.is_empty() {
         tracing::warn!(rerouted = rerouted.len(), "triage rerouted invocations whose node stopped reporting");

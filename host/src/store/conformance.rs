@@ -7,6 +7,7 @@
 //! own database `warden_t_<random>` through that connection and drops it at the end (best
 //! effort), so tests run in parallel.
 
+use super::engine::SqlStore;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,9 +16,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{
-    ClaimFilter, Fence, PgStore, ServiceGate, SqlStore, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome,
-};
+use super::{ClaimFilter, Fence, PgStore, ServiceGate, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
 use crate::model::{
     ArgsFrom, Claimed, Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner,
     ServiceRunStatus, TaskDef, TaskFailure, TaskPatch, TaskPolicy, Transition, Trigger, TriggerCondition, TriggerRun,
@@ -1129,7 +1128,7 @@ async fn instance(store: &dyn Store, id: &str) -> crate::model::TaskInstance {
 }
 
 async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
-    use crate::instances::{InstanceStatus, triage};
+    use crate::model::instance::{InstanceStatus, triage};
     let store = &*h.store;
     setup(store, &["t"]).await;
     store.invocation_insert_batch(&calls(0..6, "t")).await.expect("insert");
@@ -1323,7 +1322,7 @@ fn node_start(node: &str, n: usize, task: &str, wf: &str) -> super::NodeStart {
     super::NodeStart { node: node.to_owned(), task: task.to_owned(), invocation: Some(c) }
 }
 
-async fn node_statuses(store: &dyn Store, wf: &str) -> Vec<(String, crate::workflows::NodeStatus)> {
+async fn node_statuses(store: &dyn Store, wf: &str) -> Vec<(String, crate::model::workflow::NodeStatus)> {
     store.workflow_nodes(wf).await.expect("nodes").into_iter().map(|n| (n.id, n.status)).collect()
 }
 
@@ -1355,12 +1354,12 @@ async fn step(store: &dyn Store, id: &str, starts: &[super::NodeStart]) -> super
     let wf = store.workflow_get(id).await.expect("get").expect("workflow");
     let counts: std::collections::HashMap<_, _> =
         store.workflow_counts(id).await.expect("counts").into_iter().collect();
-    assert_eq!(wf.status, crate::workflows::status_of(&counts, wf.paused, wf.fail_fast), "{counts:?}");
+    assert_eq!(wf.status, crate::model::workflow::status_of(&counts, wf.paused, wf.fail_fast), "{counts:?}");
     out
 }
 
 async fn workflow_create_step_and_sync(h: Harness) {
-    use crate::workflows::{NodeStatus as N, WorkflowKind, WorkflowRequest, WorkflowStatus as W};
+    use crate::model::workflow::{NodeStatus as N, WorkflowKind, WorkflowRequest, WorkflowStatus as W};
     let store = &*h.store;
     setup(store, &["t", "u"]).await;
     let req: WorkflowRequest = serde_json::from_value(serde_json::json!({
@@ -1375,8 +1374,13 @@ async fn workflow_create_step_and_sync(h: Harness) {
         ]
     }))
     .expect("request");
-    let new = crate::workflows::validate(&req, "wf-1".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
-        .expect("valid");
+    let new = crate::model::workflow::validate(
+        &req,
+        "wf-1".into(),
+        WorkflowKind::Workflow,
+        crate::model::workflow::MAX_NODES,
+    )
+    .expect("valid");
     let wf = store.workflow_create(&new).await.expect("create");
     assert_eq!(
         (wf.status, wf.kind, wf.paused, wf.max_concurrently_running),
@@ -1458,8 +1462,13 @@ async fn workflow_create_step_and_sync(h: Harness) {
         ]
     }))
     .expect("request");
-    let new = crate::workflows::validate(&req, "wf-2".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
-        .expect("valid");
+    let new = crate::model::workflow::validate(
+        &req,
+        "wf-2".into(),
+        WorkflowKind::Workflow,
+        crate::model::workflow::MAX_NODES,
+    )
+    .expect("valid");
     store.workflow_create(&new).await.expect("create");
     let offered =
         [node_start("u1", 20, "u", "wf-2"), node_start("u2", 21, "u", "wf-2"), node_start("u3", 22, "u", "wf-2")];
@@ -1475,8 +1484,13 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let req: WorkflowRequest =
         serde_json::from_value(serde_json::json!({"name": "gone", "nodes": [{"id": "x", "task": "t"}]}))
             .expect("request");
-    let new = crate::workflows::validate(&req, "wf-3".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
-        .expect("valid");
+    let new = crate::model::workflow::validate(
+        &req,
+        "wf-3".into(),
+        WorkflowKind::Workflow,
+        crate::model::workflow::MAX_NODES,
+    )
+    .expect("valid");
     store.workflow_create(&new).await.expect("create");
     let unbuilt = super::NodeStart { node: "x".into(), task: "t".into(), invocation: None };
     let out = step(store, "wf-3", &[unbuilt]).await;
@@ -1490,7 +1504,7 @@ async fn workflow_create_step_and_sync(h: Harness) {
 /// here from all nodes): checked round after round while nodes start and some finish, with
 /// limited tasks ahead of the others in request order.
 async fn workflow_plan_reads_only_what_may_start(h: Harness) {
-    use crate::workflows::{NodeStatus as N, WorkflowKind, WorkflowRequest, select_ready};
+    use crate::model::workflow::{NodeStatus as N, WorkflowKind, WorkflowRequest, select_ready};
     let store = &*h.store;
     setup(store, &["t", "u", "v"]).await;
     let task_of = |i: usize| if i < 1_000 { "u" } else { ["t", "t", "u", "v", "t", "v", "v"][i % 7] };
@@ -1500,15 +1514,20 @@ async fn workflow_plan_reads_only_what_may_start(h: Harness) {
         "max_concurrently_running": 9, "task_limits": {"u": 2, "v": 3}, "nodes": nodes,
     }))
     .expect("request");
-    let new = crate::workflows::validate(&req, "wf-big".into(), WorkflowKind::Workflow, crate::workflows::MAX_NODES)
-        .expect("valid");
+    let new = crate::model::workflow::validate(
+        &req,
+        "wf-big".into(),
+        WorkflowKind::Workflow,
+        crate::model::workflow::MAX_NODES,
+    )
+    .expect("valid");
     let wf = store.workflow_create(&new).await.expect("create");
     let mut next_call = 1_000;
     let mut started_total = 0;
     for round in 0..8 {
         let plan = store.workflow_plan("wf-big").await.expect("plan").expect("exists");
         let all = store.workflow_nodes("wf-big").await.expect("nodes");
-        let ready: Vec<&crate::workflows::WorkflowNode> = all.iter().filter(|n| n.status == N::Ready).collect();
+        let ready: Vec<&crate::model::workflow::WorkflowNode> = all.iter().filter(|n| n.status == N::Ready).collect();
         let ready_tasks: Vec<&str> = ready.iter().map(|n| n.task.as_str()).collect();
         let expected: Vec<&str> =
             select_ready(&ready_tasks, &plan.running, wf.max_concurrently_running, &wf.task_limits)
@@ -1754,7 +1773,7 @@ async fn a_retried_write_that_was_stored_counts_as_applied(h: Harness) {
 }
 
 async fn api_keys_keep_hashes_names_and_batched_use(h: Harness) {
-    use crate::keys::Role;
+    use crate::model::key::Role;
     let store = &*h.store;
     assert!(store.key_list().await.expect("list").is_empty());
     let ci = store.key_insert("ci", Role::Write, "aa11").await.expect("insert");

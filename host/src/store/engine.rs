@@ -69,12 +69,12 @@ use sqlx::{PgPool, Sqlite, SqlitePool};
 
 use super::sql::{self, Sql};
 use super::{ClaimFilter, Fence, HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
-use crate::instances::{Overdue, Triage};
+use crate::model::instance::{Overdue, Triage};
+use crate::model::status::Ownership;
 use crate::model::{
     Claimed, ComponentInfo, Concurrency, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
     Millis, NewInvocation, Owner, TaskDef, TaskFailure, TaskInstance, TaskPatch, Transition,
 };
-use crate::orchestrator::status::Ownership;
 
 /// Which SQL text to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,17 +118,6 @@ impl SqlStore {
     /// Wraps migrated pools.
     pub(super) fn new(pools: Pools) -> Self {
         Self { pools }
-    }
-
-    /// Closes every connection (waits for checked-out ones to come back).
-    pub async fn close(&self) {
-        match &self.pools {
-            Pools::Sqlite { read, write } => {
-                read.close().await;
-                write.close().await;
-            }
-            Pools::Postgres(pool) => pool.close().await,
-        }
     }
 
     /// The `PRAGMA synchronous` of the SQLite writer (`None` on PostgreSQL), for tests.
@@ -1246,13 +1235,13 @@ impl SqlStore {
             .filter(|r| r.report_window_ms.is_none())
             .map(|r| {
                 let mut r = r.clone();
-                if r.status != crate::instances::InstanceStatus::KillSelf.as_str() {
+                if r.status != crate::model::instance::InstanceStatus::KillSelf.as_str() {
                     let was = r.error.as_ref().map_or_else(|| "a result".to_string(), |e| e.to_string());
                     r.error = Some(TaskFailure::new(
                         ErrorKind::Fatal,
                         format!("late outcome discarded ({was}): the invocation was final or taken away"),
                     ));
-                    r.status = crate::instances::InstanceStatus::ErrorFatal.as_str().to_string();
+                    r.status = crate::model::instance::InstanceStatus::ErrorFatal.as_str().to_string();
                 }
                 r
             })

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::{Dialect, Pools, SqlStore, corrupt, sql, to_json};
-use crate::keys::Role;
+use crate::model::key::Role;
 use crate::store::{ApiKey, KeyStore, StoreError, StoreResult};
 
 use sql::keys as q;

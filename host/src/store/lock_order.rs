@@ -110,7 +110,7 @@ async fn transition_batches_lock_invocations_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triage_locks_invocations_before_instances() {
-    use crate::instances::triage;
+    use crate::model::instance::triage;
     let h = Harness::postgres().await;
     let store = two_claimed(&h).await;
     let leader = super::conformance::lead(&*store, "leader").await;

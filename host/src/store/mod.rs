@@ -10,13 +10,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use crate::instances::{Overdue, Triage};
+use crate::model::instance::{Overdue, Triage};
+use crate::model::workflow::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 use crate::model::{
     Claimed, ComponentInfo, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Lease, Millis,
     NewInvocation, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance, TaskPatch, TokenAudit,
     TokenRing, Transition, Trigger, TriggerRun,
 };
-use crate::workflows::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 
 #[cfg(test)]
 mod conformance;
@@ -27,7 +27,6 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 
-pub use engine::SqlStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -308,7 +307,8 @@ pub struct ClaimFilter {
 }
 
 /// How long a claimed attempt may wait for its node's first heartbeat when the caller does not
-/// say (ms).
+/// say (ms; tests only).
+#[cfg(test)]
 pub const DEFAULT_REPORT_WINDOW_MS: i64 = 10_000;
 
 /// A live instance a heartbeat refreshed, with the control signal waiting for its node.
@@ -442,7 +442,7 @@ pub struct ApiKey {
     /// Unique name.
     pub name: String,
     /// What it may do.
-    pub role: crate::keys::Role,
+    pub role: crate::model::key::Role,
     /// SHA-256 of the key, lower-case hex.
     pub hash: String,
     /// Creation (database clock).
@@ -455,7 +455,7 @@ pub struct ApiKey {
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Stores a new key; a taken name is a `Conflict`.
-    async fn key_insert(&self, name: &str, role: crate::keys::Role, hash: &str) -> StoreResult<ApiKey>;
+    async fn key_insert(&self, name: &str, role: crate::model::key::Role, hash: &str) -> StoreResult<ApiKey>;
 
     /// Every key, by name.
     async fn key_list(&self) -> StoreResult<Vec<ApiKey>>;
@@ -524,7 +524,9 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static
     /// node becomes its owner with that attempt as epoch; history rows in the same transaction.
     /// Concurrent claimers never get the same invocation.
     /// The commit does not wait for the disk (it becomes durable with the next durable commit):
-    /// a claim lost in a crash only means the invocation is claimed again.
+    /// a claim lost in a crash only means the invocation is claimed again. (Tests only: the
+    /// dispatcher claims with [`Store::invocation_claim_reporting`].)
+    #[cfg(test)]
     async fn invocation_claim(&self, node: &str, limit: u32) -> StoreResult<Vec<Claimed>> {
         self.invocation_claim_reporting(node, limit, DEFAULT_REPORT_WINDOW_MS, &ClaimFilter::default()).await
     }

@@ -21,9 +21,9 @@ use serde::Serialize;
 
 use super::CountRow as TaskCountRow;
 use super::{Dialect, Pools, SqlStore, corrupt, sql, to_json, to_u32};
+use crate::model::workflow::{self, NewWorkflow, NodeStatus, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowStatus};
 use crate::model::{Millis, NewInvocation};
 use crate::store::{NodeStart, SYNC_MARGIN_MS, StepOutcome, StepPlan, Store, StoreError, StoreResult, WorkflowStore};
-use crate::workflows::{self, NewWorkflow, NodeStatus, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowStatus};
 
 use sql::workflow as q;
 
@@ -403,7 +403,7 @@ impl WorkflowStore for SqlStore {
             let may_start = !wf.paused && !failed_fast;
             if may_start && !starts.is_empty() {
                 let tasks: Vec<&str> = starts.iter().map(|s| s.task.as_str()).collect();
-                let picked = workflows::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
+                let picked = workflow::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
                 let chosen: Vec<&NodeStart> = picked.iter().filter_map(|&i| starts.get(i)).collect();
                 if !chosen.is_empty() {
                     let json: Vec<StartJson<'_>> = chosen

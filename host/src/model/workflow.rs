@@ -367,7 +367,7 @@ pub fn validate(
         .map(|(n, u)| NewNode {
             id: n.id.clone(),
             task: n.task.clone(),
-            args: crate::orchestrator::identity::canonical_json(&n.args),
+            args: crate::model::identity::canonical_json(&n.args),
             has_upstreams: !u.is_empty(),
         })
         .collect();

@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Millis;
+use super::{ErrorKind, Millis, TaskFailure};
 
 macro_rules! instance_statuses {
     ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, final: $final:literal, next: [$($next:ident),*];)*) => {
@@ -182,6 +182,88 @@ pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
             Some(Triage { instance: o.clone(), to, report_by, reroute })
         })
         .collect()
+}
+
+/// One attempt of an invocation as it ended (Jobmon's task instance): where it ran, how it
+/// ended, what it used and the tail of what it printed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInstance {
+    /// The invocation.
+    pub invocation_id: String,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Node that ran it.
+    pub node: String,
+    /// Jobmon status (`instances::InstanceStatus`): `queued`, `running`, `triaging`, … while
+    /// live; `done`, `error`, `error_fatal`, `resource_error`, `unknown_error`, `kill_self` at the end.
+    pub status: String,
+    /// Why it failed, if it did.
+    pub error: Option<TaskFailure>,
+    /// Wall-clock duration in ms (waits on children included).
+    pub wall_ms: u64,
+    /// Most linear memory held at once.
+    pub peak_memory_bytes: u64,
+    /// Tail of stdout (at most 10,000 bytes).
+    pub stdout: String,
+    /// Tail of stderr (at most 10,000 bytes).
+    pub stderr: String,
+    /// The guest's log lines (JSON array of `{level, message, at_ms}`).
+    pub logs: serde_json::Value,
+    /// Whether output was cut to the cap.
+    pub output_truncated: bool,
+    /// When it ended (database clock; ignored when recording; 0 while live).
+    pub ended_at: Millis,
+    /// When it was created (claimed), database clock (ignored when recording).
+    #[serde(default)]
+    pub started_at: Millis,
+    /// While live: the time its node must report by (database clock); `None` once final.
+    #[serde(default)]
+    pub report_by: Option<Millis>,
+    /// When recording a live status (`running`): how far past the database now `report_by`
+    /// goes, in ms. `None` records a final status.
+    #[serde(skip)]
+    pub report_window_ms: Option<i64>,
+}
+
+impl TaskInstance {
+    /// A final record without resource figures (an attempt that never ran its guest).
+    pub fn ended(invocation_id: &str, attempt: u32, node: &str, status: &str, error: Option<TaskFailure>) -> Self {
+        Self { error, report_window_ms: None, ..Self::live(invocation_id, attempt, node, status, 0) }
+    }
+
+    /// A live record: the attempt moves to `status` (e.g. `running`) and must report within
+    /// `report_window_ms`.
+    pub fn live(invocation_id: &str, attempt: u32, node: &str, status: &str, report_window_ms: i64) -> Self {
+        Self {
+            invocation_id: invocation_id.to_string(),
+            attempt,
+            node: node.to_string(),
+            status: status.to_string(),
+            error: None,
+            wall_ms: 0,
+            peak_memory_bytes: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            logs: serde_json::Value::Array(Vec::new()),
+            output_truncated: false,
+            ended_at: 0,
+            started_at: 0,
+            report_by: None,
+            report_window_ms: Some(report_window_ms),
+        }
+    }
+
+    /// Jobmon's status for an attempt's outcome: fatal and invalid arguments never retry
+    /// (`error_fatal`), limits are `resource_error`, an interrupted attempt `kill_self`.
+    pub fn status_for(outcome: Option<ErrorKind>) -> &'static str {
+        match outcome {
+            None => "done",
+            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs) => "error_fatal",
+            Some(ErrorKind::Timeout | ErrorKind::MemoryLimit) => "resource_error",
+            Some(ErrorKind::Cancelled) => "kill_self",
+            Some(_) => "error",
+        }
+    }
 }
 
 #[cfg(test)]

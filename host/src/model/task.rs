@@ -1,0 +1,223 @@
+//! Tasks and components as the host registers them: concurrency modes, option defaults, a
+//! task's effective options and their patches, and the stored component.
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+
+/// pynenc's concurrency modes, for registration (deduplication) and running (serialisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// No control.
+    #[default]
+    Disabled,
+    /// One invocation of the task in scope.
+    Task,
+    /// One invocation per distinct argument set.
+    Arguments,
+    /// One invocation per distinct value of the key arguments.
+    Keys,
+}
+
+impl Concurrency {
+    /// The lower snake case name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Task => "task",
+            Self::Arguments => "arguments",
+            Self::Keys => "keys",
+        }
+    }
+}
+
+impl FromStr for Concurrency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "disabled" => Ok(Self::Disabled),
+            "task" => Ok(Self::Task),
+            "arguments" => Ok(Self::Arguments),
+            "keys" => Ok(Self::Keys),
+            other => Err(format!("unknown concurrency mode `{other}`")),
+        }
+    }
+}
+
+/// Most attempts a task or a workflow may give an invocation: beyond this a limit is a typo,
+/// not a policy (a call failing that often should fail and be looked at).
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1_000;
+
+/// Checks an attempt limit (`max_attempts` of a task or a workflow): 1 to
+/// [`MAX_ATTEMPTS_LIMIT`]; the error says the range.
+pub fn check_max_attempts(max_attempts: u32) -> Result<(), String> {
+    if (1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+        Ok(())
+    } else {
+        Err(format!("max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {max_attempts}"))
+    }
+}
+
+/// Host defaults for options a component leaves out.
+pub mod defaults {
+    /// Attempts before an invocation fails for good.
+    pub const MAX_ATTEMPTS: u32 = 3;
+    /// Wall-clock limit of one attempt.
+    pub const TIMEOUT_MS: u64 = 60_000;
+    /// Linear-memory limit of one attempt.
+    pub const MEMORY_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
+}
+
+/// A task as registered on the host: its component and its effective options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDef {
+    /// Unique task name.
+    pub name: String,
+    /// The component (by name) that implements it.
+    pub component: String,
+    /// One line for humans.
+    pub description: Option<String>,
+    /// Attempts before the invocation fails for good.
+    pub max_attempts: u32,
+    /// Wall-clock limit of one attempt.
+    pub timeout_ms: u64,
+    /// Linear-memory limit of one attempt.
+    pub memory_limit_bytes: u64,
+    /// Deduplication applied at routing.
+    pub registration_concurrency: Concurrency,
+    /// Serialisation applied at claim and run time.
+    pub running_concurrency: Concurrency,
+    /// Argument names forming the key for `Concurrency::Keys`.
+    pub key_arguments: Vec<String>,
+    /// Ordered LIKE patterns over node names and labels.
+    pub pins: Vec<String>,
+    /// A paused task's invocations are not claimed.
+    pub paused: bool,
+    /// pynenc's concurrency policies (and later options), stored as one JSON column.
+    #[serde(flatten)]
+    pub policy: TaskPolicy,
+}
+
+/// Options of a task beyond limits and modes; every field has a default, so stored JSON
+/// written before a field existed still decodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskPolicy {
+    /// After an attempt ends in a resource error (timeout or memory limit), the next attempt
+    /// runs with the limits grown by this many percent, rounded up, once per earlier resource
+    /// error (Jobmon's resource-scaling retry). Default 50.
+    pub resource_scale_percent: u32,
+    /// Registration concurrency `keys`: a call with the same key arguments but different other
+    /// arguments is refused (HTTP 409) instead of reusing the waiting invocation (pynenc's
+    /// `on_diff_non_key_args_raise`). Default false: reuse.
+    pub on_diff_non_key_args_raise: bool,
+    /// Running concurrency: an invocation blocked by another one of its scope stays runnable
+    /// and is claimed later (true, the default; pynenc's `reroute_on_concurrency_control`), or
+    /// is dropped as `concurrency_controlled_final` (false).
+    pub reroute_on_concurrency_control: bool,
+    /// Running concurrency: how many invocations of one scope may run at once (default 1).
+    /// With N > 1 each invocation is given one of N lanes by its id and one runs per lane, so
+    /// never more than N run at once (a busy lane can hold a call back while another is free).
+    pub running_concurrency_slots: u32,
+}
+
+impl Default for TaskPolicy {
+    fn default() -> Self {
+        Self {
+            resource_scale_percent: 50,
+            on_diff_non_key_args_raise: false,
+            reroute_on_concurrency_control: true,
+            running_concurrency_slots: 1,
+        }
+    }
+}
+
+/// A change to a task's options (`PATCH /v1/tasks/{task}`); absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatch {
+    /// New attempt limit.
+    pub max_attempts: Option<u32>,
+    /// New timeout.
+    pub timeout_ms: Option<u64>,
+    /// New memory limit.
+    pub memory_limit_bytes: Option<u64>,
+    /// New registration concurrency.
+    pub registration_concurrency: Option<Concurrency>,
+    /// New running concurrency.
+    pub running_concurrency: Option<Concurrency>,
+    /// New key arguments.
+    pub key_arguments: Option<Vec<String>>,
+    /// New pins.
+    pub pins: Option<Vec<String>>,
+    /// Pause or unpause the task.
+    pub paused: Option<bool>,
+    /// See [`TaskPolicy::resource_scale_percent`].
+    pub resource_scale_percent: Option<u32>,
+    /// See [`TaskPolicy::on_diff_non_key_args_raise`].
+    pub on_diff_non_key_args_raise: Option<bool>,
+    /// See [`TaskPolicy::reroute_on_concurrency_control`].
+    pub reroute_on_concurrency_control: Option<bool>,
+    /// See [`TaskPolicy::running_concurrency_slots`] (at least 1).
+    pub running_concurrency_slots: Option<u32>,
+}
+
+impl TaskDef {
+    /// Applies a patch in place.
+    pub fn apply(&mut self, p: &TaskPatch) {
+        if let Some(v) = p.max_attempts {
+            self.max_attempts = v;
+        }
+        if let Some(v) = p.timeout_ms {
+            self.timeout_ms = v;
+        }
+        if let Some(v) = p.memory_limit_bytes {
+            self.memory_limit_bytes = v;
+        }
+        if let Some(v) = p.registration_concurrency {
+            self.registration_concurrency = v;
+        }
+        if let Some(v) = p.running_concurrency {
+            self.running_concurrency = v;
+        }
+        if let Some(v) = &p.key_arguments {
+            self.key_arguments.clone_from(v);
+        }
+        if let Some(v) = &p.pins {
+            self.pins.clone_from(v);
+        }
+        if let Some(v) = p.paused {
+            self.paused = v;
+        }
+        if let Some(v) = p.resource_scale_percent {
+            self.policy.resource_scale_percent = v.min(1_000);
+        }
+        if let Some(v) = p.on_diff_non_key_args_raise {
+            self.policy.on_diff_non_key_args_raise = v;
+        }
+        if let Some(v) = p.reroute_on_concurrency_control {
+            self.policy.reroute_on_concurrency_control = v;
+        }
+        if let Some(v) = p.running_concurrency_slots {
+            self.policy.running_concurrency_slots = v.max(1);
+        }
+    }
+}
+
+/// A stored component: its bytes live in the database so every node can load it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    /// Name given at upload (`?name=`).
+    pub name: String,
+    /// Hex SHA-256 of the component bytes; also the AOT cache key.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size_bytes: i64,
+    /// Upload time.
+    pub uploaded_at: Millis,
+    /// The tasks it registered.
+    pub tasks: Vec<String>,
+}
