@@ -1,5 +1,5 @@
-//! The leader's work on the token ring (JobSync): the oldest live node holds the lease
-//! (`cluster_lease`, an epoch bumped by every change of holder) and, when the live nodes
+//! The leader's work (JobSync): the oldest live node holds the lease (`cluster_lease`, an epoch
+//! bumped by every change of holder; [`Leadership::tick`] claims and renews it) and, when the live nodes
 //! changed, computes a minimal-movement assignment (`ring::rebalance`, pure) and swaps it in
 //! one transaction fenced by its epoch, with an audit row. Nodes read their tokens at every
 //! claim, so a new assignment takes effect at their next claim.
@@ -17,6 +17,69 @@ pub struct RingView {
     version: i64,
     live: Vec<String>,
     total: u32,
+}
+
+/// This node's part in leading the cluster, kept from one membership tick to the next: the
+/// lease term it holds, if any, and what it last saw of the ring.
+#[derive(Debug, Default)]
+pub(crate) struct Leadership {
+    term: Option<i64>,
+    ring: RingView,
+}
+
+/// The ring's settings the leader keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingSettings {
+    /// Tokens in the ring.
+    pub(crate) total_tokens: u32,
+    /// The ring is not assigned until this many nodes are live.
+    pub(crate) minimum_nodes: usize,
+}
+
+impl Leadership {
+    /// One look, given the live nodes by seniority: when `me` is the oldest, claims or renews
+    /// the lease (a node silent `timeout_ms` loses it) and keeps the ring assigned; returns
+    /// the fence of the term it holds, under which the atomic services run.
+    pub(crate) async fn tick(
+        &mut self,
+        store: &dyn Store,
+        me: &str,
+        seniority: &[&NodeInfo],
+        timeout_ms: i64,
+        ring: RingSettings,
+    ) -> Option<Fence> {
+        if seniority.first().is_none_or(|n| n.name != me) {
+            if self.term.take().is_some() {
+                tracing::info!("this node no longer leads the cluster");
+            }
+            return None;
+        }
+        let live: Vec<String> = seniority.iter().map(|n| n.name.clone()).collect();
+        match store.lease_claim(me, timeout_ms, self.term).await {
+            Ok(Some(epoch)) => {
+                if self.term != Some(epoch) {
+                    tracing::info!(epoch, "this node leads the cluster (a new lease term)");
+                }
+                self.term = Some(epoch);
+                let lead = Fence { node: me.to_string(), epoch };
+                if let Err(e) =
+                    rebalance(store, &lead, &live, ring.total_tokens, ring.minimum_nodes, &mut self.ring).await
+                {
+                    tracing::warn!(error = %e, "rebalancing the token ring failed");
+                }
+                Some(lead)
+            }
+            Ok(None) => {
+                self.term = None;
+                tracing::debug!("the leader lease is still held by a live former leader");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming the leader lease failed");
+                None
+            }
+        }
+    }
 }
 
 /// The live nodes by seniority (oldest first): the first one leads.

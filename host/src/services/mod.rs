@@ -9,18 +9,31 @@
 //! completed / abandoned / blocked, `GET /v1/services/runs`), and every maintenance write is
 //! fenced by the lease's epoch, so a former leader that wakes up writes nothing.
 
+//!
+//! Each atomic service is a narrow unit with only what it uses and a `run_once` that a test
+//! can call (River's `internal/maintenance/` is the model): [`retire::RetireDead`],
+//! [`pending::PendingRecovery`], [`triage::Triage`], [`drops::ConcurrencyDrops`], the trigger
+//! evaluation (`trigger_eval.rs`, which routes calls, so it takes the orchestrator) and
+//! [`purge::Purge`]. [`execute`] runs them in that order under the leader's fence.
+
+mod drops;
+mod pending;
+mod purge;
+mod retire;
+mod triage;
 mod trigger_eval;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::cluster::leader;
-use crate::cluster::pins::{self, PinNode};
+use crate::cluster::claims::claims_of;
+use crate::cluster::leader::{self, Leadership, RingSettings};
 use crate::model::{Millis, NodeInfo, ServiceRunStatus};
 use crate::orchestrator::Orchestrator;
-use crate::store::{ClaimFilter, Fence, ServiceGate, StoreError};
+use crate::store::{Fence, ServiceGate, Store, StoreError};
 
 /// Execution records older than this are pruned.
 const RECORD_RETENTION_MS: i64 = 3_600_000;
@@ -95,9 +108,10 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     // database was unreachable, or this process stalled), the others' heartbeats are as old as
     // its own, through no fault of theirs; they get one timeout to heartbeat again.
     let mut blind_until: Option<Instant> = None;
-    let mut ring_view = leader::RingView::default();
-    // The epoch of the lease term this node holds, if it leads.
-    let mut term: Option<i64> = None;
+    // The lease term this node holds, if it leads, and what it saw of the ring.
+    let mut leadership = Leadership::default();
+    let ring = RingSettings { total_tokens: cfg.total_tokens, minimum_nodes: cfg.minimum_nodes };
+    let units = Units::new(&orch, &cfg);
     // The heartbeat for the attempts this node holds runs on its own tick, so that a long
     // execution of the services never makes them overdue.
     let beats = tokio::spawn(instance_heartbeats(orch.clone(), cfg.heartbeat_interval));
@@ -165,45 +179,13 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             .map(|wait| Instant::now() + Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
         // The oldest live node leads: it holds the lease and keeps the token ring assigned.
         let seniority = leader::by_seniority(&nodes, now, timeout, &node);
-        let mut fence: Option<Fence> = None;
-        if seniority.first().is_some_and(|n| n.name == node) {
-            let live: Vec<String> = seniority.iter().map(|n| n.name.clone()).collect();
-            match store.lease_claim(&node, timeout, term).await {
-                Ok(Some(epoch)) => {
-                    if term != Some(epoch) {
-                        tracing::info!(epoch, "this node leads the cluster (a new lease term)");
-                    }
-                    term = Some(epoch);
-                    let lead = Fence { node: node.clone(), epoch };
-                    if let Err(e) = leader::rebalance(
-                        store.as_ref(),
-                        &lead,
-                        &live,
-                        cfg.total_tokens,
-                        cfg.minimum_nodes,
-                        &mut ring_view,
-                    )
-                    .await
-                    {
-                        tracing::warn!(error = %e, "rebalancing the token ring failed");
-                    }
-                    fence = Some(lead);
-                }
-                Ok(None) => {
-                    term = None;
-                    tracing::debug!("the leader lease is still held by a live former leader");
-                }
-                Err(e) => tracing::warn!(error = %e, "claiming the leader lease failed"),
-            }
-        } else if term.take().is_some() {
-            tracing::info!("this node no longer leads the cluster");
-        }
+        let fence = leadership.tick(store.as_ref(), &node, &seniority, timeout, ring).await;
         // What this node may claim: its tokens, and pinned tasks by their patterns. It is
         // ready (claims, answers /health/ready) once it owns tokens.
-        match claim_filter(orch.store().as_ref(), &node, &seniority).await {
-            Ok((filter, owns_tokens, total)) => {
-                orch.set_total_tokens(total);
-                orch.set_claim_filter(filter, owns_tokens);
+        match claims_of(store.as_ref(), &node, &seniority).await {
+            Ok(claims) => {
+                orch.set_total_tokens(claims.total_tokens);
+                orch.set_claim_filter(claims.filter, claims.owns_tokens);
             }
             Err(e) => tracing::warn!(error = %e, "reading the task pins or tokens failed; keeping the last ones"),
         }
@@ -220,7 +202,7 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                     last_purge = Instant::now();
                 }
                 let judge = blind_until.is_none_or(|t| Instant::now() >= t);
-                let detail = execute(&orch, &cfg, &fence, now, &dead, purge_due, judge).await;
+                let detail = execute(&orch, &units, &fence, now, &dead, purge_due, judge).await;
                 if let Err(e) = store.service_finish(id, ServiceRunStatus::Completed, &detail).await {
                     tracing::warn!(error = %e, "recording the end of an atomic-service run failed");
                 }
@@ -268,181 +250,120 @@ async fn instance_heartbeats(orch: Orchestrator, interval: Duration) {
     }
 }
 
-/// What `me` may claim while `live` are the live nodes (`leader::by_seniority`): the pinned
-/// tasks it must skip or may take whatever their token; whether it owns tokens; the ring's size.
-async fn claim_filter(
-    store: &dyn crate::store::Store,
-    me: &str,
-    live: &[&NodeInfo],
-) -> Result<(ClaimFilter, bool, u32), StoreError> {
-    let ring = store.ring_get(false).await?;
-    let owns = ring.version > 0 && store.token_owns_any(me).await?;
-    let tasks: Vec<(String, Vec<String>)> =
-        store.task_list().await?.into_iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name, t.pins)).collect();
-    if tasks.is_empty() {
-        return Ok((ClaimFilter::default(), owns, ring.total_tokens));
+/// The atomic services, built once for the node's life.
+struct Units {
+    retire: retire::RetireDead,
+    pending: pending::PendingRecovery,
+    triage: triage::Triage,
+    drops: drops::ConcurrencyDrops,
+    purge: purge::Purge,
+}
+
+impl Units {
+    fn new(orch: &Orchestrator, cfg: &ServicesConfig) -> Self {
+        let store: &Arc<dyn Store> = orch.store();
+        Self {
+            retire: retire::RetireDead::new(store.clone()),
+            pending: pending::PendingRecovery::new(store.clone(), cfg.max_pending),
+            triage: triage::Triage::new(store.clone(), orch.report_window_ms()),
+            drops: drops::ConcurrencyDrops::new(store.clone()),
+            purge: purge::Purge::new(store.clone(), cfg.retention),
+        }
     }
-    let live: Vec<PinNode<'_>> = live.iter().map(|n| PinNode { name: &n.name, labels: &n.labels }).collect();
-    let filter = ClaimFilter {
-        excluded: pins::excluded_for(me, &tasks, &live),
-        pinned_here: pins::pinned_to(me, &tasks, &live),
-    };
-    Ok((filter, owns, ring.total_tokens))
 }
 
 /// One execution of every service; errors of one service do not stop the others and are
-/// kept in the record.
+/// kept in the record. `judge` is false while this node may not judge others by their
+/// silence (its own heartbeats stopped for a while): retirement, pending recovery and triage
+/// wait then.
 async fn execute(
     orch: &Orchestrator,
-    cfg: &ServicesConfig,
+    units: &Units,
     fence: &Fence,
     now: Millis,
     dead: &[String],
     purge_due: bool,
     judge: bool,
 ) -> serde_json::Value {
-    let store = orch.store();
     let mut errors: Vec<String> = Vec::new();
     let mut note = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(service = what, error = %e, "atomic service step failed");
         errors.push(format!("{what}: {e}"));
     };
 
-    // Dead nodes are retired: their work rerouted and the node marked left, in one transaction
-    // (it registers again if it comes back, as the youngest node).
-    let mut recovered_dead = 0;
+    // Dead nodes are retired: their work rerouted and the node marked left.
     if !judge && !dead.is_empty() {
         tracing::info!(silent = ?dead, "not retiring silent nodes yet: this node was out of touch itself");
     }
-    for d in dead.iter().filter(|_| judge) {
-        match store.node_retire(d, fence).await {
-            Ok(n) => {
-                recovered_dead += n;
-                tracing::warn!(node = %d, recovered = n, "retired a dead node and rerouted its invocations");
-            }
-            Err(e) => note("recovery", &e),
+    let mut recovered_dead = 0;
+    if judge {
+        let (n, failures) = units.retire.run_once(fence, dead).await;
+        recovered_dead = n;
+        for e in failures {
+            note("recovery", &e);
         }
     }
     // Pending too long (pynenc's max_pending).
-    let pending = async {
-        if judge { store.invocation_recover_pending(fence, ms(cfg.max_pending), STEP_LIMIT).await } else { Ok(0) }
-    };
-    let recovered_pending = match pending.await {
-        Ok(n) => n,
-        Err(e) => {
+    let recovered_pending = if judge {
+        units.pending.run_once(fence).await.unwrap_or_else(|e| {
             note("pending recovery", &e);
             0
-        }
+        })
+    } else {
+        0
     };
-    if recovered_pending > 0 {
-        tracing::warn!(
-            rerouted = recovered_pending,
-            max_pending_ms = ms(cfg.max_pending),
-            "rerouted invocations claimed but not started in time"
-        );
-    }
     if recovered_dead + recovered_pending > 0 {
         orch.nudge();
     }
     // Triage of instances whose node stopped reporting for them (Jobmon).
-    let (triaged, rerouted_triage) = match if judge { triage(orch, fence, now).await } else { Ok((0, 0)) } {
-        Ok(v) => v,
-        Err(e) => {
+    let triaged = if judge {
+        units.triage.run_once(fence, now).await.unwrap_or_else(|e| {
             note("triage", &e);
-            (0, 0)
-        }
+            triage::Triaged::default()
+        })
+    } else {
+        triage::Triaged::default()
     };
-    if rerouted_triage > 0 {
+    if triaged.rerouted > 0 {
         orch.nudge();
     }
     // Running concurrency that drops blocked invocations.
-    let dropped = match drop_blocked(orch, fence).await {
-        Ok(n) => n,
+    let dropped = match units.drops.run_once(fence).await {
+        Ok(ids) => {
+            orch.wake_final(&ids);
+            ids.len()
+        }
         Err(e) => {
             note("concurrency control", &e);
             0
         }
     };
     // Triggers.
-    let fired = match trigger_eval::evaluate_all(orch, fence).await {
-        Ok(n) => n,
-        Err(e) => {
-            note("triggers", &e);
-            0
-        }
-    };
+    let fired = trigger_eval::evaluate_all(orch, fence).await.unwrap_or_else(|e| {
+        note("triggers", &e);
+        0
+    });
     // Auto-purge.
     let mut purged = 0;
-    if purge_due && let Some(retention) = cfg.retention {
-        match purge(orch, fence, retention).await {
+    if purge_due {
+        let stop = orch.shutdown_token();
+        match units.purge.run_once(fence, || stop.is_cancelled()).await {
             Ok(n) => purged = n,
             Err(e) => note("purge", &e),
         }
-    }
-    if purge_due && let Err(e) = store.service_prune(fence, RECORD_RETENTION_MS).await {
-        note("purge", &e);
     }
     json!({
         "epoch": fence.epoch,
         "dead_nodes": dead,
         "recovered_dead": recovered_dead,
         "recovered_pending": recovered_pending,
-        "triaged": triaged,
-        "rerouted_by_triage": rerouted_triage,
+        "triaged": triaged.changed,
+        "rerouted_by_triage": triaged.rerouted,
         "dropped": dropped,
         "triggers_fired": fired,
         "purged": purged,
         "errors": errors,
     })
-}
-
-/// Triage (Jobmon) by the leader holding `fence`, at `now` (the database clock as the tick read
-/// it): overdue instances move on (`running → triaging`, `triaging → unknown_error`, never
-/// reported → `no_heartbeat → error`), and the invocations of the given-up ones are rerouted.
-/// Returns (instances changed, invocations rerouted).
-async fn triage(orch: &Orchestrator, fence: &Fence, now: Millis) -> Result<(usize, usize), StoreError> {
-    let overdue = orch.store().instance_overdue(now, STEP_LIMIT).await?;
-    let decisions = crate::model::instance::triage(&overdue, now, orch.report_window_ms());
-    let (changed, rerouted) = orch.store().instance_triage_apply(&decisions, fence).await?;
-    if !rerouted.is_empty() {
-        tracing::warn!(rerouted = rerouted.len(), "triage rerouted invocations whose node stopped reporting");
-    }
-    Ok((changed, rerouted.len()))
-}
-
-/// Drops (`concurrency_controlled_final`) the blocked invocations of tasks that do not
-/// reroute on concurrency control.
-async fn drop_blocked(orch: &Orchestrator, fence: &Fence) -> Result<usize, StoreError> {
-    let tasks: Vec<String> = orch
-        .store()
-        .task_list()
-        .await?
-        .into_iter()
-        .filter(|t| !t.policy.reroute_on_concurrency_control)
-        .map(|t| t.name)
-        .collect();
-    let dropped = orch.store().invocation_drop_blocked(fence, &tasks, STEP_LIMIT).await?;
-    orch.wake_final(&dropped);
-    Ok(dropped.len())
-}
-
-/// Deletes final invocations (and events) past their retention, in bounded transactions.
-async fn purge(orch: &Orchestrator, fence: &Fence, retention: Duration) -> Result<u64, StoreError> {
-    const PURGE_BATCH: u32 = 5_000;
-    let age = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-    let mut total = 0;
-    loop {
-        let n = orch.store().invocation_purge(fence, age, PURGE_BATCH).await?;
-        total += n;
-        if n < u64::from(PURGE_BATCH) || orch.shutdown_token().is_cancelled() {
-            break;
-        }
-    }
-    orch.store().events_purge(fence, ms(retention)).await?;
-    if total > 0 {
-        tracing::info!(purged = total, retention_ms = age, "purged final invocations past their retention");
-    }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -472,3 +393,6 @@ mod tests {
         assert_eq!(next_expiry_ms(&nodes[..1], 0, 2_000, "me"), None);
     }
 }
+
+#[cfg(test)]
+mod unit_tests;

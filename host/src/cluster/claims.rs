@@ -1,0 +1,34 @@
+//! What this node may claim, recomputed at every membership tick: its tokens of the ring and
+//! the pinned tasks it must skip or may take whatever their token (`pins.rs`, pure, decides).
+
+use super::pins::{self, PinNode};
+use crate::model::NodeInfo;
+use crate::store::{ClaimFilter, Store, StoreError};
+
+/// What `me` may claim while `live` are the live nodes (`leader::by_seniority`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Claims {
+    /// The pinned tasks to skip or to take whatever their token.
+    pub(crate) filter: ClaimFilter,
+    /// Whether `me` owns tokens (a node owning none claims nothing and is not ready).
+    pub(crate) owns_tokens: bool,
+    /// Tokens in the ring.
+    pub(crate) total_tokens: u32,
+}
+
+/// Reads the ring and the pins and decides [`Claims`] for `me`.
+pub(crate) async fn claims_of(store: &dyn Store, me: &str, live: &[&NodeInfo]) -> Result<Claims, StoreError> {
+    let ring = store.ring_get(false).await?;
+    let owns_tokens = ring.version > 0 && store.token_owns_any(me).await?;
+    let tasks: Vec<(String, Vec<String>)> =
+        store.task_list().await?.into_iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name, t.pins)).collect();
+    if tasks.is_empty() {
+        return Ok(Claims { filter: ClaimFilter::default(), owns_tokens, total_tokens: ring.total_tokens });
+    }
+    let live: Vec<PinNode<'_>> = live.iter().map(|n| PinNode { name: &n.name, labels: &n.labels }).collect();
+    let filter = ClaimFilter {
+        excluded: pins::excluded_for(me, &tasks, &live),
+        pinned_here: pins::pinned_to(me, &tasks, &live),
+    };
+    Ok(Claims { filter, owns_tokens, total_tokens: ring.total_tokens })
+}

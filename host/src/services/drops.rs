@@ -1,0 +1,31 @@
+//! Running-concurrency drops (pynenc): an invocation held back by running concurrency, of a
+//! task that does not reroute on concurrency control, ends `concurrency_controlled_final`.
+
+use std::sync::Arc;
+
+use super::STEP_LIMIT;
+use crate::store::{Fence, Store, StoreError};
+
+/// The drop service: needs only the store.
+pub(crate) struct ConcurrencyDrops {
+    store: Arc<dyn Store>,
+}
+
+impl ConcurrencyDrops {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Drops the blocked invocations of such tasks; returns their ids (now final).
+    pub(crate) async fn run_once(&self, fence: &Fence) -> Result<Vec<String>, StoreError> {
+        let tasks: Vec<String> = self
+            .store
+            .task_list()
+            .await?
+            .into_iter()
+            .filter(|t| !t.policy.reroute_on_concurrency_control)
+            .map(|t| t.name)
+            .collect();
+        self.store.invocation_drop_blocked(fence, &tasks, STEP_LIMIT).await
+    }
+}
