@@ -175,8 +175,6 @@ async fn a_silent_nodes_instance_is_triaged_and_rerouted(b: Backend) {
             "3000",
             "--service-interval-ms",
             "1000",
-            "--service-spread-margin-ms",
-            "100",
         ]
     };
     let other = spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;

@@ -9,17 +9,9 @@ use std::time::Duration;
 use crate::harness::Api;
 
 /// The timings of the cluster tests: heartbeat every 200 ms, dead after 2 s, the services'
-/// cycle 2 s (the margin 200 ms).
-pub const CLUSTER_TIMINGS: [&str; 8] = [
-    "--heartbeat-interval-ms",
-    "200",
-    "--heartbeat-timeout-ms",
-    "2000",
-    "--service-interval-ms",
-    "2000",
-    "--service-spread-margin-ms",
-    "200",
-];
+/// execution records abandoned after 2 s.
+pub const CLUSTER_TIMINGS: [&str; 6] =
+    ["--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "2000", "--service-interval-ms", "2000"];
 
 /// A free TCP port on 127.0.0.1 (free when asked; the daemon binds it right after).
 pub fn free_port() -> u16 {

@@ -234,7 +234,7 @@ impl GuestHost for AttemptHost {
                 Err(e) => Err(to_failure(e)),
             });
         }
-        match self.orch.inner.slots.clone().acquire_owned().await {
+        match self.orch.inner.attempts.slots.clone().acquire_owned().await {
             Ok(p) => *self.permit.lock().await = Some(p),
             Err(_) => {
                 return ids
@@ -253,6 +253,6 @@ impl GuestHost for AttemptHost {
     }
 
     fn progress(&self, caller: &InvocationInfo, done: u64, total: u64, message: Option<String>) {
-        lock(&self.orch.inner.progress).insert(caller.id.clone(), Progress { done, total, message });
+        lock(&self.orch.inner.attempts.progress).insert(caller.id.clone(), Progress { done, total, message });
     }
 }

@@ -30,22 +30,22 @@ impl Orchestrator {
 
     /// Notes that this node holds the attempt (claimed): its heartbeat reports for it.
     pub(super) fn hold(&self, id: &str, attempt: u32) {
-        lock(&self.inner.held).insert(id.to_string(), attempt);
+        lock(&self.inner.attempts.held).insert(id.to_string(), attempt);
     }
 
     /// The attempt is over (recorded, handed back or discarded).
     pub(super) fn unhold(&self, id: &str) {
-        lock(&self.inner.held).remove(id);
+        lock(&self.inner.attempts.held).remove(id);
     }
 
     /// How many attempts this node holds (claimed, not yet recorded or handed back).
     pub(crate) fn held_count(&self) -> usize {
-        lock(&self.inner.held).len()
+        lock(&self.inner.attempts.held).len()
     }
 
     /// One heartbeat for every instance this node holds, in one statement, then the signals.
     pub(crate) async fn heartbeat_instances(&self) -> Result<InstanceBeat, crate::store::StoreError> {
-        let held: Vec<(String, u32)> = lock(&self.inner.held).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let held: Vec<(String, u32)> = lock(&self.inner.attempts.held).iter().map(|(k, v)| (k.clone(), *v)).collect();
         if held.is_empty() {
             return Ok(InstanceBeat::default());
         }
@@ -55,28 +55,29 @@ impl Orchestrator {
             answer.iter().map(|h| (h.invocation_id.as_str(), h.attempt)).collect();
         for h in answer.iter().filter(|h| h.signal.is_some()) {
             let signal = h.signal.as_deref().unwrap_or_default();
-            if lock(&self.inner.held).get(&h.invocation_id) != Some(&h.attempt) {
+            if lock(&self.inner.attempts.held).get(&h.invocation_id) != Some(&h.attempt) {
                 continue;
             }
             if signal == "cancel" {
-                lock(&self.inner.user_cancels).insert(h.invocation_id.clone());
+                lock(&self.inner.attempts.user_cancels).insert(h.invocation_id.clone());
             }
-            if let Some(token) = lock(&self.inner.running).get(&h.invocation_id) {
+            if let Some(token) = lock(&self.inner.attempts.running).get(&h.invocation_id) {
                 tracing::info!(invocation = %h.invocation_id, signal, "control signal: interrupting the guest");
                 token.cancel();
                 beat.signalled += 1;
             }
         }
         for (id, attempt) in &held {
-            if refreshed.contains(&(id.as_str(), *attempt)) || lock(&self.inner.held).get(id) != Some(attempt) {
+            if refreshed.contains(&(id.as_str(), *attempt)) || lock(&self.inner.attempts.held).get(id) != Some(attempt)
+            {
                 continue;
             }
             // Not live any more: finished meanwhile (then the token is gone or unused), or
             // triaged away from this node: stop the guest; its outcome will be refused.
-            if let Some(token) = lock(&self.inner.running).get(id) {
+            if let Some(token) = lock(&self.inner.attempts.running).get(id) {
                 tracing::warn!(invocation = %id, attempt, "instance taken away by triage; interrupting the guest");
                 token.cancel();
-                super::AttemptCounters::bump(&self.inner.counters.taken_away);
+                super::AttemptCounters::bump(&self.inner.attempts.counters.taken_away);
                 beat.taken_away += 1;
             }
         }

@@ -220,21 +220,51 @@ pub struct OrchestratorConfig {
     pub max_workflow_nodes: usize,
 }
 
+/// The orchestrator's state, split by what owns it.
 struct Inner {
     store: Arc<dyn Store>,
     runtime: Runtime,
     cfg: OrchestratorConfig,
-    slots: Arc<Semaphore>,
-    work: Notify,
+    /// Long-polls and waits on final statuses.
     waiters: Waiters,
-    routes: Batcher<NewInvocation, Invocation, RouteFailure>,
+    /// The group commit of status changes.
     transitions: Batcher<Transition, TransitionOutcome, WriteFailure>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Wakes the workflow scheduler (an invocation became final, a workflow was created).
+    workflow_wake: Notify,
+    routing: Routing,
+    attempts: Attempts,
+    claims: ClaimView,
+}
+
+/// Routing: the group commit of new calls and the caches it reads.
+struct Routing {
+    routes: Batcher<NewInvocation, Invocation, RouteFailure>,
     tasks: Mutex<HashMap<String, TaskDef>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
+}
+
+/// The attempts this node runs: its slots and what it knows of each attempt.
+struct Attempts {
+    slots: Arc<Semaphore>,
+    /// Running guests by invocation: their cancellation tokens.
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Attempts this node holds (claimed, not yet recorded): invocation → attempt. The
     /// heartbeat reports for their instances.
     held: Mutex<HashMap<String, u32>>,
+    /// Attempts interrupted because a user cancelled their invocation.
+    user_cancels: Mutex<std::collections::HashSet<String>>,
+    progress: Mutex<HashMap<String, Progress>>,
+    /// What happened to this node's attempts, counted since start (`/metrics`).
+    counters: AttemptCounters,
+}
+
+/// What this node may claim, as the membership tick last computed it, and the dispatcher's
+/// wake-up.
+struct ClaimView {
+    /// Wakes the dispatcher (work routed here, a slot freed, a retry due).
+    work: Notify,
     /// Pinned tasks this node must skip or may take whatever their token (recomputed every
     /// heartbeat tick).
     claim_filter: Mutex<crate::store::ClaimFilter>,
@@ -243,15 +273,6 @@ struct Inner {
     /// True once the node is registered and has computed its pins: the dispatcher claims
     /// nothing before, and `/health/ready` answers 503.
     ready: tokio::sync::watch::Sender<bool>,
-    /// Attempts interrupted because a user cancelled their invocation.
-    user_cancels: Mutex<std::collections::HashSet<String>>,
-    progress: Mutex<HashMap<String, Progress>>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    /// Wakes the workflow scheduler (an invocation became final, a workflow was created).
-    workflow_wake: Notify,
-    /// What happened to this node's attempts, counted since start (`/metrics`).
-    counters: AttemptCounters,
 }
 
 /// Counts of what happened to this node's attempts since it started, for `/metrics`: the
@@ -304,24 +325,30 @@ impl Orchestrator {
                 store,
                 runtime,
                 cfg,
-                slots,
-                work: Notify::new(),
                 waiters: Waiters::default(),
-                routes,
                 transitions,
-                tasks: Mutex::new(HashMap::new()),
-                components: tokio::sync::Mutex::new(HashMap::new()),
-                running: Mutex::new(HashMap::new()),
-                held: Mutex::new(HashMap::new()),
-                claim_filter: Mutex::new(crate::store::ClaimFilter::default()),
-                total_tokens: std::sync::atomic::AtomicU32::new(total_tokens),
-                ready: tokio::sync::watch::channel(false).0,
-                user_cancels: Mutex::new(std::collections::HashSet::new()),
-                progress: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 workflow_wake: Notify::new(),
-                counters: AttemptCounters::default(),
+                routing: Routing {
+                    routes,
+                    tasks: Mutex::new(HashMap::new()),
+                    components: tokio::sync::Mutex::new(HashMap::new()),
+                },
+                attempts: Attempts {
+                    slots,
+                    running: Mutex::new(HashMap::new()),
+                    held: Mutex::new(HashMap::new()),
+                    user_cancels: Mutex::new(std::collections::HashSet::new()),
+                    progress: Mutex::new(HashMap::new()),
+                    counters: AttemptCounters::default(),
+                },
+                claims: ClaimView {
+                    work: Notify::new(),
+                    claim_filter: Mutex::new(crate::store::ClaimFilter::default()),
+                    total_tokens: std::sync::atomic::AtomicU32::new(total_tokens),
+                    ready: tokio::sync::watch::channel(false).0,
+                },
             }),
         }
     }
@@ -350,31 +377,31 @@ impl Orchestrator {
 
     /// Whether this node is registered in the cluster and knows its pins (readiness).
     pub fn is_ready(&self) -> bool {
-        *self.inner.ready.borrow()
+        *self.inner.claims.ready.borrow()
     }
 
     /// Sets what the node may claim besides its tokens (pins), and whether it may claim at
     /// all (registered, owning tokens).
     pub(crate) fn set_claim_filter(&self, filter: crate::store::ClaimFilter, ready: bool) {
-        *lock(&self.inner.claim_filter) = filter;
-        self.inner.ready.send_replace(ready);
+        *lock(&self.inner.claims.claim_filter) = filter;
+        self.inner.claims.ready.send_replace(ready);
     }
 
     /// Tokens in the ring routing hashes onto.
     pub fn total_tokens(&self) -> u32 {
-        self.inner.total_tokens.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.claims.total_tokens.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Follows the ring's size once it is assigned.
     pub(crate) fn set_total_tokens(&self, total: u32) {
         if total > 0 {
-            self.inner.total_tokens.store(total, std::sync::atomic::Ordering::Relaxed);
+            self.inner.claims.total_tokens.store(total, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     /// The node cannot take part (not registered, or fenced): stop claiming.
     pub(crate) fn set_unready(&self) {
-        self.inner.ready.send_replace(false);
+        self.inner.claims.ready.send_replace(false);
     }
 
     /// Attempts this node runs at once.
@@ -389,7 +416,7 @@ impl Orchestrator {
 
     /// Tells the dispatcher there may be work (rerouted invocations, say).
     pub(crate) fn nudge(&self) {
-        self.inner.work.notify_one();
+        self.inner.claims.work.notify_one();
     }
 
     /// Wakes the waiters of invocations that became final outside this node's attempts.
@@ -406,7 +433,7 @@ impl Orchestrator {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
-            let tokens: Vec<CancellationToken> = lock(&self.inner.running).values().cloned().collect();
+            let tokens: Vec<CancellationToken> = lock(&self.inner.attempts.running).values().cloned().collect();
             tracing::warn!(interrupted = tokens.len(), "grace period over; interrupting running attempts");
             for t in tokens {
                 t.cancel();
@@ -417,7 +444,7 @@ impl Orchestrator {
 
     /// What happened to this node's attempts since it started.
     pub fn counters(&self) -> &AttemptCounters {
-        &self.inner.counters
+        &self.inner.attempts.counters
     }
 
     /// The store behind this orchestrator.
@@ -452,9 +479,9 @@ impl Orchestrator {
         let loaded = self.inner.runtime.load(bytes).await?;
         let tasks = self.inner.runtime.describe(&loaded, name).await?;
         let info = self.inner.store.component_put(name, loaded.digest(), bytes, &tasks).await?;
-        self.inner.components.lock().await.insert(name.to_string(), loaded);
-        lock(&self.inner.tasks).clear();
-        self.inner.work.notify_one();
+        self.inner.routing.components.lock().await.insert(name.to_string(), loaded);
+        lock(&self.inner.routing.tasks).clear();
+        self.inner.claims.work.notify_one();
         Ok(info)
     }
 
@@ -463,8 +490,8 @@ impl Orchestrator {
         if !self.inner.store.component_delete(name).await? {
             return Err(OrchestratorError::NotFound(format!("component `{name}`")));
         }
-        self.inner.components.lock().await.remove(name);
-        lock(&self.inner.tasks).clear();
+        self.inner.routing.components.lock().await.remove(name);
+        lock(&self.inner.routing.tasks).clear();
         Ok(())
     }
 
@@ -491,23 +518,23 @@ impl Orchestrator {
 
     /// Forgets cached task definitions (after a change of options).
     pub fn invalidate_tasks(&self) {
-        lock(&self.inner.tasks).clear();
+        lock(&self.inner.routing.tasks).clear();
     }
 
     /// A task definition, cached.
     pub async fn task(&self, name: &str) -> OrchResult<TaskDef> {
-        if let Some(t) = lock(&self.inner.tasks).get(name) {
+        if let Some(t) = lock(&self.inner.routing.tasks).get(name) {
             return Ok(t.clone());
         }
         let t =
             self.inner.store.task_get(name).await?.ok_or_else(|| OrchestratorError::UnknownTask(name.to_string()))?;
-        lock(&self.inner.tasks).insert(name.to_string(), t.clone());
+        lock(&self.inner.routing.tasks).insert(name.to_string(), t.clone());
         Ok(t)
     }
 
     /// The compiled component, loaded from the store (and the AOT cache) on first use.
     async fn component(&self, name: &str) -> OrchResult<LoadedComponent> {
-        let mut cache = self.inner.components.lock().await;
+        let mut cache = self.inner.routing.components.lock().await;
         if let Some(c) = cache.get(name) {
             return Ok(c.clone());
         }
@@ -677,8 +704,8 @@ impl Orchestrator {
         if news.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.inner.routes.submit(news).await?;
-        self.inner.work.notify_one();
+        let out = self.inner.routing.routes.submit(news).await?;
+        self.inner.claims.work.notify_one();
         Ok(out)
     }
 
@@ -700,9 +727,9 @@ impl Orchestrator {
             if inv.status.is_final() {
                 return Ok(inv);
             }
-            let token = lock(&self.inner.running).get(id).cloned();
+            let token = lock(&self.inner.attempts.running).get(id).cloned();
             if let Some(token) = token {
-                lock(&self.inner.user_cancels).insert(id.to_string());
+                lock(&self.inner.attempts.user_cancels).insert(id.to_string());
                 token.cancel();
                 return Ok(self.wait_final(id, Some(Duration::from_secs(10))).await?.0);
             }
@@ -736,7 +763,7 @@ impl Orchestrator {
 
     /// Latest progress of a running invocation.
     pub fn progress(&self, id: &str) -> Option<Progress> {
-        lock(&self.inner.progress).get(id).cloned()
+        lock(&self.inner.attempts.progress).get(id).cloned()
     }
 
     /// Waits until the invocation is final or `timeout` passes; returns it and whether final.

@@ -34,20 +34,20 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
         if queue.is_empty() {
             if drained {
                 tokio::select! {
-                    _ = inner.work.notified() => {},
+                    _ = inner.claims.work.notified() => {},
                     _ = tokio::time::sleep(inner.cfg.poll_interval) => {},
                     _ = inner.shutdown.cancelled() => return,
                 }
             }
             // Nothing is claimed until the node is registered and knows its pins (or while it
             // is fenced off).
-            let mut ready = inner.ready.subscribe();
+            let mut ready = inner.claims.ready.subscribe();
             tokio::select! {
                 r = ready.wait_for(|r| *r) => if r.is_err() { return },
                 _ = inner.shutdown.cancelled() => return,
             }
             let window = orch.report_window_ms();
-            let filter = lock(&inner.claim_filter).clone();
+            let filter = lock(&inner.claims.claim_filter).clone();
             let prefetch = inner.cfg.prefetch as u32;
             match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await {
                 Ok(claimed) => {
@@ -67,7 +67,7 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
             }
         }
         let permit = tokio::select! {
-            p = inner.slots.clone().acquire_owned() => p.ok(),
+            p = inner.attempts.slots.clone().acquire_owned() => p.ok(),
             _ = inner.shutdown.cancelled() => None,
         };
         let (Some(permit), Some(inv)) = (permit, queue.pop_front()) else {
@@ -115,7 +115,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
     async move {
         let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
         let cancel = CancellationToken::new();
-        lock(&orch.inner.running).insert(inv.id.clone(), cancel.clone());
+        lock(&orch.inner.attempts.running).insert(inv.id.clone(), cancel.clone());
         let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone()));
 
         let (outcome, max_attempts, report) = run_guest(&orch, &inv, cancel, host.clone()).await;
@@ -123,14 +123,14 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         host.release_slot().await;
         // Nothing is left to interrupt: the heartbeat stops looking for this guest (an
         // instance it no longer finds live is then this outcome landing, not a triage).
-        lock(&orch.inner.running).remove(&inv.id);
+        lock(&orch.inner.attempts.running).remove(&inv.id);
 
         // Where the invocation is now: still `pending` if `running` was never written, or
         // `paused` if the guest was interrupted while waiting on children.
         let from = host.status();
         let end = Transition::attempt_end(&inv.id, &owner, from, orch.node());
         let interrupted = matches!(&outcome, Err(f) if f.kind == ErrorKind::Cancelled);
-        let by_user = lock(&orch.inner.user_cancels).remove(&inv.id);
+        let by_user = lock(&orch.inner.attempts.user_cancels).remove(&inv.id);
         let t = match outcome {
             // Interrupted by this node's shutdown: hand the invocation back, it is not a failure.
             Err(_) if interrupted && orch.inner.shutdown.is_cancelled() => end.handed_back(),
@@ -185,7 +185,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                     let delay = Duration::from_millis(delay_ms);
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        o.inner.work.notify_one();
+                        o.inner.claims.work.notify_one();
                     });
                 }
             }
@@ -201,7 +201,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                 tracing::error!(error = %e, "could not record the outcome; recovery will reroute the invocation");
             }
         }
-        lock(&orch.inner.progress).remove(&inv.id);
+        lock(&orch.inner.attempts.progress).remove(&inv.id);
         orch.unhold(&inv.id);
     }
     .instrument(span)
