@@ -1,5 +1,6 @@
 //! The `warden` command line as a user runs it (the real program, as a process) against a daemon:
-//! deploy, call --wait, get, ls, status-graph, and the messages of bad input.
+//! the daily loop (deploy, call, wait, get, ls, history, logs, cancel, rerun, rm) for people and
+//! with `-o json` for scripts, the exit codes, a closed pipe, and the messages of bad input.
 
 use std::process::Command;
 
@@ -9,6 +10,7 @@ use warden_tests::harness::{Backend, TestDaemon};
 
 struct Out {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -28,6 +30,7 @@ async fn warden(url: &str, args: &[&str]) -> Out {
     .expect("join");
     Out {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
     }
@@ -41,41 +44,150 @@ fn json(o: &Out) -> Value {
 async fn the_cli_drives_a_daemon() {
     let d = TestDaemon::start(Backend::Sqlite).await;
 
-    let o = warden(&d.url, &["deploy", guests::HELLO]).await;
+    let o = warden(&d.url, &["-o", "json", "deploy", guests::HELLO]).await;
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(json(&o)["name"], "hello");
 
-    let o = warden(&d.url, &["call", "hello", r#"{"name":"Ada"}"#, "--wait"]).await;
+    let o = warden(&d.url, &["call", "hello", r#"{"name":"Ada"}"#, "--wait", "-o", "json"]).await;
     assert!(o.ok, "{}", o.stderr);
     let inv = json(&o);
     assert_eq!(inv["result"]["greeting"], "Hello, Ada!");
 
     let id = inv["id"].as_str().expect("id");
-    let o = warden(&d.url, &["get", id]).await;
+    let o = warden(&d.url, &["get", id, "-o", "json"]).await;
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(json(&o)["status"], "success");
 
-    let o = warden(&d.url, &["ls", "tasks"]).await;
+    let o = warden(&d.url, &["-o", "json", "ls", "tasks"]).await;
     assert_eq!(json(&o)["tasks"][0]["name"], "hello");
-    let o = warden(&d.url, &["ls", "invocations", "--task", "hello", "--status", "success"]).await;
+    let o = warden(&d.url, &["-o", "json", "ls", "invocations", "--task", "hello", "--status", "success"]).await;
     assert_eq!(json(&o)["invocations"][0]["id"], id);
 
     let o = warden(&d.url, &["status-graph"]).await;
     assert!(o.ok && o.stdout.contains("running_recovery"), "{}", o.stdout);
 
-    // Bad input: the cause, not a stack trace, and a failing exit code.
+    // Bad input: the cause, not a stack trace, and the exit code of its kind.
     let o = warden(&d.url, &["call", "nope", "{}"]).await;
-    assert!(!o.ok);
+    assert_eq!(o.code, Some(2), "a refused request is usage: {}", o.stderr);
     assert!(o.stderr.contains("unknown task `nope`"), "{}", o.stderr);
     let o = warden(&d.url, &["call", "hello", "{not json"]).await;
-    assert!(!o.ok);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
     assert!(o.stderr.contains("not valid JSON"), "{}", o.stderr);
     let o = warden(&d.url, &["deploy", "/definitely/missing.wasm"]).await;
-    assert!(!o.ok);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
     assert!(o.stderr.contains("cannot read /definitely/missing.wasm"), "{}", o.stderr);
     let o = warden("http://127.0.0.1:9", &["ls", "tasks"]).await;
-    assert!(!o.ok);
+    assert_eq!(o.code, Some(3), "an unreachable daemon: {}", o.stderr);
     assert!(o.stderr.contains("cannot reach the daemon"), "{}", o.stderr);
+    let o = warden(&d.url, &["get", "0190a000-0000-7000-8000-000000000000"]).await;
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("not found"), "{}", o.stderr);
+    let o = warden(&d.url, &["frobnicate"]).await;
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    d.stop().await;
+}
+
+/// The daily loop as a person sees it: tables and blocks, human times, and the exit code
+/// saying whether the calls succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_loop_for_people() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    // `--url` takes host:port without a scheme.
+    let bare = d.url.trim_start_matches("http://").to_string();
+    for g in [guests::HELLO, guests::FLAKY, guests::SLOW] {
+        let o = warden(&d.url, &["deploy", g, "--url", &bare]).await;
+        assert!(o.ok, "{}", o.stderr);
+        assert!(o.stdout.starts_with("deployed component "), "{}", o.stdout);
+    }
+
+    // call --wait: the id at once on stderr, then the outcome as a block.
+    let o = warden(&d.url, &["call", "hello", r#"{"name":"Ada"}"#, "--wait"]).await;
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stderr.contains("routed hello as "), "{}", o.stderr);
+    let id = o.stdout.lines().find_map(|l| l.strip_prefix("id")).expect("id line").trim().to_string();
+    assert!(o.stdout.contains("status    success"), "{}", o.stdout);
+    assert!(o.stdout.contains(r#"{"greeting":"Hello, Ada!"}"#), "{}", o.stdout);
+    assert!(o.stdout.contains(" UTC ("), "a human time: {}", o.stdout);
+    assert!(!o.stdout.contains('\x1b'), "no colour when not on a terminal");
+
+    // history: one row per status, with the time since the one before.
+    let o = warden(&d.url, &["history", &id]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines[0].starts_with("AT") && lines[0].contains("STATUS"), "{}", o.stdout);
+    assert!(
+        lines.iter().any(|l| l.contains("registered")) && lines.last().expect("row").contains("success"),
+        "{}",
+        o.stdout
+    );
+
+    // A call that fails: exit 1, the error shown, its logs per attempt.
+    let o = warden(&d.url, &["call", "flaky", r#"{"fail_times":9}"#, "--wait"]).await;
+    assert_eq!(o.code, Some(1), "a failed call exits 1: {}", o.stderr);
+    assert!(o.stdout.contains("status    failed") && o.stdout.contains("error "), "{}", o.stdout);
+    let failed = o.stdout.lines().find_map(|l| l.strip_prefix("id")).expect("id line").trim().to_string();
+    let o = warden(&d.url, &["logs", &failed]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("── attempt 1 ──") && o.stdout.contains("attempt 1 fails on purpose"), "{}", o.stdout);
+
+    // wait on several: a table, exit 1 because one failed.
+    let o = warden(&d.url, &["wait", &id, &failed]).await;
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(o.stdout.starts_with("ID") && o.stdout.contains("RESULT / ERROR"), "{}", o.stdout);
+    assert!(o.stderr.contains(&format!("{failed} is failed")), "{}", o.stderr);
+
+    // cancel a running call; rerun the failed one.
+    let o = warden(&d.url, &["call", "slow", r#"{"ms":30000}"#]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let slow = o.stdout.split_whitespace().next().expect("id").to_string();
+    let o = warden(&d.url, &["cancel", &slow]).await;
+    assert!(o.ok && o.stdout.contains("status    cancelled"), "{}\n{}", o.stdout, o.stderr);
+    let o = warden(&d.url, &["rerun", &failed]).await;
+    assert!(o.ok && o.stdout.starts_with(&format!("rerun of {failed}: ")), "{}\n{}", o.stdout, o.stderr);
+
+    // ls: aligned tables.
+    let o = warden(&d.url, &["ls", "tasks"]).await;
+    assert!(o.ok && o.stdout.lines().next().expect("header").starts_with("TASK"), "{}", o.stdout);
+    assert!(o.stdout.lines().any(|l| l.starts_with("hello ")), "{}", o.stdout);
+    let o = warden(&d.url, &["ls", "invocations", "--limit", "2"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout.lines().count(), 3, "header + 2 rows: {}", o.stdout);
+    assert!(o.stderr.contains("more: --cursor "), "{}", o.stderr);
+
+    // rm: every call of hello is final, so the component goes, and its task with it.
+    let o = warden(&d.url, &["rm", "hello"]).await;
+    assert!(o.ok && o.stdout.contains("removed component hello"), "{}\n{}", o.stdout, o.stderr);
+    let o = warden(&d.url, &["call", "hello", "{}"]).await;
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    d.stop().await;
+}
+
+/// `warden ls invocations | head`: the reader goes away before the output is written; the
+/// program ends quietly with success instead of panicking (exit 101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_the_output_quietly() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    d.deploy("hello", guests::HELLO).await;
+    d.run("hello", serde_json::json!({"name": "pipe"})).await;
+    let url = d.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+            .args(["ls", "invocations"])
+            .env("WARDEN_URL", &url)
+            .env("WARDEN_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Close the read end at once: the program's first write meets a closed pipe.
+        drop(child.stdout.take());
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     d.stop().await;
 }
 

@@ -1,10 +1,14 @@
 //! A small HTTP client of the daemon's API for the CLI; API errors become messages with the
-//! daemon's own error text.
+//! daemon's own error text and the exit code of their kind (a refused request is usage, an
+//! unreachable or failing daemon is [`exit::UNREACHABLE`]).
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
+
+use super::Failure;
+use super::output::exit;
 
 /// Talks to one daemon.
 pub struct Client {
@@ -25,21 +29,31 @@ impl Client {
         }
         let http =
             reqwest::Client::builder().default_headers(headers).build().context("cannot build an HTTP client")?;
-        Ok(Self { base: base.trim_end_matches('/').to_string(), http })
+        Ok(Self { base: normalize(base), http })
     }
 
     async fn read(&self, what: &str, resp: Result<reqwest::Response, reqwest::Error>) -> anyhow::Result<Value> {
-        let resp = resp.with_context(|| {
-            format!("cannot reach the daemon at {} ({what}); is `warden serve` running?", self.base)
+        let resp = resp.map_err(|e| {
+            Failure::new(
+                exit::UNREACHABLE,
+                format!("cannot reach the daemon at {} ({what}): {e}; is `warden serve` running? (--url or WARDEN_URL say where)", self.base),
+            )
         })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_client_error() || status.is_server_error() {
             let msg = body["error"]["message"].as_str().unwrap_or("no details");
+            let code = if status.is_server_error() { exit::UNREACHABLE } else { exit::USAGE };
             if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-                bail!("{what} failed: {status}: {msg} (pass a key of the right role with --api-key or WARDEN_API_KEY)");
+                return Err(Failure::new(
+                    code,
+                    format!(
+                        "{what} failed: {status}: {msg} (pass a key of the right role with --api-key or WARDEN_API_KEY)"
+                    ),
+                )
+                .into());
             }
-            bail!("{what} failed: {status}: {msg}");
+            return Err(Failure::new(code, format!("{what} failed: {status}: {msg}")).into());
         }
         Ok(body)
     }
@@ -52,6 +66,16 @@ impl Client {
     /// `GET path?query`.
     pub async fn get_query(&self, path: &str, q: &[(&str, String)]) -> anyhow::Result<Value> {
         self.read(path, self.http.get(format!("{}{path}", self.base)).query(q).send().await).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.read(path, self.http.post(format!("{}{path}", self.base)).json(body).send().await).await
+    }
+
+    /// `DELETE path` (an empty answer is `null`).
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.read(path, self.http.delete(format!("{}{path}", self.base)).send().await).await
     }
 
     /// Uploads a component.
@@ -77,7 +101,7 @@ impl Client {
         self.read("batch call", req.send().await).await
     }
 
-    /// Long-polls until the invocation is final or `timeout` passes (then errors).
+    /// Long-polls until the invocation is final or `timeout` passes; returns it as it is then.
     pub async fn result(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -85,15 +109,28 @@ impl Client {
             let wait_ms = left.as_millis().min(30_000) as u64;
             let path = format!("/v1/invocations/{id}/result");
             let resp = self.http.get(format!("{}{path}", self.base)).query(&[("timeout_ms", wait_ms)]).send().await;
-            let resp = resp.with_context(|| format!("cannot reach the daemon at {}", self.base))?;
-            let done = resp.status() == reqwest::StatusCode::OK;
-            let body = self.read(&path, Ok(resp)).await?;
-            if done {
+            let done = resp.as_ref().is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+            let body = self.read(&path, resp).await?;
+            if done || left.is_zero() {
                 return Ok(body);
             }
-            if left.is_zero() {
-                bail!("invocation {id} is still {} after {}s", body["status"], timeout.as_secs());
-            }
         }
+    }
+}
+
+/// The daemon's base URL as given, with `http://` when it names only `host:port`, and no
+/// trailing slash.
+fn normalize(base: &str) -> String {
+    let base = base.trim().trim_end_matches('/');
+    if base.contains("://") { base.to_string() } else { format!("http://{base}") }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bare_host_and_port_is_http() {
+        assert_eq!(super::normalize("127.0.0.1:7700"), "http://127.0.0.1:7700");
+        assert_eq!(super::normalize("localhost:7700/"), "http://localhost:7700");
+        assert_eq!(super::normalize("https://w.example:443/"), "https://w.example:443");
     }
 }

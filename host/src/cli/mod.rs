@@ -1,33 +1,59 @@
-//! The `warden` command line (clap): `serve` runs the daemon; `deploy`, `call`, `get` and `ls`
-//! talk to a running daemon over its HTTP API; `status-graph` prints the invocation table;
-//! `bench` measures throughput and latency.
+//! The `warden` command line (clap): `serve` runs the daemon; the client commands (`deploy`,
+//! `rm`, `call`, `wait`, `get`, `ls`, `history`, `logs`, `cancel`, `rerun`) talk to a running
+//! daemon over its HTTP API and print for people or, with `-o json`, for scripts;
+//! `status-graph` prints the invocation table; `bench` measures throughput and latency.
 
 mod bench;
 mod client;
+mod commands;
+mod output;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::Value;
 
 use crate::config::{Config, Overrides};
 use crate::server::Daemon;
 use client::Client;
+use output::{Format, exit};
 
 /// Warden: a WebAssembly task host.
 #[derive(Debug, Parser)]
-#[command(name = "warden", version, about)]
+#[command(
+    name = "warden",
+    version,
+    about,
+    after_help = "Exit codes: 0 done (a waited call succeeded), 1 a waited call did not succeed or another \
+                  error, 2 bad usage or a request the daemon refused, 3 the daemon is unreachable or failing, \
+                  130 interrupted while waiting (the calls keep running)."
+)]
 pub struct Cli {
+    /// Output of client commands: `text` for people, `json` for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text, global = true)]
+    output: Format,
     #[command(subcommand)]
     command: Command,
+}
+
+/// An error with the exit code of its kind (see `output::exit`); any other error exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
 }
 
 /// Where a client command finds the daemon.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Remote {
-    /// Base URL of the daemon's API.
+    /// The daemon's API: a URL, or `host:port` (http).
     #[arg(long, env = "WARDEN_URL", default_value = "http://127.0.0.1:7700", global = true)]
     url: String,
     /// API key, sent as `Authorization: Bearer KEY` on every request.
@@ -58,13 +84,21 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Route a call of TASK with JSON arguments; with --wait, print the final invocation.
+    /// Remove a component (refused while its calls are queued or running).
+    Rm {
+        /// Component name.
+        component: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Route a call of TASK with JSON arguments; with --wait, wait for it and print the outcome
+    /// (exit 1 unless it succeeded).
     Call {
         /// Task name.
         task: String,
         /// Arguments as JSON [default: {}].
         args: Option<String>,
-        /// Wait for the result.
+        /// Wait for the result (Ctrl-C stops waiting; the call keeps running).
         #[arg(long)]
         wait: bool,
         /// Longest wait in seconds.
@@ -73,8 +107,47 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Wait for invocations to end and print them (exit 1 unless all succeeded).
+    Wait {
+        /// Invocation ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Longest wait in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show one invocation.
     Get {
+        /// Invocation id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The statuses an invocation went through, with when and where.
+    History {
+        /// Invocation id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What an invocation's attempts logged and printed.
+    Logs {
+        /// Invocation id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel an invocation (a running guest is interrupted).
+    Cancel {
+        /// Invocation id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run a final invocation's call again, as a new invocation.
+    Rerun {
         /// Invocation id.
         id: String,
         #[command(flatten)]
@@ -93,6 +166,9 @@ enum Command {
         /// Page size.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// The page after this one (the `next_cursor` of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -132,73 +208,52 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(e.downcast_ref::<Failure>().map_or(1, |f| f.code))
         }
     }
 }
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let fmt = cli.output;
     match cli.command {
         Command::Serve { overrides } => serve(*overrides).await,
-        Command::Deploy { file, name, remote } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let name = match name {
-                Some(n) => n,
-                None => file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .map(str::to_string)
-                    .context("cannot derive a component name from the file name; pass --name")?,
-            };
-            let v = remote.client()?.deploy(&name, bytes).await?;
-            print_json(&v)
-        }
+        Command::Deploy { file, name, remote } => commands::deploy(&remote.client()?, fmt, &file, name).await,
+        Command::Rm { component, remote } => commands::rm(&remote.client()?, fmt, &component).await,
         Command::Call { task, args, wait, timeout, remote } => {
-            let args: Value = match args {
-                Some(a) => serde_json::from_str(&a).with_context(|| format!("arguments are not valid JSON: {a}"))?,
-                None => Value::Object(Default::default()),
-            };
-            let c = remote.client()?;
-            let routed = c.call(&task, &args).await?;
-            if !wait {
-                return print_json(&routed);
-            }
-            let id = routed["id"].as_str().context("the daemon answered without an invocation id")?;
-            let inv = c.result(id, Duration::from_secs(timeout)).await?;
-            print_json(&inv)?;
-            if inv["status"] != "success" {
-                anyhow::bail!("invocation {id} ended {}", inv["status"]);
-            }
-            Ok(())
+            let args = commands::parse_args(args.as_deref())?;
+            commands::call(&remote.client()?, fmt, &task, &args, wait, Duration::from_secs(timeout)).await
         }
-        Command::Get { id, remote } => print_json(&remote.client()?.get(&format!("/v1/invocations/{id}")).await?),
-        Command::Ls { what, task, status, limit, remote } => {
+        Command::Wait { ids, timeout, remote } => {
+            commands::wait(&remote.client()?, fmt, &ids, Duration::from_secs(timeout)).await
+        }
+        Command::Get { id, remote } => commands::get(&remote.client()?, fmt, &id).await,
+        Command::History { id, remote } => commands::history(&remote.client()?, fmt, &id).await,
+        Command::Logs { id, remote } => commands::logs(&remote.client()?, fmt, &id).await,
+        Command::Cancel { id, remote } => commands::act(&remote.client()?, fmt, &id, "cancel").await,
+        Command::Rerun { id, remote } => commands::act(&remote.client()?, fmt, &id, "rerun").await,
+        Command::Ls { what, task, status, limit, cursor, remote } => {
             let c = remote.client()?;
             match what {
-                Listing::Tasks => print_json(&c.get("/v1/tasks").await?),
+                Listing::Tasks => commands::ls_tasks(&c, fmt).await,
                 Listing::Invocations => {
                     let mut q = vec![("limit", limit.to_string())];
                     q.extend(task.map(|t| ("task", t)));
                     q.extend(status.map(|s| ("status", s)));
-                    print_json(&c.get_query("/v1/invocations", &q).await?)
+                    q.extend(cursor.map(|c| ("cursor", c)));
+                    commands::ls_invocations(&c, fmt, &q).await
                 }
             }
         }
         Command::StatusGraph => {
-            print!("{}", crate::model::status::render_table());
+            output::emit(&crate::model::status::render_table());
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
     }
-}
-
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 async fn serve(overrides: Overrides) -> anyhow::Result<()> {
