@@ -1,6 +1,9 @@
-//! The invocation status machine as one declarative table (pynenc's, kept): every status, the
-//! statuses it may move to, and its ownership rule. Everything that changes a status asks this
-//! table first; the store enforces the same rule as a compare-and-swap.
+//! The invocation status machine as one declarative table: pynenc's statuses and ownership
+//! rules, with the differences listed in ARCHITECTURE.md ("Where Warden differs from pynenc,
+//! Jobmon and JobSync, and why": `cancelled`, `resumed → running`, recovery of `paused` and
+//! `resumed`, unstarted claims handed back through `pending_recovery`). Every status, the
+//! statuses it may move to, and its ownership rule; everything that changes a status asks this
+//! table first, and the store enforces the same rule as a compare-and-swap.
 
 use std::fmt;
 use std::str::FromStr;
