@@ -26,7 +26,7 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// How long SIGTERM waits for running attempts before interrupting them.
     pub shutdown_grace_ms: u64,
-    /// Backoff ceiling of the first retry in ms; doubles per attempt, with full jitter.
+    /// Backoff ceiling of the first retry in ms; doubles per attempt, with equal jitter.
     pub retry_base_ms: u64,
     /// Largest retry backoff in ms.
     pub retry_max_ms: u64,

@@ -202,7 +202,7 @@ pub struct OrchestratorConfig {
     pub prefetch: usize,
     /// How often the dispatcher looks for work nobody told it about (other nodes).
     pub poll_interval: Duration,
-    /// Backoff ceiling of the first retry; doubles per attempt (full jitter).
+    /// Backoff ceiling of the first retry; doubles per attempt (equal jitter).
     pub retry_base: Duration,
     /// Largest retry backoff.
     pub retry_max: Duration,
