@@ -204,3 +204,28 @@ async fn serve_refuses_bad_configuration_with_the_cause() {
     assert!(!o.ok);
     assert!(o.stderr.contains("database URL"), "{}", o.stderr);
 }
+
+/// `warden --version` names the commit it was built from; `warden completions SHELL` prints
+/// a completion script that knows the commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_completions() {
+    let o = warden("", &["--version"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let commit = o.stdout.trim().split("(commit ").nth(1).expect("a commit").trim_end_matches(')');
+    assert!(
+        commit == "unknown" || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{}",
+        o.stdout
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let o = warden("", &["completions", shell]).await;
+        assert!(o.ok, "{}", o.stderr);
+        assert!(
+            o.stdout.contains("history") && o.stdout.contains("rerun"),
+            "{shell}: {}",
+            &o.stdout[..200.min(o.stdout.len())]
+        );
+    }
+    let o = warden("", &["completions", "cmd.exe"]).await;
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+}

@@ -22,7 +22,7 @@ use output::{Format, exit};
 #[derive(Debug, Parser)]
 #[command(
     name = "warden",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WARDEN_GIT_COMMIT"), ")"),
     about,
     after_help = "Exit codes: 0 done (a waited call succeeded), 1 a waited call did not succeed or another \
                   error, 2 bad usage or a request the daemon refused, 3 the daemon is unreachable or failing, \
@@ -174,6 +174,11 @@ enum Command {
     },
     /// Print the invocation status machine.
     StatusGraph,
+    /// Print a completion script for SHELL (e.g. `warden completions bash > ~/.local/share/bash-completion/completions/warden`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Measure throughput and latency of no-op calls (starts its own daemon).
     Bench(bench::BenchArgs),
 }
@@ -247,6 +252,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     commands::ls_invocations(&c, fmt, &q).await
                 }
             }
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "warden", &mut out);
+            output::emit(&String::from_utf8_lossy(&out));
+            Ok(())
         }
         Command::StatusGraph => {
             output::emit(&crate::model::status::render_table());
