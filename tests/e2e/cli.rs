@@ -16,15 +16,20 @@ struct Out {
 }
 
 async fn warden(url: &str, args: &[&str]) -> Out {
+    warden_in(None, url, args).await
+}
+
+/// Runs `warden` in directory `cwd` (the test's own when `None`).
+async fn warden_in(cwd: Option<&std::path::Path>, url: &str, args: &[&str]) -> Out {
     let url = url.to_string();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let cwd = cwd.map(|p| p.to_path_buf());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
-            .args(&args)
-            .env("WARDEN_URL", &url)
-            .env("WARDEN_LOG", "error")
-            .output()
-            .expect("run warden")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-under-test"));
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.args(&args).env("WARDEN_URL", &url).env("WARDEN_LOG", "error").output().expect("run warden")
     })
     .await
     .expect("join");
@@ -228,4 +233,53 @@ async fn version_and_completions() {
     }
     let o = warden("", &["completions", "cmd.exe"]).await;
     assert_eq!(o.code, Some(2), "{}", o.stderr);
+}
+
+/// From nothing to a result with the project's own tools: `warden new` a Rust task project,
+/// `warden deploy` with no file builds and uploads it, and the new task answers `{}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_and_call_a_rust_task() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "word-count"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("warden call word_count"), "{}", o.stdout);
+    let project = dir.path().join("word-count");
+    for f in ["Cargo.toml", "src/lib.rs", "README.md", "wit/task.wit", "warden-guest/src/lib.rs"] {
+        assert!(project.join(f).is_file(), "{f} is missing");
+    }
+    assert_eq!(std::fs::read_to_string(project.join("README.md")).expect("readme").trim().lines().count(), 4);
+
+    // `warden build` prints the component's path; `warden deploy` with no file builds and uploads.
+    let o = warden_in(Some(&project), &d.url, &["build"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.trim().ends_with("word_count.wasm"), "{}", o.stdout);
+    let o = warden_in(Some(&project), &d.url, &["deploy"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("deployed component word-count") && o.stdout.contains("tasks word_count"),
+        "{}",
+        o.stdout
+    );
+    let o = warden(&d.url, &["call", "word_count", "{}", "--wait", "-o", "json"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(json(&o)["result"]["greeting"], "Hello, world!");
+
+    // Bad input says why, with exit code 2, and creates nothing.
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "word-count"]).await;
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("already exists"), "{}", o.stderr);
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "Bad Name"]).await;
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("lower-case letters"), "{}", o.stderr);
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "fn"]).await;
+    assert!(o.stderr.contains("keyword"), "{}", o.stderr);
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "py-task", "--lang", "python"]).await;
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("not available yet"), "{}", o.stderr);
+    assert!(!dir.path().join("py-task").exists());
+    let o = warden_in(Some(dir.path()), &d.url, &["build"]).await;
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("no task project") && o.stderr.contains("warden new"), "{}", o.stderr);
+    d.stop().await;
 }

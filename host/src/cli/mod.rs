@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod commands;
 mod output;
+mod project;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,10 +75,28 @@ enum Command {
         #[command(flatten)]
         overrides: Box<Overrides>,
     },
-    /// Upload a component (a wasm32-wasip2 .wasm) and register its tasks.
+    /// Create a task project: `./NAME` with one task named NAME (hyphens become underscores).
+    New {
+        /// Project name (lower-case letters, digits, `-`, `_`).
+        name: String,
+        /// Language of the task.
+        #[arg(long, value_enum, default_value_t = project::Lang::Rust)]
+        lang: project::Lang,
+        /// Where to create it [default: the current directory].
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Build the task project in the current directory (or --path) into a component.
+    Build {
+        /// The project directory.
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+    },
+    /// Upload a component (a wasm32-wasip2 .wasm) and register its tasks; with no file, build
+    /// the project in the current directory and upload that.
     Deploy {
-        /// The component file.
-        file: PathBuf,
+        /// The component file [default: build the project here].
+        file: Option<PathBuf>,
         /// Component name [default: the file stem].
         #[arg(long)]
         name: Option<String>,
@@ -226,7 +245,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let fmt = cli.output;
     match cli.command {
         Command::Serve { overrides } => serve(*overrides).await,
-        Command::Deploy { file, name, remote } => commands::deploy(&remote.client()?, fmt, &file, name).await,
+        Command::New { name, lang, path } => {
+            let dir = project::new(&name, lang, &path.unwrap_or_else(|| PathBuf::from(".")))?;
+            match fmt {
+                Format::Json => output::emit(&output::json(&serde_json::json!({"created": dir}))),
+                Format::Text => output::emit(&format!(
+                    "created {}
+next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
+",
+                    dir.display(),
+                    dir.display(),
+                    name.replace('-', "_")
+                )),
+            }
+            Ok(())
+        }
+        Command::Build { path } => {
+            let built = project::build(&path)?;
+            match fmt {
+                Format::Json => {
+                    output::emit(&output::json(&serde_json::json!({"component": built.path, "name": built.name})))
+                }
+                Format::Text => output::emit(&format!("{}\n", built.path.display())),
+            }
+            Ok(())
+        }
+        Command::Deploy { file, name, remote } => {
+            let (file, name) = match file {
+                Some(f) => (f, name),
+                None => {
+                    let built = project::build(std::path::Path::new("."))?;
+                    (built.path, name.or(Some(built.name)))
+                }
+            };
+            commands::deploy(&remote.client()?, fmt, &file, name).await
+        }
         Command::Rm { component, remote } => commands::rm(&remote.client()?, fmt, &component).await,
         Command::Call { task, args, wait, timeout, remote } => {
             let args = commands::parse_args(args.as_deref())?;
