@@ -139,7 +139,7 @@ async fn the_daily_loop_for_people() {
     let o = warden(&d.url, &["wait", &id, &failed]).await;
     assert_eq!(o.code, Some(1), "{}", o.stderr);
     assert!(o.stdout.starts_with("ID") && o.stdout.contains("RESULT / ERROR"), "{}", o.stdout);
-    assert!(o.stderr.contains(&format!("{failed} is failed")), "{}", o.stderr);
+    assert!(o.stderr.contains(&format!("{failed} ended failed")), "{}", o.stderr);
 
     // cancel a running call; rerun the failed one.
     let o = warden(&d.url, &["call", "slow", r#"{"ms":30000}"#]).await;
@@ -274,12 +274,53 @@ async fn new_build_deploy_and_call_a_rust_task() {
     assert!(o.stderr.contains("lower-case letters"), "{}", o.stderr);
     let o = warden_in(Some(dir.path()), &d.url, &["new", "fn"]).await;
     assert!(o.stderr.contains("keyword"), "{}", o.stderr);
-    let o = warden_in(Some(dir.path()), &d.url, &["new", "py-task", "--lang", "python"]).await;
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "js-task", "--lang", "js"]).await;
     assert_eq!(o.code, Some(2));
     assert!(o.stderr.contains("not available yet"), "{}", o.stderr);
-    assert!(!dir.path().join("py-task").exists());
+    assert!(!dir.path().join("js-task").exists());
     let o = warden_in(Some(dir.path()), &d.url, &["build"]).await;
     assert_eq!(o.code, Some(2));
     assert!(o.stderr.contains("no task project") && o.stderr.contains("warden new"), "{}", o.stderr);
+    d.stop().await;
+}
+
+/// A Python task with the project's own tools: `warden new --lang python`, `warden deploy`
+/// builds it with componentize-py (installed into the user's cache on first use) and uploads
+/// it; the `@task` helper turns a `TaskError` into its kind and any other exception into a
+/// retryable failure whose traceback is in the attempt's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_and_call_a_python_task() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "py-words", "--lang", "python"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let project = dir.path().join("py-words");
+    for f in ["app.py", "warden_task.py", "pyproject.toml", "README.md", "wit/task.wit"] {
+        assert!(project.join(f).is_file(), "{f} is missing");
+    }
+    // A second task whose code breaks, as a user's would.
+    let mut app = std::fs::read_to_string(project.join("app.py")).expect("app.py");
+    app.push_str("\n\n@task(max_attempts=1)\ndef divide(args):\n    return {\"q\": args[\"a\"] / args[\"b\"]}\n");
+    std::fs::write(project.join("app.py"), app).expect("write app.py");
+
+    let o = warden_in(Some(&project), &d.url, &["deploy"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("tasks py_words, divide") || o.stdout.contains("tasks divide, py_words"), "{}", o.stdout);
+
+    let o = warden(&d.url, &["call", "py_words", r#"{"name":"Ada"}"#, "--wait", "-o", "json"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(json(&o)["result"]["greeting"], "Hello, Ada!");
+    let o = warden(&d.url, &["call", "py_words", r#"{"name":5}"#, "--wait", "-o", "json"]).await;
+    assert_eq!(o.code, Some(1));
+    assert_eq!(json(&o)["error"]["kind"], "invalid_args", "{}", o.stdout);
+
+    let o = warden(&d.url, &["call", "divide", r#"{"a":1,"b":0}"#, "--wait", "-o", "json"]).await;
+    assert_eq!(o.code, Some(1));
+    let inv = json(&o);
+    assert!(inv["error"]["message"].as_str().expect("message").contains("ZeroDivisionError"), "{inv}");
+    let id = inv["id"].as_str().expect("id");
+    let o = warden(&d.url, &["logs", id]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("Traceback") && o.stdout.contains("app.py"), "{}", o.stdout);
     d.stop().await;
 }

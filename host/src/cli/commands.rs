@@ -139,17 +139,21 @@ fn finish(fmt: Format, invocations: &[Value], timeout: Duration) -> anyhow::Resu
             emit(&output::table(&["ID", "TASK", "STATUS", "RESULT / ERROR"], &rows));
         }
     }
+    let is_final = |v: &Value| {
+        matches!(v["status"].as_str(), Some("success" | "failed" | "cancelled" | "concurrency_controlled_final"))
+    };
     let not_ok: Vec<String> = invocations
         .iter()
         .filter(|v| v["status"] != "success")
-        .map(|v| format!("{} is {}", output::text(&v["id"]), output::text(&v["status"])))
+        .map(|v| {
+            let how = if is_final(v) { "ended" } else { "is still" };
+            format!("{} {how} {}", output::text(&v["id"]), output::text(&v["status"]))
+        })
         .collect();
     if not_ok.is_empty() {
         return Ok(());
     }
-    let still = invocations.iter().any(|v| {
-        !matches!(v["status"].as_str(), Some("success" | "failed" | "cancelled" | "concurrency_controlled_final"))
-    });
+    let still = invocations.iter().any(|v| !is_final(v));
     let hint =
         if still { format!(" (waited {} s; `warden wait` waits again)", timeout.as_secs()) } else { String::new() };
     Err(Failure::new(exit::NOT_SUCCESS, format!("{}{hint}", not_ok.join(", "))).into())

@@ -1,7 +1,9 @@
 //! `warden new` and `warden build`: a task project from nothing to a component. A new project
-//! is self-contained: it carries the WIT contract (`wit/task.wit`) and, for Rust, a copy of
-//! the guest SDK (`warden-guest/`), both as this binary was built with, so it builds wherever
-//! it is moved. `warden build` detects the language and runs its toolchain.
+//! is self-contained: it carries the WIT contract (`wit/task.wit`) and its language's guest
+//! helper (Rust: a copy of the guest SDK in `warden-guest/`; Python: `warden_task.py`), as this
+//! binary was built with, so it builds wherever it is moved. `warden build` detects the
+//! language and runs its toolchain: cargo for Rust, componentize-py for Python (installed into
+//! a cached virtual environment on first use).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,13 +15,17 @@ use super::output::exit;
 const WIT: &str = include_str!("../../../wit/task.wit");
 /// The Rust guest SDK, copied into each Rust project.
 const SDK_LIB: &str = include_str!("../../../guest-sdk/src/lib.rs");
+/// The Python guest helper, copied into each Python project.
+const PY_HELPER: &str = include_str!("../../../guest-sdk/python/warden_task.py");
+/// The componentize-py release `warden build` installs when none is on the PATH.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 /// Languages of `warden new --lang`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     /// Rust with the guest SDK (`cargo build --target wasm32-wasip2`).
     Rust,
-    /// Python with componentize-py (not yet available).
+    /// Python with componentize-py.
     Python,
     /// JavaScript with componentize-js (not yet available).
     Js,
@@ -66,13 +72,10 @@ fn check_name(name: &str) -> Result<(), Failure> {
 /// directory) and returns it.
 pub fn new(name: &str, lang: Lang, parent: &Path) -> anyhow::Result<PathBuf> {
     check_name(name)?;
-    if lang != Lang::Rust {
+    if lang == Lang::Js {
         return Err(Failure::new(
             exit::USAGE,
-            format!(
-                "`warden new --lang {}` is not available yet; use `--lang rust` (the default)",
-                if lang == Lang::Python { "python" } else { "js" }
-            ),
+            "`warden new --lang js` is not available yet; use `--lang rust` (the default) or `--lang python`",
         )
         .into());
     }
@@ -85,21 +88,7 @@ pub fn new(name: &str, lang: Lang, parent: &Path) -> anyhow::Result<PathBuf> {
         .into());
     }
     let task = task_name(name);
-    let files: [(&str, String); 7] = [
-        ("Cargo.toml", rust_manifest(name)),
-        ("src/lib.rs", rust_task(&task)),
-        (
-            "README.md",
-            format!(
-                "# {name}\n\nA Warden task: `warden build` makes `target/wasm32-wasip2/release/{task}.wasm`, `warden deploy` \
-                 uploads it,\nand `warden call {task} '{{\"name\":\"Ada\"}}' --wait` runs it.\n"
-            ),
-        ),
-        (".gitignore", "/target\n".into()),
-        ("wit/task.wit", WIT.into()),
-        ("warden-guest/Cargo.toml", SDK_MANIFEST.into()),
-        ("warden-guest/src/lib.rs", SDK_LIB.into()),
-    ];
+    let files = if lang == Lang::Python { python_files(name, &task) } else { rust_files(name, &task) };
     for (path, text) in files {
         let path = dir.join(path);
         if let Some(p) = path.parent() {
@@ -110,6 +99,59 @@ pub fn new(name: &str, lang: Lang, parent: &Path) -> anyhow::Result<PathBuf> {
             .map_err(|e| Failure::new(exit::USAGE, format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(dir)
+}
+
+fn readme(name: &str, task: &str, wasm: &str) -> String {
+    format!(
+        "# {name}\n\nA Warden task: `warden build` makes `{wasm}`, `warden deploy` uploads it,\nand `warden call {task} \
+         '{{\"name\":\"Ada\"}}' --wait` runs it.\n"
+    )
+}
+
+fn python_files(name: &str, task: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app.py", python_task(task)),
+        ("warden_task.py", PY_HELPER.into()),
+        (
+            "pyproject.toml",
+            format!("[project]\nname = \"{name}\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n"),
+        ),
+        ("README.md", readme(name, task, &format!("target/{name}.wasm"))),
+        (".gitignore", "/target\n/wit_world\n/componentize_py_*\n__pycache__/\n".into()),
+        ("wit/task.wit", WIT.into()),
+    ]
+}
+
+fn python_task(task: &str) -> String {
+    format!(
+        r#""""The `{task}` task: called with {{}} it greets the world, with {{"name": "Ada"}} Ada."""
+
+from warden_task import Handler, TaskError, log, task  # noqa: F401 (Handler is the component's export)
+
+
+@task(max_attempts=3)
+def {task}(args):
+    """Greets someone. Raise TaskError.retryable(...) for a failure another attempt may fix,
+    TaskError.fatal(...) for one it cannot."""
+    name = args.get("name", "world")
+    if not isinstance(name, str):
+        raise TaskError.invalid_args("name must be a string")
+    log(f"greeting {{name}}")
+    return {{"greeting": f"Hello, {{name}}!"}}
+"#
+    )
+}
+
+fn rust_files(name: &str, task: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Cargo.toml", rust_manifest(name)),
+        ("src/lib.rs", rust_task(task)),
+        ("README.md", readme(name, task, &format!("target/wasm32-wasip2/release/{task}.wasm"))),
+        (".gitignore", "/target\n".into()),
+        ("wit/task.wit", WIT.into()),
+        ("warden-guest/Cargo.toml", SDK_MANIFEST.into()),
+        ("warden-guest/src/lib.rs", SDK_LIB.into()),
+    ]
 }
 
 /// The vendored SDK's manifest: the versions the workspace builds the SDK with (a unit test
@@ -201,16 +243,21 @@ pub struct Built {
 
 /// `warden build [--path DIR]`: builds the project in `dir` with its language's toolchain.
 pub fn build(dir: &Path) -> anyhow::Result<Built> {
+    if dir.join("app.py").is_file() && dir.join("pyproject.toml").is_file() {
+        return build_python(dir);
+    }
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
-        let hint = if dir.join("pyproject.toml").is_file() || dir.join("package.json").is_file() {
-            "Python and JavaScript projects are not built by `warden build` yet"
+        let hint = if dir.join("package.json").is_file() {
+            "JavaScript projects are not built by `warden build` yet"
         } else {
-            "create one with `warden new NAME`, or pass --path"
+            "create one with `warden new NAME [--lang rust|python]`, or pass --path"
         };
-        return Err(
-            Failure::new(exit::USAGE, format!("no task project in {} (no Cargo.toml): {hint}", dir.display())).into()
-        );
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("no task project in {} (no Cargo.toml, nor app.py with pyproject.toml): {hint}", dir.display()),
+        )
+        .into());
     }
     let text = std::fs::read_to_string(&manifest)
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {}: {e}", manifest.display())))?;
@@ -241,10 +288,76 @@ pub fn build(dir: &Path) -> anyhow::Result<Built> {
     Ok(Built { path, name })
 }
 
-/// The `[package] name` of a Cargo manifest.
+/// The `[package] name` of a Cargo manifest, or the `[project] name` of a pyproject.toml.
 fn package_name(manifest: &str) -> Option<String> {
     let doc: toml::Table = manifest.parse().ok()?;
-    doc.get("package")?.get("name")?.as_str().map(str::to_string)
+    doc.get("package").or_else(|| doc.get("project"))?.get("name")?.as_str().map(str::to_string)
+}
+
+/// Builds a Python project (`app.py`, `wit/`) with componentize-py into `target/NAME.wasm`.
+fn build_python(dir: &Path) -> anyhow::Result<Built> {
+    let manifest = dir.join("pyproject.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {}: {e}", manifest.display())))?;
+    let name = package_name(&text)
+        .ok_or_else(|| Failure::new(exit::USAGE, format!("{} has no [project] name", manifest.display())))?;
+    let tool = componentize_py()?;
+    let target = dir.join("target");
+    std::fs::create_dir_all(&target)
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot create {}: {e}", target.display())))?;
+    let out = target.join(format!("{name}.wasm"));
+    eprintln!("building {name} (componentize-py componentize app)");
+    let status = Command::new(&tool)
+        .current_dir(dir)
+        .args(["-d", "wit", "-w", "task", "componentize", "app", "-o"])
+        .arg(&out)
+        .status()
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot run {}: {e}", tool.display())))?;
+    if !status.success() || !out.is_file() {
+        return Err(Failure::new(1, format!("componentize-py could not build {name} (see above)")).into());
+    }
+    Ok(Built { path: out, name })
+}
+
+/// componentize-py: on the PATH, or installed once into a virtual environment under the
+/// user's cache directory (`$XDG_CACHE_HOME` or `~/.cache`, then `warden/`).
+fn componentize_py() -> anyhow::Result<PathBuf> {
+    let on_path = Command::new("componentize-py").arg("--version").output().is_ok_and(|o| o.status.success());
+    if on_path {
+        return Ok(PathBuf::from("componentize-py"));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or_else(|| {
+            Failure::new(
+                exit::USAGE,
+                "no cache directory: set HOME or XDG_CACHE_HOME, or put componentize-py on the PATH",
+            )
+        })?;
+    let venv = cache.join("warden").join(COMPONENTIZE_PY.replace("==", "-"));
+    let tool = venv.join("bin").join("componentize-py");
+    if tool.is_file() {
+        return Ok(tool);
+    }
+    eprintln!("installing {COMPONENTIZE_PY} into {} (once; it builds Python tasks)", venv.display());
+    let run = |cmd: &mut Command, what: &str| -> anyhow::Result<()> {
+        let status = cmd.status().map_err(|e| Failure::new(exit::USAGE, format!("cannot run {what}: {e}")))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            1,
+            format!(
+                "{what} failed (see above); install componentize-py yourself (`pip install {COMPONENTIZE_PY}`) and put \
+                 it on the PATH"
+            ),
+        )
+        .into())
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+    run(Command::new(venv.join("bin").join("pip")).args(["install", "--quiet", COMPONENTIZE_PY]), "pip install")?;
+    Ok(tool)
 }
 
 #[cfg(test)]
