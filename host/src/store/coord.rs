@@ -7,10 +7,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{
-    AppliedRow, Dialect, LostJson, MovableRow, Pools, SqlStore, Transition, corrupt, moves, parse_status, sql,
-    stored_failure, to_json, to_u32, transition_history, transition_json,
-};
+use super::transitions::{MovableRow, apply_moves, end_lost, moves, recovery_path};
+use super::{Dialect, Pools, SqlStore, check_fence, corrupt, parse_status, sql, stored_failure, to_json, to_u32};
 use crate::model::{
     Event, InvocationStatus, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit,
     TokenRing, Trigger, TriggerRun,
@@ -189,7 +187,7 @@ impl Coordination for SqlStore {
 
     async fn service_begin(&self, fence: &Fence, stale_after_ms: i64) -> StoreResult<ServiceGate> {
         let gate = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             sqlx::query(q::SERVICE_ABANDON.get(d)).bind(stale_after_ms).bind(fence.epoch).execute(&mut *tx).await?;
             let id: Option<(i64,)> = sqlx::query_as(q::SERVICE_INSERT.get(d))
                 .bind(&fence.node)
@@ -236,7 +234,7 @@ impl Coordination for SqlStore {
 
     async fn service_prune(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64> {
         Ok(in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             sqlx::query(q::SERVICE_PRUNE.get(d)).bind(older_than_ms).execute(&mut *tx).await?.rows_affected()
         }))
     }
@@ -247,15 +245,15 @@ impl Coordination for SqlStore {
             fence.node
         );
         let moved = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))
                 .bind(older_than_ms)
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
-            let changes = moves(rows, &fence.node, super::recovery_path)?;
-            let applied = apply_moves!(tx, d, &changes);
-            end_lost!(tx, d, &changes, &applied, &why);
+            let changes = moves(rows, &fence.node, recovery_path)?;
+            let applied = apply_moves(&mut *tx, &changes).await?;
+            end_lost(&mut *tx, &changes, &applied, &why).await?;
             applied.len()
         });
         Ok(count(moved))
@@ -267,14 +265,14 @@ impl Coordination for SqlStore {
         }
         let names = to_json(tasks)?;
         let dropped = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_BLOCKED.get(d))
                 .bind(&names)
                 .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await?;
             let changes = moves(rows, &fence.node, |_| vec![InvocationStatus::ConcurrencyControlledFinal])?;
-            let applied = apply_moves!(tx, d, &changes);
+            let applied = apply_moves(&mut *tx, &changes).await?;
             applied.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect::<Vec<_>>()
         });
         Ok(dropped)
@@ -352,7 +350,7 @@ impl Coordination for SqlStore {
         }
         let (states_json, runs_json, cursors_json) = (to_json(&states)?, to_json(&runs)?, to_json(&cursors)?);
         in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             if !states.is_empty() {
                 sqlx::query(q::TRIGGER_STATES_UPDATE.get(d)).bind(&states_json).execute(&mut *tx).await?;
             }
@@ -457,7 +455,7 @@ impl Coordination for SqlStore {
 
     async fn events_purge(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64> {
         Ok(in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             sqlx::query(q::EVENTS_PURGE.get(d)).bind(older_than_ms).execute(&mut *tx).await?.rows_affected()
         }))
     }
@@ -533,7 +531,7 @@ impl Coordination for SqlStore {
         let owners = to_json(&moved.iter().map(|(token, node)| Owner { token: *token, node }).collect::<Vec<_>>())?;
         let (before, after) = (to_json(&audit.nodes_before)?, to_json(&audit.nodes_after)?);
         let version = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             let bumped: Option<(i64,)> = sqlx::query_as(q::RING_BUMP.get(d))
                 .bind(seen_version)
                 .bind(i64::from(total_tokens))
