@@ -70,7 +70,7 @@
 //! `sql_*.rs` file of the same name: `components.rs` (components and tasks), `invocations.rs`
 //! (routing, claims, reads, purge), `transitions.rs` (the transition batch, what a transition
 //! writes, recovery), `instances.rs` (heartbeats, triage), `coord.rs` (membership, atomic
-//! services, lease, ring, triggers, events), `workflow.rs`, `keys.rs`.
+//! services, lease, ring), `triggers.rs` (triggers and events), `workflow.rs`, `keys.rs`.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -736,9 +736,13 @@ mod transitions;
 #[path = "instances.rs"]
 mod instances;
 
-// The coordination tables (membership, atomic services, lease, ring, triggers, events).
+// Membership, the atomic services' gate and records, the leader lease and the token ring.
 #[path = "coord.rs"]
 mod coord;
+
+// Triggers and events.
+#[path = "triggers.rs"]
+mod triggers;
 
 // Workflows and arrays.
 #[path = "workflow.rs"]

@@ -205,9 +205,13 @@ pub(super) mod transitions;
 #[path = "sql_instances.rs"]
 pub(super) mod instances;
 
-// Membership, atomic services, lease, ring, triggers and events: see `coord.rs`.
+// Membership, atomic services, the leader lease and the token ring.
 #[path = "sql_coord.rs"]
 pub(super) mod coord;
+
+// Triggers and events.
+#[path = "sql_triggers.rs"]
+pub(super) mod triggers;
 
 // Workflows and arrays: see `workflow.rs`.
 #[path = "sql_workflow.rs"]

@@ -211,3 +211,47 @@ macro_rules! instance_end_lost {
 /// `error`. Run in the transaction that reroutes their invocations, so that every attempt the
 /// history shows has an instance with its true end.
 pub(in crate::store) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
+
+/// Invocations pending since before `$1` ms ago (database clock), at most `$2`, locked on
+/// PostgreSQL: pynenc's `max_pending` recovery.
+pub(in crate::store) const INVOCATION_PENDING_SINCE: Sql = Sql {
+    sqlite: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        now_ms!(sqlite),
+        " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT)"
+    ),
+    postgres: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        now_ms!(postgres),
+        " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT) FOR UPDATE SKIP LOCKED"
+    ),
+};
+
+macro_rules! invocation_blocked {
+    ($d:ident, $drops:literal, $lock:literal) => {
+        concat!(
+            "SELECT i.id, i.status, i.attempts, i.owner_node FROM invocations i \
+             WHERE i.status IN ('registered', 'rerouted') AND i.run_scope IS NOT NULL \
+             AND i.task IN (SELECT j.value FROM ",
+            json_texts!($d, "$1", "j"),
+            ") AND EXISTS (SELECT 1 FROM tasks t WHERE t.name = i.task AND ",
+            $drops,
+            ") AND EXISTS (SELECT 1 FROM invocations o WHERE o.run_scope = i.run_scope AND o.status IN ",
+            owned_statuses!(),
+            ") ORDER BY i.id LIMIT CAST($2 AS BIGINT)",
+            $lock
+        )
+    };
+}
+/// Runnable invocations of the tasks in the JSON array `$1` whose running scope is held by
+/// another (owned) invocation, at most `$2`: those that concurrency control drops. The task's
+/// policy is checked again in the statement (`reroute_on_concurrency_control` false), so a
+/// policy patched after the caller listed the tasks is seen.
+pub(in crate::store) const INVOCATION_BLOCKED: Sql = Sql {
+    sqlite: invocation_blocked!(sqlite, "json_extract(t.options, '$.reroute_on_concurrency_control') = 0", ""),
+    postgres: invocation_blocked!(
+        postgres,
+        "(CAST(t.options AS jsonb) ->> 'reroute_on_concurrency_control') = 'false'",
+        " FOR UPDATE OF i SKIP LOCKED"
+    ),
+};

@@ -572,3 +572,54 @@ pub(super) async fn retire_node(store: &SqlStore, node: &str, fence: &Fence) -> 
     });
     Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
 }
+
+/// The leader's `max_pending` recovery ([`crate::store::Coordination::invocation_recover_pending`]).
+pub(super) async fn recover_pending(
+    store: &SqlStore,
+    fence: &Fence,
+    older_than_ms: i64,
+    limit: u32,
+) -> StoreResult<u64> {
+    let why = format!(
+        "attempt lost: claimed but not started within max_pending ({older_than_ms} ms); the leader `{}` rerouted the invocation",
+        fence.node
+    );
+    let moved = in_tx!(store, |tx, d| {
+        check_fence(&mut *tx, fence).await?;
+        let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))
+            .bind(older_than_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let changes = moves(rows, &fence.node, recovery_path)?;
+        let applied = apply_moves(&mut *tx, &changes).await?;
+        end_lost(&mut *tx, &changes, &applied, &why).await?;
+        applied.len()
+    });
+    Ok(u64::try_from(moved).unwrap_or(u64::MAX))
+}
+
+/// Concurrency drops by the leader ([`crate::store::Coordination::invocation_drop_blocked`]).
+pub(super) async fn drop_blocked(
+    store: &SqlStore,
+    fence: &Fence,
+    tasks: &[String],
+    limit: u32,
+) -> StoreResult<Vec<String>> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names = to_json(tasks)?;
+    let dropped = in_tx!(store, |tx, d| {
+        check_fence(&mut *tx, fence).await?;
+        let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_BLOCKED.get(d))
+            .bind(&names)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let changes = moves(rows, &fence.node, |_| vec![InvocationStatus::ConcurrencyControlledFinal])?;
+        let applied = apply_moves(&mut *tx, &changes).await?;
+        applied.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect::<Vec<_>>()
+    });
+    Ok(dropped)
+}
