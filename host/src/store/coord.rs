@@ -76,6 +76,43 @@ impl ServiceRow {
     }
 }
 
+/// The leader lease as it is now ([`q::LEASE_GET`]).
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    holder: Option<String>,
+    epoch: i64,
+    expires_at: i64,
+    now: i64,
+}
+
+/// The ring's header ([`q::RING_GET`]).
+#[derive(sqlx::FromRow)]
+struct RingRow {
+    version: i64,
+    total_tokens: i64,
+    updated_at: i64,
+}
+
+/// One token's owner ([`q::TOKEN_OWNERS`]).
+#[derive(sqlx::FromRow)]
+struct TokenOwnerRow {
+    token: i64,
+    node: String,
+}
+
+/// One ring swap on record ([`q::TOKEN_AUDIT_LIST`]).
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    version: i64,
+    leader: String,
+    epoch: i64,
+    nodes_before: String,
+    nodes_after: String,
+    moved: i64,
+    compute_us: i64,
+    at: i64,
+}
+
 #[async_trait]
 impl Coordination for SqlStore {
     async fn node_register(&self, name: &str, labels: &[String], capacity: u32) -> StoreResult<NodeInfo> {
@@ -90,9 +127,11 @@ impl Coordination for SqlStore {
     }
 
     async fn node_heartbeat(&self, name: &str) -> StoreResult<Option<Millis>> {
-        let at: Option<(i64,)> =
-            in_tx!(self, |tx, d| sqlx::query_as(q::NODE_HEARTBEAT.get(d)).bind(name).fetch_optional(&mut *tx).await?);
-        Ok(at.map(|(t,)| t))
+        let at: Option<i64> = in_tx!(self, |tx, d| sqlx::query_scalar(q::NODE_HEARTBEAT.get(d))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?);
+        Ok(at)
     }
 
     async fn node_leave(&self, name: &str) -> StoreResult<()> {
@@ -116,14 +155,14 @@ impl Coordination for SqlStore {
         let gate = in_tx!(self, |tx, d| {
             check_fence(&mut *tx, fence).await?;
             sqlx::query(q::SERVICE_ABANDON.get(d)).bind(stale_after_ms).bind(fence.epoch).execute(&mut *tx).await?;
-            let id: Option<(i64,)> = sqlx::query_as(q::SERVICE_INSERT.get(d))
+            let id: Option<i64> = sqlx::query_scalar(q::SERVICE_INSERT.get(d))
                 .bind(&fence.node)
                 .bind(ServiceRunStatus::Running.as_str())
                 .bind(fence.epoch)
                 .fetch_optional(&mut *tx)
                 .await?;
             match id {
-                Some((id,)) => ServiceGate::Acquired(id),
+                Some(id) => ServiceGate::Acquired(id),
                 None => {
                     sqlx::query(q::SERVICE_INSERT.get(d))
                         .bind(&fence.node)
@@ -231,32 +270,32 @@ impl Coordination for SqlStore {
     }
 
     async fn lease_claim(&self, node: &str, ttl_ms: i64, held: Option<i64>) -> StoreResult<Option<i64>> {
-        let epoch: Option<(i64,)> = in_tx!(self, |tx, d| sqlx::query_as(q::LEASE_CLAIM.get(d))
+        let epoch: Option<i64> = in_tx!(self, |tx, d| sqlx::query_scalar(q::LEASE_CLAIM.get(d))
             .bind(node)
             .bind(ttl_ms)
             .bind(held)
             .fetch_optional(&mut *tx)
             .await?);
-        Ok(epoch.map(|(e,)| e))
+        Ok(epoch)
     }
 
     async fn lease_get(&self) -> StoreResult<Lease> {
-        let (holder, epoch, expires_at, now): (Option<String>, i64, i64, i64) =
-            on_read!(self, |db, d| sqlx::query_as(q::LEASE_GET.get(d)).fetch_one(db).await?);
-        Ok(Lease { holder, epoch, expires_at, now })
+        let row: LeaseRow = on_read!(self, |db, d| sqlx::query_as(q::LEASE_GET.get(d)).fetch_one(db).await?);
+        Ok(Lease { holder: row.holder, epoch: row.epoch, expires_at: row.expires_at, now: row.now })
     }
 
     async fn ring_get(&self, owners: bool) -> StoreResult<TokenRing> {
-        let (version, total, updated_at, rows): (i64, i64, i64, Vec<(i64, String)>) = on_read!(self, |db, d| {
-            let (v, t, u): (i64, i64, i64) = sqlx::query_as(q::RING_GET.get(d)).fetch_one(db).await?;
+        let (ring, rows): (RingRow, Vec<TokenOwnerRow>) = on_read!(self, |db, d| {
+            let ring = sqlx::query_as(q::RING_GET.get(d)).fetch_one(db).await?;
             let rows = if owners { sqlx::query_as(q::TOKEN_OWNERS.get(d)).fetch_all(db).await? } else { Vec::new() };
-            (v, t, u, rows)
+            (ring, rows)
         });
+        let RingRow { version, total_tokens: total, updated_at } = ring;
         let total_tokens = to_u32("total_tokens", total)?;
         let mut owned = Vec::new();
         if owners {
             owned = vec![None; total_tokens as usize];
-            for (token, node) in rows {
+            for TokenOwnerRow { token, node } in rows {
                 if let Some(slot) = usize::try_from(token).ok().and_then(|t| owned.get_mut(t)) {
                     *slot = Some(node);
                 }
@@ -274,8 +313,8 @@ impl Coordination for SqlStore {
     }
 
     async fn token_owns_any(&self, node: &str) -> StoreResult<bool> {
-        let row: Option<(i64,)> =
-            on_read!(self, |db, d| sqlx::query_as(q::TOKEN_OWNS_ANY.get(d)).bind(node).fetch_optional(db).await?);
+        let row: Option<i64> =
+            on_read!(self, |db, d| sqlx::query_scalar(q::TOKEN_OWNS_ANY.get(d)).bind(node).fetch_optional(db).await?);
         Ok(row.is_some())
     }
 
@@ -296,12 +335,12 @@ impl Coordination for SqlStore {
         let (before, after) = (to_json(&audit.nodes_before)?, to_json(&audit.nodes_after)?);
         let version = in_tx!(self, |tx, d| {
             check_fence(&mut *tx, fence).await?;
-            let bumped: Option<(i64,)> = sqlx::query_as(q::RING_BUMP.get(d))
+            let bumped: Option<i64> = sqlx::query_scalar(q::RING_BUMP.get(d))
                 .bind(seen_version)
                 .bind(i64::from(total_tokens))
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let Some((version,)) = bumped {
+            if let Some(version) = bumped {
                 sqlx::query(q::TOKEN_OWNERS_TRIM.get(d)).bind(i64::from(total_tokens)).execute(&mut *tx).await?;
                 sqlx::query(q::TOKEN_OWNERS_UPSERT.get(d)).bind(&owners).execute(&mut *tx).await?;
                 sqlx::query(q::TOKEN_AUDIT_INSERT.get(d))
@@ -315,28 +354,27 @@ impl Coordination for SqlStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            bumped.map(|(v,)| v)
+            bumped
         });
         Ok(version)
     }
 
     async fn token_audits(&self, limit: u32) -> StoreResult<Vec<TokenAudit>> {
-        type Row = (i64, String, i64, String, String, i64, i64, i64);
-        let rows: Vec<Row> = on_read!(self, |db, d| sqlx::query_as(q::TOKEN_AUDIT_LIST.get(d))
+        let rows: Vec<AuditRow> = on_read!(self, |db, d| sqlx::query_as(q::TOKEN_AUDIT_LIST.get(d))
             .bind(i64::from(limit))
             .fetch_all(db)
             .await?);
         rows.into_iter()
-            .map(|(version, leader, epoch, before, after, moved, compute_us, at)| {
+            .map(|r| {
                 Ok(TokenAudit {
-                    version,
-                    leader,
-                    epoch,
-                    nodes_before: serde_json::from_str(&before).map_err(|e| corrupt("token audit", e))?,
-                    nodes_after: serde_json::from_str(&after).map_err(|e| corrupt("token audit", e))?,
-                    moved: to_u32("moved", moved)?,
-                    compute_us,
-                    at,
+                    nodes_before: serde_json::from_str(&r.nodes_before).map_err(|e| corrupt("token audit", e))?,
+                    nodes_after: serde_json::from_str(&r.nodes_after).map_err(|e| corrupt("token audit", e))?,
+                    moved: to_u32("moved", r.moved)?,
+                    version: r.version,
+                    leader: r.leader,
+                    epoch: r.epoch,
+                    compute_us: r.compute_us,
+                    at: r.at,
                 })
             })
             .collect()

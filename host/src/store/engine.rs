@@ -410,7 +410,7 @@ macro_rules! on_conn {
 /// PostgreSQL until the commit, so no new term can begin meanwhile). Fails with
 /// [`StoreError::Fenced`] otherwise; the caller's `?` then rolls the transaction back.
 pub(super) async fn check_fence(conn: impl Into<Conn<'_>>, fence: &Fence) -> StoreResult<()> {
-    let held: Option<(i64,)> = on_conn!(conn.into(), |c, d| sqlx::query_as(sql::coord::LEASE_CHECK.get(d))
+    let held: Option<i64> = on_conn!(conn.into(), |c, d| sqlx::query_scalar(sql::coord::LEASE_CHECK.get(d))
         .bind(&fence.node)
         .bind(fence.epoch)
         .fetch_optional(&mut *c)

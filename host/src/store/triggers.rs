@@ -211,7 +211,7 @@ pub(super) async fn events_after(
     limit: u32,
 ) -> StoreResult<(Vec<Event>, i64)> {
     let rows: Vec<EventRow> = on_read!(store, |db, d| {
-        let (hi,): (Option<i64>,) = sqlx::query_as(q::EVENTS_SETTLED.get(d))
+        let hi: Option<i64> = sqlx::query_scalar(q::EVENTS_SETTLED.get(d))
             .bind(after)
             .bind(settle_ms)
             .bind(i64::from(limit))
@@ -235,7 +235,7 @@ pub(super) async fn status_changes_after(
 ) -> StoreResult<(Vec<StatusChange>, i64)> {
     let names = to_json(tasks)?;
     let (rows, next): (Vec<ChangeRow>, i64) = on_read!(store, |db, d| {
-        let (hi,): (Option<i64>,) = sqlx::query_as(q::HISTORY_SETTLED.get(d))
+        let hi: Option<i64> = sqlx::query_scalar(q::HISTORY_SETTLED.get(d))
             .bind(after)
             .bind(settle_ms)
             .bind(i64::from(limit))
