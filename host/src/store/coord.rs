@@ -1,19 +1,19 @@
 //! [`Coordination`] for [`SqlStore`]: node membership, the atomic services' gate and records,
-//! triggers, events and the trigger evaluation's cursors. A child of `engine.rs` (it shares its
-//! transaction macros and row helpers); the SQL is in `sql_coord.rs`.
+//! the leader lease and the token ring; its trigger and event methods are in `triggers.rs`, the
+//! leader's recovery of pending invocations and concurrency drops in `transitions.rs`. A child
+//! of `engine.rs` (it shares its transaction macros and row helpers); the SQL is in
+//! `sql_coord.rs`.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{
-    AppliedRow, Dialect, LostJson, MovableRow, Pools, SqlStore, Transition, corrupt, moves, parse_status, sql,
-    stored_failure, to_json, to_u32, transition_history, transition_json,
-};
+use super::{Dialect, Pools, SqlStore, check_fence, corrupt, sql, to_json, to_u32};
+use super::{transitions, triggers};
 use crate::model::{
-    Event, InvocationStatus, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit,
-    TokenRing, Trigger, TriggerRun,
+    Event, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit, TokenRing, Trigger,
+    TriggerRun,
 };
 use crate::store::{Coordination, Fence, ServiceGate, Store, StoreError, StoreResult};
 
@@ -76,79 +76,41 @@ impl ServiceRow {
     }
 }
 
+/// The leader lease as it is now ([`q::LEASE_GET`]).
 #[derive(sqlx::FromRow)]
-struct TriggerRow {
-    id: String,
-    task: String,
-    args: Option<String>,
-    args_from: String,
-    condition: String,
-    state: String,
-    created_at: i64,
+struct LeaseRow {
+    holder: Option<String>,
+    epoch: i64,
+    expires_at: i64,
+    now: i64,
 }
 
-impl TriggerRow {
-    fn decode(self) -> StoreResult<Trigger> {
-        Ok(Trigger {
-            args: self.args.map(|a| serde_json::from_str(&a)).transpose().map_err(|e| corrupt("trigger args", e))?,
-            args_from: self.args_from.parse().map_err(|e: String| StoreError::Corrupt(e))?,
-            on: serde_json::from_str(&self.condition).map_err(|e| corrupt("trigger condition", e))?,
-            state: serde_json::from_str(&self.state).map_err(|e| corrupt("trigger state", e))?,
-            id: self.id,
-            task: self.task,
-            created_at: self.created_at,
-        })
-    }
+/// The ring's header ([`q::RING_GET`]).
+#[derive(sqlx::FromRow)]
+struct RingRow {
+    version: i64,
+    total_tokens: i64,
+    updated_at: i64,
 }
 
+/// One token's owner ([`q::TOKEN_OWNERS`]).
 #[derive(sqlx::FromRow)]
-struct TriggerRunRow {
-    trigger_id: String,
-    run_key: String,
-    invocation_id: Option<String>,
+struct TokenOwnerRow {
+    token: i64,
+    node: String,
+}
+
+/// One ring swap on record ([`q::TOKEN_AUDIT_LIST`]).
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    version: i64,
+    leader: String,
+    epoch: i64,
+    nodes_before: String,
+    nodes_after: String,
+    moved: i64,
+    compute_us: i64,
     at: i64,
-}
-
-#[derive(Serialize)]
-struct TriggerRunJson<'a> {
-    trigger_id: &'a str,
-    run_key: &'a str,
-    invocation_id: Option<&'a str>,
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    seq: i64,
-    code: String,
-    payload: String,
-    at: i64,
-}
-
-impl EventRow {
-    fn decode(self) -> StoreResult<Event> {
-        Ok(Event {
-            payload: serde_json::from_str(&self.payload).map_err(|e| corrupt("event payload", e))?,
-            seq: self.seq,
-            code: self.code,
-            at: self.at,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ChangeRow {
-    seq: i64,
-    invocation_id: String,
-    task: String,
-    status: String,
-    result: Option<String>,
-    error_kind: Option<String>,
-    error_message: Option<String>,
-    at: i64,
-}
-
-fn count(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 #[async_trait]
@@ -165,9 +127,11 @@ impl Coordination for SqlStore {
     }
 
     async fn node_heartbeat(&self, name: &str) -> StoreResult<Option<Millis>> {
-        let at: Option<(i64,)> =
-            in_tx!(self, |tx, d| sqlx::query_as(q::NODE_HEARTBEAT.get(d)).bind(name).fetch_optional(&mut *tx).await?);
-        Ok(at.map(|(t,)| t))
+        let at: Option<i64> = in_tx!(self, |tx, d| sqlx::query_scalar(q::NODE_HEARTBEAT.get(d))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?);
+        Ok(at)
     }
 
     async fn node_leave(&self, name: &str) -> StoreResult<()> {
@@ -189,16 +153,16 @@ impl Coordination for SqlStore {
 
     async fn service_begin(&self, fence: &Fence, stale_after_ms: i64) -> StoreResult<ServiceGate> {
         let gate = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             sqlx::query(q::SERVICE_ABANDON.get(d)).bind(stale_after_ms).bind(fence.epoch).execute(&mut *tx).await?;
-            let id: Option<(i64,)> = sqlx::query_as(q::SERVICE_INSERT.get(d))
+            let id: Option<i64> = sqlx::query_scalar(q::SERVICE_INSERT.get(d))
                 .bind(&fence.node)
                 .bind(ServiceRunStatus::Running.as_str())
                 .bind(fence.epoch)
                 .fetch_optional(&mut *tx)
                 .await?;
             match id {
-                Some((id,)) => ServiceGate::Acquired(id),
+                Some(id) => ServiceGate::Acquired(id),
                 None => {
                     sqlx::query(q::SERVICE_INSERT.get(d))
                         .bind(&fence.node)
@@ -236,84 +200,33 @@ impl Coordination for SqlStore {
 
     async fn service_prune(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64> {
         Ok(in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
+            check_fence(&mut *tx, fence).await?;
             sqlx::query(q::SERVICE_PRUNE.get(d)).bind(older_than_ms).execute(&mut *tx).await?.rows_affected()
         }))
     }
 
     async fn invocation_recover_pending(&self, fence: &Fence, older_than_ms: i64, limit: u32) -> StoreResult<u64> {
-        let why = format!(
-            "attempt lost: claimed but not started within max_pending ({older_than_ms} ms); the leader `{}` rerouted the invocation",
-            fence.node
-        );
-        let moved = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
-            let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))
-                .bind(older_than_ms)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await?;
-            let changes = moves(rows, &fence.node, super::recovery_path)?;
-            let applied = apply_moves!(tx, d, &changes);
-            end_lost!(tx, d, &changes, &applied, &why);
-            applied.len()
-        });
-        Ok(count(moved))
+        transitions::recover_pending(self, fence, older_than_ms, limit).await
     }
 
     async fn invocation_drop_blocked(&self, fence: &Fence, tasks: &[String], limit: u32) -> StoreResult<Vec<String>> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names = to_json(tasks)?;
-        let dropped = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
-            let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_BLOCKED.get(d))
-                .bind(&names)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await?;
-            let changes = moves(rows, &fence.node, |_| vec![InvocationStatus::ConcurrencyControlledFinal])?;
-            let applied = apply_moves!(tx, d, &changes);
-            applied.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect::<Vec<_>>()
-        });
-        Ok(dropped)
+        transitions::drop_blocked(self, fence, tasks, limit).await
     }
 
-    async fn trigger_insert(&self, t: &Trigger) -> StoreResult<Trigger> {
-        let args = t.args.as_ref().map(to_json).transpose()?;
-        let (condition, state) = (to_json(&t.on)?, to_json(&t.state)?);
-        let row: TriggerRow = in_tx!(self, |tx, d| sqlx::query_as(q::TRIGGER_INSERT.get(d))
-            .bind(&t.id)
-            .bind(&t.task)
-            .bind(&args)
-            .bind(t.args_from.as_str())
-            .bind(&condition)
-            .bind(&state)
-            .fetch_one(&mut *tx)
-            .await?);
-        row.decode()
+    async fn trigger_insert(&self, trigger: &Trigger) -> StoreResult<Trigger> {
+        triggers::trigger_insert(self, trigger).await
     }
 
     async fn trigger_list(&self) -> StoreResult<Vec<Trigger>> {
-        let rows: Vec<TriggerRow> =
-            on_read!(self, |db, d| sqlx::query_as(q::TRIGGER_LIST.get(d)).fetch_all(db).await?);
-        rows.into_iter().map(TriggerRow::decode).collect()
+        triggers::trigger_list(self).await
     }
 
     async fn trigger_get(&self, id: &str) -> StoreResult<Option<Trigger>> {
-        let row: Option<TriggerRow> =
-            on_read!(self, |db, d| sqlx::query_as(q::TRIGGER_GET.get(d)).bind(id).fetch_optional(db).await?);
-        row.map(TriggerRow::decode).transpose()
+        triggers::trigger_get(self, id).await
     }
 
     async fn trigger_delete(&self, id: &str) -> StoreResult<bool> {
-        let n = in_tx!(self, |tx, d| sqlx::query(q::TRIGGER_DELETE.get(d))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected());
-        Ok(n > 0)
+        triggers::trigger_delete(self, id).await
     }
 
     async fn trigger_evaluation_save(
@@ -323,91 +236,19 @@ impl Coordination for SqlStore {
         runs: &[TriggerRun],
         cursors: &[(&str, i64)],
     ) -> StoreResult<()> {
-        #[derive(Serialize)]
-        struct StateJson<'a> {
-            id: &'a str,
-            state: String,
-        }
-        #[derive(Serialize)]
-        struct CursorJson<'a> {
-            name: &'a str,
-            position: i64,
-        }
-        let states = states
-            .iter()
-            .map(|(id, state)| Ok(StateJson { id, state: to_json(state)? }))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let runs: Vec<TriggerRunJson<'_>> = runs
-            .iter()
-            .map(|r| TriggerRunJson {
-                trigger_id: &r.trigger_id,
-                run_key: &r.run_key,
-                invocation_id: r.invocation_id.as_deref(),
-            })
-            .collect();
-        let cursors: Vec<CursorJson<'_>> =
-            cursors.iter().map(|&(name, position)| CursorJson { name, position }).collect();
-        if states.is_empty() && runs.is_empty() && cursors.is_empty() {
-            return Ok(());
-        }
-        let (states_json, runs_json, cursors_json) = (to_json(&states)?, to_json(&runs)?, to_json(&cursors)?);
-        in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
-            if !states.is_empty() {
-                sqlx::query(q::TRIGGER_STATES_UPDATE.get(d)).bind(&states_json).execute(&mut *tx).await?;
-            }
-            if !runs.is_empty() {
-                sqlx::query(q::TRIGGER_RUNS_INSERT.get(d)).bind(&runs_json).execute(&mut *tx).await?;
-            }
-            if !cursors.is_empty() {
-                sqlx::query(q::CURSORS_UPSERT.get(d)).bind(&cursors_json).execute(&mut *tx).await?;
-            }
-        });
-        Ok(())
+        triggers::trigger_evaluation_save(self, &triggers::Evaluation { fence, states, runs, cursors }).await
     }
 
     async fn trigger_runs(&self, trigger_id: &str, limit: u32) -> StoreResult<Vec<TriggerRun>> {
-        let rows: Vec<TriggerRunRow> = on_read!(self, |db, d| sqlx::query_as(q::TRIGGER_RUNS_LIST.get(d))
-            .bind(trigger_id)
-            .bind(i64::from(limit))
-            .fetch_all(db)
-            .await?);
-        Ok(rows
-            .into_iter()
-            .map(|r| TriggerRun {
-                trigger_id: r.trigger_id,
-                run_key: r.run_key,
-                invocation_id: r.invocation_id,
-                at: r.at,
-            })
-            .collect())
+        triggers::trigger_runs(self, trigger_id, limit).await
     }
 
     async fn event_insert(&self, code: &str, payload: &serde_json::Value) -> StoreResult<Event> {
-        let payload = to_json(payload)?;
-        let row: EventRow = in_tx!(self, |tx, d| sqlx::query_as(q::EVENT_INSERT.get(d))
-            .bind(code)
-            .bind(&payload)
-            .fetch_one(&mut *tx)
-            .await?);
-        row.decode()
+        triggers::event_insert(self, code, payload).await
     }
 
     async fn events_after(&self, after: i64, settle_ms: i64, limit: u32) -> StoreResult<(Vec<Event>, i64)> {
-        let rows: Vec<EventRow> = on_read!(self, |db, d| {
-            let (hi,): (Option<i64>,) = sqlx::query_as(q::EVENTS_SETTLED.get(d))
-                .bind(after)
-                .bind(settle_ms)
-                .bind(i64::from(limit))
-                .fetch_one(db)
-                .await?;
-            match hi {
-                None => Vec::new(),
-                Some(hi) => sqlx::query_as(q::EVENTS_RANGE.get(d)).bind(after).bind(hi).fetch_all(db).await?,
-            }
-        });
-        let next = rows.last().map_or(after, |r| r.seq);
-        Ok((rows.into_iter().map(EventRow::decode).collect::<StoreResult<_>>()?, next))
+        triggers::events_after(self, after, settle_ms, limit).await
     }
 
     async fn status_changes_after(
@@ -417,84 +258,44 @@ impl Coordination for SqlStore {
         settle_ms: i64,
         limit: u32,
     ) -> StoreResult<(Vec<StatusChange>, i64)> {
-        let names = to_json(tasks)?;
-        let (rows, next): (Vec<ChangeRow>, i64) = on_read!(self, |db, d| {
-            let (hi,): (Option<i64>,) = sqlx::query_as(q::HISTORY_SETTLED.get(d))
-                .bind(after)
-                .bind(settle_ms)
-                .bind(i64::from(limit))
-                .fetch_one(db)
-                .await?;
-            match hi {
-                None => (Vec::new(), after),
-                Some(hi) if tasks.is_empty() => (Vec::new(), hi),
-                Some(hi) => (
-                    sqlx::query_as(q::STATUS_CHANGES.get(d)).bind(after).bind(hi).bind(&names).fetch_all(db).await?,
-                    hi,
-                ),
-            }
-        });
-        let changes = rows
-            .into_iter()
-            .map(|r| {
-                Ok(StatusChange {
-                    seq: r.seq,
-                    status: parse_status(&r.status)?,
-                    result: r
-                        .result
-                        .map(|t| serde_json::from_str(&t))
-                        .transpose()
-                        .map_err(|e| corrupt("invocation result", e))?,
-                    error: stored_failure(r.error_kind, r.error_message)?,
-                    invocation: r.invocation_id,
-                    task: r.task,
-                    at: r.at,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok((changes, next))
+        triggers::status_changes_after(self, after, tasks, settle_ms, limit).await
     }
 
     async fn events_purge(&self, fence: &Fence, older_than_ms: i64) -> StoreResult<u64> {
-        Ok(in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
-            sqlx::query(q::EVENTS_PURGE.get(d)).bind(older_than_ms).execute(&mut *tx).await?.rows_affected()
-        }))
+        triggers::events_purge(self, fence, older_than_ms).await
     }
 
     async fn trigger_cursors(&self) -> StoreResult<HashMap<String, i64>> {
-        let rows: Vec<(String, i64)> =
-            on_read!(self, |db, d| sqlx::query_as(q::CURSOR_LIST.get(d)).fetch_all(db).await?);
-        Ok(rows.into_iter().collect())
+        triggers::trigger_cursors(self).await
     }
 
     async fn lease_claim(&self, node: &str, ttl_ms: i64, held: Option<i64>) -> StoreResult<Option<i64>> {
-        let epoch: Option<(i64,)> = in_tx!(self, |tx, d| sqlx::query_as(q::LEASE_CLAIM.get(d))
+        let epoch: Option<i64> = in_tx!(self, |tx, d| sqlx::query_scalar(q::LEASE_CLAIM.get(d))
             .bind(node)
             .bind(ttl_ms)
             .bind(held)
             .fetch_optional(&mut *tx)
             .await?);
-        Ok(epoch.map(|(e,)| e))
+        Ok(epoch)
     }
 
     async fn lease_get(&self) -> StoreResult<Lease> {
-        let (holder, epoch, expires_at, now): (Option<String>, i64, i64, i64) =
-            on_read!(self, |db, d| sqlx::query_as(q::LEASE_GET.get(d)).fetch_one(db).await?);
-        Ok(Lease { holder, epoch, expires_at, now })
+        let row: LeaseRow = on_read!(self, |db, d| sqlx::query_as(q::LEASE_GET.get(d)).fetch_one(db).await?);
+        Ok(Lease { holder: row.holder, epoch: row.epoch, expires_at: row.expires_at, now: row.now })
     }
 
     async fn ring_get(&self, owners: bool) -> StoreResult<TokenRing> {
-        let (version, total, updated_at, rows): (i64, i64, i64, Vec<(i64, String)>) = on_read!(self, |db, d| {
-            let (v, t, u): (i64, i64, i64) = sqlx::query_as(q::RING_GET.get(d)).fetch_one(db).await?;
+        let (ring, rows): (RingRow, Vec<TokenOwnerRow>) = on_read!(self, |db, d| {
+            let ring = sqlx::query_as(q::RING_GET.get(d)).fetch_one(db).await?;
             let rows = if owners { sqlx::query_as(q::TOKEN_OWNERS.get(d)).fetch_all(db).await? } else { Vec::new() };
-            (v, t, u, rows)
+            (ring, rows)
         });
+        let RingRow { version, total_tokens: total, updated_at } = ring;
         let total_tokens = to_u32("total_tokens", total)?;
         let mut owned = Vec::new();
         if owners {
             owned = vec![None; total_tokens as usize];
-            for (token, node) in rows {
+            for TokenOwnerRow { token, node } in rows {
                 if let Some(slot) = usize::try_from(token).ok().and_then(|t| owned.get_mut(t)) {
                     *slot = Some(node);
                 }
@@ -512,8 +313,8 @@ impl Coordination for SqlStore {
     }
 
     async fn token_owns_any(&self, node: &str) -> StoreResult<bool> {
-        let row: Option<(i64,)> =
-            on_read!(self, |db, d| sqlx::query_as(q::TOKEN_OWNS_ANY.get(d)).bind(node).fetch_optional(db).await?);
+        let row: Option<i64> =
+            on_read!(self, |db, d| sqlx::query_scalar(q::TOKEN_OWNS_ANY.get(d)).bind(node).fetch_optional(db).await?);
         Ok(row.is_some())
     }
 
@@ -533,13 +334,13 @@ impl Coordination for SqlStore {
         let owners = to_json(&moved.iter().map(|(token, node)| Owner { token: *token, node }).collect::<Vec<_>>())?;
         let (before, after) = (to_json(&audit.nodes_before)?, to_json(&audit.nodes_after)?);
         let version = in_tx!(self, |tx, d| {
-            fence!(tx, d, fence);
-            let bumped: Option<(i64,)> = sqlx::query_as(q::RING_BUMP.get(d))
+            check_fence(&mut *tx, fence).await?;
+            let bumped: Option<i64> = sqlx::query_scalar(q::RING_BUMP.get(d))
                 .bind(seen_version)
                 .bind(i64::from(total_tokens))
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let Some((version,)) = bumped {
+            if let Some(version) = bumped {
                 sqlx::query(q::TOKEN_OWNERS_TRIM.get(d)).bind(i64::from(total_tokens)).execute(&mut *tx).await?;
                 sqlx::query(q::TOKEN_OWNERS_UPSERT.get(d)).bind(&owners).execute(&mut *tx).await?;
                 sqlx::query(q::TOKEN_AUDIT_INSERT.get(d))
@@ -553,28 +354,27 @@ impl Coordination for SqlStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            bumped.map(|(v,)| v)
+            bumped
         });
         Ok(version)
     }
 
     async fn token_audits(&self, limit: u32) -> StoreResult<Vec<TokenAudit>> {
-        type Row = (i64, String, i64, String, String, i64, i64, i64);
-        let rows: Vec<Row> = on_read!(self, |db, d| sqlx::query_as(q::TOKEN_AUDIT_LIST.get(d))
+        let rows: Vec<AuditRow> = on_read!(self, |db, d| sqlx::query_as(q::TOKEN_AUDIT_LIST.get(d))
             .bind(i64::from(limit))
             .fetch_all(db)
             .await?);
         rows.into_iter()
-            .map(|(version, leader, epoch, before, after, moved, compute_us, at)| {
+            .map(|r| {
                 Ok(TokenAudit {
-                    version,
-                    leader,
-                    epoch,
-                    nodes_before: serde_json::from_str(&before).map_err(|e| corrupt("token audit", e))?,
-                    nodes_after: serde_json::from_str(&after).map_err(|e| corrupt("token audit", e))?,
-                    moved: to_u32("moved", moved)?,
-                    compute_us,
-                    at,
+                    nodes_before: serde_json::from_str(&r.nodes_before).map_err(|e| corrupt("token audit", e))?,
+                    nodes_after: serde_json::from_str(&r.nodes_after).map_err(|e| corrupt("token audit", e))?,
+                    moved: to_u32("moved", r.moved)?,
+                    version: r.version,
+                    leader: r.leader,
+                    epoch: r.epoch,
+                    compute_us: r.compute_us,
+                    at: r.at,
                 })
             })
             .collect()

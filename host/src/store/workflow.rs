@@ -426,7 +426,7 @@ impl WorkflowStore for SqlStore {
                         .filter_map(|s| s.invocation.clone())
                         .collect();
                     if !calls.is_empty() {
-                        insert_registered!(tx, d, &calls);
+                        super::insert_registered(&mut *tx, &calls).await?;
                         out.started = calls.into_iter().map(|c| c.id).collect();
                     }
                 }

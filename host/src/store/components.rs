@@ -1,0 +1,357 @@
+//! Components and tasks for [`SqlStore`]: uploads (component row, its tasks, the options a user
+//! patched kept), reads, deletion refused while calls are unfinished, task options. A child of
+//! `engine.rs` (it shares its transaction macros); the SQL is in `sql_components.rs`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::{Dialect, NameRow, Pools, SqlStore, clamp_i64, corrupt, sql, to_json, to_u32, to_u64};
+use crate::model::{ComponentInfo, Concurrency, TaskDef, TaskPatch};
+use crate::store::{StoreError, StoreResult};
+
+use sql::components as q;
+
+/// What [`put`] stores: a component's name, digest and bytes, and the tasks it describes.
+pub(super) struct NewComponent<'a> {
+    /// Unique name.
+    pub name: &'a str,
+    /// Digest of `bytes`.
+    pub digest: &'a str,
+    /// The component.
+    pub bytes: &'a [u8],
+    /// Its tasks as described (options a user patched are applied on top).
+    pub tasks: &'a [TaskDef],
+}
+
+/// A `tasks` row (`task_columns!` in `sql.rs`, shared with the workflow statements).
+#[derive(sqlx::FromRow)]
+pub(super) struct TaskRow {
+    name: String,
+    component: String,
+    description: Option<String>,
+    max_attempts: i64,
+    timeout_ms: i64,
+    memory_limit_bytes: i64,
+    registration_concurrency: String,
+    running_concurrency: String,
+    key_arguments: String,
+    pins: String,
+    paused: bool,
+    user_patched: String,
+    options: String,
+}
+#[derive(sqlx::FromRow)]
+struct ComponentRow {
+    name: String,
+    digest: String,
+    size_bytes: i64,
+    uploaded_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskNameRow {
+    component: String,
+    name: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PutTaskRow {
+    name: String,
+    component: String,
+    user_patched: String,
+}
+
+/// Unfinished invocations of one task (`q::COMPONENT_UNFINISHED`, `q::TASKS_STALE_UNFINISHED`).
+#[derive(sqlx::FromRow)]
+struct TaskCount {
+    task: String,
+    count: i64,
+}
+
+/// ` and N of `task`, …` for the tasks after the first of a refusal's message.
+fn others(rest: &[TaskCount]) -> String {
+    rest.iter().map(|t| format!(", and {} of task `{}`", t.count, t.task)).collect()
+}
+
+#[derive(sqlx::FromRow)]
+struct BytesRow {
+    bytes: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct TaskJson<'a> {
+    name: &'a str,
+    component: &'a str,
+    description: Option<&'a str>,
+    max_attempts: i64,
+    timeout_ms: i64,
+    memory_limit_bytes: i64,
+    registration_concurrency: &'static str,
+    running_concurrency: &'static str,
+    key_arguments: String,
+    pins: String,
+    paused: i64,
+    user_patched: String,
+    options: String,
+}
+
+/// Refuses to store text that would not decode later (the store never holds rows it cannot
+fn parse_concurrency(s: &str) -> StoreResult<Concurrency> {
+    s.parse().map_err(|e: String| StoreError::Corrupt(e))
+}
+
+fn parse_patch(s: &str) -> StoreResult<TaskPatch> {
+    serde_json::from_str(s).map_err(|e| corrupt("task user patch", e))
+}
+
+/// `base` with every field `patch` sets overridden, as a JSON object without nulls (so new
+/// patch fields need no code here).
+fn merge_patch(base: &str, patch: &TaskPatch) -> StoreResult<String> {
+    let mut merged: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(base).map_err(|e| corrupt("task user patch", e))?;
+    match serde_json::to_value(patch) {
+        Ok(serde_json::Value::Object(fields)) => {
+            for (k, v) in fields {
+                if !v.is_null() {
+                    merged.insert(k, v);
+                }
+            }
+        }
+        other => return Err(corrupt("task patch", format!("{other:?}"))),
+    }
+    to_json(&merged)
+}
+
+impl TaskRow {
+    fn decode(self) -> StoreResult<TaskDef> {
+        Ok(TaskDef {
+            max_attempts: to_u32("max_attempts", self.max_attempts)?,
+            timeout_ms: to_u64("timeout_ms", self.timeout_ms)?,
+            memory_limit_bytes: to_u64("memory_limit_bytes", self.memory_limit_bytes)?,
+            registration_concurrency: parse_concurrency(&self.registration_concurrency)?,
+            running_concurrency: parse_concurrency(&self.running_concurrency)?,
+            key_arguments: serde_json::from_str(&self.key_arguments).map_err(|e| corrupt("key_arguments", e))?,
+            pins: serde_json::from_str(&self.pins).map_err(|e| corrupt("pins", e))?,
+            paused: self.paused,
+            policy: serde_json::from_str(&self.options).map_err(|e| corrupt("options", e))?,
+            name: self.name,
+            component: self.component,
+            description: self.description,
+        })
+    }
+}
+
+fn component_info(row: ComponentRow, tasks: Vec<String>) -> ComponentInfo {
+    ComponentInfo {
+        name: row.name,
+        digest: row.digest,
+        size_bytes: row.size_bytes,
+        uploaded_at: row.uploaded_at,
+        tasks,
+    }
+}
+
+fn task_json<'a>(task: &'a TaskDef, component: &'a str, user_patched: String) -> StoreResult<TaskJson<'a>> {
+    Ok(TaskJson {
+        name: &task.name,
+        component,
+        description: task.description.as_deref(),
+        max_attempts: i64::from(task.max_attempts),
+        timeout_ms: clamp_i64(task.timeout_ms),
+        memory_limit_bytes: clamp_i64(task.memory_limit_bytes),
+        registration_concurrency: task.registration_concurrency.as_str(),
+        running_concurrency: task.running_concurrency.as_str(),
+        key_arguments: to_json(&task.key_arguments)?,
+        pins: to_json(&task.pins)?,
+        paused: i64::from(task.paused),
+        user_patched,
+        options: to_json(&task.policy)?,
+    })
+}
+
+/// Stores a component and registers its tasks in one transaction ([`crate::store::Store::component_put`]).
+pub(super) async fn put(store: &SqlStore, component: &NewComponent<'_>) -> StoreResult<ComponentInfo> {
+    let NewComponent { name, digest, bytes, tasks } = *component;
+    let mut names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(StoreError::Conflict(format!("task `{}` is described twice by component `{name}`", w[0])));
+    }
+    let names_json = to_json(&names)?;
+    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+    let (row, upserted) = in_tx!(store, |tx, d| {
+        let existing: Vec<PutTaskRow> =
+            sqlx::query_as(q::TASKS_FOR_PUT.get(d)).bind(&names_json).bind(name).fetch_all(&mut *tx).await?;
+        let mut patches = HashMap::new();
+        for r in existing {
+            if r.component != name {
+                return Err(StoreError::Conflict(format!("task `{}` belongs to component `{}`", r.name, r.component)));
+            }
+            patches.insert(r.name, r.user_patched);
+        }
+        let row: ComponentRow = sqlx::query_as(q::COMPONENT_UPSERT.get(d))
+            .bind(name)
+            .bind(digest)
+            .bind(size)
+            .bind(bytes)
+            .fetch_one(&mut *tx)
+            .await?;
+        // A task the new version drops must not strand calls that still wait for it.
+        let stranded: Vec<TaskCount> =
+            sqlx::query_as(q::TASKS_STALE_UNFINISHED.get(d)).bind(&names_json).bind(name).fetch_all(&mut *tx).await?;
+        if let Some(first) = stranded.first() {
+            return Err(StoreError::Conflict(format!(
+                "this version of component `{name}` has no task `{}`, which has {} unfinished call(s){}; \
+                 cancel them (POST /v1/invocations/{{id}}/cancel, found with GET /v1/invocations?task={}) \
+                 or let them finish, then upload it again",
+                first.task,
+                first.count,
+                others(&stranded[1..]),
+                first.task
+            )));
+        }
+        sqlx::query(q::TASKS_DELETE_STALE.get(d)).bind(&names_json).bind(name).execute(&mut *tx).await?;
+        let mut effective = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let mut def = t.clone();
+            def.component = name.to_owned();
+            let patched = patches.remove(&t.name).unwrap_or_else(|| "{}".to_owned());
+            def.apply(&parse_patch(&patched)?);
+            effective.push((def, patched));
+        }
+        let rows = effective
+            .iter()
+            .map(|(def, patched)| task_json(def, name, patched.clone()))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let upserted: Vec<NameRow> = if rows.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(q::TASKS_UPSERT.get(d)).bind(to_json(&rows)?).fetch_all(&mut *tx).await?
+        };
+        if upserted.len() != tasks.len() {
+            // A concurrent upload took a name between our read and the upsert.
+            let done: HashSet<&str> = upserted.iter().map(|r| r.name.as_str()).collect();
+            let lost = names.iter().find(|n| !done.contains(*n)).copied().unwrap_or_default();
+            return Err(StoreError::Conflict(format!("task `{lost}` belongs to another component")));
+        }
+        (row, upserted)
+    });
+    let mut task_names: Vec<String> = upserted.into_iter().map(|r| r.name).collect();
+    task_names.sort_unstable();
+    Ok(component_info(row, task_names))
+}
+
+pub(super) async fn list(store: &SqlStore) -> StoreResult<Vec<ComponentInfo>> {
+    let (rows, names): (Vec<ComponentRow>, Vec<TaskNameRow>) = on_read!(store, |db, d| {
+        let rows = sqlx::query_as(q::COMPONENT_LIST.get(d)).fetch_all(db).await?;
+        let names = sqlx::query_as(q::COMPONENT_TASK_NAMES.get(d)).fetch_all(db).await?;
+        (rows, names)
+    });
+    let mut by_component: HashMap<String, Vec<String>> = HashMap::new();
+    for n in names {
+        by_component.entry(n.component).or_default().push(n.name);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let tasks = by_component.remove(&row.name).unwrap_or_default();
+            component_info(row, tasks)
+        })
+        .collect())
+}
+
+pub(super) async fn get(store: &SqlStore, name: &str) -> StoreResult<Option<ComponentInfo>> {
+    let found: Option<(ComponentRow, Vec<TaskNameRow>)> = on_read!(store, |db, d| {
+        match sqlx::query_as(q::COMPONENT_GET.get(d)).bind(name).fetch_optional(db).await? {
+            Some(row) => {
+                let names = sqlx::query_as(q::COMPONENT_TASK_NAMES_OF.get(d)).bind(name).fetch_all(db).await?;
+                Some((row, names))
+            }
+            None => None,
+        }
+    });
+    Ok(found.map(|(row, names)| component_info(row, names.into_iter().map(|n| n.name).collect())))
+}
+
+pub(super) async fn bytes(store: &SqlStore, name: &str) -> StoreResult<Option<Vec<u8>>> {
+    let row: Option<BytesRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::COMPONENT_BYTES.get(d)).bind(name).fetch_optional(db).await?);
+    Ok(row.map(|r| r.bytes))
+}
+
+pub(super) async fn delete(store: &SqlStore, name: &str) -> StoreResult<bool> {
+    let deleted = in_tx!(store, |tx, d| {
+        let stranded: Vec<TaskCount> =
+            sqlx::query_as(q::COMPONENT_UNFINISHED.get(d)).bind(name).fetch_all(&mut *tx).await?;
+        if !stranded.is_empty() {
+            let total: i64 = stranded.iter().map(|t| t.count).sum();
+            let per_task: Vec<String> = stranded.iter().map(|t| format!("{} of `{}`", t.count, t.task)).collect();
+            let task = stranded.first().map(|t| t.task.as_str()).unwrap_or_default();
+            return Err(StoreError::Conflict(format!(
+                "component `{name}` has {total} unfinished call(s) of its tasks ({}); cancel them \
+                 (POST /v1/invocations/{{id}}/cancel, found with GET /v1/invocations?task={task}) \
+                 or let them finish, then delete it",
+                per_task.join(", ")
+            )));
+        }
+        sqlx::query(q::COMPONENT_DELETE.get(d)).bind(name).execute(&mut *tx).await?.rows_affected()
+    });
+    Ok(deleted > 0)
+}
+
+pub(super) async fn task_list(store: &SqlStore) -> StoreResult<Vec<TaskDef>> {
+    let rows: Vec<TaskRow> = on_read!(store, |db, d| sqlx::query_as(q::TASK_LIST.get(d)).fetch_all(db).await?);
+    rows.into_iter().map(TaskRow::decode).collect()
+}
+
+pub(super) async fn task_get(store: &SqlStore, name: &str) -> StoreResult<Option<TaskDef>> {
+    let row: Option<TaskRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::TASK_GET.get(d)).bind(name).fetch_optional(db).await?);
+    row.map(TaskRow::decode).transpose()
+}
+
+pub(super) async fn task_update(store: &SqlStore, name: &str, patch: &TaskPatch) -> StoreResult<Option<TaskDef>> {
+    let updated = in_tx!(store, |tx, d| {
+        let row: Option<TaskRow> =
+            sqlx::query_as(q::TASK_GET_FOR_UPDATE.get(d)).bind(name).fetch_optional(&mut *tx).await?;
+        match row {
+            None => None,
+            Some(row) => {
+                let user_patched = merge_patch(&row.user_patched, patch)?;
+                let mut def = row.decode()?;
+                def.apply(patch);
+                sqlx::query(q::TASK_UPDATE.get(d))
+                    .bind(name)
+                    .bind(i64::from(def.max_attempts))
+                    .bind(clamp_i64(def.timeout_ms))
+                    .bind(clamp_i64(def.memory_limit_bytes))
+                    .bind(def.registration_concurrency.as_str())
+                    .bind(def.running_concurrency.as_str())
+                    .bind(to_json(&def.key_arguments)?)
+                    .bind(to_json(&def.pins)?)
+                    .bind(def.paused)
+                    .bind(user_patched)
+                    .bind(to_json(&def.policy)?)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(def)
+            }
+        }
+    });
+    Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_overrides_only_given_fields() {
+        let first = TaskPatch { max_attempts: Some(5), paused: Some(true), ..TaskPatch::default() };
+        let merged = merge_patch("{}", &first).unwrap();
+        let second = TaskPatch { max_attempts: Some(7), ..TaskPatch::default() };
+        let merged = parse_patch(&merge_patch(&merged, &second).unwrap()).unwrap();
+        assert_eq!(merged, TaskPatch { max_attempts: Some(7), paused: Some(true), ..TaskPatch::default() });
+    }
+}

@@ -1,0 +1,194 @@
+//! Conformance of task instances: live rows, heartbeats (one statement whatever their
+//! number), signals, triage with an injected clock, late outcomes.
+
+use super::*;
+
+conformance!(
+    instances_are_live_rows_with_heartbeats_and_triage,
+    one_heartbeat_statement_whatever_the_number_of_instances,
+);
+
+async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
+    use crate::model::instance::{InstanceStatus, triage};
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..6, "t")).await.expect("insert");
+    let t0 = store.now().await.expect("now");
+    let claimed = store.invocation_claim_reporting("n1", 6, 5_000, &ClaimFilter::default()).await.expect("claim");
+    assert_eq!(claimed.len(), 6);
+    // The claim writes a `queued` instance per attempt, due by claim time + the window.
+    let q = instance(store, &id(0)).await;
+    assert_eq!((q.status.as_str(), q.node.as_str(), q.attempt), ("queued", "n1", 1));
+    let due = q.report_by.expect("live");
+    assert!(due >= t0 + 5_000 && due < t0 + 15_000, "report_by {due} is claim time ({t0}…) + 5000");
+
+    // Ids 0-3 start running: the instance moves with the invocation, in one write.
+    let running: Vec<Transition> = (0..4)
+        .map(|n| {
+            let mut t = tr(&id(n), Pending, Some(("n1", 1)), &[Running]);
+            t.instance = Some(Box::new(instance_of(&id(n), 1, "n1", "running", Some(5_000))));
+            t
+        })
+        .collect();
+    assert_eq!(store.invocation_transition_batch(&running).await.expect("running"), vec![Applied; 4]);
+    assert_eq!(instance(store, &id(0)).await.status, "running");
+
+    // The heartbeat of n1 for what it holds (not id 5): report_by moves, one answer per row.
+    let held: Vec<(String, u32)> = (0..5).map(|n| (id(n), 1)).collect();
+    let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
+    assert_eq!(beat.len(), 5);
+    assert!(instance(store, &id(0)).await.report_by.expect("live") >= t0 + 60_000);
+    assert_eq!(instance(store, &id(5)).await.report_by, Some(due), "not held: not refreshed");
+    assert!(store.instance_heartbeat("n2", &held, 60_000).await.expect("heartbeat").is_empty(), "not n2's");
+    // A cancel sent through another node signals the owner in the same transaction; the
+    // signal rides the owner's next heartbeat.
+    let mut cancel = tr(&id(1), Running, Some(("n1", 1)), &[Cancelled]);
+    cancel.node = "n2".into();
+    let signalled = store.invocation_transition_signal(&cancel, "cancel").await.expect("cancel");
+    assert_eq!(signalled, (Applied, Some("n1".to_string())));
+    assert_eq!(get(store, &id(1)).await.status, Cancelled);
+    let again = store.invocation_transition_signal(&cancel, "cancel").await.expect("again");
+    assert_eq!(again, (LostRace, None), "a refused change signals nothing");
+    let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
+    let signalled: Vec<(&str, Option<&str>)> =
+        beat.iter().filter(|b| b.signal.is_some()).map(|b| (b.invocation_id.as_str(), b.signal.as_deref())).collect();
+    assert_eq!(signalled, vec![(id(1).as_str(), Some("cancel"))]);
+
+    // Triage with an injected clock: two minutes on, everything is overdue.
+    let now = store.now().await.expect("now") + 120_000;
+    let overdue = store.instance_overdue(now, 100).await.expect("overdue");
+    assert_eq!(overdue.len(), 6);
+    let decisions = triage(&overdue, now, 5_000);
+    let leader = lead(store, "leader").await;
+    assert!(is_fenced(store.instance_triage_apply(&decisions, &stale(&leader)).await), "only the leader triages");
+    assert_eq!(instance(store, &id(0)).await.status, "running", "a fenced triage writes nothing");
+    let (changed, rerouted) = store.instance_triage_apply(&decisions, &leader).await.expect("triage");
+    assert_eq!(changed, 6);
+    // Never launched (4, 5: queued) → no_heartbeat, and their invocations are taken back.
+    assert_eq!(rerouted.len(), 2, "{rerouted:?}");
+    assert_eq!(instance(store, &id(4)).await.status, "no_heartbeat");
+    assert_eq!(get(store, &id(4)).await.status, Rerouted);
+    assert_eq!(instance(store, &id(0)).await.status, "triaging");
+    assert_eq!(get(store, &id(0)).await.status, Running, "triaging does not touch the invocation");
+    // Applying the same decisions again changes nothing (compare-and-swap on status + deadline).
+    assert_eq!(store.instance_triage_apply(&decisions, &leader).await.expect("again").0, 0);
+
+    // A heartbeat in time brings triaging back to running; no_heartbeat is not revived.
+    let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
+    assert_eq!(beat.len(), 4, "ids 0-3 (4 is no_heartbeat)");
+    assert_eq!(instance(store, &id(0)).await.status, "running");
+
+    // Id 2 ends in time; nothing more is heard of 0, 1, 3: two passes give them up.
+    let mut done = tr(&id(2), Running, Some(("n1", 1)), &[Success]);
+    done.result = Some("1".into());
+    done.instance = Some(Box::new(instance_of(&id(2), 1, "n1", "done", None)));
+    assert_eq!(store.invocation_transition_batch(&[done]).await.expect("done"), vec![Applied]);
+    let mut now = store.now().await.expect("now") + 120_000;
+    for _ in 0..2 {
+        let decisions = triage(&store.instance_overdue(now, 100).await.expect("overdue"), now, 5_000);
+        store.instance_triage_apply(&decisions, &leader).await.expect("triage");
+        now += 120_000;
+    }
+    assert_eq!(instance(store, &id(0)).await.status, "unknown_error");
+    assert_eq!(instance(store, &id(4)).await.status, "error", "no_heartbeat → error");
+    assert_eq!(instance(store, &id(2)).await.status, "done", "a final instance is never triaged");
+    assert_eq!(instance(store, &id(0)).await.report_by, None);
+    let inv0 = get(store, &id(0)).await;
+    assert_eq!((inv0.status, inv0.owner), (Rerouted, None));
+    assert_eq!(statuses(store, &id(0)).await.last(), Some(&Rerouted));
+    assert!(store.instance_overdue(now + 10_000_000, 100).await.expect("overdue").is_empty(), "all final");
+
+    // The zombie's late outcome: the invocation is untouched, the instance stays as triage left it.
+    let mut late = tr(&id(0), Running, Some(("n1", 1)), &[Success]);
+    late.result = Some("2".into());
+    late.instance = Some(Box::new(instance_of(&id(0), 1, "n1", "done", None)));
+    assert_ne!(store.invocation_transition_batch(&[late]).await.expect("late"), vec![Applied]);
+    assert_eq!(instance(store, &id(0)).await.status, "unknown_error");
+    assert_eq!(get(store, &id(0)).await.status, Rerouted);
+
+    // A late error of a live instance whose invocation is already final → error_fatal.
+    store.invocation_insert_batch(&calls(10..11, "t")).await.expect("insert");
+    // (The rerouted ones are older, so the claim takes them too.)
+    let c = store.invocation_claim_reporting("n1", 10, 60_000, &ClaimFilter::default()).await.expect("claim");
+    assert!(c.iter().any(|c| c.id == id(10) && c.attempt == 1), "{c:?}");
+    let mut cancel = tr(&id(10), Pending, Some(("n1", 1)), &[Cancelled]);
+    cancel.node = "api".into();
+    assert_eq!(store.invocation_transition_batch(&[cancel]).await.expect("cancel"), vec![Applied]);
+    let mut failed = tr(&id(10), Pending, Some(("n1", 1)), &[Running, Failed]);
+    failed.error = Some(TaskFailure::new(ErrorKind::Other, "boom"));
+    let mut record = instance_of(&id(10), 1, "n1", "error", None);
+    record.error = failed.error.clone();
+    failed.instance = Some(Box::new(record));
+    assert_ne!(store.invocation_transition_batch(&[failed]).await.expect("late error")[0], Applied);
+    let i = instance(store, &id(10)).await;
+    assert_eq!(i.status, InstanceStatus::ErrorFatal.as_str());
+    assert!(i.error.as_ref().is_some_and(|e| e.message.contains("late outcome")), "{i:?}");
+    assert_eq!(get(store, &id(10)).await.status, Cancelled);
+}
+
+/// Counts the statements sqlx runs (its `sqlx::query` log events) whose text carries a marker.
+mod statement_count {
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    pub static HEARTBEATS: AtomicUsize = AtomicUsize::new(0);
+
+    struct Counter;
+    struct Find(bool);
+    impl Visit for Find {
+        fn record_str(&mut self, _: &Field, value: &str) {
+            self.0 |= value.contains("/* instance_heartbeat */");
+        }
+        fn record_debug(&mut self, _: &Field, value: &dyn std::fmt::Debug) {
+            self.0 |= format!("{value:?}").contains("/* instance_heartbeat */");
+        }
+    }
+    impl<S: tracing::Subscriber> Layer<S> for Counter {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == "sqlx::query" {
+                let mut f = Find(false);
+                event.record(&mut f);
+                if f.0 {
+                    HEARTBEATS.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Installs the counter as the process's subscriber (once).
+    pub fn install() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Counter));
+        });
+    }
+
+    pub fn heartbeats() -> usize {
+        HEARTBEATS.load(Ordering::SeqCst)
+    }
+}
+
+/// Heartbeats for 1 and for 500 running instances each cost one statement (counted from what
+/// sqlx actually ran). Only this test sends heartbeats in this binary; the SQLite and
+/// PostgreSQL variants may run at once, so each counts under a lock.
+async fn one_heartbeat_statement_whatever_the_number_of_instances(h: Harness) {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    statement_count::install();
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..500, "t")).await.expect("insert");
+    let claimed = store.invocation_claim_reporting("n1", 500, 60_000, &ClaimFilter::default()).await.expect("claim");
+    let held: Vec<(String, u32)> = claimed.iter().map(|c| (c.id.clone(), c.attempt)).collect();
+    let mut per_size = Vec::new();
+    for size in [1, 500] {
+        let _serial = SERIAL.lock().await;
+        let before = statement_count::heartbeats();
+        let beat = store.instance_heartbeat("n1", &held[..size], 60_000).await.expect("heartbeat");
+        assert_eq!(beat.len(), size);
+        per_size.push(statement_count::heartbeats() - before);
+    }
+    assert_eq!(per_size, vec![1, 1], "statements per heartbeat for 1 and 500 instances");
+}

@@ -1,0 +1,248 @@
+//! Conformance of invocations: routing, claims (order, limits, pins, concurrent claimers),
+//! reads and corrupt rows.
+
+use super::*;
+
+conformance!(
+    insert_batch,
+    claim_respects_limit_order_and_paused_tasks,
+    concurrent_claimers_never_share_an_invocation,
+    list_and_count,
+    get_many_and_history,
+    corrupt_rows_are_errors,
+);
+
+async fn insert_batch(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t", "u"]).await;
+    assert!(store.invocation_insert_batch(&[]).await.expect("empty batch").is_empty());
+
+    let before = store.now().await.expect("now");
+    let batch = calls(0..1000, "t");
+    let inserted = store.invocation_insert_batch(&batch).await.expect("insert 1000");
+    let after = store.now().await.expect("now");
+    assert_eq!(ids_of(&inserted), batch.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), "input order");
+    for (inv, c) in inserted.iter().zip(&batch) {
+        assert_eq!(inv.status, Registered);
+        assert_eq!(
+            (inv.attempts, inv.owner.as_deref(), inv.result.as_ref(), inv.error.as_ref()),
+            (0, None, None, None)
+        );
+        assert_eq!((inv.task.as_str(), inv.call_id.as_str()), ("t", c.call_id.as_str()));
+        assert_eq!(inv.args, serde_json::from_str::<serde_json::Value>(&c.args).expect("json"));
+        assert!(before <= inv.created_at && inv.created_at <= after && inv.created_at == inv.updated_at);
+    }
+    assert_eq!(get(store, &id(500)).await, inserted[500]);
+    assert_eq!(
+        store.invocation_count(None, None).await.expect("count"),
+        vec![StatusCount { task: "t".into(), status: Registered, count: 1000 }]
+    );
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 1000);
+    let history = store.invocation_history(&id(7)).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].status, history[0].node.as_deref(), history[0].attempt), (Registered, None, 0));
+    assert_eq!(history[0].at, inserted[7].created_at);
+
+    // Parent and arbitrary JSON arguments round-trip.
+    let mut child = call(2000, "u");
+    child.parent = Some(id(1));
+    child.args = r#"{"s":"ü \"q\"","list":[1,2.5,null],"nested":{"b":true}}"#.into();
+    let got = store.invocation_insert_batch(&[child.clone()]).await.expect("insert child");
+    assert_eq!(got[0].parent.as_deref(), Some(id(1).as_str()));
+    assert_eq!(got[0].args, serde_json::from_str::<serde_json::Value>(&child.args).expect("json"));
+
+    // An unknown task fails the whole batch.
+    let bad = vec![call(3000, "t"), call(3001, "nope"), call(3002, "u")];
+    match store.invocation_insert_batch(&bad).await {
+        Err(StoreError::NotFound(what)) => assert_eq!(what, "task `nope`"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(store.invocation_get(&id(3000)).await.expect("get").is_none(), "batch rolled back");
+    // An id that exists already is a conflict, and rolls back the batch.
+    let dup = vec![call(4000, "t"), call(5, "t")];
+    assert!(matches!(store.invocation_insert_batch(&dup).await, Err(StoreError::Conflict(_))));
+    assert!(store.invocation_get(&id(4000)).await.expect("get").is_none());
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 1001);
+}
+
+async fn claim_respects_limit_order_and_paused_tasks(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["a", "b", "gone"]).await;
+    assert!(store.invocation_claim("n1", 10).await.expect("claim nothing").is_empty());
+    // Interleave: b takes every third id.
+    let mut batch: Vec<NewInvocation> = (0..9).map(|n| call(n, if n % 3 == 0 { "b" } else { "a" })).collect();
+    batch.reverse(); // insertion order must not matter, only id order
+    store.invocation_insert_batch(&batch).await.expect("insert");
+    store.task_update("b", &TaskPatch { paused: Some(true), ..TaskPatch::default() }).await.expect("pause b");
+    // Invocations of a deleted task and invocations not yet available are not claimed.
+    store.invocation_insert_batch(&[call(100, "gone"), call(101, "a")]).await.expect("insert");
+    // (Behind the store's back: it refuses to drop a task with unfinished calls.)
+    h.exec_raw("DELETE FROM tasks WHERE name = 'gone'").await;
+    h.exec_raw("UPDATE invocations SET available_at = available_at + 3600000 WHERE call_id = 'call-101'").await;
+
+    assert!(store.invocation_claim("n1", 0).await.expect("limit 0").is_empty());
+    // A task pinned elsewhere is skipped by this node's claim.
+    let skip_a = ClaimFilter { excluded: vec!["a".to_string()], pinned_here: vec![] };
+    assert!(
+        store.invocation_claim_reporting("n1", 10, 1_000, &skip_a).await.expect("claim").is_empty(),
+        "a is excluded"
+    );
+    let first = store.invocation_claim("n1", 4).await.expect("claim");
+    assert_eq!(first.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(1), id(2), id(4), id(5)]);
+    for c in &first {
+        assert_eq!((c.task.as_str(), c.attempt, c.parent.as_ref()), ("a", 1, None));
+        let n = batch.iter().find(|b| b.id == c.id).expect("claimed one of ours");
+        assert_eq!(c.args, n.args);
+        let inv = get(store, &c.id).await;
+        assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Pending, Some("n1"), 1));
+        let history = store.invocation_history(&c.id).await.expect("history");
+        assert_eq!(history.iter().map(|h| h.status).collect::<Vec<_>>(), vec![Registered, Pending]);
+        assert_eq!((history[1].node.as_deref(), history[1].attempt), (Some("n1"), 1));
+        assert_eq!(history[1].at, inv.updated_at);
+    }
+    let rest = store.invocation_claim("n2", 10).await.expect("claim");
+    assert_eq!(rest.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(7), id(8)]);
+    assert!(store.invocation_claim("n2", 10).await.expect("claim").is_empty(), "b is paused");
+
+    store.task_update("b", &TaskPatch { paused: Some(false), ..TaskPatch::default() }).await.expect("unpause");
+    let b = store.invocation_claim("n2", 10).await.expect("claim");
+    assert_eq!(b.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(0), id(3), id(6)]);
+    assert!(store.invocation_claim("n2", 10).await.expect("claim").is_empty());
+    assert_eq!(get(store, &id(100)).await.status, Registered);
+    assert_eq!(get(store, &id(101)).await.status, Registered);
+
+    // Retry and rerouted are runnable too, and a new claim is a new attempt.
+    let outcomes = store
+        .invocation_transition_batch(&[
+            tr(&id(1), Pending, Some(("n1", 1)), &[Running, Retry]),
+            tr(&id(2), Pending, None, &[PendingRecovery, Rerouted]),
+        ])
+        .await
+        .expect("transition");
+    assert_eq!(outcomes, vec![Applied, Applied]);
+    let again = store.invocation_claim("n3", 10).await.expect("claim");
+    assert_eq!(again.iter().map(|c| (c.id.clone(), c.attempt)).collect::<Vec<_>>(), vec![(id(1), 2), (id(2), 2)]);
+}
+
+async fn concurrent_claimers_never_share_an_invocation(h: Harness) {
+    let store = h.store.clone();
+    setup(&*store, &["t"]).await;
+    const N: usize = 600;
+    store.invocation_insert_batch(&calls(0..N, "t")).await.expect("insert");
+    let claimer = |node: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.invocation_claim(node, 16).await.expect("claim");
+                if got.is_empty() {
+                    break;
+                }
+                assert!(got.windows(2).all(|w| w[0].id < w[1].id), "claims come oldest first");
+                mine.extend(got.into_iter().map(|c| c.id));
+            }
+            mine
+        })
+    };
+    let (one, two, three) = tokio::join!(claimer("n1"), claimer("n2"), claimer("n3"));
+    let all = [one.expect("n1"), two.expect("n2"), three.expect("n3")];
+    let mut seen = HashSet::new();
+    for (node, ids) in ["n1", "n2", "n3"].iter().zip(&all) {
+        for id in ids {
+            assert!(seen.insert(id.clone()), "{id} claimed twice");
+        }
+        for inv in store.invocation_get_many(ids).await.expect("get_many") {
+            assert_eq!((inv.status, inv.owner.as_deref(), inv.attempts), (Pending, Some(*node), 1));
+        }
+    }
+    assert_eq!(seen.len(), N);
+    assert_eq!(h.count_raw("SELECT COUNT(*) FROM invocation_history").await, 2 * N as i64);
+}
+
+async fn list_and_count(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["a", "b"]).await;
+    store.invocation_insert_batch(&calls(0..20, "a")).await.expect("insert a");
+    store.invocation_insert_batch(&calls(20..30, "b")).await.expect("insert b");
+    store.invocation_claim("n", 5).await.expect("claim"); // a 0..5 → pending
+    let ids = |range: std::ops::Range<usize>| range.rev().map(id).collect::<Vec<_>>();
+    let page = |task: Option<&str>, status: Option<InvocationStatus>, limit: u32, cursor: Option<String>| {
+        InvocationFilter { task: task.map(str::to_owned), status, limit, cursor }
+    };
+
+    let mut cursor = None;
+    let mut pages = Vec::new();
+    loop {
+        let got = store.invocation_list(&page(None, None, 12, cursor.clone())).await.expect("list");
+        if got.is_empty() {
+            break;
+        }
+        cursor = got.last().map(|i| i.id.clone());
+        pages.push(ids_of(&got));
+    }
+    assert_eq!(pages, vec![ids(18..30), ids(6..18), ids(0..6)]);
+    assert_eq!(ids_of(&store.invocation_list(&page(Some("a"), None, 100, None)).await.expect("list")), ids(0..20));
+    assert_eq!(ids_of(&store.invocation_list(&page(None, Some(Pending), 100, None)).await.expect("list")), ids(0..5));
+    assert_eq!(
+        ids_of(&store.invocation_list(&page(Some("a"), Some(Registered), 4, Some(id(15)))).await.expect("list")),
+        ids(11..15)
+    );
+    assert_eq!(
+        ids_of(&store.invocation_list(&page(None, Some(Registered), 3, Some(id(21)))).await.expect("list")),
+        ids(18..21)
+    );
+    assert!(store.invocation_list(&page(Some("b"), Some(Pending), 10, None)).await.expect("list").is_empty());
+    assert!(store.invocation_list(&page(Some("nope"), None, 10, None)).await.expect("list").is_empty());
+    let first = store.invocation_list(&page(None, None, 1, None)).await.expect("list");
+    assert_eq!(first[0], get(store, &id(29)).await);
+
+    let count = |task: &str, status, count| StatusCount { task: task.into(), status, count };
+    assert_eq!(
+        store.invocation_count(None, None).await.expect("count"),
+        vec![count("a", Pending, 5), count("a", Registered, 15), count("b", Registered, 10)]
+    );
+    assert_eq!(
+        store.invocation_count(Some("a"), None).await.expect("count"),
+        vec![count("a", Pending, 5), count("a", Registered, 15)]
+    );
+    assert_eq!(
+        store.invocation_count(None, Some(Registered)).await.expect("count"),
+        vec![count("a", Registered, 15), count("b", Registered, 10)]
+    );
+    assert_eq!(
+        store.invocation_count(Some("b"), Some(Registered)).await.expect("count"),
+        vec![count("b", Registered, 10)]
+    );
+    assert!(store.invocation_count(Some("b"), Some(Pending)).await.expect("count").is_empty());
+}
+
+async fn get_many_and_history(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..5, "t")).await.expect("insert");
+    let asked = vec![id(3), "missing".to_owned(), id(1), id(3)];
+    assert_eq!(ids_of(&store.invocation_get_many(&asked).await.expect("get_many")), vec![id(3), id(1), id(3)]);
+    assert!(store.invocation_get_many(&[]).await.expect("get_many").is_empty());
+    assert!(store.invocation_get("missing").await.expect("get").is_none());
+    assert!(store.invocation_history("missing").await.expect("history").is_empty());
+}
+
+async fn corrupt_rows_are_errors(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    h.exec_raw(
+        "INSERT INTO invocations (id, task, call_id, args, status, attempts, available_at, created_at, updated_at) \
+         VALUES ('bad', 't', 'c', '{}', 'exploded', 0, 0, 0, 0)",
+    )
+    .await;
+    assert!(matches!(store.invocation_get("bad").await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.invocation_list(&InvocationFilter { limit: 10, ..Default::default() }).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(store.invocation_count(None, None).await, Err(StoreError::Corrupt(_))));
+    h.exec_raw("UPDATE invocations SET status = 'registered', args = 'not json' WHERE id = 'bad'").await;
+    assert!(matches!(store.invocation_get("bad").await, Err(StoreError::Corrupt(_))));
+    h.exec_raw("UPDATE tasks SET running_concurrency = 'sometimes'").await;
+    assert!(matches!(store.task_get("t").await, Err(StoreError::Corrupt(_))));
+}

@@ -1,0 +1,474 @@
+//! Invocations for [`SqlStore`]: routing (the insert of new calls with their `registered`
+//! history), claims (with their `pending` history and `queued` instances), reads and the purge.
+//! Transitions and recovery are in `transitions.rs`. A child of `engine.rs` (it shares its
+//! transaction macros); the SQL is in `sql_invocations.rs`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::{
+    Commit, Conn, Dialect, NameRow, Pools, SqlStore, check_fence, check_json, conflict_on_unique, corrupt, one_trip,
+    parse_status, pg_write, sql, stored_failure, to_json, to_u32, tx_body, tx_marker,
+};
+use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation};
+use crate::store::{ClaimFilter, Fence, StatusCount, Store, StoreError, StoreResult};
+
+use sql::invocations as q;
+
+/// What a node claims ([`claim`]).
+pub(super) struct Claim<'a> {
+    /// The claiming node: the new owner.
+    pub node: &'a str,
+    /// At most this many invocations.
+    pub limit: u32,
+    /// How long each claimed attempt may wait for its node's first heartbeat (ms).
+    pub report_window_ms: i64,
+    /// Pins and tokens: what the node may claim.
+    pub filter: &'a ClaimFilter,
+}
+
+#[derive(sqlx::FromRow)]
+pub(in crate::store) struct InvocationRow {
+    id: String,
+    task: String,
+    call_id: String,
+    args: String,
+    status: String,
+    owner_node: Option<String>,
+    attempts: i64,
+    result: Option<String>,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    parent: Option<String>,
+    reg_scope: Option<String>,
+    idempotency_key: Option<String>,
+    workflow: Option<String>,
+    max_attempts: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// A claimed invocation as the claim returns it.
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: String,
+    task: String,
+    args: String,
+    attempts: i64,
+    parent: Option<String>,
+    workflow: Option<String>,
+    max_attempts: Option<i64>,
+    updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CountRow {
+    pub(super) task: String,
+    pub(super) status: String,
+    pub(super) count: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    status: String,
+    node: Option<String>,
+    attempt: i64,
+    at: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON batch parameters.
+
+#[derive(Serialize)]
+struct InsertJson<'a> {
+    id: &'a str,
+    task: &'a str,
+    call_id: &'a str,
+    args: &'a str,
+    parent: Option<&'a str>,
+    scope: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    run_scope: Option<&'a str>,
+    workflow: Option<&'a str>,
+    max_attempts: Option<u32>,
+    token: Option<u32>,
+}
+
+/// The JSON parameter of an insert of new invocations (`invocation_insert!` in `sql.rs`).
+pub(super) fn insert_json(calls: &[NewInvocation]) -> StoreResult<String> {
+    for c in calls {
+        check_json("args", &c.id, &c.args)?;
+    }
+    to_json(
+        &calls
+            .iter()
+            .map(|c| InsertJson {
+                id: &c.id,
+                task: &c.task,
+                call_id: &c.call_id,
+                args: &c.args,
+                parent: c.parent.as_deref(),
+                scope: c.scope.as_deref(),
+                idempotency_key: c.idempotency_key.as_deref(),
+                run_scope: c.run_scope.as_deref(),
+                workflow: c.workflow.as_deref(),
+                max_attempts: c.max_attempts,
+                token: c.token,
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[derive(Serialize)]
+pub(super) struct HistoryJson<'a> {
+    pub(super) id: &'a str,
+    pub(super) status: &'static str,
+    pub(super) node: Option<&'a str>,
+    pub(super) attempt: i64,
+    pub(super) at: i64,
+}
+impl InvocationRow {
+    fn decode(self) -> StoreResult<Invocation> {
+        let error = stored_failure(self.error_kind, self.error_message)?;
+        Ok(Invocation {
+            args: serde_json::from_str(&self.args)
+                .map_err(|e| corrupt(&format!("args of invocation `{}`", self.id), e))?,
+            result: match &self.result {
+                Some(r) => Some(
+                    serde_json::from_str(r).map_err(|e| corrupt(&format!("result of invocation `{}`", self.id), e))?,
+                ),
+                None => None,
+            },
+            status: parse_status(&self.status)?,
+            attempts: to_u32("attempts", self.attempts)?,
+            error,
+            id: self.id,
+            task: self.task,
+            call_id: self.call_id,
+            owner: self.owner_node,
+            parent: self.parent,
+            scope: self.reg_scope,
+            idempotency_key: self.idempotency_key,
+            workflow: self.workflow,
+            max_attempts: self.max_attempts.map(|m| to_u32("max_attempts", m)).transpose()?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+fn decode_invocations(rows: Vec<InvocationRow>) -> StoreResult<Vec<Invocation>> {
+    rows.into_iter().map(InvocationRow::decode).collect()
+}
+
+impl SqlStore {
+    /// The invocations of `calls` if every one of them is stored already with its call: a
+    /// routing transaction retried after its commit was cut off meets its own rows (ids are
+    /// fresh per routing, so a stored id with the same call is this routing's).
+    async fn inserted_before(&self, calls: &[NewInvocation]) -> StoreResult<Option<Vec<Invocation>>> {
+        let ids: Vec<String> = calls.iter().map(|c| c.id.clone()).collect();
+        let stored: HashMap<String, Invocation> =
+            self.invocation_get_many(&ids).await?.into_iter().map(|inv| (inv.id.clone(), inv)).collect();
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            match stored.get(&c.id) {
+                Some(inv) if inv.call_id == c.call_id => out.push(inv.clone()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The conflict of an insert whose ids exist.
+const DUPLICATE_INVOCATION: &str = "an invocation id of the batch already exists";
+
+/// The error of an insert that calls an unknown task (`None`: it vanished again meanwhile).
+fn unknown_task(task: Option<&str>) -> StoreError {
+    StoreError::NotFound(format!("task `{}`", task.unwrap_or_default()))
+}
+
+/// Inserts `calls` as `registered` invocations inside a transaction, with their `registered`
+/// history, and returns the inserted rows. A call of an unknown task fails it (`NotFound`,
+/// naming the task), a taken id or unique key too (`Conflict`); the caller's `?` rolls the
+/// transaction back. Routing on PostgreSQL and the workflow step on both databases use it.
+pub(in crate::store) async fn insert_registered(
+    conn: impl Into<Conn<'_>>,
+    calls: &[NewInvocation],
+) -> StoreResult<Vec<InvocationRow>> {
+    let json = insert_json(calls)?;
+    on_conn!(conn.into(), |c, d| {
+        let rows: Vec<InvocationRow> = sqlx::query_as(q::INVOCATION_INSERT.get(d))
+            .bind(&json)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(conflict_on_unique(DUPLICATE_INVOCATION))?;
+        if rows.len() != calls.len() {
+            let known: HashSet<&str> = rows.iter().map(|r| r.task.as_str()).collect();
+            return Err(unknown_task(calls.iter().map(|c| c.task.as_str()).find(|t| !known.contains(t))));
+        }
+        let history: Vec<HistoryJson<'_>> = rows
+            .iter()
+            .map(|r| HistoryJson {
+                id: &r.id,
+                status: InvocationStatus::Registered.as_str(),
+                node: None,
+                attempt: r.attempts,
+                at: r.created_at,
+            })
+            .collect();
+        insert_history(c, &history).await?;
+        Ok(rows)
+    })
+}
+
+/// Appends `rows` to the history in their order (so `seq` follows it), ONE statement: every
+/// history row written statement by statement (routing, claims and transitions on PostgreSQL,
+/// the workflow step) goes through here.
+pub(super) async fn insert_history(conn: impl Into<Conn<'_>>, rows: &[HistoryJson<'_>]) -> StoreResult<()> {
+    let json = to_json(rows)?;
+    on_conn!(conn.into(), |c, d| {
+        sqlx::query(q::HISTORY_INSERT.get(d)).bind(&json).execute(&mut *c).await?;
+    });
+    Ok(())
+}
+
+/// Routes new calls ([`Store::invocation_insert_batch`]).
+pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> StoreResult<Vec<Invocation>> {
+    if calls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = insert_json(calls)?;
+    let rows: Vec<InvocationRow> = match &store.pools {
+        Pools::Sqlite { read, write } => {
+            match one_trip(write, sqlx::query_as(q::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str())).await {
+                Ok(rows) => rows,
+                // The script's insert fails on a call of an unknown task (see `sql_invocations.rs`).
+                Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
+                    let missing: Option<NameRow> =
+                        sqlx::query_as(q::INVOCATION_INSERT_UNKNOWN_TASK).bind(&json).fetch_optional(read).await?;
+                    return Err(unknown_task(missing.as_ref().map(|r| r.name.as_str())));
+                }
+                Err(e) => return Err(conflict_on_unique(DUPLICATE_INVOCATION)(e)),
+            }
+        }
+        Pools::Postgres(pool) => {
+            let mut ambiguous = false;
+            let inserted = pg_write(pool, Commit::Durable, "invocation insert", &mut ambiguous, |tx, _| {
+                tx_body(insert_registered(tx, calls))
+            })
+            .await;
+            match inserted {
+                Err(StoreError::Conflict(m)) if ambiguous => {
+                    return store.inserted_before(calls).await?.ok_or(StoreError::Conflict(m));
+                }
+                other => other?,
+            }
+        }
+    };
+    // Input order.
+    let position: HashMap<&str, usize> = calls.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+    let mut out = decode_invocations(rows)?;
+    out.sort_by_key(|inv| position.get(inv.id.as_str()).copied().unwrap_or(usize::MAX));
+    Ok(out)
+}
+
+/// Claims runnable invocations for a node ([`Store::invocation_claim_reporting`]).
+pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Vec<Claimed>> {
+    let Claim { node, limit, report_window_ms, filter } = *claim;
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // A claim reports nothing to a client and is redone after a crash: relaxed commit.
+    let mut rows: Vec<ClaimedRow> = match &store.pools {
+        Pools::Sqlite { write, .. } => {
+            let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
+            let script = sqlx::query_as(q::INVOCATION_CLAIM_ONE_TRIP)
+                .bind(node)
+                .bind(i64::from(limit))
+                .bind(tx_marker())
+                .bind(report_window_ms)
+                .bind(&excluded)
+                .bind(&pinned_here);
+            one_trip(write, script).await?
+        }
+        Pools::Postgres(pool) => {
+            pg_write(pool, Commit::Relaxed, "invocation claim", &mut false, |tx, _| tx_body(claim_postgres(tx, claim)))
+                .await?
+        }
+    };
+    rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    rows.into_iter()
+        .map(|r| {
+            Ok(Claimed {
+                attempt: to_u32("attempts", r.attempts)?,
+                id: r.id,
+                task: r.task,
+                args: r.args,
+                parent: r.parent,
+                workflow: r.workflow,
+                max_attempts: r.max_attempts.map(|m| to_u32("max_attempts", m)).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// The claim on PostgreSQL, statement by statement inside the transaction: the claim itself,
+/// then the `pending` history and the `queued` instances of the claimed attempts.
+async fn claim_postgres(tx: &mut sqlx::PgConnection, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedRow>> {
+    let Claim { node, limit, report_window_ms, filter } = *claim;
+    let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
+    let mut rows: Vec<ClaimedRow> = sqlx::query_as(q::INVOCATION_CLAIM_POSTGRES)
+        .bind(node)
+        .bind(i64::from(limit))
+        .bind(&excluded)
+        .bind(&pinned_here)
+        .fetch_all(&mut *tx)
+        .await?;
+    if !rows.is_empty() {
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let history: Vec<HistoryJson<'_>> = rows
+            .iter()
+            .map(|r| HistoryJson {
+                id: &r.id,
+                status: InvocationStatus::Pending.as_str(),
+                node: Some(node),
+                attempt: r.attempts,
+                at: r.updated_at,
+            })
+            .collect();
+        insert_history(&mut *tx, &history).await?;
+        sqlx::query(q::INSTANCE_QUEUE_POSTGRES)
+            .bind(to_json(&history)?)
+            .bind(report_window_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(rows)
+}
+
+pub(super) async fn get(store: &SqlStore, id: &str) -> StoreResult<Option<Invocation>> {
+    let row: Option<InvocationRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::INVOCATION_GET.get(d)).bind(id).fetch_optional(db).await?);
+    row.map(InvocationRow::decode).transpose()
+}
+
+pub(super) async fn find_routed(store: &SqlStore, scopes: &[String], keys: &[String]) -> StoreResult<Vec<Invocation>> {
+    if scopes.is_empty() && keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (scopes, keys) = (to_json(scopes)?, to_json(keys)?);
+    let rows: Vec<InvocationRow> = on_read!(store, |db, d| sqlx::query_as(q::INVOCATION_FIND_ROUTED.get(d))
+        .bind(scopes)
+        .bind(keys)
+        .fetch_all(db)
+        .await?);
+    rows.into_iter().map(InvocationRow::decode).collect()
+}
+
+pub(super) async fn purge(store: &SqlStore, fence: &Fence, older_than_ms: u64, limit: u32) -> StoreResult<u64> {
+    let age = i64::try_from(older_than_ms).unwrap_or(i64::MAX);
+    let purged = in_tx!(store, |tx, d| {
+        check_fence(&mut *tx, fence).await?;
+        sqlx::query(q::PURGE_HISTORY.get(d)).bind(age).bind(i64::from(limit)).execute(&mut *tx).await?;
+        sqlx::query(q::PURGE_INVOCATIONS.get(d))
+            .bind(age)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+    });
+    Ok(purged)
+}
+
+pub(super) async fn children(store: &SqlStore, parent: &str) -> StoreResult<Vec<Invocation>> {
+    let rows: Vec<InvocationRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::INVOCATION_CHILDREN.get(d)).bind(parent).fetch_all(db).await?);
+    rows.into_iter().map(InvocationRow::decode).collect()
+}
+
+pub(super) async fn get_many(store: &SqlStore, ids: &[String]) -> StoreResult<Vec<Invocation>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = to_json(ids)?;
+    let rows: Vec<InvocationRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::INVOCATION_GET_MANY.get(d)).bind(&json).fetch_all(db).await?);
+    // Input order; an id asked for twice is returned twice.
+    let mut left: HashMap<&str, usize> = HashMap::new();
+    for id in ids {
+        *left.entry(id.as_str()).or_default() += 1;
+    }
+    let mut by_id: HashMap<String, Invocation> =
+        decode_invocations(rows)?.into_iter().map(|inv| (inv.id.clone(), inv)).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let n = left.entry(id.as_str()).or_default();
+        *n = n.saturating_sub(1);
+        let found = if *n > 0 { by_id.get(id).cloned() } else { by_id.remove(id) };
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+pub(super) async fn list(store: &SqlStore, filter: &InvocationFilter) -> StoreResult<Vec<Invocation>> {
+    let statement = match (&filter.task, filter.status) {
+        (None, None) => q::INVOCATION_LIST,
+        (Some(_), None) => q::INVOCATION_LIST_TASK,
+        (None, Some(_)) => q::INVOCATION_LIST_STATUS,
+        (Some(_), Some(_)) => q::INVOCATION_LIST_TASK_STATUS,
+    };
+    let rows: Vec<InvocationRow> = on_read!(store, |db, d| {
+        let mut q = sqlx::query_as(statement.get(d)).bind(filter.cursor.as_deref()).bind(i64::from(filter.limit));
+        if let Some(task) = &filter.task {
+            q = q.bind(task.as_str());
+        }
+        if let Some(status) = filter.status {
+            q = q.bind(status.as_str());
+        }
+        q.fetch_all(db).await?
+    });
+    decode_invocations(rows)
+}
+
+pub(super) async fn count(
+    store: &SqlStore,
+    task: Option<&str>,
+    status: Option<InvocationStatus>,
+) -> StoreResult<Vec<StatusCount>> {
+    let statement = match (task, status) {
+        (None, None) => q::INVOCATION_COUNT,
+        (Some(_), None) => q::INVOCATION_COUNT_TASK,
+        (None, Some(_)) => q::INVOCATION_COUNT_STATUS,
+        (Some(_), Some(_)) => q::INVOCATION_COUNT_TASK_STATUS,
+    };
+    let rows: Vec<CountRow> = on_read!(store, |db, d| {
+        let mut q = sqlx::query_as(statement.get(d));
+        if let Some(task) = task {
+            q = q.bind(task);
+        }
+        if let Some(status) = status {
+            q = q.bind(status.as_str());
+        }
+        q.fetch_all(db).await?
+    });
+    rows.into_iter()
+        .map(|r| Ok(StatusCount { status: parse_status(&r.status)?, task: r.task, count: r.count }))
+        .collect()
+}
+
+pub(super) async fn history(store: &SqlStore, id: &str) -> StoreResult<Vec<HistoryEntry>> {
+    let rows: Vec<HistoryRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::INVOCATION_HISTORY.get(d)).bind(id).fetch_all(db).await?);
+    rows.into_iter()
+        .map(|r| {
+            Ok(HistoryEntry {
+                status: parse_status(&r.status)?,
+                node: r.node,
+                attempt: to_u32("history attempt", r.attempt)?,
+                at: r.at,
+            })
+        })
+        .collect()
+}

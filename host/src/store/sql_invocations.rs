@@ -1,0 +1,319 @@
+//! SQL of invocations (`invocations.rs`): routing, claims, reads and purge, both dialects side
+//! by side; on SQLite routing and claims are one-trip scripts (see `engine.rs`).
+
+use super::Sql;
+
+// ---------------------------------------------------------------------------------------------
+// Invocations: batched writes.
+
+macro_rules! invocation_insert {
+    ($d:ident) => {
+        invocation_insert!($d, "JOIN")
+    };
+    ($d:ident, $join:literal) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now) \
+             INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
+             result, error_kind, error_message, parent, reg_scope, idempotency_key, run_scope, \
+             workflow, max_attempts, token, available_at, created_at, updated_at) \
+             SELECT j.value ->> 'id', t.name, j.value ->> 'call_id', \
+             j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
+             j.value ->> 'scope', j.value ->> 'idempotency_key', j.value ->> 'run_scope', \
+             j.value ->> 'workflow', CAST(j.value ->> 'max_attempts' AS BIGINT), \
+             CAST(j.value ->> 'token' AS BIGINT), \
+             c.now, c.now, c.now \
+             FROM ",
+            json_rows!($d),
+            " ",
+            $join,
+            " tasks t ON t.name = j.value ->> 'task' CROSS JOIN c \
+             ORDER BY j.key RETURNING ",
+            invocation_columns!()
+        )
+    };
+}
+/// Inserts the JSON array `$1` of `{id, task, call_id, args, parent, scope, idempotency_key,
+/// run_scope, workflow, max_attempts, token}` (`engine::insert_json`) as `registered`
+/// invocations. Calls of unknown tasks are skipped (the join), which the caller detects by the
+/// returned count and turns into `NotFound` (rolling the transaction back); see
+/// `invocations::insert_registered`. Routing on SQLite uses [`INVOCATION_INSERT_ONE_TRIP`] instead.
+pub(in crate::store) const INVOCATION_INSERT: Sql = both!(invocation_insert);
+
+/// The first task of the JSON array `$1` of calls (as for [`INVOCATION_INSERT`]) that
+/// does not exist, as `name` (SQLite: explains a failed [`INVOCATION_INSERT_ONE_TRIP`]).
+pub(in crate::store) const INVOCATION_INSERT_UNKNOWN_TASK: &str = concat!(
+    "SELECT j.value ->> 'task' AS name FROM ",
+    json_rows!(sqlite),
+    " WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.name = j.value ->> 'task') \
+     ORDER BY j.key LIMIT 1"
+);
+
+macro_rules! history_insert {
+    ($d:ident) => {
+        concat!(
+            "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+             SELECT j.value ->> 'id', j.value ->> 'status', j.value ->> 'node', \
+             CAST(j.value ->> 'attempt' AS BIGINT), CAST(j.value ->> 'at' AS BIGINT) FROM ",
+            json_rows!($d),
+            " ORDER BY j.key"
+        )
+    };
+}
+/// Appends the JSON array `$1` of `{id, status, node, attempt, at}` to the history, in array
+/// order (so `seq` follows it).
+pub(in crate::store) const HISTORY_INSERT: Sql = both!(history_insert);
+
+/// Claim (`$1` node, `$2` limit, `$3` transaction marker), SQLite: one writer, so no row
+/// locks are needed. Part of [`INVOCATION_CLAIM_ONE_TRIP`]. The limit goes through a `CAST`:
+/// SQLite plans a bare `LIMIT $2` with the bound value and marks the statement to be
+/// prepared again whenever `$2` is bound, which sqlx does on every run (≈ 50 µs each time).
+/// The ids a claim takes (`$2` limit; `c` is the CTE with `now`): runnable invocations of
+/// unpaused tasks, oldest first, skipping any whose running scope already has an owned
+/// invocation, and taking at most one per running scope. The window runs over the oldest
+/// `4 × $2` candidates only, so a long backlog costs what a short one does. `$lock` is
+/// PostgreSQL's row lock of the candidates (empty on SQLite, which has one writer).
+macro_rules! claim_candidates {
+    ($lock:literal, $excluded:expr, $pinned_here:expr, $node:literal) => {
+        concat!(
+            "SELECT w.id FROM (SELECT k.id, ROW_NUMBER() OVER \
+             (PARTITION BY COALESCE(k.run_scope, k.id) ORDER BY k.id) AS rn FROM \
+             (SELECT i.id, i.run_scope FROM invocations i JOIN tasks t ON t.name = i.task \
+             WHERE i.status IN ",
+            runnable_statuses!(),
+            " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
+             AND i.task NOT IN (SELECT x.value FROM ",
+            $excluded,
+            ") AND (i.token IS NULL OR EXISTS (SELECT 1 FROM token_owners o WHERE o.token = i.token \
+             AND o.node = ",
+            $node,
+            ") OR i.task IN (SELECT y.value FROM ",
+            $pinned_here,
+            ")) \
+             AND (i.run_scope IS NULL OR NOT EXISTS (SELECT 1 FROM invocations o \
+             WHERE o.run_scope = i.run_scope AND o.status IN ",
+            owned_statuses!(),
+            ")) ORDER BY i.id LIMIT 4 * CAST($2 AS INTEGER)",
+            $lock,
+            ") AS k) AS w WHERE w.rn = 1 ORDER BY w.id LIMIT CAST($2 AS INTEGER)"
+        )
+    };
+}
+
+macro_rules! invocation_claim_sqlite {
+    () => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!(sqlite),
+            " AS now) \
+             UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
+             updated_at = (SELECT now FROM c), last_tx = $3 \
+             WHERE id IN (",
+            claim_candidates!("", json_texts!(sqlite, "$5", "x"), json_texts!(sqlite, "$6", "y"), "$1"),
+            ") RETURNING id, task, args, attempts, parent, workflow, max_attempts, updated_at"
+        )
+    };
+}
+
+/// Claim (`$1` node, `$2` limit, `$3` JSON array of tasks not to claim, `$4` of tasks pinned
+/// here), PostgreSQL: concurrent claimers skip each other's rows.
+/// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
+/// `attempts`; returns what a worker needs (unordered: the caller sorts). SQLite claims with
+/// [`INVOCATION_CLAIM_ONE_TRIP`].
+pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
+    "WITH c AS MATERIALIZED (SELECT ",
+    now_ms!(postgres),
+    " AS now), \
+     picked AS (",
+    claim_candidates!(
+        " FOR UPDATE OF i SKIP LOCKED",
+        json_texts!(postgres, "$3", "x"),
+        json_texts!(postgres, "$4", "y"),
+        "$1"
+    ),
+    ") \
+     UPDATE invocations SET status = 'pending', owner_node = $1, \
+     attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
+     FROM picked WHERE invocations.id = picked.id \
+     RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
+     invocations.parent, invocations.workflow, invocations.max_attempts, invocations.updated_at"
+);
+
+/// Routing (durable): inserts the calls in `$1` as [`INVOCATION_INSERT`] does,
+/// returning the rows, and writes their `registered` history. A call of an unknown task fails
+/// the script instead of being skipped (`LEFT JOIN`: its NULL task breaks the NOT NULL
+/// constraint), so the transaction cannot commit without it; the caller rolls back and names
+/// the task with [`INVOCATION_INSERT_UNKNOWN_TASK`]. An id that exists fails it too (unique
+/// violation). So when the history statement runs, every id of `$1` is a row this transaction
+/// inserted.
+pub(in crate::store) const INVOCATION_INSERT_ONE_TRIP: &str = one_trip!(
+    durable,
+    invocation_insert!(sqlite, "LEFT JOIN"),
+    concat!(
+        "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+         SELECT i.id, 'registered', NULL, i.attempts, i.created_at FROM ",
+        json_rows!(sqlite),
+        " JOIN invocations i ON i.id = j.value ->> 'id' ORDER BY j.key"
+    ),
+);
+
+/// The columns a claim fills in `task_instances` (a `queued` instance per claimed attempt).
+macro_rules! queued_instance_columns {
+    () => {
+        "invocation_id, attempt, node, status, wall_ms, peak_memory_bytes, stdout, stderr, logs, \
+         output_truncated, ended_at, report_by, started_at"
+    };
+}
+
+/// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms), `$5` the JSON
+/// array of tasks the node must not claim (pinned elsewhere), `$6` the JSON array of tasks
+/// pinned to it (claimed whatever their token). Otherwise only invocations on the node's
+/// tokens (or without a token) are claimed. Claims as
+/// [`INVOCATION_CLAIM_POSTGRES`] does (returning the claimed rows), then writes the `pending`
+/// history of the rows of node `$1` (found through its owner index) that carry the marker:
+/// exactly the claimed ones, and a `queued` task instance for each, due to report by claim
+/// time + `$4`.
+pub(in crate::store) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
+    relaxed,
+    invocation_claim_sqlite!(),
+    "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT id, 'pending', owner_node, attempts, updated_at FROM invocations \
+     WHERE owner_node = $1 AND last_tx = $3 ORDER BY id",
+    concat!(
+        "INSERT INTO task_instances (",
+        queued_instance_columns!(),
+        ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at \
+         FROM invocations WHERE owner_node = $1 AND last_tx = $3 ORDER BY id ON CONFLICT DO NOTHING"
+    ),
+);
+
+/// The `queued` instances of a PostgreSQL claim: `$1` the JSON array of `{id, node, attempt, at}`
+/// of the claimed attempts (the history rows of the claim), `$2` the report window in ms.
+pub(in crate::store) const INSTANCE_QUEUE_POSTGRES: &str = concat!(
+    "INSERT INTO task_instances (",
+    queued_instance_columns!(),
+    ") SELECT j.value ->> 'id', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'node', 'queued', \
+     0, 0, '', '', '[]', 0, 0, CAST(j.value ->> 'at' AS BIGINT) + $2, CAST(j.value ->> 'at' AS BIGINT) FROM ",
+    json_rows!(postgres),
+    " ORDER BY j.key ON CONFLICT DO NOTHING"
+);
+
+// ---------------------------------------------------------------------------------------------
+// Invocations: reads.
+
+/// One invocation: `$1` id.
+pub(in crate::store) const INVOCATION_GET: Sql =
+    Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE id = $1"));
+
+macro_rules! invocation_find_routed {
+    ($d:ident) => {
+        concat!(
+            "SELECT ",
+            invocation_columns!(),
+            " FROM invocations WHERE (status = 'registered' AND reg_scope IN (SELECT j.value FROM ",
+            json_texts!($d),
+            ")) OR idempotency_key IN (SELECT k.value FROM ",
+            json_texts!($d, "$2", "k"),
+            ")"
+        )
+    };
+}
+/// Invocations that already answer calls: `registered` ones whose scope is in the JSON array
+/// `$1`, and any whose idempotency key is in the JSON array `$2`.
+pub(in crate::store) const INVOCATION_FIND_ROUTED: Sql = both!(invocation_find_routed);
+
+/// The oldest final invocations last changed more than `$1` ms ago (database clock), at most
+/// `$2` of them (the purge's selection; keep in step with the final statuses of status.rs).
+macro_rules! purgeable {
+    ($d:ident) => {
+        concat!(
+            "SELECT id FROM invocations WHERE status IN ",
+            final_statuses!(),
+            " AND updated_at < ",
+            now_ms!($d),
+            " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT)"
+        )
+    };
+}
+macro_rules! purge_history {
+    ($d:ident) => {
+        concat!("DELETE FROM invocation_history WHERE invocation_id IN (", purgeable!($d), ")")
+    };
+}
+macro_rules! purge_invocations {
+    ($d:ident) => {
+        concat!("DELETE FROM invocations WHERE id IN (", purgeable!($d), ")")
+    };
+}
+/// Deletes the history of the invocations the purge selects (run first, same transaction).
+pub(in crate::store) const PURGE_HISTORY: Sql = both!(purge_history);
+/// Deletes the invocations the purge selects.
+pub(in crate::store) const PURGE_INVOCATIONS: Sql = both!(purge_invocations);
+
+/// The invocations called by `$1` (its children), in call order.
+pub(in crate::store) const INVOCATION_CHILDREN: Sql =
+    Sql::same(concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE parent = $1 ORDER BY id"));
+
+macro_rules! invocation_get_many {
+    ($d:ident) => {
+        concat!(
+            "SELECT ",
+            invocation_columns!(),
+            " FROM invocations WHERE id IN (SELECT j.value FROM ",
+            json_texts!($d),
+            ")"
+        )
+    };
+}
+/// Invocations whose ids are in the JSON array `$1`.
+pub(in crate::store) const INVOCATION_GET_MANY: Sql = both!(invocation_get_many);
+
+/// A page newest first. `$1` exclusive upper bound id (cursor) or NULL, `$2` limit; the
+/// filtered variants add `$3` task and/or status (`$3` task, `$4` status when both). One
+/// static statement per filter combination keeps each on its index.
+macro_rules! invocation_list {
+    ($filter:literal) => {
+        Sql::same(concat!(
+            "SELECT ",
+            invocation_columns!(),
+            " FROM invocations WHERE ($1 IS NULL OR id < $1)",
+            $filter,
+            " ORDER BY id DESC LIMIT CAST($2 AS BIGINT)"
+        ))
+    };
+}
+/// Page of all invocations.
+pub(in crate::store) const INVOCATION_LIST: Sql = invocation_list!("");
+/// Page of one task's invocations (`$3`).
+pub(in crate::store) const INVOCATION_LIST_TASK: Sql = invocation_list!(" AND task = $3");
+/// Page of invocations in one status (`$3`).
+pub(in crate::store) const INVOCATION_LIST_STATUS: Sql = invocation_list!(" AND status = $3");
+/// Page of one task's invocations (`$3`) in one status (`$4`).
+pub(in crate::store) const INVOCATION_LIST_TASK_STATUS: Sql = invocation_list!(" AND task = $3 AND status = $4");
+
+/// Counts per task and status; the filtered variants take `$1` task and/or status (`$1`
+/// task, `$2` status when both).
+macro_rules! invocation_count {
+    ($filter:literal) => {
+        Sql::same(concat!(
+            "SELECT task, status, COUNT(*) AS count FROM invocations",
+            $filter,
+            " GROUP BY task, status ORDER BY task, status"
+        ))
+    };
+}
+/// Counts of every task and status.
+pub(in crate::store) const INVOCATION_COUNT: Sql = invocation_count!("");
+/// Counts of one task (`$1`).
+pub(in crate::store) const INVOCATION_COUNT_TASK: Sql = invocation_count!(" WHERE task = $1");
+/// Counts of one status (`$1`).
+pub(in crate::store) const INVOCATION_COUNT_STATUS: Sql = invocation_count!(" WHERE status = $1");
+/// Counts of one task (`$1`) and status (`$2`).
+pub(in crate::store) const INVOCATION_COUNT_TASK_STATUS: Sql = invocation_count!(" WHERE task = $1 AND status = $2");
+
+/// The history of invocation `$1`, oldest first.
+pub(in crate::store) const INVOCATION_HISTORY: Sql = Sql::same(
+    "SELECT status, node, attempt, at FROM invocation_history WHERE invocation_id = $1 \
+     ORDER BY seq",
+);

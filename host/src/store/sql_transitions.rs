@@ -1,0 +1,257 @@
+//! SQL of transitions (`transitions.rs`): the compare-and-swap pass with PostgreSQL's row locks
+//! in the global order, its SQLite one-trip script, the instance records a transition writes,
+//! and the rows recovery moves; both dialects side by side.
+
+use super::Sql;
+
+/// PostgreSQL's row locks of a multi-row write, taken up front in the one global order (see
+/// "Lock order" in `engine.rs`): `lock_in_order!(postgres, "$1")` is a CTE `locked` that locks
+/// the `invocations` rows whose ids the JSON array of objects `$1` names (field `id`), sorted
+/// by id; the statement then changes only rows of `locked`. Without it the rows would be
+/// locked in whatever order the plan meets them, and two batches (or a batch and the
+/// leader's recovery) that share rows could each hold one the other waits for. Empty on
+/// SQLite, whose single writer takes no row locks.
+macro_rules! lock_in_order {
+    (sqlite, $param:literal) => {
+        ""
+    };
+    (postgres, $param:literal) => {
+        concat!(
+            ", locked AS MATERIALIZED (SELECT id FROM invocations WHERE id IN (SELECT l.value ->> 'id' FROM ",
+            json_rows!(postgres, $param, "l"),
+            ") ORDER BY id FOR UPDATE)"
+        )
+    };
+}
+
+/// The condition that keeps a write to the rows [`lock_in_order!`] locked (`$col` is the id
+/// column as the statement names it).
+macro_rules! only_locked {
+    (sqlite, $col:literal) => {
+        ""
+    };
+    (postgres, $col:literal) => {
+        concat!(" AND ", $col, " IN (SELECT id FROM locked)")
+    };
+}
+
+macro_rules! invocation_transition {
+    ($d:ident) => {
+        invocation_transition!($d, "")
+    };
+    ($d:ident, $also_set:literal) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now)",
+            lock_in_order!($d, "$1"),
+            " UPDATE invocations SET status = x.to_status, \
+             owner_node = CASE x.owner_mode WHEN 'clear' THEN NULL WHEN 'set' THEN x.node \
+             ELSE invocations.owner_node END, \
+             attempts = invocations.attempts + x.attempt_inc, \
+             result = COALESCE(x.result, invocations.result), \
+             error_kind = COALESCE(x.error_kind, invocations.error_kind), \
+             error_message = CASE WHEN x.error_kind IS NULL THEN invocations.error_message \
+             ELSE x.error_message END, \
+             updated_at = (SELECT now FROM c), \
+             available_at = (SELECT now FROM c) + x.delay_ms",
+            $also_set,
+            " FROM (SELECT j.value ->> 'id' AS id, j.value ->> 'from' AS from_status, \
+             j.value ->> 'to' AS to_status, j.value ->> 'node' AS node, \
+             j.value ->> 'owner_node' AS owner_node, \
+             CAST(j.value ->> 'owner_attempt' AS BIGINT) AS owner_attempt, \
+             j.value ->> 'owner_mode' AS owner_mode, \
+             CAST(j.value ->> 'attempt_inc' AS BIGINT) AS attempt_inc, \
+             j.value ->> 'result' AS result, j.value ->> 'error_kind' AS error_kind, \
+             j.value ->> 'error_message' AS error_message, \
+             CAST(j.value ->> 'delay_ms' AS BIGINT) AS delay_ms FROM ",
+            json_rows!($d),
+            ") AS x \
+             WHERE invocations.id = x.id AND invocations.status = x.from_status \
+             AND (x.owner_node IS NULL OR (invocations.owner_node = x.owner_node \
+             AND invocations.attempts = x.owner_attempt))",
+            only_locked!($d, "invocations.id"),
+            " RETURNING invocations.id, invocations.attempts, invocations.updated_at"
+        )
+    };
+}
+/// One pass of compare-and-swap transitions: the JSON array `$1` of `{id, from, to, node,
+/// owner_node, owner_attempt, owner_mode: keep|clear|set, attempt_inc, result, error_kind,
+/// error_message, delay_ms}` with distinct ids; `available_at` becomes now + `delay_ms`. Returns the rows that matched (and changed).
+pub(in crate::store) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
+
+/// The invocations node `$1` owns in an owned status (recovery), locked on PostgreSQL.
+pub(in crate::store) const INVOCATION_OWNED_BY: Sql = Sql {
+    sqlite: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
+        owned_statuses!(),
+        " ORDER BY id"
+    ),
+    postgres: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
+        owned_statuses!(),
+        " ORDER BY id FOR UPDATE"
+    ),
+};
+
+/// Inserts task instances from the JSON array `$param` (rows `j`) that pass `$filter` (a
+/// condition on `i`, the invocation joined by id); a second record of an attempt is ignored.
+macro_rules! instance_insert {
+    ($d:ident, $param:literal, $filter:literal) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now) \
+             INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
+             error_message, wall_ms, peak_memory_bytes, stdout, stderr, logs, output_truncated, \
+             ended_at, report_by, started_at) SELECT i.id, CAST(j.value ->> 'attempt' AS BIGINT), \
+             j.value ->> 'node', j.value ->> 'status', j.value ->> 'error_kind', \
+             j.value ->> 'error_message', CAST(j.value ->> 'wall_ms' AS BIGINT), \
+             CAST(j.value ->> 'peak_memory_bytes' AS BIGINT), j.value ->> 'stdout', \
+             j.value ->> 'stderr', j.value ->> 'logs', CAST(j.value ->> 'output_truncated' AS BIGINT), \
+             CASE WHEN j.value ->> 'report_window_ms' IS NULL THEN c.now ELSE 0 END, \
+             c.now + CAST(j.value ->> 'report_window_ms' AS BIGINT), c.now FROM ",
+            json_rows!($d, $param, "j"),
+            " JOIN invocations i ON i.id = j.value ->> 'invocation_id' CROSS JOIN c WHERE ",
+            $filter,
+            " ORDER BY i.id, CAST(j.value ->> 'attempt' AS BIGINT) ON CONFLICT (invocation_id, attempt) DO UPDATE SET status = excluded.status, \
+             node = excluded.node, error_kind = excluded.error_kind, error_message = excluded.error_message, \
+             wall_ms = excluded.wall_ms, peak_memory_bytes = excluded.peak_memory_bytes, \
+             stdout = excluded.stdout, stderr = excluded.stderr, logs = excluded.logs, \
+             output_truncated = excluded.output_truncated, ended_at = excluded.ended_at, \
+             report_by = excluded.report_by, signal = CASE WHEN excluded.report_by IS NULL THEN NULL \
+             ELSE task_instances.signal END \
+             WHERE task_instances.report_by IS NOT NULL"
+        )
+    };
+    ($d:ident) => {
+        instance_insert!($d, "$1", "TRUE")
+    };
+}
+/// One pass of transitions: `$1` as for [`INVOCATION_TRANSITION`] (returning the applied
+/// rows), `$2` marker, `$3` the JSON array of `{id, status, node}` of every status of every
+/// path of the pass, in pass order then path order. History keeps the `$3` rows whose
+/// invocation carries the marker, with its new attempt and time.
+macro_rules! invocation_transition_one_trip {
+    ($sync:ident) => {
+        one_trip!(
+            $sync,
+            invocation_transition!(sqlite, ", last_tx = $2"),
+            concat!(
+                "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+                 SELECT i.id, h.value ->> 'status', h.value ->> 'node', i.attempts, i.updated_at FROM ",
+                json_rows!(sqlite, "$3", "h"),
+                " JOIN invocations i ON i.id = h.value ->> 'id' WHERE i.last_tx = $2 ORDER BY h.key"
+            ),
+            instance_insert!(sqlite, "$4", "i.last_tx = $2"),
+        )
+    };
+}
+/// `invocation_transition_one_trip!` committed durably.
+pub(in crate::store) const INVOCATION_TRANSITION_ONE_TRIP: &str = invocation_transition_one_trip!(durable);
+/// `invocation_transition_one_trip!` committed without waiting for the disk.
+pub(in crate::store) const INVOCATION_TRANSITION_ONE_TRIP_RELAXED: &str = invocation_transition_one_trip!(relaxed);
+
+/// Records the task instances of the JSON array `$1` (the caller passes those of applied
+/// transitions only): a new row, or the next status of a live one (`report_by` set); a final
+/// instance never changes again (an untimely write is ignored). `report_window_ms` null means
+/// final (`report_by` cleared, `ended_at` now); otherwise `report_by` = now + the window.
+pub(in crate::store) const INSTANCE_INSERT: Sql = both!(instance_insert);
+
+/// The invocations rows of the JSON array `$1` of ids, as rows a recovery can move.
+macro_rules! invocation_movable {
+    ($d:ident, $lock:literal) => {
+        concat!(
+            "SELECT id, status, attempts, owner_node FROM invocations WHERE id IN (SELECT j.value FROM ",
+            json_texts!($d),
+            ") ORDER BY id",
+            $lock
+        )
+    };
+}
+/// The invocations whose ids are in the JSON array `$1`, as movable rows.
+/// Locked on PostgreSQL (by id), so that a transaction that then changes their instances
+/// keeps the global lock order (invocations before instances).
+pub(in crate::store) const INVOCATION_MOVABLE: Sql =
+    Sql { sqlite: invocation_movable!(sqlite, ""), postgres: invocation_movable!(postgres, " FOR UPDATE") };
+
+macro_rules! instance_end_lost {
+    ($d:ident) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now), x AS ",
+            instance_end_lost!(@lost, $d),
+            " UPDATE task_instances SET status = CASE WHEN task_instances.status IN ('running', 'triaging') \
+             THEN 'unknown_error' ELSE 'error' END, report_by = NULL, ended_at = (SELECT now FROM c), \
+             error_kind = 'host', error_message = $2, signal = NULL \
+             FROM x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
+             AND task_instances.report_by IS NOT NULL"
+        )
+    };
+    (@lost, sqlite) => {
+        concat!(
+            "(SELECT j.value ->> 'id' AS id, CAST(j.value ->> 'attempt' AS BIGINT) AS attempt FROM ",
+            json_rows!(sqlite),
+            ")"
+        )
+    };
+    (@lost, postgres) => {
+        concat!(
+            "MATERIALIZED (SELECT l.invocation_id AS id, l.attempt FROM task_instances l \
+             WHERE l.report_by IS NOT NULL AND (l.invocation_id, l.attempt) IN \
+             (SELECT j.value ->> 'id', CAST(j.value ->> 'attempt' AS BIGINT) FROM ",
+            json_rows!(postgres),
+            ") ORDER BY l.invocation_id, l.attempt FOR UPDATE)"
+        )
+    };
+}
+/// Ends the live instances of attempts lost with their node (the JSON array `$1` of `{id,
+/// attempt}`), with the message `$2`: a running one `unknown_error`, one that never started
+/// `error`. Run in the transaction that reroutes their invocations, so that every attempt the
+/// history shows has an instance with its true end.
+pub(in crate::store) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
+
+/// Invocations pending since before `$1` ms ago (database clock), at most `$2`, locked on
+/// PostgreSQL: pynenc's `max_pending` recovery.
+pub(in crate::store) const INVOCATION_PENDING_SINCE: Sql = Sql {
+    sqlite: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        now_ms!(sqlite),
+        " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT)"
+    ),
+    postgres: concat!(
+        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        now_ms!(postgres),
+        " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT) FOR UPDATE SKIP LOCKED"
+    ),
+};
+
+macro_rules! invocation_blocked {
+    ($d:ident, $drops:literal, $lock:literal) => {
+        concat!(
+            "SELECT i.id, i.status, i.attempts, i.owner_node FROM invocations i \
+             WHERE i.status IN ('registered', 'rerouted') AND i.run_scope IS NOT NULL \
+             AND i.task IN (SELECT j.value FROM ",
+            json_texts!($d, "$1", "j"),
+            ") AND EXISTS (SELECT 1 FROM tasks t WHERE t.name = i.task AND ",
+            $drops,
+            ") AND EXISTS (SELECT 1 FROM invocations o WHERE o.run_scope = i.run_scope AND o.status IN ",
+            owned_statuses!(),
+            ") ORDER BY i.id LIMIT CAST($2 AS BIGINT)",
+            $lock
+        )
+    };
+}
+/// Runnable invocations of the tasks in the JSON array `$1` whose running scope is held by
+/// another (owned) invocation, at most `$2`: those that concurrency control drops. The task's
+/// policy is checked again in the statement (`reroute_on_concurrency_control` false), so a
+/// policy patched after the caller listed the tasks is seen.
+pub(in crate::store) const INVOCATION_BLOCKED: Sql = Sql {
+    sqlite: invocation_blocked!(sqlite, "json_extract(t.options, '$.reroute_on_concurrency_control') = 0", ""),
+    postgres: invocation_blocked!(
+        postgres,
+        "(CAST(t.options AS jsonb) ->> 'reroute_on_concurrency_control') = 'false'",
+        " FOR UPDATE OF i SKIP LOCKED"
+    ),
+};
