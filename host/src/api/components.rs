@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
-use super::json::Json;
+use super::json::{Json, Query};
 use super::{ApiError, AppState};
 use crate::model::instance::InstanceStatus;
 use crate::model::{ComponentInfo, TaskDef, TaskPatch};
@@ -41,7 +41,7 @@ impl ComponentView {
 /// `POST /v1/components?name=N` with the component bytes as body.
 pub(super) async fn upload(
     State(s): State<AppState>,
-    q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<UploadQuery>, ApiError>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {

@@ -3,14 +3,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::json::Json;
+use super::json::{Json, Query};
 use super::{ApiError, AppState};
 use crate::model::{Millis, ServiceRun, Trigger, TriggerRun};
 use crate::orchestrator::NewTrigger;
@@ -108,9 +107,8 @@ pub(super) struct ServiceRuns {
 /// `GET /v1/services/runs?limit=N`: the latest executions of the atomic services.
 pub(super) async fn service_runs(
     State(s): State<AppState>,
-    q: Result<Query<LimitQuery>, QueryRejection>,
+    Query(q): Query<LimitQuery>,
 ) -> Result<Json<ServiceRuns>, ApiError> {
-    let Query(q) = q?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1_000);
     Ok(Json(ServiceRuns { runs: s.orch.service_runs(limit).await? }))
 }

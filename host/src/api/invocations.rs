@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::json::Json;
+use super::json::{Json, Query};
 use super::{ApiError, AppState, MAX_LONG_POLL};
 use crate::model::{HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, TaskFailure};
 use crate::orchestrator::{CallRequest, Progress, Routed};
@@ -197,9 +196,8 @@ pub(super) struct ResultQuery {
 pub(super) async fn result(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<ResultQuery>, QueryRejection>,
+    Query(q): Query<ResultQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(0)).min(MAX_LONG_POLL);
     let (inv, done) = tokio::select! {
         r = s.orch.wait_final(&id, Some(timeout)) => r?,
@@ -232,9 +230,8 @@ pub(super) struct InvocationPage {
 /// `GET /v1/invocations?task=&status=&limit=&cursor=`: newest first.
 pub(super) async fn list(
     State(s): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<InvocationPage>, ApiError> {
-    let Query(q) = q?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
@@ -268,11 +265,7 @@ pub(super) struct Counts {
 }
 
 /// `GET /v1/invocations/count?task=&status=`: counts per task and status, and the total.
-pub(super) async fn count(
-    State(s): State<AppState>,
-    q: Result<Query<CountQuery>, QueryRejection>,
-) -> Result<Json<Counts>, ApiError> {
-    let Query(q) = q?;
+pub(super) async fn count(State(s): State<AppState>, Query(q): Query<CountQuery>) -> Result<Json<Counts>, ApiError> {
     let counts = s.orch.invocation_count(q.task.as_deref(), parse_status(q.status)?).await?;
     let total: i64 = counts.iter().map(|c| c.count).sum();
     Ok(Json(Counts { total, counts }))

@@ -2,10 +2,11 @@
 //! rejection is the one error type ([`ApiError`]), so a body that is not JSON, does not fit
 //! the handler's type, is too large or is not declared `application/json` answers in the
 //! error shape of `error.rs` (400, 400, 413, 415) without each handler converting it.
-//! [`OptionalJson`] is the same for a body that may be left out.
+//! [`OptionalJson`] is the same for a body that may be left out, and [`Query`] for query
+//! strings (400).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +23,11 @@ impl<T: Serialize> IntoResponse for Json<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+/// A query string (axum's `Query` with [`ApiError`] as its rejection).
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub(super) struct Query<T>(pub T);
 
 /// A JSON request body that may be left out: an empty (or all-blank) body is `T::default()`,
 /// whatever its content type; any other body must be `application/json` (415) and parse as `T`
@@ -54,12 +60,12 @@ mod tests {
     use axum::body::{Body, to_bytes};
     use axum::extract::DefaultBodyLimit;
     use axum::http::{Request, StatusCode, header};
-    use axum::routing::post;
+    use axum::routing::{get, post};
     use serde::{Deserialize, Serialize};
     use serde_json::Value;
     use tower::ServiceExt;
 
-    use super::{Json, OptionalJson};
+    use super::{Json, OptionalJson, Query};
 
     #[derive(Debug, Default, Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
@@ -74,12 +80,20 @@ mod tests {
         Router::new()
             .route("/json", post(|Json(b): Json<Body1>| async move { Json(b) }))
             .route("/optional", post(|OptionalJson(b): OptionalJson<Body1>| async move { Json(b) }))
+            .route("/query", get(|Query(b): Query<Body1>| async move { Json(b) }))
             .layer(DefaultBodyLimit::max(1024))
     }
 
     /// Posts `body` (with `content_type` if any) and returns the status and the JSON answer.
     async fn post_to(path: &str, content_type: Option<&str>, body: impl Into<String>) -> (StatusCode, Value) {
-        let mut req = Request::post(path);
+        send(Request::post(path), content_type, body).await
+    }
+
+    async fn send(
+        mut req: axum::http::request::Builder,
+        content_type: Option<&str>,
+        body: impl Into<String>,
+    ) -> (StatusCode, Value) {
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
@@ -127,6 +141,14 @@ mod tests {
         let (s, v) = post_to("/json", JSON, format!(r#"{{"v": "{}"}}"#, "x".repeat(2000))).await;
         assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
         assert_error(&v, "too_large");
+        // A query string that does not fit: 400.
+        let (s, v) = send(Request::get("/query?n=4"), None, "").await;
+        assert_eq!((s, v["n"].as_u64()), (StatusCode::OK, Some(4)), "{v}");
+        for q in ["n=x", "m=1"] {
+            let (s, v) = send(Request::get(format!("/query?{q}")), None, "").await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {v}");
+            assert_error(&v, "bad_request");
+        }
     }
 
     #[tokio::test]

@@ -1,13 +1,12 @@
 //! Workflows and arrays (`/v1/workflows`, `/v1/arrays`): creation, summaries, incremental
 //! node sync (`/nodes?updated_since=`), pause, resume (hot or cold) and cancel.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
-use super::json::{Json, OptionalJson};
+use super::json::{Json, OptionalJson, Query};
 use super::{ApiError, AppState};
 use crate::model::Millis;
 use crate::model::workflow::{ArrayRequest, WorkflowInfo, WorkflowKind, WorkflowNode, WorkflowRequest, WorkflowStatus};
@@ -65,9 +64,8 @@ pub(super) struct WorkflowList {
 /// `GET /v1/workflows?limit=N`: newest first.
 pub(super) async fn list(
     State(s): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<WorkflowList>, ApiError> {
-    let Query(q) = q?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
@@ -85,9 +83,8 @@ pub(super) struct ShowQuery {
 pub(super) async fn show(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<ShowQuery>, QueryRejection>,
+    Query(q): Query<ShowQuery>,
 ) -> Result<Json<WorkflowSummary>, ApiError> {
-    let Query(q) = q?;
     Ok(Json(s.orch.workflow_summary(&id, q.nodes.unwrap_or(true)).await?))
 }
 
@@ -109,9 +106,8 @@ pub(super) struct NodesSince {
 pub(super) async fn nodes(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<SinceQuery>, QueryRejection>,
+    Query(q): Query<SinceQuery>,
 ) -> Result<Json<NodesSince>, ApiError> {
-    let Query(q) = q?;
     let (server_time, nodes) = s.orch.workflow_nodes_since(&id, q.updated_since.unwrap_or(i64::MIN)).await?;
     Ok(Json(NodesSince { server_time, nodes }))
 }
