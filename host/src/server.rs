@@ -84,7 +84,7 @@ impl Daemon {
         })
         .context("cannot start the wasm runtime")?;
         let orch = Orchestrator::new(
-            store,
+            store.clone(),
             runtime,
             OrchestratorConfig {
                 node: cfg.node_name.clone(),
@@ -101,8 +101,9 @@ impl Daemon {
                 max_workflow_nodes: cfg.max_workflow_nodes,
             },
         );
+        // The API's one handle on the database: the key table, for `Auth`.
         let auth = Auth::new(
-            orch.store().clone(),
+            store,
             cfg.admin_key.as_ref().map(|k| k.expose()),
             Duration::from_millis(cfg.heartbeat_interval_ms),
         );

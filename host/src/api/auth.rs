@@ -15,24 +15,26 @@
 //! Use is recorded in batches: the names used since the last tick are stamped in one statement
 //! per interval, never a write per request. Failures are logged with the route and the key's
 //! name or "unknown key", never the key.
+//!
+//! [`Auth`] holds the one narrow handle of the API on the database: the key table
+//! ([`KeyStore`], given by `server.rs`). The `/v1/keys` handlers go through its methods.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::json::Json;
 use super::{ApiError, AppState};
+use crate::model::Millis;
 use crate::model::key::{self as keys, KeyDigest, Role};
-use crate::store::{Store, StoreResult};
+use crate::store::{ApiKey, KeyStore, StoreResult};
 
 /// Shortest gap between two reads of the keys caused by unknown keys.
 pub const MISS_REFRESH: Duration = Duration::from_millis(250);
@@ -48,7 +50,7 @@ struct Known {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn KeyStore>,
     bootstrap: Option<KeyDigest>,
     stored: RwLock<Arc<Vec<Known>>>,
     used: Mutex<HashSet<String>>,
@@ -66,7 +68,7 @@ pub struct Auth {
 impl Auth {
     /// Keys of `store`, plus the bootstrap admin key if given, read again every `interval`.
     /// Call [`Auth::refresh`] once before serving.
-    pub fn new(store: Arc<dyn Store>, bootstrap: Option<&str>, interval: Duration) -> Self {
+    pub fn new(store: Arc<dyn KeyStore>, bootstrap: Option<&str>, interval: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -182,6 +184,31 @@ impl Auth {
         self.find(&digest)
     }
 
+    /// Creates a key of `role` named `name` (a valid name) and returns it with its secret (the only time the
+    /// secret exists outside the caller; the store keeps its SHA-256). This node knows it at once.
+    async fn create(&self, name: &str, role: Role) -> Result<(ApiKey, String), ApiError> {
+        let key = keys::generate();
+        let stored = self.inner.store.key_insert(name, role, &keys::digest_hex(&key)).await?;
+        self.refresh().await?;
+        tracing::info!(key = %stored.name, %role, "API key created");
+        Ok((stored, key))
+    }
+
+    /// Every stored key (name, role, times; the hash stays here).
+    async fn list(&self) -> StoreResult<Vec<ApiKey>> {
+        self.inner.store.key_list().await
+    }
+
+    /// Deletes a key; this node stops accepting it at once. `NotFound` without such a key.
+    async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        if !self.inner.store.key_delete(name).await? {
+            return Err(ApiError::not_found(format!("no API key named `{name}`")));
+        }
+        self.refresh().await?;
+        tracing::info!(key = %name, "API key deleted");
+        Ok(())
+    }
+
     fn mark_used(&self, name: &str) {
         if name == BOOTSTRAP_NAME {
             return;
@@ -268,44 +295,56 @@ pub(super) struct NewKey {
     role: String,
 }
 
+/// A key just created, with its secret.
+#[derive(Serialize)]
+pub(super) struct CreatedKey {
+    name: String,
+    role: Role,
+    key: String,
+}
+
 /// `POST /v1/keys` `{"name","role"}` → 201 `{"name","role","key"}`: the only time the secret
 /// is shown; the store keeps its SHA-256.
-pub(super) async fn create(
-    State(s): State<AppState>,
-    body: Result<Json<NewKey>, JsonRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let Json(body) = body?;
+pub(super) async fn create(State(s): State<AppState>, Json(body): Json<NewKey>) -> Result<impl IntoResponse, ApiError> {
     keys::validate_name(&body.name).map_err(ApiError::bad_request)?;
     let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
-    let key = keys::generate();
-    let stored = s.orch.store().key_insert(&body.name, role, &keys::digest_hex(&key)).await?;
-    s.auth.refresh().await?;
-    tracing::info!(key = %stored.name, %role, "API key created");
-    Ok((StatusCode::CREATED, Json(json!({"name": stored.name, "role": stored.role, "key": key}))))
+    let (stored, key) = s.auth.create(&body.name, role).await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { name: stored.name, role: stored.role, key })))
+}
+
+/// A stored key as listed: never a secret or a hash.
+#[derive(Serialize)]
+pub(super) struct KeyView {
+    name: String,
+    role: Role,
+    created_at: Millis,
+    last_used_at: Option<Millis>,
+}
+
+/// The stored keys, and whether this node also has a key from its configuration.
+#[derive(Serialize)]
+pub(super) struct KeyList {
+    keys: Vec<KeyView>,
+    bootstrap_key: bool,
 }
 
 /// `GET /v1/keys`: name, role, creation and last use of every stored key; never a secret or
 /// a hash. `bootstrap_key` says whether this node also has a key from its configuration.
-pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let keys: Vec<_> = s
-        .orch
-        .store()
-        .key_list()
+pub(super) async fn list(State(s): State<AppState>) -> Result<Json<KeyList>, ApiError> {
+    let keys = s
+        .auth
+        .list()
         .await?
         .into_iter()
-        .map(|k| json!({"name": k.name, "role": k.role, "created_at": k.created_at, "last_used_at": k.last_used_at}))
+        .map(|k| KeyView { name: k.name, role: k.role, created_at: k.created_at, last_used_at: k.last_used_at })
         .collect();
-    Ok(Json(json!({"keys": keys, "bootstrap_key": s.auth.inner.bootstrap.is_some()})))
+    Ok(Json(KeyList { keys, bootstrap_key: s.auth.inner.bootstrap.is_some() }))
 }
 
 /// `DELETE /v1/keys/{name}` → 204; every node stops accepting it within one heartbeat
 /// interval (this one at once).
 pub(super) async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    if !s.orch.store().key_delete(&name).await? {
-        return Err(ApiError::not_found(format!("no API key named `{name}`")));
-    }
-    s.auth.refresh().await?;
-    tracing::info!(key = %name, "API key deleted");
+    s.auth.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

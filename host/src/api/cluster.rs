@@ -2,17 +2,17 @@
 //! who may run them right now (a pinned task that no live node matches is reported as
 //! unrunnable, not left silently stuck).
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
+use super::json::Json;
 use super::{ApiError, AppState};
 use crate::cluster::pins::{self, PinNode};
-use crate::model::TaskPatch;
+use crate::model::{Millis, TaskPatch, TokenAudit};
 
 /// Body of `POST /v1/cluster/pins`.
 #[derive(Debug, Deserialize)]
@@ -45,7 +45,7 @@ pub(super) async fn pin_views(
         .into_iter()
         .map(|n| PinNode { name: &n.name, labels: &n.labels })
         .collect();
-    let tasks = s.orch.store().task_list().await?;
+    let tasks = s.orch.task_list().await?;
     Ok(tasks
         .iter()
         .filter(|t| !t.pins.is_empty() && only.is_none_or(|o| o == t.name))
@@ -62,24 +62,26 @@ pub(super) fn unrunnable(views: &[PinView]) -> Vec<&str> {
     views.iter().filter(|v| !v.runnable).map(|v| v.task.as_str()).collect()
 }
 
+/// Every pinned task and the ones no live node can run.
+#[derive(Serialize)]
+pub(super) struct PinList<'a> {
+    pins: &'a [PinView],
+    unrunnable: Vec<&'a str>,
+}
+
 /// `GET /v1/cluster/pins`: every pinned task, who may run it now, and the unrunnable ones.
 pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (now, nodes) = s.orch.store().node_list().await?;
+    let (now, nodes) = s.orch.node_list().await?;
     let views = pin_views(&s, now, &nodes, None).await?;
-    let unrunnable = unrunnable(&views);
-    Ok(Json(json!({"pins": views, "unrunnable": unrunnable})))
+    Ok(Json(PinList { pins: &views, unrunnable: unrunnable(&views) }).into_response())
 }
 
 /// `POST /v1/cluster/pins` `{"task", "patterns"}` → 201 with the pins and who may run it.
-pub(super) async fn pin(
-    State(s): State<AppState>,
-    body: Result<Json<PinBody>, JsonRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let Json(body) = body?;
+pub(super) async fn pin(State(s): State<AppState>, Json(body): Json<PinBody>) -> Result<impl IntoResponse, ApiError> {
     // Pinning takes at least one pattern (unpinning is DELETE).
     pins::validate(&body.patterns).map_err(ApiError::bad_request)?;
     set_pins(&s, &body.task, body.patterns).await?;
-    let (now, nodes) = s.orch.store().node_list().await?;
+    let (now, nodes) = s.orch.node_list().await?;
     let view = pin_views(&s, now, &nodes, Some(&body.task)).await?.pop();
     if view.as_ref().is_some_and(|v| !v.runnable) {
         tracing::warn!(task = %body.task, "pinned to patterns no live node matches: it will not run until one joins");
@@ -96,23 +98,34 @@ pub(super) async fn unpin(State(s): State<AppState>, Path(task): Path<String>) -
 /// Sets a task's pins through the one task update (validated there).
 async fn set_pins(s: &AppState, task: &str, patterns: Vec<String>) -> Result<(), ApiError> {
     let patch = TaskPatch { pins: Some(patterns), ..TaskPatch::default() };
-    super::components::update_task(s, task, &patch).await.map(|_| ())
+    s.orch.task_update(task, &patch).await?;
+    Ok(())
+}
+
+/// The ring: its version and size, tokens per node, the spread of the loads (most minus
+/// fewest; `null` before the first assignment) and the latest swaps.
+#[derive(Serialize)]
+pub(super) struct Tokens {
+    version: i64,
+    total_tokens: u32,
+    updated_at: Millis,
+    distribution: BTreeMap<String, i64>,
+    spread: Option<i64>,
+    swaps: Vec<TokenAudit>,
 }
 
 /// `GET /v1/cluster/tokens`: the ring's version and size, tokens per node, the spread of the
 /// loads and the latest swaps.
-pub(super) async fn tokens(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let store = s.orch.store();
-    let ring = store.ring_get(false).await?;
-    let loads = store.token_loads().await?;
+pub(super) async fn tokens(State(s): State<AppState>) -> Result<Json<Tokens>, ApiError> {
+    let ring = s.orch.ring().await?;
+    let loads = s.orch.token_loads().await?;
     let (min, max) = (loads.iter().map(|(_, c)| *c).min(), loads.iter().map(|(_, c)| *c).max());
-    let distribution: serde_json::Map<String, Value> = loads.into_iter().map(|(n, c)| (n, json!(c))).collect();
-    Ok(Json(json!({
-        "version": ring.version,
-        "total_tokens": ring.total_tokens,
-        "updated_at": ring.updated_at,
-        "distribution": distribution,
-        "spread": max.zip(min).map(|(a, b)| a - b),
-        "swaps": store.token_audits(10).await?,
-    })))
+    Ok(Json(Tokens {
+        version: ring.version,
+        total_tokens: ring.total_tokens,
+        updated_at: ring.updated_at,
+        distribution: loads.into_iter().collect(),
+        spread: max.zip(min).map(|(a, b)| a - b),
+        swaps: s.orch.token_audits(10).await?,
+    }))
 }

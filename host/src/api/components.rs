@@ -1,37 +1,47 @@
 //! Components and tasks: upload (validate, precompile, describe, register), list, show,
 //! remove, and task options.
 
-use axum::Json;
+use std::collections::HashMap;
+
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
+use super::json::{Json, Query};
 use super::{ApiError, AppState};
+use crate::model::instance::InstanceStatus;
 use crate::model::{ComponentInfo, TaskDef, TaskPatch};
+use crate::orchestrator::AttemptUsage;
 
 #[derive(Deserialize)]
 pub(super) struct UploadQuery {
     name: Option<String>,
 }
 
-fn component_json(c: &ComponentInfo, tasks: &[TaskDef]) -> Value {
-    json!({
-        "name": c.name,
-        "digest": c.digest,
-        "size_bytes": c.size_bytes,
-        "uploaded_at": c.uploaded_at,
-        "tasks": tasks,
-    })
+/// A component with the definitions of its tasks (the stored component lists only their names).
+#[derive(Serialize)]
+pub(super) struct ComponentView {
+    name: String,
+    digest: String,
+    size_bytes: i64,
+    uploaded_at: crate::model::Millis,
+    tasks: Vec<TaskDef>,
+}
+
+impl ComponentView {
+    async fn of(s: &AppState, c: ComponentInfo) -> Result<Self, ApiError> {
+        let all = s.orch.task_list().await?;
+        let tasks = all.into_iter().filter(|t| t.component == c.name).collect();
+        Ok(Self { name: c.name, digest: c.digest, size_bytes: c.size_bytes, uploaded_at: c.uploaded_at, tasks })
+    }
 }
 
 /// `POST /v1/components?name=N` with the component bytes as body.
 pub(super) async fn upload(
     State(s): State<AppState>,
-    q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<UploadQuery>, ApiError>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -44,31 +54,28 @@ pub(super) async fn upload(
         return Err(ApiError::bad_request("empty body: send the component's bytes (application/wasm)"));
     }
     let info = s.orch.deploy(&name, &body).await?;
-    let tasks = tasks_of(&s, &info).await?;
-    Ok((StatusCode::CREATED, Json(component_json(&info, &tasks))))
+    Ok((StatusCode::CREATED, Json(ComponentView::of(&s, info).await?)))
 }
 
-async fn tasks_of(s: &AppState, c: &ComponentInfo) -> Result<Vec<TaskDef>, ApiError> {
-    let all = s.orch.store().task_list().await?;
-    Ok(all.into_iter().filter(|t| t.component == c.name).collect())
+/// Every stored component.
+#[derive(Serialize)]
+pub(super) struct ComponentList {
+    components: Vec<ComponentInfo>,
 }
 
 /// `GET /v1/components`.
-pub(super) async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let comps = s.orch.store().component_list().await?;
-    Ok(Json(json!({ "components": comps })))
+pub(super) async fn list(State(s): State<AppState>) -> Result<Json<ComponentList>, ApiError> {
+    Ok(Json(ComponentList { components: s.orch.component_list().await? }))
 }
 
 /// `GET /v1/components/{name}`.
-pub(super) async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<ComponentView>, ApiError> {
     let c = s
         .orch
-        .store()
         .component_get(&name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("component `{name}` not found")))?;
-    let tasks = tasks_of(&s, &c).await?;
-    Ok(Json(component_json(&c, &tasks)))
+    Ok(Json(ComponentView::of(&s, c).await?))
 }
 
 /// `DELETE /v1/components/{name}`.
@@ -77,50 +84,69 @@ pub(super) async fn remove(State(s): State<AppState>, Path(name): Path<String>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every task.
+#[derive(Serialize)]
+pub(super) struct TaskList {
+    tasks: Vec<TaskDef>,
+}
+
 /// `GET /v1/tasks`.
-pub(super) async fn tasks(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "tasks": s.orch.store().task_list().await? })))
+pub(super) async fn tasks(State(s): State<AppState>) -> Result<Json<TaskList>, ApiError> {
+    Ok(Json(TaskList { tasks: s.orch.task_list().await? }))
 }
 
 /// `GET /v1/tasks/{task}`.
 pub(super) async fn task(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<TaskDef>, ApiError> {
-    s.orch.store().task_get(&name).await?.map(Json).ok_or_else(|| ApiError::not_found(format!("unknown task `{name}`")))
+    s.orch.task_get(&name).await?.map(Json).ok_or_else(|| ApiError::not_found(format!("unknown task `{name}`")))
 }
 
-/// `PATCH /v1/tasks/{task}`.
+/// `PATCH /v1/tasks/{task}`: validated by the orchestrator (the same rules as the pins API).
 pub(super) async fn patch_task(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<TaskPatch>, JsonRejection>,
+    Json(patch): Json<TaskPatch>,
 ) -> Result<Json<TaskDef>, ApiError> {
-    let Json(patch) = body?;
-    Ok(Json(update_task(&s, &name, &patch).await?))
+    Ok(Json(s.orch.task_update(&name, &patch).await?))
 }
 
-/// Validates a patch (the same rules whichever endpoint sends it: `PATCH /v1/tasks/{task}` or
-/// the pins API), applies it and drops the cached task definitions.
-pub(super) async fn update_task(s: &AppState, name: &str, patch: &TaskPatch) -> Result<TaskDef, ApiError> {
-    if let Some(m) = patch.max_attempts {
-        crate::model::check_max_attempts(m).map_err(ApiError::bad_request)?;
+/// Percentiles of one figure over a task's attempts (`null` without attempts).
+#[derive(Serialize)]
+pub(super) struct Percentiles {
+    p50: Option<i64>,
+    p90: Option<i64>,
+    p99: Option<i64>,
+    max: Option<i64>,
+}
+
+impl Percentiles {
+    /// Of `v`, sorted.
+    fn of(v: &[i64]) -> Self {
+        Self { p50: percentile(v, 50), p90: percentile(v, 90), p99: percentile(v, 99), max: v.last().copied() }
     }
-    if patch.timeout_ms == Some(0) {
-        return Err(ApiError::bad_request("timeout_ms must be at least 1"));
-    }
-    if let Some(limit) = patch.memory_limit_bytes {
-        s.orch.check_memory_limit(name, limit).await?;
-    }
-    // An empty list unpins; any other list follows the pin rules.
-    if let Some(patterns) = patch.pins.as_ref().filter(|p| !p.is_empty()) {
-        crate::cluster::pins::validate(patterns).map_err(ApiError::bad_request)?;
-    }
-    let t = s
-        .orch
-        .store()
-        .task_update(name, patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("unknown task `{name}`")))?;
-    s.orch.invalidate_tasks();
-    Ok(t)
+}
+
+/// The `p`-th percentile of sorted `v` (nearest rank).
+fn percentile(v: &[i64], p: usize) -> Option<i64> {
+    v.get((v.len() * p).div_ceil(100).saturating_sub(1)).copied()
+}
+
+/// A task's limits: as set, or as suggested (`null` without successful attempts).
+#[derive(Serialize)]
+pub(super) struct LimitsView<T> {
+    timeout_ms: T,
+    memory_limit_bytes: T,
+}
+
+/// The resource use of a task's latest attempts and the limits suggested from it.
+#[derive(Serialize)]
+pub(super) struct Resources {
+    task: String,
+    attempts: usize,
+    by_status: HashMap<InstanceStatus, u64>,
+    wall_ms: Percentiles,
+    peak_memory_bytes: Percentiles,
+    current: LimitsView<u64>,
+    suggested: LimitsView<Option<i64>>,
 }
 
 /// `GET /v1/tasks/{task}/resources`: resource use of the task's latest 1,000 attempts
@@ -132,32 +158,29 @@ pub(super) async fn resources(
     Path(task): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let def = s.orch.task(&task).await?;
-    let usage = s.orch.store().instance_usage(&task, 1_000).await?;
-    let pick = |f: fn(&(String, i64, i64)) -> i64, ok_only: bool| {
-        let mut v: Vec<i64> = usage.iter().filter(|u| !ok_only || u.0 == "done").map(f).collect();
+    let usage = s.orch.task_usage(&task, 1_000).await?;
+    let pick = |f: fn(&AttemptUsage) -> i64, ok_only: bool| {
+        let mut v: Vec<i64> = usage.iter().filter(|u| !ok_only || u.status == InstanceStatus::Done).map(f).collect();
         v.sort_unstable();
         v
     };
-    let pct = |v: &[i64], p: usize| -> Option<i64> { v.get((v.len() * p).div_ceil(100).saturating_sub(1)).copied() };
-    let summary = |v: &[i64]| json!({"p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99), "max": v.last()});
-    let (wall, mem) = (pick(|u| u.1, false), pick(|u| u.2, false));
-    let (ok_wall, ok_mem) = (pick(|u| u.1, true), pick(|u| u.2, true));
+    let (wall, mem) = (pick(|u| u.wall_ms, false), pick(|u| u.peak_memory_bytes, false));
+    let (ok_wall, ok_mem) = (pick(|u| u.wall_ms, true), pick(|u| u.peak_memory_bytes, true));
     let grow = |v: Option<i64>, num: i64, den: i64| v.map(|x| (x.saturating_mul(num) + den - 1) / den);
-    let by_status = usage.iter().fold(serde_json::Map::new(), |mut m, u| {
-        let n = m.get(&u.0).and_then(Value::as_u64).unwrap_or(0) + 1;
-        m.insert(u.0.clone(), json!(n));
-        m
-    });
-    Ok(Json(json!({
-        "task": task,
-        "attempts": usage.len(),
-        "by_status": by_status,
-        "wall_ms": summary(&wall),
-        "peak_memory_bytes": summary(&mem),
-        "current": {"timeout_ms": def.timeout_ms, "memory_limit_bytes": def.memory_limit_bytes},
-        "suggested": {
-            "timeout_ms": grow(pct(&ok_wall, 99), 3, 2).max(ok_wall.last().copied()),
-            "memory_limit_bytes": grow(pct(&ok_mem, 99), 5, 4).max(ok_mem.last().copied()),
+    let mut by_status = HashMap::new();
+    for u in &usage {
+        *by_status.entry(u.status).or_insert(0) += 1;
+    }
+    Ok(Json(Resources {
+        task,
+        attempts: usage.len(),
+        by_status,
+        wall_ms: Percentiles::of(&wall),
+        peak_memory_bytes: Percentiles::of(&mem),
+        current: LimitsView { timeout_ms: def.timeout_ms, memory_limit_bytes: def.memory_limit_bytes },
+        suggested: LimitsView {
+            timeout_ms: grow(percentile(&ok_wall, 99), 3, 2).max(ok_wall.last().copied()),
+            memory_limit_bytes: grow(percentile(&ok_mem, 99), 5, 4).max(ok_mem.last().copied()),
         },
-    })))
+    }))
 }

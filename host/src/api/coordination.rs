@@ -1,23 +1,24 @@
 //! Triggers (`/v1/triggers`), events (`/v1/events`), the atomic services' execution records
 //! (`/v1/services/runs`) and the node list (`/v1/cluster/nodes`).
 
-use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::json::{Json, Query};
 use super::{ApiError, AppState};
+use crate::model::{Millis, ServiceRun, Trigger, TriggerRun};
 use crate::orchestrator::NewTrigger;
 
 /// `POST /v1/triggers` → 201 with the trigger.
 pub(super) async fn create_trigger(
     State(s): State<AppState>,
-    body: Result<Json<NewTrigger>, JsonRejection>,
+    Json(body): Json<NewTrigger>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(body) = body?;
     if let Some(args) = &body.args {
         super::guard::check_size("trigger arguments", args, s.limits.max_args_bytes)?;
     }
@@ -25,23 +26,33 @@ pub(super) async fn create_trigger(
     Ok((StatusCode::CREATED, Json(t)))
 }
 
+/// Every trigger.
+#[derive(Serialize)]
+pub(super) struct TriggerList {
+    triggers: Vec<Trigger>,
+}
+
 /// `GET /v1/triggers`.
-pub(super) async fn list_triggers(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(json!({"triggers": s.orch.store().trigger_list().await?})))
+pub(super) async fn list_triggers(State(s): State<AppState>) -> Result<Json<TriggerList>, ApiError> {
+    Ok(Json(TriggerList { triggers: s.orch.trigger_list().await? }))
+}
+
+/// A trigger with its latest runs.
+#[derive(Serialize)]
+pub(super) struct TriggerView {
+    #[serde(flatten)]
+    trigger: Trigger,
+    runs: Vec<TriggerRun>,
 }
 
 /// `GET /v1/triggers/{id}`: the trigger and its latest runs.
 pub(super) async fn show_trigger(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let t = s.orch.store().trigger_get(&id).await?.ok_or_else(|| ApiError::not_found(format!("trigger `{id}`")))?;
-    let runs = s.orch.store().trigger_runs(&id, 100).await?;
-    let mut v = serde_json::to_value(&t).map_err(|e| ApiError::internal(e.to_string()))?;
-    if let Some(m) = v.as_object_mut() {
-        m.insert("runs".into(), json!(runs));
-    }
-    Ok(Json(v))
+) -> Result<Json<TriggerView>, ApiError> {
+    let (trigger, runs) =
+        s.orch.trigger_get(&id, 100).await?.ok_or_else(|| ApiError::not_found(format!("trigger `{id}`")))?;
+    Ok(Json(TriggerView { trigger, runs }))
 }
 
 /// `DELETE /v1/triggers/{id}` → 204.
@@ -61,17 +72,24 @@ pub(super) struct EventBody {
     payload: Value,
 }
 
+/// A stored event without its payload.
+#[derive(Serialize)]
+pub(super) struct EventAccepted {
+    seq: i64,
+    code: String,
+    at: Millis,
+}
+
 /// `POST /v1/events` → 202 `{"seq","code","at"}`: the stored event without its payload (an
 /// echo would only double the traffic of large payloads).
 pub(super) async fn post_event(
     State(s): State<AppState>,
-    body: Result<Json<EventBody>, JsonRejection>,
+    Json(body): Json<EventBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(body) = body?;
-    let payload = if body.payload.is_null() { json!({}) } else { body.payload };
+    let payload = if body.payload.is_null() { Value::Object(serde_json::Map::new()) } else { body.payload };
     super::guard::check_size("event payload", &payload, s.limits.max_args_bytes)?;
     let e = s.orch.event_post(&body.code, &payload).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"seq": e.seq, "code": e.code, "at": e.at}))))
+    Ok((StatusCode::ACCEPTED, Json(EventAccepted { seq: e.seq, code: e.code, at: e.at })))
 }
 
 #[derive(Deserialize)]
@@ -80,50 +98,79 @@ pub(super) struct LimitQuery {
     limit: Option<u32>,
 }
 
+/// The latest executions of the atomic services.
+#[derive(Serialize)]
+pub(super) struct ServiceRuns {
+    runs: Vec<ServiceRun>,
+}
+
 /// `GET /v1/services/runs?limit=N`: the latest executions of the atomic services.
 pub(super) async fn service_runs(
     State(s): State<AppState>,
-    q: Result<Query<LimitQuery>, QueryRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<ServiceRuns>, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1_000);
-    Ok(Json(json!({"runs": s.orch.store().service_list(limit).await?})))
+    Ok(Json(ServiceRuns { runs: s.orch.service_runs(limit).await? }))
+}
+
+/// A node of the cluster as `GET /v1/cluster/nodes` shows it.
+#[derive(Serialize)]
+pub(super) struct NodeView {
+    name: String,
+    labels: Vec<String>,
+    capacity: u32,
+    live: bool,
+    leader: bool,
+    joined_at: Millis,
+    started_at: Millis,
+    last_heartbeat: Millis,
+    left_at: Option<Millis>,
+    tokens: i64,
+    running: i64,
+    owned: i64,
+}
+
+/// The nodes, the leader (`null` between two terms) and its lease's epoch, on the database clock.
+#[derive(Serialize)]
+pub(super) struct Nodes {
+    now: Millis,
+    nodes: Vec<NodeView>,
+    leader: Option<String>,
+    lease_epoch: i64,
 }
 
 /// `GET /v1/cluster/nodes`: every node with its liveness on the database clock, the leader,
 /// tokens owned, and the invocations it runs (`running`) and holds in any owned status
 /// (`owned`: claimed, running, paused, resumed).
-pub(super) async fn nodes(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (now, nodes) = s.orch.store().node_list().await?;
+pub(super) async fn nodes(State(s): State<AppState>) -> Result<Json<Nodes>, ApiError> {
+    let (now, nodes) = s.orch.node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();
     // The leader is the lease's holder while its lease holds by the rule `lease_claim` applies:
     // not expired and the holder live (a dead or departed holder has lost it). Between two
     // terms there is none.
-    let lease = s.orch.store().lease_get().await?;
+    let lease = s.orch.lease().await?;
     let leader = lease
         .holder
         .filter(|h| lease.expires_at > lease.now && nodes.iter().any(|n| n.name == *h && n.is_live(now, timeout)));
-    let loads: std::collections::HashMap<String, i64> = s.orch.store().token_loads().await?.into_iter().collect();
-    let owned: std::collections::HashMap<String, (i64, i64)> =
-        s.orch.store().owned_per_node().await?.into_iter().map(|(n, owned, running)| (n, (owned, running))).collect();
-    let out: Vec<Value> = nodes
-        .iter()
-        .map(|n| {
-            json!({
-                "name": n.name,
-                "labels": n.labels,
-                "capacity": n.capacity,
-                "live": n.is_live(now, timeout),
-                "leader": Some(&n.name) == leader.as_ref(),
-                "joined_at": n.joined_at,
-                "started_at": n.started_at,
-                "last_heartbeat": n.heartbeat_at,
-                "left_at": n.left_at,
-                "tokens": loads.get(&n.name).copied().unwrap_or(0),
-                "running": owned.get(&n.name).map_or(0, |o| o.1),
-                "owned": owned.get(&n.name).map_or(0, |o| o.0),
-            })
+    let tokens: HashMap<String, i64> = s.orch.token_loads().await?.into_iter().collect();
+    let loads: HashMap<String, (i64, i64)> =
+        s.orch.node_loads().await?.into_iter().map(|l| (l.node, (l.owned, l.running))).collect();
+    let nodes = nodes
+        .into_iter()
+        .map(|n| NodeView {
+            live: n.is_live(now, timeout),
+            leader: Some(&n.name) == leader.as_ref(),
+            tokens: tokens.get(&n.name).copied().unwrap_or(0),
+            running: loads.get(&n.name).map_or(0, |o| o.1),
+            owned: loads.get(&n.name).map_or(0, |o| o.0),
+            name: n.name,
+            labels: n.labels,
+            capacity: n.capacity,
+            joined_at: n.joined_at,
+            started_at: n.started_at,
+            last_heartbeat: n.heartbeat_at,
+            left_at: n.left_at,
         })
         .collect();
-    Ok(Json(json!({"now": now, "nodes": out, "leader": leader, "lease_epoch": lease.epoch})))
+    Ok(Json(Nodes { now, nodes, leader, lease_epoch: lease.epoch }))
 }

@@ -1,12 +1,17 @@
 //! The one error shape of the HTTP API, `{"error":{"code","message"}}`, and the mapping from
-//! every internal error to a status code. A 5xx never leaks internals: it is logged here and
-//! answered with a generic message.
+//! every internal error to a status code. A 5xx never leaks internals: it is answered with a
+//! generic message, and its cause rides along in the response's extensions ([`ServerError`])
+//! for the middleware [`log_server_errors`] to log, once per response.
+
+use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::Request;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::orchestrator::OrchestratorError;
 use crate::runtime::RuntimeError;
@@ -18,12 +23,34 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// What went wrong inside, for the log only (a 5xx answers with a generic message).
+    cause: Option<String>,
 }
+
+/// The body of every error answer: `{"error":{"code","message"}}`.
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    /// The error.
+    error: ErrorDetail<'a>,
+}
+
+/// The code and message of an error answer.
+#[derive(Debug, Serialize)]
+struct ErrorDetail<'a> {
+    /// Machine code (`bad_request`, `not_found`, `too_large`, …).
+    code: &'a str,
+    /// Human message.
+    message: &'a str,
+}
+
+/// The cause of a 5xx answer, put in the response's extensions for [`log_server_errors`].
+#[derive(Debug, Clone)]
+struct ServerError(Arc<str>);
 
 impl ApiError {
     /// Builds an error with a status, a machine code and a human message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), cause: None }
     }
 
     /// 400 `bad_request`.
@@ -36,21 +63,48 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 500 `internal` with a generic message; `cause` goes to the log only.
     pub(super) fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon's log")
+        Self {
+            cause: Some(cause.to_string()),
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon's log")
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let body = Json(ErrorBody { error: ErrorDetail { code: self.code, message: &self.message } });
+        let mut response = if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Tell clients (and their retry loops) when to come back.
-            return (self.status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response();
+            (self.status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        };
+        if self.status.is_server_error() {
+            let cause = self.cause.unwrap_or(self.message);
+            response.extensions_mut().insert(ServerError(cause.into()));
         }
-        (self.status, body).into_response()
+        response
     }
+}
+
+/// The middleware that logs every 5xx answer in one line: method, path, status and the error
+/// (the cause an [`ApiError`] carried, else `-`). A 500 is an error, any other 5xx (the
+/// database unavailable: 503) a warning. Nothing else logs them.
+pub(super) async fn log_server_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.is_server_error() {
+        let error = response.extensions().get::<ServerError>().map_or("-", |e| &*e.0);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(%method, %path, status = status.as_u16(), %error, "answered a server error");
+        } else {
+            tracing::warn!(%method, %path, status = status.as_u16(), %error, "answered a server error");
+        }
+    }
+    response
 }
 
 impl From<OrchestratorError> for ApiError {
@@ -62,14 +116,14 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::ArgsConflict(m) => Self::new(StatusCode::CONFLICT, "args_conflict", m),
             OrchestratorError::Component(r) => r.into(),
             OrchestratorError::Store(m) => Self::internal(m),
-            OrchestratorError::Unavailable(m) => {
-                tracing::warn!(error = %m, "answering 503: the database is unavailable");
-                Self::new(
+            OrchestratorError::Unavailable(m) => Self {
+                cause: Some(format!("the database is unavailable: {m}")),
+                ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "the database is unavailable; try again shortly",
                 )
-            }
+            },
             OrchestratorError::IdempotencyMismatch(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch", e.to_string())
             }
@@ -117,5 +171,35 @@ fn body_error(status: StatusCode, text: String) -> ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::bad_request(r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_error_keeps_its_cause_for_the_log_and_out_of_the_answer() {
+        let res = ApiError::internal("disk full at /secret/path").into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let cause = res.extensions().get::<ServerError>().map(|e| e.0.to_string());
+        assert_eq!(cause.as_deref(), Some("disk full at /secret/path"));
+        let body = to_bytes(res.into_body(), 1 << 16).await.unwrap_or_else(|e| panic!("{e}"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            v,
+            serde_json::json!({"error": {"code": "internal", "message": "internal error; see the daemon's log"}})
+        );
+
+        let res = ApiError::from(OrchestratorError::Unavailable("pool timed out".into())).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers().get(axum::http::header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert!(res.extensions().get::<ServerError>().is_some_and(|e| e.0.contains("pool timed out")));
+
+        // A 4xx carries nothing to log.
+        let res = ApiError::bad_request("no").into_response();
+        assert!(res.extensions().get::<ServerError>().is_none());
     }
 }

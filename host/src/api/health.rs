@@ -1,37 +1,47 @@
 //! Liveness (the process answers) and readiness (the node is registered, knows its pins and
 //! the database answers).
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::AppState;
+use super::json::Json;
+
+/// The answer of a probe: `{"status":"live"}`, `{"status":"ready","node","database"}` or
+/// `{"status":"unavailable","reason"}`.
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub(super) enum Health {
+    /// The process answers.
+    Live,
+    /// The node serves.
+    Ready { node: String, database: &'static str },
+    /// The node does not serve yet, or no longer.
+    Unavailable { reason: &'static str },
+}
 
 /// `GET /health/live`.
-pub(super) async fn live() -> Json<Value> {
-    Json(json!({"status": "live"}))
+pub(super) async fn live() -> Json<Health> {
+    Json(Health::Live)
 }
 
 /// `GET /health/ready`: 503 until the node is registered (and while it is fenced off or the
 /// database does not answer).
-pub(super) async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(super) async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     if !s.orch.is_ready() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"status": "unavailable", "reason": "not registered in the cluster yet, owning no tokens yet (the ring waits for minimum_nodes), or fenced off (no heartbeat for a whole timeout)"}),
-            ),
-        );
+        let reason = "not registered in the cluster yet, owning no tokens yet (the ring waits for minimum_nodes), or \
+                      fenced off (no heartbeat for a whole timeout)";
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health::Unavailable { reason }));
     }
-    match s.orch.store().ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "node": s.orch.node(), "database": s.orch.store().dialect()})),
-        ),
+    match s.orch.database_ping().await {
+        Ok(()) => {
+            let ready = Health::Ready { node: s.orch.node().to_string(), database: s.orch.database_dialect() };
+            (StatusCode::OK, Json(ready))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database unreachable"})))
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health::Unavailable { reason: "database unreachable" }))
         }
     }
 }

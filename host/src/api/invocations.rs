@@ -3,17 +3,17 @@
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::json::{Json, Query};
 use super::{ApiError, AppState, MAX_LONG_POLL};
-use crate::model::{Invocation, InvocationFilter, InvocationStatus};
-use crate::orchestrator::{CallRequest, Routed};
+use crate::model::{HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, TaskFailure};
+use crate::orchestrator::{CallRequest, Progress, Routed};
+use crate::store::StatusCount;
 
 /// Most calls in one batch request.
 const MAX_BATCH_CALLS: usize = 10_000;
@@ -54,23 +54,45 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
     if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
         return Err(ApiError::bad_request("an idempotency key must be 1-255 characters"));
     }
-    let args = if c.args.is_null() { json!({}) } else { c.args };
+    let args = if c.args.is_null() { Value::Object(serde_json::Map::new()) } else { c.args };
     Ok(CallRequest { task: c.task, args, idempotency_key })
 }
 
-fn routed_json(r: &Routed) -> Value {
-    json!({"id": r.invocation.id, "status": r.invocation.status, "reused": r.reused})
+/// A routed call: `{"id","status","reused"}`, plus `rerun_of` for a rerun.
+#[derive(Serialize)]
+pub(super) struct RoutedView {
+    id: String,
+    status: InvocationStatus,
+    reused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rerun_of: Option<String>,
 }
 
-/// The JSON view of an invocation (with live progress when running here).
-fn view(s: &AppState, inv: &Invocation) -> Value {
-    let mut v = serde_json::to_value(inv).unwrap_or_default();
-    if let Some(p) = s.orch.progress(&inv.id)
-        && let Some(m) = v.as_object_mut()
-    {
-        m.insert("progress".into(), json!(p));
+impl From<Routed> for RoutedView {
+    fn from(r: Routed) -> Self {
+        Self { id: r.invocation.id, status: r.invocation.status, reused: r.reused, rerun_of: None }
     }
-    v
+}
+
+/// `{"invocations": [...]}` of a batch.
+#[derive(Serialize)]
+pub(super) struct RoutedBatch {
+    invocations: Vec<RoutedView>,
+}
+
+/// An invocation as the API shows it: every field of [`Invocation`], with the live progress
+/// when it runs here.
+#[derive(Serialize)]
+pub(super) struct InvocationView {
+    #[serde(flatten)]
+    invocation: Invocation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<Progress>,
+}
+
+fn view(s: &AppState, invocation: Invocation) -> InvocationView {
+    let progress = s.orch.progress(&invocation.id);
+    InvocationView { invocation, progress }
 }
 
 /// Largest `args` or `result` a list page shows in full, as JSON text.
@@ -79,20 +101,41 @@ pub const LIST_VALUE_MAX_BYTES: usize = 1024;
 /// The view of an invocation on a list page: an `args` or `result` larger than
 /// [`LIST_VALUE_MAX_BYTES`] is omitted (`null`), with `args_omitted: true` and its size in
 /// `args_bytes` (`result_…` likewise); the invocation's own page has the full values.
-fn brief(mut v: Value) -> Value {
-    if let Some(m) = v.as_object_mut() {
-        for field in ["args", "result"] {
-            let Some(value) = m.get(field) else { continue };
-            if value.is_null() || super::guard::json_size(value, LIST_VALUE_MAX_BYTES).is_some() {
-                continue;
-            }
-            let bytes = serde_json::to_vec(value).map_or(0, |b| b.len());
-            m.insert(field.into(), Value::Null);
-            m.insert(format!("{field}_omitted"), json!(true));
-            m.insert(format!("{field}_bytes"), json!(bytes));
-        }
+#[derive(Serialize)]
+pub(super) struct ListedInvocation {
+    #[serde(flatten)]
+    view: InvocationView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args_omitted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_omitted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_bytes: Option<usize>,
+}
+
+/// The size of `value` as JSON text if it is too large for a list page (it is then replaced
+/// by `null`).
+fn omit_if_large(value: &mut Value) -> Option<usize> {
+    if value.is_null() || super::guard::json_size(value, LIST_VALUE_MAX_BYTES).is_some() {
+        return None;
     }
-    v
+    let bytes = serde_json::to_vec(value).map_or(0, |b| b.len());
+    *value = Value::Null;
+    Some(bytes)
+}
+
+fn brief(mut view: InvocationView) -> ListedInvocation {
+    let args_bytes = omit_if_large(&mut view.invocation.args);
+    let result_bytes = view.invocation.result.as_mut().and_then(omit_if_large);
+    ListedInvocation {
+        view,
+        args_omitted: args_bytes.map(|_| true),
+        args_bytes,
+        result_omitted: result_bytes.map(|_| true),
+        result_bytes,
+    }
 }
 
 /// `POST /v1/invocations`.
@@ -101,9 +144,8 @@ fn brief(mut v: Value) -> Value {
 pub(super) async fn route_one(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<CallBody>, JsonRejection>,
+    Json(body): Json<CallBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(body) = body?;
     let header_key = match headers.get("idempotency-key") {
         Some(v) => {
             Some(v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.to_string())
@@ -112,16 +154,15 @@ pub(super) async fn route_one(
     };
     let call = to_call(body, header_key, s.limits.max_args_bytes)?;
     let routed = s.orch.route(vec![call]).await?;
-    let r = routed.first().ok_or_else(|| ApiError::bad_request("nothing routed"))?;
-    Ok((StatusCode::ACCEPTED, Json(routed_json(r))))
+    let r = routed.into_iter().next().ok_or_else(|| ApiError::bad_request("nothing routed"))?;
+    Ok((StatusCode::ACCEPTED, Json(RoutedView::from(r))))
 }
 
 /// `POST /v1/invocations/batch`.
 pub(super) async fn route_batch(
     State(s): State<AppState>,
-    body: Result<Json<BatchBody>, JsonRejection>,
+    Json(body): Json<BatchBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(body) = body?;
     if body.calls.is_empty() {
         return Err(ApiError::bad_request("`calls` is empty"));
     }
@@ -135,14 +176,14 @@ pub(super) async fn route_batch(
     let max = s.limits.max_args_bytes;
     let calls = body.calls.into_iter().map(|c| to_call(c, None, max)).collect::<Result<Vec<_>, _>>()?;
     let routed = s.orch.route(calls).await?;
-    let out: Vec<Value> = routed.iter().map(routed_json).collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "invocations": out }))))
+    let invocations = routed.into_iter().map(RoutedView::from).collect();
+    Ok((StatusCode::ACCEPTED, Json(RoutedBatch { invocations })))
 }
 
 /// `GET /v1/invocations/{id}`.
-pub(super) async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<InvocationView>, ApiError> {
     let inv = s.orch.get(&id).await?;
-    Ok(Json(view(&s, &inv)))
+    Ok(Json(view(&s, inv)))
 }
 
 #[derive(Deserialize)]
@@ -155,16 +196,15 @@ pub(super) struct ResultQuery {
 pub(super) async fn result(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<ResultQuery>, QueryRejection>,
+    Query(q): Query<ResultQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(0)).min(MAX_LONG_POLL);
     let (inv, done) = tokio::select! {
         r = s.orch.wait_final(&id, Some(timeout)) => r?,
         _ = s.stop.cancelled() => s.orch.wait_final(&id, Some(Duration::ZERO)).await?,
     };
     let status = if done { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(view(&s, &inv))))
+    Ok((status, Json(view(&s, inv))))
 }
 
 #[derive(Deserialize)]
@@ -180,12 +220,18 @@ fn parse_status(s: Option<String>) -> Result<Option<InvocationStatus>, ApiError>
     s.map(|s| s.parse::<InvocationStatus>().map_err(ApiError::bad_request)).transpose()
 }
 
+/// A page of invocations, newest first; `next_cursor` is `null` on the last page.
+#[derive(Serialize)]
+pub(super) struct InvocationPage {
+    invocations: Vec<ListedInvocation>,
+    next_cursor: Option<String>,
+}
+
 /// `GET /v1/invocations?task=&status=&limit=&cursor=`: newest first.
 pub(super) async fn list(
     State(s): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q?;
+    Query(q): Query<ListQuery>,
+) -> Result<Json<InvocationPage>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
@@ -198,10 +244,10 @@ pub(super) async fn list(
         )));
     }
     let filter = InvocationFilter { task: q.task, status: parse_status(q.status)?, limit, cursor: q.cursor };
-    let page = s.orch.store().invocation_list(&filter).await?;
-    let next = if page.len() as u32 == limit { page.last().map(|i| i.id.clone()) } else { None };
-    let items: Vec<Value> = page.iter().map(|i| brief(view(&s, i))).collect();
-    Ok(Json(json!({ "invocations": items, "next_cursor": next })))
+    let page = s.orch.invocation_list(&filter).await?;
+    let next_cursor = if page.len() as u32 == limit { page.last().map(|i| i.id.clone()) } else { None };
+    let invocations = page.into_iter().map(|i| brief(view(&s, i))).collect();
+    Ok(Json(InvocationPage { invocations, next_cursor }))
 }
 
 #[derive(Deserialize)]
@@ -211,72 +257,137 @@ pub(super) struct CountQuery {
     status: Option<String>,
 }
 
+/// Counts per task and status, and their total.
+#[derive(Serialize)]
+pub(super) struct Counts {
+    total: i64,
+    counts: Vec<StatusCount>,
+}
+
 /// `GET /v1/invocations/count?task=&status=`: counts per task and status, and the total.
-pub(super) async fn count(
-    State(s): State<AppState>,
-    q: Result<Query<CountQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q?;
-    let counts = s.orch.store().invocation_count(q.task.as_deref(), parse_status(q.status)?).await?;
+pub(super) async fn count(State(s): State<AppState>, Query(q): Query<CountQuery>) -> Result<Json<Counts>, ApiError> {
+    let counts = s.orch.invocation_count(q.task.as_deref(), parse_status(q.status)?).await?;
     let total: i64 = counts.iter().map(|c| c.count).sum();
-    Ok(Json(json!({ "total": total, "counts": counts })))
+    Ok(Json(Counts { total, counts }))
+}
+
+/// The invocations an invocation called.
+#[derive(Serialize)]
+pub(super) struct Children {
+    id: String,
+    children: Vec<ListedInvocation>,
 }
 
 /// `GET /v1/invocations/{id}/children`: the invocations it called (pynenc's family tree, one
 /// level; follow `children` of each for deeper levels).
-pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    s.orch.get(&id).await?;
-    let kids = s.orch.store().invocation_children(&id).await?;
-    let items: Vec<Value> = kids.iter().map(|i| brief(view(&s, i))).collect();
-    Ok(Json(json!({ "id": id, "children": items })))
+pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Children>, ApiError> {
+    let kids = s.orch.invocation_children(&id).await?;
+    let children = kids.into_iter().map(|i| brief(view(&s, i))).collect();
+    Ok(Json(Children { id, children }))
+}
+
+/// One attempt of an invocation: where it ran, how it ended and what it used; `ended_at` is
+/// `null` while it is live (`report_by` set).
+#[derive(Serialize)]
+pub(super) struct AttemptView {
+    attempt: u32,
+    node: String,
+    status: String,
+    error: Option<TaskFailure>,
+    wall_ms: u64,
+    peak_memory_bytes: u64,
+    started_at: Millis,
+    report_by: Option<Millis>,
+    ended_at: Option<Millis>,
+}
+
+/// The attempts of an invocation.
+#[derive(Serialize)]
+pub(super) struct Attempts {
+    id: String,
+    instances: Vec<AttemptView>,
 }
 
 /// `GET /v1/invocations/{id}/instances`: its attempts (task instances) with node, status,
 /// error and resource use.
-pub(super) async fn instances(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    s.orch.get(&id).await?;
-    let list = s.orch.store().instance_list(&id).await?;
-    let items: Vec<Value> = list
-        .iter()
-        .map(|i| {
-            json!({"attempt": i.attempt, "node": i.node, "status": i.status, "error": i.error,
-                   "wall_ms": i.wall_ms, "peak_memory_bytes": i.peak_memory_bytes, "started_at": i.started_at,
-                   "report_by": i.report_by, "ended_at": (i.report_by.is_none()).then_some(i.ended_at)})
+pub(super) async fn instances(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Attempts>, ApiError> {
+    let list = s.orch.invocation_instances(&id).await?;
+    let instances = list
+        .into_iter()
+        .map(|i| AttemptView {
+            attempt: i.attempt,
+            node: i.node,
+            status: i.status,
+            error: i.error,
+            wall_ms: i.wall_ms,
+            peak_memory_bytes: i.peak_memory_bytes,
+            started_at: i.started_at,
+            ended_at: i.report_by.is_none().then_some(i.ended_at),
+            report_by: i.report_by,
         })
         .collect();
-    Ok(Json(json!({ "id": id, "instances": items })))
+    Ok(Json(Attempts { id, instances }))
+}
+
+/// What one attempt printed and logged.
+#[derive(Serialize)]
+pub(super) struct AttemptLogs {
+    attempt: u32,
+    stdout: String,
+    stderr: String,
+    logs: Value,
+    output_truncated: bool,
+}
+
+/// The output of every attempt of an invocation.
+#[derive(Serialize)]
+pub(super) struct Logs {
+    id: String,
+    attempts: Vec<AttemptLogs>,
 }
 
 /// `GET /v1/invocations/{id}/logs`: per attempt, the tail of stdout and stderr (10,000 bytes
 /// each) and the guest's log lines.
-pub(super) async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    s.orch.get(&id).await?;
-    let list = s.orch.store().instance_list(&id).await?;
-    let items: Vec<Value> = list
-        .iter()
-        .map(|i| {
-            json!({"attempt": i.attempt, "stdout": i.stdout, "stderr": i.stderr, "logs": i.logs,
-                   "output_truncated": i.output_truncated})
+pub(super) async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Logs>, ApiError> {
+    let list = s.orch.invocation_instances(&id).await?;
+    let attempts = list
+        .into_iter()
+        .map(|i| AttemptLogs {
+            attempt: i.attempt,
+            stdout: i.stdout,
+            stderr: i.stderr,
+            logs: i.logs,
+            output_truncated: i.output_truncated,
         })
         .collect();
-    Ok(Json(json!({ "id": id, "attempts": items })))
+    Ok(Json(Logs { id, attempts }))
+}
+
+/// The status history of an invocation.
+#[derive(Serialize)]
+pub(super) struct History {
+    id: String,
+    history: Vec<HistoryEntry>,
 }
 
 /// `GET /v1/invocations/{id}/history`.
-pub(super) async fn history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    s.orch.get(&id).await?;
-    let h = s.orch.store().invocation_history(&id).await?;
-    Ok(Json(json!({ "id": id, "history": h })))
+pub(super) async fn history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<History>, ApiError> {
+    let history = s.orch.invocation_history(&id).await?;
+    Ok(Json(History { id, history }))
 }
 
 /// `POST /v1/invocations/{id}/cancel`: the invocation as it is after the cancel.
-pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn cancel(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<InvocationView>, ApiError> {
     let inv = s.orch.cancel(&id).await?;
-    Ok(Json(view(&s, &inv)))
+    Ok(Json(view(&s, inv)))
 }
 
 /// `POST /v1/invocations/{id}/rerun`: routes the same call again; 202 with the new invocation.
 pub(super) async fn rerun(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let inv = s.orch.rerun(&id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": inv.id, "status": inv.status, "reused": false, "rerun_of": id}))))
+    let routed = RoutedView { id: inv.id, status: inv.status, reused: false, rerun_of: Some(id) };
+    Ok((StatusCode::ACCEPTED, Json(routed)))
 }

@@ -17,7 +17,6 @@ fn label(v: &str) -> String {
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let store = s.orch.store();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, rows: Vec<(String, i64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -25,7 +24,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoRespon
             let _ = writeln!(out, "{name}{labels} {v}");
         }
     };
-    let counts = store.invocation_count(None, None).await?;
+    let counts = s.orch.invocation_count(None, None).await?;
     gauge(
         "warden_invocations",
         "Invocations by task and status.",
@@ -34,16 +33,16 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoRespon
             .map(|c| (format!("{{task=\"{}\",status=\"{}\"}}", label(&c.task), c.status.as_str()), c.count))
             .collect(),
     );
-    let (now, nodes) = store.node_list().await?;
+    let (now, nodes) = s.orch.node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();
     let live = nodes.iter().filter(|n| n.is_live(now, timeout)).count();
     gauge("warden_nodes_live", "Live nodes of the cluster.", vec![(String::new(), i64::try_from(live).unwrap_or(0))]);
     gauge(
         "warden_node_tokens",
         "Tokens of the ring each node owns.",
-        store.token_loads().await?.into_iter().map(|(n, c)| (format!("{{node=\"{}\"}}", label(&n)), c)).collect(),
+        s.orch.token_loads().await?.into_iter().map(|(n, c)| (format!("{{node=\"{}\"}}", label(&n)), c)).collect(),
     );
-    let ring = store.ring_get(false).await?;
+    let ring = s.orch.ring().await?;
     gauge(
         "warden_ring_version",
         "Version of the token ring (bumped by every swap).",

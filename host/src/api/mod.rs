@@ -1,7 +1,9 @@
 //! The HTTP API (axum): the only place that speaks HTTP. `router(state)` builds every route of
-//! DESIGN.md's contract; handlers translate JSON to orchestrator calls and errors to the one
-//! error shape of `error.rs`. `serve` runs the server (timeouts, connection cap, drain), `auth`
-//! asks for API keys, `guard` keeps other web pages and oversized input out.
+//! DESIGN.md's contract; handlers take typed JSON (`json::Json`, whose rejection is the one
+//! error shape of `error.rs`), call orchestrator methods (never the store) and answer with
+//! `Serialize` types declared beside them. `serve` runs the server (timeouts, connection cap,
+//! drain), `auth` asks for API keys, `guard` keeps other web pages and oversized input out, and
+//! a middleware of `error.rs` logs every 5xx once.
 
 pub mod auth;
 mod cluster;
@@ -11,6 +13,7 @@ pub mod error;
 pub mod guard;
 mod health;
 mod invocations;
+mod json;
 mod metrics;
 pub mod serve;
 mod workflows;
@@ -117,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(body_idle_timeout))
+        .layer(axum::middleware::from_fn(error::log_server_errors))
         .layer(TraceLayer::new_for_http())
         // Probes stay out of the request trace: a 503 from /health/ready while a node starts
         // is an answer, not a failure to log.

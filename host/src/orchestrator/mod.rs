@@ -8,6 +8,7 @@ mod coordination;
 mod guest_host;
 mod instances;
 pub mod policy;
+mod queries;
 pub mod triggers;
 mod waiters;
 mod worker;
@@ -27,6 +28,7 @@ use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::store::{Store, StoreError, TransitionOutcome};
 use batcher::Batcher;
 pub use coordination::NewTrigger;
+pub use queries::AttemptUsage;
 use waiters::Waiters;
 pub(crate) use worker::dispatch_loop;
 pub(crate) use workflows::scheduler_loop as workflow_scheduler;
@@ -447,8 +449,9 @@ impl Orchestrator {
         &self.inner.attempts.counters
     }
 
-    /// The store behind this orchestrator.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store behind this orchestrator, for its own files and the atomic services; the
+    /// HTTP API goes through the orchestrator's methods (`queries.rs`), never the store.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
