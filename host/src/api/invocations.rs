@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::json::{Json, Query};
 use super::{ApiError, AppState, MAX_LONG_POLL};
+use crate::model::instance::InstanceStatus;
 use crate::model::{HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis, TaskFailure};
 use crate::orchestrator::{CallRequest, Progress, Routed};
 use crate::store::StatusCount;
@@ -292,7 +293,7 @@ pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) 
 pub(super) struct AttemptView {
     attempt: u32,
     node: String,
-    status: String,
+    status: InstanceStatus,
     error: Option<TaskFailure>,
     wall_ms: u64,
     peak_memory_bytes: u64,

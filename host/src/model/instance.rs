@@ -196,7 +196,7 @@ pub struct TaskInstance {
     pub node: String,
     /// Jobmon status (`instances::InstanceStatus`): `queued`, `running`, `triaging`, … while
     /// live; `done`, `error`, `error_fatal`, `resource_error`, `unknown_error`, `kill_self` at the end.
-    pub status: String,
+    pub status: InstanceStatus,
     /// Why it failed, if it did.
     pub error: Option<TaskFailure>,
     /// Wall-clock duration in ms (waits on children included).
@@ -227,18 +227,24 @@ pub struct TaskInstance {
 
 impl TaskInstance {
     /// A final record without resource figures (an attempt that never ran its guest).
-    pub fn ended(invocation_id: &str, attempt: u32, node: &str, status: &str, error: Option<TaskFailure>) -> Self {
+    pub fn ended(
+        invocation_id: &str,
+        attempt: u32,
+        node: &str,
+        status: InstanceStatus,
+        error: Option<TaskFailure>,
+    ) -> Self {
         Self { error, report_window_ms: None, ..Self::live(invocation_id, attempt, node, status, 0) }
     }
 
     /// A live record: the attempt moves to `status` (e.g. `running`) and must report within
     /// `report_window_ms`.
-    pub fn live(invocation_id: &str, attempt: u32, node: &str, status: &str, report_window_ms: i64) -> Self {
+    pub fn live(invocation_id: &str, attempt: u32, node: &str, status: InstanceStatus, report_window_ms: i64) -> Self {
         Self {
             invocation_id: invocation_id.to_string(),
             attempt,
             node: node.to_string(),
-            status: status.to_string(),
+            status,
             error: None,
             wall_ms: 0,
             peak_memory_bytes: 0,
@@ -255,13 +261,13 @@ impl TaskInstance {
 
     /// Jobmon's status for an attempt's outcome: fatal and invalid arguments never retry
     /// (`error_fatal`), limits are `resource_error`, an interrupted attempt `kill_self`.
-    pub fn status_for(outcome: Option<ErrorKind>) -> &'static str {
+    pub fn status_for(outcome: Option<ErrorKind>) -> InstanceStatus {
         match outcome {
-            None => "done",
-            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs) => "error_fatal",
-            Some(ErrorKind::Timeout | ErrorKind::MemoryLimit) => "resource_error",
-            Some(ErrorKind::Cancelled) => "kill_self",
-            Some(_) => "error",
+            None => InstanceStatus::Done,
+            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs) => InstanceStatus::ErrorFatal,
+            Some(ErrorKind::Timeout | ErrorKind::MemoryLimit) => InstanceStatus::ResourceError,
+            Some(ErrorKind::Cancelled) => InstanceStatus::KillSelf,
+            Some(_) => InstanceStatus::Error,
         }
     }
 }

@@ -59,7 +59,7 @@ impl AttemptHost {
                     &self.id,
                     self.owner.attempt,
                     self.orch.node(),
-                    crate::model::instance::InstanceStatus::Running.as_str(),
+                    crate::model::instance::InstanceStatus::Running,
                     self.orch.report_window_ms(),
                 );
                 let r = self

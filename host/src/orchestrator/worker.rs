@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::guest_host::AttemptHost;
 use super::policy::retry_delay;
 use super::{AttemptCounters, Orchestrator, lock};
+use crate::model::instance::InstanceStatus;
 use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::runtime::{InvocationInfo, Limits, RunReport, RunRequest};
 use crate::store::TransitionOutcome;
@@ -91,8 +92,9 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
             let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
             let path = [InvocationStatus::PendingRecovery, InvocationStatus::Rerouted];
             let why = TaskFailure::new(ErrorKind::Cancelled, "handed back unstarted: the node is shutting down");
-            Transition::owned(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node())
-                .with_instance(Some(TaskInstance::ended(&inv.id, inv.attempt, orch.node(), "kill_self", Some(why))))
+            Transition::owned(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node()).with_instance(Some(
+                TaskInstance::ended(&inv.id, inv.attempt, orch.node(), InstanceStatus::KillSelf, Some(why)),
+            ))
         })
         .collect();
     let outcome = orch.transition(changes).await;
@@ -158,7 +160,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             invocation_id: inv.id.clone(),
             attempt: inv.attempt,
             node: orch.node().to_string(),
-            status: TaskInstance::status_for(t.error.as_ref().map(|e| e.kind)).to_string(),
+            status: TaskInstance::status_for(t.error.as_ref().map(|e| e.kind)),
             error: t.error.clone(),
             wall_ms: r.wall_ms,
             peak_memory_bytes: r.peak_memory_bytes,
@@ -246,7 +248,7 @@ async fn limits_for(orch: &Orchestrator, inv: &Claimed, task: &crate::model::Tas
         return base;
     }
     let resource_errors = match orch.store().instance_list(&inv.id).await {
-        Ok(instances) => instances.iter().filter(|i| i.status == "resource_error").count(),
+        Ok(instances) => instances.iter().filter(|i| i.status == InstanceStatus::ResourceError).count(),
         Err(e) => {
             tracing::warn!(error = %e, "reading earlier attempts failed; running with the task's limits");
             0

@@ -47,7 +47,7 @@ impl InstanceRow {
             error,
             invocation_id: self.invocation_id,
             node: self.node,
-            status: self.status,
+            status: self.status.parse().map_err(|e| corrupt("instance status", e))?,
             stdout: self.stdout,
             stderr: self.stderr,
             ended_at: self.ended_at,

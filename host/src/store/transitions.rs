@@ -220,7 +220,7 @@ fn instances_json<'a>(instances: impl Iterator<Item = &'a TaskInstance>) -> Stor
                 invocation_id: &t.invocation_id,
                 attempt: i64::from(t.attempt),
                 node: &t.node,
-                status: &t.status,
+                status: t.status.as_str(),
                 error_kind: t.error.as_ref().map(|e| error_kind_name(e.kind)).transpose()?,
                 error_message: t.error.as_ref().map(|e| e.message.as_str()),
                 wall_ms: i64::try_from(t.wall_ms).unwrap_or(i64::MAX),
@@ -493,13 +493,13 @@ impl SqlStore {
             .filter(|r| r.report_window_ms.is_none())
             .map(|r| {
                 let mut r = r.clone();
-                if r.status != crate::model::instance::InstanceStatus::KillSelf.as_str() {
+                if r.status != crate::model::instance::InstanceStatus::KillSelf {
                     let was = r.error.as_ref().map_or_else(|| "a result".to_string(), |e| e.to_string());
                     r.error = Some(TaskFailure::new(
                         ErrorKind::Fatal,
                         format!("late outcome discarded ({was}): the invocation was final or taken away"),
                     ));
-                    r.status = crate::model::instance::InstanceStatus::ErrorFatal.as_str().to_string();
+                    r.status = crate::model::instance::InstanceStatus::ErrorFatal;
                 }
                 r
             })

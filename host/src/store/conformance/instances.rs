@@ -31,7 +31,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
         })
         .collect();
     assert_eq!(store.invocation_transition_batch(&running).await.expect("running"), vec![Applied; 4]);
-    assert_eq!(instance(store, &id(0)).await.status, "running");
+    assert_eq!(instance(store, &id(0)).await.status.as_str(), "running");
 
     // The heartbeat of n1 for what it holds (not id 5): report_by moves, one answer per row.
     let held: Vec<(String, u32)> = (0..5).map(|n| (id(n), 1)).collect();
@@ -61,14 +61,14 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     let decisions = triage(&overdue, now, 5_000);
     let leader = lead(store, "leader").await;
     assert!(is_fenced(store.instance_triage_apply(&decisions, &stale(&leader)).await), "only the leader triages");
-    assert_eq!(instance(store, &id(0)).await.status, "running", "a fenced triage writes nothing");
+    assert_eq!(instance(store, &id(0)).await.status.as_str(), "running", "a fenced triage writes nothing");
     let (changed, rerouted) = store.instance_triage_apply(&decisions, &leader).await.expect("triage");
     assert_eq!(changed, 6);
     // Never launched (4, 5: queued) → no_heartbeat, and their invocations are taken back.
     assert_eq!(rerouted.len(), 2, "{rerouted:?}");
-    assert_eq!(instance(store, &id(4)).await.status, "no_heartbeat");
+    assert_eq!(instance(store, &id(4)).await.status.as_str(), "no_heartbeat");
     assert_eq!(get(store, &id(4)).await.status, Rerouted);
-    assert_eq!(instance(store, &id(0)).await.status, "triaging");
+    assert_eq!(instance(store, &id(0)).await.status.as_str(), "triaging");
     assert_eq!(get(store, &id(0)).await.status, Running, "triaging does not touch the invocation");
     // Applying the same decisions again changes nothing (compare-and-swap on status + deadline).
     assert_eq!(store.instance_triage_apply(&decisions, &leader).await.expect("again").0, 0);
@@ -76,7 +76,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     // A heartbeat in time brings triaging back to running; no_heartbeat is not revived.
     let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
     assert_eq!(beat.len(), 4, "ids 0-3 (4 is no_heartbeat)");
-    assert_eq!(instance(store, &id(0)).await.status, "running");
+    assert_eq!(instance(store, &id(0)).await.status.as_str(), "running");
 
     // Id 2 ends in time; nothing more is heard of 0, 1, 3: two passes give them up.
     let mut done = tr(&id(2), Running, Some(("n1", 1)), &[Success]);
@@ -89,9 +89,9 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
         store.instance_triage_apply(&decisions, &leader).await.expect("triage");
         now += 120_000;
     }
-    assert_eq!(instance(store, &id(0)).await.status, "unknown_error");
-    assert_eq!(instance(store, &id(4)).await.status, "error", "no_heartbeat → error");
-    assert_eq!(instance(store, &id(2)).await.status, "done", "a final instance is never triaged");
+    assert_eq!(instance(store, &id(0)).await.status.as_str(), "unknown_error");
+    assert_eq!(instance(store, &id(4)).await.status.as_str(), "error", "no_heartbeat → error");
+    assert_eq!(instance(store, &id(2)).await.status.as_str(), "done", "a final instance is never triaged");
     assert_eq!(instance(store, &id(0)).await.report_by, None);
     let inv0 = get(store, &id(0)).await;
     assert_eq!((inv0.status, inv0.owner), (Rerouted, None));
@@ -103,7 +103,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     late.result = Some("2".into());
     late.instance = Some(Box::new(instance_of(&id(0), 1, "n1", "done", None)));
     assert_ne!(store.invocation_transition_batch(&[late]).await.expect("late"), vec![Applied]);
-    assert_eq!(instance(store, &id(0)).await.status, "unknown_error");
+    assert_eq!(instance(store, &id(0)).await.status.as_str(), "unknown_error");
     assert_eq!(get(store, &id(0)).await.status, Rerouted);
 
     // A late error of a live instance whose invocation is already final → error_fatal.
@@ -121,7 +121,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     failed.instance = Some(Box::new(record));
     assert_ne!(store.invocation_transition_batch(&[failed]).await.expect("late error")[0], Applied);
     let i = instance(store, &id(10)).await;
-    assert_eq!(i.status, InstanceStatus::ErrorFatal.as_str());
+    assert_eq!(i.status, InstanceStatus::ErrorFatal);
     assert!(i.error.as_ref().is_some_and(|e| e.message.contains("late outcome")), "{i:?}");
     assert_eq!(get(store, &id(10)).await.status, Cancelled);
 }

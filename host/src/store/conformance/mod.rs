@@ -299,6 +299,7 @@ pub(super) fn instance_of(
     status: &str,
     window: Option<i64>,
 ) -> crate::model::TaskInstance {
+    let status = status.parse().expect("an instance status");
     let mut i = crate::model::TaskInstance::live(store_id, attempt, node, status, window.unwrap_or(0));
     i.report_window_ms = window;
     i

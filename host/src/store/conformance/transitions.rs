@@ -343,7 +343,7 @@ async fn one_attempt_moved_twice_in_one_batch_keeps_its_last_instance(h: Harness
     assert_eq!(get(store, &id(0)).await.status, Success);
     let i = instance(store, &id(0)).await;
     assert_eq!((i.status.as_str(), i.report_by), ("done", None));
-    assert_eq!(instance(store, &id(1)).await.status, "done");
+    assert_eq!(instance(store, &id(1)).await.status.as_str(), "done");
 }
 
 /// Recovery takes attempts away from a node that restarted or died: their instances end with
