@@ -1,6 +1,8 @@
 //! `warden bench`: durable no-op calls end to end on a fresh daemon (SQLite, synchronous=FULL):
 //! throughput through the batch API, latency of one call in flight, and the in-process cost of
 //! instantiate + run. With `--peer`, runs the Celery peer in the same run and prints ratios.
+//! With `--workflow-nodes`, measures a large workflow instead: its nodes per second and the
+//! latency of unrelated calls routed and read while it runs (on SQLite or `--database`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +43,19 @@ pub struct BenchArgs {
     /// The peer script (e.g. ../shared/bench/celery-peer) to run in the same run.
     #[arg(long)]
     peer: Option<PathBuf>,
+    /// Measure one workflow of this many `--task` nodes instead (an array unless
+    /// `--workflow-layers`), while an unrelated call is routed and read every 20 ms.
+    #[arg(long)]
+    workflow_nodes: Option<usize>,
+    /// Layers of the workflow: each node depends on two nodes of the layer before.
+    #[arg(long, default_value_t = 0)]
+    workflow_layers: usize,
+    /// `max_concurrently_running` of the workflow.
+    #[arg(long, default_value_t = 100)]
+    workflow_limit: u32,
+    /// PostgreSQL URL for the workflow run (default: a fresh SQLite file).
+    #[arg(long)]
+    database: Option<String>,
 }
 
 struct NoHost;
@@ -69,10 +84,22 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&a.component).with_context(|| format!("cannot read {}", a.component.display()))?;
     let args: Value = serde_json::from_str(&a.args).context("--args is not JSON")?;
     let dir = tempfile_dir()?;
-    let cfg = Config { listen: "127.0.0.1:0".parse()?, data_dir: dir.clone(), slots: a.slots, ..Config::default() };
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.clone(),
+        slots: a.slots,
+        database_url: a.database.clone(),
+        ..Config::default()
+    };
     let daemon = Daemon::start(cfg).await?;
     let c = Client::new(&daemon.url(), None)?;
     c.deploy("bench", bytes.clone()).await?;
+    if let Some(nodes) = a.workflow_nodes {
+        let res = workflow_figures(&c, &daemon.url(), &a, &args, nodes).await;
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return res;
+    }
 
     // Warm-up.
     for _ in 0..50 {
@@ -206,6 +233,123 @@ fn ring_figures() -> anyhow::Result<()> {
         "warden ring_rebalance_us fresh={fresh:.0} leave={leave:.0} join={join:.0} (10000 tokens, 50 nodes, median of 101)"
     );
     Ok(())
+}
+
+/// One workflow of `nodes` nodes (an array without `--workflow-layers`) while, every 20 ms,
+/// an unrelated call is routed (`POST /v1/invocations`) and read (`GET /v1/invocations/{id}`).
+async fn workflow_figures(c: &Client, url: &str, a: &BenchArgs, args: &Value, nodes: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let (path, body, shape) = if a.workflow_layers == 0 {
+        let all: Vec<Value> = (0..nodes).map(|i| json!({"name": format!("n{i}")})).collect();
+        let body = json!({"task": a.task, "args": all, "max_concurrently_running": a.workflow_limit});
+        ("/v1/arrays", body, "array".to_string())
+    } else {
+        let width = nodes.div_ceil(a.workflow_layers).max(1);
+        let id = |layer: usize, i: usize| format!("{layer}.{i}");
+        let all: Vec<Value> = (0..nodes)
+            .map(|n| {
+                let (layer, i) = (n / width, n % width);
+                let deps: Vec<String> = if layer == 0 {
+                    Vec::new()
+                } else {
+                    let mut d = vec![id(layer - 1, i), id(layer - 1, (i + 1) % width)];
+                    d.dedup();
+                    d
+                };
+                json!({"id": id(layer, i), "task": a.task, "args": {"name": format!("n{n}")}, "depends_on": deps})
+            })
+            .collect();
+        let body = json!({"nodes": all, "max_concurrently_running": a.workflow_limit});
+        ("/v1/workflows", body, format!("workflow of {} layers", nodes.div_ceil(width)))
+    };
+    // Idle latency of the unrelated calls first (after a warm-up).
+    probe(c, &http, url, &a.task, args, 10, || false).await?;
+    let (mut idle_route, mut idle_read) = probe(c, &http, url, &a.task, args, 50, || false).await?;
+    idle_route.sort_by(f64::total_cmp);
+    idle_read.sort_by(f64::total_cmp);
+    let started = Instant::now();
+    let resp = http.post(format!("{url}{path}")).json(&body).send().await?;
+    if !resp.status().is_success() {
+        bail!("creating the workflow failed: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+    }
+    let wf: Value = resp.json().await?;
+    let wf = wf["id"].as_str().context("no workflow id")?.to_string();
+    let status = std::sync::Mutex::new(String::new());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let watch = async {
+        loop {
+            let v = c.get(&format!("/v1/workflows/{wf}?nodes=false")).await?;
+            let s = v["status"].as_str().unwrap_or_default().to_string();
+            if ["done", "failed", "cancelled"].contains(&s.as_str()) {
+                *status.lock().unwrap_or_else(|e| e.into_inner()) = s;
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                return anyhow::Ok(started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(1200) {
+                bail!("the workflow is still {s} after 20 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let probes = probe(c, &http, url, &a.task, args, usize::MAX, || done.load(std::sync::atomic::Ordering::SeqCst));
+    let (elapsed, probes) = tokio::join!(watch, probes);
+    let (elapsed, (mut route, mut read)) = (elapsed?.as_secs_f64(), probes?);
+    let status = status.into_inner().unwrap_or_else(|e| e.into_inner());
+    if status != "done" {
+        bail!("the workflow ended {status}");
+    }
+    route.sort_by(f64::total_cmp);
+    read.sort_by(f64::total_cmp);
+    println!(
+        "warden workflow_nodes_per_s={:.0} nodes={nodes} elapsed_s={elapsed:.1} ({shape}, limit {}, {})",
+        nodes as f64 / elapsed,
+        a.workflow_limit,
+        if a.database.is_some() { "postgresql" } else { "sqlite" }
+    );
+    println!(
+        "warden unrelated_route_p50_ms={:.2} unrelated_route_p99_ms={:.2} unrelated_read_p50_ms={:.2} \
+         unrelated_read_p99_ms={:.2} samples={}",
+        percentile(&route, 0.5),
+        percentile(&route, 0.99),
+        percentile(&read, 0.5),
+        percentile(&read, 0.99),
+        route.len()
+    );
+    println!(
+        "warden idle_route_p50_ms={:.2} idle_route_p99_ms={:.2} idle_read_p99_ms={:.2}",
+        percentile(&idle_route, 0.5),
+        percentile(&idle_route, 0.99),
+        percentile(&idle_read, 0.99)
+    );
+    Ok(())
+}
+
+/// Routes an unrelated call and reads it, every 20 ms, `n` times or until `stop`: the
+/// latencies (ms) of the routings and of the reads.
+async fn probe(
+    c: &Client,
+    http: &reqwest::Client,
+    url: &str,
+    task: &str,
+    args: &Value,
+    n: usize,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut route, mut read) = (Vec::new(), Vec::new());
+    while route.len() < n && !stop() {
+        let t = Instant::now();
+        let v = c.call(task, args).await?;
+        route.push(t.elapsed().as_secs_f64() * 1000.0);
+        let id = v["id"].as_str().context("no invocation id")?;
+        let t = Instant::now();
+        let r = http.get(format!("{url}/v1/invocations/{id}")).send().await?;
+        read.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !r.status().is_success() {
+            bail!("reading an unrelated call failed: {}", r.status());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((route, read))
 }
 
 async fn count_success(c: &Client, task: &str) -> anyhow::Result<i64> {
