@@ -119,12 +119,12 @@ pub(super) struct Tokens {
 pub(super) async fn tokens(State(s): State<AppState>) -> Result<Json<Tokens>, ApiError> {
     let ring = s.orch.ring().await?;
     let loads = s.orch.token_loads().await?;
-    let (min, max) = (loads.iter().map(|(_, c)| *c).min(), loads.iter().map(|(_, c)| *c).max());
+    let (min, max) = (loads.iter().map(|l| l.tokens).min(), loads.iter().map(|l| l.tokens).max());
     Ok(Json(Tokens {
         version: ring.version,
         total_tokens: ring.total_tokens,
         updated_at: ring.updated_at,
-        distribution: loads.into_iter().collect(),
+        distribution: loads.into_iter().map(|l| (l.node, l.tokens)).collect(),
         spread: max.zip(min).map(|(a, b)| a - b),
         swaps: s.orch.token_audits(10).await?,
     }))

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::json::{Json, Query};
 use super::{ApiError, AppState};
+use crate::model::instance::AttemptUsage;
 use crate::model::instance::InstanceStatus;
 use crate::model::{ComponentInfo, TaskDef, TaskPatch};
-use crate::orchestrator::AttemptUsage;
 
 #[derive(Deserialize)]
 pub(super) struct UploadQuery {

@@ -152,7 +152,7 @@ pub(super) async fn nodes(State(s): State<AppState>) -> Result<Json<Nodes>, ApiE
     let leader = lease
         .holder
         .filter(|h| lease.expires_at > lease.now && nodes.iter().any(|n| n.name == *h && n.is_live(now, timeout)));
-    let tokens: HashMap<String, i64> = s.orch.token_loads().await?.into_iter().collect();
+    let tokens: HashMap<String, i64> = s.orch.token_loads().await?.into_iter().map(|l| (l.node, l.tokens)).collect();
     let loads: HashMap<String, (i64, i64)> =
         s.orch.node_loads().await?.into_iter().map(|l| (l.node, (l.owned, l.running))).collect();
     let nodes = nodes

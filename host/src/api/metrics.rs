@@ -40,7 +40,12 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoRespon
     gauge(
         "warden_node_tokens",
         "Tokens of the ring each node owns.",
-        s.orch.token_loads().await?.into_iter().map(|(n, c)| (format!("{{node=\"{}\"}}", label(&n)), c)).collect(),
+        s.orch
+            .token_loads()
+            .await?
+            .into_iter()
+            .map(|l| (format!("{{node=\"{}\"}}", label(&l.node)), l.tokens))
+            .collect(),
     );
     let ring = s.orch.ring().await?;
     gauge(

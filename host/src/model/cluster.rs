@@ -140,3 +140,23 @@ pub struct TokenAudit {
     /// When (database clock).
     pub at: Millis,
 }
+
+/// The invocations one node owns, as `GET /v1/cluster/nodes` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// The node.
+    pub node: String,
+    /// Invocations it holds in any owned status (claimed, running, paused, resumed).
+    pub owned: i64,
+    /// Invocations it runs.
+    pub running: i64,
+}
+
+/// The tokens of the ring one node owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenLoad {
+    /// The node.
+    pub node: String,
+    /// Tokens it owns.
+    pub tokens: i64,
+}

@@ -184,6 +184,17 @@ pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
         .collect()
 }
 
+/// The resource use of one attempt of a task, as `GET /v1/tasks/{task}/resources` sums it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptUsage {
+    /// How the attempt ended (or where it is).
+    pub status: InstanceStatus,
+    /// Wall-clock duration in ms.
+    pub wall_ms: i64,
+    /// Most linear memory held at once.
+    pub peak_memory_bytes: i64,
+}
+
 /// One attempt of an invocation as it ended (Jobmon's task instance): where it ran, how it
 /// ended, what it used and the tail of what it printed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -314,3 +314,24 @@ pub struct InvocationFilter {
     /// Return invocations with ids strictly below this one (newest first).
     pub cursor: Option<String>,
 }
+
+#[cfg(test)]
+impl NewInvocation {
+    /// Call `n` of `task`, for tests: ids sort in the order of `n`, like UUIDv7s created one
+    /// after another; arguments `{"n":n}`.
+    pub(crate) fn sample(n: usize, task: &str) -> Self {
+        Self {
+            id: format!("0190a000-0000-7000-8000-{n:012}"),
+            task: task.to_owned(),
+            call_id: format!("call-{n}"),
+            args: format!(r#"{{"n":{n}}}"#),
+            parent: None,
+            scope: None,
+            idempotency_key: None,
+            run_scope: None,
+            workflow: None,
+            max_attempts: None,
+            token: None,
+        }
+    }
+}

@@ -221,3 +221,24 @@ pub struct ComponentInfo {
     /// The tasks it registered.
     pub tasks: Vec<String>,
 }
+
+#[cfg(test)]
+impl TaskDef {
+    /// A task with plain options, for tests: 3 attempts, 1 s, 1 MiB, no concurrency control.
+    pub(crate) fn sample(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            component: String::new(),
+            description: Some(format!("the {name} task")),
+            max_attempts: 3,
+            timeout_ms: 1_000,
+            memory_limit_bytes: 1 << 20,
+            registration_concurrency: Concurrency::Disabled,
+            running_concurrency: Concurrency::Disabled,
+            key_arguments: vec![],
+            pins: vec![],
+            paused: false,
+            policy: TaskPolicy::default(),
+        }
+    }
+}

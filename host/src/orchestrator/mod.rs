@@ -28,7 +28,6 @@ use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::store::{Store, StoreError, TransitionOutcome};
 use batcher::Batcher;
 pub use coordination::NewTrigger;
-pub use queries::AttemptUsage;
 use waiters::Waiters;
 pub(crate) use worker::dispatch_loop;
 pub(crate) use workflows::scheduler_loop as workflow_scheduler;

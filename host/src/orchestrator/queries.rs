@@ -4,34 +4,13 @@
 //! existence check or the validation that belongs to the operation.
 
 use super::{OrchResult, Orchestrator, OrchestratorError};
-use crate::model::instance::InstanceStatus;
+use crate::model::instance::AttemptUsage;
 use crate::model::{
     ComponentInfo, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Lease, Millis, NodeInfo, ServiceRun,
     TaskDef, TaskInstance, TaskPatch, TokenAudit, TokenRing, Trigger, TriggerRun,
 };
+use crate::model::{NodeLoad, TokenLoad};
 use crate::store::StatusCount;
-
-/// The resource use of one attempt of a task, as `GET /v1/tasks/{task}/resources` sums it up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptUsage {
-    /// How the attempt ended (or where it is).
-    pub status: InstanceStatus,
-    /// Wall-clock duration in ms.
-    pub wall_ms: i64,
-    /// Most linear memory held at once.
-    pub peak_memory_bytes: i64,
-}
-
-/// The invocations it owns per node, as `GET /v1/cluster/nodes` shows them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeLoad {
-    /// The node.
-    pub node: String,
-    /// Invocations it holds in any owned status (claimed, running, paused, resumed).
-    pub owned: i64,
-    /// Invocations it runs.
-    pub running: i64,
-}
 
 impl Orchestrator {
     /// A page of invocations, newest first.
@@ -114,13 +93,7 @@ impl Orchestrator {
 
     /// The resource use of a task's latest `limit` attempts.
     pub async fn task_usage(&self, task: &str, limit: u32) -> OrchResult<Vec<AttemptUsage>> {
-        let rows = self.store().instance_usage(task, limit).await?;
-        rows.into_iter()
-            .map(|(status, wall_ms, peak_memory_bytes)| {
-                let status = status.parse::<InstanceStatus>().map_err(OrchestratorError::Store)?;
-                Ok(AttemptUsage { status, wall_ms, peak_memory_bytes })
-            })
-            .collect()
+        Ok(self.store().instance_usage(task, limit).await?)
     }
 
     /// Every node the cluster knows, with the database now they were read at.
@@ -139,7 +112,7 @@ impl Orchestrator {
     }
 
     /// Tokens owned per node.
-    pub async fn token_loads(&self) -> OrchResult<Vec<(String, i64)>> {
+    pub async fn token_loads(&self) -> OrchResult<Vec<TokenLoad>> {
         Ok(self.store().token_loads().await?)
     }
 
@@ -150,8 +123,7 @@ impl Orchestrator {
 
     /// The invocations each node owns and runs.
     pub async fn node_loads(&self) -> OrchResult<Vec<NodeLoad>> {
-        let rows = self.store().owned_per_node().await?;
-        Ok(rows.into_iter().map(|(node, owned, running)| NodeLoad { node, owned, running }).collect())
+        Ok(self.store().owned_per_node().await?)
     }
 
     /// Every trigger.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::pending::PendingRecovery;
 use super::purge::Purge;
-use crate::model::{Concurrency, InvocationStatus, NewInvocation, Owner, TaskDef, TaskPolicy, Transition};
+use crate::model::{InvocationStatus, NewInvocation, Owner, TaskDef, Transition};
 use crate::store::{Fence, SqliteStore, Store, StoreError};
 
 struct Fixture {
@@ -19,20 +19,7 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("w.db")).await.expect("open"));
-    let task = TaskDef {
-        name: "t".into(),
-        component: "comp".into(),
-        description: None,
-        max_attempts: 3,
-        timeout_ms: 1_000,
-        memory_limit_bytes: 1 << 20,
-        registration_concurrency: Concurrency::Disabled,
-        running_concurrency: Concurrency::Disabled,
-        key_arguments: vec![],
-        pins: vec![],
-        paused: false,
-        policy: TaskPolicy::default(),
-    };
+    let task = TaskDef { component: "comp".into(), ..TaskDef::sample("t") };
     store.component_put("comp", "digest", b"\0asm", &[task]).await.expect("component");
     store.node_register("n1", &[], 1).await.expect("register");
     let epoch = store.lease_claim("n1", 60_000, None).await.expect("lease").expect("free lease");
@@ -40,19 +27,7 @@ async fn fixture() -> Fixture {
 }
 
 fn call(n: usize) -> NewInvocation {
-    NewInvocation {
-        id: format!("0190a000-0000-7000-8000-{n:012}"),
-        task: "t".into(),
-        call_id: format!("call-{n}"),
-        args: format!(r#"{{"n":{n}}}"#),
-        parent: None,
-        scope: None,
-        idempotency_key: None,
-        run_scope: None,
-        workflow: None,
-        max_attempts: None,
-        token: None,
-    }
+    NewInvocation::sample(n, "t")
 }
 
 async fn status(store: &dyn Store, id: &str) -> InvocationStatus {

@@ -15,9 +15,25 @@ use crate::model::{
     Event, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit, TokenRing, Trigger,
     TriggerRun,
 };
+use crate::model::{NodeLoad, TokenLoad};
 use crate::store::{Coordination, Fence, ServiceGate, Store, StoreError, StoreResult};
 
 use sql::coord as q;
+
+/// One row of [`q::OWNED_PER_NODE`].
+#[derive(sqlx::FromRow)]
+struct OwnedRow {
+    owner_node: String,
+    owned: i64,
+    running: i64,
+}
+
+/// One row of [`q::TOKEN_LOADS`].
+#[derive(sqlx::FromRow)]
+struct TokenLoadRow {
+    node: String,
+    count: i64,
+}
 
 #[derive(sqlx::FromRow)]
 struct NodeRow {
@@ -304,12 +320,16 @@ impl Coordination for SqlStore {
         Ok(TokenRing { version, total_tokens, updated_at, owners: owned })
     }
 
-    async fn token_loads(&self) -> StoreResult<Vec<(String, i64)>> {
-        Ok(on_read!(self, |db, d| sqlx::query_as(q::TOKEN_LOADS.get(d)).fetch_all(db).await?))
+    async fn token_loads(&self) -> StoreResult<Vec<TokenLoad>> {
+        let rows: Vec<TokenLoadRow> =
+            on_read!(self, |db, d| sqlx::query_as(q::TOKEN_LOADS.get(d)).fetch_all(db).await?);
+        Ok(rows.into_iter().map(|r| TokenLoad { node: r.node, tokens: r.count }).collect())
     }
 
-    async fn owned_per_node(&self) -> StoreResult<Vec<(String, i64, i64)>> {
-        Ok(on_read!(self, |db, d| sqlx::query_as(q::OWNED_PER_NODE.get(d)).fetch_all(db).await?))
+    async fn owned_per_node(&self) -> StoreResult<Vec<NodeLoad>> {
+        let rows: Vec<OwnedRow> =
+            on_read!(self, |db, d| sqlx::query_as(q::OWNED_PER_NODE.get(d)).fetch_all(db).await?);
+        Ok(rows.into_iter().map(|r| NodeLoad { node: r.owner_node, owned: r.owned, running: r.running }).collect())
     }
 
     async fn token_owns_any(&self, node: &str) -> StoreResult<bool> {

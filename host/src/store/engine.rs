@@ -671,7 +671,7 @@ impl Store for SqlStore {
         instances::triage_apply(self, decisions, fence).await
     }
 
-    async fn instance_usage(&self, task: &str, limit: u32) -> StoreResult<Vec<(String, i64, i64)>> {
+    async fn instance_usage(&self, task: &str, limit: u32) -> StoreResult<Vec<crate::model::instance::AttemptUsage>> {
         instances::usage(self, task, limit).await
     }
 

@@ -251,10 +251,31 @@ pub(super) async fn triage_apply(
     Ok((changed, rerouted))
 }
 
-pub(super) async fn usage(store: &SqlStore, task: &str, limit: u32) -> StoreResult<Vec<(String, i64, i64)>> {
-    Ok(on_read!(store, |db, d| sqlx::query_as(q::INSTANCE_USAGE.get(d))
+/// One row of [`q::INSTANCE_USAGE`].
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    status: String,
+    wall_ms: i64,
+    peak_memory_bytes: i64,
+}
+
+pub(super) async fn usage(
+    store: &SqlStore,
+    task: &str,
+    limit: u32,
+) -> StoreResult<Vec<crate::model::instance::AttemptUsage>> {
+    let rows: Vec<UsageRow> = on_read!(store, |db, d| sqlx::query_as(q::INSTANCE_USAGE.get(d))
         .bind(task)
         .bind(i64::from(limit))
         .fetch_all(db)
-        .await?))
+        .await?);
+    rows.into_iter()
+        .map(|r| {
+            Ok(crate::model::instance::AttemptUsage {
+                status: r.status.parse().map_err(|e| corrupt("instance status", e))?,
+                wall_ms: r.wall_ms,
+                peak_memory_bytes: r.peak_memory_bytes,
+            })
+        })
+        .collect()
 }

@@ -271,11 +271,11 @@ pub trait Coordination: Send + Sync + 'static {
     async fn ring_get(&self, owners: bool) -> StoreResult<TokenRing>;
 
     /// Tokens owned per node.
-    async fn token_loads(&self) -> StoreResult<Vec<(String, i64)>>;
+    async fn token_loads(&self) -> StoreResult<Vec<crate::model::TokenLoad>>;
 
-    /// Per node that owns invocations: `(node, owned, running)`, owned counting every owned
-    /// status (claimed `pending`, `running`, `paused`, `resumed`).
-    async fn owned_per_node(&self) -> StoreResult<Vec<(String, i64, i64)>>;
+    /// Per node that owns invocations, what it owns (every owned status: claimed `pending`,
+    /// `running`, `paused`, `resumed`) and runs.
+    async fn owned_per_node(&self) -> StoreResult<Vec<crate::model::NodeLoad>>;
 
     /// Whether `node` owns at least one token (an index probe: cheap enough for every tick).
     async fn token_owns_any(&self, node: &str) -> StoreResult<bool>;
@@ -620,9 +620,8 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static
     /// invocations rerouted.
     async fn instance_triage_apply(&self, decisions: &[Triage], fence: &Fence) -> StoreResult<(usize, Vec<String>)>;
 
-    /// Resource use of the latest `limit` attempts of a task: `(status, wall_ms,
-    /// peak_memory_bytes)`, newest first.
-    async fn instance_usage(&self, task: &str, limit: u32) -> StoreResult<Vec<(String, i64, i64)>>;
+    /// Resource use of the latest `limit` attempts of a task, newest first.
+    async fn instance_usage(&self, task: &str, limit: u32) -> StoreResult<Vec<crate::model::instance::AttemptUsage>>;
 
     /// The invocations `parent` called, in call order (children ids sort by call sequence).
     async fn invocation_children(&self, parent: &str) -> StoreResult<Vec<Invocation>>;

@@ -22,7 +22,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use super::{ClaimFilter, Fence, PgStore, ServiceGate, SqliteStore, StatusCount, Store, StoreError, TransitionOutcome};
 use crate::model::{
     ArgsFrom, Claimed, Concurrency, ErrorKind, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Owner,
-    ServiceRunStatus, TaskDef, TaskFailure, TaskPatch, TaskPolicy, Transition, Trigger, TriggerCondition, TriggerRun,
+    ServiceRunStatus, TaskDef, TaskFailure, TaskPatch, Transition, Trigger, TriggerCondition, TriggerRun,
 };
 
 use InvocationStatus::*;
@@ -193,20 +193,7 @@ macro_rules! conformance {
 // Fixtures.
 
 fn task(name: &str) -> TaskDef {
-    TaskDef {
-        name: name.to_owned(),
-        component: String::new(),
-        description: Some(format!("the {name} task")),
-        max_attempts: 3,
-        timeout_ms: 1_000,
-        memory_limit_bytes: 1 << 20,
-        registration_concurrency: Concurrency::Disabled,
-        running_concurrency: Concurrency::Disabled,
-        key_arguments: vec![],
-        pins: vec![],
-        paused: false,
-        policy: TaskPolicy::default(),
-    }
+    TaskDef::sample(name)
 }
 
 /// Registers component `comp` with the given tasks.
@@ -237,19 +224,7 @@ pub(super) fn id(n: usize) -> String {
 }
 
 pub(super) fn call(n: usize, task: &str) -> NewInvocation {
-    NewInvocation {
-        id: id(n),
-        task: task.to_owned(),
-        call_id: format!("call-{n}"),
-        args: format!(r#"{{"n":{n}}}"#),
-        parent: None,
-        scope: None,
-        idempotency_key: None,
-        run_scope: None,
-        workflow: None,
-        max_attempts: None,
-        token: None,
-    }
+    NewInvocation::sample(n, task)
 }
 
 fn calls(range: std::ops::Range<usize>, task: &str) -> Vec<NewInvocation> {
