@@ -167,6 +167,81 @@ async fn the_daily_loop_for_people() {
     d.stop().await;
 }
 
+/// `warden route FILE.jsonl` routes a file of calls and awaits them (a summary, exit 1 when one
+/// fails, a bad line named before anything is routed); `warden call --wait` follows the call's
+/// statuses live on stderr; `warden watch -o json` prints the event stream as JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_a_file_follow_a_call_and_watch_the_stream() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    d.deploy("hello", guests::HELLO).await;
+    d.deploy("flaky", guests::FLAKY).await;
+    d.deploy("slow", guests::SLOW).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // A watcher, started before the work, as a process whose output we read after.
+    let watch_out = dir.path().join("watch.jsonl");
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+        .args(["watch", "--task", "hello", "-o", "json"])
+        .env("WARDEN_URL", &d.url)
+        .env("WARDEN_LOG", "error")
+        .stdout(std::fs::File::create(&watch_out).expect("create"))
+        .spawn()
+        .expect("start watch");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let file = dir.path().join("calls.jsonl");
+    let mut lines = String::from("# 250 greetings\n");
+    for i in 0..250 {
+        lines.push_str(&format!("{{\"task\":\"hello\",\"args\":{{\"name\":\"n{i}\"}}}}\n"));
+    }
+    std::fs::write(&file, &lines).expect("write");
+    let o = warden(&d.url, &["route", file.to_str().expect("path"), "--batch", "100"]).await;
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.starts_with("routed 250 calls from ") && o.stdout.contains("250 succeeded, 0 failed"),
+        "{}",
+        o.stdout
+    );
+
+    // One that fails: exit 1, counted and listed (JSON for scripts).
+    std::fs::write(
+        &file,
+        "{\"task\":\"hello\",\"args\":{\"name\":\"ok\"}}\n{\"task\":\"flaky\",\"args\":{\"fail_times\":9}}\n",
+    )
+    .expect("write");
+    let o = warden(&d.url, &["-o", "json", "route", file.to_str().expect("path")]).await;
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    let v = json(&o);
+    assert_eq!((v["routed"].as_u64(), v["succeeded"].as_u64()), (Some(2), Some(1)), "{v}");
+    assert_eq!(v["failed"][0]["status"], "failed", "{v}");
+
+    // A bad line: usage, named, and nothing routed.
+    let (_, before) = d.get("/v1/invocations/count").await;
+    std::fs::write(&file, "{\"task\":\"hello\"}\n{not json\n").expect("write");
+    let o = warden(&d.url, &["route", file.to_str().expect("path")]).await;
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("calls.jsonl:2: not JSON"), "{}", o.stderr);
+    let (_, after) = d.get("/v1/invocations/count").await;
+    assert_eq!(before["total"], after["total"], "nothing may be routed from a bad file");
+
+    // call --wait follows the statuses live: running then success, on stderr.
+    let o = warden(&d.url, &["call", "slow", r#"{"ms":600}"#, "--wait"]).await;
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stderr.contains("running") && o.stderr.contains("success"), "live statuses: {}", o.stderr);
+    assert!(o.stdout.contains("status    success"), "{}", o.stdout);
+
+    // The watcher saw every hello of the file reach success, as JSON lines with ids.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let text = std::fs::read_to_string(&watch_out).expect("read");
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let successes = events.iter().filter(|e| e["status"] == "success").count();
+    assert_eq!(successes, 251, "250 from the file and 1 from the second file: {}", events.len());
+    assert!(events.iter().all(|e| e["task"] == "hello" && e["id"].as_i64().is_some()), "{text}");
+    d.stop().await;
+}
+
 /// `warden ls invocations | head`: the reader goes away before the output is written; the
 /// program ends quietly with success instead of panicking (exit 101).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

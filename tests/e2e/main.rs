@@ -8,6 +8,7 @@ mod api;
 mod chaos;
 mod cli;
 mod cluster;
+mod feed;
 mod guards;
 mod instances;
 mod orchestration;

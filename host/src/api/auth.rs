@@ -223,7 +223,7 @@ impl Auth {
     }
 }
 
-/// The role a request needs, `None` if it is open to anyone. Reads need `read`; routing,
+/// The role a request needs, `None` if it is open to anyone. Reads (and the batch await) need `read`; routing,
 /// batches, cancel, rerun, events, workflows and arrays need `write`; components, task options,
 /// pins, triggers, keys and anything else need `admin`.
 pub fn required_role(method: &Method, path: &str, metrics_public: bool) -> Option<Role> {
@@ -236,7 +236,8 @@ pub fn required_role(method: &Method, path: &str, metrics_public: bool) -> Optio
     if path == "/v1/keys" || path.starts_with("/v1/keys/") {
         return Some(Role::Admin);
     }
-    if method == Method::GET || method == Method::HEAD {
+    // The batch await only reads (it is a POST for its long list of ids).
+    if method == Method::GET || method == Method::HEAD || path == "/v1/invocations/results" {
         return Some(Role::Read);
     }
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
@@ -364,6 +365,8 @@ mod tests {
         assert_eq!(required_role(&get, "/v1/keys", false), Some(Role::Admin));
         assert_eq!(required_role(&post, "/v1/invocations", false), Some(Role::Write));
         assert_eq!(required_role(&post, "/v1/invocations/batch", false), Some(Role::Write));
+        assert_eq!(required_role(&post, "/v1/invocations/results", false), Some(Role::Read));
+        assert_eq!(required_role(&get, "/v1/events/stream", false), Some(Role::Read));
         assert_eq!(required_role(&post, "/v1/invocations/x/cancel", false), Some(Role::Write));
         assert_eq!(required_role(&post, "/v1/events", false), Some(Role::Write));
         assert_eq!(required_role(&post, "/v1/workflows/w/pause", false), Some(Role::Write));

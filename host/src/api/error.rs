@@ -25,6 +25,8 @@ pub struct ApiError {
     message: String,
     /// What went wrong inside, for the log only (a 5xx answers with a generic message).
     cause: Option<String>,
+    /// The ids the error is about (unknown ids of a batch await), answered as `error.ids`.
+    ids: Option<Vec<String>>,
 }
 
 /// The body of every error answer: `{"error":{"code","message"}}`.
@@ -41,6 +43,9 @@ struct ErrorDetail<'a> {
     code: &'a str,
     /// Human message.
     message: &'a str,
+    /// The ids the error is about, when it is about several (unknown ids of a batch await).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ids: Option<&'a [String]>,
 }
 
 /// The cause of a 5xx answer, put in the response's extensions for [`log_server_errors`].
@@ -50,7 +55,13 @@ struct ServerError(Arc<str>);
 impl ApiError {
     /// Builds an error with a status, a machine code and a human message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), cause: None }
+        Self { status, code, message: message.into(), cause: None, ids: None }
+    }
+
+    /// Names the ids the error is about (`error.ids` in the answer).
+    pub fn with_ids(mut self, ids: Vec<String>) -> Self {
+        self.ids = Some(ids);
+        self
     }
 
     /// 400 `bad_request`.
@@ -74,7 +85,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(ErrorBody { error: ErrorDetail { code: self.code, message: &self.message } });
+        let body = Json(ErrorBody {
+            error: ErrorDetail { code: self.code, message: &self.message, ids: self.ids.as_deref() },
+        });
         let mut response = if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Tell clients (and their retry loops) when to come back.
             (self.status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response()

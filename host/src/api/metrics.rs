@@ -107,5 +107,16 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoRespon
             v.load(std::sync::atomic::Ordering::Relaxed)
         );
     }
+    let (delivered, holes) = s.orch.feed_counters();
+    for (name, help, v) in [
+        ("warden_feed_events_total", "Status changes the change feed delivered to this node's subscribers.", delivered),
+        (
+            "warden_feed_holes_skipped_total",
+            "History sequence numbers the change feed gave up waiting for (rolled-back transactions).",
+            holes,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{me} {v}");
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

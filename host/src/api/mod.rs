@@ -10,6 +10,7 @@ mod cluster;
 mod components;
 mod coordination;
 pub mod error;
+mod feed;
 pub mod guard;
 mod health;
 mod invocations;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invocations", post(invocations::route_one).get(invocations::list))
         .route("/v1/invocations/batch", post(invocations::route_batch).layer(big()))
         .route("/v1/invocations/count", get(invocations::count))
+        .route("/v1/invocations/results", post(feed::results))
         .route("/v1/invocations/{id}", get(invocations::show))
         .route("/v1/invocations/{id}/result", get(invocations::result))
         .route("/v1/invocations/{id}/history", get(invocations::history))
@@ -95,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/triggers", post(coordination::create_trigger).get(coordination::list_triggers))
         .route("/v1/triggers/{id}", get(coordination::show_trigger).delete(coordination::delete_trigger))
         .route("/v1/events", post(coordination::post_event))
+        .route("/v1/events/stream", get(feed::stream))
         .route("/v1/services/runs", get(coordination::service_runs))
         .route("/v1/cluster/nodes", get(coordination::nodes))
         .route("/v1/cluster/tokens", get(cluster::tokens))

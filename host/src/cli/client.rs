@@ -101,6 +101,23 @@ impl Client {
         self.read("batch call", req.send().await).await
     }
 
+    /// Opens the event stream with the filters of `query`, resuming after `last_event_id`.
+    pub async fn events(&self, query: &[(&str, String)], last_event_id: Option<i64>) -> anyhow::Result<SseReader> {
+        let path = "/v1/events/stream";
+        let mut req = self.http.get(format!("{}{path}", self.base)).query(query);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        match req.send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::OK => Ok(SseReader { resp: r, buf: String::new() }),
+            other => {
+                // Not a stream: the answer's error, or a daemon that does not stream.
+                self.read("event stream", other).await?;
+                Err(Failure::new(exit::UNREACHABLE, "the daemon did not open the event stream").into())
+            }
+        }
+    }
+
     /// Long-polls until the invocation is final or `timeout` passes; returns it as it is then.
     pub async fn result(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = std::time::Instant::now() + timeout;
@@ -113,6 +130,60 @@ impl Client {
             let body = self.read(&path, resp).await?;
             if done || left.is_zero() {
                 return Ok(body);
+            }
+        }
+    }
+}
+
+/// One Server-Sent Event of `GET /v1/events/stream`.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// `status`, `lagged`, …
+    pub event: String,
+    /// The `id:` (history sequence), if any.
+    pub id: Option<i64>,
+    /// The `data:` as JSON (a string if it is not JSON).
+    pub data: Value,
+}
+
+/// Reads events off an open stream as they arrive.
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    /// The next event; `None` when the stream ends. Comments (keep-alives) are skipped.
+    pub async fn next(&mut self) -> anyhow::Result<Option<SseEvent>> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse::<i64>().ok();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        any = true;
+                    }
+                }
+                if !any {
+                    continue;
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                return Ok(Some(SseEvent { event, id, data }));
+            }
+            match self.resp.chunk().await? {
+                Some(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return Ok(None),
             }
         }
     }

@@ -64,7 +64,8 @@ pub fn parse_args(args: Option<&str>) -> anyhow::Result<Value> {
 }
 
 /// `warden call TASK [ARGS] [--wait]`. Without `--wait` prints the routed invocation; with it,
-/// says the id at once (on stderr), waits, prints the final invocation and exits with
+/// says the id at once (on stderr), follows its status changes on the event stream (printed on
+/// stderr), prints the final invocation and exits with
 /// [`exit::NOT_SUCCESS`] unless it succeeded. Ctrl-C leaves the call running.
 pub async fn call(
     c: &Client,
@@ -87,9 +88,10 @@ pub async fn call(
         return Ok(());
     }
     if fmt == Format::Text {
-        eprintln!("routed {task} as {id}; waiting (Ctrl-C leaves the call running)");
+        eprintln!("routed {task} as {id}; following it (Ctrl-C leaves the call running)");
     }
-    let results = until_interrupted(std::slice::from_ref(&id), c.result(&id, timeout)).await?;
+    let outcome = super::stream::follow_call(c, fmt, &id, timeout);
+    let results = until_interrupted(std::slice::from_ref(&id), outcome).await?;
     finish(fmt, &[results], timeout)
 }
 

@@ -1,6 +1,7 @@
 //! The `warden` command line (clap): `serve` runs the daemon; the client commands (`deploy`,
-//! `rm`, `call`, `wait`, `get`, `ls`, `history`, `logs`, `cancel`, `rerun`) talk to a running
-//! daemon over its HTTP API and print for people or, with `-o json`, for scripts;
+//! `rm`, `call`, `wait`, `get`, `ls`, `history`, `logs`, `cancel`, `rerun`, `watch`, `route`)
+//! talk to a running daemon over its HTTP API and print for people or, with `-o json`, for
+//! scripts;
 //! `status-graph` prints the invocation table; `bench` measures throughput and latency.
 
 mod bench;
@@ -8,6 +9,7 @@ mod client;
 mod commands;
 mod output;
 mod project;
+mod stream;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -133,6 +135,34 @@ enum Command {
         ids: Vec<String>,
         /// Longest wait in seconds.
         #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print every status change as it happens (the event stream), until Ctrl-C.
+    Watch {
+        /// Only invocations of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only invocations routed by this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only this invocation.
+        #[arg(long)]
+        invocation: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Route a file of calls (JSON Lines: {"task":…,"args":…} per line) in batches and wait
+    /// for them all, with a progress bar (exit 1 unless all succeeded).
+    Route {
+        /// The file (`-`-less path; blank lines and `#` comments are skipped).
+        file: PathBuf,
+        /// Calls per request (at most 10,000).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Longest wait for all of them, in seconds.
+        #[arg(long, default_value_t = 600)]
         timeout: u64,
         #[command(flatten)]
         remote: Remote,
@@ -289,6 +319,16 @@ next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
             commands::wait(&remote.client()?, fmt, &ids, Duration::from_secs(timeout)).await
         }
         Command::Get { id, remote } => commands::get(&remote.client()?, fmt, &id).await,
+        Command::Watch { task, workflow, invocation, remote } => {
+            let mut q = Vec::new();
+            q.extend(task.map(|t| ("task", t)));
+            q.extend(workflow.map(|w| ("workflow", w)));
+            q.extend(invocation.map(|i| ("invocation", i)));
+            stream::watch(&remote.client()?, fmt, &q).await
+        }
+        Command::Route { file, batch, timeout, remote } => {
+            stream::route_file(&remote.client()?, fmt, &file, batch, Duration::from_secs(timeout)).await
+        }
         Command::History { id, remote } => commands::history(&remote.client()?, fmt, &id).await,
         Command::Logs { id, remote } => commands::logs(&remote.client()?, fmt, &id).await,
         Command::Cancel { id, remote } => commands::act(&remote.client()?, fmt, &id, "cancel").await,

@@ -11,8 +11,10 @@
 //! - [`trigger`]: triggers, events and the status changes they read.
 //! - [`workflow`]: workflows and arrays, their validation, status rule and node selection.
 //! - [`key`]: API key roles, generation and hashing.
+//! - [`feed`]: the change feed's event and its subscribers' filter.
 
 pub mod cluster;
+pub mod feed;
 pub mod identity;
 pub mod instance;
 pub mod invocation;

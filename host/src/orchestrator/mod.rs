@@ -5,6 +5,7 @@
 
 pub mod batcher;
 mod coordination;
+mod feed;
 mod guest_host;
 mod instances;
 pub mod policy;
@@ -28,6 +29,8 @@ use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::store::{Store, StoreError, TransitionOutcome};
 use batcher::Batcher;
 pub use coordination::NewTrigger;
+pub use feed::Subscription;
+pub(crate) use feed::feed_loop;
 use waiters::Waiters;
 pub(crate) use worker::dispatch_loop;
 pub(crate) use workflows::scheduler_loop as workflow_scheduler;
@@ -234,6 +237,8 @@ struct Inner {
     tracker: TaskTracker,
     /// Wakes the workflow scheduler (an invocation became final, a workflow was created).
     workflow_wake: Notify,
+    /// The change feed (status changes for streams and batch awaits).
+    feed: Arc<feed::Feed>,
     routing: Routing,
     attempts: Attempts,
     claims: ClaimView,
@@ -309,15 +314,24 @@ pub struct Orchestrator {
 impl Orchestrator {
     /// Builds the orchestrator; call [`Orchestrator::start`] to recover and begin claiming.
     pub fn new(store: Arc<dyn Store>, runtime: Runtime, cfg: OrchestratorConfig) -> Self {
-        let s = store.clone();
+        let feed = Arc::new(feed::Feed::new(store.clone()));
+        let (s, f) = (store.clone(), feed.clone());
         let routes = Batcher::spawn(MAX_BATCH, move |calls: Vec<NewInvocation>| {
-            let s = s.clone();
-            async move { s.invocation_insert_batch(&calls).await.map_err(RouteFailure::from) }
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                let out = s.invocation_insert_batch(&calls).await.map_err(RouteFailure::from);
+                f.wrote();
+                out
+            }
         });
-        let s = store.clone();
+        let (s, f) = (store.clone(), feed.clone());
         let transitions = Batcher::spawn(MAX_BATCH, move |changes: Vec<Transition>| {
-            let s = s.clone();
-            async move { s.invocation_transition_batch(&changes).await.map_err(WriteFailure::from) }
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                let out = s.invocation_transition_batch(&changes).await.map_err(WriteFailure::from);
+                f.wrote();
+                out
+            }
         });
         let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
         let total_tokens = cfg.total_tokens.max(1);
@@ -331,6 +345,7 @@ impl Orchestrator {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 workflow_wake: Notify::new(),
+                feed,
                 routing: Routing {
                     routes,
                     tasks: Mutex::new(HashMap::new()),
@@ -426,6 +441,7 @@ impl Orchestrator {
             self.inner.waiters.wake(id);
         }
         self.inner.workflow_wake.notify_one();
+        self.inner.feed.wrote();
     }
 
     /// Stops claiming, lets running attempts finish within `grace`, then interrupts the rest

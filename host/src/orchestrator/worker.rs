@@ -53,6 +53,9 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
             match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await {
                 Ok(claimed) => {
                     drained = claimed.len() < inner.cfg.prefetch;
+                    if !claimed.is_empty() {
+                        inner.feed.wrote();
+                    }
                     for c in &claimed {
                         orch.hold(&c.id, c.attempt);
                     }

@@ -70,7 +70,7 @@
 //! `sql_*.rs` file of the same name: `components.rs` (components and tasks), `invocations.rs`
 //! (routing, claims, reads, purge), `transitions.rs` (the transition batch, what a transition
 //! writes, recovery), `instances.rs` (heartbeats, triage), `coord.rs` (membership, atomic
-//! services, lease, ring), `triggers.rs` (triggers and events), `workflow.rs`, `keys.rs`.
+//! services, lease, ring), `triggers.rs` (triggers and events), `workflow.rs`, `keys.rs`, `changes.rs` (the change feed).
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -751,3 +751,8 @@ mod workflow;
 // API keys.
 #[path = "keys.rs"]
 mod keys;
+
+// The change feed: the history in sequence order, PostgreSQL's LISTEN/NOTIFY.
+#[path = "changes.rs"]
+mod changes;
+pub use changes::ChangeListener;

@@ -27,6 +27,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 
+pub use engine::ChangeListener;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -467,9 +468,37 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn key_touch(&self, names: &[String]) -> StoreResult<()>;
 }
 
+/// The change feed's reads (`orchestrator/feed.rs`): the invocation history in sequence order,
+/// and on PostgreSQL the notifications that tell other nodes it grew. Part of every [`Store`].
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// The highest history sequence number stored (0 if none).
+    async fn history_head(&self) -> StoreResult<i64>;
+
+    /// At most `limit` status changes after sequence `after`, in sequence order, and the
+    /// database clock. On PostgreSQL a sequence number is taken before its transaction
+    /// commits, so a later one can be visible before an earlier one: the caller decides how
+    /// long to wait for a gap ([`ChangeFeed::history_gaps_possible`]).
+    async fn changes_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<(Vec<crate::model::feed::ChangeEvent>, Millis)>;
+
+    /// Whether rows can become visible out of sequence order (PostgreSQL: yes; SQLite, whose
+    /// one writer commits in order: no).
+    fn history_gaps_possible(&self) -> bool;
+
+    /// Tells the other nodes that the history grew (PostgreSQL `NOTIFY`; nothing on SQLite).
+    async fn changes_notify(&self) -> StoreResult<()>;
+
+    /// Listens for other nodes' [`ChangeFeed::changes_notify`]; `None` on SQLite (one node).
+    async fn changes_listen(&self) -> StoreResult<Option<ChangeListener>>;
+}
+
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.
 #[async_trait]
-pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static {
+pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn dialect(&self) -> &'static str;
 

@@ -220,3 +220,7 @@ pub(super) mod workflow;
 // API keys: see `keys.rs`.
 #[path = "sql_keys.rs"]
 pub(super) mod keys;
+
+// The change feed: see `changes.rs`.
+#[path = "sql_changes.rs"]
+pub(super) mod changes;

@@ -1,0 +1,344 @@
+//! The change feed: one tailer per node reads the invocation history in sequence order and
+//! broadcasts every status change to this node's subscribers (`GET /v1/events/stream`, the
+//! batch await `POST /v1/invocations/results`). It reads only while someone subscribes.
+//!
+//! - **Wake-ups.** This node's own writes poke it (routing, transitions, claims); other nodes'
+//!   writes arrive by PostgreSQL `NOTIFY` on `warden_changes` (sent at most every
+//!   [`NOTIFY_EVERY`] by the node that wrote, after a poke); a read every [`SAFETY_POLL`]
+//!   catches whatever neither told it (the leader's recovery of another node's work, a
+//!   notification lost with a connection).
+//! - **Order without holes.** The history's `seq` is handed out before a transaction commits,
+//!   so on PostgreSQL seq 8 can be visible while 7 is not yet. The tailer delivers in `seq` order
+//!   and stops at a hole until it fills or until the row after it is [`GAP_WAIT_MS`] old on the
+//!   database clock (the hole was a rolled-back transaction: a deadlock's retry, a failed
+//!   insert). A change whose transaction stays open longer than that after writing its history
+//!   is skipped by the stream (it is in `/history`); the batch await does not depend on it (it
+//!   reads the statuses themselves after every wake-up and every second).
+//! - **Bounded memory.** Subscribers share one ring of [`CAPACITY`] events
+//!   (`tokio::sync::broadcast`); one that falls further behind learns it (`Lagged`) and is
+//!   dropped by its owner, instead of being buffered for.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use super::{OrchResult, Orchestrator, OrchestratorError};
+use crate::model::Invocation;
+use crate::model::feed::ChangeEvent;
+use crate::store::Store;
+
+/// Events kept for subscribers that read slower than the tailer writes.
+pub const CAPACITY: usize = 16_384;
+/// How long the tailer waits for a hole in the sequence to fill (PostgreSQL), in database ms.
+pub const GAP_WAIT_MS: i64 = 1_000;
+/// History rows read at once.
+const PAGE: u32 = 1_000;
+/// How often the tailer reads without being told to, while someone subscribes.
+pub const SAFETY_POLL: Duration = Duration::from_millis(250);
+/// How often this node tells the others that it wrote history, at most (PostgreSQL).
+pub const NOTIFY_EVERY: Duration = Duration::from_millis(10);
+/// How often a batch await reads the statuses it waits for without a wake-up.
+const AWAIT_RECHECK: Duration = Duration::from_secs(1);
+
+/// The feed's state and wake-ups.
+pub(crate) struct Feed {
+    store: Arc<dyn Store>,
+    tx: broadcast::Sender<Arc<ChangeEvent>>,
+    /// The last sequence delivered; `None` while nobody subscribes (the tailer does not read).
+    position: tokio::sync::Mutex<Option<i64>>,
+    /// This node wrote, or another node told it: read now.
+    poke: Notify,
+    /// This node wrote: tell the other nodes.
+    wrote: Notify,
+    /// Sequence numbers given up on as holes.
+    holes_skipped: AtomicU64,
+    /// Events delivered.
+    delivered: AtomicU64,
+}
+
+/// A subscription: the live events after `head`, and `head` itself, the last sequence the
+/// tailer had delivered when it began (a reconnecting client replays up to it from the store).
+pub struct Subscription {
+    /// Live events, in sequence order.
+    pub rx: broadcast::Receiver<Arc<ChangeEvent>>,
+    /// Events with a sequence up to this one are not in `rx`.
+    pub head: i64,
+}
+
+/// What a batch await found.
+#[derive(Debug, Default)]
+pub struct AwaitOutcome {
+    /// Ids that name no invocation (nothing else is filled then).
+    pub unknown: Vec<String>,
+    /// Final invocations, in the order asked.
+    pub done: Vec<Invocation>,
+    /// Ids not final in time, in the order asked.
+    pub pending: Vec<String>,
+}
+
+impl Feed {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            tx: broadcast::channel(CAPACITY).0,
+            position: tokio::sync::Mutex::new(None),
+            poke: Notify::new(),
+            wrote: Notify::new(),
+            holes_skipped: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    /// This node committed history: read it, and tell the other nodes.
+    pub(crate) fn wrote(&self) {
+        self.poke.notify_one();
+        self.wrote.notify_one();
+    }
+
+    /// (events delivered, sequence numbers skipped as holes) since start.
+    pub(crate) fn counters(&self) -> (u64, u64) {
+        (self.delivered.load(Ordering::Relaxed), self.holes_skipped.load(Ordering::Relaxed))
+    }
+
+    async fn subscribe(&self) -> OrchResult<Subscription> {
+        let mut position = self.position.lock().await;
+        let head = match *position {
+            Some(p) => p,
+            None => {
+                let head = self.store.history_head().await?;
+                *position = Some(head);
+                head
+            }
+        };
+        let rx = self.tx.subscribe();
+        drop(position);
+        self.poke.notify_one();
+        Ok(Subscription { rx, head })
+    }
+
+    /// The tailer: until `stop`, reads the history after its position whenever poked (or every
+    /// [`SAFETY_POLL`]) while anyone subscribes, and broadcasts it.
+    async fn tail(&self, stop: CancellationToken) {
+        let gaps_possible = self.store.history_gaps_possible();
+        let mut wait = SAFETY_POLL;
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.poke.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = SAFETY_POLL;
+            let mut position = self.position.lock().await;
+            if self.tx.receiver_count() == 0 {
+                *position = None;
+                continue;
+            }
+            let Some(mut at) = *position else { continue };
+            loop {
+                let (rows, now) = match self.store.changes_after(at, PAGE).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 || failures.is_multiple_of(100) {
+                            tracing::warn!(error = %e, failures, "the change feed could not read the history; trying again");
+                        }
+                        wait = super::write_backoff(failures.min(10));
+                        break;
+                    }
+                };
+                failures = 0;
+                let full = rows.len() == PAGE as usize;
+                let mut stalled = false;
+                for e in rows {
+                    if e.seq != at + 1 {
+                        if gaps_possible && e.at > now - GAP_WAIT_MS {
+                            stalled = true;
+                            break;
+                        }
+                        let skipped = u64::try_from(e.seq - at - 1).unwrap_or(0);
+                        self.holes_skipped.fetch_add(skipped, Ordering::Relaxed);
+                    }
+                    at = e.seq;
+                    self.delivered.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.tx.send(Arc::new(e));
+                }
+                *position = Some(at);
+                if stalled {
+                    wait = Duration::from_millis(20);
+                    break;
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Until `stop`: after this node wrote, `NOTIFY` the others, at most every [`NOTIFY_EVERY`].
+    async fn tell_others(&self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.wrote.notified() => {}
+            }
+            if let Err(e) = self.store.changes_notify().await {
+                tracing::debug!(error = %e, "could not notify the other nodes of new history");
+            }
+            tokio::time::sleep(NOTIFY_EVERY).await;
+        }
+    }
+
+    /// Until `stop`: wakes the tailer when another node says it wrote (PostgreSQL `LISTEN`).
+    async fn listen_to_others(&self, stop: CancellationToken) {
+        loop {
+            let mut listener = match self.store.changes_listen().await {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not listen for other nodes' changes; trying again in 1 s");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = listener.wait() => match r {
+                        Ok(()) => self.poke.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the listener for other nodes' changes; reconnecting");
+                            self.poke.notify_one();
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// The change feed's loops (the tailer, and on PostgreSQL the notifier and the listener), until
+/// the orchestrator shuts down. Started by the composition root.
+pub(crate) async fn feed_loop(orch: Orchestrator) {
+    let feed = orch.inner.feed.clone();
+    let stop = orch.shutdown_token();
+    tokio::join!(feed.tail(stop.clone()), feed.tell_others(stop.clone()), feed.listen_to_others(stop));
+}
+
+impl Orchestrator {
+    /// (events delivered, sequence numbers skipped as holes) by this node's change feed.
+    pub fn feed_counters(&self) -> (u64, u64) {
+        self.inner.feed.counters()
+    }
+
+    /// Subscribes to every status change from now on (see [`Subscription`]).
+    pub async fn subscribe_changes(&self) -> OrchResult<Subscription> {
+        self.inner.feed.subscribe().await
+    }
+
+    /// Stored status changes with `after < seq ≤ upto`, at most `limit`, in order (a
+    /// reconnecting client's replay; holes are not waited for: these are older than the head).
+    pub async fn changes_between(&self, after: i64, upto: i64, limit: u32) -> OrchResult<Vec<ChangeEvent>> {
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let (mut rows, _) = self.inner.store.changes_after(after, limit).await?;
+        rows.retain(|e| e.seq <= upto);
+        Ok(rows)
+    }
+
+    /// Waits until every invocation of `ids` is final, `timeout` passes or `stop` fires, woken
+    /// by the change feed (this node's changes and, on PostgreSQL, other nodes'), and reads
+    /// the statuses again every second in any case. Unknown ids are reported at once.
+    pub async fn await_results(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+        stop: &CancellationToken,
+    ) -> OrchResult<AwaitOutcome> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut sub = self.subscribe_changes().await?;
+        let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity(ids.len());
+        for id in ids {
+            if seen.insert(id.as_str()) {
+                unique.push(id.clone());
+            }
+        }
+        let mut done: HashMap<String, Invocation> = HashMap::new();
+        let mut waiting: HashSet<String> = HashSet::new();
+        let found = self.inner.store.invocation_get_many(&unique).await?;
+        let known: HashSet<&str> = found.iter().map(|i| i.id.as_str()).collect();
+        let unknown: Vec<String> = unique.iter().filter(|id| !known.contains(id.as_str())).cloned().collect();
+        if !unknown.is_empty() {
+            return Ok(AwaitOutcome { unknown, ..Default::default() });
+        }
+        for inv in found {
+            if inv.status.is_final() {
+                done.insert(inv.id.clone(), inv);
+            } else {
+                waiting.insert(inv.id);
+            }
+        }
+        let mut recheck = tokio::time::Instant::now() + AWAIT_RECHECK;
+        while !waiting.is_empty() {
+            let mut look: Vec<String> = Vec::new();
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(recheck) => {
+                    look = waiting.iter().cloned().collect();
+                    recheck = tokio::time::Instant::now() + AWAIT_RECHECK;
+                }
+                r = sub.rx.recv() => {
+                    let mut next = Some(r);
+                    while let Some(r) = next.take() {
+                        match r {
+                            Ok(e) => {
+                                if e.status.is_final() && waiting.contains(&e.invocation) {
+                                    look.push(e.invocation.clone());
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                look = waiting.iter().cloned().collect();
+                                sub.rx = sub.rx.resubscribe();
+                                break;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => {
+                                return Err(OrchestratorError::Unavailable("the daemon is stopping".into()));
+                            }
+                        }
+                        next = match sub.rx.try_recv() {
+                            Ok(e) => Some(Ok(e)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+                            Err(_) => None,
+                        };
+                    }
+                }
+            }
+            if look.is_empty() {
+                continue;
+            }
+            for inv in self.inner.store.invocation_get_many(&look).await? {
+                if inv.status.is_final() && waiting.remove(&inv.id) {
+                    done.insert(inv.id.clone(), inv);
+                }
+            }
+        }
+        let mut out = AwaitOutcome::default();
+        for id in unique {
+            match done.remove(&id) {
+                Some(inv) => out.done.push(inv),
+                None => out.pending.push(id),
+            }
+        }
+        Ok(out)
+    }
+}
