@@ -60,6 +60,9 @@ pub struct Config {
     pub minimum_nodes: usize,
     /// Most nodes of one workflow (or elements of one array); a larger one is refused (400).
     pub max_workflow_nodes: usize,
+    /// Status changes the event stream keeps for clients that read slower than changes happen;
+    /// a client further behind gets `event: lagged` and is disconnected.
+    pub stream_buffer_events: usize,
     /// A bootstrap key with the `admin` role (kept in memory, never stored). With it, or with
     /// any key in the store, every `/v1/*` route requires `Authorization: Bearer KEY`.
     pub admin_key: Option<Secret>,
@@ -142,6 +145,7 @@ impl Default for Config {
             total_tokens: crate::model::DEFAULT_TOTAL_TOKENS,
             minimum_nodes: 1,
             max_workflow_nodes: crate::model::workflow::MAX_NODES,
+            stream_buffer_events: 16_384,
             admin_key: None,
             allow_unauthenticated: false,
             metrics_public: false,
@@ -224,6 +228,10 @@ pub struct Overrides {
     /// [default: 100000].
     #[arg(long, env = "WARDEN_MAX_WORKFLOW_NODES")]
     pub max_workflow_nodes: Option<usize>,
+    /// Status changes the event stream keeps for slow clients (one ring per node); a client
+    /// further behind is sent `event: lagged` and disconnected [default: 16384; at least 4096].
+    #[arg(long, env = "WARDEN_STREAM_BUFFER_EVENTS")]
+    pub stream_buffer_events: Option<usize>,
     /// Bootstrap admin API key; with it (or any stored key) every /v1 route needs a key.
     #[arg(long, env = "WARDEN_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -324,6 +332,7 @@ impl Config {
             total_tokens,
             minimum_nodes,
             max_workflow_nodes,
+            stream_buffer_events,
             cors_origins,
             allowed_hosts,
             max_body_bytes,
@@ -380,6 +389,14 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "max_workflow_nodes must be between 1 and 10000000, got {}",
                 self.max_workflow_nodes
+            )));
+        }
+        // At least a few of the feed's reads (1,000 rows each), or a burst would overrun even
+        // a client that keeps up.
+        if !(4_096..=1_048_576).contains(&self.stream_buffer_events) {
+            return Err(ConfigError::Invalid(format!(
+                "stream_buffer_events must be between 4096 and 1048576, got {}",
+                self.stream_buffer_events
             )));
         }
         if self.service_interval_ms == 0 || self.max_pending_ms == 0 {

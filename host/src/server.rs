@@ -99,6 +99,7 @@ impl Daemon {
                 report_buffer: cfg.heartbeat_report_by_buffer,
                 total_tokens: cfg.total_tokens,
                 max_workflow_nodes: cfg.max_workflow_nodes,
+                stream_buffer_events: cfg.stream_buffer_events,
             },
         );
         // The API's one handle on the database: the key table, for `Auth`.

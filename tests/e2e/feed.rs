@@ -198,9 +198,12 @@ async fn stream_resumes_and_spans_nodes(b: Backend) {
         ids
     };
     let seen = first.until(Duration::from_secs(30), |s| all_succeeded(s, &ids)).await;
-    // B routed them: A's client saw B's `registered`.
-    let registered = seen.iter().find(|e| e.data["status"] == "registered").expect("registered");
-    assert_eq!(registered.data["node"], "node-b", "{registered:?}");
+    // B routed them: A's client saw their `registered` (routing writes no node) and where they ran.
+    assert!(
+        ids.iter()
+            .all(|id| seen.iter().any(|e| e.data["invocation"] == id.as_str() && e.data["status"] == "registered"))
+    );
+    assert!(seen.iter().filter(|e| e.data["status"] == "running").all(|e| e.data["node"].is_string()), "{seen:?}");
     drop(first);
 
     // Resume from the 3rd event; more calls happen while no one listens.
@@ -235,7 +238,12 @@ both!(stream_resumes_and_spans_nodes, stream_resumes_and_spans_nodes);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_stream_client_is_cut_off_with_lagged() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let d = TestDaemon::start_with(Backend::Sqlite, |c| c.slots = 8).await;
+    // The smallest ring (the default keeps 16,384), so that a few thousand calls overrun it.
+    let d = TestDaemon::start_with(Backend::Sqlite, |c| {
+        c.slots = 8;
+        c.stream_buffer_events = 4096;
+    })
+    .await;
     d.deploy("hello", guests::HELLO).await;
     let addr = d.url.trim_start_matches("http://").to_string();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -246,7 +254,7 @@ async fn a_slow_stream_client_is_cut_off_with_lagged() {
     // Let the stream begin, then route far more changes than the feed keeps, without reading.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut routed = 0;
-    for round in 0..20 {
+    for round in 0..4 {
         let calls: Vec<Value> =
             (0..2000).map(|i| json!({"task": "hello", "args": {"name": format!("l{round}-{i}")}})).collect();
         let (s, v) = d.post("/v1/invocations/batch", &json!({"calls": calls})).await;
@@ -272,6 +280,7 @@ async fn a_slow_stream_client_is_cut_off_with_lagged() {
     assert!(text.contains("event: lagged"), "no lagged event; the stream ended with: {tail}");
     let sent = text.matches("event: status").count();
     assert!(sent < routed as usize * 4, "the whole history was buffered ({sent} events)");
+    eprintln!("lagged after {sent} events sent of about {} changes", routed * 4);
     d.stop().await;
 }
 
@@ -295,7 +304,7 @@ async fn feed_bad_input(b: Backend) {
     let r = d.http.get(format!("{}/v1/events/stream", d.url)).header("Last-Event-ID", "abc").send().await.unwrap();
     let s = r.status();
     let v: Value = r.json().await.unwrap();
-    assert_error(s, &v, StatusCode::BAD_REQUEST, "Last-Event-ID");
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "last-event-id");
     for (q, code, word) in [
         ("task=nope", StatusCode::NOT_FOUND, "nope"),
         ("invocation=nope", StatusCode::NOT_FOUND, "nope"),

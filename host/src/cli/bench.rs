@@ -71,7 +71,7 @@ impl GuestHost for NoHost {
     fn progress(&self, _: &InvocationInfo, _: u64, _: u64, _: Option<String>) {}
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -112,9 +112,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let call = json!({"task": a.task, "args": args});
     let mut routed = 0;
+    let mut ids: Vec<String> = Vec::with_capacity(a.calls);
     while routed < a.calls {
         let n = a.batch.min(a.calls - routed);
-        c.call_batch(&vec![call.clone(); n]).await?;
+        let r = c.call_batch(&vec![call.clone(); n]).await?;
+        ids.extend(
+            r["invocations"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str().map(str::to_string)),
+        );
         routed += n;
     }
     loop {
@@ -133,6 +137,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         "warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: sqlite synchronous=FULL)",
         a.calls
     );
+    super::bench_feed::feed_figures(&c, &ids, &a.task, &args).await?;
 
     // Latency: one call in flight.
     let mut lat = Vec::with_capacity(a.latency_calls);

@@ -5,6 +5,7 @@
 //! `status-graph` prints the invocation table; `bench` measures throughput and latency.
 
 mod bench;
+mod bench_feed;
 mod client;
 mod commands;
 mod output;

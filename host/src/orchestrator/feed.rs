@@ -14,7 +14,7 @@
 //!   insert). A change whose transaction stays open longer than that after writing its history
 //!   is skipped by the stream (it is in `/history`); the batch await does not depend on it (it
 //!   reads the statuses themselves after every wake-up and every second).
-//! - **Bounded memory.** Subscribers share one ring of [`CAPACITY`] events
+//! - **Bounded memory.** Subscribers share one ring of `--stream-buffer-events` events
 //!   (`tokio::sync::broadcast`); one that falls further behind learns it (`Lagged`) and is
 //!   dropped by its owner, instead of being buffered for.
 
@@ -31,8 +31,6 @@ use crate::model::Invocation;
 use crate::model::feed::ChangeEvent;
 use crate::store::Store;
 
-/// Events kept for subscribers that read slower than the tailer writes.
-pub const CAPACITY: usize = 16_384;
 /// How long the tailer waits for a hole in the sequence to fill (PostgreSQL), in database ms.
 pub const GAP_WAIT_MS: i64 = 1_000;
 /// History rows read at once.
@@ -81,10 +79,11 @@ pub struct AwaitOutcome {
 }
 
 impl Feed {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    /// A feed that keeps `capacity` events for subscribers that read slower than it writes.
+    pub(crate) fn new(store: Arc<dyn Store>, capacity: usize) -> Self {
         Self {
             store,
-            tx: broadcast::channel(CAPACITY).0,
+            tx: broadcast::channel(capacity.max(1)).0,
             position: tokio::sync::Mutex::new(None),
             poke: Notify::new(),
             wrote: Notify::new(),

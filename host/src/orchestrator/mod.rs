@@ -222,6 +222,8 @@ pub struct OrchestratorConfig {
     pub total_tokens: u32,
     /// Most nodes of one workflow or array (`--max-workflow-nodes`).
     pub max_workflow_nodes: usize,
+    /// Status changes the change feed keeps for slow subscribers (`--stream-buffer-events`).
+    pub stream_buffer_events: usize,
 }
 
 /// The orchestrator's state, split by what owns it.
@@ -314,7 +316,7 @@ pub struct Orchestrator {
 impl Orchestrator {
     /// Builds the orchestrator; call [`Orchestrator::start`] to recover and begin claiming.
     pub fn new(store: Arc<dyn Store>, runtime: Runtime, cfg: OrchestratorConfig) -> Self {
-        let feed = Arc::new(feed::Feed::new(store.clone()));
+        let feed = Arc::new(feed::Feed::new(store.clone(), cfg.stream_buffer_events));
         let (s, f) = (store.clone(), feed.clone());
         let routes = Batcher::spawn(MAX_BATCH, move |calls: Vec<NewInvocation>| {
             let (s, f) = (s.clone(), f.clone());
