@@ -234,6 +234,84 @@ mod silent_node_triage {
     }
 }
 
+/// A poison call: every node that runs it dies (SIGKILL during the attempt). Each lost attempt
+/// counts toward `max_attempts` (2 here), so after the last one the call ends `failed` with
+/// error kind `lost` instead of circulating for ever, and its instances show each lost attempt.
+/// SQLite: one node killed and restarted (recovery at start); PostgreSQL: two nodes, the one
+/// running the call killed each time (retirement of the dead node, or triage, by the other)
+/// and started again.
+async fn a_call_that_kills_every_node_that_runs_it_fails_as_lost(b: Backend) {
+    const MAX_ATTEMPTS: i64 = 2;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = match b {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_postgres_database().await),
+    };
+    let flags = |name: &str| {
+        let mut f = vec!["--node-name".to_string(), name.to_string()];
+        f.extend(warden_tests::process::CLUSTER_TIMINGS.iter().map(|s| s.to_string()));
+        f
+    };
+    let names: &[&str] = if db.is_some() { &["n1", "n2"] } else { &["n1"] };
+    let mut nodes = Vec::new();
+    for name in names {
+        let data = dir.path().join(name);
+        nodes.push(DaemonProcess::spawn(Spec::new(crate::warden(), &data, db.as_deref()).args(&flags(name))).await);
+    }
+    let api = nodes[0].api.clone();
+    api.deploy("slow", guests::SLOW).await;
+    let r = api.http.patch(format!("{}/v1/tasks/slow", api.url)).json(&json!({"max_attempts": MAX_ATTEMPTS}));
+    assert_eq!(r.send().await.expect("patch").status().as_u16(), 200);
+    let id = nodes[0].api.call("slow", json!({"ms": 600_000})).await;
+    // Kill the node running the call, max_attempts + 1 times at most: it must be failed by then.
+    let mut kills = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let api = nodes[0].api.clone();
+        let (_, v) = api.get(&format!("/v1/invocations/{id}")).await;
+        if v["status"] == "failed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never failed after {kills} kills: {v}");
+        assert!(kills <= MAX_ATTEMPTS, "still {} after {kills} kills: {v}", v["status"]);
+        let (_, inst) = api.get(&format!("/v1/invocations/{id}/instances")).await;
+        let running = inst["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|i| i["status"] == "running" && i["attempt"].as_i64() == Some(kills + 1))
+            .and_then(|i| i["node"].as_str().map(String::from));
+        let Some(runner) = running else {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            continue;
+        };
+        let at = nodes.iter().position(|n| n.spec.args.contains(&runner)).expect("a node of ours runs it");
+        let spec = nodes.remove(at).sigkill();
+        kills += 1;
+        nodes.push(DaemonProcess::spawn(spec).await);
+    }
+    let api = nodes[0].api.clone();
+    let (_, v) = api.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("failed"), &json!(MAX_ATTEMPTS)), "{v}");
+    assert_eq!(kills, MAX_ATTEMPTS, "{v}");
+    assert_eq!(v["error"]["kind"], "lost", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(&format!("{MAX_ATTEMPTS} attempts lost")), "{message}");
+    let (_, inst) = api.get(&format!("/v1/invocations/{id}/instances")).await;
+    let inst = inst["instances"].as_array().expect("instances").clone();
+    assert_eq!(inst.len(), MAX_ATTEMPTS as usize, "{inst:?}");
+    for (n, i) in inst.iter().enumerate() {
+        assert_eq!(i["attempt"], json!(n + 1), "{inst:?}");
+        assert_eq!(i["error"]["kind"], "lost", "{inst:?}");
+        assert!(i["status"] == "unknown_error" || i["status"] == "error", "{inst:?}");
+    }
+    let h = statuses(&api, &id).await;
+    assert_eq!(h.last().map(String::as_str), Some("failed"), "{h:?}");
+    assert_eq!(h.iter().filter(|s| *s == "running").count(), MAX_ATTEMPTS as usize, "{h:?}");
+    eprintln!("poison call: failed as lost after {kills} kills; history {h:?}");
+}
+both!(poison_call_fails_as_lost, a_call_that_kills_every_node_that_runs_it_fails_as_lost);
+
 /// The multi-node harness (JobSync): three `warden serve` processes on one PostgreSQL route
 /// 10,000 calls; meanwhile one node is SIGKILLed, another SIGTERMed and a new one joins. Every
 /// call ends in success exactly once (re-executions counted apart), the token loads are within

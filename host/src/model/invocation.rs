@@ -31,12 +31,19 @@ pub enum ErrorKind {
     Host,
     /// The result was not valid JSON or exceeded the size cap.
     BadResult,
+    /// The attempt was lost with its node (the node died, restarted or stopped reporting):
+    /// an attempt's instance when it is taken back, and the invocation's when the lost
+    /// attempt was its last (`max_attempts` reached).
+    Lost,
 }
 
 impl ErrorKind {
     /// Whether another attempt may help.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Retryable | Self::Other | Self::Timeout | Self::MemoryLimit | Self::Trap | Self::Host)
+        matches!(
+            self,
+            Self::Retryable | Self::Other | Self::Timeout | Self::MemoryLimit | Self::Trap | Self::Host | Self::Lost
+        )
     }
 }
 

@@ -80,15 +80,32 @@ macro_rules! invocation_transition {
 /// error_message, delay_ms}` with distinct ids; `available_at` becomes now + `delay_ms`. Returns the rows that matched (and changed).
 pub(in crate::store) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
 
+/// The columns of an invocation recovery may move (`transitions::MovableRow`): its status
+/// and owner, its attempt limit (its own, else its task's) and how many of its earlier
+/// attempts were lost with their node (instances of error kind `lost`), so that the recovery
+/// of a lost last attempt fails it instead of rerouting it.
+macro_rules! movable_columns {
+    () => {
+        "id, status, attempts, owner_node, COALESCE(invocations.max_attempts, \
+         (SELECT t.max_attempts FROM tasks t WHERE t.name = invocations.task), 1) AS max_attempts, \
+         (SELECT COUNT(*) FROM task_instances l WHERE l.invocation_id = invocations.id \
+         AND l.attempt <> invocations.attempts AND l.error_kind = 'lost') AS lost_before"
+    };
+}
+
 /// The invocations node `$1` owns in an owned status (recovery), locked on PostgreSQL.
 pub(in crate::store) const INVOCATION_OWNED_BY: Sql = Sql {
     sqlite: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE owner_node = $1 AND status IN ",
         owned_statuses!(),
         " ORDER BY id"
     ),
     postgres: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE owner_node = $1 AND status IN ",
         owned_statuses!(),
         " ORDER BY id FOR UPDATE"
     ),
@@ -162,7 +179,9 @@ pub(in crate::store) const INSTANCE_INSERT: Sql = both!(instance_insert);
 macro_rules! invocation_movable {
     ($d:ident, $lock:literal) => {
         concat!(
-            "SELECT id, status, attempts, owner_node FROM invocations WHERE id IN (SELECT j.value FROM ",
+            "SELECT ",
+            movable_columns!(),
+            " FROM invocations WHERE id IN (SELECT j.value FROM ",
             json_texts!($d),
             ") ORDER BY id",
             $lock
@@ -184,31 +203,32 @@ macro_rules! instance_end_lost {
             instance_end_lost!(@lost, $d),
             " UPDATE task_instances SET status = CASE WHEN task_instances.status IN ('running', 'triaging') \
              THEN 'unknown_error' ELSE 'error' END, report_by = NULL, ended_at = (SELECT now FROM c), \
-             error_kind = 'host', error_message = $2, signal = NULL \
+             error_kind = 'lost', error_message = x.message, signal = NULL \
              FROM x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
              AND task_instances.report_by IS NOT NULL"
         )
     };
     (@lost, sqlite) => {
         concat!(
-            "(SELECT j.value ->> 'id' AS id, CAST(j.value ->> 'attempt' AS BIGINT) AS attempt FROM ",
+            "(SELECT j.value ->> 'id' AS id, CAST(j.value ->> 'attempt' AS BIGINT) AS attempt, \
+             j.value ->> 'message' AS message FROM ",
             json_rows!(sqlite),
             ")"
         )
     };
     (@lost, postgres) => {
         concat!(
-            "MATERIALIZED (SELECT l.invocation_id AS id, l.attempt FROM task_instances l \
-             WHERE l.report_by IS NOT NULL AND (l.invocation_id, l.attempt) IN \
-             (SELECT j.value ->> 'id', CAST(j.value ->> 'attempt' AS BIGINT) FROM ",
+            "MATERIALIZED (SELECT l.invocation_id AS id, l.attempt, j.value ->> 'message' AS message \
+             FROM task_instances l JOIN ",
             json_rows!(postgres),
-            ") ORDER BY l.invocation_id, l.attempt FOR UPDATE)"
+            " ON l.invocation_id = j.value ->> 'id' AND l.attempt = CAST(j.value ->> 'attempt' AS BIGINT) \
+             WHERE l.report_by IS NOT NULL ORDER BY l.invocation_id, l.attempt FOR UPDATE OF l)"
         )
     };
 }
 /// Ends the live instances of attempts lost with their node (the JSON array `$1` of `{id,
-/// attempt}`), with the message `$2`: a running one `unknown_error`, one that never started
-/// `error`. Run in the transaction that reroutes their invocations, so that every attempt the
+/// attempt, message}`), with error kind `lost` and their message: a running one
+/// `unknown_error`, one that never started `error`. Run in the transaction that reroutes their invocations, so that every attempt the
 /// history shows has an instance with its true end.
 pub(in crate::store) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
 
@@ -216,12 +236,16 @@ pub(in crate::store) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
 /// PostgreSQL: pynenc's `max_pending` recovery.
 pub(in crate::store) const INVOCATION_PENDING_SINCE: Sql = Sql {
     sqlite: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE status = 'pending' AND updated_at < ",
         now_ms!(sqlite),
         " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT)"
     ),
     postgres: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE status = 'pending' AND updated_at < ",
         now_ms!(postgres),
         " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT) FOR UPDATE SKIP LOCKED"
     ),
