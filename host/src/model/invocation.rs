@@ -110,6 +110,26 @@ pub struct Invocation {
     pub updated_at: Millis,
 }
 
+/// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// What holds it back: `running_concurrency` (another invocation owns its running scope).
+    pub reason: String,
+    /// The task's running concurrency (`task`, `arguments`, `keys`).
+    pub policy: super::Concurrency,
+    /// The invocation that holds the scope.
+    pub held_by: String,
+    /// When a claim first held it back (database clock); `None` until one has.
+    pub since: Option<Millis>,
+}
+
+impl Waiting {
+    /// Held back by running concurrency: `held_by` owns its scope under `policy`.
+    pub fn running_concurrency(policy: super::Concurrency, held_by: String, since: Option<Millis>) -> Self {
+        Self { reason: "running_concurrency".into(), policy, held_by, since }
+    }
+}
+
 /// A call to insert as a new invocation (status `registered`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewInvocation {

@@ -720,6 +720,15 @@ impl Orchestrator {
             .ok_or_else(|| OrchestratorError::NotFound(format!("invocation `{id}`")))
     }
 
+    /// Why a runnable invocation waits (held back by running concurrency: the scope's holder
+    /// and the policy); `None` for one that is not runnable or not held back.
+    pub async fn waiting(&self, inv: &Invocation) -> OrchResult<Option<crate::model::Waiting>> {
+        if !inv.status.is_runnable() {
+            return Ok(None);
+        }
+        Ok(self.inner.store.invocation_waiting(&inv.id).await?)
+    }
+
     /// Cancels an invocation: a runnable or pending one moves to `cancelled` at once; a guest
     /// running on this node is interrupted and its attempt ends `cancelled`. A final invocation
     /// is returned unchanged.

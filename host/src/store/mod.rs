@@ -580,6 +580,11 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + Send + Sync + 'static
     /// One invocation.
     async fn invocation_get(&self, id: &str) -> StoreResult<Option<Invocation>>;
 
+    /// Why invocation `id` waits, if it is runnable and held back by running concurrency
+    /// (another invocation owns its running scope); `None` otherwise. A read: the claims record
+    /// the first time a call is held back (`concurrency_controlled` in its history, once).
+    async fn invocation_waiting(&self, id: &str) -> StoreResult<Option<crate::model::Waiting>>;
+
     /// Invocations that already answer calls: `registered` ones whose registration scope is in
     /// `scopes`, and any whose idempotency key is in `keys`. Inserting a second `registered`
     /// invocation of a scope, or a second use of a key, is a `Conflict` (unique indexes).
