@@ -7,7 +7,9 @@
 //! `instantiated` and `launched`, in the same write) when the attempt has run for a moment, and
 //! final with the attempt's outcome, always in the transaction that moves its invocation. While
 //! it is live its node pushes `report_by` forward on every heartbeat tick, for all of them in
-//! one statement; triage looks only at instances whose `report_by` has passed.
+//! one statement; triage looks only at instances whose `report_by` has passed. Every write of
+//! an instance is a compare-and-swap on [`InstanceStatus::may_write`] (the store matches each
+//! row against [`InstanceStatus::writes_text`]); a write it forbids is untimely and ignored.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,8 +67,9 @@ instance_statuses! {
     Instantiated = "instantiated", final: false, next: [Launched, NoHeartbeat, KillSelf, Error, ErrorFatal];
     /// The guest's handler was called (passed through on the way to `running`).
     Launched = "launched", final: false, next: [Running, NoHeartbeat, KillSelf, Error, ErrorFatal, ResourceError];
-    /// Running; its node reports for it by `report_by`.
-    Running = "running", final: false, next: [Done, Error, ErrorFatal, ResourceError, KillSelf, Triaging];
+    /// Running; its node reports for it by `report_by`. Recovery ends it `unknown_error` when
+    /// its node died or restarted (as Jobmon's `running → unknown_error`).
+    Running = "running", final: false, next: [Done, Error, ErrorFatal, ResourceError, KillSelf, Triaging, UnknownError];
     /// Overdue: triage found `report_by` passed. A heartbeat in time brings it back to
     /// `running`; still overdue at the next triage, it is `unknown_error`.
     Triaging = "triaging", final: false, next: [Running, UnknownError, Done, Error, ErrorFatal, ResourceError, KillSelf];
@@ -82,8 +85,11 @@ instance_statuses! {
     ResourceError = "resource_error", final: true, next: [];
     /// Its node stopped reporting and triage gave up on it; the invocation was rerouted.
     UnknownError = "unknown_error", final: true, next: [];
-    /// Interrupted on purpose: cancelled, handed back at shutdown, or taken away.
-    KillSelf = "kill_self", final: true, next: [];
+    /// A kill was requested (a user's cancel sent through another node, delivered to the
+    /// guest by its node's next heartbeat); the attempt's real end follows: `error_fatal` when
+    /// the guest was interrupted, or whatever it ended with first; `unknown_error` if its node
+    /// dies meanwhile (recovery, or triage when overdue). Transient, as in Jobmon.
+    KillSelf = "kill_self", final: false, next: [ErrorFatal, Done, Error, ResourceError, UnknownError];
 }
 
 impl fmt::Display for InstanceStatus {
@@ -107,6 +113,40 @@ impl InstanceStatus {
 
     /// The walk from `queued` to `running` (one write: the statuses between are passed through).
     pub const TO_RUNNING: &'static [InstanceStatus] = &[Self::Instantiated, Self::Launched, Self::Running];
+
+    /// Whether one write may move an instance from `self` to `to`: an edge of the table, or a
+    /// walk through the statuses a write passes through on the way to `running` (`queued →
+    /// instantiated → launched → running`), e.g. `queued → running` or `queued → done` for an
+    /// attempt that ended before `running` was written. Every instance write is a
+    /// compare-and-swap on this rule; a write it forbids is untimely and ignored.
+    pub fn may_write(self, to: InstanceStatus) -> bool {
+        let mut at = self;
+        loop {
+            if at.next().contains(&to) {
+                return true;
+            }
+            at = match at {
+                Self::Queued => Self::Instantiated,
+                Self::Instantiated => Self::Launched,
+                Self::Launched => Self::Running,
+                _ => return false,
+            };
+        }
+    }
+
+    /// Every `(from, to)` pair [`may_write`](Self::may_write) allows, as the text the store
+    /// matches a write against: `,from>to,` for each pair, concatenated.
+    pub fn writes_text() -> String {
+        let mut out = String::from(",");
+        for from in Self::ALL {
+            for to in Self::ALL {
+                if from.may_write(*to) {
+                    out.push_str(&format!("{from}>{to},"));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Settings of the host's heartbeats on behalf of guests (Jobmon's `report_by` buffer).
@@ -177,6 +217,9 @@ pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
                     (InstanceStatus::NoHeartbeat, Some(now), true)
                 }
                 InstanceStatus::NoHeartbeat => (InstanceStatus::Error, None, false),
+                // A kill was requested and its node went silent: its invocation is final
+                // already (cancelled), nothing to reroute.
+                InstanceStatus::KillSelf => (InstanceStatus::UnknownError, None, false),
                 _ => return None,
             };
             Some(Triage { instance: o.clone(), to, report_by, reroute })
@@ -271,13 +314,14 @@ impl TaskInstance {
     }
 
     /// Jobmon's status for an attempt's outcome: fatal and invalid arguments never retry
-    /// (`error_fatal`), limits are `resource_error`, an interrupted attempt `kill_self`.
+    /// (`error_fatal`), limits are `resource_error`; an interrupted attempt (cancel, shutdown)
+    /// ends `error_fatal` with error kind `cancelled`, as Jobmon's `kill_self → error_fatal`
+    /// (`kill_self` itself only says a kill was requested).
     pub fn status_for(outcome: Option<ErrorKind>) -> InstanceStatus {
         match outcome {
             None => InstanceStatus::Done,
-            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs) => InstanceStatus::ErrorFatal,
+            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs | ErrorKind::Cancelled) => InstanceStatus::ErrorFatal,
             Some(ErrorKind::Timeout | ErrorKind::MemoryLimit) => InstanceStatus::ResourceError,
-            Some(ErrorKind::Cancelled) => InstanceStatus::KillSelf,
             Some(_) => InstanceStatus::Error,
         }
     }
@@ -354,6 +398,29 @@ mod tests {
                 (InstanceStatus::Error, None, false),
             ]
         );
+    }
+
+    #[test]
+    fn writes_follow_the_table_or_pass_through_to_running() {
+        use InstanceStatus::*;
+        for from in InstanceStatus::ALL {
+            for to in from.next() {
+                assert!(from.may_write(*to), "{from} → {to}");
+            }
+            if from.is_final() {
+                assert!(InstanceStatus::ALL.iter().all(|to| !from.may_write(*to)), "{from} is final");
+            }
+        }
+        // The writes the host makes in one go.
+        for (from, to) in [(Queued, Running), (Queued, Done), (Queued, ErrorFatal), (Launched, Done), (KillSelf, ErrorFatal)] {
+            assert!(from.may_write(to), "{from} → {to}");
+        }
+        // Writes Jobmon calls untimely.
+        for (from, to) in [(Running, Queued), (NoHeartbeat, ErrorFatal), (NoHeartbeat, Running), (Done, ErrorFatal), (Queued, UnknownError), (Running, Running)] {
+            assert!(!from.may_write(to), "{from} → {to}");
+        }
+        let text = InstanceStatus::writes_text();
+        assert!(text.contains(",queued>done,") && !text.contains(",no_heartbeat>error_fatal,"), "{text}");
     }
 
     #[test]

@@ -93,7 +93,7 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
             let path = [InvocationStatus::PendingRecovery, InvocationStatus::Rerouted];
             let why = TaskFailure::new(ErrorKind::Cancelled, "handed back unstarted: the node is shutting down");
             Transition::owned(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node()).with_instance(Some(
-                TaskInstance::ended(&inv.id, inv.attempt, orch.node(), InstanceStatus::KillSelf, Some(why)),
+                TaskInstance::ended(&inv.id, inv.attempt, orch.node(), InstanceStatus::ErrorFatal, Some(why)),
             ))
         })
         .collect();

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::transitions::{LostCause, MovableRow, apply_moves, lost_moves};
+use super::transitions::{LostCause, MovableRow, apply_moves, instance_writes, lost_moves};
 use super::{
     Dialect, Pools, Retry, SqlStore, check_fence, corrupt, parse_status, sql, stored_failure, to_json, to_u32, to_u64,
 };
@@ -223,7 +223,7 @@ pub(super) async fn triage_apply(
             Vec::new()
         };
         let applied: Vec<KeyRow> =
-            sqlx::query_as(q::INSTANCE_TRIAGE.get(d)).bind(json.as_str()).fetch_all(&mut *tx).await?;
+            sqlx::query_as(q::INSTANCE_TRIAGE.get(d)).bind(json.as_str()).bind(instance_writes()).fetch_all(&mut *tx).await?;
         let applied: HashSet<(String, i64)> = applied.into_iter().map(|r| (r.invocation_id, r.attempt)).collect();
         // The invocations to take back: those of changed instances marked `reroute` whose
         // node still owns them with the instance's attempt.

@@ -112,9 +112,13 @@ pub(in crate::store) const INVOCATION_OWNED_BY: Sql = Sql {
 };
 
 /// Inserts task instances from the JSON array `$param` (rows `j`) that pass `$filter` (a
-/// condition on `i`, the invocation joined by id); a second record of an attempt is ignored.
+/// condition on `i`, the invocation joined by id), or moves a live one to the record's status
+/// if the instance table allows that write (`$writes`, see [`instance_may_write!`]); an
+/// untimely write is ignored. Returns the rows written as `(id, attempts, updated_at)` with
+/// `updated_at` = -1, so that SQLite's one-trip script can return them beside the applied
+/// transitions' rows (whose times are real) and the caller can tell which writes were ignored.
 macro_rules! instance_insert {
-    ($d:ident, $param:literal, $filter:literal) => {
+    ($d:ident, $param:literal, $filter:literal, $writes:literal) => {
         concat!(
             "WITH c AS MATERIALIZED (SELECT ",
             now_ms!($d),
@@ -138,17 +142,21 @@ macro_rules! instance_insert {
              output_truncated = excluded.output_truncated, ended_at = excluded.ended_at, \
              report_by = excluded.report_by, signal = CASE WHEN excluded.report_by IS NULL THEN NULL \
              ELSE task_instances.signal END \
-             WHERE task_instances.report_by IS NOT NULL"
+             WHERE task_instances.report_by IS NOT NULL AND ",
+            instance_may_write!($d, "task_instances.status", "excluded.status", $writes),
+            " RETURNING invocation_id AS id, attempt AS attempts, -1 AS updated_at"
         )
     };
     ($d:ident) => {
-        instance_insert!($d, "$1", "TRUE")
+        instance_insert!($d, "$1", "TRUE", "$2")
     };
 }
 /// One pass of transitions: `$1` as for [`INVOCATION_TRANSITION`] (returning the applied
 /// rows), `$2` marker, `$3` the JSON array of `{id, status, node}` of every status of every
 /// path of the pass, in pass order then path order. History keeps the `$3` rows whose
-/// invocation carries the marker, with its new attempt and time.
+/// invocation carries the marker, with its new attempt and time. `$4` the instance records
+/// (those of applied transitions are kept), `$5` the allowed instance writes; the rows it
+/// returns are the applied transitions' and, with `updated_at` -1, the instances written.
 macro_rules! invocation_transition_one_trip {
     ($sync:ident) => {
         one_trip!(
@@ -160,7 +168,7 @@ macro_rules! invocation_transition_one_trip {
                 json_rows!(sqlite, "$3", "h"),
                 " JOIN invocations i ON i.id = h.value ->> 'id' WHERE i.last_tx = $2 ORDER BY h.key"
             ),
-            instance_insert!(sqlite, "$4", "i.last_tx = $2"),
+            instance_insert!(sqlite, "$4", "i.last_tx = $2", "$5"),
         )
     };
 }
@@ -170,8 +178,9 @@ pub(in crate::store) const INVOCATION_TRANSITION_ONE_TRIP: &str = invocation_tra
 pub(in crate::store) const INVOCATION_TRANSITION_ONE_TRIP_RELAXED: &str = invocation_transition_one_trip!(relaxed);
 
 /// Records the task instances of the JSON array `$1` (the caller passes those of applied
-/// transitions only): a new row, or the next status of a live one (`report_by` set); a final
-/// instance never changes again (an untimely write is ignored). `report_window_ms` null means
+/// transitions only): a new row, or the next status of a live one (`report_by` set) when the
+/// instance table allows it (`$2`, the allowed writes); a final instance never changes again,
+/// and an untimely write is ignored (the caller logs it: the rows written are returned). `report_window_ms` null means
 /// final (`report_by` cleared, `ended_at` now); otherwise `report_by` = now + the window.
 pub(in crate::store) const INSTANCE_INSERT: Sql = both!(instance_insert);
 
@@ -201,11 +210,17 @@ macro_rules! instance_end_lost {
             now_ms!($d),
             " AS now), x AS ",
             instance_end_lost!(@lost, $d),
-            " UPDATE task_instances SET status = CASE WHEN task_instances.status IN ('running', 'triaging') \
+            " UPDATE task_instances SET status = CASE WHEN task_instances.status IN ('running', 'triaging', 'kill_self') \
              THEN 'unknown_error' ELSE 'error' END, report_by = NULL, ended_at = (SELECT now FROM c), \
              error_kind = 'lost', error_message = x.message, signal = NULL \
              FROM x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
-             AND task_instances.report_by IS NOT NULL"
+             AND task_instances.report_by IS NOT NULL AND ",
+            instance_may_write!(
+                $d,
+                "task_instances.status",
+                "(CASE WHEN task_instances.status IN ('running', 'triaging', 'kill_self') THEN 'unknown_error' ELSE 'error' END)",
+                "$2"
+            )
         )
     };
     (@lost, sqlite) => {
@@ -227,8 +242,9 @@ macro_rules! instance_end_lost {
     };
 }
 /// Ends the live instances of attempts lost with their node (the JSON array `$1` of `{id,
-/// attempt, message}`), with error kind `lost` and their message: a running one
-/// `unknown_error`, one that never started `error`. Run in the transaction that reroutes their invocations, so that every attempt the
+/// attempt, message}`), with error kind `lost` and their message: a running one (or one a
+/// kill was requested of) `unknown_error`, one that never started `error`, as far as the
+/// instance table allows (`$2`, the allowed writes). Run in the transaction that reroutes their invocations, so that every attempt the
 /// history shows has an instance with its true end.
 pub(in crate::store) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
 

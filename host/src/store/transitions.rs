@@ -15,6 +15,7 @@ use super::{
     parse_status, sql, to_json, to_u32, tx_marker,
 };
 use crate::model::status::Ownership;
+use crate::model::instance::InstanceStatus;
 use crate::model::{ErrorKind, Invocation, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::store::{Fence, Store, StoreResult, TransitionOutcome};
 
@@ -293,16 +294,53 @@ fn instances_json<'a>(instances: impl Iterator<Item = &'a TaskInstance>) -> Stor
     to_json(&rows)
 }
 
-/// Records task instances ([`q::INSTANCE_INSERT`]) inside a transaction; none: no statement.
-async fn insert_instances(conn: impl Into<Conn<'_>>, records: &[&TaskInstance]) -> StoreResult<()> {
+/// The instance writes the instance table allows ([`InstanceStatus::writes_text`]), the text
+/// every instance write is matched against; computed once.
+pub(super) fn instance_writes() -> &'static str {
+    static WRITES: std::sync::LazyLock<String> = std::sync::LazyLock::new(InstanceStatus::writes_text);
+    &WRITES
+}
+
+/// Logs, in one line, the instance records of `sent` that were not written (`written`: the
+/// keys the statement returned): writes the instance table forbids (or of a final instance),
+/// ignored as untimely, as Jobmon does. `expected`: a late outcome, where that is normal
+/// (debug); otherwise the invocation moved and its instance could not follow (warn).
+fn log_untimely(sent: &[&TaskInstance], written: &HashSet<(String, i64)>, expected: bool) {
+    let untimely: Vec<String> = sent
+        .iter()
+        .filter(|r| !written.contains(&(r.invocation_id.clone(), i64::from(r.attempt))))
+        .map(|r| format!("{}#{} → {}", r.invocation_id, r.attempt, r.status))
+        .collect();
+    if untimely.is_empty() {
+        return;
+    }
+    let first: Vec<&String> = untimely.iter().take(5).collect();
+    if expected {
+        tracing::debug!(count = untimely.len(), writes = ?first, "untimely task instance writes ignored");
+    } else {
+        tracing::warn!(count = untimely.len(), writes = ?first, "untimely task instance writes ignored (the instance table forbids them)");
+    }
+}
+
+/// Records task instances ([`q::INSTANCE_INSERT`]) inside a transaction, each as far as the
+/// instance table allows; none: no statement. Returns the keys written.
+async fn insert_instances(
+    conn: impl Into<Conn<'_>>,
+    records: &[&TaskInstance],
+    late: bool,
+) -> StoreResult<HashSet<(String, i64)>> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let json = instances_json(records.iter().copied())?;
-    on_conn!(conn.into(), |c, d| {
-        sqlx::query(q::INSTANCE_INSERT.get(d)).bind(&json).execute(&mut *c).await?;
-    });
-    Ok(())
+    let rows: Vec<AppliedRow> = on_conn!(conn.into(), |c, d| sqlx::query_as(q::INSTANCE_INSERT.get(d))
+        .bind(&json)
+        .bind(instance_writes())
+        .fetch_all(&mut *c)
+        .await?);
+    let written: HashSet<(String, i64)> = rows.into_iter().map(|r| (r.id, r.attempts)).collect();
+    log_untimely(records, &written, late);
+    Ok(written)
 }
 
 /// The history JSON of the applied transitions of a pass ([`path_rows`], with the attempt and
@@ -386,7 +424,15 @@ pub(super) async fn end_lost(
     }
     let json = to_json(&lost)?;
     on_conn!(conn.into(), |c, d| {
-        sqlx::query(q::INSTANCE_END_LOST.get(d)).bind(&json).execute(&mut *c).await?;
+        let ended = sqlx::query(q::INSTANCE_END_LOST.get(d))
+            .bind(&json)
+            .bind(instance_writes())
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        if ended < lost.len() as u64 {
+            tracing::debug!(lost = lost.len(), ended, "lost attempts whose instance was final or not live: left alone");
+        }
     });
     Ok(())
 }
@@ -493,9 +539,17 @@ impl SqlStore {
                     .bind(transition_json(&refs)?)
                     .bind(tx_marker())
                     .bind(path_history_json(&refs)?)
-                    .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?);
+                    .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?)
+                    .bind(instance_writes());
                 let rows: Vec<AppliedRow> = one_trip(write, query).await?;
-                applied_positions(&refs, &rows)?.into_iter().map(|p| pass[p]).collect()
+                // The instances written come back beside the applied transitions, marked by
+                // an `updated_at` of -1 (see `instance_insert!`).
+                let (written, rows): (Vec<AppliedRow>, Vec<AppliedRow>) =
+                    rows.into_iter().partition(|r| r.updated_at == -1);
+                let positions = applied_positions(&refs, &rows)?;
+                let written: HashSet<(String, i64)> = written.into_iter().map(|r| (r.id, r.attempts)).collect();
+                log_untimely(&instance_records(positions.iter().map(|&p| refs[p])), &written, false);
+                positions.into_iter().map(|p| pass[p]).collect()
             }
             _ => in_tx!(self, Commit::durable_if(durable), &mut ambiguous, |tx, d| {
                 let _ = d;
@@ -505,7 +559,7 @@ impl SqlStore {
                     let positions = transition_pass(&mut *tx, &refs).await?;
                     applied.extend(positions.into_iter().map(|p| pass[p]));
                 }
-                insert_instances(&mut *tx, &instance_records(applied.iter().map(|&i| &changes[i]))).await?;
+                insert_instances(&mut *tx, &instance_records(applied.iter().map(|&i| &changes[i])), false).await?;
                 applied
             }),
         };
@@ -546,14 +600,16 @@ impl SqlStore {
 
 impl SqlStore {
     /// Records the outcomes of attempts whose transition was refused (the invocation was final
-    /// or taken away meanwhile): the instance ends `error_fatal` (an interrupted one
-    /// `kill_self`) without touching the invocation; an instance already final is left alone.
+    /// or taken away meanwhile): the instance ends `error_fatal` ("late outcome discarded"; an
+    /// interrupted one keeps its `cancelled` error) without touching the invocation, where the
+    /// instance table allows it; an instance already final, or one triage gave up on, is left
+    /// alone (an untimely write).
     async fn record_late_outcomes<'a>(&self, records: impl Iterator<Item = &'a TaskInstance>) -> StoreResult<()> {
         let late: Vec<TaskInstance> = records
             .filter(|r| r.report_window_ms.is_none())
             .map(|r| {
                 let mut r = r.clone();
-                if r.status != crate::model::instance::InstanceStatus::KillSelf {
+                if r.error.as_ref().is_none_or(|e| e.kind != ErrorKind::Cancelled) {
                     let was = r.error.as_ref().map_or_else(|| "a result".to_string(), |e| e.to_string());
                     r.error = Some(TaskFailure::new(
                         ErrorKind::Fatal,
@@ -571,7 +627,7 @@ impl SqlStore {
         let records: Vec<&TaskInstance> = late.iter().collect();
         in_tx!(self, |tx, d| {
             let _ = d;
-            insert_instances(&mut *tx, &records).await?;
+            insert_instances(&mut *tx, &records, true).await?;
         });
         Ok(())
     }
@@ -593,6 +649,7 @@ pub(super) async fn transition_signal(
             sqlx::query_as(sql::instances::INSTANCE_SIGNAL.get(d))
                 .bind(&change.id)
                 .bind(signal)
+                .bind(instance_writes())
                 .fetch_optional(&mut *tx)
                 .await?
         } else {
