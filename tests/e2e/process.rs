@@ -312,6 +312,84 @@ async fn a_call_that_kills_every_node_that_runs_it_fails_as_lost(b: Backend) {
 }
 both!(poison_call_fails_as_lost, a_call_that_kills_every_node_that_runs_it_fails_as_lost);
 
+/// An attempt triaged while it waited in its node's local queue never starts there: node `a`
+/// (1 slot) runs a long call and holds a second one queued; it goes silent (SIGSTOP) and the
+/// leader's triage takes the queued one back (once its claim is two windows old); when `a`
+/// wakes up (SIGCONT), its heartbeat lets the queued attempt go, and the slot, once free, does
+/// not start it. PostgreSQL only, as `silent_node_triage`.
+async fn an_attempt_triaged_while_queued_never_starts(b: Backend) {
+    assert_eq!(b, Backend::Postgres);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_postgres_database().await;
+    let log = dir.path().join("a.log");
+    let flags = |name: &'static str| {
+        vec!["--node-name", name, "--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "3000"]
+    };
+    let other = spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
+    let spec = Spec::new(crate::warden(), &dir.path().join("a"), Some(&db)).args(&flags("a")).slots(1);
+    let a = DaemonProcess::spawn(spec.log_to(&log).log_filter("info")).await;
+    other.api.deploy("slow", guests::SLOW).await;
+    let (s, v) = other.api.post("/v1/cluster/pins", &json!({"task": "slow", "patterns": ["a", "%"]})).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let long = other.api.call("slow", json!({"ms": 4000})).await;
+    wait_status(&other.api, &long, "running").await;
+    let queued = other.api.call("slow", json!({"ms": 300})).await;
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, i) = other.api.get(&format!("/v1/invocations/{queued}/instances")).await;
+        if i["instances"][0]["status"] == "queued" && i["instances"][0]["node"] == "a" {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never queued on a: {i}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.signal("STOP");
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, i) = other.api.get(&format!("/v1/invocations/{queued}/instances")).await;
+        let first = i["instances"][0]["status"].as_str().unwrap_or_default().to_string();
+        if first == "no_heartbeat" || first == "error" {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "the queued attempt was never triaged: {i}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.signal("CONT");
+    let v = other.api.result(&queued, Duration::from_secs(60)).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(2)), "{v}");
+    // The long call ends (on `a` if its heartbeat came back within triage's second window,
+    // else again elsewhere), and `a`'s slot is free again.
+    let v = other.api.result(&long, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("not starting an attempt whose instance was taken away") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < end, "a never let the queued attempt go:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("it will not start here"), "{text}");
+    let (_, h) = other.api.get(&format!("/v1/invocations/{queued}/history")).await;
+    let first_ran: Vec<&Value> = h["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["attempt"] == 1 && e["status"] == "running")
+        .collect();
+    assert!(first_ran.is_empty(), "attempt 1 started though its instance was taken away: {h}");
+    drop(a);
+}
+
+mod triaged_while_queued {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::an_attempt_triaged_while_queued_never_starts(warden_tests::harness::Backend::Postgres).await
+    }
+}
+
 /// The multi-node harness (JobSync): three `warden serve` processes on one PostgreSQL route
 /// 10,000 calls; meanwhile one node is SIGKILLed, another SIGTERMed and a new one joins. Every
 /// call ends in success exactly once (re-executions counted apart), the token loads are within

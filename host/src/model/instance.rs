@@ -120,18 +120,28 @@ impl InstanceStatus {
     /// attempt that ended before `running` was written. Every instance write is a
     /// compare-and-swap on this rule; a write it forbids is untimely and ignored.
     pub fn may_write(self, to: InstanceStatus) -> bool {
+        if self.next().contains(&to) {
+            return true;
+        }
+        // Passing through only leads where the attempt's own node writes: `running` and the
+        // attempt's ends (never triage's or recovery's statuses).
+        let by_its_node = matches!(
+            to,
+            Self::Running | Self::Done | Self::Error | Self::ErrorFatal | Self::ResourceError | Self::KillSelf
+        );
         let mut at = self;
-        loop {
-            if at.next().contains(&to) {
-                return true;
-            }
+        while by_its_node {
             at = match at {
                 Self::Queued => Self::Instantiated,
                 Self::Instantiated => Self::Launched,
                 Self::Launched => Self::Running,
                 _ => return false,
             };
+            if at.next().contains(&to) || at == to {
+                return true;
+            }
         }
+        false
     }
 
     /// Every `(from, to)` pair [`may_write`](Self::may_write) allows, as the text the store
@@ -180,6 +190,8 @@ pub struct Overdue {
     pub status: InstanceStatus,
     /// Its deadline as read (the compare-and-swap checks it is unchanged).
     pub report_by: Millis,
+    /// When it was claimed (database clock): the age guard of unstarted instances.
+    pub started_at: Millis,
 }
 
 /// What triage does with one overdue instance.
@@ -202,7 +214,10 @@ pub struct Triage {
 ///   back to `running`);
 /// - `triaging`, still overdue → `unknown_error`, and its invocation is rerouted;
 /// - `queued | instantiated | launched` (claimed or launched, never reported) → `no_heartbeat`,
-///   and its invocation is rerouted; `no_heartbeat` → `error` at the next pass.
+///   and its invocation is rerouted, once the claim is at least two windows old (the age
+///   guard: a claim gets a second window, as a running instance does through `triaging`);
+///   `no_heartbeat` → `error` at the next pass;
+/// - `kill_self` (a kill was requested), still overdue → `unknown_error`.
 ///
 /// Instances not yet overdue are left alone.
 pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
@@ -214,6 +229,9 @@ pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
                 InstanceStatus::Running => (InstanceStatus::Triaging, Some(now.saturating_add(window_ms)), false),
                 InstanceStatus::Triaging => (InstanceStatus::UnknownError, None, true),
                 InstanceStatus::Queued | InstanceStatus::Instantiated | InstanceStatus::Launched => {
+                    if now.saturating_sub(o.started_at) < window_ms.saturating_mul(2) {
+                        return None;
+                    }
                     (InstanceStatus::NoHeartbeat, Some(now), true)
                 }
                 InstanceStatus::NoHeartbeat => (InstanceStatus::Error, None, false),
@@ -332,7 +350,7 @@ mod tests {
     use super::*;
 
     fn overdue(status: InstanceStatus, report_by: Millis) -> Overdue {
-        Overdue { invocation_id: "i".into(), attempt: 1, node: "n".into(), status, report_by }
+        Overdue { invocation_id: "i".into(), attempt: 1, node: "n".into(), status, report_by, started_at: 0 }
     }
 
     #[test]
@@ -412,15 +430,37 @@ mod tests {
             }
         }
         // The writes the host makes in one go.
-        for (from, to) in [(Queued, Running), (Queued, Done), (Queued, ErrorFatal), (Launched, Done), (KillSelf, ErrorFatal)] {
+        for (from, to) in
+            [(Queued, Running), (Queued, Done), (Queued, ErrorFatal), (Launched, Done), (KillSelf, ErrorFatal)]
+        {
             assert!(from.may_write(to), "{from} → {to}");
         }
         // Writes Jobmon calls untimely.
-        for (from, to) in [(Running, Queued), (NoHeartbeat, ErrorFatal), (NoHeartbeat, Running), (Done, ErrorFatal), (Queued, UnknownError), (Running, Running)] {
+        for (from, to) in [
+            (Running, Queued),
+            (NoHeartbeat, ErrorFatal),
+            (NoHeartbeat, Running),
+            (Done, ErrorFatal),
+            (Queued, UnknownError),
+            (Queued, Triaging),
+            (Running, Running),
+        ] {
             assert!(!from.may_write(to), "{from} → {to}");
         }
         let text = InstanceStatus::writes_text();
         assert!(text.contains(",queued>done,") && !text.contains(",no_heartbeat>error_fatal,"), "{text}");
+    }
+
+    #[test]
+    fn an_unstarted_claim_gets_two_windows_before_no_heartbeat() {
+        let window = 3_100;
+        let claimed = |at: Millis| Overdue { started_at: at, ..overdue(InstanceStatus::Queued, at + window) };
+        // Overdue (report_by passed) but claimed less than two windows ago: left alone.
+        let young = claimed(10_000);
+        assert!(triage(std::slice::from_ref(&young), 10_000 + window + 1, window).is_empty());
+        assert!(triage(std::slice::from_ref(&young), 10_000 + 2 * window - 1, window).is_empty());
+        let out = triage(std::slice::from_ref(&young), 10_000 + 2 * window, window);
+        assert_eq!(out.iter().map(|t| (t.to, t.reroute)).collect::<Vec<_>>(), [(InstanceStatus::NoHeartbeat, true)]);
     }
 
     #[test]

@@ -254,6 +254,9 @@ struct Attempts {
     /// Attempts this node holds (claimed, not yet recorded): invocation → attempt. The
     /// heartbeat reports for their instances.
     held: Mutex<HashMap<String, u32>>,
+    /// Held attempts not started yet (waiting in the dispatcher's queue). The heartbeat takes
+    /// out one whose instance was taken away, and the worker starts only those still here.
+    unstarted: Mutex<std::collections::HashSet<String>>,
     /// Attempts interrupted because a user cancelled their invocation.
     user_cancels: Mutex<std::collections::HashSet<String>>,
     progress: Mutex<HashMap<String, Progress>>,
@@ -340,6 +343,7 @@ impl Orchestrator {
                     slots,
                     running: Mutex::new(HashMap::new()),
                     held: Mutex::new(HashMap::new()),
+                    unstarted: Mutex::new(std::collections::HashSet::new()),
                     user_cancels: Mutex::new(std::collections::HashSet::new()),
                     progress: Mutex::new(HashMap::new()),
                     counters: AttemptCounters::default(),

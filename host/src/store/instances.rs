@@ -75,6 +75,7 @@ struct OverdueRow {
     node: String,
     status: String,
     report_by: i64,
+    started_at: i64,
 }
 
 /// The key of an instance.
@@ -159,6 +160,7 @@ pub(super) async fn overdue(store: &SqlStore, now: Millis, limit: u32) -> StoreR
                 invocation_id: r.invocation_id,
                 node: r.node,
                 report_by: r.report_by,
+                started_at: r.started_at,
             })
         })
         .collect()
@@ -222,8 +224,11 @@ pub(super) async fn triage_apply(
         } else {
             Vec::new()
         };
-        let applied: Vec<KeyRow> =
-            sqlx::query_as(q::INSTANCE_TRIAGE.get(d)).bind(json.as_str()).bind(instance_writes()).fetch_all(&mut *tx).await?;
+        let applied: Vec<KeyRow> = sqlx::query_as(q::INSTANCE_TRIAGE.get(d))
+            .bind(json.as_str())
+            .bind(instance_writes())
+            .fetch_all(&mut *tx)
+            .await?;
         let applied: HashSet<(String, i64)> = applied.into_iter().map(|r| (r.invocation_id, r.attempt)).collect();
         // The invocations to take back: those of changed instances marked `reroute` whose
         // node still owns them with the instance's attempt.

@@ -61,7 +61,7 @@ pub(in crate::store) const INSTANCE_SIGNAL: Sql = both!(instance_signal);
 /// Live instances whose `report_by` is before `$1` (the triage's now), oldest deadline
 /// first, at most `$2`.
 pub(in crate::store) const INSTANCE_OVERDUE: Sql = Sql::same(
-    "SELECT invocation_id, attempt, node, status, report_by FROM task_instances \
+    "SELECT invocation_id, attempt, node, status, report_by, started_at FROM task_instances \
      WHERE report_by IS NOT NULL AND report_by < $1 ORDER BY report_by LIMIT CAST($2 AS BIGINT)",
 );
 

@@ -144,7 +144,7 @@ macro_rules! instance_insert {
              ELSE task_instances.signal END \
              WHERE task_instances.report_by IS NOT NULL AND ",
             instance_may_write!($d, "task_instances.status", "excluded.status", $writes),
-            " RETURNING invocation_id AS id, attempt AS attempts, -1 AS updated_at"
+            " RETURNING invocation_id AS id, attempt AS attempts, CAST(-1 AS BIGINT) AS updated_at"
         )
     };
     ($d:ident) => {

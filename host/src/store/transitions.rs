@@ -14,8 +14,8 @@ use super::{
     Commit, Conn, Dialect, NameRow, Pools, SqlStore, check_fence, check_json, corrupt, error_kind_name, one_trip,
     parse_status, sql, to_json, to_u32, tx_marker,
 };
-use crate::model::status::Ownership;
 use crate::model::instance::InstanceStatus;
+use crate::model::status::Ownership;
 use crate::model::{ErrorKind, Invocation, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::store::{Fence, Store, StoreResult, TransitionOutcome};
 

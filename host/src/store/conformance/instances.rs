@@ -72,12 +72,15 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     assert_eq!(get(store, &id(4)).await.status, Rerouted);
     assert_eq!(instance(store, &id(0)).await.status.as_str(), "triaging");
     assert_eq!(get(store, &id(0)).await.status, Running, "triaging does not touch the invocation");
+    // 1 was cancelled (a kill requested, `kill_self`) and its node went silent: given up.
+    assert_eq!(instance(store, &id(1)).await.status.as_str(), "unknown_error");
+    assert_eq!(get(store, &id(1)).await.status, Cancelled, "as the user left it");
     // Applying the same decisions again changes nothing (compare-and-swap on status + deadline).
     assert_eq!(store.instance_triage_apply(&decisions, &leader).await.expect("again").0, 0);
 
     // A heartbeat in time brings triaging back to running; no_heartbeat is not revived.
     let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
-    assert_eq!(beat.len(), 4, "ids 0-3 (4 is no_heartbeat)");
+    assert_eq!(beat.len(), 3, "ids 0, 2, 3 (1 is given up, 4 is no_heartbeat)");
     assert_eq!(instance(store, &id(0)).await.status.as_str(), "running");
 
     // Id 2 ends in time; nothing more is heard of 0, 1, 3: two passes give them up.

@@ -268,7 +268,10 @@ async fn blocked_calls_say_why_and_are_recorded_once(h: Harness) {
     let claimed = store.invocation_claim("n1", 10).await.expect("claim");
     assert_eq!(ids_of_claimed(&claimed), vec![id(0)]);
     let waiting = store.invocation_waiting(&id(1)).await.expect("waiting").expect("held back");
-    assert_eq!((waiting.reason.as_str(), waiting.policy, waiting.held_by.as_str()), ("running_concurrency", Concurrency::Task, id(0).as_str()));
+    assert_eq!(
+        (waiting.reason.as_str(), waiting.policy, waiting.held_by.as_str()),
+        ("running_concurrency", Concurrency::Task, id(0).as_str())
+    );
     assert!(waiting.since.is_some(), "{waiting:?}");
     assert_eq!(statuses(store, &id(1)).await, vec![Registered, ConcurrencyControlled]);
     assert_eq!(get(store, &id(1)).await.status, Registered, "it stays runnable");
