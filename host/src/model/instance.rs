@@ -129,8 +129,11 @@ impl InstanceStatus {
             to,
             Self::Running | Self::Done | Self::Error | Self::ErrorFatal | Self::ResourceError | Self::KillSelf
         );
+        if !by_its_node {
+            return false;
+        }
         let mut at = self;
-        while by_its_node {
+        loop {
             at = match at {
                 Self::Queued => Self::Instantiated,
                 Self::Instantiated => Self::Launched,
@@ -141,7 +144,6 @@ impl InstanceStatus {
                 return true;
             }
         }
-        false
     }
 
     /// Every `(from, to)` pair [`may_write`](Self::may_write) allows, as the text the store
