@@ -529,6 +529,38 @@ async fn running_concurrency_serialises_a_scope(b: Backend) {
 }
 both!(running_concurrency, running_concurrency_serialises_a_scope);
 
+/// A call held back by running concurrency says why (`waiting`: the policy and the holder),
+/// and its history records `concurrency_controlled` once, however many claims skip it.
+async fn a_blocked_call_says_why_it_waits(b: Backend) {
+    let d = TestDaemon::start(b).await;
+    d.deploy("slow", guests::SLOW).await;
+    patch(&d, "slow", json!({"running_concurrency": "task"})).await;
+    let holder = d.call("slow", json!({"ms": 1500})).await;
+    let blocked = d.call("slow", json!({"ms": 10})).await;
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        let (_, v) = d.get(&format!("/v1/invocations/{blocked}")).await;
+        if v["waiting"]["since"].is_i64() {
+            break v;
+        }
+        assert!(std::time::Instant::now() < end, "never said why it waits: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(waiting["status"], "registered", "{waiting}");
+    assert_eq!(waiting["waiting"]["reason"], "running_concurrency", "{waiting}");
+    assert_eq!(waiting["waiting"]["policy"], "task", "{waiting}");
+    assert_eq!(waiting["waiting"]["held_by"], json!(holder), "{waiting}");
+    let v = d.result(&blocked, Duration::from_secs(30)).await;
+    assert_eq!(v["status"], "success", "{v}");
+    assert!(v.get("waiting").is_none(), "a final call does not wait: {v}");
+    let (_, h) = d.get(&format!("/v1/invocations/{blocked}/history")).await;
+    let statuses: Vec<&str> =
+        h["history"].as_array().expect("history").iter().filter_map(|e| e["status"].as_str()).collect();
+    assert_eq!(statuses, ["registered", "concurrency_controlled", "pending", "running", "success"], "{h}");
+    d.stop().await;
+}
+both!(blocked_call_says_why, a_blocked_call_says_why_it_waits);
+
 async fn attempts_are_recorded_with_their_output(b: Backend) {
     let d = TestDaemon::start_with(b, |c| c.retry_base_ms = 20).await;
     d.deploy("flaky", guests::FLAKY).await;

@@ -234,6 +234,162 @@ mod silent_node_triage {
     }
 }
 
+/// A poison call: every node that runs it dies (SIGKILL during the attempt). Each lost attempt
+/// counts toward `max_attempts` (2 here), so after the last one the call ends `failed` with
+/// error kind `lost` instead of circulating for ever, and its instances show each lost attempt.
+/// SQLite: one node killed and restarted (recovery at start); PostgreSQL: two nodes, the one
+/// running the call killed each time (retirement of the dead node, or triage, by the other)
+/// and started again.
+async fn a_call_that_kills_every_node_that_runs_it_fails_as_lost(b: Backend) {
+    const MAX_ATTEMPTS: i64 = 2;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = match b {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_postgres_database().await),
+    };
+    let flags = |name: &str| {
+        let mut f = vec!["--node-name".to_string(), name.to_string()];
+        f.extend(warden_tests::process::CLUSTER_TIMINGS.iter().map(|s| s.to_string()));
+        f
+    };
+    let names: &[&str] = if db.is_some() { &["n1", "n2"] } else { &["n1"] };
+    let mut nodes = Vec::new();
+    for name in names {
+        let data = dir.path().join(name);
+        nodes.push(DaemonProcess::spawn(Spec::new(crate::warden(), &data, db.as_deref()).args(&flags(name))).await);
+    }
+    let api = nodes[0].api.clone();
+    api.deploy("slow", guests::SLOW).await;
+    let r = api.http.patch(format!("{}/v1/tasks/slow", api.url)).json(&json!({"max_attempts": MAX_ATTEMPTS}));
+    assert_eq!(r.send().await.expect("patch").status().as_u16(), 200);
+    let id = nodes[0].api.call("slow", json!({"ms": 600_000})).await;
+    // Kill the node running the call, max_attempts + 1 times at most: it must be failed by then.
+    let mut kills = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let api = nodes[0].api.clone();
+        let (_, v) = api.get(&format!("/v1/invocations/{id}")).await;
+        if v["status"] == "failed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never failed after {kills} kills: {v}");
+        assert!(kills <= MAX_ATTEMPTS, "still {} after {kills} kills: {v}", v["status"]);
+        let (_, inst) = api.get(&format!("/v1/invocations/{id}/instances")).await;
+        let running = inst["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|i| i["status"] == "running" && i["attempt"].as_i64() == Some(kills + 1))
+            .and_then(|i| i["node"].as_str().map(String::from));
+        let Some(runner) = running else {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            continue;
+        };
+        let at = nodes.iter().position(|n| n.spec.args.contains(&runner)).expect("a node of ours runs it");
+        let spec = nodes.remove(at).sigkill();
+        kills += 1;
+        nodes.push(DaemonProcess::spawn(spec).await);
+    }
+    let api = nodes[0].api.clone();
+    let (_, v) = api.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("failed"), &json!(MAX_ATTEMPTS)), "{v}");
+    assert_eq!(kills, MAX_ATTEMPTS, "{v}");
+    assert_eq!(v["error"]["kind"], "lost", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(&format!("{MAX_ATTEMPTS} attempts lost")), "{message}");
+    let (_, inst) = api.get(&format!("/v1/invocations/{id}/instances")).await;
+    let inst = inst["instances"].as_array().expect("instances").clone();
+    assert_eq!(inst.len(), MAX_ATTEMPTS as usize, "{inst:?}");
+    for (n, i) in inst.iter().enumerate() {
+        assert_eq!(i["attempt"], json!(n + 1), "{inst:?}");
+        assert_eq!(i["error"]["kind"], "lost", "{inst:?}");
+        assert!(i["status"] == "unknown_error" || i["status"] == "error", "{inst:?}");
+    }
+    let h = statuses(&api, &id).await;
+    assert_eq!(h.last().map(String::as_str), Some("failed"), "{h:?}");
+    assert_eq!(h.iter().filter(|s| *s == "running").count(), MAX_ATTEMPTS as usize, "{h:?}");
+    eprintln!("poison call: failed as lost after {kills} kills; history {h:?}");
+}
+both!(poison_call_fails_as_lost, a_call_that_kills_every_node_that_runs_it_fails_as_lost);
+
+/// An attempt triaged while it waited in its node's local queue never starts there: node `a`
+/// (1 slot) runs a long call and holds a second one queued; it goes silent (SIGSTOP) and the
+/// leader's triage takes the queued one back (once its claim is two windows old); when `a`
+/// wakes up (SIGCONT), its heartbeat lets the queued attempt go, and the slot, once free, does
+/// not start it. PostgreSQL only, as `silent_node_triage`.
+async fn an_attempt_triaged_while_queued_never_starts(b: Backend) {
+    assert_eq!(b, Backend::Postgres);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_postgres_database().await;
+    let log = dir.path().join("a.log");
+    let flags = |name: &'static str| {
+        vec!["--node-name", name, "--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "3000"]
+    };
+    let other = spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
+    let spec = Spec::new(crate::warden(), &dir.path().join("a"), Some(&db)).args(&flags("a")).slots(1);
+    let a = DaemonProcess::spawn(spec.log_to(&log).log_filter("info")).await;
+    other.api.deploy("slow", guests::SLOW).await;
+    let (s, v) = other.api.post("/v1/cluster/pins", &json!({"task": "slow", "patterns": ["a", "%"]})).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let long = other.api.call("slow", json!({"ms": 4000})).await;
+    wait_status(&other.api, &long, "running").await;
+    let queued = other.api.call("slow", json!({"ms": 300})).await;
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, i) = other.api.get(&format!("/v1/invocations/{queued}/instances")).await;
+        if i["instances"][0]["status"] == "queued" && i["instances"][0]["node"] == "a" {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never queued on a: {i}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.signal("STOP");
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, i) = other.api.get(&format!("/v1/invocations/{queued}/instances")).await;
+        let first = i["instances"][0]["status"].as_str().unwrap_or_default().to_string();
+        if first == "no_heartbeat" || first == "error" {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "the queued attempt was never triaged: {i}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.signal("CONT");
+    let v = other.api.result(&queued, Duration::from_secs(60)).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(2)), "{v}");
+    // The long call ends (on `a` if its heartbeat came back within triage's second window,
+    // else again elsewhere), and `a`'s slot is free again.
+    let v = other.api.result(&long, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("not starting an attempt whose instance was taken away") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < end, "a never let the queued attempt go:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("it will not start here"), "{text}");
+    let (_, h) = other.api.get(&format!("/v1/invocations/{queued}/history")).await;
+    let first_ran: Vec<&Value> = h["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["attempt"] == 1 && e["status"] == "running")
+        .collect();
+    assert!(first_ran.is_empty(), "attempt 1 started though its instance was taken away: {h}");
+    drop(a);
+}
+
+mod triaged_while_queued {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::an_attempt_triaged_while_queued_never_starts(warden_tests::harness::Backend::Postgres).await
+    }
+}
+
 /// The multi-node harness (JobSync): three `warden serve` processes on one PostgreSQL route
 /// 10,000 calls; meanwhile one node is SIGKILLed, another SIGTERMed and a new one joins. Every
 /// call ends in success exactly once (re-executions counted apart), the token loads are within

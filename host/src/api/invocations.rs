@@ -89,11 +89,14 @@ pub(super) struct InvocationView {
     invocation: Invocation,
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<Progress>,
+    /// Why a runnable invocation is not claimed (running concurrency); its own page only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<crate::model::Waiting>,
 }
 
 fn view(s: &AppState, invocation: Invocation) -> InvocationView {
     let progress = s.orch.progress(&invocation.id);
-    InvocationView { invocation, progress }
+    InvocationView { invocation, progress, waiting: None }
 }
 
 /// Largest `args` or `result` a list page shows in full, as JSON text.
@@ -184,7 +187,8 @@ pub(super) async fn route_batch(
 /// `GET /v1/invocations/{id}`.
 pub(super) async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<InvocationView>, ApiError> {
     let inv = s.orch.get(&id).await?;
-    Ok(Json(view(&s, inv)))
+    let waiting = s.orch.waiting(&inv).await?;
+    Ok(Json(InvocationView { waiting, ..view(&s, inv) }))
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,9 @@
 //! `instantiated` and `launched`, in the same write) when the attempt has run for a moment, and
 //! final with the attempt's outcome, always in the transaction that moves its invocation. While
 //! it is live its node pushes `report_by` forward on every heartbeat tick, for all of them in
-//! one statement; triage looks only at instances whose `report_by` has passed.
+//! one statement; triage looks only at instances whose `report_by` has passed. Every write of
+//! an instance is a compare-and-swap on [`InstanceStatus::may_write`] (the store matches each
+//! row against [`InstanceStatus::writes_text`]); a write it forbids is untimely and ignored.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,8 +67,9 @@ instance_statuses! {
     Instantiated = "instantiated", final: false, next: [Launched, NoHeartbeat, KillSelf, Error, ErrorFatal];
     /// The guest's handler was called (passed through on the way to `running`).
     Launched = "launched", final: false, next: [Running, NoHeartbeat, KillSelf, Error, ErrorFatal, ResourceError];
-    /// Running; its node reports for it by `report_by`.
-    Running = "running", final: false, next: [Done, Error, ErrorFatal, ResourceError, KillSelf, Triaging];
+    /// Running; its node reports for it by `report_by`. Recovery ends it `unknown_error` when
+    /// its node died or restarted (as Jobmon's `running → unknown_error`).
+    Running = "running", final: false, next: [Done, Error, ErrorFatal, ResourceError, KillSelf, Triaging, UnknownError];
     /// Overdue: triage found `report_by` passed. A heartbeat in time brings it back to
     /// `running`; still overdue at the next triage, it is `unknown_error`.
     Triaging = "triaging", final: false, next: [Running, UnknownError, Done, Error, ErrorFatal, ResourceError, KillSelf];
@@ -82,8 +85,11 @@ instance_statuses! {
     ResourceError = "resource_error", final: true, next: [];
     /// Its node stopped reporting and triage gave up on it; the invocation was rerouted.
     UnknownError = "unknown_error", final: true, next: [];
-    /// Interrupted on purpose: cancelled, handed back at shutdown, or taken away.
-    KillSelf = "kill_self", final: true, next: [];
+    /// A kill was requested (a user's cancel sent through another node, delivered to the
+    /// guest by its node's next heartbeat); the attempt's real end follows: `error_fatal` when
+    /// the guest was interrupted, or whatever it ended with first; `unknown_error` if its node
+    /// dies meanwhile (recovery, or triage when overdue). Transient, as in Jobmon.
+    KillSelf = "kill_self", final: false, next: [ErrorFatal, Done, Error, ResourceError, UnknownError];
 }
 
 impl fmt::Display for InstanceStatus {
@@ -107,6 +113,52 @@ impl InstanceStatus {
 
     /// The walk from `queued` to `running` (one write: the statuses between are passed through).
     pub const TO_RUNNING: &'static [InstanceStatus] = &[Self::Instantiated, Self::Launched, Self::Running];
+
+    /// Whether one write may move an instance from `self` to `to`: an edge of the table, or a
+    /// walk through the statuses a write passes through on the way to `running` (`queued →
+    /// instantiated → launched → running`), e.g. `queued → running` or `queued → done` for an
+    /// attempt that ended before `running` was written. Every instance write is a
+    /// compare-and-swap on this rule; a write it forbids is untimely and ignored.
+    pub fn may_write(self, to: InstanceStatus) -> bool {
+        if self.next().contains(&to) {
+            return true;
+        }
+        // Passing through only leads where the attempt's own node writes: `running` and the
+        // attempt's ends (never triage's or recovery's statuses).
+        let by_its_node = matches!(
+            to,
+            Self::Running | Self::Done | Self::Error | Self::ErrorFatal | Self::ResourceError | Self::KillSelf
+        );
+        if !by_its_node {
+            return false;
+        }
+        let mut at = self;
+        loop {
+            at = match at {
+                Self::Queued => Self::Instantiated,
+                Self::Instantiated => Self::Launched,
+                Self::Launched => Self::Running,
+                _ => return false,
+            };
+            if at.next().contains(&to) || at == to {
+                return true;
+            }
+        }
+    }
+
+    /// Every `(from, to)` pair [`may_write`](Self::may_write) allows, as the text the store
+    /// matches a write against: `,from>to,` for each pair, concatenated.
+    pub fn writes_text() -> String {
+        let mut out = String::from(",");
+        for from in Self::ALL {
+            for to in Self::ALL {
+                if from.may_write(*to) {
+                    out.push_str(&format!("{from}>{to},"));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Settings of the host's heartbeats on behalf of guests (Jobmon's `report_by` buffer).
@@ -140,6 +192,8 @@ pub struct Overdue {
     pub status: InstanceStatus,
     /// Its deadline as read (the compare-and-swap checks it is unchanged).
     pub report_by: Millis,
+    /// When it was claimed (database clock): the age guard of unstarted instances.
+    pub started_at: Millis,
 }
 
 /// What triage does with one overdue instance.
@@ -162,7 +216,10 @@ pub struct Triage {
 ///   back to `running`);
 /// - `triaging`, still overdue → `unknown_error`, and its invocation is rerouted;
 /// - `queued | instantiated | launched` (claimed or launched, never reported) → `no_heartbeat`,
-///   and its invocation is rerouted; `no_heartbeat` → `error` at the next pass.
+///   and its invocation is rerouted, once the claim is at least two windows old (the age
+///   guard: a claim gets a second window, as a running instance does through `triaging`);
+///   `no_heartbeat` → `error` at the next pass;
+/// - `kill_self` (a kill was requested), still overdue → `unknown_error`.
 ///
 /// Instances not yet overdue are left alone.
 pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
@@ -174,9 +231,15 @@ pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
                 InstanceStatus::Running => (InstanceStatus::Triaging, Some(now.saturating_add(window_ms)), false),
                 InstanceStatus::Triaging => (InstanceStatus::UnknownError, None, true),
                 InstanceStatus::Queued | InstanceStatus::Instantiated | InstanceStatus::Launched => {
+                    if now.saturating_sub(o.started_at) < window_ms.saturating_mul(2) {
+                        return None;
+                    }
                     (InstanceStatus::NoHeartbeat, Some(now), true)
                 }
                 InstanceStatus::NoHeartbeat => (InstanceStatus::Error, None, false),
+                // A kill was requested and its node went silent: its invocation is final
+                // already (cancelled), nothing to reroute.
+                InstanceStatus::KillSelf => (InstanceStatus::UnknownError, None, false),
                 _ => return None,
             };
             Some(Triage { instance: o.clone(), to, report_by, reroute })
@@ -271,13 +334,14 @@ impl TaskInstance {
     }
 
     /// Jobmon's status for an attempt's outcome: fatal and invalid arguments never retry
-    /// (`error_fatal`), limits are `resource_error`, an interrupted attempt `kill_self`.
+    /// (`error_fatal`), limits are `resource_error`; an interrupted attempt (cancel, shutdown)
+    /// ends `error_fatal` with error kind `cancelled`, as Jobmon's `kill_self → error_fatal`
+    /// (`kill_self` itself only says a kill was requested).
     pub fn status_for(outcome: Option<ErrorKind>) -> InstanceStatus {
         match outcome {
             None => InstanceStatus::Done,
-            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs) => InstanceStatus::ErrorFatal,
+            Some(ErrorKind::Fatal | ErrorKind::InvalidArgs | ErrorKind::Cancelled) => InstanceStatus::ErrorFatal,
             Some(ErrorKind::Timeout | ErrorKind::MemoryLimit) => InstanceStatus::ResourceError,
-            Some(ErrorKind::Cancelled) => InstanceStatus::KillSelf,
             Some(_) => InstanceStatus::Error,
         }
     }
@@ -288,7 +352,7 @@ mod tests {
     use super::*;
 
     fn overdue(status: InstanceStatus, report_by: Millis) -> Overdue {
-        Overdue { invocation_id: "i".into(), attempt: 1, node: "n".into(), status, report_by }
+        Overdue { invocation_id: "i".into(), attempt: 1, node: "n".into(), status, report_by, started_at: 0 }
     }
 
     #[test]
@@ -354,6 +418,51 @@ mod tests {
                 (InstanceStatus::Error, None, false),
             ]
         );
+    }
+
+    #[test]
+    fn writes_follow_the_table_or_pass_through_to_running() {
+        use InstanceStatus::*;
+        for from in InstanceStatus::ALL {
+            for to in from.next() {
+                assert!(from.may_write(*to), "{from} → {to}");
+            }
+            if from.is_final() {
+                assert!(InstanceStatus::ALL.iter().all(|to| !from.may_write(*to)), "{from} is final");
+            }
+        }
+        // The writes the host makes in one go.
+        for (from, to) in
+            [(Queued, Running), (Queued, Done), (Queued, ErrorFatal), (Launched, Done), (KillSelf, ErrorFatal)]
+        {
+            assert!(from.may_write(to), "{from} → {to}");
+        }
+        // Writes Jobmon calls untimely.
+        for (from, to) in [
+            (Running, Queued),
+            (NoHeartbeat, ErrorFatal),
+            (NoHeartbeat, Running),
+            (Done, ErrorFatal),
+            (Queued, UnknownError),
+            (Queued, Triaging),
+            (Running, Running),
+        ] {
+            assert!(!from.may_write(to), "{from} → {to}");
+        }
+        let text = InstanceStatus::writes_text();
+        assert!(text.contains(",queued>done,") && !text.contains(",no_heartbeat>error_fatal,"), "{text}");
+    }
+
+    #[test]
+    fn an_unstarted_claim_gets_two_windows_before_no_heartbeat() {
+        let window = 3_100;
+        let claimed = |at: Millis| Overdue { started_at: at, ..overdue(InstanceStatus::Queued, at + window) };
+        // Overdue (report_by passed) but claimed less than two windows ago: left alone.
+        let young = claimed(10_000);
+        assert!(triage(std::slice::from_ref(&young), 10_000 + window + 1, window).is_empty());
+        assert!(triage(std::slice::from_ref(&young), 10_000 + 2 * window - 1, window).is_empty());
+        let out = triage(std::slice::from_ref(&young), 10_000 + 2 * window, window);
+        assert_eq!(out.iter().map(|t| (t.to, t.reroute)).collect::<Vec<_>>(), [(InstanceStatus::NoHeartbeat, true)]);
     }
 
     #[test]

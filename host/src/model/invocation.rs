@@ -31,12 +31,19 @@ pub enum ErrorKind {
     Host,
     /// The result was not valid JSON or exceeded the size cap.
     BadResult,
+    /// The attempt was lost with its node (the node died, restarted or stopped reporting):
+    /// an attempt's instance when it is taken back, and the invocation's when the lost
+    /// attempt was its last (`max_attempts` reached).
+    Lost,
 }
 
 impl ErrorKind {
     /// Whether another attempt may help.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Retryable | Self::Other | Self::Timeout | Self::MemoryLimit | Self::Trap | Self::Host)
+        matches!(
+            self,
+            Self::Retryable | Self::Other | Self::Timeout | Self::MemoryLimit | Self::Trap | Self::Host | Self::Lost
+        )
     }
 }
 
@@ -101,6 +108,26 @@ pub struct Invocation {
     pub created_at: Millis,
     /// Time of the last status change.
     pub updated_at: Millis,
+}
+
+/// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// What holds it back: `running_concurrency` (another invocation owns its running scope).
+    pub reason: String,
+    /// The task's running concurrency (`task`, `arguments`, `keys`).
+    pub policy: super::Concurrency,
+    /// The invocation that holds the scope.
+    pub held_by: String,
+    /// When a claim first held it back (database clock); `None` until one has.
+    pub since: Option<Millis>,
+}
+
+impl Waiting {
+    /// Held back by running concurrency: `held_by` owns its scope under `policy`.
+    pub fn running_concurrency(policy: super::Concurrency, held_by: String, since: Option<Millis>) -> Self {
+        Self { reason: "running_concurrency".into(), policy, held_by, since }
+    }
 }
 
 /// A call to insert as a new invocation (status `registered`).

@@ -1,7 +1,8 @@
 //! The invocation status machine as one declarative table: pynenc's statuses and ownership
 //! rules, with the differences listed in ARCHITECTURE.md ("Where Warden differs from pynenc,
 //! Jobmon and JobSync, and why": `cancelled`, `resumed → running`, recovery of `paused` and
-//! `resumed`, unstarted claims handed back through `pending_recovery`). Every status, the
+//! `resumed`, unstarted claims handed back through `pending_recovery`; a lost last attempt
+//! ends `failed` from the recovery statuses). Every status, the
 //! statuses it may move to, and its ownership rule; everything that changes a status asks this
 //! table first, and the store enforces the same rule as a compare-and-swap.
 
@@ -101,12 +102,14 @@ statuses! {
     /// Interrupted by its owner (shutdown); rerouted at once.
     Killed = "killed", final: false, runnable: false, ownership: Releases,
         next: [Rerouted];
-    /// Pending too long (dead owner or lost start); recovery reroutes it.
+    /// Pending too long (dead owner or lost start); recovery reroutes it, or fails it when the
+    /// lost attempt was its last (`failed`, error kind `lost`).
     PendingRecovery = "pending_recovery", final: false, runnable: false, ownership: Overrides,
-        next: [Rerouted];
-    /// Owned by a dead node (or this node's previous life); recovery reroutes it.
+        next: [Rerouted, Failed];
+    /// Owned by a dead node (or this node's previous life); recovery reroutes it, or fails it
+    /// when the lost attempt was its last (`failed`, error kind `lost`).
     RunningRecovery = "running_recovery", final: false, runnable: false, ownership: Overrides,
-        next: [Rerouted];
+        next: [Rerouted, Failed];
     /// Blocked by running concurrency; rerouted to try again later.
     ConcurrencyControlled = "concurrency_controlled", final: false, runnable: false, ownership: Releases,
         next: [Rerouted];
@@ -198,9 +201,13 @@ mod tests {
                     Ownership::Free | Ownership::Releases => {}
                 }
             }
-            // Recovery statuses and `killed` lead only back to the queue.
-            if matches!(a.ownership(), Ownership::Overrides) || *a == InvocationStatus::Killed {
+            // `killed` leads only back to the queue; recovery statuses back to the queue, or to
+            // `failed` when the lost attempt was the last.
+            if *a == InvocationStatus::Killed {
                 assert_eq!(a.next(), [InvocationStatus::Rerouted], "{a}");
+            }
+            if matches!(a.ownership(), Ownership::Overrides) {
+                assert_eq!(a.next(), [InvocationStatus::Rerouted, InvocationStatus::Failed], "{a}");
             }
         }
     }

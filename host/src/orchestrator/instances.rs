@@ -2,7 +2,8 @@
 //! node holds (claimed and waiting for a slot, or running) are refreshed together in one
 //! statement per tick, and what the answer says is acted on the same tick: a control signal
 //! (`cancel`) interrupts the guest, and an instance missing from the answer was taken away by
-//! triage, so its guest is interrupted and its outcome will be discarded (fencing).
+//! triage, so its guest is interrupted and its outcome will be discarded (fencing), or, if it
+//! has not started, it is let go and never starts here.
 
 use super::{Orchestrator, lock};
 
@@ -31,11 +32,26 @@ impl Orchestrator {
     /// Notes that this node holds the attempt (claimed): its heartbeat reports for it.
     pub(super) fn hold(&self, id: &str, attempt: u32) {
         lock(&self.inner.attempts.held).insert(id.to_string(), attempt);
+        lock(&self.inner.attempts.unstarted).insert(id.to_string());
     }
 
     /// The attempt is over (recorded, handed back or discarded).
     pub(super) fn unhold(&self, id: &str) {
         lock(&self.inner.attempts.held).remove(id);
+        lock(&self.inner.attempts.unstarted).remove(id);
+    }
+
+    /// Marks the attempt as running here (its cancellation token) if this node still holds it;
+    /// false when its instance was taken away meanwhile (the heartbeat let it go): then it
+    /// must not start. Locks `running`, then `held`, as the heartbeat does.
+    pub(super) fn start_if_held(&self, id: &str, attempt: u32, token: tokio_util::sync::CancellationToken) -> bool {
+        let mut running = lock(&self.inner.attempts.running);
+        let held = lock(&self.inner.attempts.held).get(id) == Some(&attempt);
+        if !lock(&self.inner.attempts.unstarted).remove(id) || !held {
+            return false;
+        }
+        running.insert(id.to_string(), token);
+        true
     }
 
     /// How many attempts this node holds (claimed, not yet recorded or handed back).
@@ -73,12 +89,23 @@ impl Orchestrator {
                 continue;
             }
             // Not live any more: finished meanwhile (then the token is gone or unused), or
-            // triaged away from this node: stop the guest; its outcome will be refused.
-            if let Some(token) = lock(&self.inner.attempts.running).get(id) {
+            // triaged away from this node: stop the guest; its outcome will be refused. One
+            // not started yet (in the local queue) is no longer this node's: it is let go, and
+            // the worker never starts it (`running` is locked first, as `run_attempt` does).
+            let running = lock(&self.inner.attempts.running);
+            if let Some(token) = running.get(id) {
                 tracing::warn!(invocation = %id, attempt, "instance taken away by triage; interrupting the guest");
                 token.cancel();
                 super::AttemptCounters::bump(&self.inner.attempts.counters.taken_away);
                 beat.taken_away += 1;
+            } else if lock(&self.inner.attempts.unstarted).remove(id) {
+                let mut held = lock(&self.inner.attempts.held);
+                if held.get(id) == Some(attempt) {
+                    held.remove(id);
+                    tracing::warn!(invocation = %id, attempt, "unstarted attempt taken away by triage; it will not start here");
+                    super::AttemptCounters::bump(&self.inner.attempts.counters.taken_away);
+                    beat.taken_away += 1;
+                }
             }
         }
         Ok(beat)

@@ -261,6 +261,9 @@ struct Attempts {
     /// Attempts this node holds (claimed, not yet recorded): invocation → attempt. The
     /// heartbeat reports for their instances.
     held: Mutex<HashMap<String, u32>>,
+    /// Held attempts not started yet (waiting in the dispatcher's queue). The heartbeat takes
+    /// out one whose instance was taken away, and the worker starts only those still here.
+    unstarted: Mutex<std::collections::HashSet<String>>,
     /// Attempts interrupted because a user cancelled their invocation.
     user_cancels: Mutex<std::collections::HashSet<String>>,
     progress: Mutex<HashMap<String, Progress>>,
@@ -357,6 +360,7 @@ impl Orchestrator {
                     slots,
                     running: Mutex::new(HashMap::new()),
                     held: Mutex::new(HashMap::new()),
+                    unstarted: Mutex::new(std::collections::HashSet::new()),
                     user_cancels: Mutex::new(std::collections::HashSet::new()),
                     progress: Mutex::new(HashMap::new()),
                     counters: AttemptCounters::default(),
@@ -736,6 +740,15 @@ impl Orchestrator {
             .invocation_get(id)
             .await?
             .ok_or_else(|| OrchestratorError::NotFound(format!("invocation `{id}`")))
+    }
+
+    /// Why a runnable invocation waits (held back by running concurrency: the scope's holder
+    /// and the policy); `None` for one that is not runnable or not held back.
+    pub async fn waiting(&self, inv: &Invocation) -> OrchResult<Option<crate::model::Waiting>> {
+        if !inv.status.is_runnable() {
+            return Ok(None);
+        }
+        Ok(self.inner.store.invocation_waiting(&inv.id).await?)
     }
 
     /// Cancels an invocation: a runnable or pending one moves to `cancelled` at once; a guest

@@ -96,7 +96,7 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
             let path = [InvocationStatus::PendingRecovery, InvocationStatus::Rerouted];
             let why = TaskFailure::new(ErrorKind::Cancelled, "handed back unstarted: the node is shutting down");
             Transition::owned(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node()).with_instance(Some(
-                TaskInstance::ended(&inv.id, inv.attempt, orch.node(), InstanceStatus::KillSelf, Some(why)),
+                TaskInstance::ended(&inv.id, inv.attempt, orch.node(), InstanceStatus::ErrorFatal, Some(why)),
             ))
         })
         .collect();
@@ -120,7 +120,13 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
     async move {
         let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
         let cancel = CancellationToken::new();
-        lock(&orch.inner.attempts.running).insert(inv.id.clone(), cancel.clone());
+        if !orch.start_if_held(&inv.id, inv.attempt, cancel.clone()) {
+            // Triaged while it waited in the local queue: its instance is no longer this
+            // node's, and the invocation went back to be claimed. Never start it.
+            tracing::info!("not starting an attempt whose instance was taken away while it waited");
+            drop(permit);
+            return;
+        }
         let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone()));
 
         let (outcome, max_attempts, report) = run_guest(&orch, &inv, cancel, host.clone()).await;

@@ -97,7 +97,7 @@ struct TaskJson<'a> {
 }
 
 /// Refuses to store text that would not decode later (the store never holds rows it cannot
-fn parse_concurrency(s: &str) -> StoreResult<Concurrency> {
+pub(super) fn parse_concurrency(s: &str) -> StoreResult<Concurrency> {
     s.parse().map_err(|e: String| StoreError::Corrupt(e))
 }
 

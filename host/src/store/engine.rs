@@ -634,6 +634,10 @@ impl Store for SqlStore {
         invocations::get(self, id).await
     }
 
+    async fn invocation_waiting(&self, id: &str) -> StoreResult<Option<crate::model::Waiting>> {
+        invocations::waiting(self, id).await
+    }
+
     async fn invocation_find_routed(&self, scopes: &[String], keys: &[String]) -> StoreResult<Vec<Invocation>> {
         invocations::find_routed(self, scopes, keys).await
     }

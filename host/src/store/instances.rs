@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::transitions::{MovableRow, apply_moves, moves, recovery_path};
+use super::transitions::{LostCause, MovableRow, apply_moves, instance_writes, lost_moves};
 use super::{
     Dialect, Pools, Retry, SqlStore, check_fence, corrupt, parse_status, sql, stored_failure, to_json, to_u32, to_u64,
 };
@@ -75,6 +75,7 @@ struct OverdueRow {
     node: String,
     status: String,
     report_by: i64,
+    started_at: i64,
 }
 
 /// The key of an instance.
@@ -159,6 +160,7 @@ pub(super) async fn overdue(store: &SqlStore, now: Millis, limit: u32) -> StoreR
                 invocation_id: r.invocation_id,
                 node: r.node,
                 report_by: r.report_by,
+                started_at: r.started_at,
             })
         })
         .collect()
@@ -187,7 +189,9 @@ pub(super) async fn triage_apply(
         .iter()
         .map(|t| {
             let o = &t.instance;
-            let failed = t.to.is_final();
+            // A given-up or taken-back attempt was lost with its node (it counts toward
+            // `max_attempts`); `triaging` is only a warning.
+            let failed = t.to.is_final() || t.reroute;
             TriageJson {
                 id: &o.invocation_id,
                 attempt: o.attempt,
@@ -195,7 +199,7 @@ pub(super) async fn triage_apply(
                 to: t.to.as_str(),
                 report_by: o.report_by,
                 next_report_by: t.report_by,
-                error_kind: failed.then_some("host"),
+                error_kind: failed.then_some("lost"),
                 error_message: failed.then(|| {
                     format!("node `{}` stopped reporting for this attempt (due by {} ms)", o.node, o.report_by)
                 }),
@@ -220,8 +224,11 @@ pub(super) async fn triage_apply(
         } else {
             Vec::new()
         };
-        let applied: Vec<KeyRow> =
-            sqlx::query_as(q::INSTANCE_TRIAGE.get(d)).bind(json.as_str()).fetch_all(&mut *tx).await?;
+        let applied: Vec<KeyRow> = sqlx::query_as(q::INSTANCE_TRIAGE.get(d))
+            .bind(json.as_str())
+            .bind(instance_writes())
+            .fetch_all(&mut *tx)
+            .await?;
         let applied: HashSet<(String, i64)> = applied.into_iter().map(|r| (r.invocation_id, r.attempt)).collect();
         // The invocations to take back: those of changed instances marked `reroute` whose
         // node still owns them with the instance's attempt.
@@ -242,7 +249,15 @@ pub(super) async fn triage_apply(
                     })
             })
             .collect();
-        let changes = moves(rows, &fence.node, recovery_path)?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for r in rows {
+            let what = format!(
+                "node `{}` stopped reporting for the attempt (triage by the leader `{}`)",
+                r.owner_node.as_deref().unwrap_or("?"),
+                fence.node
+            );
+            changes.extend(lost_moves(vec![r], &LostCause { what: &what, by: &fence.node })?);
+        }
         let positions = apply_moves(&mut *tx, &changes).await?;
         let rerouted: Vec<String> =
             positions.into_iter().filter_map(|i| changes.get(i).map(|c| c.id.clone())).collect();

@@ -1,5 +1,6 @@
 //! Invocations for [`SqlStore`]: routing (the insert of new calls with their `registered`
-//! history), claims (with their `pending` history and `queued` instances), reads and the purge.
+//! history), claims (with their `pending` history, `queued` instances and the first record of
+//! calls held back by running concurrency), reads (and why a call waits) and the purge.
 //! Transitions and recovery are in `transitions.rs`. A child of `engine.rs` (it shares its
 //! transaction macros); the SQL is in `sql_invocations.rs`.
 
@@ -11,7 +12,7 @@ use super::{
     Commit, Conn, Dialect, NameRow, Pools, SqlStore, check_fence, check_json, conflict_on_unique, corrupt, one_trip,
     parse_status, pg_write, sql, stored_failure, to_json, to_u32, tx_body, tx_marker,
 };
-use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation};
+use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Waiting};
 use crate::store::{ClaimFilter, Fence, StatusCount, Store, StoreError, StoreResult};
 
 use sql::invocations as q;
@@ -345,7 +346,27 @@ async fn claim_postgres(tx: &mut sqlx::PgConnection, claim: &Claim<'_>) -> Store
             .execute(&mut *tx)
             .await?;
     }
+    sqlx::query(q::INVOCATION_HELD_BACK_POSTGRES).bind(node).execute(&mut *tx).await?;
     Ok(rows)
+}
+
+/// One row of [`q::INVOCATION_WAITING`].
+#[derive(sqlx::FromRow)]
+struct WaitingRow {
+    held_by: String,
+    policy: Option<String>,
+    since: Option<i64>,
+}
+
+/// Why an invocation waits ([`Store::invocation_waiting`]).
+pub(super) async fn waiting(store: &SqlStore, id: &str) -> StoreResult<Option<Waiting>> {
+    let row: Option<WaitingRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::INVOCATION_WAITING.get(d)).bind(id).fetch_optional(db).await?);
+    row.map(|r| {
+        let policy = r.policy.as_deref().map(super::components::parse_concurrency).transpose()?;
+        Ok(Waiting::running_concurrency(policy.unwrap_or_default(), r.held_by, r.since))
+    })
+    .transpose()
 }
 
 pub(super) async fn get(store: &SqlStore, id: &str) -> StoreResult<Option<Invocation>> {

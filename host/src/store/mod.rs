@@ -200,6 +200,8 @@ pub trait Coordination: Send + Sync + 'static {
     /// pynenc's `max_pending` recovery by the leader (fenced; its node writes the history): up
     /// to `limit` invocations pending for more than `older_than_ms` move `pending_recovery →
     /// rerouted` (with history). Returns how many.
+    /// A lost attempt counts toward `max_attempts`: an invocation whose lost
+    /// attempt was its last ends `failed` instead (error kind `lost`, saying how many were lost).
     async fn invocation_recover_pending(&self, fence: &Fence, older_than_ms: i64, limit: u32) -> StoreResult<u64>;
 
     /// Running concurrency that drops instead of rerouting: up to `limit` runnable
@@ -592,16 +594,25 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     /// recovery statuses (`pending_recovery` from pending, `running_recovery` otherwise), with
     /// history written by `node` itself. Used at start-up to recover this node's previous life
     /// (dead nodes are retired by the leader: [`Store::node_retire`]). Returns how many.
+    /// A lost attempt counts toward `max_attempts`: an invocation whose lost
+    /// attempt was its last ends `failed` instead (error kind `lost`, saying how many were lost).
     async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64>;
 
     /// The leader retires a dead node (fenced), in one transaction: every invocation it owns in
     /// an owned status goes to `rerouted` through the recovery statuses, with history written
     /// by the leader, and the node is marked left (it registers again if it comes back, keeping
-    /// its seniority). Returns how many invocations were rerouted.
+    /// its seniority). Returns how many invocations were rerouted (or failed).
+    /// A lost attempt counts toward `max_attempts`: an invocation whose lost
+    /// attempt was its last ends `failed` instead (error kind `lost`, saying how many were lost).
     async fn node_retire(&self, node: &str, fence: &Fence) -> StoreResult<u64>;
 
     /// One invocation.
     async fn invocation_get(&self, id: &str) -> StoreResult<Option<Invocation>>;
+
+    /// Why invocation `id` waits, if it is runnable and held back by running concurrency
+    /// (another invocation owns its running scope); `None` otherwise. A read: the claims record
+    /// the first time a call is held back (`concurrency_controlled` in its history, once).
+    async fn invocation_waiting(&self, id: &str) -> StoreResult<Option<crate::model::Waiting>>;
 
     /// Invocations that already answer calls: `registered` ones whose registration scope is in
     /// `scopes`, and any whose idempotency key is in `keys`. Inserting a second `registered`
@@ -646,7 +657,9 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     /// marked `reroute`, the invocation, if the instance's node still owns it with that
     /// attempt, goes `pending_recovery | running_recovery → rerouted` with history written by
     /// the leader (fenced: only the leader triages). Returns the instances changed and the
-    /// invocations rerouted.
+    /// invocations rerouted (or failed).
+    /// A lost attempt counts toward `max_attempts`: an invocation whose lost
+    /// attempt was its last ends `failed` instead (error kind `lost`, saying how many were lost).
     async fn instance_triage_apply(&self, decisions: &[Triage], fence: &Fence) -> StoreResult<(usize, Vec<String>)>;
 
     /// Resource use of the latest `limit` attempts of a task, newest first.

@@ -81,6 +81,19 @@ macro_rules! json_texts {
     };
 }
 
+/// Whether an instance write from status `$from` to status `$to` (SQL expressions) is one the
+/// instance table allows: `$param` is the text parameter of the allowed writes
+/// (`InstanceStatus::writes_text`, `,from>to,` for each pair), so the rule is the model's,
+/// passed in, never copied into SQL.
+macro_rules! instance_may_write {
+    (sqlite, $from:literal, $to:literal, $param:literal) => {
+        concat!("instr(", $param, ", ',' || ", $from, " || '>' || ", $to, " || ',') > 0")
+    };
+    (postgres, $from:literal, $to:literal, $param:literal) => {
+        concat!("strpos(CAST(", $param, " AS TEXT), ',' || ", $from, " || '>' || ", $to, " || ',') > 0")
+    };
+}
+
 /// Builds an [`Sql`] from a template macro that takes the dialect.
 macro_rules! both {
     ($template:ident) => {

@@ -44,14 +44,24 @@ pub(in crate::store) const INSTANCE_HEARTBEAT: Sql = both!(instance_heartbeat);
 
 /// Sets control signal `$2` on the live instance of invocation `$1` (delivered to its node by
 /// the next heartbeat); returns the node.
-pub(in crate::store) const INSTANCE_SIGNAL: Sql = Sql::same(
-    "UPDATE task_instances SET signal = $2 WHERE invocation_id = $1 AND report_by IS NOT NULL RETURNING node AS name",
-);
+/// A signal is a kill request: the instance moves to `kill_self` where the table allows it
+/// (`$3`, the allowed writes), and its attempt's real end follows.
+macro_rules! instance_signal {
+    ($d:ident) => {
+        concat!(
+            "UPDATE task_instances SET signal = $2, status = CASE WHEN ",
+            instance_may_write!($d, "status", "'kill_self'", "$3"),
+            " THEN 'kill_self' ELSE status END \
+             WHERE invocation_id = $1 AND report_by IS NOT NULL RETURNING node AS name"
+        )
+    };
+}
+pub(in crate::store) const INSTANCE_SIGNAL: Sql = both!(instance_signal);
 
 /// Live instances whose `report_by` is before `$1` (the triage's now), oldest deadline
 /// first, at most `$2`.
 pub(in crate::store) const INSTANCE_OVERDUE: Sql = Sql::same(
-    "SELECT invocation_id, attempt, node, status, report_by FROM task_instances \
+    "SELECT invocation_id, attempt, node, status, report_by, started_at FROM task_instances \
      WHERE report_by IS NOT NULL AND report_by < $1 ORDER BY report_by LIMIT CAST($2 AS BIGINT)",
 );
 
@@ -67,8 +77,9 @@ macro_rules! instance_triage {
              error_kind = COALESCE(x.error_kind, task_instances.error_kind), \
              error_message = COALESCE(x.error_message, task_instances.error_message) \
              FROM x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
-             AND task_instances.status = x.from_status AND task_instances.report_by = x.seen_report_by \
-             RETURNING task_instances.invocation_id, task_instances.attempt"
+             AND task_instances.status = x.from_status AND task_instances.report_by = x.seen_report_by AND ",
+            instance_may_write!($d, "x.from_status", "x.to_status", "$2"),
+            " RETURNING task_instances.invocation_id, task_instances.attempt"
         )
     };
     (@fields) => {
@@ -94,8 +105,8 @@ macro_rules! instance_triage {
     };
 }
 /// Triage's compare-and-swap: the JSON array `$1` of `{id, attempt, from, to, report_by (as
-/// read), next_report_by, error_kind, error_message}`; a row whose status or deadline moved
-/// since it was read (a heartbeat came in) is left alone. Returns the rows it changed.
+/// read), next_report_by, error_kind, error_message}`, `$2` the allowed instance writes; a row
+/// whose status or deadline moved since it was read (a heartbeat came in) is left alone. Returns the rows it changed.
 pub(in crate::store) const INSTANCE_TRIAGE: Sql = both!(instance_triage);
 
 /// The attempts of invocation `$1`, in order.

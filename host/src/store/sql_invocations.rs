@@ -166,6 +166,26 @@ macro_rules! queued_instance_columns {
     };
 }
 
+/// The runnable invocations held back by running concurrency that no claim has recorded yet
+/// (`held_back_at` null): another invocation owns their running scope. Found from the owned
+/// invocations of scopes (their unique index) through `invocations_unheld_scope_idx`, at most
+/// 1,000 a claim, by id. `$now` is the statement's clock, `$lock` PostgreSQL's row lock.
+macro_rules! held_back {
+    ($now:expr, $lock:literal) => {
+        concat!(
+            "SELECT i.id FROM invocations o JOIN invocations i ON i.run_scope = o.run_scope \
+             WHERE o.run_scope IS NOT NULL AND o.status IN ",
+            owned_statuses!(),
+            " AND i.run_scope IS NOT NULL AND i.held_back_at IS NULL AND i.status IN ",
+            runnable_statuses!(),
+            " AND i.available_at <= ",
+            $now,
+            " ORDER BY i.id LIMIT 1000",
+            $lock
+        )
+    };
+}
+
 /// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms), `$5` the JSON
 /// array of tasks the node must not claim (pinned elsewhere), `$6` the JSON array of tasks
 /// pinned to it (claimed whatever their token). Otherwise only invocations on the node's
@@ -173,7 +193,10 @@ macro_rules! queued_instance_columns {
 /// [`INVOCATION_CLAIM_POSTGRES`] does (returning the claimed rows), then writes the `pending`
 /// history of the rows of node `$1` (found through its owner index) that carry the marker:
 /// exactly the claimed ones, and a `queued` task instance for each, due to report by claim
-/// time + `$4`.
+/// time + `$4`. Then it records the calls held back by running concurrency for the first
+/// time ([`held_back!`]): a `concurrency_controlled` history row by node `$1` (the invocation
+/// stays runnable), and `held_back_at`, so that no later claim records them again. Both
+/// statements pick the same rows (same condition, order and limit, one writer).
 pub(in crate::store) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
     relaxed,
     invocation_claim_sqlite!(),
@@ -186,7 +209,53 @@ pub(in crate::store) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
         ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at \
          FROM invocations WHERE owner_node = $1 AND last_tx = $3 ORDER BY id ON CONFLICT DO NOTHING"
     ),
+    concat!(
+        "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+         SELECT h.id, 'concurrency_controlled', $1, h.attempts, ",
+        now_ms!(sqlite),
+        " FROM invocations h WHERE h.id IN (",
+        held_back!(now_ms!(sqlite), ""),
+        ") ORDER BY h.id"
+    ),
+    concat!(
+        "UPDATE invocations SET held_back_at = ",
+        now_ms!(sqlite),
+        " WHERE id IN (",
+        held_back!(now_ms!(sqlite), ""),
+        ")"
+    ),
 );
+
+/// The calls held back by running concurrency for the first time, on PostgreSQL ([`held_back!`],
+/// locked with `SKIP LOCKED`: a row another transaction holds is recorded by a later claim):
+/// `held_back_at` set and a `concurrency_controlled` history row by node `$1`, in one statement
+/// of the claim's transaction. The invocations stay runnable.
+pub(in crate::store) const INVOCATION_HELD_BACK_POSTGRES: &str = concat!(
+    "WITH c AS MATERIALIZED (SELECT ",
+    now_ms!(postgres),
+    " AS now), held AS MATERIALIZED (",
+    held_back!("(SELECT now FROM c)", " FOR UPDATE OF i SKIP LOCKED"),
+    "), marked AS (UPDATE invocations SET held_back_at = (SELECT now FROM c) FROM held \
+     WHERE invocations.id = held.id RETURNING invocations.id, invocations.attempts) \
+     INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT m.id, 'concurrency_controlled', $1, m.attempts, (SELECT now FROM c) FROM marked m ORDER BY m.id"
+);
+
+macro_rules! invocation_waiting {
+    ($d:ident) => {
+        concat!(
+            "SELECT o.id AS held_by, t.running_concurrency AS policy, i.held_back_at AS since \
+             FROM invocations i JOIN invocations o ON o.run_scope = i.run_scope AND o.status IN ",
+            owned_statuses!(),
+            " LEFT JOIN tasks t ON t.name = i.task WHERE i.id = $1 AND i.run_scope IS NOT NULL AND i.status IN ",
+            runnable_statuses!(),
+            " LIMIT 1"
+        )
+    };
+}
+/// Why invocation `$1` waits, if it is runnable and another invocation owns its running scope:
+/// that one's id, the task's running concurrency and when a claim first held it back.
+pub(in crate::store) const INVOCATION_WAITING: Sql = both!(invocation_waiting);
 
 /// The `queued` instances of a PostgreSQL claim: `$1` the JSON array of `{id, node, attempt, at}`
 /// of the claimed attempts (the history rows of the claim), `$2` the report window in ms.

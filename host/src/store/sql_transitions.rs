@@ -80,24 +80,45 @@ macro_rules! invocation_transition {
 /// error_message, delay_ms}` with distinct ids; `available_at` becomes now + `delay_ms`. Returns the rows that matched (and changed).
 pub(in crate::store) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
 
+/// The columns of an invocation recovery may move (`transitions::MovableRow`): its status
+/// and owner, its attempt limit (its own, else its task's) and how many of its earlier
+/// attempts were lost with their node (instances of error kind `lost`), so that the recovery
+/// of a lost last attempt fails it instead of rerouting it.
+macro_rules! movable_columns {
+    () => {
+        "id, status, attempts, owner_node, COALESCE(invocations.max_attempts, \
+         (SELECT t.max_attempts FROM tasks t WHERE t.name = invocations.task), 1) AS max_attempts, \
+         (SELECT COUNT(*) FROM task_instances l WHERE l.invocation_id = invocations.id \
+         AND l.attempt <> invocations.attempts AND l.error_kind = 'lost') AS lost_before"
+    };
+}
+
 /// The invocations node `$1` owns in an owned status (recovery), locked on PostgreSQL.
 pub(in crate::store) const INVOCATION_OWNED_BY: Sql = Sql {
     sqlite: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE owner_node = $1 AND status IN ",
         owned_statuses!(),
         " ORDER BY id"
     ),
     postgres: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE owner_node = $1 AND status IN ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE owner_node = $1 AND status IN ",
         owned_statuses!(),
         " ORDER BY id FOR UPDATE"
     ),
 };
 
 /// Inserts task instances from the JSON array `$param` (rows `j`) that pass `$filter` (a
-/// condition on `i`, the invocation joined by id); a second record of an attempt is ignored.
+/// condition on `i`, the invocation joined by id), or moves a live one to the record's status
+/// if the instance table allows that write (`$writes`, see [`instance_may_write!`]); an
+/// untimely write is ignored. Returns the rows written as `(id, attempts, updated_at)` with
+/// `updated_at` = -1, so that SQLite's one-trip script can return them beside the applied
+/// transitions' rows (whose times are real) and the caller can tell which writes were ignored.
 macro_rules! instance_insert {
-    ($d:ident, $param:literal, $filter:literal) => {
+    ($d:ident, $param:literal, $filter:literal, $writes:literal) => {
         concat!(
             "WITH c AS MATERIALIZED (SELECT ",
             now_ms!($d),
@@ -121,17 +142,21 @@ macro_rules! instance_insert {
              output_truncated = excluded.output_truncated, ended_at = excluded.ended_at, \
              report_by = excluded.report_by, signal = CASE WHEN excluded.report_by IS NULL THEN NULL \
              ELSE task_instances.signal END \
-             WHERE task_instances.report_by IS NOT NULL"
+             WHERE task_instances.report_by IS NOT NULL AND ",
+            instance_may_write!($d, "task_instances.status", "excluded.status", $writes),
+            " RETURNING invocation_id AS id, attempt AS attempts, CAST(-1 AS BIGINT) AS updated_at"
         )
     };
     ($d:ident) => {
-        instance_insert!($d, "$1", "TRUE")
+        instance_insert!($d, "$1", "TRUE", "$2")
     };
 }
 /// One pass of transitions: `$1` as for [`INVOCATION_TRANSITION`] (returning the applied
 /// rows), `$2` marker, `$3` the JSON array of `{id, status, node}` of every status of every
 /// path of the pass, in pass order then path order. History keeps the `$3` rows whose
-/// invocation carries the marker, with its new attempt and time.
+/// invocation carries the marker, with its new attempt and time. `$4` the instance records
+/// (those of applied transitions are kept), `$5` the allowed instance writes; the rows it
+/// returns are the applied transitions' and, with `updated_at` -1, the instances written.
 macro_rules! invocation_transition_one_trip {
     ($sync:ident) => {
         one_trip!(
@@ -143,7 +168,7 @@ macro_rules! invocation_transition_one_trip {
                 json_rows!(sqlite, "$3", "h"),
                 " JOIN invocations i ON i.id = h.value ->> 'id' WHERE i.last_tx = $2 ORDER BY h.key"
             ),
-            instance_insert!(sqlite, "$4", "i.last_tx = $2"),
+            instance_insert!(sqlite, "$4", "i.last_tx = $2", "$5"),
         )
     };
 }
@@ -153,8 +178,9 @@ pub(in crate::store) const INVOCATION_TRANSITION_ONE_TRIP: &str = invocation_tra
 pub(in crate::store) const INVOCATION_TRANSITION_ONE_TRIP_RELAXED: &str = invocation_transition_one_trip!(relaxed);
 
 /// Records the task instances of the JSON array `$1` (the caller passes those of applied
-/// transitions only): a new row, or the next status of a live one (`report_by` set); a final
-/// instance never changes again (an untimely write is ignored). `report_window_ms` null means
+/// transitions only): a new row, or the next status of a live one (`report_by` set) when the
+/// instance table allows it (`$2`, the allowed writes); a final instance never changes again,
+/// and an untimely write is ignored (the caller logs it: the rows written are returned). `report_window_ms` null means
 /// final (`report_by` cleared, `ended_at` now); otherwise `report_by` = now + the window.
 pub(in crate::store) const INSTANCE_INSERT: Sql = both!(instance_insert);
 
@@ -162,7 +188,9 @@ pub(in crate::store) const INSTANCE_INSERT: Sql = both!(instance_insert);
 macro_rules! invocation_movable {
     ($d:ident, $lock:literal) => {
         concat!(
-            "SELECT id, status, attempts, owner_node FROM invocations WHERE id IN (SELECT j.value FROM ",
+            "SELECT ",
+            movable_columns!(),
+            " FROM invocations WHERE id IN (SELECT j.value FROM ",
             json_texts!($d),
             ") ORDER BY id",
             $lock
@@ -182,33 +210,41 @@ macro_rules! instance_end_lost {
             now_ms!($d),
             " AS now), x AS ",
             instance_end_lost!(@lost, $d),
-            " UPDATE task_instances SET status = CASE WHEN task_instances.status IN ('running', 'triaging') \
+            " UPDATE task_instances SET status = CASE WHEN task_instances.status IN ('running', 'triaging', 'kill_self') \
              THEN 'unknown_error' ELSE 'error' END, report_by = NULL, ended_at = (SELECT now FROM c), \
-             error_kind = 'host', error_message = $2, signal = NULL \
+             error_kind = 'lost', error_message = x.message, signal = NULL \
              FROM x WHERE task_instances.invocation_id = x.id AND task_instances.attempt = x.attempt \
-             AND task_instances.report_by IS NOT NULL"
+             AND task_instances.report_by IS NOT NULL AND ",
+            instance_may_write!(
+                $d,
+                "task_instances.status",
+                "(CASE WHEN task_instances.status IN ('running', 'triaging', 'kill_self') THEN 'unknown_error' ELSE 'error' END)",
+                "$2"
+            )
         )
     };
     (@lost, sqlite) => {
         concat!(
-            "(SELECT j.value ->> 'id' AS id, CAST(j.value ->> 'attempt' AS BIGINT) AS attempt FROM ",
+            "(SELECT j.value ->> 'id' AS id, CAST(j.value ->> 'attempt' AS BIGINT) AS attempt, \
+             j.value ->> 'message' AS message FROM ",
             json_rows!(sqlite),
             ")"
         )
     };
     (@lost, postgres) => {
         concat!(
-            "MATERIALIZED (SELECT l.invocation_id AS id, l.attempt FROM task_instances l \
-             WHERE l.report_by IS NOT NULL AND (l.invocation_id, l.attempt) IN \
-             (SELECT j.value ->> 'id', CAST(j.value ->> 'attempt' AS BIGINT) FROM ",
+            "MATERIALIZED (SELECT l.invocation_id AS id, l.attempt, j.value ->> 'message' AS message \
+             FROM task_instances l JOIN ",
             json_rows!(postgres),
-            ") ORDER BY l.invocation_id, l.attempt FOR UPDATE)"
+            " ON l.invocation_id = j.value ->> 'id' AND l.attempt = CAST(j.value ->> 'attempt' AS BIGINT) \
+             WHERE l.report_by IS NOT NULL ORDER BY l.invocation_id, l.attempt FOR UPDATE OF l)"
         )
     };
 }
 /// Ends the live instances of attempts lost with their node (the JSON array `$1` of `{id,
-/// attempt}`), with the message `$2`: a running one `unknown_error`, one that never started
-/// `error`. Run in the transaction that reroutes their invocations, so that every attempt the
+/// attempt, message}`), with error kind `lost` and their message: a running one (or one a
+/// kill was requested of) `unknown_error`, one that never started `error`, as far as the
+/// instance table allows (`$2`, the allowed writes). Run in the transaction that reroutes their invocations, so that every attempt the
 /// history shows has an instance with its true end.
 pub(in crate::store) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
 
@@ -216,12 +252,16 @@ pub(in crate::store) const INSTANCE_END_LOST: Sql = both!(instance_end_lost);
 /// PostgreSQL: pynenc's `max_pending` recovery.
 pub(in crate::store) const INVOCATION_PENDING_SINCE: Sql = Sql {
     sqlite: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE status = 'pending' AND updated_at < ",
         now_ms!(sqlite),
         " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT)"
     ),
     postgres: concat!(
-        "SELECT id, status, attempts, owner_node FROM invocations WHERE status = 'pending' AND updated_at < ",
+        "SELECT ",
+        movable_columns!(),
+        " FROM invocations WHERE status = 'pending' AND updated_at < ",
         now_ms!(postgres),
         " - $1 ORDER BY id LIMIT CAST($2 AS BIGINT) FOR UPDATE SKIP LOCKED"
     ),

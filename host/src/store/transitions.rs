@@ -1,7 +1,8 @@
 //! Transitions of invocations for [`SqlStore`]: the compare-and-swap batch (passes, the SQLite
 //! one-trip script, the history and instance records a transition writes, decided once for both
 //! dialects), the explanation of refusals, late outcomes, the user's cancel with its signal, and
-//! recovery (a node's restart, the leader retiring a dead node). A child of `engine.rs` (it
+//! recovery (a node's restart, the leader retiring a dead node), where lost attempts count
+//! toward `max_attempts`. A child of `engine.rs` (it
 //! shares its transaction macros); the SQL is in `sql_transitions.rs`.
 
 use std::collections::{HashMap, HashSet};
@@ -13,6 +14,7 @@ use super::{
     Commit, Conn, Dialect, NameRow, Pools, SqlStore, check_fence, check_json, corrupt, error_kind_name, one_trip,
     parse_status, sql, to_json, to_u32, tx_marker,
 };
+use crate::model::instance::InstanceStatus;
 use crate::model::status::Ownership;
 use crate::model::{ErrorKind, Invocation, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::store::{Fence, Store, StoreResult, TransitionOutcome};
@@ -30,11 +32,12 @@ pub(super) fn recovery_path(from: InvocationStatus) -> Vec<InvocationStatus> {
     vec![via, InvocationStatus::Rerouted]
 }
 
-/// One lost attempt for [`q::INSTANCE_END_LOST`].
+/// One lost attempt for [`q::INSTANCE_END_LOST`], with the message its instance ends with.
 #[derive(Serialize)]
 struct LostJson<'a> {
     id: &'a str,
     attempt: u32,
+    message: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -52,6 +55,61 @@ pub(super) struct MovableRow {
     pub(super) status: String,
     pub(super) attempts: i64,
     pub(super) owner_node: Option<String>,
+    /// Its attempt limit (its own, else its task's); read by the recovery statements only.
+    #[sqlx(default)]
+    pub(super) max_attempts: i64,
+    /// How many of its earlier attempts were lost with their node; recovery statements only.
+    #[sqlx(default)]
+    pub(super) lost_before: i64,
+}
+
+/// Why an attempt was lost, for its instance and, when it was the last, its invocation.
+pub(super) struct LostCause<'a> {
+    /// What happened to the attempt (`node `n1` restarted while it held the attempt`).
+    pub(super) what: &'a str,
+    /// Who recovers it (history and messages): the node itself at start, or the leader.
+    pub(super) by: &'a str,
+}
+
+/// Recovery of attempts lost with their node (a restart, the retirement of a dead node,
+/// `max_pending`, triage): each row goes back to the queue along [`recovery_path`], unless the
+/// lost attempt was its last (`attempts >= max_attempts`): then it ends `failed` with error
+/// kind `lost`, saying how many attempts were lost. Lost attempts count toward
+/// `max_attempts` as Jobmon's errored instances do, so a call that kills or stalls every node
+/// that runs it stops circulating.
+pub(super) fn lost_moves(rows: Vec<MovableRow>, cause: &LostCause<'_>) -> StoreResult<Vec<Transition>> {
+    let limits: HashMap<String, (i64, i64)> =
+        rows.iter().map(|r| (r.id.clone(), (r.max_attempts, r.lost_before))).collect();
+    let mut changes = moves(rows, cause.by, recovery_path)?;
+    for t in &mut changes {
+        let (Some(owner), Some(&(max, lost_before))) = (&t.owner, limits.get(&t.id)) else { continue };
+        if i64::from(owner.attempt) < max {
+            continue;
+        }
+        let lost = lost_before + 1;
+        let plural = if lost == 1 { "" } else { "s" };
+        t.path.pop();
+        t.path.push(InvocationStatus::Failed);
+        t.error = Some(TaskFailure::new(
+            ErrorKind::Lost,
+            format!(
+                "{lost} attempt{plural} lost with their node, and attempt {} was the last (max_attempts {max}); \
+                 the last: {}",
+                owner.attempt, cause.what
+            ),
+        ));
+    }
+    Ok(changes)
+}
+
+/// The message a lost attempt's instance ends with.
+fn lost_message(t: &Transition, cause: &LostCause<'_>) -> String {
+    let then = if t.to() == InvocationStatus::Failed {
+        "it was the last attempt: the invocation failed"
+    } else {
+        "the invocation was rerouted"
+    };
+    format!("attempt lost: {}; {then}", cause.what)
 }
 
 /// Transitions moving each row from its status, with its owner, along `path(from)`, by `node`.
@@ -236,16 +294,53 @@ fn instances_json<'a>(instances: impl Iterator<Item = &'a TaskInstance>) -> Stor
     to_json(&rows)
 }
 
-/// Records task instances ([`q::INSTANCE_INSERT`]) inside a transaction; none: no statement.
-async fn insert_instances(conn: impl Into<Conn<'_>>, records: &[&TaskInstance]) -> StoreResult<()> {
+/// The instance writes the instance table allows ([`InstanceStatus::writes_text`]), the text
+/// every instance write is matched against; computed once.
+pub(super) fn instance_writes() -> &'static str {
+    static WRITES: std::sync::LazyLock<String> = std::sync::LazyLock::new(InstanceStatus::writes_text);
+    &WRITES
+}
+
+/// Logs, in one line, the instance records of `sent` that were not written (`written`: the
+/// keys the statement returned): writes the instance table forbids (or of a final instance),
+/// ignored as untimely, as Jobmon does. `expected`: a late outcome, where that is normal
+/// (debug); otherwise the invocation moved and its instance could not follow (warn).
+fn log_untimely(sent: &[&TaskInstance], written: &HashSet<(String, i64)>, expected: bool) {
+    let untimely: Vec<String> = sent
+        .iter()
+        .filter(|r| !written.contains(&(r.invocation_id.clone(), i64::from(r.attempt))))
+        .map(|r| format!("{}#{} → {}", r.invocation_id, r.attempt, r.status))
+        .collect();
+    if untimely.is_empty() {
+        return;
+    }
+    let first: Vec<&String> = untimely.iter().take(5).collect();
+    if expected {
+        tracing::debug!(count = untimely.len(), writes = ?first, "untimely task instance writes ignored");
+    } else {
+        tracing::warn!(count = untimely.len(), writes = ?first, "untimely task instance writes ignored (the instance table forbids them)");
+    }
+}
+
+/// Records task instances ([`q::INSTANCE_INSERT`]) inside a transaction, each as far as the
+/// instance table allows; none: no statement. Returns the keys written.
+async fn insert_instances(
+    conn: impl Into<Conn<'_>>,
+    records: &[&TaskInstance],
+    late: bool,
+) -> StoreResult<HashSet<(String, i64)>> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let json = instances_json(records.iter().copied())?;
-    on_conn!(conn.into(), |c, d| {
-        sqlx::query(q::INSTANCE_INSERT.get(d)).bind(&json).execute(&mut *c).await?;
-    });
-    Ok(())
+    let rows: Vec<AppliedRow> = on_conn!(conn.into(), |c, d| sqlx::query_as(q::INSTANCE_INSERT.get(d))
+        .bind(&json)
+        .bind(instance_writes())
+        .fetch_all(&mut *c)
+        .await?);
+    let written: HashSet<(String, i64)> = rows.into_iter().map(|r| (r.id, r.attempts)).collect();
+    log_untimely(records, &written, late);
+    Ok(written)
 }
 
 /// The history JSON of the applied transitions of a pass ([`path_rows`], with the attempt and
@@ -307,43 +402,54 @@ pub(super) async fn apply_moves(conn: impl Into<Conn<'_>>, changes: &[Transition
     transition_pass(conn, &refs).await
 }
 
-/// Inside a transaction that rerouted `changes` (owned transitions; `applied` the positions
-/// that applied), ends the live instances of the attempts they took away with message `why`
-/// ([`q::INSTANCE_END_LOST`]): the instances then say how each lost attempt ended, instead of
-/// staying live until triage blames a missing heartbeat.
+/// Inside a transaction that took back `changes` ([`lost_moves`]; `applied` the positions that
+/// applied), ends the live instances of the attempts they took away, with error kind `lost`
+/// and a message from `cause` ([`q::INSTANCE_END_LOST`]): the instances then say how each
+/// lost attempt ended, instead of staying live until triage blames a missing heartbeat.
 pub(super) async fn end_lost(
     conn: impl Into<Conn<'_>>,
     changes: &[Transition],
     applied: &[usize],
-    why: &str,
+    cause: &LostCause<'_>,
 ) -> StoreResult<()> {
     let lost: Vec<LostJson<'_>> = applied
         .iter()
         .filter_map(|&i| changes.get(i))
-        .filter_map(|t| t.owner.as_ref().map(|o| LostJson { id: &t.id, attempt: o.attempt }))
+        .filter_map(|t| {
+            t.owner.as_ref().map(|o| LostJson { id: &t.id, attempt: o.attempt, message: lost_message(t, cause) })
+        })
         .collect();
     if lost.is_empty() {
         return Ok(());
     }
     let json = to_json(&lost)?;
     on_conn!(conn.into(), |c, d| {
-        sqlx::query(q::INSTANCE_END_LOST.get(d)).bind(&json).bind(why).execute(&mut *c).await?;
+        let ended = sqlx::query(q::INSTANCE_END_LOST.get(d))
+            .bind(&json)
+            .bind(instance_writes())
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        if ended < lost.len() as u64 {
+            tracing::debug!(lost = lost.len(), ended, "lost attempts whose instance was final or not live: left alone");
+        }
     });
     Ok(())
 }
 
-/// Inside a transaction, reroutes every invocation `node` owns in an owned status
-/// ([`recovery_path`]), with history written by `by`, and ends the live instances of the
-/// attempts lost so with the message `why` ([`end_lost`]). Returns how many moved.
-async fn reroute_owned(conn: impl Into<Conn<'_>>, node: &str, by: &str, why: &str) -> StoreResult<usize> {
+/// Inside a transaction, takes back every invocation `node` owns in an owned status
+/// ([`lost_moves`]: rerouted, or failed if it was its last attempt), with history written by
+/// `cause.by`, and ends the live instances of the attempts lost so ([`end_lost`]). Returns how
+/// many moved.
+async fn reroute_owned(conn: impl Into<Conn<'_>>, node: &str, cause: &LostCause<'_>) -> StoreResult<usize> {
     let mut conn = conn.into();
     let owned: Vec<MovableRow> = on_conn!(&mut conn, |c, d| sqlx::query_as(q::INVOCATION_OWNED_BY.get(d))
         .bind(node)
         .fetch_all(&mut **c)
         .await?);
-    let changes = moves(owned, by, recovery_path)?;
+    let changes = lost_moves(owned, cause)?;
     let applied = apply_moves(&mut conn, &changes).await?;
-    end_lost(&mut conn, &changes, &applied, why).await?;
+    end_lost(&mut conn, &changes, &applied, cause).await?;
     Ok(applied.len())
 }
 
@@ -433,9 +539,17 @@ impl SqlStore {
                     .bind(transition_json(&refs)?)
                     .bind(tx_marker())
                     .bind(path_history_json(&refs)?)
-                    .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?);
+                    .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?)
+                    .bind(instance_writes());
                 let rows: Vec<AppliedRow> = one_trip(write, query).await?;
-                applied_positions(&refs, &rows)?.into_iter().map(|p| pass[p]).collect()
+                // The instances written come back beside the applied transitions, marked by
+                // an `updated_at` of -1 (see `instance_insert!`).
+                let (written, rows): (Vec<AppliedRow>, Vec<AppliedRow>) =
+                    rows.into_iter().partition(|r| r.updated_at == -1);
+                let positions = applied_positions(&refs, &rows)?;
+                let written: HashSet<(String, i64)> = written.into_iter().map(|r| (r.id, r.attempts)).collect();
+                log_untimely(&instance_records(positions.iter().map(|&p| refs[p])), &written, false);
+                positions.into_iter().map(|p| pass[p]).collect()
             }
             _ => in_tx!(self, Commit::durable_if(durable), &mut ambiguous, |tx, d| {
                 let _ = d;
@@ -445,7 +559,7 @@ impl SqlStore {
                     let positions = transition_pass(&mut *tx, &refs).await?;
                     applied.extend(positions.into_iter().map(|p| pass[p]));
                 }
-                insert_instances(&mut *tx, &instance_records(applied.iter().map(|&i| &changes[i]))).await?;
+                insert_instances(&mut *tx, &instance_records(applied.iter().map(|&i| &changes[i])), false).await?;
                 applied
             }),
         };
@@ -486,14 +600,16 @@ impl SqlStore {
 
 impl SqlStore {
     /// Records the outcomes of attempts whose transition was refused (the invocation was final
-    /// or taken away meanwhile): the instance ends `error_fatal` (an interrupted one
-    /// `kill_self`) without touching the invocation; an instance already final is left alone.
+    /// or taken away meanwhile): the instance ends `error_fatal` ("late outcome discarded"; an
+    /// interrupted one keeps its `cancelled` error) without touching the invocation, where the
+    /// instance table allows it; an instance already final, or one triage gave up on, is left
+    /// alone (an untimely write).
     async fn record_late_outcomes<'a>(&self, records: impl Iterator<Item = &'a TaskInstance>) -> StoreResult<()> {
         let late: Vec<TaskInstance> = records
             .filter(|r| r.report_window_ms.is_none())
             .map(|r| {
                 let mut r = r.clone();
-                if r.status != crate::model::instance::InstanceStatus::KillSelf {
+                if r.error.as_ref().is_none_or(|e| e.kind != ErrorKind::Cancelled) {
                     let was = r.error.as_ref().map_or_else(|| "a result".to_string(), |e| e.to_string());
                     r.error = Some(TaskFailure::new(
                         ErrorKind::Fatal,
@@ -511,7 +627,7 @@ impl SqlStore {
         let records: Vec<&TaskInstance> = late.iter().collect();
         in_tx!(self, |tx, d| {
             let _ = d;
-            insert_instances(&mut *tx, &records).await?;
+            insert_instances(&mut *tx, &records, true).await?;
         });
         Ok(())
     }
@@ -533,6 +649,7 @@ pub(super) async fn transition_signal(
             sqlx::query_as(sql::instances::INSTANCE_SIGNAL.get(d))
                 .bind(&change.id)
                 .bind(signal)
+                .bind(instance_writes())
                 .fetch_optional(&mut *tx)
                 .await?
         } else {
@@ -550,23 +667,22 @@ pub(super) async fn transition_signal(
 
 /// Reroutes what `node` owned in its previous life ([`Store::invocation_recover_node`]).
 pub(super) async fn recover_node(store: &SqlStore, node: &str) -> StoreResult<u64> {
-    let why = format!("attempt lost: node `{node}` restarted while it held this attempt; the invocation was rerouted");
+    let what = format!("node `{node}` restarted while it held the attempt");
+    let cause = LostCause { what: &what, by: node };
     let recovered = in_tx!(store, |tx, d| {
         let _ = d;
-        reroute_owned(&mut *tx, node, node, &why).await?
+        reroute_owned(&mut *tx, node, &cause).await?
     });
     Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
 }
 
 /// The leader retires a dead node ([`Store::node_retire`]).
 pub(super) async fn retire_node(store: &SqlStore, node: &str, fence: &Fence) -> StoreResult<u64> {
-    let why = format!(
-        "attempt lost: node `{node}` stopped heartbeating and was retired by the leader `{}`; the invocation was rerouted",
-        fence.node
-    );
+    let what = format!("node `{node}` stopped heartbeating and was retired by the leader `{}`", fence.node);
+    let cause = LostCause { what: &what, by: &fence.node };
     let recovered = in_tx!(store, |tx, d| {
         check_fence(&mut *tx, fence).await?;
-        let n = reroute_owned(&mut *tx, node, &fence.node, &why).await?;
+        let n = reroute_owned(&mut *tx, node, &cause).await?;
         sqlx::query(sql::coord::NODE_LEAVE.get(d)).bind(node).execute(&mut *tx).await?;
         n
     });
@@ -580,10 +696,11 @@ pub(super) async fn recover_pending(
     older_than_ms: i64,
     limit: u32,
 ) -> StoreResult<u64> {
-    let why = format!(
-        "attempt lost: claimed but not started within max_pending ({older_than_ms} ms); the leader `{}` rerouted the invocation",
+    let what = format!(
+        "claimed but not started within max_pending ({older_than_ms} ms); the leader `{}` took it back",
         fence.node
     );
+    let cause = LostCause { what: &what, by: &fence.node };
     let moved = in_tx!(store, |tx, d| {
         check_fence(&mut *tx, fence).await?;
         let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))
@@ -591,9 +708,9 @@ pub(super) async fn recover_pending(
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
-        let changes = moves(rows, &fence.node, recovery_path)?;
+        let changes = lost_moves(rows, &cause)?;
         let applied = apply_moves(&mut *tx, &changes).await?;
-        end_lost(&mut *tx, &changes, &applied, &why).await?;
+        end_lost(&mut *tx, &changes, &applied, &cause).await?;
         applied.len()
     });
     Ok(u64::try_from(moved).unwrap_or(u64::MAX))

@@ -168,6 +168,7 @@ async fn drops_follow_the_policy_in_force(h: Harness) {
     let dropped = store.invocation_drop_blocked(&leader, &listed, 10).await.expect("drop");
     assert_eq!(dropped, vec![id(1), id(2)]);
     assert_eq!(get(store, &id(1)).await.status, ConcurrencyControlledFinal);
+    assert_eq!(statuses(store, &id(1)).await, vec![Registered, ConcurrencyControlled, ConcurrencyControlledFinal]);
     assert_eq!(get(store, &id(0)).await.status, Pending, "the holder is untouched");
 }
 

@@ -6,6 +6,8 @@ use super::*;
 conformance!(
     instances_are_live_rows_with_heartbeats_and_triage,
     one_heartbeat_statement_whatever_the_number_of_instances,
+    every_instance_write_is_a_compare_and_swap_on_the_table,
+    a_kill_is_requested_then_the_attempt_ends,
 );
 
 async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
@@ -70,12 +72,15 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     assert_eq!(get(store, &id(4)).await.status, Rerouted);
     assert_eq!(instance(store, &id(0)).await.status.as_str(), "triaging");
     assert_eq!(get(store, &id(0)).await.status, Running, "triaging does not touch the invocation");
+    // 1 was cancelled (a kill requested, `kill_self`) and its node went silent: given up.
+    assert_eq!(instance(store, &id(1)).await.status.as_str(), "unknown_error");
+    assert_eq!(get(store, &id(1)).await.status, Cancelled, "as the user left it");
     // Applying the same decisions again changes nothing (compare-and-swap on status + deadline).
     assert_eq!(store.instance_triage_apply(&decisions, &leader).await.expect("again").0, 0);
 
     // A heartbeat in time brings triaging back to running; no_heartbeat is not revived.
     let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
-    assert_eq!(beat.len(), 4, "ids 0-3 (4 is no_heartbeat)");
+    assert_eq!(beat.len(), 3, "ids 0, 2, 3 (1 is given up, 4 is no_heartbeat)");
     assert_eq!(instance(store, &id(0)).await.status.as_str(), "running");
 
     // Id 2 ends in time; nothing more is heard of 0, 1, 3: two passes give them up.
@@ -191,4 +196,94 @@ async fn one_heartbeat_statement_whatever_the_number_of_instances(h: Harness) {
         per_size.push(statement_count::heartbeats() - before);
     }
     assert_eq!(per_size, vec![1, 1], "statements per heartbeat for 1 and 500 instances");
+}
+
+/// Every instance write the store makes with an attempt's transition is a compare-and-swap on
+/// the instance table: for every pair of statuses, an instance in the first receives a record
+/// of the second; it moves exactly when `InstanceStatus::may_write` allows it, and is left as
+/// it was otherwise (an untimely write, ignored), while the invocation's own change applies.
+async fn every_instance_write_is_a_compare_and_swap_on_the_table(h: Harness) {
+    use crate::model::instance::InstanceStatus;
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    let all = InstanceStatus::ALL;
+    let pairs: Vec<(InstanceStatus, InstanceStatus)> =
+        all.iter().flat_map(|from| all.iter().map(move |to| (*from, *to))).collect();
+    store.invocation_insert_batch(&calls(0..pairs.len(), "t")).await.expect("insert");
+    let f = ClaimFilter::default();
+    let claimed = store.invocation_claim_reporting("n1", pairs.len() as u32, 60_000, &f).await.expect("claim");
+    assert_eq!(claimed.len(), pairs.len());
+    // Put each instance in its `from` status behind the store's back (final ones not live).
+    for (from_index, from) in all.iter().enumerate() {
+        let ids: Vec<String> = (0..all.len()).map(|k| format!("'{}'", id(from_index * all.len() + k))).collect();
+        let report_by = if from.is_final() { "NULL" } else { "report_by" };
+        h.exec_raw_owned(format!(
+            "UPDATE task_instances SET status = '{from}', report_by = {report_by} WHERE invocation_id IN ({})",
+            ids.join(", ")
+        ))
+        .await;
+    }
+    let changes: Vec<Transition> = pairs
+        .iter()
+        .enumerate()
+        .map(|(n, (_, to))| {
+            let mut t = tr(&id(n), Pending, Some(("n1", 1)), &[Running]);
+            let window = (!to.is_final()).then_some(60_000);
+            t.instance = Some(Box::new(instance_of(&id(n), 1, "n1", to.as_str(), window)));
+            t
+        })
+        .collect();
+    let out = store.invocation_transition_batch(&changes).await.expect("one batch");
+    assert_eq!(out, vec![Applied; pairs.len()], "the invocations move whatever their instances do");
+    let mut wrong = Vec::new();
+    for (n, (from, to)) in pairs.iter().enumerate() {
+        let now = instance(store, &id(n)).await.status;
+        let want = if from.may_write(*to) { *to } else { *from };
+        if now != want {
+            wrong.push(format!("{from} → {to}: {now}, want {want}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // The table allows some writes and forbids others: the test saw both.
+    assert!(pairs.iter().any(|(a, b)| a.may_write(*b)) && pairs.iter().any(|(a, b)| !a.may_write(*b)));
+}
+
+/// A cancel sent through another node requests a kill: the live instance goes `kill_self` in
+/// the cancel's transaction, and the attempt's real end follows (`error_fatal`, its outcome
+/// discarded as late); a kill requested of a node that then dies ends `unknown_error`.
+async fn a_kill_is_requested_then_the_attempt_ends(h: Harness) {
+    use crate::model::instance::{InstanceStatus, triage};
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..2, "t")).await.expect("insert");
+    let f = ClaimFilter::default();
+    assert_eq!(store.invocation_claim_reporting("n1", 2, 5_000, &f).await.expect("claim").len(), 2);
+    for n in 0..2 {
+        let mut running = tr(&id(n), Pending, Some(("n1", 1)), &[Running]);
+        running.instance = Some(Box::new(instance_of(&id(n), 1, "n1", "running", Some(5_000))));
+        assert_eq!(store.invocation_transition_batch(&[running]).await.expect("running"), vec![Applied]);
+        let mut cancel = tr(&id(n), Running, Some(("n1", 1)), &[Cancelled]);
+        cancel.node = "n2".into();
+        assert_eq!(store.invocation_transition_signal(&cancel, "cancel").await.expect("cancel").0, Applied);
+        assert_eq!(instance(store, &id(n)).await.status, InstanceStatus::KillSelf, "a kill requested");
+    }
+    // The heartbeat keeps a kill_self instance alive and carries the signal.
+    let held: Vec<(String, u32)> = (0..2).map(|n| (id(n), 1)).collect();
+    assert_eq!(store.instance_heartbeat("n1", &held, 5_000).await.expect("heartbeat").len(), 2);
+    // 0: the guest is interrupted; its outcome is refused (cancelled) and ends the instance.
+    let mut end = tr(&id(0), Running, Some(("n1", 1)), &[Cancelled]);
+    end.error = Some(TaskFailure::new(ErrorKind::Cancelled, "interrupted"));
+    let mut record = instance_of(&id(0), 1, "n1", "error_fatal", None);
+    record.error = end.error.clone();
+    end.instance = Some(Box::new(record));
+    assert_ne!(store.invocation_transition_batch(&[end]).await.expect("late")[0], Applied);
+    let i = instance(store, &id(0)).await;
+    assert_eq!((i.status, i.error.map(|e| e.kind)), (InstanceStatus::ErrorFatal, Some(ErrorKind::Cancelled)));
+    // 1: its node goes silent: triage ends the kill_self instance `unknown_error`.
+    let now = store.now().await.expect("now") + 120_000;
+    let decisions = triage(&store.instance_overdue(now, 100).await.expect("overdue"), now, 5_000);
+    let leader = lead(store, "n9").await;
+    store.instance_triage_apply(&decisions, &leader).await.expect("triage");
+    assert_eq!(instance(store, &id(1)).await.status, InstanceStatus::UnknownError);
+    assert_eq!(get(store, &id(1)).await.status, Cancelled, "the invocation stays as the user left it");
 }

@@ -10,6 +10,7 @@ conformance!(
     list_and_count,
     get_many_and_history,
     corrupt_rows_are_errors,
+    blocked_calls_say_why_and_are_recorded_once,
 );
 
 async fn insert_batch(h: Harness) {
@@ -245,4 +246,53 @@ async fn corrupt_rows_are_errors(h: Harness) {
     assert!(matches!(store.invocation_get("bad").await, Err(StoreError::Corrupt(_))));
     h.exec_raw("UPDATE tasks SET running_concurrency = 'sometimes'").await;
     assert!(matches!(store.task_get("t").await, Err(StoreError::Corrupt(_))));
+}
+
+/// A call held back by running concurrency says why (the holder of its scope and the policy),
+/// and the claim that first holds it back records `concurrency_controlled` in its history,
+/// once, whatever the number of later claims; it stays runnable and runs when the scope is free.
+async fn blocked_calls_say_why_and_are_recorded_once(h: Harness) {
+    use crate::model::{Concurrency, Waiting};
+    let store = &*h.store;
+    let mut def = TaskDef::sample("t");
+    def.running_concurrency = Concurrency::Task;
+    store.component_put("comp", "digest", b"\0asm", &[def]).await.expect("component_put");
+    let mut batch = calls(0..3, "t");
+    for c in &mut batch {
+        c.run_scope = Some("t:scope".into());
+    }
+    store.invocation_insert_batch(&batch).await.expect("insert");
+    assert_eq!(store.invocation_waiting(&id(1)).await.expect("waiting"), None, "nothing holds the scope yet");
+    let cc = || h.count_raw("SELECT COUNT(*) FROM invocation_history WHERE status = 'concurrency_controlled'");
+    // n1 takes 0; 1 and 2 are held back behind it, recorded by that claim.
+    let claimed = store.invocation_claim("n1", 10).await.expect("claim");
+    assert_eq!(ids_of_claimed(&claimed), vec![id(0)]);
+    let waiting = store.invocation_waiting(&id(1)).await.expect("waiting").expect("held back");
+    assert_eq!(
+        (waiting.reason.as_str(), waiting.policy, waiting.held_by.as_str()),
+        ("running_concurrency", Concurrency::Task, id(0).as_str())
+    );
+    assert!(waiting.since.is_some(), "{waiting:?}");
+    assert_eq!(statuses(store, &id(1)).await, vec![Registered, ConcurrencyControlled]);
+    assert_eq!(get(store, &id(1)).await.status, Registered, "it stays runnable");
+    assert_eq!(store.invocation_waiting(&id(0)).await.expect("waiting"), None, "the holder does not wait");
+    // Later claims find nothing and record nothing again.
+    for _ in 0..3 {
+        assert!(store.invocation_claim("n2", 10).await.expect("claim").is_empty());
+    }
+    assert_eq!(cc().await, 2);
+    // 0 ends: 1 runs next; 2 waits behind 1, recorded once all the same.
+    let mut done = tr(&id(0), Pending, Some(("n1", 1)), &[Running, Success]);
+    done.result = Some("1".into());
+    assert_eq!(store.invocation_transition_batch(&[done]).await.expect("done"), vec![Applied]);
+    assert_eq!(ids_of_claimed(&store.invocation_claim("n1", 10).await.expect("claim")), vec![id(1)]);
+    assert_eq!(statuses(store, &id(1)).await, vec![Registered, ConcurrencyControlled, Pending]);
+    let waiting: Option<Waiting> = store.invocation_waiting(&id(2)).await.expect("waiting");
+    assert_eq!(waiting.map(|w| w.held_by), Some(id(1)));
+    assert_eq!(cc().await, 2);
+    assert_eq!(store.invocation_waiting(&id(1)).await.expect("waiting"), None, "a claimed call does not wait");
+}
+
+fn ids_of_claimed(claimed: &[Claimed]) -> Vec<String> {
+    claimed.iter().map(|c| c.id.clone()).collect()
 }

@@ -148,6 +148,22 @@ impl Harness {
         }
     }
 
+    /// Runs raw SQL built at run time (valid in both dialects) behind the store's back.
+    async fn exec_raw_owned(&self, sql: String) {
+        match &self.target {
+            Target::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new().filename(path).connect().await.expect("raw connect");
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await.expect("raw sql");
+                let _ = conn.close().await;
+            }
+            Target::Postgres { db, .. } => {
+                let mut conn = db.options().connect().await.expect("raw connect");
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await.expect("raw sql");
+                let _ = conn.close().await;
+            }
+        }
+    }
+
     /// The `PRAGMA synchronous` of the store's SQLite writer (`None` on PostgreSQL).
     async fn writer_synchronous(&self) -> Option<i64> {
         match &self.target {

@@ -11,6 +11,7 @@ conformance!(
     failed_writes_leave_nothing_behind,
     one_attempt_moved_twice_in_one_batch_keeps_its_last_instance,
     lost_attempts_end_their_instances_when_rerouted,
+    lost_attempts_count_toward_max_attempts,
     a_retried_write_that_was_stored_counts_as_applied,
 );
 
@@ -416,4 +417,85 @@ async fn a_retried_write_that_was_stored_counts_as_applied(h: Harness) {
     theirs.result = Some("2".into());
     assert_eq!(sql.transition_batch(&[theirs], true).await.expect("theirs"), vec![LostRace]);
     assert_eq!(statuses(store, &id(0)).await.iter().filter(|s| **s == Success).count(), 1);
+}
+
+/// Every recovery counts the attempt it takes back: a restart, the retirement of a dead node,
+/// `max_pending` and triage reroute an invocation while it has attempts left, and fail it
+/// (error kind `lost`, saying how many were lost) when the lost attempt was its last, in the
+/// same transaction; each lost attempt's instance says so.
+async fn lost_attempts_count_toward_max_attempts(h: Harness) {
+    use crate::model::instance::triage;
+    let store = &*h.store;
+    setup(store, &["t"]).await; // max_attempts 3
+    let mut one = call(1, "t");
+    one.max_attempts = Some(1);
+    let mut two = call(2, "t");
+    two.max_attempts = Some(1);
+    store.invocation_insert_batch(&[call(0, "t"), one, two]).await.expect("insert");
+    let f = ClaimFilter::default();
+    let leader = lead(store, "n9").await;
+    let lost_kinds = |id: String| async move {
+        let all = store.instance_list(&id).await.expect("instances");
+        all.iter().map(|i| i.error.as_ref().map(|e| e.kind)).collect::<Vec<_>>()
+    };
+
+    // Attempt 1 of each is claimed by n1, which restarts: 0 has attempts left, 1 does not.
+    assert_eq!(store.invocation_claim_reporting("n1", 2, 60_000, &f).await.expect("claim").len(), 2);
+    assert_eq!(store.invocation_recover_node("n1").await.expect("recover"), 2);
+    assert_eq!(get(store, &id(0)).await.status, Rerouted);
+    let failed = get(store, &id(1)).await;
+    assert_eq!((failed.status, failed.owner.as_deref(), failed.attempts), (Failed, None, 1));
+    let error = failed.error.expect("an error");
+    assert_eq!(error.kind, ErrorKind::Lost);
+    assert!(error.message.starts_with("1 attempt lost") && error.message.contains("`n1` restarted"), "{error:?}");
+    let tail = |s: Vec<InvocationStatus>| s[s.len() - 2..].to_vec();
+    assert_eq!(tail(statuses(store, &id(1)).await), vec![PendingRecovery, Failed]);
+    let i = instance(store, &id(1)).await;
+    assert_eq!((i.status.as_str(), i.error.as_ref().map(|e| e.kind)), ("error", Some(ErrorKind::Lost)));
+    assert!(i.error.as_ref().is_some_and(|e| e.message.contains("the invocation failed")), "{i:?}");
+
+    // Attempt 2 of 0 runs on n2, which dies and is retired: rerouted.
+    let c = store.invocation_claim_reporting("n2", 1, 60_000, &f).await.expect("claim");
+    assert_eq!(c.iter().map(|c| (c.id.clone(), c.attempt)).collect::<Vec<_>>(), vec![(id(0), 2)]);
+    let mut running = tr(&id(0), Pending, Some(("n2", 2)), &[Running]);
+    running.instance = Some(Box::new(instance_of(&id(0), 2, "n2", "running", Some(60_000))));
+    assert_eq!(store.invocation_transition_batch(&[running]).await.expect("running"), vec![Applied]);
+    store.node_register("n2", &[], 1).await.expect("register");
+    assert_eq!(store.node_retire("n2", &leader).await.expect("retire"), 1);
+    assert_eq!(get(store, &id(0)).await.status, Rerouted);
+    // Attempt 3, its last, is claimed by n3 and never started: `max_pending` fails it.
+    let c = store.invocation_claim_reporting("n3", 1, 60_000, &f).await.expect("claim");
+    assert_eq!(c.iter().map(|c| (c.id.clone(), c.attempt)).collect::<Vec<_>>(), vec![(id(0), 3)]);
+    assert_eq!(store.invocation_recover_pending(&leader, -60_000, 10).await.expect("max_pending"), 1);
+    let failed = get(store, &id(0)).await;
+    assert_eq!((failed.status, failed.attempts), (Failed, 3));
+    let error = failed.error.expect("an error");
+    assert_eq!(error.kind, ErrorKind::Lost);
+    assert!(error.message.starts_with("3 attempts lost") && error.message.contains("max_pending"), "{error:?}");
+    assert_eq!(lost_kinds(id(0)).await, vec![Some(ErrorKind::Lost); 3], "each attempt has its instance");
+    let i = store.instance_list(&id(0)).await.expect("instances");
+    assert_eq!(i.iter().map(|i| i.status.as_str()).collect::<Vec<_>>(), ["error", "unknown_error", "error"]);
+
+    // Triage: 2 (max_attempts 1) runs on n4, which stops reporting: given up, failed.
+    let c = store.invocation_claim_reporting("n4", 1, 5_000, &f).await.expect("claim");
+    assert_eq!(c.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(2)]);
+    let mut running = tr(&id(2), Pending, Some(("n4", 1)), &[Running]);
+    running.instance = Some(Box::new(instance_of(&id(2), 1, "n4", "running", Some(5_000))));
+    assert_eq!(store.invocation_transition_batch(&[running]).await.expect("running"), vec![Applied]);
+    let mut now = store.now().await.expect("now") + 120_000;
+    let mut failed_by_triage = Vec::new();
+    for _ in 0..2 {
+        let decisions = triage(&store.instance_overdue(now, 100).await.expect("overdue"), now, 5_000);
+        failed_by_triage.extend(store.instance_triage_apply(&decisions, &leader).await.expect("triage").1);
+        now += 120_000;
+    }
+    assert_eq!(failed_by_triage, vec![id(2)]);
+    let failed = get(store, &id(2)).await;
+    assert_eq!(failed.status, Failed);
+    assert_eq!(failed.error.as_ref().map(|e| e.kind), Some(ErrorKind::Lost), "{failed:?}");
+    assert_eq!(tail(statuses(store, &id(2)).await), vec![RunningRecovery, Failed]);
+    let i = instance(store, &id(2)).await;
+    assert_eq!((i.status.as_str(), i.error.map(|e| e.kind)), ("unknown_error", Some(ErrorKind::Lost)));
+    // Nothing failed is claimed again.
+    assert!(store.invocation_claim_reporting("n5", 10, 60_000, &f).await.expect("claim").is_empty());
 }
