@@ -26,6 +26,7 @@ mod lock_order;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+mod write_gate;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

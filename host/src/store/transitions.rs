@@ -15,6 +15,7 @@ use super::{
 };
 use crate::model::status::Ownership;
 use crate::model::{ErrorKind, Invocation, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
+use crate::store::write_gate::Lane;
 use crate::store::{Fence, Store, StoreResult, TransitionOutcome};
 
 use sql::transitions as q;
@@ -425,7 +426,7 @@ impl SqlStore {
         let mut ambiguous = assume_retried;
         let applied: Vec<usize> = match (&self.pools, passes.as_slice()) {
             // The usual batch, one pass, on SQLite: one script.
-            (Pools::Sqlite { write, .. }, [pass]) => {
+            (Pools::Sqlite { write, gate, .. }, [pass]) => {
                 let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
                 let script =
                     if durable { q::INVOCATION_TRANSITION_ONE_TRIP } else { q::INVOCATION_TRANSITION_ONE_TRIP_RELAXED };
@@ -434,7 +435,7 @@ impl SqlStore {
                     .bind(tx_marker())
                     .bind(path_history_json(&refs)?)
                     .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?);
-                let rows: Vec<AppliedRow> = one_trip(write, query).await?;
+                let rows: Vec<AppliedRow> = one_trip(write, gate, Lane::Background, query).await?;
                 applied_positions(&refs, &rows)?.into_iter().map(|p| pass[p]).collect()
             }
             _ => in_tx!(self, Commit::durable_if(durable), &mut ambiguous, |tx, d| {
