@@ -80,6 +80,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{PgConnection, PgPool, Sqlite, SqliteConnection, SqlitePool};
 
 use super::sql::{self, Sql};
+use super::write_gate::{Lane, WriteGate};
 use super::{ClaimFilter, Fence, HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
 use crate::model::instance::{Overdue, Triage};
 use crate::model::{
@@ -118,6 +119,8 @@ pub(super) enum Pools {
         read: SqlitePool,
         /// The single writer connection.
         write: SqlitePool,
+        /// The order in which writes get it: routings first (see `write_gate.rs`).
+        gate: WriteGate,
     },
     /// PostgreSQL: one pool for everything.
     Postgres(PgPool),
@@ -245,10 +248,13 @@ pub(super) type Scope<'t, 'e> = &'t &'e ();
 /// if that fails the writer is closed rather than handed back relaxed.
 pub(super) async fn sqlite_write<'e, T>(
     write: &SqlitePool,
+    gate: &WriteGate,
     commit: Commit,
     body: impl for<'t> FnOnce(&'t mut SqliteConnection, Scope<'t, 'e>) -> BoxFuture<'t, StoreResult<T>>,
 ) -> StoreResult<T> {
     let scope: &'e () = &();
+    // Declared before the connection, so dropped after it is back in the pool.
+    let _pass = gate.enter(Lane::Background).await;
     let mut conn = write.acquire().await?;
     let relaxed = commit == Commit::Relaxed;
     if relaxed {
@@ -328,8 +334,8 @@ macro_rules! in_tx {
     };
     ($self:ident, $commit:expr, $ambiguous:expr, |$tx:ident, $d:ident| $body:expr) => {
         match &$self.pools {
-            Pools::Sqlite { write, .. } => {
-                $crate::store::engine::sqlite_write(write, $commit, |$tx, _| {
+            Pools::Sqlite { write, gate, .. } => {
+                $crate::store::engine::sqlite_write(write, gate, $commit, |$tx, _| {
                     $crate::store::engine::tx_body(async {
                         let $d = Dialect::Sqlite;
                         Ok::<_, $crate::store::StoreError>($body)
@@ -514,10 +520,17 @@ impl Drop for Writer {
 /// single round trip and returns the rows of its statements. If it fails, the transaction is
 /// rolled back and `synchronous` set back to `FULL` before the writer returns to the pool; if
 /// that does not work, the writer is closed.
-async fn one_trip<R>(write: &SqlitePool, query: QueryAs<'_, Sqlite, R, SqliteArguments>) -> Result<Vec<R>, sqlx::Error>
+async fn one_trip<R>(
+    write: &SqlitePool,
+    gate: &WriteGate,
+    lane: Lane,
+    query: QueryAs<'_, Sqlite, R, SqliteArguments>,
+) -> Result<Vec<R>, sqlx::Error>
 where
     R: Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow>,
 {
+    // Declared before the writer, so dropped after it is back in the pool.
+    let _pass = gate.enter(lane).await;
     let mut writer = Writer { conn: write.acquire().await?, settled: false };
     let result = query.fetch_all(&mut *writer.conn).await;
     if result.is_err() {

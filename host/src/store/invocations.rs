@@ -13,6 +13,7 @@ use super::{
     parse_status, pg_write, sql, stored_failure, to_json, to_u32, tx_body, tx_marker,
 };
 use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Waiting};
+use crate::store::write_gate::Lane;
 use crate::store::{ClaimFilter, Fence, StatusCount, Store, StoreError, StoreResult};
 
 use sql::invocations as q;
@@ -242,8 +243,11 @@ pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> S
     }
     let json = insert_json(calls)?;
     let rows: Vec<InvocationRow> = match &store.pools {
-        Pools::Sqlite { read, write } => {
-            match one_trip(write, sqlx::query_as(q::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str())).await {
+        Pools::Sqlite { read, write, gate } => {
+            // A client waits for this answer: the urgent lane (see `write_gate.rs`).
+            match one_trip(write, gate, Lane::Urgent, sqlx::query_as(q::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str()))
+                .await
+            {
                 Ok(rows) => rows,
                 // The script's insert fails on a call of an unknown task (see `sql_invocations.rs`).
                 Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
@@ -283,7 +287,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
     }
     // A claim reports nothing to a client and is redone after a crash: relaxed commit.
     let mut rows: Vec<ClaimedRow> = match &store.pools {
-        Pools::Sqlite { write, .. } => {
+        Pools::Sqlite { write, gate, .. } => {
             let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
             let script = sqlx::query_as(q::INVOCATION_CLAIM_ONE_TRIP)
                 .bind(node)
@@ -292,7 +296,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
                 .bind(report_window_ms)
                 .bind(&excluded)
                 .bind(&pinned_here);
-            one_trip(write, script).await?
+            one_trip(write, gate, Lane::Background, script).await?
         }
         Pools::Postgres(pool) => {
             pg_write(pool, Commit::Relaxed, "invocation claim", &mut false, |tx, _| tx_body(claim_postgres(tx, claim)))

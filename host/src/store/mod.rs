@@ -26,6 +26,7 @@ mod lock_order;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+mod write_gate;
 
 pub use engine::ChangeListener;
 pub use postgres::PgStore;
@@ -375,7 +376,12 @@ pub struct StepOutcome {
 impl StepOutcome {
     /// Whether the step changed any node.
     pub fn changed(&self) -> bool {
-        self.synced + self.readied + self.blocked + self.unstartable + self.started.len() > 0
+        self.moved() > 0
+    }
+
+    /// How many node status changes the step made.
+    pub fn moved(&self) -> usize {
+        self.synced + self.readied + self.blocked + self.unstartable + self.started.len()
     }
 }
 
@@ -420,6 +426,12 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// paused or failed fast, blocks everything downstream of failed nodes, and recomputes
     /// the workflow's status when anything changed.
     async fn workflow_step(&self, id: &str, starts: &[NodeStart]) -> StoreResult<StepOutcome>;
+
+    /// Housekeeping after many node changes (the scheduler calls it): on PostgreSQL a
+    /// `VACUUM (SKIP_LOCKED)` of the node table, whose status index otherwise fills with the
+    /// dead entries every status change leaves (each later read of a status walks them) when
+    /// autovacuum is off or slow; nothing on SQLite, which updates index entries in place.
+    async fn workflow_tidy(&self) -> StoreResult<()>;
 
     /// Pauses: nothing new starts (status `halted`). A final workflow is a `Conflict`.
     async fn workflow_pause(&self, id: &str) -> StoreResult<WorkflowInfo>;

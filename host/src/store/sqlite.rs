@@ -49,6 +49,6 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.pragma("query_only", "ON"))
             .await?;
-        Ok(SqlStore::new(Pools::Sqlite { read, write }))
+        Ok(SqlStore::new(Pools::Sqlite { read, write, gate: Default::default() }))
     }
 }

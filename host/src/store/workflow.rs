@@ -369,7 +369,11 @@ impl WorkflowStore for SqlStore {
     }
 
     async fn workflow_step(&self, id: &str, starts: &[NodeStart]) -> StoreResult<StepOutcome> {
-        let out = in_tx!(self, |tx, d| {
+        // A step reports nothing to a client and is derived from what is stored: a crash can
+        // only lose it whole (the nodes are then still `ready` and start again), and the next
+        // durable commit (its invocations' claim, outcome) makes it durable. Not waiting for
+        // the disk keeps its hold of SQLite's one writer short.
+        let out = in_tx!(self, super::Commit::Relaxed, &mut false, |tx, d| {
             let row: Option<WorkflowRow> =
                 sqlx::query_as(q::WORKFLOW_LOCK.get(d)).bind(id).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { return Ok(StepOutcome::default()) };
@@ -447,6 +451,16 @@ impl WorkflowStore for SqlStore {
             out
         });
         Ok(out)
+    }
+
+    async fn workflow_tidy(&self) -> StoreResult<()> {
+        if let Pools::Postgres(pool) = &self.pools {
+            // VACUUM runs outside a transaction block: the simple protocol, one statement each.
+            for statement in q::TIDY_POSTGRES {
+                sqlx::raw_sql(statement).execute(pool).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn workflow_pause(&self, id: &str) -> StoreResult<WorkflowInfo> {
