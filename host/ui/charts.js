@@ -41,7 +41,8 @@ export class RateChart {
     const start = end - this.windowMs;
     for (const b of this.buckets.keys()) if (b < start) this.buckets.delete(b);
     const xs = [];
-    for (let b = start; b <= end; b += this.bucketMs) xs.push(b);
+    // Up to the last complete bucket: the current one is still filling and would dip.
+    for (let b = start; b < end; b += this.bucketMs) xs.push(b);
     const rate = (b, k) => (this.buckets.get(b)?.[k] || 0) / (this.bucketMs / 1000);
     let max = 0;
     for (const b of xs) for (const { key } of this.series) max = Math.max(max, rate(b, key));
