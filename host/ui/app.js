@@ -115,4 +115,10 @@ document.addEventListener('click', (e) => {
 });
 
 window.addEventListener('popstate', render);
+// Leaving the page closes its streams at once: a browser holds at most six connections to
+// one host, and a stream left open until the page is torn down would hold one of them.
+window.addEventListener('pagehide', () => {
+  generation++;
+  if (cleanup) { try { cleanup(); } catch (e) { console.error(e); } cleanup = null; }
+});
 render();

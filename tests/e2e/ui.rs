@@ -113,7 +113,22 @@ impl Browser {
                 }
                 last = t;
             }
-            assert!(Instant::now() < deadline, "`{css}` never showed {what}; last seen: {last:?}");
+            if Instant::now() >= deadline {
+                let page = self.js("return document.body.innerText").await;
+                panic!("`{css}` never showed {what}; last seen: {last:?}; the page:\n{}", page.as_str().unwrap_or(""));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clicks the element matching `css`, finding it again if the page replaced it meanwhile.
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + SEE;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "cannot click `{css}`: {e}"),
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -258,6 +273,30 @@ async fn the_dashboard_shows_the_cluster_live_in_a_browser() {
     b.goto(&format!("{}/ui/workflows", d.url)).await;
     b.text_until("#workflow-list", "the workflow", |t| t.contains(&wf) && t.contains("diamond")).await;
 
+    // Pause, resume and cancel from the workflow's page. By now the browser has opened six
+    // pages with a live stream each: this also fails if a page left behind keeps its stream's
+    // connection (a browser has six per host, and the buttons' requests would queue forever).
+    let (s, v) = d
+        .post(
+            "/v1/workflows",
+            &json!({"name": "long", "nodes": [
+                {"id": "wait", "task": "slow", "args": {"ms": 60_000}},
+                {"id": "after", "task": "hello", "args": {"name": "a"}, "depends_on": ["wait"]},
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let long = v["id"].as_str().expect("workflow id").to_string();
+    b.goto(&format!("{}/ui/workflows/{long}", d.url)).await;
+    b.click("#pause").await;
+    b.text_until("#status", "paused", |t| t.contains("paused")).await;
+    assert_eq!(d.get(&format!("/v1/workflows/{long}")).await.1["paused"], true);
+    b.click("#resume").await;
+    b.text_until("#status", "resumed", |t| !t.contains("paused")).await;
+    b.click("#cancel").await;
+    b.text_until("#status", "cancelled", |t| t == "cancelled").await;
+    assert!(!b.exists("#pause").await, "a cancelled workflow offers no pause");
+
     // Tasks and components; triggers with their runs.
     b.goto(&format!("{}/ui/tasks", d.url)).await;
     b.text_until("section[data-task=\"slow\"]", "the slow task's resource use", |t| t.contains("p99")).await;
@@ -303,7 +342,7 @@ async fn a_read_only_key_sees_no_cancel_button() {
     b.text_until("#key-why", "why a key is needed", |t| t.contains("needs an API key")).await;
     b.shot("key-dialog").await;
     input.send_keys(&read).await.expect("type the key");
-    b.find("#key-submit").await.click().await.expect("submit the key");
+    b.click("#key-submit").await;
     b.text_until("#status", "the running call", |t| t == "running" || t == "pending").await;
     b.text_until("#who", "the key in use", |t| t.contains("viewer") && t.contains("read")).await;
     assert!(!b.exists("#cancel").await, "a read-only key must not see the cancel button");
@@ -311,10 +350,10 @@ async fn a_read_only_key_sees_no_cancel_button() {
     b.shot("read-only").await;
 
     // Forgetting the key and giving the admin's shows the button, and it cancels, live.
-    b.find("#who").await.click().await.expect("forget the key");
+    b.click("#who").await;
     b.find("#key-input").await.send_keys(ADMIN).await.expect("type the key");
-    b.find("#key-submit").await.click().await.expect("submit the key");
-    b.find("#cancel").await.click().await.expect("cancel");
+    b.click("#key-submit").await;
+    b.click("#cancel").await;
     b.text_until("#status", "cancelled", |t| t == "cancelled").await;
     let (_, v) = admin.get(&format!("/v1/invocations/{id}")).await;
     assert_eq!(v["status"], "cancelled", "{v}");

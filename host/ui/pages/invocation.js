@@ -22,9 +22,10 @@ export default async function invocation(root, ctx) {
   const logsEl = h('div', { id: 'logs' });
   const childrenEl = h('div', { id: 'children' });
   const notice = h('div');
+  const actionError = h('div'); // stays until the next action (a reload clears `notice`)
   root.append(
     h('h1', {}, 'Invocation ', h('code', {}, id), ' ', statusEl),
-    actions, notice, factsEl, ioEl,
+    actions, actionError, notice, factsEl, ioEl,
     h('div', { class: 'cols' }, section('History', { class: 'grow' }, timelineEl), section('Children', { class: 'grow' }, childrenEl)),
     section('Task instances', {}, instancesEl),
     section('Logs and output', {}, logsEl),
@@ -64,19 +65,26 @@ export default async function invocation(root, ctx) {
         : section('Result', { class: 'grow' }, inv.result === null || inv.result === undefined
           ? h('p', { class: 'empty' }, FINAL.has(inv.status) ? 'No result.' : 'Not finished yet.')
           : jsonBlock(inv.result, { id: 'result' })));
-    fill(actions,
-      mayWrite && !FINAL.has(inv.status) ? h('button', { id: 'cancel', class: 'danger', onclick: () => act('cancel') }, 'Cancel') : null,
-      mayWrite && FINAL.has(inv.status) ? h('button', { id: 'rerun', onclick: () => act('rerun') }, 'Rerun') : null);
+    // The buttons are replaced only when they change, so a live reload never swaps one away
+    // under a person's pointer.
+    const offer = !mayWrite ? 'none' : FINAL.has(inv.status) ? 'rerun' : 'cancel';
+    if (actions.dataset.offer !== offer) {
+      actions.dataset.offer = offer;
+      fill(actions,
+        offer === 'cancel' ? h('button', { id: 'cancel', class: 'danger', onclick: () => act('cancel') }, 'Cancel') : null,
+        offer === 'rerun' ? h('button', { id: 'rerun', onclick: () => act('rerun') }, 'Rerun') : null);
+    }
     await Promise.all([loadHistory(), loadInstances(), loadLogs(), loadChildren()]);
   }
 
   async function act(what) {
+    fill(actionError);
     try {
       const r = await post(`/v1/invocations/${enc(id)}/${what}`);
       if (what === 'rerun') ctx.navigate(`/ui/invocations/${enc(r.id)}`);
       else await load();
     } catch (e) {
-      fill(notice, errorBox(e));
+      fill(actionError, errorBox(e));
     }
   }
 

@@ -44,10 +44,11 @@ export async function workflowPage(root, ctx) {
   head.append(statusEl);
   const actions = h('div', { class: 'actions', id: 'actions' });
   const notice = h('div');
+  const actionError = h('div'); // stays until the next action (a reload clears `notice`)
   const factsEl = h('div', { class: 'cols' });
   const graphEl = h('div', { id: 'graph', class: 'graph' });
   const nodesEl = h('div', { id: 'nodes' });
-  root.append(head, actions, notice, factsEl, section('Graph', {}, graphEl), section('Nodes', {}, nodesEl));
+  root.append(head, actions, actionError, notice, factsEl, section('Graph', {}, graphEl), section('Nodes', {}, nodesEl));
   const mayWrite = await can('write').catch(() => false);
 
   async function load() {
@@ -70,12 +71,20 @@ export async function workflowPage(root, ctx) {
       section('Nodes per status', { class: 'grow' }, h('ul', { class: 'counts', id: 'node-counts' },
         NODE_STATUSES.map((st) => h('li', {}, badge(st), ' ', h('b', {}, w.counts?.[st] ?? 0))))));
     const final = ['done', 'failed', 'cancelled'].includes(w.status);
-    fill(actions, mayWrite && !final ? [
-      w.paused
-        ? h('button', { id: 'resume', onclick: () => act('resume') }, 'Resume')
-        : h('button', { id: 'pause', onclick: () => act('pause') }, 'Pause'),
-      h('button', { id: 'cancel', class: 'danger', onclick: () => act('cancel') }, 'Cancel'),
-    ] : null);
+    const offer = !mayWrite || final ? 'none' : w.paused ? 'resume' : 'pause';
+    if (actions.dataset.offer !== offer) { // replaced only when they change (see invocation.js)
+      actions.dataset.offer = offer;
+      fill(actions, offer === 'none' ? null : [
+        offer === 'resume'
+          ? h('button', { id: 'resume', onclick: () => act('resume') }, 'Resume')
+          : h('button', { id: 'pause', onclick: () => act('pause') }, 'Pause'),
+        h('button', { id: 'cancel', class: 'danger', onclick: () => act('cancel') }, 'Cancel'),
+      ]);
+    }
+    drawNodes(w);
+  }
+
+  function drawNodes(w) {
     const nodes = w.nodes || [];
     const svg = dag(nodes);
     fill(graphEl, svg || h('p', { class: 'hint' }, `${nodes.length} nodes: too many to draw (at most ${MAX_DRAWN}).`));
@@ -91,10 +100,11 @@ export async function workflowPage(root, ctx) {
   }
 
   async function act(what) {
+    fill(actionError);
     try {
       await post(`/v1/workflows/${enc(id)}/${what}`);
       await load();
-    } catch (e) { fill(notice, errorBox(e)); }
+    } catch (e) { fill(actionError, errorBox(e)); }
   }
 
   await load();
