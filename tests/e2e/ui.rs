@@ -147,8 +147,14 @@ impl Browser {
         path
     }
 
-    async fn stop(mut self) {
-        let _ = self.client.close().await;
+    async fn stop(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+/// chromedriver goes with the test, also one that fails (it ends its browser).
+impl Drop for Browser {
+    fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
