@@ -16,6 +16,7 @@ mod process;
 mod runtime;
 mod security;
 mod trust;
+mod ui;
 mod workflows;
 
 /// The `warden` program the tests of `process.rs` and `chaos.rs` start as real processes: the

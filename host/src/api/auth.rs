@@ -230,6 +230,11 @@ pub fn required_role(method: &Method, path: &str, metrics_public: bool) -> Optio
     if path == "/health/live" || path == "/health/ready" {
         return None;
     }
+    // The dashboard's page and assets hold no data; the page asks for a key when the API
+    // answers 401.
+    if path == "/ui" || path.starts_with("/ui/") {
+        return None;
+    }
     if path == "/metrics" {
         return (!metrics_public).then_some(Role::Read);
     }
@@ -253,7 +258,7 @@ fn unauthorized(message: &str) -> Response {
 
 /// The middleware: lets a request through if keys are off, the route is open, or it carries
 /// a known key of a high enough role.
-pub(super) async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_key(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(needed) = required_role(req.method(), req.uri().path(), s.guard.metrics_public) else {
         return next.run(req).await;
     };
@@ -286,7 +291,35 @@ pub(super) async fn require_key(State(s): State<AppState>, req: Request, next: N
         )
         .into_response();
     }
+    req.extensions_mut().insert(Caller { name, role });
     next.run(req).await
+}
+
+/// The key a request was let in with (set by [`require_key`] when keys are on).
+#[derive(Clone)]
+pub(super) struct Caller {
+    name: String,
+    role: Role,
+}
+
+/// Who the caller is, as `GET /v1/whoami` answers.
+#[derive(Serialize)]
+pub(super) struct WhoAmI {
+    /// Whether keys are in force; without them anyone may do anything.
+    keys_enabled: bool,
+    /// The key's name (`bootstrap` for the configured admin key); `null` when keys are off.
+    name: Option<String>,
+    /// What the caller may do.
+    role: Role,
+}
+
+/// `GET /v1/whoami` → `{"keys_enabled","name","role"}`: the presented key's name and role, so
+/// a client (the dashboard) can offer only what the key allows. Any key may ask.
+pub(super) async fn whoami(State(s): State<AppState>, caller: Option<axum::Extension<Caller>>) -> Json<WhoAmI> {
+    match caller {
+        Some(axum::Extension(c)) => Json(WhoAmI { keys_enabled: true, name: Some(c.name), role: c.role }),
+        None => Json(WhoAmI { keys_enabled: s.auth.enabled(), name: None, role: Role::Admin }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -361,6 +394,10 @@ mod tests {
         assert_eq!(required_role(&get, "/health/ready", false), None);
         assert_eq!(required_role(&get, "/metrics", false), Some(Role::Read));
         assert_eq!(required_role(&get, "/metrics", true), None);
+        assert_eq!(required_role(&get, "/ui", false), None);
+        assert_eq!(required_role(&get, "/ui/invocations/x", false), None);
+        assert_eq!(required_role(&get, "/uix", false), Some(Role::Read));
+        assert_eq!(required_role(&get, "/v1/whoami", false), Some(Role::Read));
         assert_eq!(required_role(&get, "/v1/invocations", false), Some(Role::Read));
         assert_eq!(required_role(&get, "/v1/keys", false), Some(Role::Admin));
         assert_eq!(required_role(&post, "/v1/invocations", false), Some(Role::Write));

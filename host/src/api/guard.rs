@@ -102,7 +102,10 @@ pub(super) async fn check_host(State(s): State<AppState>, req: Request, next: Ne
 pub(super) async fn check_origin(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let safe = [Method::GET, Method::HEAD, Method::OPTIONS].contains(req.method());
     if !safe && let Some(origin) = req.headers().get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| s.guard.cors_origins.iter().any(|a| a == o));
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| s.guard.cors_origins.iter().any(|a| a == o) || host.is_some_and(|h| same_origin(o, h)));
         if !allowed {
             let shown: String = String::from_utf8_lossy(origin.as_bytes()).chars().take(100).collect();
             tracing::warn!(origin = %shown, path = %req.uri().path(), "rejected a cross-origin request");
@@ -115,6 +118,14 @@ pub(super) async fn check_origin(State(s): State<AppState>, req: Request, next: 
         }
     }
     next.run(req).await
+}
+
+/// Whether `origin` is the daemon's own (`http://HOST` or `https://HOST` with the request's
+/// `Host`): a page it served, i.e. the dashboard. The `Host` check runs first, so a page of
+/// another site re-pointed here by DNS never gets this far.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    rest.is_some_and(|r| r.eq_ignore_ascii_case(host.trim()))
 }
 
 /// CORS for the configured origins (`None` without any: then no CORS header is ever sent).
@@ -223,6 +234,16 @@ mod tests {
         let any = GuardConfig { listen: Some("0.0.0.0:7700".parse().unwrap_or_else(|e| panic!("{e}"))), ..cfg };
         assert!(host_allowed(&any, "10.0.0.6:7700"));
         assert!(!host_allowed(&any, "rebound.example.com:7700"));
+    }
+
+    #[test]
+    fn only_the_daemons_own_origin_is_same_origin() {
+        assert!(same_origin("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_origin("https://warden.example:443", "warden.example:443"));
+        assert!(!same_origin("http://127.0.0.1:8081", "127.0.0.1:8080"));
+        assert!(!same_origin("http://evil.example", "127.0.0.1:8080"));
+        assert!(!same_origin("null", "127.0.0.1:8080"));
+        assert!(!same_origin("http://127.0.0.1:8080.evil.example", "127.0.0.1:8080"));
     }
 
     #[test]

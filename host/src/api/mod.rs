@@ -2,7 +2,7 @@
 //! DESIGN.md's contract; handlers take typed JSON (`json::Json`, whose rejection is the one
 //! error shape of `error.rs`), call orchestrator methods (never the store) and answer with
 //! `Serialize` types declared beside them. `serve` runs the server (timeouts, connection cap,
-//! drain), `auth` asks for API keys, `guard` keeps other web pages and oversized input out, and
+//! drain), `auth` asks for API keys, `ui` serves the web dashboard, `guard` keeps other web pages and oversized input out, and
 //! a middleware of `error.rs` logs every 5xx once.
 
 pub mod auth;
@@ -17,6 +17,7 @@ mod invocations;
 mod json;
 mod metrics;
 pub mod serve;
+mod ui;
 mod workflows;
 
 use std::time::Duration;
@@ -112,7 +113,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/arrays", post(workflows::create_array).layer(big()))
         .route("/v1/keys", post(auth::create).get(auth::list))
         .route("/v1/keys/{name}", axum::routing::delete(auth::delete))
+        .route("/v1/whoami", get(auth::whoami))
         .route("/metrics", get(metrics::metrics))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
