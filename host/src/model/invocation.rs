@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{InvocationStatus, Millis, TaskInstance};
 
 /// The kind of a failure, as stored and shown in the API (lower snake case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Guest said it can never succeed.
@@ -41,7 +41,7 @@ impl ErrorKind {
 }
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskFailure {
     /// Classification that decides retries.
     pub kind: ErrorKind,
@@ -63,7 +63,7 @@ impl fmt::Display for TaskFailure {
 }
 
 /// One routed call of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invocation {
     /// Unique id (UUIDv7, so ids sort by creation time).
     pub id: String,
@@ -139,7 +139,7 @@ pub struct NewInvocation {
 }
 
 /// One row of an invocation's status history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// The status entered.
     pub status: InvocationStatus,
