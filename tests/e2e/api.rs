@@ -601,3 +601,59 @@ async fn attempts_are_recorded_with_their_output(b: Backend) {
     d.stop().await;
 }
 both!(task_instances, attempts_are_recorded_with_their_output);
+
+/// `GET /openapi.json` answers without a key even when keys are in force, with an OpenAPI 3.1
+/// document whose every operation the daemon serves: a request to each documented path and
+/// method (path parameters filled in) never meets the router's fallbacks ("no such route",
+/// 405), and never a 5xx.
+async fn openapi_document(b: Backend) {
+    const ADMIN: &str = "wk_openapi_e2e_admin_key";
+    let d = TestDaemon::start_with(b, |c| c.admin_key = Some(warden::config::Secret::new(ADMIN))).await;
+    // Ready first: `/health/ready` answers its documented 503 until the node owns tokens.
+    d.wait_ready(MINUTE).await;
+    let (s, doc) = d.get("/openapi.json").await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0", "{doc}");
+    assert_eq!(doc["info"]["title"], "Warden");
+    assert_eq!(doc["components"]["securitySchemes"]["api_key"]["scheme"], "bearer");
+    // The rest needs the key.
+    let (s, v) = d.get("/v1/tasks").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let admin = d.with_key(ADMIN);
+    // The fallbacks answer as the checks below expect, so the checks can fail.
+    let (s, v) = admin.get("/v1/nowhere").await;
+    assert_eq!((s, v["error"]["message"].as_str()), (StatusCode::NOT_FOUND, Some("no such route")), "{v}");
+    let r = admin.http.put(format!("{}/v1/tasks", d.url)).send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let text = doc.to_string();
+    for name in text.split("\"$ref\":\"#/components/schemas/").skip(1).filter_map(|s| s.split('"').next()) {
+        assert!(doc["components"]["schemas"][name].is_object(), "dangling $ref {name}");
+    }
+    let mut served = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let concrete: String = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "nothing-here" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let Some(op) = item.get(method) else { continue };
+            assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}: no responses");
+            let m = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
+            let r = admin.http.request(m, format!("{}{concrete}", d.url)).send().await.expect("request");
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not served");
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body["error"]["message"] == "no such route"),
+                "{method} {path} is documented but not served"
+            );
+            assert!(!status.is_server_error(), "{method} {concrete}: {status} {body}");
+            served += 1;
+        }
+    }
+    assert!(served >= 41, "only {served} operations documented");
+    d.stop().await;
+}
+both!(openapi, openapi_document);

@@ -2,8 +2,8 @@
 //! node's cache of the stored keys, and `/v1/keys`.
 //!
 //! Keys are off until one exists: a bootstrap key from the configuration (`--admin-key`, kept
-//! in memory only) or any key in the store. Then every route but `/health/live` and
-//! `/health/ready` (and `/metrics` with `--metrics-public`) needs `Authorization: Bearer KEY`
+//! in memory only) or any key in the store. Then every route but `/health/live`,
+//! `/health/ready` and `/openapi.json` (and `/metrics` with `--metrics-public`) needs `Authorization: Bearer KEY`
 //! of a role at least [`required_role`]'s: 401 without a known key, 403 with too low a role.
 //!
 //! Each node keeps the stored keys (name, role, SHA-256) in memory and reads them again every
@@ -29,7 +29,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::json::Json;
 use super::{ApiError, AppState};
 use crate::model::Millis;
@@ -227,7 +229,7 @@ impl Auth {
 /// batches, cancel, rerun, events, workflows and arrays need `write`; components, task options,
 /// pins, triggers, keys and anything else need `admin`.
 pub fn required_role(method: &Method, path: &str, metrics_public: bool) -> Option<Role> {
-    if path == "/health/live" || path == "/health/ready" {
+    if path == "/health/live" || path == "/health/ready" || path == "/openapi.json" {
         return None;
     }
     // The dashboard's page and assets hold no data; the page asks for a key when the API
@@ -303,7 +305,7 @@ pub(super) struct Caller {
 }
 
 /// Who the caller is, as `GET /v1/whoami` answers.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct WhoAmI {
     /// Whether keys are in force; without them anyone may do anything.
     keys_enabled: bool,
@@ -313,8 +315,14 @@ pub(super) struct WhoAmI {
     role: Role,
 }
 
-/// `GET /v1/whoami` → `{"keys_enabled","name","role"}`: the presented key's name and role, so
-/// a client (the dashboard) can offer only what the key allows. Any key may ask.
+/// Who am I
+///
+/// `{"keys_enabled","name","role"}`: the presented key's name and role, so a client (the
+/// dashboard) can offer only what the key allows. Any key may ask.
+#[utoipa::path(
+    get, path = "/v1/whoami", tag = "keys",
+    responses((status = 200, description = "The caller's key and role.", body = WhoAmI))
+)]
 pub(super) async fn whoami(State(s): State<AppState>, caller: Option<axum::Extension<Caller>>) -> Json<WhoAmI> {
     match caller {
         Some(axum::Extension(c)) => Json(WhoAmI { keys_enabled: true, name: Some(c.name), role: c.role }),
@@ -322,23 +330,37 @@ pub(super) async fn whoami(State(s): State<AppState>, caller: Option<axum::Exten
     }
 }
 
-#[derive(Deserialize)]
+/// A key to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewKey {
+    /// Its name (letters, digits, `-`, `_`, `.`).
     name: String,
+    /// `read`, `write` or `admin`.
     role: String,
 }
 
 /// A key just created, with its secret.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct CreatedKey {
     name: String,
     role: Role,
     key: String,
 }
 
-/// `POST /v1/keys` `{"name","role"}` → 201 `{"name","role","key"}`: the only time the secret
-/// is shown; the store keeps its SHA-256.
+/// Create an API key
+///
+/// Answers the key with its secret: the only time the secret is shown; the store keeps its
+/// SHA-256.
+#[utoipa::path(
+    post, path = "/v1/keys", tag = "keys", request_body = NewKey,
+    responses(
+        (status = 201, description = "Created, with its secret.", body = CreatedKey),
+        (status = 400, description = "A bad name or role.", body = ErrorBody),
+        (status = 409, description = "A key of that name exists.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn create(State(s): State<AppState>, Json(body): Json<NewKey>) -> Result<impl IntoResponse, ApiError> {
     keys::validate_name(&body.name).map_err(ApiError::bad_request)?;
     let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
@@ -347,7 +369,7 @@ pub(super) async fn create(State(s): State<AppState>, Json(body): Json<NewKey>) 
 }
 
 /// A stored key as listed: never a secret or a hash.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct KeyView {
     name: String,
     role: Role,
@@ -356,14 +378,20 @@ pub(super) struct KeyView {
 }
 
 /// The stored keys, and whether this node also has a key from its configuration.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct KeyList {
     keys: Vec<KeyView>,
     bootstrap_key: bool,
 }
 
-/// `GET /v1/keys`: name, role, creation and last use of every stored key; never a secret or
-/// a hash. `bootstrap_key` says whether this node also has a key from its configuration.
+/// List API keys
+///
+/// Name, role, creation and last use of every stored key; never a secret or a hash.
+/// `bootstrap_key` says whether this node also has a key from its configuration.
+#[utoipa::path(
+    get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, description = "The keys.", body = KeyList))
+)]
 pub(super) async fn list(State(s): State<AppState>) -> Result<Json<KeyList>, ApiError> {
     let keys = s
         .auth
@@ -375,8 +403,17 @@ pub(super) async fn list(State(s): State<AppState>) -> Result<Json<KeyList>, Api
     Ok(Json(KeyList { keys, bootstrap_key: s.auth.inner.bootstrap.is_some() }))
 }
 
-/// `DELETE /v1/keys/{name}` → 204; every node stops accepting it within one heartbeat
-/// interval (this one at once).
+/// Delete an API key
+///
+/// Every node stops accepting it within one heartbeat interval (this one at once).
+#[utoipa::path(
+    delete, path = "/v1/keys/{name}", tag = "keys",
+    params(("name" = String, Path, description = "Key name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such key.", body = ErrorBody),
+    )
+)]
 pub(super) async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     s.auth.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -392,6 +429,7 @@ mod tests {
         let post = Method::POST;
         assert_eq!(required_role(&get, "/health/live", false), None);
         assert_eq!(required_role(&get, "/health/ready", false), None);
+        assert_eq!(required_role(&get, "/openapi.json", false), None);
         assert_eq!(required_role(&get, "/metrics", false), Some(Role::Read));
         assert_eq!(required_role(&get, "/metrics", true), None);
         assert_eq!(required_role(&get, "/ui", false), None);

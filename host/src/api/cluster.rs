@@ -8,22 +8,26 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::json::Json;
 use super::{ApiError, AppState};
 use crate::cluster::pins::{self, PinNode};
 use crate::model::{Millis, TaskPatch, TokenAudit};
 
 /// Body of `POST /v1/cluster/pins`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PinBody {
+    /// The task.
     task: String,
+    /// Ordered SQL `LIKE` patterns over node names and labels (at least one).
     patterns: Vec<String>,
 }
 
 /// A pinned task, its patterns and the live nodes that may run it now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct PinView {
     task: String,
     patterns: Vec<String>,
@@ -63,20 +67,42 @@ pub(super) fn unrunnable(views: &[PinView]) -> Vec<&str> {
 }
 
 /// Every pinned task and the ones no live node can run.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct PinList<'a> {
+    /// Every pinned task.
+    #[schema(value_type = Vec<PinView>)]
     pins: &'a [PinView],
+    /// The pinned tasks no live node can run.
+    #[schema(value_type = Vec<String>)]
     unrunnable: Vec<&'a str>,
 }
 
-/// `GET /v1/cluster/pins`: every pinned task, who may run it now, and the unrunnable ones.
+/// List pins
+///
+/// Every pinned task, who may run it now, and the unrunnable ones.
+#[utoipa::path(
+    get, path = "/v1/cluster/pins", tag = "cluster",
+    responses((status = 200, description = "The pins.", body = PinList))
+)]
 pub(super) async fn list(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (now, nodes) = s.orch.node_list().await?;
     let views = pin_views(&s, now, &nodes, None).await?;
     Ok(Json(PinList { pins: &views, unrunnable: unrunnable(&views) }).into_response())
 }
 
-/// `POST /v1/cluster/pins` `{"task", "patterns"}` → 201 with the pins and who may run it.
+/// Pin a task
+///
+/// Sends the task to the nodes its first pattern with a live match names; answers the pins and
+/// who may run it now.
+#[utoipa::path(
+    post, path = "/v1/cluster/pins", tag = "cluster", request_body = PinBody,
+    responses(
+        (status = 201, description = "Pinned.", body = PinView),
+        (status = 400, description = "No or malformed patterns.", body = ErrorBody),
+        (status = 404, description = "No such task.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn pin(State(s): State<AppState>, Json(body): Json<PinBody>) -> Result<impl IntoResponse, ApiError> {
     // Pinning takes at least one pattern (unpinning is DELETE).
     pins::validate(&body.patterns).map_err(ApiError::bad_request)?;
@@ -89,7 +115,17 @@ pub(super) async fn pin(State(s): State<AppState>, Json(body): Json<PinBody>) ->
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// `DELETE /v1/cluster/pins/{task}` → 204: any node may run it again.
+/// Unpin a task
+///
+/// Any node may run it again.
+#[utoipa::path(
+    delete, path = "/v1/cluster/pins/{task}", tag = "cluster",
+    params(("task" = String, Path, description = "Task name.")),
+    responses(
+        (status = 204, description = "Unpinned."),
+        (status = 404, description = "No such task.", body = ErrorBody),
+    )
+)]
 pub(super) async fn unpin(State(s): State<AppState>, Path(task): Path<String>) -> Result<impl IntoResponse, ApiError> {
     set_pins(&s, &task, Vec::new()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -104,7 +140,7 @@ async fn set_pins(s: &AppState, task: &str, patterns: Vec<String>) -> Result<(),
 
 /// The ring: its version and size, tokens per node, the spread of the loads (most minus
 /// fewest; `null` before the first assignment) and the latest swaps.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Tokens {
     version: i64,
     total_tokens: u32,
@@ -114,8 +150,14 @@ pub(super) struct Tokens {
     swaps: Vec<TokenAudit>,
 }
 
-/// `GET /v1/cluster/tokens`: the ring's version and size, tokens per node, the spread of the
+/// Show the token ring
+///
+/// The ring's version and size, tokens per node, the spread of the
 /// loads and the latest swaps.
+#[utoipa::path(
+    get, path = "/v1/cluster/tokens", tag = "cluster",
+    responses((status = 200, description = "The ring.", body = Tokens))
+)]
 pub(super) async fn tokens(State(s): State<AppState>) -> Result<Json<Tokens>, ApiError> {
     let ring = s.orch.ring().await?;
     let loads = s.orch.token_loads().await?;

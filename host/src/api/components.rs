@@ -8,20 +8,31 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::json::{Json, Query};
 use super::{ApiError, AppState};
 use crate::model::instance::AttemptUsage;
 use crate::model::instance::InstanceStatus;
 use crate::model::{ComponentInfo, TaskDef, TaskPatch};
 
-#[derive(Deserialize)]
+/// Query of an upload.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UploadQuery {
+    /// The component's name (required; a new upload under a name replaces that component).
     name: Option<String>,
 }
 
+/// The bytes of a component (wasm32-wasip2): a schema only, the handler reads the raw body.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub(super) struct WasmComponent(Vec<u8>);
+
 /// A component with the definitions of its tasks (the stored component lists only their names).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct ComponentView {
     name: String,
     digest: String,
@@ -38,7 +49,22 @@ impl ComponentView {
     }
 }
 
-/// `POST /v1/components?name=N` with the component bytes as body.
+/// Upload a component
+///
+/// Validates and precompiles the component, asks it for its tasks and registers them. A
+/// component of the same name is replaced, unless the new version drops a task that has
+/// unfinished calls (409).
+#[utoipa::path(
+    post, path = "/v1/components", tag = "components", params(UploadQuery),
+    request_body(content = WasmComponent, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "Stored, with its tasks.", body = ComponentView),
+        (status = 400, description = "No name, an empty body, or not a valid component.", body = ErrorBody),
+        (status = 409, description = "It would drop a task that has unfinished calls.", body = ErrorBody),
+        (status = 413, description = "Larger than `--max-upload-bytes`.", body = ErrorBody),
+        (status = 415, description = "Not `content-type: application/wasm`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn upload(
     State(s): State<AppState>,
     q: Result<Query<UploadQuery>, ApiError>,
@@ -58,17 +84,29 @@ pub(super) async fn upload(
 }
 
 /// Every stored component.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct ComponentList {
     components: Vec<ComponentInfo>,
 }
 
-/// `GET /v1/components`.
+/// List components
+#[utoipa::path(
+    get, path = "/v1/components", tag = "components",
+    responses((status = 200, description = "Every stored component.", body = ComponentList))
+)]
 pub(super) async fn list(State(s): State<AppState>) -> Result<Json<ComponentList>, ApiError> {
     Ok(Json(ComponentList { components: s.orch.component_list().await? }))
 }
 
-/// `GET /v1/components/{name}`.
+/// Show a component
+#[utoipa::path(
+    get, path = "/v1/components/{name}", tag = "components",
+    params(("name" = String, Path, description = "Component name.")),
+    responses(
+        (status = 200, description = "The component and its tasks.", body = ComponentView),
+        (status = 404, description = "No such component.", body = ErrorBody),
+    )
+)]
 pub(super) async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<ComponentView>, ApiError> {
     let c = s
         .orch
@@ -78,29 +116,66 @@ pub(super) async fn show(State(s): State<AppState>, Path(name): Path<String>) ->
     Ok(Json(ComponentView::of(&s, c).await?))
 }
 
-/// `DELETE /v1/components/{name}`.
+/// Remove a component
+///
+/// Removes the component and its tasks; the invocations' record stays.
+#[utoipa::path(
+    delete, path = "/v1/components/{name}", tag = "components",
+    params(("name" = String, Path, description = "Component name.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such component.", body = ErrorBody),
+        (status = 409, description = "Calls of its tasks are queued or running.", body = ErrorBody),
+    )
+)]
 pub(super) async fn remove(State(s): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     s.orch.undeploy(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Every task.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct TaskList {
     tasks: Vec<TaskDef>,
 }
 
-/// `GET /v1/tasks`.
+/// List tasks
+#[utoipa::path(
+    get, path = "/v1/tasks", tag = "tasks",
+    responses((status = 200, description = "Every registered task with its options.", body = TaskList))
+)]
 pub(super) async fn tasks(State(s): State<AppState>) -> Result<Json<TaskList>, ApiError> {
     Ok(Json(TaskList { tasks: s.orch.task_list().await? }))
 }
 
-/// `GET /v1/tasks/{task}`.
+/// Show a task
+#[utoipa::path(
+    get, path = "/v1/tasks/{task}", tag = "tasks",
+    params(("task" = String, Path, description = "Task name.")),
+    responses(
+        (status = 200, description = "The task and its effective options.", body = TaskDef),
+        (status = 404, description = "No such task.", body = ErrorBody),
+    )
+)]
 pub(super) async fn task(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<TaskDef>, ApiError> {
     s.orch.task_get(&name).await?.map(Json).ok_or_else(|| ApiError::not_found(format!("unknown task `{name}`")))
 }
 
-/// `PATCH /v1/tasks/{task}`: validated by the orchestrator (the same rules as the pins API).
+/// Change a task's options
+///
+/// Absent fields stay as they are; validated by the orchestrator (the same rules as the pins
+/// API): `max_attempts` 1–1000, a memory limit not below what the component declares.
+#[utoipa::path(
+    patch, path = "/v1/tasks/{task}", tag = "tasks",
+    params(("task" = String, Path, description = "Task name.")),
+    request_body = TaskPatch,
+    responses(
+        (status = 200, description = "The task as it is now.", body = TaskDef),
+        (status = 400, description = "An invalid option.", body = ErrorBody),
+        (status = 404, description = "No such task.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn patch_task(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -110,7 +185,7 @@ pub(super) async fn patch_task(
 }
 
 /// Percentiles of one figure over a task's attempts (`null` without attempts).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Percentiles {
     p50: Option<i64>,
     p90: Option<i64>,
@@ -131,28 +206,42 @@ fn percentile(v: &[i64], p: usize) -> Option<i64> {
 }
 
 /// A task's limits: as set, or as suggested (`null` without successful attempts).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct LimitsView<T> {
     timeout_ms: T,
     memory_limit_bytes: T,
 }
 
 /// The resource use of a task's latest attempts and the limits suggested from it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Resources {
     task: String,
     attempts: usize,
     by_status: HashMap<InstanceStatus, u64>,
     wall_ms: Percentiles,
     peak_memory_bytes: Percentiles,
+    /// The limits as set.
+    #[schema(inline)]
     current: LimitsView<u64>,
+    /// The limits suggested (`null` without successful attempts).
+    #[schema(inline)]
     suggested: LimitsView<Option<i64>>,
 }
 
-/// `GET /v1/tasks/{task}/resources`: resource use of the task's latest 1,000 attempts
+/// Resource use of a task
+///
+/// Resource use of the task's latest 1,000 attempts
 /// (percentiles of wall time and peak memory) and limits suggested from it: the p99 of
 /// successful attempts plus headroom (memory ×1.25, time ×1.5), never below what the slowest or
 /// largest successful attempt needed.
+#[utoipa::path(
+    get, path = "/v1/tasks/{task}/resources", tag = "tasks",
+    params(("task" = String, Path, description = "Task name.")),
+    responses(
+        (status = 200, description = "Percentiles and suggested limits.", body = Resources),
+        (status = 404, description = "No such task.", body = ErrorBody),
+    )
+)]
 pub(super) async fn resources(
     State(s): State<AppState>,
     Path(task): Path<String>,

@@ -8,13 +8,27 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::json::{Json, Query};
 use super::{ApiError, AppState};
 use crate::model::{Millis, ServiceRun, Trigger, TriggerRun};
 use crate::orchestrator::NewTrigger;
 
-/// `POST /v1/triggers` → 201 with the trigger.
+/// Create a trigger
+///
+/// A trigger routes a call of its task when its condition (`on`) holds.
+#[utoipa::path(
+    post, path = "/v1/triggers", tag = "triggers", request_body = NewTrigger,
+    responses(
+        (status = 201, description = "Created.", body = Trigger),
+        (status = 400, description = "A malformed condition or arguments.", body = ErrorBody),
+        (status = 404, description = "No such task.", body = ErrorBody),
+        (status = 413, description = "Arguments over `--max-args-bytes`.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn create_trigger(
     State(s): State<AppState>,
     Json(body): Json<NewTrigger>,
@@ -27,25 +41,39 @@ pub(super) async fn create_trigger(
 }
 
 /// Every trigger.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct TriggerList {
     triggers: Vec<Trigger>,
 }
 
-/// `GET /v1/triggers`.
+/// List triggers
+#[utoipa::path(
+    get, path = "/v1/triggers", tag = "triggers",
+    responses((status = 200, description = "Every trigger.", body = TriggerList))
+)]
 pub(super) async fn list_triggers(State(s): State<AppState>) -> Result<Json<TriggerList>, ApiError> {
     Ok(Json(TriggerList { triggers: s.orch.trigger_list().await? }))
 }
 
 /// A trigger with its latest runs.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct TriggerView {
     #[serde(flatten)]
     trigger: Trigger,
     runs: Vec<TriggerRun>,
 }
 
-/// `GET /v1/triggers/{id}`: the trigger and its latest runs.
+/// Show a trigger
+///
+/// The trigger and its latest 100 runs.
+#[utoipa::path(
+    get, path = "/v1/triggers/{id}", tag = "triggers",
+    params(("id" = String, Path, description = "Trigger id.")),
+    responses(
+        (status = 200, description = "The trigger and its runs.", body = TriggerView),
+        (status = 404, description = "No such trigger.", body = ErrorBody),
+    )
+)]
 pub(super) async fn show_trigger(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -55,7 +83,15 @@ pub(super) async fn show_trigger(
     Ok(Json(TriggerView { trigger, runs }))
 }
 
-/// `DELETE /v1/triggers/{id}` → 204.
+/// Delete a trigger
+#[utoipa::path(
+    delete, path = "/v1/triggers/{id}", tag = "triggers",
+    params(("id" = String, Path, description = "Trigger id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such trigger.", body = ErrorBody),
+    )
+)]
 pub(super) async fn delete_trigger(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -64,24 +100,38 @@ pub(super) async fn delete_trigger(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// An event to post.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EventBody {
+    /// Its code (triggers with `{"event": code}` fire).
     code: String,
+    /// Any JSON (`{}` when absent).
     #[serde(default)]
     payload: Value,
 }
 
 /// A stored event without its payload.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct EventAccepted {
     seq: i64,
     code: String,
     at: Millis,
 }
 
-/// `POST /v1/events` → 202 `{"seq","code","at"}`: the stored event without its payload (an
-/// echo would only double the traffic of large payloads).
+/// Post an event
+///
+/// Stores the event; triggers on its code fire. Answers the stored event without its payload
+/// (an echo would only double the traffic of large payloads).
+#[utoipa::path(
+    post, path = "/v1/events", tag = "triggers", request_body = EventBody,
+    responses(
+        (status = 202, description = "Stored.", body = EventAccepted),
+        (status = 400, description = "A malformed event.", body = ErrorBody),
+        (status = 413, description = "Payload over `--max-args-bytes`.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn post_event(
     State(s): State<AppState>,
     Json(body): Json<EventBody>,
@@ -92,19 +142,32 @@ pub(super) async fn post_event(
     Ok((StatusCode::ACCEPTED, Json(EventAccepted { seq: e.seq, code: e.code, at: e.at })))
 }
 
-#[derive(Deserialize)]
+/// How many to show.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LimitQuery {
+    /// At most this many (1-1000, default 50).
     limit: Option<u32>,
 }
 
 /// The latest executions of the atomic services.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct ServiceRuns {
     runs: Vec<ServiceRun>,
 }
 
-/// `GET /v1/services/runs?limit=N`: the latest executions of the atomic services.
+/// List the atomic services' runs
+///
+/// The latest executions of the atomic services (recovery, triage, triggers, purge; run by the
+/// leader), newest first.
+#[utoipa::path(
+    get, path = "/v1/services/runs", tag = "cluster", params(LimitQuery),
+    responses(
+        (status = 200, description = "The latest runs.", body = ServiceRuns),
+        (status = 400, description = "A malformed limit.", body = ErrorBody),
+    )
+)]
 pub(super) async fn service_runs(
     State(s): State<AppState>,
     Query(q): Query<LimitQuery>,
@@ -114,7 +177,7 @@ pub(super) async fn service_runs(
 }
 
 /// A node of the cluster as `GET /v1/cluster/nodes` shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct NodeView {
     name: String,
     labels: Vec<String>,
@@ -131,7 +194,7 @@ pub(super) struct NodeView {
 }
 
 /// The nodes, the leader (`null` between two terms) and its lease's epoch, on the database clock.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Nodes {
     now: Millis,
     nodes: Vec<NodeView>,
@@ -139,9 +202,15 @@ pub(super) struct Nodes {
     lease_epoch: i64,
 }
 
-/// `GET /v1/cluster/nodes`: every node with its liveness on the database clock, the leader,
+/// List the nodes
+///
+/// Every node with its liveness on the database clock, the leader,
 /// tokens owned, and the invocations it runs (`running`) and holds in any owned status
 /// (`owned`: claimed, running, paused, resumed).
+#[utoipa::path(
+    get, path = "/v1/cluster/nodes", tag = "cluster",
+    responses((status = 200, description = "The nodes and the leader.", body = Nodes))
+)]
 pub(super) async fn nodes(State(s): State<AppState>) -> Result<Json<Nodes>, ApiError> {
     let (now, nodes) = s.orch.node_list().await?;
     let timeout = s.orch.heartbeat_timeout_ms();

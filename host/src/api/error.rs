@@ -30,22 +30,25 @@ pub struct ApiError {
 }
 
 /// The body of every error answer: `{"error":{"code","message"}}`.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(super) struct ErrorBody {
     /// The error.
-    error: ErrorDetail<'a>,
+    error: ErrorDetail,
 }
 
 /// The code and message of an error answer.
-#[derive(Debug, Serialize)]
-struct ErrorDetail<'a> {
-    /// Machine code (`bad_request`, `not_found`, `too_large`, …).
-    code: &'a str,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Machine code: `bad_request`, `not_found`, `conflict`, `args_conflict`, `too_large`,
+    /// `unsupported_media_type`, `idempotency_mismatch`, `invalid_component`, `unauthorized`,
+    /// `forbidden`, `method_not_allowed`, `unavailable`, `internal`, …
+    code: &'static str,
     /// Human message.
-    message: &'a str,
+    message: String,
     /// The ids the error is about, when it is about several (unknown ids of a batch await).
     #[serde(skip_serializing_if = "Option::is_none")]
-    ids: Option<&'a [String]>,
+    ids: Option<Vec<String>>,
 }
 
 /// The cause of a 5xx answer, put in the response's extensions for [`log_server_errors`].
@@ -85,17 +88,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(ErrorBody {
-            error: ErrorDetail { code: self.code, message: &self.message, ids: self.ids.as_deref() },
-        });
+        let cause = self.status.is_server_error().then(|| self.cause.unwrap_or_else(|| self.message.clone()));
+        let body = Json(ErrorBody { error: ErrorDetail { code: self.code, message: self.message, ids: self.ids } });
         let mut response = if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Tell clients (and their retry loops) when to come back.
             (self.status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response()
         } else {
             (self.status, body).into_response()
         };
-        if self.status.is_server_error() {
-            let cause = self.cause.unwrap_or(self.message);
+        if let Some(cause) = cause {
             response.extensions_mut().insert(ServerError(cause.into()));
         }
         response

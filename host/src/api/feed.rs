@@ -17,6 +17,9 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::ErrorBody;
 use super::json::{Json, Query};
 use super::{ApiError, AppState, MAX_LONG_POLL};
 use crate::model::feed::{ChangeEvent, ChangeFilter};
@@ -31,7 +34,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 const REPLAY_PAGE: u32 = 500;
 
 /// `POST /v1/invocations/results` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResultsBody {
     /// Invocation ids (at most [`MAX_AWAIT_IDS`]; repeats count once).
@@ -42,26 +45,46 @@ pub(super) struct ResultsBody {
 }
 
 /// One final invocation of a batch await.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct ResultItem {
+    /// Invocation id.
     id: String,
+    /// Its final status.
     status: InvocationStatus,
+    /// The result, when it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
+    /// The error, when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<TaskFailure>,
 }
 
 /// `POST /v1/invocations/results` answer: the final ones, and the ids still running.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct ResultsPage {
+    /// The final invocations, in the order asked.
     results: Vec<ResultItem>,
+    /// The ids not final in time, in the order asked.
     pending: Vec<String>,
 }
 
-/// `POST /v1/invocations/results` `{"ids":[…], "timeout_ms":N}`: answers as soon as every id
-/// is final, or at the timeout (or when the daemon stops) with those that are; 404 listing
-/// the ids that name no invocation.
+/// Await many results
+///
+/// `{"ids":[…], "timeout_ms":N}`: answers as soon as every id is final, or at the timeout (or
+/// when the daemon stops) with those that are; 404 listing (in `error.ids`) the ids that name
+/// no invocation. Woken by the change feed, not by polling each id.
+#[utoipa::path(
+    post, path = "/v1/invocations/results", tag = "invocations",
+    request_body = ResultsBody,
+    responses(
+        (status = 200, description = "The final ones and the ids still pending.", body = ResultsPage),
+        (status = 400, description = "A malformed body or `timeout_ms` outside 0-60000.", body = ErrorBody),
+        (status = 404, description = "Ids that name no invocation (listed in `error.ids`).", body = ErrorBody),
+        (status = 413, description = "More than 10,000 ids.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn results(
     State(s): State<AppState>,
     Json(body): Json<ResultsBody>,
@@ -96,18 +119,35 @@ pub(super) async fn results(
 }
 
 /// `GET /v1/events/stream` query: every given filter must match.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StreamQuery {
+    /// Only invocations of this task.
     task: Option<String>,
+    /// Only invocations routed by this workflow.
     workflow: Option<String>,
+    /// Only this invocation.
     invocation: Option<String>,
 }
 
-/// `GET /v1/events/stream?task=&workflow=&invocation=`: Server-Sent Events, one per status
-/// change (`event: status`, `id:` the history sequence, `data:` the [`ChangeEvent`]). With
-/// `Last-Event-ID`, first every stored change after it, then the live ones. A client too slow
-/// for the feed gets `event: lagged` and the stream ends. A keep-alive comment every 10 s.
+/// Stream status changes
+///
+/// Server-Sent Events, one per invocation status change, from every node: `event: status`,
+/// `id:` the history sequence (cluster-wide, increasing), `data:`
+/// `{"invocation","task","status","at","node","workflow"?}`. With `Last-Event-ID`, first every
+/// stored change after it, then the live ones. A client too slow for the node's buffer gets
+/// `event: lagged` (`{"missed","last_event_id"}`) and the stream ends. A keep-alive comment
+/// every 10 s.
+#[utoipa::path(
+    get, path = "/v1/events/stream", tag = "events",
+    params(StreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id.")),
+    responses(
+        (status = 200, description = "The event stream.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed `Last-Event-ID` or an unknown filter.", body = ErrorBody),
+        (status = 404, description = "The task, workflow or invocation filtered on does not exist.", body = ErrorBody),
+    )
+)]
 pub(super) async fn stream(
     State(s): State<AppState>,
     Query(q): Query<StreamQuery>,

@@ -4,13 +4,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::json::Json;
 
 /// The answer of a probe: `{"status":"live"}`, `{"status":"ready","node","database"}` or
 /// `{"status":"unavailable","reason"}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub(super) enum Health {
     /// The process answers.
@@ -21,13 +22,28 @@ pub(super) enum Health {
     Unavailable { reason: &'static str },
 }
 
-/// `GET /health/live`.
+/// Liveness
+///
+/// The process answers.
+#[utoipa::path(
+    get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "`{\"status\":\"live\"}`.", body = Health))
+)]
 pub(super) async fn live() -> Json<Health> {
     Json(Health::Live)
 }
 
-/// `GET /health/ready`: 503 until the node is registered (and while it is fenced off or the
+/// Readiness
+///
+/// 503 until the node is registered and owns tokens (and while it is fenced off or the
 /// database does not answer).
+#[utoipa::path(
+    get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\":\"ready\",\"node\",\"database\"}`.", body = Health),
+        (status = 503, description = "`{\"status\":\"unavailable\",\"reason\"}`.", body = Health),
+    )
+)]
 pub(super) async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     if !s.orch.is_ready() {
         let reason = "not registered in the cluster yet, owning no tokens yet (the ring waits for minimum_nodes), or \

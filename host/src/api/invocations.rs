@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::json::{Json, Query};
 use super::{ApiError, AppState, MAX_LONG_POLL};
 use crate::model::instance::InstanceStatus;
@@ -19,27 +21,33 @@ use crate::store::StatusCount;
 /// Most calls in one batch request.
 const MAX_BATCH_CALLS: usize = 10_000;
 
-#[derive(Deserialize)]
+/// A call: the task and its arguments.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CallBody {
+    /// Task name.
     task: String,
+    /// Arguments, any JSON (`{}` when absent or `null`).
     #[serde(default)]
     args: Value,
+    /// Options of the call.
     #[serde(default)]
     options: Option<CallOptions>,
 }
 
 /// Per-call options.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CallOptions {
     /// Same key, same invocation (a different call under a used key is 422).
     idempotency_key: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Calls routed in one request.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BatchBody {
+    /// 1 to 10,000 calls.
     calls: Vec<CallBody>,
 }
 
@@ -60,7 +68,7 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
 }
 
 /// A routed call: `{"id","status","reused"}`, plus `rerun_of` for a rerun.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct RoutedView {
     id: String,
     status: InvocationStatus,
@@ -76,14 +84,14 @@ impl From<Routed> for RoutedView {
 }
 
 /// `{"invocations": [...]}` of a batch.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct RoutedBatch {
     invocations: Vec<RoutedView>,
 }
 
 /// An invocation as the API shows it: every field of [`Invocation`], with the live progress
 /// when it runs here.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct InvocationView {
     #[serde(flatten)]
     invocation: Invocation,
@@ -105,7 +113,7 @@ pub const LIST_VALUE_MAX_BYTES: usize = 1024;
 /// The view of an invocation on a list page: an `args` or `result` larger than
 /// [`LIST_VALUE_MAX_BYTES`] is omitted (`null`), with `args_omitted: true` and its size in
 /// `args_bytes` (`result_…` likewise); the invocation's own page has the full values.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct ListedInvocation {
     #[serde(flatten)]
     view: InvocationView,
@@ -142,9 +150,26 @@ fn brief(mut view: InvocationView) -> ListedInvocation {
     }
 }
 
-/// `POST /v1/invocations`.
-/// An `Idempotency-Key` header applies to the call (it must equal `options.idempotency_key`
-/// when both are given).
+/// Call a task
+///
+/// Routes one call; it is durable before the answer. An `Idempotency-Key` header applies to the
+/// call (it must equal `options.idempotency_key` when both are given): the same key and call
+/// return the same invocation. Under registration concurrency a call whose scope already
+/// waits answers that invocation (`reused: true`).
+#[utoipa::path(
+    post, path = "/v1/invocations", tag = "invocations",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters.")),
+    request_body = CallBody,
+    responses(
+        (status = 202, description = "Routed.", body = RoutedView),
+        (status = 400, description = "A malformed call or key.", body = ErrorBody),
+        (status = 404, description = "No such task.", body = ErrorBody),
+        (status = 409, description = "Same key arguments, other arguments, under `on_diff_non_key_args_raise`.", body = ErrorBody),
+        (status = 413, description = "Arguments over `--max-args-bytes`.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+        (status = 422, description = "The idempotency key was used for another call.", body = ErrorBody),
+    )
+)]
 pub(super) async fn route_one(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -162,7 +187,22 @@ pub(super) async fn route_one(
     Ok((StatusCode::ACCEPTED, Json(RoutedView::from(r))))
 }
 
-/// `POST /v1/invocations/batch`.
+/// Call tasks in a batch
+///
+/// Routes up to 10,000 calls in one request (one transaction).
+#[utoipa::path(
+    post, path = "/v1/invocations/batch", tag = "invocations",
+    request_body = BatchBody,
+    responses(
+        (status = 202, description = "Routed, in the order of the calls.", body = RoutedBatch),
+        (status = 400, description = "No calls, or a malformed one.", body = ErrorBody),
+        (status = 404, description = "An unknown task.", body = ErrorBody),
+        (status = 409, description = "A call refused by its task's concurrency policy.", body = ErrorBody),
+        (status = 413, description = "More than 10,000 calls, or a body or arguments too large.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+        (status = 422, description = "An idempotency key used for another call.", body = ErrorBody),
+    )
+)]
 pub(super) async fn route_batch(
     State(s): State<AppState>,
     Json(body): Json<BatchBody>,
@@ -184,20 +224,38 @@ pub(super) async fn route_batch(
     Ok((StatusCode::ACCEPTED, Json(RoutedBatch { invocations })))
 }
 
-/// `GET /v1/invocations/{id}`.
+/// Show an invocation
+#[utoipa::path(
+    get, path = "/v1/invocations/{id}", tag = "invocations", params(("id" = String, Path, description = "Invocation id.")),
+    responses((status = 200, description = "The invocation, with its progress while it runs here.", body = InvocationView), (status = 404, description = "No such invocation.", body = ErrorBody),)
+)]
 pub(super) async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<InvocationView>, ApiError> {
     let inv = s.orch.get(&id).await?;
     let waiting = s.orch.waiting(&inv).await?;
     Ok(Json(InvocationView { waiting, ..view(&s, inv) }))
 }
 
-#[derive(Deserialize)]
+/// How long to wait for a result.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ResultQuery {
+    /// Longest wait for the final status (at most 60,000; default 0: answer at once).
     timeout_ms: Option<u64>,
 }
 
-/// `GET /v1/invocations/{id}/result?timeout_ms=N`: 200 once final, 202 if not final in time
-/// or when the daemon stops meanwhile (with the status of that moment).
+/// Wait for a result
+///
+/// Long-polls the invocation: 200 once final, 202 if not final in time or when the daemon stops
+/// meanwhile (with the status of that moment).
+#[utoipa::path(
+    get, path = "/v1/invocations/{id}/result", tag = "invocations", params(("id" = String, Path, description = "Invocation id."), ResultQuery),
+    responses(
+        (status = 200, description = "Final.", body = InvocationView),
+        (status = 202, description = "Not final yet.", body = InvocationView),
+        (status = 400, description = "A malformed `timeout_ms`.", body = ErrorBody),
+        (status = 404, description = "No such invocation.", body = ErrorBody),
+    )
+)]
 pub(super) async fn result(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -212,12 +270,18 @@ pub(super) async fn result(
     Ok((status, Json(view(&s, inv))))
 }
 
-#[derive(Deserialize)]
+/// Filter and page of a list of invocations.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
+    /// Only this task's.
     task: Option<String>,
+    /// Only in this status (an invocation status).
     status: Option<String>,
+    /// Page size, 1-1000 (default 50).
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -226,13 +290,22 @@ fn parse_status(s: Option<String>) -> Result<Option<InvocationStatus>, ApiError>
 }
 
 /// A page of invocations, newest first; `next_cursor` is `null` on the last page.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct InvocationPage {
     invocations: Vec<ListedInvocation>,
     next_cursor: Option<String>,
 }
 
-/// `GET /v1/invocations?task=&status=&limit=&cursor=`: newest first.
+/// List invocations
+///
+/// Newest first, a page at a time; `args` and `result` over 1 KiB are left out.
+#[utoipa::path(
+    get, path = "/v1/invocations", tag = "invocations", params(ListQuery),
+    responses(
+        (status = 200, description = "A page.", body = InvocationPage),
+        (status = 400, description = "A bad status, limit or cursor.", body = ErrorBody),
+    )
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -255,21 +328,34 @@ pub(super) async fn list(
     Ok(Json(InvocationPage { invocations, next_cursor }))
 }
 
-#[derive(Deserialize)]
+/// Filter of the counts.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CountQuery {
+    /// Only this task's.
     task: Option<String>,
+    /// Only in this status (an invocation status).
     status: Option<String>,
 }
 
 /// Counts per task and status, and their total.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Counts {
     total: i64,
     counts: Vec<StatusCount>,
 }
 
-/// `GET /v1/invocations/count?task=&status=`: counts per task and status, and the total.
+/// Count invocations
+///
+/// Counts per task and status, and the total.
+#[utoipa::path(
+    get, path = "/v1/invocations/count", tag = "invocations", params(CountQuery),
+    responses(
+        (status = 200, description = "The counts.", body = Counts),
+        (status = 400, description = "A bad status.", body = ErrorBody),
+    )
+)]
 pub(super) async fn count(State(s): State<AppState>, Query(q): Query<CountQuery>) -> Result<Json<Counts>, ApiError> {
     let counts = s.orch.invocation_count(q.task.as_deref(), parse_status(q.status)?).await?;
     let total: i64 = counts.iter().map(|c| c.count).sum();
@@ -277,14 +363,20 @@ pub(super) async fn count(State(s): State<AppState>, Query(q): Query<CountQuery>
 }
 
 /// The invocations an invocation called.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Children {
     id: String,
     children: Vec<ListedInvocation>,
 }
 
-/// `GET /v1/invocations/{id}/children`: the invocations it called (pynenc's family tree, one
+/// List an invocation's children
+///
+/// The invocations it called (pynenc's family tree, one
 /// level; follow `children` of each for deeper levels).
+#[utoipa::path(
+    get, path = "/v1/invocations/{id}/children", tag = "invocations", params(("id" = String, Path, description = "Invocation id.")),
+    responses((status = 200, description = "Its children.", body = Children), (status = 404, description = "No such invocation.", body = ErrorBody),)
+)]
 pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Children>, ApiError> {
     let kids = s.orch.invocation_children(&id).await?;
     let children = kids.into_iter().map(|i| brief(view(&s, i))).collect();
@@ -293,7 +385,7 @@ pub(super) async fn children(State(s): State<AppState>, Path(id): Path<String>) 
 
 /// One attempt of an invocation: where it ran, how it ended and what it used; `ended_at` is
 /// `null` while it is live (`report_by` set).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct AttemptView {
     attempt: u32,
     node: String,
@@ -307,14 +399,19 @@ pub(super) struct AttemptView {
 }
 
 /// The attempts of an invocation.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Attempts {
     id: String,
     instances: Vec<AttemptView>,
 }
 
-/// `GET /v1/invocations/{id}/instances`: its attempts (task instances) with node, status,
-/// error and resource use.
+/// List an invocation's attempts
+///
+/// Its attempts (task instances) with node, status, error and resource use.
+#[utoipa::path(
+    get, path = "/v1/invocations/{id}/instances", tag = "invocations", params(("id" = String, Path, description = "Invocation id.")),
+    responses((status = 200, description = "Its attempts.", body = Attempts), (status = 404, description = "No such invocation.", body = ErrorBody),)
+)]
 pub(super) async fn instances(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Attempts>, ApiError> {
     let list = s.orch.invocation_instances(&id).await?;
     let instances = list
@@ -335,7 +432,7 @@ pub(super) async fn instances(State(s): State<AppState>, Path(id): Path<String>)
 }
 
 /// What one attempt printed and logged.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct AttemptLogs {
     attempt: u32,
     stdout: String,
@@ -345,14 +442,20 @@ pub(super) struct AttemptLogs {
 }
 
 /// The output of every attempt of an invocation.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Logs {
     id: String,
     attempts: Vec<AttemptLogs>,
 }
 
-/// `GET /v1/invocations/{id}/logs`: per attempt, the tail of stdout and stderr (10,000 bytes
+/// Read an invocation's output
+///
+/// Per attempt, the tail of stdout and stderr (10,000 bytes
 /// each) and the guest's log lines.
+#[utoipa::path(
+    get, path = "/v1/invocations/{id}/logs", tag = "invocations", params(("id" = String, Path, description = "Invocation id.")),
+    responses((status = 200, description = "Its attempts' output.", body = Logs), (status = 404, description = "No such invocation.", body = ErrorBody),)
+)]
 pub(super) async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Logs>, ApiError> {
     let list = s.orch.invocation_instances(&id).await?;
     let attempts = list
@@ -369,19 +472,35 @@ pub(super) async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> R
 }
 
 /// The status history of an invocation.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct History {
     id: String,
     history: Vec<HistoryEntry>,
 }
 
-/// `GET /v1/invocations/{id}/history`.
+/// Read an invocation's history
+///
+/// Every status it entered, when and on which node.
+#[utoipa::path(
+    get, path = "/v1/invocations/{id}/history", tag = "invocations", params(("id" = String, Path, description = "Invocation id.")),
+    responses((status = 200, description = "Its status history.", body = History), (status = 404, description = "No such invocation.", body = ErrorBody),)
+)]
 pub(super) async fn history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<History>, ApiError> {
     let history = s.orch.invocation_history(&id).await?;
     Ok(Json(History { id, history }))
 }
 
-/// `POST /v1/invocations/{id}/cancel`: the invocation as it is after the cancel.
+/// Cancel an invocation
+///
+/// A running guest is interrupted; answers the invocation as it is after the cancel.
+#[utoipa::path(
+    post, path = "/v1/invocations/{id}/cancel", tag = "invocations", params(("id" = String, Path, description = "Invocation id.")),
+    responses(
+        (status = 200, description = "Cancelled (or already final).", body = InvocationView),
+        (status = 404, description = "No such invocation.", body = ErrorBody),
+        (status = 409, description = "It kept changing while being cancelled; try again.", body = ErrorBody),
+    )
+)]
 pub(super) async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -390,7 +509,18 @@ pub(super) async fn cancel(
     Ok(Json(view(&s, inv)))
 }
 
-/// `POST /v1/invocations/{id}/rerun`: routes the same call again; 202 with the new invocation.
+/// Rerun an invocation
+///
+/// Routes the same call again as a new invocation.
+#[utoipa::path(
+    post, path = "/v1/invocations/{id}/rerun", tag = "invocations", params(("id" = String, Path, description = "Invocation id.")),
+    responses(
+        (status = 202, description = "The new invocation, with `rerun_of`.", body = RoutedView),
+        (status = 404, description = "No such invocation.", body = ErrorBody),
+        (status = 404, description = "Its task is no longer registered.", body = ErrorBody),
+        (status = 409, description = "Refused by the task's concurrency policy.", body = ErrorBody),
+    )
+)]
 pub(super) async fn rerun(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let inv = s.orch.rerun(&id).await?;
     let routed = RoutedView { id: inv.id, status: inv.status, reused: false, rerun_of: Some(id) };

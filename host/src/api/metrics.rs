@@ -15,7 +15,15 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics
+///
+/// The cluster's state in the Prometheus text format (0.0.4): invocations by task and status,
+/// live nodes, tokens per node, the ring's version, unrunnable pinned tasks, this node's slots,
+/// readiness and attempt outcome counters.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics.", body = String, content_type = "text/plain"))
+)]
 pub(super) async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, rows: Vec<(String, i64)>| {

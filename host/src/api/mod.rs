@@ -1,8 +1,11 @@
 //! The HTTP API (axum): the only place that speaks HTTP. `router(state)` builds every route of
 //! DESIGN.md's contract; handlers take typed JSON (`json::Json`, whose rejection is the one
 //! error shape of `error.rs`), call orchestrator methods (never the store) and answer with
-//! `Serialize` types declared beside them. `serve` runs the server (timeouts, connection cap,
-//! drain), `auth` asks for API keys, `ui` serves the web dashboard, `guard` keeps other web pages and oversized input out, and
+//! `Serialize` types declared beside them. One route table (`api_routes`, `probe_routes`) of
+//! handlers annotated with `#[utoipa::path]` builds both the router and the OpenAPI document
+//! (`openapi.rs`, served at `/openapi.json`). `serve` runs the server (timeouts, connection cap,
+//! drain), `auth` asks for API keys, `feed` streams status changes and awaits many results,
+//! `ui` serves the web dashboard, `guard` keeps other web pages and oversized input out, and
 //! a middleware of `error.rs` logs every 5xx once.
 
 pub mod auth;
@@ -16,6 +19,7 @@ mod health;
 mod invocations;
 mod json;
 mod metrics;
+pub mod openapi;
 pub mod serve;
 mod ui;
 mod workflows;
@@ -25,10 +29,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use crate::orchestrator::Orchestrator;
 pub use auth::Auth;
@@ -52,6 +57,19 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
 }
 
+impl Limits {
+    /// The limits a configuration sets.
+    pub fn of(cfg: &crate::config::Config) -> Self {
+        Self {
+            max_upload_bytes: cfg.max_upload_bytes,
+            max_body_bytes: cfg.max_body_bytes,
+            max_batch_body_bytes: cfg.max_batch_body_bytes,
+            max_args_bytes: cfg.max_args_bytes,
+            body_idle_timeout: Duration::from_millis(cfg.header_read_timeout_ms),
+        }
+    }
+}
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -70,51 +88,14 @@ pub struct AppState {
 /// Longest a result long-poll may wait.
 pub const MAX_LONG_POLL: Duration = Duration::from_secs(60);
 
-/// Builds the router with every route.
+/// Builds the router with every route: the route table of [`api_routes`] and [`probe_routes`]
+/// (the same table the OpenAPI document is generated from), the fallbacks and the layers.
 pub fn router(state: AppState) -> Router {
-    let Limits { max_upload_bytes, max_body_bytes, max_batch_body_bytes, body_idle_timeout, .. } = state.limits;
-    let big = || DefaultBodyLimit::max(max_batch_body_bytes);
-    let router = Router::new()
-        .route(
-            "/v1/components",
-            post(components::upload).layer(DefaultBodyLimit::max(max_upload_bytes)).get(components::list),
-        )
-        .route("/v1/components/{name}", get(components::show).delete(components::remove))
-        .route("/v1/tasks", get(components::tasks))
-        .route("/v1/tasks/{task}", get(components::task).patch(components::patch_task))
-        .route("/v1/tasks/{task}/resources", get(components::resources))
-        .route("/v1/invocations", post(invocations::route_one).get(invocations::list))
-        .route("/v1/invocations/batch", post(invocations::route_batch).layer(big()))
-        .route("/v1/invocations/count", get(invocations::count))
-        .route("/v1/invocations/results", post(feed::results))
-        .route("/v1/invocations/{id}", get(invocations::show))
-        .route("/v1/invocations/{id}/result", get(invocations::result))
-        .route("/v1/invocations/{id}/history", get(invocations::history))
-        .route("/v1/invocations/{id}/children", get(invocations::children))
-        .route("/v1/invocations/{id}/instances", get(invocations::instances))
-        .route("/v1/invocations/{id}/logs", get(invocations::logs))
-        .route("/v1/invocations/{id}/cancel", post(invocations::cancel))
-        .route("/v1/invocations/{id}/rerun", post(invocations::rerun))
-        .route("/v1/triggers", post(coordination::create_trigger).get(coordination::list_triggers))
-        .route("/v1/triggers/{id}", get(coordination::show_trigger).delete(coordination::delete_trigger))
-        .route("/v1/events", post(coordination::post_event))
-        .route("/v1/events/stream", get(feed::stream))
-        .route("/v1/services/runs", get(coordination::service_runs))
-        .route("/v1/cluster/nodes", get(coordination::nodes))
-        .route("/v1/cluster/tokens", get(cluster::tokens))
-        .route("/v1/cluster/pins", get(cluster::list).post(cluster::pin))
-        .route("/v1/cluster/pins/{task}", axum::routing::delete(cluster::unpin))
-        .route("/v1/workflows", post(workflows::create).layer(big()).get(workflows::list))
-        .route("/v1/workflows/{id}", get(workflows::show))
-        .route("/v1/workflows/{id}/nodes", get(workflows::nodes))
-        .route("/v1/workflows/{id}/pause", post(workflows::pause))
-        .route("/v1/workflows/{id}/resume", post(workflows::resume))
-        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
-        .route("/v1/arrays", post(workflows::create_array).layer(big()))
-        .route("/v1/keys", post(auth::create).get(auth::list))
-        .route("/v1/keys/{name}", axum::routing::delete(auth::delete))
-        .route("/v1/whoami", get(auth::whoami))
-        .route("/metrics", get(metrics::metrics))
+    let Limits { max_body_bytes, body_idle_timeout, .. } = state.limits;
+    let (api, _) = api_routes(&state.limits).split_for_parts();
+    let (probes, _) = probe_routes().split_for_parts();
+    let router = api
+        // The dashboard's page and files: not part of the API document.
         .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -130,8 +111,7 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         // Probes stay out of the request trace: a 503 from /health/ready while a node starts
         // is an answer, not a failure to log.
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
+        .merge(probes)
         // Outermost last: CORS (if any), then the Host check, the Origin check, the key.
         .layer(from_fn_with_state(state.clone(), auth::require_key))
         .layer(from_fn_with_state(state.clone(), guard::check_origin))
@@ -141,4 +121,62 @@ pub fn router(state: AppState) -> Router {
         None => router,
     };
     router.with_state(state)
+}
+
+/// The route table of everything but the probes: each handler with its `#[utoipa::path]`
+/// (method, path, parameters, bodies, answers), so the router and the OpenAPI document
+/// (`openapi.rs`) come from this one list. A route added any other way fails
+/// `openapi::tests::every_route_goes_through_the_table`.
+fn api_routes(limits: &Limits) -> OpenApiRouter<AppState> {
+    let upload = DefaultBodyLimit::max(limits.max_upload_bytes);
+    let big = DefaultBodyLimit::max(limits.max_batch_body_bytes);
+    let layered = |(schemas, paths, method): UtoipaMethodRouter<AppState>, limit: DefaultBodyLimit| {
+        (schemas, paths, method.layer(limit))
+    };
+    OpenApiRouter::new()
+        .routes(layered(routes!(components::upload), upload))
+        .routes(routes!(components::list))
+        .routes(routes!(components::show, components::remove))
+        .routes(routes!(components::tasks))
+        .routes(routes!(components::task, components::patch_task))
+        .routes(routes!(components::resources))
+        .routes(routes!(invocations::route_one, invocations::list))
+        .routes(layered(routes!(invocations::route_batch), big))
+        .routes(routes!(invocations::count))
+        .routes(routes!(feed::results))
+        .routes(routes!(invocations::show))
+        .routes(routes!(invocations::result))
+        .routes(routes!(invocations::history))
+        .routes(routes!(invocations::children))
+        .routes(routes!(invocations::instances))
+        .routes(routes!(invocations::logs))
+        .routes(routes!(invocations::cancel))
+        .routes(routes!(invocations::rerun))
+        .routes(routes!(coordination::create_trigger, coordination::list_triggers))
+        .routes(routes!(coordination::show_trigger, coordination::delete_trigger))
+        .routes(routes!(coordination::post_event))
+        .routes(routes!(feed::stream))
+        .routes(routes!(coordination::service_runs))
+        .routes(routes!(coordination::nodes))
+        .routes(routes!(cluster::tokens))
+        .routes(routes!(cluster::list, cluster::pin))
+        .routes(routes!(cluster::unpin))
+        .routes(layered(routes!(workflows::create), big))
+        .routes(routes!(workflows::list))
+        .routes(routes!(workflows::show))
+        .routes(routes!(workflows::nodes))
+        .routes(routes!(workflows::pause))
+        .routes(routes!(workflows::resume))
+        .routes(routes!(workflows::cancel))
+        .routes(layered(routes!(workflows::create_array), big))
+        .routes(routes!(auth::create, auth::list))
+        .routes(routes!(auth::delete))
+        .routes(routes!(auth::whoami))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::serve_document))
+}
+
+/// The probes' route table: open to anyone, outside the request trace.
+fn probe_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health::live)).routes(routes!(health::ready))
 }

@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::json::{Json, OptionalJson, Query};
 use super::{ApiError, AppState};
 use crate::model::Millis;
@@ -13,7 +15,7 @@ use crate::model::workflow::{ArrayRequest, WorkflowInfo, WorkflowKind, WorkflowN
 use crate::orchestrator::workflows::{ResumeMode, WorkflowSummary};
 
 /// A workflow or array just created.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct Created {
     id: String,
     status: WorkflowStatus,
@@ -25,7 +27,19 @@ impl From<WorkflowInfo> for Created {
     }
 }
 
-/// `POST /v1/workflows` → 201 `{"id","status"}`.
+/// Create a workflow
+///
+/// A graph of calls, each node started when its `depends_on` are done, within
+/// `max_concurrently_running` and `task_limits`.
+#[utoipa::path(
+    post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowRequest,
+    responses(
+        (status = 201, description = "Created.", body = Created),
+        (status = 400, description = "An invalid graph (ids, dependencies, a cycle, limits) or an unknown task.", body = ErrorBody),
+        (status = 413, description = "A body over `--max-batch-body-bytes` or arguments over `--max-args-bytes`.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn create(
     State(s): State<AppState>,
     Json(body): Json<WorkflowRequest>,
@@ -37,7 +51,18 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(Created::from(wf))))
 }
 
-/// `POST /v1/arrays` → 201 `{"id","status"}`: one task over a list of arguments.
+/// Create an array
+///
+/// One task over a list of arguments: a workflow of nodes `"0"`…`"n-1"` without edges.
+#[utoipa::path(
+    post, path = "/v1/arrays", tag = "workflows", request_body = ArrayRequest,
+    responses(
+        (status = 201, description = "Created.", body = Created),
+        (status = 400, description = "Invalid limits or an unknown task.", body = ErrorBody),
+        (status = 413, description = "A body over `--max-batch-body-bytes` or arguments over `--max-args-bytes`.", body = ErrorBody),
+        (status = 415, description = "Not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn create_array(
     State(s): State<AppState>,
     Json(body): Json<ArrayRequest>,
@@ -49,19 +74,31 @@ pub(super) async fn create_array(
     Ok((StatusCode::CREATED, Json(Created::from(wf))))
 }
 
-#[derive(Deserialize)]
+/// How many to list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
+    /// 1-1000 (default 50).
     limit: Option<u32>,
 }
 
 /// Workflows, newest first.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct WorkflowList {
     workflows: Vec<WorkflowInfo>,
 }
 
-/// `GET /v1/workflows?limit=N`: newest first.
+/// List workflows
+///
+/// Newest first.
+#[utoipa::path(
+    get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
+    responses(
+        (status = 200, description = "The workflows.", body = WorkflowList),
+        (status = 400, description = "A bad limit.", body = ErrorBody),
+    )
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -73,13 +110,26 @@ pub(super) async fn list(
     Ok(Json(WorkflowList { workflows: s.orch.workflow_list(limit).await? }))
 }
 
-#[derive(Deserialize)]
+/// What to show.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ShowQuery {
+    /// Include the nodes (default true).
     nodes: Option<bool>,
 }
 
-/// `GET /v1/workflows/{id}[?nodes=false]`: the summary, with the nodes unless skipped.
+/// Show a workflow
+///
+/// Its status, counts per node status and, unless `nodes=false`, its nodes.
+#[utoipa::path(
+    get, path = "/v1/workflows/{id}", tag = "workflows", params(("id" = String, Path, description = "Workflow id."), ShowQuery),
+    responses(
+        (status = 200, description = "The summary.", body = WorkflowSummary),
+        (status = 400, description = "A malformed query.", body = ErrorBody),
+        (status = 404, description = "No such workflow.", body = ErrorBody),
+    )
+)]
 pub(super) async fn show(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -88,21 +138,34 @@ pub(super) async fn show(
     Ok(Json(s.orch.workflow_summary(&id, q.nodes.unwrap_or(true)).await?))
 }
 
-#[derive(Deserialize)]
+/// From when.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SinceQuery {
+    /// Milliseconds since the epoch: the `server_time` of the previous answer (default: all).
     updated_since: Option<i64>,
 }
 
 /// The nodes changed since a time, and the time to ask from next.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct NodesSince {
     server_time: Millis,
     nodes: Vec<WorkflowNode>,
 }
 
-/// `GET /v1/workflows/{id}/nodes?updated_since=T` → `{"server_time","nodes"}`: the nodes
-/// changed after `T`; pass `server_time` as the next `T` (some nodes come twice, none is missed).
+/// Sync a workflow's nodes
+///
+/// The nodes changed after `updated_since`; pass `server_time` as the next `updated_since`
+/// (some nodes come twice, none is missed).
+#[utoipa::path(
+    get, path = "/v1/workflows/{id}/nodes", tag = "workflows", params(("id" = String, Path, description = "Workflow id."), SinceQuery),
+    responses(
+        (status = 200, description = "The changed nodes.", body = NodesSince),
+        (status = 400, description = "A malformed query.", body = ErrorBody),
+        (status = 404, description = "No such workflow.", body = ErrorBody),
+    )
+)]
 pub(super) async fn nodes(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -112,7 +175,17 @@ pub(super) async fn nodes(
     Ok(Json(NodesSince { server_time, nodes }))
 }
 
-/// `POST /v1/workflows/{id}/pause` → the summary.
+/// Pause a workflow
+///
+/// Running nodes finish, nothing new starts.
+#[utoipa::path(
+    post, path = "/v1/workflows/{id}/pause", tag = "workflows", params(("id" = String, Path, description = "Workflow id.")),
+    responses(
+        (status = 200, description = "The summary.", body = WorkflowSummary),
+        (status = 404, description = "No such workflow.", body = ErrorBody),
+        (status = 409, description = "The workflow is final.", body = ErrorBody),
+    )
+)]
 pub(super) async fn pause(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -120,15 +193,30 @@ pub(super) async fn pause(
     Ok(Json(s.orch.workflow_pause(&id).await?))
 }
 
-#[derive(Deserialize, Default)]
+/// How to resume.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResumeBody {
+    /// `hot` (default) or `cold` (also restart running nodes).
     #[serde(default)]
     mode: ResumeMode,
 }
 
-/// `POST /v1/workflows/{id}/resume` with an optional `{"mode":"hot"|"cold"}` (no body: hot)
-/// → the summary.
+/// Resume a workflow
+///
+/// With an optional `{"mode":"hot"|"cold"}` (no body: hot); cold also cancels the running
+/// nodes' invocations and starts those nodes again.
+#[utoipa::path(
+    post, path = "/v1/workflows/{id}/resume", tag = "workflows", params(("id" = String, Path, description = "Workflow id.")),
+    request_body(content = Option<ResumeBody>, description = "Optional; an empty body is `hot`."),
+    responses(
+        (status = 200, description = "The summary.", body = WorkflowSummary),
+        (status = 400, description = "A malformed body.", body = ErrorBody),
+        (status = 404, description = "No such workflow.", body = ErrorBody),
+        (status = 409, description = "The workflow is final.", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json`.", body = ErrorBody),
+    )
+)]
 pub(super) async fn resume(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -137,7 +225,17 @@ pub(super) async fn resume(
     Ok(Json(s.orch.workflow_resume(&id, body.mode).await?))
 }
 
-/// `POST /v1/workflows/{id}/cancel` → the summary.
+/// Cancel a workflow
+///
+/// Every unfinished node is cancelled, and so are the started invocations.
+#[utoipa::path(
+    post, path = "/v1/workflows/{id}/cancel", tag = "workflows", params(("id" = String, Path, description = "Workflow id.")),
+    responses(
+        (status = 200, description = "The summary.", body = WorkflowSummary),
+        (status = 404, description = "No such workflow.", body = ErrorBody),
+        (status = 409, description = "The workflow is final.", body = ErrorBody),
+    )
+)]
 pub(super) async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<String>,

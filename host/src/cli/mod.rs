@@ -1,8 +1,8 @@
 //! The `warden` command line (clap): `serve` runs the daemon; the client commands (`deploy`,
 //! `rm`, `call`, `wait`, `get`, `ls`, `history`, `logs`, `cancel`, `rerun`, `watch`, `route`)
 //! talk to a running daemon over its HTTP API and print for people or, with `-o json`, for
-//! scripts;
-//! `status-graph` prints the invocation table; `bench` measures throughput and latency.
+//! scripts; `status-graph` prints the invocation table; `openapi` the OpenAPI document of the
+//! HTTP API; `bench` measures throughput and latency.
 
 mod bench;
 mod bench_feed;
@@ -224,6 +224,13 @@ enum Command {
     },
     /// Print the invocation status machine.
     StatusGraph,
+    /// Print the OpenAPI 3.1 document of the HTTP API (as `GET /openapi.json` serves it; no
+    /// daemon needed).
+    Openapi {
+        /// As a daemon with `--metrics-public` serves it (`/metrics` open).
+        #[arg(long)]
+        metrics_public: bool,
+    },
     /// Print a completion script for SHELL (e.g. `warden completions bash > ~/.local/share/bash-completion/completions/warden`).
     Completions {
         /// The shell.
@@ -355,6 +362,11 @@ next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
         }
         Command::StatusGraph => {
             output::emit(&crate::model::status::render_table());
+            Ok(())
+        }
+        Command::Openapi { metrics_public } => {
+            let doc = crate::api::openapi::document(metrics_public);
+            output::emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,

@@ -37,7 +37,7 @@ impl NodeInfo {
 }
 
 /// The status of one execution of the atomic services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceRunStatus {
     /// Running now (at most one cluster-wide: the storage gate).
@@ -76,7 +76,7 @@ impl FromStr for ServiceRunStatus {
 }
 
 /// One execution record of the atomic services.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceRun {
     /// Sequence number.
     pub id: i64,
@@ -121,7 +121,7 @@ pub struct TokenRing {
 }
 
 /// One swap of the ring, as audited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenAudit {
     /// The version it produced.
     pub version: i64,

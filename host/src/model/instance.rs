@@ -21,7 +21,7 @@ use super::{ErrorKind, Millis, TaskFailure};
 macro_rules! instance_statuses {
     ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, final: $final:literal, next: [$($next:ident),*];)*) => {
         /// The status of a task instance (Jobmon's). Each doc line says who moves it out.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum InstanceStatus {
             $( $(#[doc = $doc])* $variant, )*

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{InvocationStatus, Millis, TaskInstance};
 
 /// The kind of a failure, as stored and shown in the API (lower snake case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Guest said it can never succeed.
@@ -48,7 +48,7 @@ impl ErrorKind {
 }
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskFailure {
     /// Classification that decides retries.
     pub kind: ErrorKind,
@@ -70,7 +70,7 @@ impl fmt::Display for TaskFailure {
 }
 
 /// One routed call of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invocation {
     /// Unique id (UUIDv7, so ids sort by creation time).
     pub id: String,
@@ -111,7 +111,7 @@ pub struct Invocation {
 }
 
 /// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Waiting {
     /// What holds it back: `running_concurrency` (another invocation owns its running scope).
     pub reason: String,
@@ -166,7 +166,7 @@ pub struct NewInvocation {
 }
 
 /// One row of an invocation's status history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// The status entered.
     pub status: InvocationStatus,

@@ -29,7 +29,7 @@ pub enum Ownership {
 macro_rules! statuses {
     ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, final: $final:literal, runnable: $runnable:literal, ownership: $own:ident, next: [$($next:ident),*];)*) => {
         /// The status of an invocation. Each doc line says who moves it out.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum InvocationStatus {
             $( $(#[doc = $doc])* $variant, )*

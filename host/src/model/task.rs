@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::Millis;
 
 /// pynenc's concurrency modes, for registration (deduplication) and running (serialisation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Concurrency {
     /// No control.
@@ -72,7 +72,7 @@ pub mod defaults {
 }
 
 /// A task as registered on the host: its component and its effective options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskDef {
     /// Unique task name.
     pub name: String,
@@ -103,7 +103,7 @@ pub struct TaskDef {
 
 /// Options of a task beyond limits and modes; every field has a default, so stored JSON
 /// written before a field existed still decodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct TaskPolicy {
     /// After an attempt ends in a resource error (timeout or memory limit), the next attempt
@@ -136,7 +136,7 @@ impl Default for TaskPolicy {
 }
 
 /// A change to a task's options (`PATCH /v1/tasks/{task}`); absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskPatch {
     /// New attempt limit.
@@ -208,7 +208,7 @@ impl TaskDef {
 }
 
 /// A stored component: its bytes live in the database so every node can load it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentInfo {
     /// Name given at upload (`?name=`).
     pub name: String,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{ErrorKind, InvocationStatus, Millis, TaskFailure};
 
 /// When a trigger fires (`"on"` of `POST /v1/triggers`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TriggerCondition {
     /// A 5-field cron expression (minute hour day-of-month month day-of-week), UTC.
@@ -22,13 +22,15 @@ pub enum TriggerCondition {
     /// An event of this code was posted (`POST /v1/events`).
     Event(String),
     /// Any of the conditions.
+    #[schema(no_recursion)]
     Any(Vec<TriggerCondition>),
     /// All of the conditions (each seen at least once since the last firing).
+    #[schema(no_recursion)]
     All(Vec<TriggerCondition>),
 }
 
 /// See [`TriggerCondition::Status`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusCondition {
     /// Task watched.
@@ -38,7 +40,7 @@ pub struct StatusCondition {
 }
 
 /// See [`TriggerCondition::Result`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultCondition {
     /// Task watched.
@@ -49,7 +51,7 @@ pub struct ResultCondition {
 }
 
 /// See [`TriggerCondition::Failure`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailureCondition {
     /// Task watched.
@@ -60,7 +62,7 @@ pub struct FailureCondition {
 }
 
 /// Where a trigger's call takes its arguments from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ArgsFrom {
     /// The trigger's own `args` (default `{}`).
@@ -100,7 +102,7 @@ impl FromStr for ArgsFrom {
 }
 
 /// A stored trigger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Trigger {
     /// Trigger id.
     pub id: String,
@@ -119,7 +121,7 @@ pub struct Trigger {
 }
 
 /// One firing of a trigger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TriggerRun {
     /// The trigger.
     pub trigger_id: String,

@@ -29,7 +29,7 @@ fn empty_args() -> serde_json::Value {
 }
 
 /// `POST /v1/workflows`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowRequest {
     /// A name for people (not unique).
@@ -52,7 +52,7 @@ pub struct WorkflowRequest {
 }
 
 /// One node of a [`WorkflowRequest`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeRequest {
     /// Unique within the workflow.
@@ -68,7 +68,7 @@ pub struct NodeRequest {
 }
 
 /// `POST /v1/arrays`: one task called with each of `args`, nodes `"0"`…`"n-1"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArrayRequest {
     /// Task to call.
@@ -107,7 +107,7 @@ impl ArrayRequest {
 }
 
 /// What kind of graph a workflow is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowKind {
     /// A graph of nodes with dependencies.
@@ -117,7 +117,7 @@ pub enum WorkflowKind {
 }
 
 /// Status of a workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
     /// Being stored (never visible: creation is one transaction).
@@ -137,7 +137,7 @@ pub enum WorkflowStatus {
 }
 
 /// Status of a workflow node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     /// Some upstream is not done.
@@ -210,7 +210,7 @@ impl WorkflowStatus {
 }
 
 /// A workflow as stored (without its nodes).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkflowInfo {
     /// Id (UUIDv7).
     pub id: String,
@@ -239,7 +239,7 @@ pub struct WorkflowInfo {
 }
 
 /// One node as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkflowNode {
     /// Node id.
     pub id: String,

@@ -9,7 +9,7 @@ use crate::model::identity;
 use crate::model::{ArgsFrom, Event, Trigger, TriggerCondition};
 
 /// A trigger as `POST /v1/triggers` takes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTrigger {
     /// The task to call.

@@ -185,7 +185,7 @@ pub struct CallRequest {
 }
 
 /// Latest progress a running guest reported.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Progress {
     /// Units done.
     pub done: u64,

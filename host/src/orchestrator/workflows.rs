@@ -30,7 +30,7 @@ const ACTIVE_LIMIT: u32 = 10_000;
 const TIDY_AFTER_MOVES: usize = 10_000;
 
 /// How a paused workflow resumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResumeMode {
     /// Clear the pause: running nodes keep running.
@@ -41,7 +41,7 @@ pub enum ResumeMode {
 }
 
 /// `GET /v1/workflows/{id}`: the workflow, its nodes per status and (unless skipped) its nodes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkflowSummary {
     /// The workflow.
     #[serde(flatten)]

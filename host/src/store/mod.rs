@@ -129,7 +129,7 @@ impl TransitionOutcome {
 }
 
 /// Counts of invocations per task and status.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StatusCount {
     /// Task name.
     pub task: String,
