@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -249,7 +248,7 @@ impl StreamState {
                 r = self.sub.rx.recv() => r,
             };
             match received {
-                Ok(e) if e.seq > self.head => self.status_event(&Arc::clone(&e)),
+                Ok(e) if e.seq > self.head => self.status_event(&e),
                 Ok(_) => {}
                 Err(RecvError::Lagged(missed)) => {
                     self.ended = true;

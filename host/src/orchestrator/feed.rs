@@ -297,28 +297,29 @@ impl Orchestrator {
                     recheck = tokio::time::Instant::now() + AWAIT_RECHECK;
                 }
                 r = sub.rx.recv() => {
-                    let mut next = Some(r);
-                    while let Some(r) = next.take() {
-                        match r {
-                            Ok(e) => {
-                                if e.status.is_final() && waiting.contains(&e.invocation) {
-                                    look.push(e.invocation.clone());
-                                }
-                            }
-                            Err(broadcast::error::RecvError::Lagged(_)) => {
-                                look = waiting.iter().cloned().collect();
-                                sub.rx = sub.rx.resubscribe();
-                                break;
-                            }
-                            Err(broadcast::error::RecvError::Closed) => {
-                                return Err(OrchestratorError::Unavailable("the daemon is stopping".into()));
-                            }
+                    // This event and whatever else is queued; after a lag, look at them all.
+                    let mut lagged = false;
+                    let mut note = |e: &ChangeEvent| {
+                        if e.status.is_final() && waiting.contains(&e.invocation) {
+                            look.push(e.invocation.clone());
                         }
-                        next = match sub.rx.try_recv() {
-                            Ok(e) => Some(Ok(e)),
-                            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
-                            Err(_) => None,
-                        };
+                    };
+                    match r {
+                        Ok(e) => note(&e),
+                        Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err(OrchestratorError::Unavailable("the daemon is stopping".into()));
+                        }
+                    }
+                    loop {
+                        match sub.rx.try_recv() {
+                            Ok(e) => note(&e),
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
+                            Err(_) => break,
+                        }
+                    }
+                    if lagged {
+                        look = waiting.iter().cloned().collect();
                     }
                 }
             }
