@@ -234,6 +234,80 @@ mod silent_node_triage {
     }
 }
 
+/// What a silent node knew decides the triage (Jobmon's exit-info lookup): a node goes silent
+/// (SIGSTOP) while its guest spins towards its 1 s timeout. Its heartbeats carried the time the
+/// attempt had left; when triage gives the instance up (two report windows later, 300 ms
+/// heartbeats here), that time has run out, so the instance
+/// ends `resource_error` (kind `timeout`, saying the node stopped reporting), not
+/// `unknown_error`, and the next attempt runs on the other node with the timeout grown by the
+/// task's resource scale (1.5 s), as after a recorded timeout. PostgreSQL only (see above).
+async fn a_silent_nodes_last_report_decides_the_triage(b: Backend) {
+    assert_eq!(b, Backend::Postgres);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_postgres_database().await;
+    let flags = |name: &'static str| {
+        vec![
+            "--node-name",
+            name,
+            "--heartbeat-interval-ms",
+            "300",
+            "--heartbeat-timeout-ms",
+            "8000",
+            "--service-interval-ms",
+            "1000",
+        ]
+    };
+    let other = spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
+    let silent = spawn_args(&dir.path().join("a"), Some(&db), &flags("silent")).await;
+    silent.api.deploy("hostile", guests::HOSTILE).await;
+    let (s, v) = silent.api.post("/v1/cluster/pins", &json!({"task": "spin", "patterns": ["silent", "%"]})).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = silent.api.http.patch(format!("{}/v1/tasks/spin", silent.api.url)).json(&json!({"max_attempts": 2}));
+    let r = r.send().await.expect("patch");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let id = silent.api.call("spin", json!({})).await;
+    wait_status(&silent.api, &id, "running").await;
+    // A heartbeat (every 300 ms) carries the time left: at most 750 ms. Triage gives the
+    // instance up two report windows (2 × 930 ms) after the last one: its time has run out.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    silent.signal("STOP");
+    let stopped_at = std::time::Instant::now();
+    let first = loop {
+        let (_, v) = other.api.get(&format!("/v1/invocations/{id}/instances")).await;
+        let first = v["instances"][0].clone();
+        if first["report_by"].is_null() && first["status"] != "running" && first["status"] != "triaging" {
+            break first;
+        }
+        assert!(stopped_at.elapsed() < Duration::from_secs(30), "never triaged: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let triaged_after = stopped_at.elapsed();
+    assert_eq!((&first["node"], &first["status"]), (&json!("silent"), &json!("resource_error")), "{first}");
+    assert_eq!(first["error"]["kind"], "timeout", "{first}");
+    let why = first["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("stopped reporting") && why.contains("time ran out"), "{why}");
+    // The second attempt runs on the other node once the silent one counts as dead, with the
+    // timeout grown by 50%: it times out too, at about 1.5 s, and that was the last attempt.
+    let v = other.api.result(&id, Duration::from_secs(60)).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("failed"), &json!(2)), "{v}");
+    let (_, i) = other.api.get(&format!("/v1/invocations/{id}/instances")).await;
+    let second = i["instances"][1].clone();
+    assert_eq!((&second["node"], &second["status"]), (&json!("other"), &json!("resource_error")), "{i}");
+    let wall = second["wall_ms"].as_u64().unwrap_or_default();
+    assert!((1_400..5_000).contains(&wall), "the second attempt ran with a 1.5 s timeout: {wall} ms");
+    eprintln!("silent node's last report: triaged as a timeout {triaged_after:?} after SIGSTOP; retry ran {wall} ms");
+    silent.signal("CONT");
+    drop(silent);
+}
+
+mod silent_node_knowledge {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_silent_nodes_last_report_decides_the_triage(warden_tests::harness::Backend::Postgres).await
+    }
+}
+
 /// A poison call: every node that runs it dies (SIGKILL during the attempt). Each lost attempt
 /// counts toward `max_attempts` (2 here), so after the last one the call ends `failed` with
 /// error kind `lost` instead of circulating for ever, and its instances show each lost attempt.

@@ -59,6 +59,7 @@ fn request(task: &str, args: &str, timeout_ms: u64, memory_limit_bytes: u64) -> 
         info: InvocationInfo { id: "inv-1".into(), task: task.into(), attempt: 1, parent: None, workflow: None },
         limits: Limits { timeout_ms, memory_limit_bytes },
         cancel: CancellationToken::new(),
+        gauge: Default::default(),
     }
 }
 

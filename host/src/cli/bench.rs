@@ -172,6 +172,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             },
             limits: Limits { timeout_ms: 10_000, memory_limit_bytes: 64 << 20 },
             cancel: Default::default(),
+            gauge: Default::default(),
         };
         let rep = rt.run(&comp, req, Arc::new(NoHost)).await;
         if let Err(e) = rep.outcome {

@@ -194,6 +194,131 @@ pub struct Overdue {
     pub report_by: Millis,
     /// When it was claimed (database clock): the age guard of unstarted instances.
     pub started_at: Millis,
+    /// What its node last reported of it.
+    pub last: LastReport,
+}
+
+/// What a node knows of an attempt it holds, sent with every heartbeat of the attempt's
+/// instance (in the heartbeat's one statement) and kept on the instance row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeKnowledge {
+    /// The most linear memory the guest held so far (0 before it starts).
+    pub peak_memory_bytes: u64,
+    /// The attempt's memory limit (0 before it starts).
+    pub memory_limit_bytes: u64,
+    /// Time left before the attempt's timeout, in ms; `None` before it starts and while it
+    /// waits on other invocations (its clock is stopped then).
+    pub timeout_left_ms: Option<u64>,
+    /// How the attempt ended, once it has and while its outcome is not recorded yet.
+    pub exit: Option<AttemptExit>,
+}
+
+/// How an attempt ended on its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptExit {
+    /// The instance status its outcome records (`TaskInstance::status_for`).
+    pub status: InstanceStatus,
+    /// Why it failed, if it did.
+    pub error: Option<TaskFailure>,
+}
+
+/// One attempt a node holds, as its heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldAttempt {
+    /// The invocation.
+    pub invocation_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// What the node knows of it.
+    pub known: NodeKnowledge,
+}
+
+impl HeldAttempt {
+    /// An attempt the node holds and knows nothing more of (claimed, not started).
+    pub fn new(invocation_id: impl Into<String>, attempt: u32) -> Self {
+        Self { invocation_id: invocation_id.into(), attempt, known: NodeKnowledge::default() }
+    }
+}
+
+/// What the store kept of a node's last report on an attempt ([`NodeKnowledge`] as of its
+/// last heartbeat, with the time left turned into a deadline on the database clock).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastReport {
+    /// The most memory the guest held, as last reported.
+    pub peak_memory_bytes: u64,
+    /// The attempt's memory limit (0: never reported).
+    pub memory_limit_bytes: u64,
+    /// When the attempt's time would run out (database clock), if its clock was running at
+    /// the last report.
+    pub timeout_at: Option<Millis>,
+    /// How it ended on its node, if it had and the outcome was not recorded.
+    pub exit: Option<AttemptExit>,
+}
+
+/// From this share of its memory limit (in percent), an attempt whose node went silent is
+/// taken to have been killed for memory: the guest's own excess traps inside the sandbox, so a
+/// node lost while its guest is this close to the limit was most likely killed by the system
+/// for the memory the guest took (Jobmon's resource error of an OOM-killed job).
+pub const NEAR_MEMORY_LIMIT_PERCENT: u64 = 90;
+
+/// What a silent node's last report says about an attempt it lost: the instance's final
+/// status and why, or `None` when the report says nothing (then it is `unknown_error`, lost).
+///
+/// - it had ended on its node (outcome not recorded): that end, except a success, whose result
+///   is gone (`unknown_error`, said so);
+/// - its time had run out by `now`: `resource_error` (timeout), as the node would have ended it;
+/// - its memory was within [`NEAR_MEMORY_LIMIT_PERCENT`] of its limit: `resource_error`
+///   (memory limit).
+///
+/// A resource error grows the next attempt's limits by the task's resource scale, as a
+/// recorded one does.
+pub fn verdict(o: &Overdue, now: Millis) -> Option<(InstanceStatus, TaskFailure)> {
+    let last = &o.last;
+    if let Some(exit) = &last.exit {
+        let why = |what: &str| format!("node `{}` stopped reporting after the attempt {what}", o.node);
+        return Some(match (&exit.error, exit.status) {
+            (Some(e), status) if status != InstanceStatus::Done => (
+                status,
+                TaskFailure::new(e.kind, format!("{}: {}", why("ended; its outcome was never recorded"), e.message)),
+            ),
+            _ => (
+                InstanceStatus::UnknownError,
+                TaskFailure::new(ErrorKind::Lost, why("succeeded, before its result was recorded; it runs again")),
+            ),
+        });
+    }
+    if last.timeout_at.is_some_and(|at| at <= now) {
+        return Some((
+            InstanceStatus::ResourceError,
+            TaskFailure::new(
+                ErrorKind::Timeout,
+                format!(
+                    "node `{}` stopped reporting, and the attempt's time ran out meanwhile ({} ms ago): \
+                     it would have been stopped for its timeout",
+                    o.node,
+                    now.saturating_sub(last.timeout_at.unwrap_or(now))
+                ),
+            ),
+        ));
+    }
+    let limit = last.memory_limit_bytes;
+    if limit > 0 && last.peak_memory_bytes.saturating_mul(100) >= limit.saturating_mul(NEAR_MEMORY_LIMIT_PERCENT) {
+        return Some((
+            InstanceStatus::ResourceError,
+            TaskFailure::new(
+                ErrorKind::MemoryLimit,
+                format!(
+                    "node `{}` stopped reporting while the guest held {} of its {} bytes of memory ({}%): \
+                     most likely killed for the memory it took",
+                    o.node,
+                    last.peak_memory_bytes,
+                    limit,
+                    last.peak_memory_bytes.saturating_mul(100) / limit
+                ),
+            ),
+        ));
+    }
+    None
 }
 
 /// What triage does with one overdue instance.
@@ -208,13 +333,27 @@ pub struct Triage {
     /// Whether its invocation is taken back from the node and rerouted (when the node still
     /// owns it with this attempt).
     pub reroute: bool,
+    /// Why the attempt ended, when its node's last report tells ([`verdict`]); `None` for an
+    /// attempt lost for unknown reasons (or not ended).
+    pub cause: Option<TaskFailure>,
+}
+
+impl Triage {
+    /// Whether the invocation fails at once instead of going back to the queue: its attempt
+    /// ended with a fatal error its node could not record.
+    pub fn fails(&self) -> bool {
+        self.reroute && self.to == InstanceStatus::ErrorFatal
+    }
 }
 
 /// Triage (Jobmon's): what happens to each instance whose `report_by` is before `now`.
 ///
 /// - `running` → `triaging`, with one more window to report (a heartbeat in time brings it
 ///   back to `running`);
-/// - `triaging`, still overdue → `unknown_error`, and its invocation is rerouted;
+/// - `triaging`, still overdue → `unknown_error`, and its invocation is rerouted; unless its
+///   node's last report tells why it was lost ([`verdict`]): then the status that says so
+///   (`resource_error` for time or memory, the unrecorded end's own), rerouted all the same,
+///   except a fatal end, whose invocation fails;
 /// - `queued | instantiated | launched` (claimed or launched, never reported) → `no_heartbeat`,
 ///   and its invocation is rerouted, once the claim is at least two windows old (the age
 ///   guard: a claim gets a second window, as a running instance does through `triaging`);
@@ -227,9 +366,16 @@ pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
         .iter()
         .filter(|o| o.report_by < now)
         .filter_map(|o| {
+            let mut cause = None;
             let (to, report_by, reroute) = match o.status {
                 InstanceStatus::Running => (InstanceStatus::Triaging, Some(now.saturating_add(window_ms)), false),
-                InstanceStatus::Triaging => (InstanceStatus::UnknownError, None, true),
+                InstanceStatus::Triaging => match verdict(o, now) {
+                    Some((to, why)) => {
+                        cause = Some(why);
+                        (to, None, true)
+                    }
+                    None => (InstanceStatus::UnknownError, None, true),
+                },
                 InstanceStatus::Queued | InstanceStatus::Instantiated | InstanceStatus::Launched => {
                     if now.saturating_sub(o.started_at) < window_ms.saturating_mul(2) {
                         return None;
@@ -242,7 +388,7 @@ pub fn triage(overdue: &[Overdue], now: Millis, window_ms: i64) -> Vec<Triage> {
                 InstanceStatus::KillSelf => (InstanceStatus::UnknownError, None, false),
                 _ => return None,
             };
-            Some(Triage { instance: o.clone(), to, report_by, reroute })
+            Some(Triage { instance: o.clone(), to, report_by, reroute, cause })
         })
         .collect()
 }
@@ -352,7 +498,15 @@ mod tests {
     use super::*;
 
     fn overdue(status: InstanceStatus, report_by: Millis) -> Overdue {
-        Overdue { invocation_id: "i".into(), attempt: 1, node: "n".into(), status, report_by, started_at: 0 }
+        Overdue {
+            invocation_id: "i".into(),
+            attempt: 1,
+            node: "n".into(),
+            status,
+            report_by,
+            started_at: 0,
+            last: LastReport::default(),
+        }
     }
 
     #[test]
@@ -418,6 +572,53 @@ mod tests {
                 (InstanceStatus::Error, None, false),
             ]
         );
+    }
+
+    #[test]
+    fn a_silent_nodes_last_report_decides_how_a_triaged_attempt_ends() {
+        let now = 50_000;
+        let with = |last: LastReport| Overdue { last, ..overdue(InstanceStatus::Triaging, now - 1) };
+        let decide = |o: Overdue| {
+            let t = triage(&[o], now, 3_100).pop().expect("decided");
+            (t.to, t.cause.as_ref().map(|c| c.kind), t.reroute, t.fails())
+        };
+        // Nothing known: lost.
+        assert_eq!(decide(with(LastReport::default())), (InstanceStatus::UnknownError, None, true, false));
+        // Its time ran out while the node was silent: a timeout, rerouted (limits scale).
+        let timed_out = LastReport { timeout_at: Some(now - 10), ..LastReport::default() };
+        assert_eq!(decide(with(timed_out)), (InstanceStatus::ResourceError, Some(ErrorKind::Timeout), true, false));
+        // Time left at the deadline: nothing known yet.
+        let in_time = LastReport { timeout_at: Some(now + 10), ..LastReport::default() };
+        assert_eq!(decide(with(in_time)).0, InstanceStatus::UnknownError);
+        // 95% of its memory limit: killed for memory; 50%: unknown.
+        let mem = |peak| LastReport { peak_memory_bytes: peak, memory_limit_bytes: 1_000, ..LastReport::default() };
+        assert_eq!(decide(with(mem(950))), (InstanceStatus::ResourceError, Some(ErrorKind::MemoryLimit), true, false));
+        assert_eq!(decide(with(mem(900))).0, InstanceStatus::ResourceError, "90% is near");
+        assert_eq!(decide(with(mem(500))).0, InstanceStatus::UnknownError);
+        // An end its node could not record: a fatal one fails the invocation, a retryable one
+        // reroutes, a success is lost (its result is gone).
+        let ended = |status, error: Option<TaskFailure>| LastReport {
+            exit: Some(AttemptExit { status, error }),
+            ..LastReport::default()
+        };
+        let fatal = ended(InstanceStatus::ErrorFatal, Some(TaskFailure::new(ErrorKind::Fatal, "boom")));
+        let o = with(fatal);
+        assert_eq!(decide(o.clone()), (InstanceStatus::ErrorFatal, Some(ErrorKind::Fatal), true, true));
+        let why = verdict(&o, now).expect("known").1.message;
+        assert!(why.contains("never recorded") && why.ends_with("boom"), "{why}");
+        let flaky = ended(InstanceStatus::Error, Some(TaskFailure::new(ErrorKind::Retryable, "flaky")));
+        assert_eq!(decide(with(flaky)), (InstanceStatus::Error, Some(ErrorKind::Retryable), true, false));
+        assert_eq!(
+            decide(with(ended(InstanceStatus::Done, None))),
+            (InstanceStatus::UnknownError, Some(ErrorKind::Lost), true, false)
+        );
+        // The exit outranks the gauges.
+        let both = LastReport { timeout_at: Some(0), ..ended(InstanceStatus::Done, None) };
+        assert_eq!(decide(with(both)).1, Some(ErrorKind::Lost));
+        // Every verdict is a write the table allows from `triaging`.
+        for to in [InstanceStatus::ResourceError, InstanceStatus::ErrorFatal, InstanceStatus::Error] {
+            assert!(InstanceStatus::Triaging.may_write(to), "triaging → {to}");
+        }
     }
 
     #[test]

@@ -3,9 +3,23 @@
 //! statement per tick, and what the answer says is acted on the same tick: a control signal
 //! (`cancel`) interrupts the guest, and an instance missing from the answer was taken away by
 //! triage, so its guest is interrupted and its outcome will be discarded (fencing), or, if it
-//! has not started, it is let go and never starts here.
+//! has not started, it is let go and never starts here. Each heartbeat also carries what the
+//! node knows of its attempts (memory, time left, an end not recorded yet): when the node goes
+//! silent, triage decides from it why the attempt was lost.
+
+use std::sync::Arc;
 
 use super::{Orchestrator, lock};
+use crate::model::instance::{AttemptExit, HeldAttempt, NodeKnowledge};
+use crate::runtime::AttemptGauge;
+
+/// What this node knows of one started attempt.
+pub(super) struct Known {
+    /// Kept up to date by the runtime while the guest runs.
+    gauge: Arc<AttemptGauge>,
+    /// How it ended, once it has (until its outcome is recorded).
+    exit: Option<AttemptExit>,
+}
 
 /// What one heartbeat of the instances did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -39,6 +53,21 @@ impl Orchestrator {
     pub(super) fn unhold(&self, id: &str) {
         lock(&self.inner.attempts.held).remove(id);
         lock(&self.inner.attempts.unstarted).remove(id);
+        lock(&self.inner.attempts.known).remove(id);
+    }
+
+    /// The gauge of an attempt that starts here: its heartbeats report what it says.
+    pub(super) fn gauge(&self, id: &str) -> Arc<AttemptGauge> {
+        let gauge = Arc::new(AttemptGauge::default());
+        lock(&self.inner.attempts.known).insert(id.to_string(), Known { gauge: gauge.clone(), exit: None });
+        gauge
+    }
+
+    /// The attempt ended here this way; its heartbeats say so until its outcome is recorded.
+    pub(super) fn ended(&self, id: &str, exit: AttemptExit) {
+        if let Some(k) = lock(&self.inner.attempts.known).get_mut(id) {
+            k.exit = Some(exit);
+        }
     }
 
     /// Marks the attempt as running here (its cancellation token) if this node still holds it;
@@ -65,7 +94,16 @@ impl Orchestrator {
         if held.is_empty() {
             return Ok(InstanceBeat::default());
         }
-        let answer = self.inner.store.instance_heartbeat(self.node(), &held, self.report_window_ms()).await?;
+        let report: Vec<HeldAttempt> = {
+            let known = lock(&self.inner.attempts.known);
+            held.iter()
+                .map(|(id, attempt)| HeldAttempt {
+                    known: known.get(id).map(Known::knowledge).unwrap_or_default(),
+                    ..HeldAttempt::new(id.clone(), *attempt)
+                })
+                .collect()
+        };
+        let answer = self.inner.store.instance_heartbeat(self.node(), &report, self.report_window_ms()).await?;
         let mut beat = InstanceBeat { refreshed: answer.len(), ..InstanceBeat::default() };
         let refreshed: std::collections::HashSet<(&str, u32)> =
             answer.iter().map(|h| (h.invocation_id.as_str(), h.attempt)).collect();
@@ -109,5 +147,17 @@ impl Orchestrator {
             }
         }
         Ok(beat)
+    }
+}
+
+impl Known {
+    /// What to report now.
+    fn knowledge(&self) -> NodeKnowledge {
+        NodeKnowledge {
+            peak_memory_bytes: self.gauge.peak_memory_bytes(),
+            memory_limit_bytes: self.gauge.memory_limit_bytes(),
+            timeout_left_ms: if self.exit.is_some() { None } else { self.gauge.timeout_left_ms() },
+            exit: self.exit.clone(),
+        }
     }
 }

@@ -267,6 +267,9 @@ struct Attempts {
     /// Attempts interrupted because a user cancelled their invocation.
     user_cancels: Mutex<std::collections::HashSet<String>>,
     progress: Mutex<HashMap<String, Progress>>,
+    /// What this node knows of its started attempts (memory, time left, an end not recorded
+    /// yet), reported with every heartbeat of their instances for triage to read.
+    known: Mutex<HashMap<String, instances::Known>>,
     /// What happened to this node's attempts, counted since start (`/metrics`).
     counters: AttemptCounters,
 }
@@ -363,6 +366,7 @@ impl Orchestrator {
                     unstarted: Mutex::new(std::collections::HashSet::new()),
                     user_cancels: Mutex::new(std::collections::HashSet::new()),
                     progress: Mutex::new(HashMap::new()),
+                    known: Mutex::new(HashMap::new()),
                     counters: AttemptCounters::default(),
                 },
                 claims: ClaimView {

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::guest_host::AttemptHost;
 use super::policy::retry_delay;
 use super::{AttemptCounters, Orchestrator, lock};
-use crate::model::instance::InstanceStatus;
+use crate::model::instance::{AttemptExit, InstanceStatus};
 use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::runtime::{InvocationInfo, Limits, RunReport, RunRequest};
 use crate::store::TransitionOutcome;
@@ -183,6 +183,14 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             report_by: None,
             report_window_ms: None,
         });
+        // An end the node knows of: reported with the instance's heartbeats until it is
+        // recorded, so that triage knows how it ended if this node goes silent first. (Not a
+        // hand-back or a user's cancel: those are not the attempt's end.)
+        if let Some(i) = &instance
+            && matches!(to, InvocationStatus::Success | InvocationStatus::Retry | InvocationStatus::Failed)
+        {
+            orch.ended(&inv.id, AttemptExit { status: i.status, error: i.error.clone() });
+        }
         tracing::Span::current().record("outcome", to.as_str());
         // The attempt's record is written with its outcome, in the same transaction.
         let t = t.with_instance(instance);
@@ -296,7 +304,8 @@ async fn run_guest(
         workflow: inv.workflow.clone(),
     };
     let limits = limits_for(orch, inv, &task).await;
-    let req = RunRequest { task: inv.task.clone(), args: inv.args.clone(), info, limits, cancel };
+    let gauge = orch.gauge(&inv.id);
+    let req = RunRequest { task: inv.task.clone(), args: inv.args.clone(), info, limits, cancel, gauge };
     let run = orch.inner.runtime.run(&component, req, host.clone());
     tokio::pin!(run);
     let mut report = tokio::select! {

@@ -1,8 +1,10 @@
 //! The data of one attempt's `Store`: `TaskCtx` (WASI context, resource table, memory limiter,
 //! logs, the attempt's identity and host services) and the attempt clock, which measures time
-//! towards the timeout and stops while the guest waits on other invocations.
+//! towards the timeout and stops while the guest waits on other invocations; the attempt's
+//! gauge, what the host can read of a running attempt from outside it.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -33,6 +35,43 @@ pub(crate) struct MemoryLimitExceeded {
     limit: u64,
 }
 
+/// What the host can read of a running attempt from outside it, while it runs: the most
+/// linear memory held so far, the attempt's memory limit and the time left before its timeout.
+/// The runtime keeps it up to date; the node's heartbeat reports it, so that triage knows why
+/// a node that went silent lost the attempt (Jobmon's exit-info lookup). All zero (and no time
+/// left known) until the attempt starts.
+#[derive(Debug, Default)]
+pub struct AttemptGauge {
+    peak_memory_bytes: AtomicU64,
+    memory_limit_bytes: AtomicU64,
+    clock: OnceLock<Arc<AttemptClock>>,
+}
+
+impl AttemptGauge {
+    /// The most linear memory the attempt held at once, so far.
+    pub fn peak_memory_bytes(&self) -> u64 {
+        self.peak_memory_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The attempt's memory limit (0 before it starts).
+    pub fn memory_limit_bytes(&self) -> u64 {
+        self.memory_limit_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Time left before the attempt's timeout, in ms; `None` before it starts and while the
+    /// guest waits on other invocations (its clock is stopped then).
+    pub fn timeout_left_ms(&self) -> Option<u64> {
+        let left = self.clock.get()?.remaining()?;
+        Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The attempt starts: its limit and clock.
+    pub(crate) fn start(&self, memory_limit_bytes: u64, clock: &Arc<AttemptClock>) {
+        self.memory_limit_bytes.store(memory_limit_bytes, Ordering::Relaxed);
+        let _ = self.clock.set(clock.clone());
+    }
+}
+
 /// Enforces the attempt's memory limit over all its linear memories together.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
@@ -40,11 +79,12 @@ pub(crate) struct MemoryLimiter {
     total: u64,
     peak: u64,
     exceeded: bool,
+    gauge: Arc<AttemptGauge>,
 }
 
 impl MemoryLimiter {
-    pub(crate) fn new(limit: u64) -> Self {
-        Self { limit, total: 0, peak: 0, exceeded: false }
+    pub(crate) fn new(limit: u64, gauge: Arc<AttemptGauge>) -> Self {
+        Self { limit, total: 0, peak: 0, exceeded: false, gauge }
     }
 
     /// Whether the guest asked for more memory than its limit.
@@ -70,6 +110,7 @@ impl MemoryLimiter {
         }
         self.total = total;
         self.peak = self.peak.max(total);
+        self.gauge.peak_memory_bytes.store(self.peak, Ordering::Relaxed);
         Ok(true)
     }
 }
@@ -236,10 +277,12 @@ mod tests {
 
     #[test]
     fn limiter_counts_all_memories_and_flags_the_excess() {
-        let mut l = MemoryLimiter::new(10 * 65536);
+        let gauge = Arc::new(AttemptGauge::default());
+        let mut l = MemoryLimiter::new(10 * 65536, gauge.clone());
         assert!(l.grow(0, 4 * 65536, None).is_ok_and(|ok| ok));
         assert!(l.grow(0, 4 * 65536, None).is_ok_and(|ok| ok));
         assert_eq!(l.peak(), 8 * 65536);
+        assert_eq!(gauge.peak_memory_bytes(), 8 * 65536, "the gauge follows the peak");
         let err = l.grow(4 * 65536, 7 * 65536, None);
         assert!(err.as_ref().is_err_and(|e| e.is::<MemoryLimitExceeded>()));
         assert!(l.exceeded());
@@ -248,7 +291,7 @@ mod tests {
 
     #[test]
     fn limiter_leaves_declared_maximums_to_wasm() {
-        let mut l = MemoryLimiter::new(u64::MAX);
+        let mut l = MemoryLimiter::new(u64::MAX, Arc::default());
         assert!(l.grow(65536, 3 * 65536, Some(2 * 65536)).is_ok_and(|ok| !ok));
         assert!(!l.exceeded());
     }

@@ -34,6 +34,7 @@ use bindings::{HANDLER_EXPORT, Task, TaskPre};
 /// The macro `GuestHost` implementations need, re-exported so implementors need no extra dependency.
 pub use async_trait::async_trait;
 use classify::Seen;
+pub use ctx::AttemptGauge;
 use ctx::{AttemptClock, Interrupt, Logs, MemoryLimiter, TaskCtx};
 use output::CappedOutput;
 /// The cancellation token of `RunRequest::cancel`, re-exported for the same reason.
@@ -156,6 +157,8 @@ pub struct RunRequest {
     pub limits: Limits,
     /// Fired to cancel the attempt; the guest is interrupted within an epoch tick.
     pub cancel: CancellationToken,
+    /// Kept up to date while the attempt runs (memory, time left), for the host to read.
+    pub gauge: Arc<AttemptGauge>,
 }
 
 /// A line logged by a guest through `context.log`.
@@ -534,7 +537,15 @@ impl Runtime {
         };
         let span = tracing::info_span!("describe", component = component_name, digest = c.digest());
         let attempt = self
-            .attempt(c, Call::Describe, info, DESCRIBE_LIMITS, CancellationToken::new(), Arc::new(DescribeHost))
+            .attempt(
+                c,
+                Call::Describe,
+                info,
+                DESCRIBE_LIMITS,
+                CancellationToken::new(),
+                Arc::new(DescribeHost),
+                Arc::default(),
+            )
             .instrument(span)
             .await;
         match attempt.outcome {
@@ -556,9 +567,10 @@ impl Runtime {
             attempt = req.info.attempt,
             outcome = tracing::field::Empty,
         );
-        let RunRequest { task, args, info, limits, cancel } = req;
+        let RunRequest { task, args, info, limits, cancel, gauge } = req;
         let max_result = self.inner.cfg.max_result_bytes;
-        let attempt = self.attempt(c, Call::Run { task, args }, info, limits, cancel, host).instrument(span.clone());
+        let call = Call::Run { task, args };
+        let attempt = self.attempt(c, call, info, limits, cancel, host, gauge).instrument(span.clone());
         // A panic (a bug of the host, e.g. in a `GuestHost`) must not take the caller down.
         let attempt = match AssertUnwindSafe(attempt).catch_unwind().await {
             Ok(attempt) => attempt,
@@ -612,7 +624,8 @@ impl Runtime {
     }
 
     /// Instantiates the component in a fresh store and makes one call, racing it against the
-    /// attempt's deadline and cancellation.
+    /// attempt's deadline and cancellation; keeps `gauge` up to date meanwhile.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         c: &LoadedComponent,
@@ -621,6 +634,7 @@ impl Runtime {
         limits: Limits,
         cancel: CancellationToken,
         host: Arc<dyn GuestHost>,
+        gauge: Arc<AttemptGauge>,
     ) -> Attempt {
         let started = Instant::now();
         let cfg = &self.inner.cfg;
@@ -638,7 +652,8 @@ impl Runtime {
                 wall_ms: 0,
             };
         }
-        let mut store = self.store(&info, limits, &cancel, host, &clock, &stdout, &stderr);
+        gauge.start(limits.memory_limit_bytes, &clock);
+        let mut store = self.store(&info, limits, &cancel, host, &clock, &stdout, &stderr, gauge);
 
         let pre = &c.inner.pre;
         let guest = async {
@@ -694,6 +709,7 @@ impl Runtime {
         clock: &Arc<AttemptClock>,
         stdout: &CappedOutput,
         stderr: &CappedOutput,
+        gauge: Arc<AttemptGauge>,
     ) -> Store<TaskCtx> {
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
@@ -707,7 +723,7 @@ impl Runtime {
         let data = TaskCtx {
             wasi,
             table,
-            limiter: MemoryLimiter::new(limits.memory_limit_bytes),
+            limiter: MemoryLimiter::new(limits.memory_limit_bytes, gauge),
             logs: Logs::new(self.inner.cfg.max_log_lines),
             info: info.clone(),
             host,

@@ -666,7 +666,7 @@ impl Store for SqlStore {
     async fn instance_heartbeat(
         &self,
         node: &str,
-        held: &[(String, u32)],
+        held: &[crate::model::instance::HeldAttempt],
         report_window_ms: i64,
     ) -> StoreResult<Vec<HeldInstance>> {
         instances::heartbeat(self, node, held, report_window_ms).await

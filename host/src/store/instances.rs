@@ -8,10 +8,11 @@ use serde::Serialize;
 
 use super::transitions::{LostCause, MovableRow, apply_moves, instance_writes, lost_moves};
 use super::{
-    Dialect, Pools, Retry, SqlStore, check_fence, corrupt, parse_status, sql, stored_failure, to_json, to_u32, to_u64,
+    Dialect, Pools, Retry, SqlStore, check_fence, corrupt, error_kind_name, parse_status, sql, stored_failure, to_json,
+    to_u32, to_u64,
 };
-use crate::model::instance::{Overdue, Triage};
-use crate::model::{InvocationStatus, Millis, TaskInstance};
+use crate::model::instance::{AttemptExit, HeldAttempt, LastReport, Overdue, Triage};
+use crate::model::{ErrorKind, InvocationStatus, Millis, TaskInstance};
 use crate::store::{Fence, HeldInstance, StoreError, StoreResult};
 
 use sql::instances as q;
@@ -76,6 +77,38 @@ struct OverdueRow {
     status: String,
     report_by: i64,
     started_at: i64,
+    peak_memory_bytes: i64,
+    memory_limit_bytes: i64,
+    timeout_at: Option<i64>,
+    exit_status: Option<String>,
+    exit_kind: Option<String>,
+    exit_message: Option<String>,
+}
+
+impl OverdueRow {
+    fn decode(self) -> StoreResult<Overdue> {
+        let exit = match self.exit_status {
+            Some(status) => Some(AttemptExit {
+                status: status.parse().map_err(|e| corrupt("instance exit status", e))?,
+                error: stored_failure(self.exit_kind, self.exit_message)?,
+            }),
+            None => None,
+        };
+        Ok(Overdue {
+            attempt: to_u32("attempt", self.attempt)?,
+            status: self.status.parse().map_err(|e| corrupt("instance status", e))?,
+            invocation_id: self.invocation_id,
+            node: self.node,
+            report_by: self.report_by,
+            started_at: self.started_at,
+            last: LastReport {
+                peak_memory_bytes: to_u64("peak_memory_bytes", self.peak_memory_bytes)?,
+                memory_limit_bytes: to_u64("memory_limit_bytes", self.memory_limit_bytes)?,
+                timeout_at: self.timeout_at,
+                exit,
+            },
+        })
+    }
 }
 
 /// The key of an instance.
@@ -95,18 +128,42 @@ pub(super) async fn list(store: &SqlStore, invocation_id: &str) -> StoreResult<V
 pub(super) async fn heartbeat(
     store: &SqlStore,
     node: &str,
-    held: &[(String, u32)],
+    held: &[HeldAttempt],
     report_window_ms: i64,
 ) -> StoreResult<Vec<HeldInstance>> {
     if held.is_empty() {
         return Ok(Vec::new());
     }
+    /// One held attempt and what the node knows of it (`q::INSTANCE_HEARTBEAT`).
     #[derive(Serialize)]
     struct HeldJson<'a> {
         id: &'a str,
         attempt: u32,
+        peak: u64,
+        limit: u64,
+        left: Option<u64>,
+        exit_status: Option<&'static str>,
+        exit_kind: Option<String>,
+        exit_message: Option<&'a str>,
     }
-    let json = to_json(&held.iter().map(|(id, attempt)| HeldJson { id, attempt: *attempt }).collect::<Vec<_>>())?;
+    let rows = held
+        .iter()
+        .map(|h| {
+            let k = &h.known;
+            let error = k.exit.as_ref().and_then(|e| e.error.as_ref());
+            Ok(HeldJson {
+                id: &h.invocation_id,
+                attempt: h.attempt,
+                peak: k.peak_memory_bytes,
+                limit: k.memory_limit_bytes,
+                left: k.timeout_left_ms,
+                exit_status: k.exit.as_ref().map(|e| e.status.as_str()),
+                exit_kind: error.map(|e| error_kind_name(e.kind)).transpose()?,
+                exit_message: error.map(|e| e.message.as_str()),
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let json = to_json(&rows)?;
     // One statement, autocommit: the cost of a tick does not grow with the instances.
     let rows: Vec<HeldRow> = match &store.pools {
         Pools::Sqlite { write, .. } => {
@@ -152,18 +209,7 @@ pub(super) async fn overdue(store: &SqlStore, now: Millis, limit: u32) -> StoreR
         .bind(i64::from(limit))
         .fetch_all(db)
         .await?);
-    rows.into_iter()
-        .map(|r| {
-            Ok(Overdue {
-                attempt: to_u32("attempt", r.attempt)?,
-                status: r.status.parse().map_err(|e| corrupt("instance status", e))?,
-                invocation_id: r.invocation_id,
-                node: r.node,
-                report_by: r.report_by,
-                started_at: r.started_at,
-            })
-        })
-        .collect()
+    rows.into_iter().map(OverdueRow::decode).collect()
 }
 
 pub(super) async fn triage_apply(
@@ -182,30 +228,37 @@ pub(super) async fn triage_apply(
         to: &'static str,
         report_by: i64,
         next_report_by: Option<i64>,
-        error_kind: Option<&'static str>,
+        error_kind: Option<String>,
         error_message: Option<String>,
     }
-    let rows: Vec<TriageJson<'_>> = decisions
+    let rows = decisions
         .iter()
         .map(|t| {
             let o = &t.instance;
             // A given-up or taken-back attempt was lost with its node (it counts toward
-            // `max_attempts`); `triaging` is only a warning.
+            // `max_attempts`), unless the node's last report said why it ended; `triaging` is
+            // only a warning.
             let failed = t.to.is_final() || t.reroute;
-            TriageJson {
+            let (error_kind, error_message) = match (&t.cause, failed) {
+                (Some(why), _) => (Some(error_kind_name(why.kind)?), Some(why.message.clone())),
+                (None, true) => (
+                    Some("lost".to_string()),
+                    Some(format!("node `{}` stopped reporting for this attempt (due by {} ms)", o.node, o.report_by)),
+                ),
+                (None, false) => (None, None),
+            };
+            Ok(TriageJson {
                 id: &o.invocation_id,
                 attempt: o.attempt,
                 from: o.status.as_str(),
                 to: t.to.as_str(),
                 report_by: o.report_by,
                 next_report_by: t.report_by,
-                error_kind: failed.then_some("lost"),
-                error_message: failed.then(|| {
-                    format!("node `{}` stopped reporting for this attempt (due by {} ms)", o.node, o.report_by)
-                }),
-            }
+                error_kind,
+                error_message,
+            })
         })
-        .collect();
+        .collect::<StoreResult<Vec<_>>>()?;
     let json = to_json(&rows)?;
     // The invocations that may be rerouted, locked (PostgreSQL) before any instance: the
     // global lock order is invocations, then instances.
@@ -232,31 +285,48 @@ pub(super) async fn triage_apply(
         let applied: HashSet<(String, i64)> = applied.into_iter().map(|r| (r.invocation_id, r.attempt)).collect();
         // The invocations to take back: those of changed instances marked `reroute` whose
         // node still owns them with the instance's attempt.
-        let owners: HashMap<&str, (&str, u32)> = decisions
+        let owners: HashMap<&str, &Triage> = decisions
             .iter()
             .filter(|t| {
                 t.reroute && applied.contains(&(t.instance.invocation_id.clone(), i64::from(t.instance.attempt)))
             })
-            .map(|t| (t.instance.invocation_id.as_str(), (t.instance.node.as_str(), t.instance.attempt)))
+            .map(|t| (t.instance.invocation_id.as_str(), t))
             .collect();
         let rows: Vec<MovableRow> = movable
             .into_iter()
             .filter(|r| {
                 let owned = parse_status(&r.status).is_ok_and(InvocationStatus::is_owned);
                 owned
-                    && owners.get(r.id.as_str()).is_some_and(|(node, attempt)| {
-                        r.owner_node.as_deref() == Some(*node) && r.attempts == i64::from(*attempt)
+                    && owners.get(r.id.as_str()).is_some_and(|t| {
+                        r.owner_node.as_deref() == Some(t.instance.node.as_str())
+                            && r.attempts == i64::from(t.instance.attempt)
                     })
             })
             .collect();
         let mut changes = Vec::with_capacity(rows.len());
         for r in rows {
+            let Some(t) = owners.get(r.id.as_str()) else { continue };
             let what = format!(
                 "node `{}` stopped reporting for the attempt (triage by the leader `{}`)",
                 r.owner_node.as_deref().unwrap_or("?"),
                 fence.node
             );
-            changes.extend(lost_moves(vec![r], &LostCause { what: &what, by: &fence.node })?);
+            let mut moved = lost_moves(vec![r], &LostCause { what: &what, by: &fence.node })?;
+            // Known why: a fatal end fails the invocation now; any other known end that was
+            // the last attempt fails it with that cause rather than as lost.
+            if let Some(why) = &t.cause {
+                for m in &mut moved {
+                    if t.fails() && m.to() != InvocationStatus::Failed {
+                        // Through the recovery status, as a lost last attempt fails.
+                        m.path.pop();
+                        m.path.push(InvocationStatus::Failed);
+                    }
+                    if m.to() == InvocationStatus::Failed && why.kind != ErrorKind::Lost {
+                        m.error = Some(why.clone());
+                    }
+                }
+            }
+            changes.extend(moved);
         }
         let positions = apply_moves(&mut *tx, &changes).await?;
         let rerouted: Vec<String> =

@@ -14,6 +14,7 @@ use sqlx::{Connection, PgConnection};
 use super::conformance::{Harness, call, id, instance_of, setup, tr};
 use super::{ClaimFilter, Store, TransitionOutcome};
 use crate::model::InvocationStatus::{Pending, Running, Success};
+use crate::model::instance::HeldAttempt;
 
 /// A raw connection to the harness's database.
 async fn raw(h: &Harness) -> PgConnection {
@@ -60,7 +61,7 @@ async fn two_claimed(h: &Harness) -> Arc<dyn Store> {
     let mut running = tr(&id(1), Pending, Some(("n1", 1)), &[Running]);
     running.instance = Some(Box::new(instance_of(&id(1), 1, "n1", "running", Some(60_000))));
     assert_eq!(store.invocation_transition_batch(&[running]).await.expect("running"), vec![TransitionOutcome::Applied]);
-    store.instance_heartbeat("n1", &[(id(1), 1)], 60_000).await.expect("heartbeat");
+    store.instance_heartbeat("n1", &[HeldAttempt::new(id(1), 1)], 60_000).await.expect("heartbeat");
     store
 }
 
@@ -83,7 +84,9 @@ async fn heartbeat_locks_instances_in_order() {
     let mut held = holder.begin().await.expect("tx");
     sqlx::query(LOCK_INSTANCE).bind(id(1)).execute(&mut *held).await.expect("hold instance 1");
     let s = store.clone();
-    let beat = tokio::spawn(async move { s.instance_heartbeat("n1", &[(id(2), 1), (id(1), 1)], 60_000).await });
+    let beat = tokio::spawn(async move {
+        s.instance_heartbeat("n1", &[HeldAttempt::new(id(2), 1), HeldAttempt::new(id(1), 1)], 60_000).await
+    });
     until_blocked(&mut probe).await;
     let second_free = lockable(&mut probe, LOCK_INSTANCE, &id(2)).await;
     held.rollback().await.expect("release");

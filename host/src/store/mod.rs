@@ -647,7 +647,7 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     async fn instance_heartbeat(
         &self,
         node: &str,
-        held: &[(String, u32)],
+        held: &[crate::model::instance::HeldAttempt],
         report_window_ms: i64,
     ) -> StoreResult<Vec<HeldInstance>>;
 

@@ -10,36 +10,52 @@ macro_rules! instance_heartbeat {
             instance_heartbeat!(@held, $d),
             " UPDATE task_instances SET report_by = ",
             now_ms!($d),
-            " + $3, status = CASE WHEN status = 'triaging' THEN 'running' ELSE status END \
+            " + $3, status = CASE WHEN status = 'triaging' THEN 'running' ELSE status END, \
+             peak_memory_bytes = CASE WHEN h.peak > task_instances.peak_memory_bytes THEN h.peak \
+             ELSE task_instances.peak_memory_bytes END, \
+             memory_limit_bytes = CASE WHEN h.mem_limit > 0 THEN h.mem_limit ELSE task_instances.memory_limit_bytes END, \
+             timeout_at = CASE WHEN h.left_ms IS NULL THEN NULL ELSE ",
+            now_ms!($d),
+            " + h.left_ms END, exit_status = h.exit_status, exit_kind = h.exit_kind, exit_message = h.exit_message \
              FROM h WHERE task_instances.invocation_id = h.invocation_id AND task_instances.attempt = h.attempt \
              AND task_instances.node = $1 AND task_instances.report_by IS NOT NULL \
              AND task_instances.status <> 'no_heartbeat' \
              RETURNING task_instances.invocation_id, task_instances.attempt, task_instances.status, task_instances.signal"
         )
     };
+    // One held attempt of the JSON array with what the node knows of it.
+    (@fields) => {
+        "h.value ->> 'id' AS invocation_id, CAST(h.value ->> 'attempt' AS BIGINT) AS attempt, \
+         COALESCE(CAST(h.value ->> 'peak' AS BIGINT), 0) AS peak, \
+         COALESCE(CAST(h.value ->> 'limit' AS BIGINT), 0) AS mem_limit, \
+         CAST(h.value ->> 'left' AS BIGINT) AS left_ms, h.value ->> 'exit_status' AS exit_status, \
+         h.value ->> 'exit_kind' AS exit_kind, h.value ->> 'exit_message' AS exit_message"
+    };
     // The live instances of the held list: on PostgreSQL locked up front in (invocation,
     // attempt) order, the order every write of instances follows.
     (@held, sqlite) => {
-        concat!(
-            "(SELECT h.value ->> 'id' AS invocation_id, CAST(h.value ->> 'attempt' AS BIGINT) AS attempt FROM ",
-            json_rows!(sqlite, "$2", "h"),
-            ")"
-        )
+        concat!("(SELECT ", instance_heartbeat!(@fields), " FROM ", json_rows!(sqlite, "$2", "h"), ")")
     };
     (@held, postgres) => {
         concat!(
-            "MATERIALIZED (SELECT t.invocation_id, t.attempt FROM task_instances t \
-             WHERE t.node = $1 AND t.report_by IS NOT NULL AND t.status <> 'no_heartbeat' \
-             AND (t.invocation_id, t.attempt) IN (SELECT h.value ->> 'id', CAST(h.value ->> 'attempt' AS BIGINT) FROM ",
+            "MATERIALIZED (SELECT t.invocation_id, t.attempt, j.peak, j.mem_limit, j.left_ms, j.exit_status, \
+             j.exit_kind, j.exit_message FROM task_instances t JOIN (SELECT ",
+            instance_heartbeat!(@fields),
+            " FROM ",
             json_rows!(postgres, "$2", "h"),
-            ") ORDER BY t.invocation_id, t.attempt FOR UPDATE)"
+            ") AS j ON t.invocation_id = j.invocation_id AND t.attempt = j.attempt \
+             WHERE t.node = $1 AND t.report_by IS NOT NULL AND t.status <> 'no_heartbeat' \
+             ORDER BY t.invocation_id, t.attempt FOR UPDATE OF t)"
         )
     };
 }
 /// The heartbeat of node `$1` for the live instances it holds, the JSON array `$2` of
-/// `{id, attempt}`: `report_by` = now + `$3` ms for all of them in ONE statement, `triaging`
-/// back to `running`; returns the refreshed rows with their control signal. An instance the
-/// node holds that is not returned was taken away (triaged, no longer live).
+/// `{id, attempt, peak, limit, left, exit_status, exit_kind, exit_message}` (what the node
+/// knows of each: `model::instance::NodeKnowledge`): `report_by` = now + `$3` ms for all of
+/// them in ONE statement, `triaging` back to `running`, and the node's knowledge kept (the
+/// time left as `timeout_at` on the database clock); returns the refreshed rows with their
+/// control signal. An instance the node holds that is not returned was taken away (triaged,
+/// no longer live).
 pub(in crate::store) const INSTANCE_HEARTBEAT: Sql = both!(instance_heartbeat);
 
 /// Sets control signal `$2` on the live instance of invocation `$1` (delivered to its node by
@@ -61,7 +77,8 @@ pub(in crate::store) const INSTANCE_SIGNAL: Sql = both!(instance_signal);
 /// Live instances whose `report_by` is before `$1` (the triage's now), oldest deadline
 /// first, at most `$2`.
 pub(in crate::store) const INSTANCE_OVERDUE: Sql = Sql::same(
-    "SELECT invocation_id, attempt, node, status, report_by, started_at FROM task_instances \
+    "SELECT invocation_id, attempt, node, status, report_by, started_at, peak_memory_bytes, memory_limit_bytes, \
+     timeout_at, exit_status, exit_kind, exit_message FROM task_instances \
      WHERE report_by IS NOT NULL AND report_by < $1 ORDER BY report_by LIMIT CAST($2 AS BIGINT)",
 );
 

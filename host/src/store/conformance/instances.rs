@@ -2,12 +2,14 @@
 //! number), signals, triage with an injected clock, late outcomes.
 
 use super::*;
+use crate::model::instance::HeldAttempt;
 
 conformance!(
     instances_are_live_rows_with_heartbeats_and_triage,
     one_heartbeat_statement_whatever_the_number_of_instances,
     every_instance_write_is_a_compare_and_swap_on_the_table,
     a_kill_is_requested_then_the_attempt_ends,
+    a_silent_nodes_last_report_decides_the_triage,
 );
 
 async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
@@ -36,7 +38,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     assert_eq!(instance(store, &id(0)).await.status.as_str(), "running");
 
     // The heartbeat of n1 for what it holds (not id 5): report_by moves, one answer per row.
-    let held: Vec<(String, u32)> = (0..5).map(|n| (id(n), 1)).collect();
+    let held: Vec<HeldAttempt> = (0..5).map(|n| HeldAttempt::new(id(n), 1)).collect();
     let beat = store.instance_heartbeat("n1", &held, 60_000).await.expect("heartbeat");
     assert_eq!(beat.len(), 5);
     assert!(instance(store, &id(0)).await.report_by.expect("live") >= t0 + 60_000);
@@ -186,7 +188,7 @@ async fn one_heartbeat_statement_whatever_the_number_of_instances(h: Harness) {
     setup(store, &["t"]).await;
     store.invocation_insert_batch(&calls(0..500, "t")).await.expect("insert");
     let claimed = store.invocation_claim_reporting("n1", 500, 60_000, &ClaimFilter::default()).await.expect("claim");
-    let held: Vec<(String, u32)> = claimed.iter().map(|c| (c.id.clone(), c.attempt)).collect();
+    let held: Vec<HeldAttempt> = claimed.iter().map(|c| HeldAttempt::new(c.id.clone(), c.attempt)).collect();
     let mut per_size = Vec::new();
     for size in [1, 500] {
         let _serial = SERIAL.lock().await;
@@ -268,7 +270,7 @@ async fn a_kill_is_requested_then_the_attempt_ends(h: Harness) {
         assert_eq!(instance(store, &id(n)).await.status, InstanceStatus::KillSelf, "a kill requested");
     }
     // The heartbeat keeps a kill_self instance alive and carries the signal.
-    let held: Vec<(String, u32)> = (0..2).map(|n| (id(n), 1)).collect();
+    let held: Vec<HeldAttempt> = (0..2).map(|n| HeldAttempt::new(id(n), 1)).collect();
     assert_eq!(store.instance_heartbeat("n1", &held, 5_000).await.expect("heartbeat").len(), 2);
     // 0: the guest is interrupted; its outcome is refused (cancelled) and ends the instance.
     let mut end = tr(&id(0), Running, Some(("n1", 1)), &[Cancelled]);
@@ -286,4 +288,80 @@ async fn a_kill_is_requested_then_the_attempt_ends(h: Harness) {
     store.instance_triage_apply(&decisions, &leader).await.expect("triage");
     assert_eq!(instance(store, &id(1)).await.status, InstanceStatus::UnknownError);
     assert_eq!(get(store, &id(1)).await.status, Cancelled, "the invocation stays as the user left it");
+}
+
+/// What a node reported with its heartbeats decides how triage ends an attempt of a node that
+/// went silent (Jobmon's exit-info lookup): its time ran out → `resource_error` (timeout), its
+/// memory near the limit → `resource_error` (memory limit), an end it could not record → that
+/// end (a fatal one fails the invocation at once), nothing known → `unknown_error` (lost).
+async fn a_silent_nodes_last_report_decides_the_triage(h: Harness) {
+    use crate::model::instance::{AttemptExit, InstanceStatus, NodeKnowledge, triage};
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..4, "t")).await.expect("insert");
+    let claimed = store.invocation_claim_reporting("n1", 4, 5_000, &ClaimFilter::default()).await.expect("claim");
+    assert_eq!(claimed.len(), 4);
+    let running: Vec<Transition> = (0..4)
+        .map(|n| {
+            let mut t = tr(&id(n), Pending, Some(("n1", 1)), &[Running]);
+            t.instance = Some(Box::new(instance_of(&id(n), 1, "n1", "running", Some(5_000))));
+            t
+        })
+        .collect();
+    assert_eq!(store.invocation_transition_batch(&running).await.expect("running"), vec![Applied; 4]);
+    let t0 = store.now().await.expect("now");
+    let known = |peak, limit, left, exit| NodeKnowledge {
+        peak_memory_bytes: peak,
+        memory_limit_bytes: limit,
+        timeout_left_ms: left,
+        exit,
+    };
+    let fatal = AttemptExit {
+        status: InstanceStatus::ErrorFatal,
+        error: Some(TaskFailure::new(ErrorKind::Fatal, "boom: Traceback (most recent call last)")),
+    };
+    let held = vec![
+        HeldAttempt { known: known(1_000, 64 << 20, Some(30_000), None), ..HeldAttempt::new(id(0), 1) },
+        HeldAttempt { known: known(61 << 20, 64 << 20, None, None), ..HeldAttempt::new(id(1), 1) },
+        HeldAttempt { known: known(1_000, 64 << 20, None, Some(fatal)), ..HeldAttempt::new(id(2), 1) },
+        HeldAttempt { known: known(1_000, 64 << 20, Some(600_000), None), ..HeldAttempt::new(id(3), 1) },
+    ];
+    assert_eq!(store.instance_heartbeat("n1", &held, 5_000).await.expect("heartbeat").len(), 4);
+    // The store kept what the node said, the time left as a deadline on its clock.
+    let t1 = store.now().await.expect("now");
+    let overdue = store.instance_overdue(t1 + 10_000, 100).await.expect("overdue");
+    let last = |n: usize| overdue.iter().find(|o| o.invocation_id == id(n)).expect("overdue").last.clone();
+    let at = last(0).timeout_at.expect("a running clock");
+    assert!(at >= t0 + 30_000 && at <= t1 + 30_000, "timeout_at {at} is the heartbeat's now + 30000");
+    assert_eq!((last(1).peak_memory_bytes, last(1).memory_limit_bytes, last(1).timeout_at), (61 << 20, 64 << 20, None));
+    assert_eq!(last(2).exit.map(|e| e.status), Some(InstanceStatus::ErrorFatal));
+    // A later beat lowers no peak and clears an exit no longer reported.
+    let lower = vec![HeldAttempt { known: known(5, 64 << 20, None, None), ..HeldAttempt::new(id(1), 1) }];
+    store.instance_heartbeat("n1", &lower, 5_000).await.expect("heartbeat");
+    let o = store.instance_overdue(t1 + 10_000, 100).await.expect("overdue");
+    assert_eq!(o.iter().find(|o| o.invocation_id == id(1)).map(|o| o.last.peak_memory_bytes), Some(61 << 20));
+    store.instance_heartbeat("n1", &held, 5_000).await.expect("heartbeat");
+
+    // n1 goes silent. A minute on, triage moves them to `triaging`; at 2 minutes (past id 0's
+    // time, before id 3's) it decides.
+    let leader = lead(store, "leader").await;
+    for now in [t1 + 60_000, t1 + 120_000] {
+        let decisions = triage(&store.instance_overdue(now, 100).await.expect("overdue"), now, 5_000);
+        assert_eq!(decisions.len(), 4, "{decisions:?}");
+        store.instance_triage_apply(&decisions, &leader).await.expect("triage");
+    }
+    let ended = |n: usize| async move {
+        let i = instance(store, &id(n)).await;
+        (i.status, i.error.map(|e| e.kind), get(store, &id(n)).await.status)
+    };
+    assert_eq!(ended(0).await, (InstanceStatus::ResourceError, Some(ErrorKind::Timeout), Rerouted));
+    assert_eq!(ended(1).await, (InstanceStatus::ResourceError, Some(ErrorKind::MemoryLimit), Rerouted));
+    assert_eq!(ended(2).await, (InstanceStatus::ErrorFatal, Some(ErrorKind::Fatal), Failed));
+    assert_eq!(ended(3).await, (InstanceStatus::UnknownError, Some(ErrorKind::Lost), Rerouted));
+    let failed = get(store, &id(2)).await;
+    let why = failed.error.expect("an error").message;
+    assert!(why.contains("never recorded") && why.contains("Traceback"), "{why}");
+    let memory = instance(store, &id(1)).await.error.expect("an error").message;
+    assert!(memory.contains("95%") || memory.contains("of its 67108864 bytes"), "{memory}");
+    assert_eq!(statuses(store, &id(2)).await.last(), Some(&Failed));
 }
