@@ -21,12 +21,12 @@ const SCHEDULER_TICK: Duration = Duration::from_millis(200);
 /// Most workflows one scheduler round looks at.
 const ACTIVE_LIMIT: u32 = 10_000;
 
-/// Node status changes after which the scheduler has the store tidy the node table
-/// (`WorkflowStore::workflow_tidy`: a VACUUM on PostgreSQL). Each change leaves a dead entry
-/// in the status index that every later read of that status walks until a VACUUM removes it;
-/// without one (autovacuum off, or tuned too lazily), a 100,000-node workflow slowed from
-/// ≈ 1,000 to ≈ 500 nodes/s as they piled up. At ≈ 3 changes a node, one VACUUM per ≈ 3,000
-/// nodes keeps each read within a few pages.
+/// Node status changes after which the scheduler has the store look whether the workflow
+/// tables need tidying (`WorkflowStore::workflow_tidy`: on PostgreSQL, a VACUUM of the node
+/// table or an ANALYZE of the invocations when their statistics say so). Each change leaves a
+/// dead entry in the status index that every later read of that status walks until a VACUUM
+/// removes it; without one (autovacuum off, or tuned too lazily), a 100,000-node workflow
+/// slowed from ≈ 1,000 to ≈ 500 nodes/s as they piled up.
 const TIDY_AFTER_MOVES: usize = 10_000;
 
 /// How a paused workflow resumes.

@@ -249,12 +249,13 @@ pub(super) type Scope<'t, 'e> = &'t &'e ();
 pub(super) async fn sqlite_write<'e, T>(
     write: &SqlitePool,
     gate: &WriteGate,
+    what: &'static str,
     commit: Commit,
     body: impl for<'t> FnOnce(&'t mut SqliteConnection, Scope<'t, 'e>) -> BoxFuture<'t, StoreResult<T>>,
 ) -> StoreResult<T> {
     let scope: &'e () = &();
     // Declared before the connection, so dropped after it is back in the pool.
-    let _pass = gate.enter(Lane::Background).await;
+    let _pass = gate.enter(Lane::Background, what).await;
     let mut conn = write.acquire().await?;
     let relaxed = commit == Commit::Relaxed;
     if relaxed {
@@ -335,12 +336,18 @@ macro_rules! in_tx {
     ($self:ident, $commit:expr, $ambiguous:expr, |$tx:ident, $d:ident| $body:expr) => {
         match &$self.pools {
             Pools::Sqlite { write, gate, .. } => {
-                $crate::store::engine::sqlite_write(write, gate, $commit, |$tx, _| {
-                    $crate::store::engine::tx_body(async {
-                        let $d = Dialect::Sqlite;
-                        Ok::<_, $crate::store::StoreError>($body)
-                    })
-                })
+                $crate::store::engine::sqlite_write(
+                    write,
+                    gate,
+                    concat!(module_path!(), ":", line!()),
+                    $commit,
+                    |$tx, _| {
+                        $crate::store::engine::tx_body(async {
+                            let $d = Dialect::Sqlite;
+                            Ok::<_, $crate::store::StoreError>($body)
+                        })
+                    },
+                )
                 .await?
             }
             Pools::Postgres(pool) => {
@@ -524,13 +531,14 @@ async fn one_trip<R>(
     write: &SqlitePool,
     gate: &WriteGate,
     lane: Lane,
+    what: &'static str,
     query: QueryAs<'_, Sqlite, R, SqliteArguments>,
 ) -> Result<Vec<R>, sqlx::Error>
 where
     R: Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow>,
 {
     // Declared before the writer, so dropped after it is back in the pool.
-    let _pass = gate.enter(lane).await;
+    let _pass = gate.enter(lane, what).await;
     let mut writer = Writer { conn: write.acquire().await?, settled: false };
     let result = query.fetch_all(&mut *writer.conn).await;
     if result.is_err() {

@@ -245,8 +245,14 @@ pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> S
     let rows: Vec<InvocationRow> = match &store.pools {
         Pools::Sqlite { read, write, gate } => {
             // A client waits for this answer: the urgent lane (see `write_gate.rs`).
-            match one_trip(write, gate, Lane::Urgent, sqlx::query_as(q::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str()))
-                .await
+            match one_trip(
+                write,
+                gate,
+                Lane::Urgent,
+                "route",
+                sqlx::query_as(q::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str()),
+            )
+            .await
             {
                 Ok(rows) => rows,
                 // The script's insert fails on a call of an unknown task (see `sql_invocations.rs`).
@@ -296,7 +302,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
                 .bind(report_window_ms)
                 .bind(&excluded)
                 .bind(&pinned_here);
-            one_trip(write, gate, Lane::Background, script).await?
+            one_trip(write, gate, Lane::Background, "claim", script).await?
         }
         Pools::Postgres(pool) => {
             pg_write(pool, Commit::Relaxed, "invocation claim", &mut false, |tx, _| tx_body(claim_postgres(tx, claim)))

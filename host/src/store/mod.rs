@@ -427,10 +427,12 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// the workflow's status when anything changed.
     async fn workflow_step(&self, id: &str, starts: &[NodeStart]) -> StoreResult<StepOutcome>;
 
-    /// Housekeeping after many node changes (the scheduler calls it): on PostgreSQL a
-    /// `VACUUM (SKIP_LOCKED)` of the node table, whose status index otherwise fills with the
-    /// dead entries every status change leaves (each later read of a status walks them) when
-    /// autovacuum is off or slow; nothing on SQLite, which updates index entries in place.
+    /// Housekeeping after many node changes (the scheduler calls it): on PostgreSQL, when its
+    /// statistics say so (autovacuum's rules), a `VACUUM (SKIP_LOCKED)` of the node table,
+    /// whose status index otherwise fills with the dead entries every status change leaves
+    /// (each later read of a status walks them) when autovacuum is off or slow, and an
+    /// `ANALYZE` of the invocations once they doubled; nothing on SQLite, which updates index
+    /// entries in place.
     async fn workflow_tidy(&self) -> StoreResult<()>;
 
     /// Pauses: nothing new starts (status `halted`). A final workflow is a `Conflict`.

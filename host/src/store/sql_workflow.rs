@@ -9,7 +9,7 @@ use super::Sql;
 macro_rules! workflow_columns {
     () => {
         "id, name, kind, status, max_concurrently_running, fail_fast, max_attempts, task_limits, \
-         paused, version, created_at, updated_at"
+         paused, version, created_at, updated_at, counts"
     };
 }
 
@@ -20,8 +20,8 @@ macro_rules! workflow_insert {
     ($d:ident) => {
         concat!(
             "INSERT INTO workflows (id, name, kind, status, max_concurrently_running, fail_fast, \
-             max_attempts, task_limits, paused, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, 0, ",
+             max_attempts, task_limits, counts, paused, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, 0, ",
             now_ms!($d),
             ", ",
             now_ms!($d),
@@ -31,7 +31,7 @@ macro_rules! workflow_insert {
     };
 }
 /// A new workflow: `$1` id, `$2` name, `$3` kind, `$4` status, `$5` max running, `$6` fail
-/// fast, `$7` max attempts, `$8` task limits JSON.
+/// fast, `$7` max attempts, `$8` task limits JSON, `$9` its nodes per status (JSON).
 pub(in crate::store) const WORKFLOW_INSERT: Sql = both!(workflow_insert);
 
 macro_rules! nodes_insert {
@@ -65,16 +65,26 @@ pub(in crate::store) const EDGES_INSERT: Sql = both!(edges_insert);
 /// Refreshes PostgreSQL's statistics of the graph tables (after a large workflow arrived).
 pub(in crate::store) const ANALYZE_POSTGRES: &str = "ANALYZE workflow_nodes, workflow_edges";
 
+/// `workflow_tidy` on PostgreSQL, first: the statistics PostgreSQL keeps of the tables a
+/// workflow churns (live and dead rows, changes since the last ANALYZE), from which the tidy
+/// decides what is worth doing, as autovacuum does from the same figures.
+pub(in crate::store) const TIDY_STATS_POSTGRES: &str = "SELECT relname AS name, n_live_tup AS live, \
+     n_dead_tup AS dead, n_mod_since_analyze AS changed FROM pg_stat_user_tables \
+     WHERE schemaname = current_schema() AND relname IN ('workflow_nodes', 'invocations')";
+
 /// `workflow_tidy` on PostgreSQL: removes the dead rows of the node table and their index
-/// entries, and refreshes the statistics of the nodes and of the invocations (ANALYZE reads a
+/// entries (and refreshes its statistics). Each node status change leaves a dead entry in the
+/// status index that every later read of that status walks until a VACUUM removes it; without
+/// one (autovacuum off, or tuned too lazily), a 100,000-node workflow slowed from ≈ 1,000 to
+/// ≈ 500 nodes/s as they piled up. Skipped when another session vacuums it (another node,
+/// autovacuum). Its own statement: VACUUM refuses to run in a transaction block.
+pub(in crate::store) const VACUUM_NODES_POSTGRES: &str = "VACUUM (ANALYZE, SKIP_LOCKED) workflow_nodes";
+
+/// `workflow_tidy` on PostgreSQL: refreshes the statistics of the invocations (ANALYZE reads a
 /// bounded sample). Without fresh statistics (autovacuum off also means no auto-analyze) the
-/// planner believed the invocations table as small as when the workflow began and scanned
-/// all of it in every outcome commit (21 scans/s, 300 nodes/s; after one ANALYZE, 0 and 660).
-/// Tables another session is vacuuming or analyzing (another node, autovacuum) are skipped.
-/// Two statements, each its own: VACUUM refuses to run in a transaction block, which is what
-/// a string of several statements is.
-pub(in crate::store) const TIDY_POSTGRES: [&str; 2] =
-    ["VACUUM (ANALYZE, SKIP_LOCKED) workflow_nodes", "ANALYZE (SKIP_LOCKED) invocations"];
+/// planner believed the invocations table as small as when the workflow began and scanned all
+/// of it in every outcome commit (21 scans/s, 300 nodes/s; after one ANALYZE, 0 and 660).
+pub(in crate::store) const ANALYZE_INVOCATIONS_POSTGRES: &str = "ANALYZE (SKIP_LOCKED) invocations";
 
 // ---------------------------------------------------------------------------------------------
 // Reads.
@@ -101,10 +111,6 @@ pub(in crate::store) const WORKFLOW_ACTIVE: Sql = Sql::same(
     "SELECT id FROM workflows WHERE status IN ('queued', 'running', 'halted') ORDER BY id \
      LIMIT CAST($1 AS BIGINT)",
 );
-
-/// Nodes per status of workflow `$1`.
-pub(in crate::store) const NODE_COUNTS: Sql =
-    Sql::same("SELECT status, COUNT(*) AS count FROM workflow_nodes WHERE workflow = $1 GROUP BY status");
 
 /// Every node of workflow `$1`, in `seq` order.
 pub(in crate::store) const NODES_ALL: Sql =
@@ -316,17 +322,27 @@ pub(in crate::store) const STEP_START: Sql = both!(step_start);
 // e. The invocations of started nodes go through the routing insert (`sql::INVOCATION_INSERT`
 // with `insert_registered!` of engine.rs).
 
-/// The update of [`STEP_BLOCK`]; SQLite's `+status` keeps its planner on the primary key
-/// (the nodes downstream), not on every waiting and ready node of the workflow.
-macro_rules! step_block {
-    ($d:ident, $status:literal) => {
+/// Everything downstream (transitively) of the nodes in the JSON array `$2` of workflow `$1`,
+/// as a CTE `down(node)`.
+macro_rules! downstream_all {
+    ($d:ident) => {
         concat!(
             "WITH RECURSIVE down(node) AS (SELECT e.node FROM ",
             json_texts!($d, "$2", "j"),
             " CROSS JOIN workflow_edges e WHERE e.workflow = $1 AND e.upstream = j.value \
              UNION SELECT e.node FROM down CROSS JOIN workflow_edges e \
-             WHERE e.workflow = $1 AND e.upstream = down.node) \
-             UPDATE workflow_nodes SET status = 'blocked', updated_at = ",
+             WHERE e.workflow = $1 AND e.upstream = down.node) "
+        )
+    };
+}
+
+/// The update of [`STEP_BLOCK`]; SQLite's `+status` keeps its planner on the primary key
+/// (the nodes downstream), not on every waiting and ready node of the workflow.
+macro_rules! step_block {
+    ($d:ident, $status:literal) => {
+        concat!(
+            downstream_all!($d),
+            "UPDATE workflow_nodes SET status = 'blocked', updated_at = ",
             now_ms!($d),
             " WHERE workflow = $1 AND ",
             $status,
@@ -344,62 +360,39 @@ macro_rules! step_block {
 /// of workflow `$1` that has not run: → `blocked`.
 pub(in crate::store) const STEP_BLOCK: Sql = both!(step_block);
 
-/// Whether workflow `$1` has a node of status `$s`: the first entry of that status in the
-/// index `(workflow, status, task, seq)`. Not `EXISTS`: with an `EXISTS` (and with a list of
-/// statuses) PostgreSQL's planner expects a match among the first rows of the table and
-/// scans it (30 ms at 50,000 nodes, the dead versions of changed nodes first); an ordered
-/// `LIMIT 1` keeps it on the index (0.6 ms).
-macro_rules! has_node {
-    ($s:literal) => {
+macro_rules! step_block_from {
+    ($d:ident, $status:literal) => {
         concat!(
-            "(SELECT n.seq FROM workflow_nodes n WHERE n.workflow = $1 AND n.status = '",
-            $s,
-            "' ORDER BY n.task, n.seq LIMIT 1) IS NOT NULL"
+            downstream_all!($d),
+            "SELECT status, COUNT(*) AS count FROM workflow_nodes WHERE workflow = $1 AND ",
+            $status,
+            " IN ('waiting', 'ready') AND node IN (SELECT node FROM down) GROUP BY status"
         )
     };
+    (sqlite) => {
+        step_block_from!(sqlite, "+status")
+    };
+    (postgres) => {
+        step_block_from!(postgres, "status")
+    };
 }
+/// What [`STEP_BLOCK`] will block, per status it leaves (the workflow's counts follow it; an
+/// UPDATE's `RETURNING` sees only the new status). Blocking is rare (a node failed) and the
+/// workflow row is locked, so reading the set twice is cheap and consistent.
+pub(in crate::store) const STEP_BLOCK_FROM: Sql = both!(step_block_from);
 
 macro_rules! step_status {
     ($d:ident) => {
         concat!(
-            "UPDATE workflows SET status = CASE \
-             WHEN NOT (",
-            has_node!("waiting"),
-            " OR ",
-            has_node!("ready"),
-            " OR ",
-            has_node!("running"),
-            " OR ",
-            has_node!("failed"),
-            " OR ",
-            has_node!("blocked"),
-            " OR ",
-            has_node!("cancelled"),
-            ") THEN 'done' WHEN NOT ",
-            has_node!("running"),
-            " AND (",
-            has_node!("failed"),
-            " OR ",
-            has_node!("blocked"),
-            ") AND (fail_fast OR NOT ",
-            has_node!("ready"),
-            ") THEN 'failed' WHEN paused THEN 'halted' WHEN ",
-            has_node!("running"),
-            " OR ",
-            has_node!("done"),
-            " OR ",
-            has_node!("failed"),
-            " OR ",
-            has_node!("blocked"),
-            " THEN 'running' ELSE 'queued' END, version = version + 1, updated_at = ",
+            "UPDATE workflows SET status = $2, counts = $3, version = version + 1, updated_at = ",
             now_ms!($d),
             " WHERE id = $1 RETURNING ",
             workflow_columns!()
         )
     };
 }
-/// f. Recomputes the status of workflow `$1` from its nodes (`workflows::status_of` is the
-/// same rule in Rust), bumps `version` and `updated_at`.
+/// f. Sets the status (`$2`, from `workflow::status_of` over the counts) and the nodes per
+/// status (`$3`, JSON) of workflow `$1`, bumps `version` and `updated_at`.
 pub(in crate::store) const STEP_STATUS: Sql = both!(step_status);
 
 // ---------------------------------------------------------------------------------------------
@@ -411,14 +404,15 @@ macro_rules! workflow_set_paused {
             "UPDATE workflows SET paused = $2, status = CASE WHEN $2 THEN 'halted' \
              WHEN EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow = $1 \
              AND n.status IN ('running', 'done', 'failed', 'blocked')) THEN 'running' ELSE 'queued' END, \
-             version = version + 1, updated_at = ",
+             counts = $3, version = version + 1, updated_at = ",
             now_ms!($d),
             " WHERE id = $1 RETURNING ",
             workflow_columns!()
         )
     };
 }
-/// Pauses (`$2` true: `halted`) or resumes (`$2` false: `running` or `queued`) workflow `$1`.
+/// Pauses (`$2` true: `halted`) or resumes (`$2` false: `running` or `queued`) workflow `$1`,
+/// with its nodes per status `$3` (JSON; a cold resume moved some).
 pub(in crate::store) const WORKFLOW_SET_PAUSED: Sql = both!(workflow_set_paused);
 
 macro_rules! nodes_restart {
@@ -455,12 +449,12 @@ pub(in crate::store) const NODES_CANCEL: Sql = both!(nodes_cancel);
 macro_rules! workflow_cancel {
     ($d:ident) => {
         concat!(
-            "UPDATE workflows SET status = 'cancelled', version = version + 1, updated_at = ",
+            "UPDATE workflows SET status = 'cancelled', counts = $2, version = version + 1, updated_at = ",
             now_ms!($d),
             " WHERE id = $1 RETURNING ",
             workflow_columns!()
         )
     };
 }
-/// Marks workflow `$1` cancelled.
+/// Marks workflow `$1` cancelled, with its nodes per status `$2` (JSON).
 pub(in crate::store) const WORKFLOW_CANCEL: Sql = both!(workflow_cancel);

@@ -542,7 +542,7 @@ impl SqlStore {
                     .bind(path_history_json(&refs)?)
                     .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?)
                     .bind(instance_writes());
-                let rows: Vec<AppliedRow> = one_trip(write, gate, Lane::Background, query).await?;
+                let rows: Vec<AppliedRow> = one_trip(write, gate, Lane::Background, "transitions", query).await?;
                 // The instances written come back beside the applied transitions, marked by
                 // an `updated_at` of -1 (see `instance_insert!`).
                 let (written, rows): (Vec<AppliedRow>, Vec<AppliedRow>) =

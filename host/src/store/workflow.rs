@@ -10,9 +10,17 @@
 //! became done (one `UPDATE`, given their ids), count running and failed nodes again, start
 //! the given nodes that are still `ready` and fit the limits (one `UPDATE` as compare-and-swap,
 //! then the routing insert of their invocations and their `registered` history: two statements),
-//! block everything downstream of failed nodes (one recursive `UPDATE`), and recompute the
-//! workflow's status (one `UPDATE`). Statements with nothing to do are skipped, and a step
+//! block everything downstream of failed nodes (one recursive count and one recursive
+//! `UPDATE`), and write the workflow's nodes per status and its status (`workflow::status_of`
+//! of those counts; one `UPDATE`). Statements with nothing to do are skipped, and a step
 //! that changed nothing writes nothing.
+//!
+//! # Counts
+//!
+//! The workflow row keeps its nodes per status (`counts`, migration 0016), moved by every
+//! transaction that moves nodes (from what its statements return), so that reading a
+//! workflow's counts or deciding its status never counts its nodes. The conformance test
+//! checks them against the nodes after every step.
 
 use std::collections::{HashMap, HashSet};
 
@@ -41,9 +49,19 @@ struct WorkflowRow {
     version: i64,
     created_at: i64,
     updated_at: i64,
+    /// Nodes per status, a JSON object.
+    counts: String,
 }
 
+/// Nodes per status of one workflow, as its row keeps them.
+type Counts = HashMap<NodeStatus, i64>;
+
 impl WorkflowRow {
+    /// The workflow's nodes per status.
+    fn counts(&self) -> StoreResult<Counts> {
+        serde_json::from_str(&self.counts).map_err(|e| corrupt("workflow counts", e))
+    }
+
     fn decode(self) -> StoreResult<WorkflowInfo> {
         Ok(WorkflowInfo {
             kind: self.kind.parse::<WorkflowKind>().map_err(StoreError::Corrupt)?,
@@ -169,6 +187,30 @@ const MAX_STARTS_PER_STEP: u32 = 500;
 /// of every waiting node (tens of ms a step at 10,000 nodes) instead of primary-key lookups.
 const ANALYZE_FROM_NODES: usize = 1_000;
 
+/// PostgreSQL's statistics of one table ([`q::TIDY_STATS_POSTGRES`]).
+#[derive(sqlx::FromRow)]
+struct TableStatsRow {
+    name: String,
+    live: i64,
+    dead: i64,
+    changed: i64,
+}
+
+/// Whether the node table has enough dead rows to be worth a VACUUM: autovacuum's own rule
+/// (dead rows over a fifth of the live ones), with a floor of 1,000. A VACUUM reads all of the
+/// table's indexes, so vacuuming after a fixed number of changes cost a 100,000-node workflow
+/// a VACUUM every 1.5 s (a quarter of a core on two); by share, a handful.
+fn vacuum_due(t: &TableStatsRow) -> bool {
+    t.dead > 1_000 + t.live / 5
+}
+
+/// Whether the invocations' statistics are worth refreshing: once the rows changed since the
+/// last ANALYZE are as many as the live ones (the table doubled, or turned over), with a floor
+/// of 1,000: a growing table is analyzed a logarithmic number of times, not every few seconds.
+fn analyze_due(t: &TableStatsRow) -> bool {
+    t.changed > t.live.max(1_000)
+}
+
 fn parse_node_status(s: &str) -> StoreResult<NodeStatus> {
     s.parse().map_err(StoreError::Corrupt)
 }
@@ -221,6 +263,12 @@ impl WorkflowStore for SqlStore {
                 status: if n.has_upstreams { NodeStatus::Waiting.as_str() } else { NodeStatus::Ready.as_str() },
             })
             .collect();
+        let waiting = wf.nodes.iter().filter(|n| n.has_upstreams).count();
+        let counts: Counts = [(NodeStatus::Waiting, waiting), (NodeStatus::Ready, wf.nodes.len() - waiting)]
+            .into_iter()
+            .map(|(s, n)| (s, i64::try_from(n).unwrap_or(i64::MAX)))
+            .collect();
+        let counts = to_json(&counts)?;
         let nodes = to_json(&nodes)?;
         let edges: Vec<EdgeJson<'_>> = wf.edges.iter().map(|(n, u)| EdgeJson { node: n, upstream: u }).collect();
         let edges = to_json(&edges)?;
@@ -235,6 +283,7 @@ impl WorkflowStore for SqlStore {
                 .bind(wf.fail_fast)
                 .bind(wf.max_attempts.map(i64::from))
                 .bind(&limits)
+                .bind(&counts)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(super::conflict_on_unique("a workflow with this id exists"))?;
@@ -281,10 +330,10 @@ impl WorkflowStore for SqlStore {
     }
 
     async fn workflow_counts(&self, id: &str) -> StoreResult<Vec<(NodeStatus, i64)>> {
-        let rows: Vec<StatusCountRow> =
-            on_read!(self, |db, d| sqlx::query_as(q::NODE_COUNTS.get(d)).bind(id).fetch_all(db).await?);
-        let mut out =
-            rows.into_iter().map(|r| Ok((parse_node_status(&r.status)?, r.count))).collect::<StoreResult<Vec<_>>>()?;
+        let row: Option<WorkflowRow> =
+            on_read!(self, |db, d| sqlx::query_as(q::WORKFLOW_GET.get(d)).bind(id).fetch_optional(db).await?);
+        let Some(row) = row else { return Ok(Vec::new()) };
+        let mut out: Vec<(NodeStatus, i64)> = row.counts()?.into_iter().filter(|(_, n)| *n != 0).collect();
         out.sort();
         Ok(out)
     }
@@ -377,11 +426,16 @@ impl WorkflowStore for SqlStore {
             let row: Option<WorkflowRow> =
                 sqlx::query_as(q::WORKFLOW_LOCK.get(d)).bind(id).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { return Ok(StepOutcome::default()) };
+            let mut tally = row.counts()?;
             let wf = row.decode()?;
             if wf.status.is_final() {
                 return Ok(StepOutcome { workflow: Some(wf), ..StepOutcome::default() });
             }
             let mut out = StepOutcome::default();
+            let mut moved = |from: NodeStatus, to: NodeStatus, n: i64| {
+                *tally.entry(from).or_default() -= n;
+                *tally.entry(to).or_default() += n;
+            };
             // b. Sync running nodes from their final invocations.
             let synced: Vec<ChangedRow> = sqlx::query_as(q::STEP_SYNC.get(d)).bind(id).fetch_all(&mut *tx).await?;
             out.synced = synced.len();
@@ -390,14 +444,17 @@ impl WorkflowStore for SqlStore {
             for r in &synced {
                 if r.status == NodeStatus::Done.as_str() {
                     done.push(&r.node);
+                    moved(NodeStatus::Running, NodeStatus::Done, 1);
                 } else {
                     failed.push(r.node.clone());
+                    moved(NodeStatus::Running, NodeStatus::Failed, 1);
                 }
             }
             // c. Their direct downstream whose upstreams are all done.
             if !done.is_empty() {
                 let readied: Vec<NodeIdRow> = with_json!(tx, d, q::STEP_READY, id, to_json(&done)?);
                 out.readied = readied.len();
+                moved(NodeStatus::Waiting, NodeStatus::Ready, i64::try_from(readied.len()).unwrap_or(i64::MAX));
             }
             // e. Start what still fits, counted again inside the transaction.
             let counts: Vec<TaskCountRow> =
@@ -420,8 +477,10 @@ impl WorkflowStore for SqlStore {
                         if r.status == NodeStatus::Failed.as_str() {
                             failed.push(r.node.clone());
                             out.unstartable += 1;
+                            moved(NodeStatus::Ready, NodeStatus::Failed, 1);
                         } else {
                             started.insert(r.node.as_str());
+                            moved(NodeStatus::Ready, NodeStatus::Running, 1);
                         }
                     }
                     let calls: Vec<NewInvocation> = chosen
@@ -437,12 +496,23 @@ impl WorkflowStore for SqlStore {
             }
             // d. Everything downstream of failed nodes.
             if !failed.is_empty() {
-                let blocked: Vec<NodeIdRow> = with_json!(tx, d, q::STEP_BLOCK, id, to_json(&failed)?);
+                let failed = to_json(&failed)?;
+                let from: Vec<StatusCountRow> = with_json!(tx, d, q::STEP_BLOCK_FROM, id, failed.as_str());
+                let blocked: Vec<NodeIdRow> = with_json!(tx, d, q::STEP_BLOCK, id, failed.as_str());
                 out.blocked = blocked.len();
+                for r in from {
+                    moved(parse_node_status(&r.status)?, NodeStatus::Blocked, r.count);
+                }
             }
-            // f. The workflow's status, when anything moved.
+            // f. The workflow's status and counts, when anything moved.
             let wf = if out.changed() {
-                let row: WorkflowRow = sqlx::query_as(q::STEP_STATUS.get(d)).bind(id).fetch_one(&mut *tx).await?;
+                let status = workflow::status_of(&tally, wf.paused, wf.fail_fast);
+                let row: WorkflowRow = sqlx::query_as(q::STEP_STATUS.get(d))
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(to_json(&tally)?)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 row.decode()?
             } else {
                 wf
@@ -454,11 +524,17 @@ impl WorkflowStore for SqlStore {
     }
 
     async fn workflow_tidy(&self) -> StoreResult<()> {
-        if let Pools::Postgres(pool) = &self.pools {
-            // VACUUM runs outside a transaction block: the simple protocol, one statement each.
-            for statement in q::TIDY_POSTGRES {
-                sqlx::raw_sql(statement).execute(pool).await?;
-            }
+        let Pools::Postgres(pool) = &self.pools else { return Ok(()) };
+        let stats: Vec<TableStatsRow> = sqlx::query_as(q::TIDY_STATS_POSTGRES).fetch_all(pool).await?;
+        for t in stats {
+            let statement = match t.name.as_str() {
+                "workflow_nodes" if vacuum_due(&t) => q::VACUUM_NODES_POSTGRES,
+                "invocations" if analyze_due(&t) => q::ANALYZE_INVOCATIONS_POSTGRES,
+                _ => continue,
+            };
+            tracing::debug!(table = %t.name, live = t.live, dead = t.dead, changed = t.changed, statement, "tidying");
+            // VACUUM runs outside a transaction block: the simple protocol, one statement.
+            sqlx::raw_sql(statement).execute(pool).await?;
         }
         Ok(())
     }
@@ -467,11 +543,13 @@ impl WorkflowStore for SqlStore {
         let row: WorkflowRow = in_tx!(self, |tx, d| {
             let row: Option<WorkflowRow> =
                 sqlx::query_as(q::WORKFLOW_LOCK.get(d)).bind(id).fetch_optional(&mut *tx).await?;
-            let wf = row.ok_or_else(|| not_found(id))?.decode()?;
+            let row = row.ok_or_else(|| not_found(id))?;
+            let counts = row.counts.clone();
+            let wf = row.decode()?;
             if wf.status.is_final() {
                 return Err(final_conflict(&wf, "paused"));
             }
-            sqlx::query_as(q::WORKFLOW_SET_PAUSED.get(d)).bind(id).bind(true).fetch_one(&mut *tx).await?
+            sqlx::query_as(q::WORKFLOW_SET_PAUSED.get(d)).bind(id).bind(true).bind(counts).fetch_one(&mut *tx).await?
         });
         row.decode()
     }
@@ -480,7 +558,9 @@ impl WorkflowStore for SqlStore {
         let (row, restarted): (WorkflowRow, Vec<InvocationIdRow>) = in_tx!(self, |tx, d| {
             let row: Option<WorkflowRow> =
                 sqlx::query_as(q::WORKFLOW_LOCK.get(d)).bind(id).fetch_optional(&mut *tx).await?;
-            let wf = row.ok_or_else(|| not_found(id))?.decode()?;
+            let row = row.ok_or_else(|| not_found(id))?;
+            let mut counts = row.counts()?;
+            let wf = row.decode()?;
             if wf.status.is_final() {
                 return Err(final_conflict(&wf, "resumed"));
             }
@@ -489,8 +569,15 @@ impl WorkflowStore for SqlStore {
             } else {
                 Vec::new()
             };
-            let row: WorkflowRow =
-                sqlx::query_as(q::WORKFLOW_SET_PAUSED.get(d)).bind(id).bind(false).fetch_one(&mut *tx).await?;
+            let n = i64::try_from(restarted.len()).unwrap_or(i64::MAX);
+            *counts.entry(NodeStatus::Running).or_default() -= n;
+            *counts.entry(NodeStatus::Ready).or_default() += n;
+            let row: WorkflowRow = sqlx::query_as(q::WORKFLOW_SET_PAUSED.get(d))
+                .bind(id)
+                .bind(false)
+                .bind(to_json(&counts)?)
+                .fetch_one(&mut *tx)
+                .await?;
             (row, restarted)
         });
         Ok((row.decode()?, restarted.into_iter().filter_map(|r| r.invocation).collect()))
@@ -507,9 +594,20 @@ impl WorkflowStore for SqlStore {
             } else if status.is_final() {
                 return Err(final_conflict(&row.decode()?, "cancelled"));
             } else {
+                // Every waiting, ready and running node is cancelled.
+                let mut counts = row.counts()?;
+                let mut unfinished = 0;
+                for s in [NodeStatus::Waiting, NodeStatus::Ready, NodeStatus::Running] {
+                    unfinished += counts.remove(&s).unwrap_or(0);
+                }
+                *counts.entry(NodeStatus::Cancelled).or_default() += unfinished;
                 let cancelled: Vec<InvocationIdRow> =
                     sqlx::query_as(q::NODES_CANCEL.get(d)).bind(id).fetch_all(&mut *tx).await?;
-                let row: WorkflowRow = sqlx::query_as(q::WORKFLOW_CANCEL.get(d)).bind(id).fetch_one(&mut *tx).await?;
+                let row: WorkflowRow = sqlx::query_as(q::WORKFLOW_CANCEL.get(d))
+                    .bind(id)
+                    .bind(to_json(&counts)?)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 (row, cancelled)
             }
         });

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -35,14 +36,32 @@ struct State {
     background: VecDeque<oneshot::Sender<()>>,
 }
 
+/// A write that holds the pass longer than this is logged (debug, target
+/// `warden::store::writer`): every other write, routings included, waits behind it.
+const LONG_HOLD: Duration = Duration::from_millis(5);
+
 /// The right to write, until dropped.
 pub(super) struct Pass<'g> {
     gate: &'g WriteGate,
+    /// Which write holds it (`module:line`).
+    what: &'static str,
+    since: Instant,
+    waited: Duration,
 }
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
         self.gate.release();
+        let held = self.since.elapsed();
+        if held > LONG_HOLD {
+            tracing::debug!(
+                target: "warden::store::writer",
+                what = self.what,
+                held_us = held.as_micros() as u64,
+                waited_us = self.waited.as_micros() as u64,
+                "a write held the SQLite writer long"
+            );
+        }
     }
 }
 
@@ -69,15 +88,16 @@ impl WriteGate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for the pass in `lane`.
-    pub(super) async fn enter(&self, lane: Lane) -> Pass<'_> {
+    /// Waits for the pass in `lane`, for the write `what` (`module:line`, for the log).
+    pub(super) async fn enter(&self, lane: Lane, what: &'static str) -> Pass<'_> {
         let urgent = lane == Lane::Urgent;
+        let start = Instant::now();
         let rx = {
             let mut s = self.state();
             if !s.busy {
                 s.busy = true;
                 s.last_urgent = urgent;
-                return Pass { gate: self };
+                return Pass { gate: self, what, since: start, waited: Duration::ZERO };
             }
             let (tx, rx) = oneshot::channel();
             if urgent {
@@ -93,7 +113,7 @@ impl WriteGate {
             let _ = rx.await;
         }
         waiting.rx = None;
-        Pass { gate: self }
+        Pass { gate: self, what, since: Instant::now(), waited: start.elapsed() }
     }
 
     /// Hands the pass to the next waiter (urgent first, unless the last pass was urgent and a
@@ -130,12 +150,12 @@ mod tests {
     async fn order(lanes: &[(&'static str, Lane)]) -> Vec<&'static str> {
         let gate = Arc::new(WriteGate::default());
         let got = Arc::new(Mutex::new(Vec::new()));
-        let first = gate.enter(Lane::Background).await;
+        let first = gate.enter(Lane::Background, "test").await;
         let mut tasks = Vec::new();
         for &(name, lane) in lanes {
             let (g, got) = (gate.clone(), got.clone());
             tasks.push(tokio::spawn(async move {
-                let _pass = g.enter(lane).await;
+                let _pass = g.enter(lane, "test").await;
                 got.lock().unwrap().push(name);
             }));
             // Each queues before the next one.
@@ -171,12 +191,12 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_leaves_does_not_keep_the_pass() {
         let gate = WriteGate::default();
-        let held = gate.enter(Lane::Background).await;
+        let held = gate.enter(Lane::Background, "test").await;
         // Dropped while waiting.
-        let left = tokio::time::timeout(std::time::Duration::from_millis(10), gate.enter(Lane::Urgent)).await;
+        let left = tokio::time::timeout(std::time::Duration::from_millis(10), gate.enter(Lane::Urgent, "test")).await;
         assert!(left.is_err());
         drop(held);
-        let again = tokio::time::timeout(std::time::Duration::from_secs(5), gate.enter(Lane::Background)).await;
+        let again = tokio::time::timeout(std::time::Duration::from_secs(5), gate.enter(Lane::Background, "test")).await;
         assert!(again.is_ok(), "the gate stayed shut after a waiter left");
     }
 }

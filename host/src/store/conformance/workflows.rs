@@ -36,15 +36,27 @@ async fn finish(store: &dyn Store, n: usize, ok: bool) {
     }
 }
 
-/// A step of workflow `id`, checked against the rule `workflows::status_of` states: the status
-/// the store's SQL recomputed is the one the pure rule gives for the node counts.
+/// A step of workflow `id`, checked: the nodes per status the workflow row keeps are the
+/// nodes' own, and its status is the one the rule `workflows::status_of` gives for them.
 async fn step(store: &dyn Store, id: &str, starts: &[crate::store::NodeStart]) -> crate::store::StepOutcome {
     let out = store.workflow_step(id, starts).await.expect("step");
-    let wf = store.workflow_get(id).await.expect("get").expect("workflow");
-    let counts: std::collections::HashMap<_, _> =
-        store.workflow_counts(id).await.expect("counts").into_iter().collect();
-    assert_eq!(wf.status, crate::model::workflow::status_of(&counts, wf.paused, wf.fail_fast), "{counts:?}");
+    check_counts(store, id).await;
     out
+}
+
+/// The workflow row's nodes per status are what its nodes say, and its status follows them.
+async fn check_counts(store: &dyn Store, id: &str) {
+    let wf = store.workflow_get(id).await.expect("get").expect("workflow");
+    let mut truth: std::collections::BTreeMap<_, i64> = std::collections::BTreeMap::new();
+    for n in store.workflow_nodes(id).await.expect("nodes") {
+        *truth.entry(n.status).or_default() += 1;
+    }
+    let kept: std::collections::BTreeMap<_, _> = store.workflow_counts(id).await.expect("counts").into_iter().collect();
+    assert_eq!(kept, truth, "the counts the workflow row keeps");
+    if wf.status != crate::model::workflow::WorkflowStatus::Cancelled {
+        let counts = kept.into_iter().collect();
+        assert_eq!(wf.status, crate::model::workflow::status_of(&counts, wf.paused, wf.fail_fast), "{counts:?}");
+    }
 }
 
 async fn workflow_create_step_and_sync(h: Harness) {
@@ -168,6 +180,18 @@ async fn workflow_create_step_and_sync(h: Harness) {
     let out = step(store, "wf-2", &[node_start("t2", 24, "t", "wf-2")]).await;
     assert!(out.started.is_empty(), "two running, max 2: {out:?}");
     assert!(store.invocation_get(&id(24)).await.expect("get").is_none());
+    // Control changes keep the counts too: a pause, a cold resume (the two running nodes go
+    // back to ready and their invocations are handed back for cancelling), a cancel.
+    store.workflow_pause("wf-2").await.expect("pause");
+    check_counts(store, "wf-2").await;
+    let (_, restarted) = store.workflow_resume("wf-2", true).await.expect("resume");
+    assert_eq!(restarted.len(), 2, "{restarted:?}");
+    check_counts(store, "wf-2").await;
+    assert_eq!(store.workflow_counts("wf-2").await.expect("counts"), vec![(N::Ready, 5)]);
+    let (wf, _) = store.workflow_cancel("wf-2").await.expect("cancel");
+    assert_eq!(wf.status, W::Cancelled);
+    check_counts(store, "wf-2").await;
+    assert_eq!(store.workflow_counts("wf-2").await.expect("counts"), vec![(N::Cancelled, 5)]);
 
     // A node whose invocation could not be built fails at its start, and its workflow with it.
     let req: WorkflowRequest =
