@@ -1,4 +1,5 @@
-//! `warden bench`: durable no-op calls end to end on a fresh daemon (SQLite, synchronous=FULL):
+//! `warden bench`: durable no-op calls end to end on a fresh daemon (SQLite, synchronous=FULL,
+//! or the PostgreSQL of `--database`):
 //! throughput through the batch API, latency of one call in flight, and the in-process cost of
 //! instantiate + run. With `--peer`, runs the Celery peer in the same run and prints ratios.
 //! With `--workflow-nodes`, measures a large workflow instead: its nodes per second and the
@@ -53,7 +54,8 @@ pub struct BenchArgs {
     /// `max_concurrently_running` of the workflow.
     #[arg(long, default_value_t = 100)]
     workflow_limit: u32,
-    /// PostgreSQL URL for the workflow run (default: a fresh SQLite file).
+    /// PostgreSQL URL of the benchmark daemon's store, for every figure (default: a fresh
+    /// SQLite file).
     #[arg(long)]
     database: Option<String>,
 }
@@ -133,10 +135,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let throughput = a.calls as f64 / elapsed;
-    println!(
-        "warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: sqlite synchronous=FULL)",
-        a.calls
-    );
+    let store = if a.database.is_some() { "postgresql" } else { "sqlite synchronous=FULL" };
+    println!("warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: {store})", a.calls);
     super::bench_feed::feed_figures(&c, &ids, &a.task, &args).await?;
 
     // Latency: one call in flight.
