@@ -154,6 +154,38 @@ async fn a_dead_nodes_work_is_recovered_by_another_node(b: Backend) {
 }
 both!(dead_node_recovery, a_dead_nodes_work_is_recovered_by_another_node);
 
+/// Two nodes on a fresh PostgreSQL database, `other` (the older: the leader) and `silent`,
+/// heartbeating every `timings.0` ms and dead after `timings.1` ms, with `component` deployed
+/// and `task` pinned to `silent` first (then any node), once both have read the pin.
+async fn silent_pair(
+    dir: &Path,
+    timings: (&'static str, &'static str),
+    component: (&str, &str),
+    task: &str,
+) -> (DaemonProcess, DaemonProcess) {
+    let db = fresh_postgres_database().await;
+    let flags = |name: &'static str| {
+        vec![
+            "--node-name",
+            name,
+            "--heartbeat-interval-ms",
+            timings.0,
+            "--heartbeat-timeout-ms",
+            timings.1,
+            "--service-interval-ms",
+            "1000",
+        ]
+    };
+    let other = spawn_args(&dir.join("b"), Some(&db), &flags("other")).await;
+    let silent = spawn_args(&dir.join("a"), Some(&db), &flags("silent")).await;
+    silent.api.deploy(component.0, component.1).await;
+    let (s, v) = silent.api.post("/v1/cluster/pins", &json!({"task": task, "patterns": ["silent", "%"]})).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    // Both nodes read the pins at their next tick (the tests here tick every 300 ms at most).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    (other, silent)
+}
+
 /// A node that goes silent while running (SIGSTOP: alive but neither heartbeating nor
 /// answering): triage on the leader (the other node, the older) moves its instance `running →
 /// triaging → unknown_error` and reroutes the invocation within two report windows (2 × 310
@@ -164,26 +196,7 @@ both!(dead_node_recovery, a_dead_nodes_work_is_recovered_by_another_node);
 async fn a_silent_nodes_instance_is_triaged_and_rerouted(b: Backend) {
     assert_eq!(b, Backend::Postgres);
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = fresh_postgres_database().await;
-    let flags = |name: &'static str| {
-        vec![
-            "--node-name",
-            name,
-            "--heartbeat-interval-ms",
-            "100",
-            "--heartbeat-timeout-ms",
-            "3000",
-            "--service-interval-ms",
-            "1000",
-        ]
-    };
-    let other = spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
-    let silent = spawn_args(&dir.path().join("a"), Some(&db), &flags("silent")).await;
-    silent.api.deploy("slow", guests::SLOW).await;
-    let (s, v) = silent.api.post("/v1/cluster/pins", &json!({"task": "slow", "patterns": ["silent", "%"]})).await;
-    assert_eq!(s.as_u16(), 201, "{v}");
-    // Both nodes read the pins at their next tick (100 ms).
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (other, silent) = silent_pair(dir.path(), ("100", "3000"), ("slow", guests::SLOW), "slow").await;
     let id = silent.api.call("slow", json!({"ms": 3000})).await;
     wait_status(&silent.api, &id, "running").await;
     let (_, inst) = silent.api.get(&format!("/v1/invocations/{id}/instances")).await;
@@ -244,25 +257,7 @@ mod silent_node_triage {
 async fn a_silent_nodes_last_report_decides_the_triage(b: Backend) {
     assert_eq!(b, Backend::Postgres);
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = fresh_postgres_database().await;
-    let flags = |name: &'static str| {
-        vec![
-            "--node-name",
-            name,
-            "--heartbeat-interval-ms",
-            "300",
-            "--heartbeat-timeout-ms",
-            "8000",
-            "--service-interval-ms",
-            "1000",
-        ]
-    };
-    let other = spawn_args(&dir.path().join("b"), Some(&db), &flags("other")).await;
-    let silent = spawn_args(&dir.path().join("a"), Some(&db), &flags("silent")).await;
-    silent.api.deploy("hostile", guests::HOSTILE).await;
-    let (s, v) = silent.api.post("/v1/cluster/pins", &json!({"task": "spin", "patterns": ["silent", "%"]})).await;
-    assert_eq!(s.as_u16(), 201, "{v}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (other, silent) = silent_pair(dir.path(), ("300", "8000"), ("hostile", guests::HOSTILE), "spin").await;
     let r = silent.api.http.patch(format!("{}/v1/tasks/spin", silent.api.url)).json(&json!({"max_attempts": 2}));
     let r = r.send().await.expect("patch");
     assert!(r.status().is_success(), "{:?}", r.text().await);

@@ -12,6 +12,19 @@ conformance!(
     a_silent_nodes_last_report_decides_the_triage,
 );
 
+/// Ids `0..n`, claimed by `n1` (attempt 1), go `pending → running` with their instance, in
+/// one write.
+async fn start_running(store: &dyn Store, n: usize) {
+    let running: Vec<Transition> = (0..n)
+        .map(|n| {
+            let mut t = tr(&id(n), Pending, Some(("n1", 1)), &[Running]);
+            t.instance = Some(Box::new(instance_of(&id(n), 1, "n1", "running", Some(5_000))));
+            t
+        })
+        .collect();
+    assert_eq!(store.invocation_transition_batch(&running).await.expect("running"), vec![Applied; n]);
+}
+
 async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     use crate::model::instance::{InstanceStatus, triage};
     let store = &*h.store;
@@ -27,14 +40,7 @@ async fn instances_are_live_rows_with_heartbeats_and_triage(h: Harness) {
     assert!(due >= t0 + 5_000 && due < t0 + 15_000, "report_by {due} is claim time ({t0}…) + 5000");
 
     // Ids 0-3 start running: the instance moves with the invocation, in one write.
-    let running: Vec<Transition> = (0..4)
-        .map(|n| {
-            let mut t = tr(&id(n), Pending, Some(("n1", 1)), &[Running]);
-            t.instance = Some(Box::new(instance_of(&id(n), 1, "n1", "running", Some(5_000))));
-            t
-        })
-        .collect();
-    assert_eq!(store.invocation_transition_batch(&running).await.expect("running"), vec![Applied; 4]);
+    start_running(store, 4).await;
     assert_eq!(instance(store, &id(0)).await.status.as_str(), "running");
 
     // The heartbeat of n1 for what it holds (not id 5): report_by moves, one answer per row.
@@ -301,14 +307,7 @@ async fn a_silent_nodes_last_report_decides_the_triage(h: Harness) {
     store.invocation_insert_batch(&calls(0..4, "t")).await.expect("insert");
     let claimed = store.invocation_claim_reporting("n1", 4, 5_000, &ClaimFilter::default()).await.expect("claim");
     assert_eq!(claimed.len(), 4);
-    let running: Vec<Transition> = (0..4)
-        .map(|n| {
-            let mut t = tr(&id(n), Pending, Some(("n1", 1)), &[Running]);
-            t.instance = Some(Box::new(instance_of(&id(n), 1, "n1", "running", Some(5_000))));
-            t
-        })
-        .collect();
-    assert_eq!(store.invocation_transition_batch(&running).await.expect("running"), vec![Applied; 4]);
+    start_running(store, 4).await;
     let t0 = store.now().await.expect("now");
     let known = |peak, limit, left, exit| NodeKnowledge {
         peak_memory_bytes: peak,
