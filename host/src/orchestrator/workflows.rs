@@ -18,6 +18,12 @@ use crate::store::NodeStart;
 /// How often the scheduler looks at active workflows without being woken.
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
 
+/// How often it looks when its last look found none: a workflow created or resumed on this
+/// node, or an invocation ending here, wakes it at once; this bounds how long a workflow whose
+/// own node died waits for another node's scheduler. Looking every 200 ms while idle was 5 of
+/// an idle node's 29 PostgreSQL transactions per second.
+const SCHEDULER_IDLE_TICK: Duration = Duration::from_secs(2);
+
 /// Most workflows one scheduler round looks at.
 const ACTIVE_LIMIT: u32 = 10_000;
 
@@ -186,7 +192,8 @@ impl Orchestrator {
 }
 
 /// The scheduler: steps every active workflow when woken (an invocation became final, a
-/// workflow was created or resumed) and at least every [`SCHEDULER_TICK`]; goes round again
+/// workflow was created or resumed) and at least every [`SCHEDULER_TICK`] (every
+/// [`SCHEDULER_IDLE_TICK`] while there is none); goes round again
 /// at once while steps change something. Any node may step any workflow: the step's
 /// transaction serialises them. Stops at shutdown.
 pub(crate) async fn scheduler_loop(orch: Orchestrator) {
@@ -194,8 +201,12 @@ pub(crate) async fn scheduler_loop(orch: Orchestrator) {
     let mut tidy = Tidy::default();
     loop {
         let mut moved = false;
+        let mut tick = SCHEDULER_TICK;
         match orch.inner.store.workflow_active(ACTIVE_LIMIT).await {
             Ok(ids) => {
+                if ids.is_empty() {
+                    tick = SCHEDULER_IDLE_TICK;
+                }
                 for id in ids {
                     if shutdown.is_cancelled() {
                         return;
@@ -217,7 +228,7 @@ pub(crate) async fn scheduler_loop(orch: Orchestrator) {
         }
         tokio::select! {
             _ = orch.inner.workflow_wake.notified() => {}
-            _ = tokio::time::sleep(SCHEDULER_TICK) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = shutdown.cancelled() => return,
         }
     }
