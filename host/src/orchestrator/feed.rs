@@ -7,6 +7,9 @@
 //!   [`NOTIFY_EVERY`] by the node that wrote, after a poke); a read every [`SAFETY_POLL`]
 //!   catches whatever neither told it (the leader's recovery of another node's work, a
 //!   notification lost with a connection).
+//! - **Work for the others.** The same notification says when the writer routed (or rerouted)
+//!   invocations, which any node may own ([`Notice`]): the listeners wake their dispatchers, so
+//!   a call routed through one node starts on another without waiting for a poll.
 //! - **Order without holes.** The history's `seq` is handed out before a transaction commits,
 //!   so on PostgreSQL seq 8 can be visible while 7 is not yet. The tailer delivers in `seq` order
 //!   and stops at a hole until it fills or until the row after it is [`GAP_WAIT_MS`] old on the
@@ -14,18 +17,23 @@
 //!   insert). A change whose transaction stays open longer than that after writing its history
 //!   is skipped by the stream (it is in `/history`); the batch await does not depend on it (it
 //!   reads the statuses themselves after every wake-up and every second).
+//! - **Callers waiting on one invocation.** While a long-poll or a guest's `calls.wait` waits
+//!   on a cluster ([`Feed::watch`]), the tailer reads too and wakes the waiters of every
+//!   invocation it sees become final ([`Waiters::wake`]): a call that another node finishes is
+//!   answered at once, not at the waiter's next look.
 //! - **Bounded memory.** Subscribers share one ring of `--stream-buffer-events` events
 //!   (`tokio::sync::broadcast`); one that falls further behind learns it (`Lagged`) and is
 //!   dropped by its owner, instead of being buffered for.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use super::waiters::Waiters;
 use super::{OrchResult, Orchestrator, OrchestratorError};
 use crate::model::Invocation;
 use crate::model::feed::ChangeEvent;
@@ -42,9 +50,38 @@ pub const NOTIFY_EVERY: Duration = Duration::from_millis(10);
 /// How often a batch await reads the statuses it waits for without a wake-up.
 const AWAIT_RECHECK: Duration = Duration::from_secs(1);
 
+/// What a node's `NOTIFY` says: who wrote, and whether it routed work that any node may own.
+/// The payload is `wrote:NODE` or `work:NODE`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Notice<'a> {
+    /// The node that wrote.
+    pub from: &'a str,
+    /// It routed or rerouted invocations: dispatchers should claim.
+    pub work: bool,
+}
+
+impl<'a> Notice<'a> {
+    /// The payload of a notice.
+    pub(crate) fn encode(from: &str, work: bool) -> String {
+        format!("{}:{from}", if work { "work" } else { "wrote" })
+    }
+
+    /// Reads a payload; anything else (an older node's empty payload) is a write with work, so
+    /// that nothing is missed.
+    pub(crate) fn parse(payload: &'a str) -> Self {
+        match payload.split_once(':') {
+            Some(("wrote", from)) => Notice { from, work: false },
+            Some(("work", from)) => Notice { from, work: true },
+            _ => Notice { from: "", work: true },
+        }
+    }
+}
+
 /// The feed's state and wake-ups.
 pub(crate) struct Feed {
     store: Arc<dyn Store>,
+    /// This node's name, the sender of its notices.
+    node: String,
     tx: broadcast::Sender<Arc<ChangeEvent>>,
     /// The last sequence delivered; `None` while nobody subscribes (the tailer does not read).
     position: tokio::sync::Mutex<Option<i64>>,
@@ -52,6 +89,14 @@ pub(crate) struct Feed {
     poke: Notify,
     /// This node wrote: tell the other nodes.
     wrote: Notify,
+    /// This node routed work since it last told the others.
+    routed: AtomicBool,
+    /// Other nodes write too (PostgreSQL: the listener is up).
+    shared: AtomicBool,
+    /// Callers waiting on invocations through [`Feed::watch`].
+    watchers: AtomicUsize,
+    /// Their wake-ups.
+    waiters: Arc<Waiters>,
     /// Sequence numbers given up on as holes.
     holes_skipped: AtomicU64,
     /// Events delivered.
@@ -80,13 +125,18 @@ pub struct AwaitOutcome {
 
 impl Feed {
     /// A feed that keeps `capacity` events for subscribers that read slower than it writes.
-    pub(crate) fn new(store: Arc<dyn Store>, capacity: usize) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, node: &str, capacity: usize, waiters: Arc<Waiters>) -> Self {
         Self {
             store,
+            node: node.to_string(),
             tx: broadcast::channel(capacity.max(1)).0,
             position: tokio::sync::Mutex::new(None),
             poke: Notify::new(),
             wrote: Notify::new(),
+            routed: AtomicBool::new(false),
+            shared: AtomicBool::new(false),
+            watchers: AtomicUsize::new(0),
+            waiters,
             holes_skipped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         }
@@ -98,6 +148,13 @@ impl Feed {
         self.wrote.notify_one();
     }
 
+    /// This node committed invocations that any node may own (routed, rerouted): as
+    /// [`Feed::wrote`], and the others' dispatchers are woken too.
+    pub(crate) fn routed(&self) {
+        self.routed.store(true, Ordering::Release);
+        self.wrote();
+    }
+
     /// (events delivered, sequence numbers skipped as holes) since start.
     pub(crate) fn counters(&self) -> (u64, u64) {
         (self.delivered.load(Ordering::Relaxed), self.holes_skipped.load(Ordering::Relaxed))
@@ -105,18 +162,38 @@ impl Feed {
 
     async fn subscribe(&self) -> OrchResult<Subscription> {
         let mut position = self.position.lock().await;
-        let head = match *position {
-            Some(p) => p,
-            None => {
-                let head = self.store.history_head().await?;
-                *position = Some(head);
-                head
-            }
-        };
+        let head = self.read_from(&mut position).await?;
         let rx = self.tx.subscribe();
         drop(position);
         self.poke.notify_one();
         Ok(Subscription { rx, head })
+    }
+
+    /// The tailer's position, starting it at the history's head if it is not reading.
+    async fn read_from(&self, position: &mut Option<i64>) -> OrchResult<i64> {
+        if let Some(p) = *position {
+            return Ok(p);
+        }
+        let head = self.store.history_head().await?;
+        *position = Some(head);
+        Ok(head)
+    }
+
+    /// A caller is about to wait on invocations registered in [`Waiters`]: while the guard
+    /// lives, the tailer reads and wakes them when it sees them end. `None` when only this node
+    /// writes (SQLite: its own writes wake them) or the history cannot be read now (the caller
+    /// looks again by itself anyway).
+    pub(crate) async fn watch(self: &Arc<Self>) -> Option<Watch> {
+        if !self.shared.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut position = self.position.lock().await;
+        if let Err(e) = self.read_from(&mut position).await {
+            tracing::debug!(error = %e, "cannot follow the history for a waiting caller");
+            return None;
+        }
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        Some(Watch(self.clone()))
     }
 
     /// The tailer: until `stop`, reads the history after its position whenever poked (or every
@@ -133,7 +210,8 @@ impl Feed {
             }
             wait = SAFETY_POLL;
             let mut position = self.position.lock().await;
-            if self.tx.receiver_count() == 0 {
+            let wake = self.watchers.load(Ordering::Acquire) > 0;
+            if self.tx.receiver_count() == 0 && !wake {
                 *position = None;
                 continue;
             }
@@ -163,6 +241,9 @@ impl Feed {
                         self.holes_skipped.fetch_add(skipped, Ordering::Relaxed);
                     }
                     at = e.seq;
+                    if wake && e.status.is_final() {
+                        self.waiters.wake(&e.invocation);
+                    }
                     self.delivered.fetch_add(1, Ordering::Relaxed);
                     let _ = self.tx.send(Arc::new(e));
                 }
@@ -185,15 +266,17 @@ impl Feed {
                 _ = stop.cancelled() => return,
                 _ = self.wrote.notified() => {}
             }
-            if let Err(e) = self.store.changes_notify().await {
+            let work = self.routed.swap(false, Ordering::AcqRel);
+            if let Err(e) = self.store.changes_notify(&Notice::encode(&self.node, work)).await {
                 tracing::debug!(error = %e, "could not notify the other nodes of new history");
             }
             tokio::time::sleep(NOTIFY_EVERY).await;
         }
     }
 
-    /// Until `stop`: wakes the tailer when another node says it wrote (PostgreSQL `LISTEN`).
-    async fn listen_to_others(&self, stop: CancellationToken) {
+    /// Until `stop`: wakes the tailer when another node says it wrote (PostgreSQL `LISTEN`),
+    /// and `work` (the dispatcher) when it routed; both when notices may have been lost.
+    async fn listen_to_others(&self, stop: CancellationToken, work: &Notify) {
         loop {
             let mut listener = match self.store.changes_listen().await {
                 Ok(Some(l)) => l,
@@ -206,14 +289,30 @@ impl Feed {
                     }
                 }
             };
+            self.shared.store(true, Ordering::Release);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     r = listener.wait() => match r {
-                        Ok(()) => self.poke.notify_one(),
+                        Ok(Some(payload)) => {
+                            let notice = Notice::parse(&payload);
+                            if notice.from == self.node {
+                                continue;
+                            }
+                            self.poke.notify_one();
+                            if notice.work {
+                                work.notify_one();
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::debug!("the listener for other nodes' changes reconnected; reading and claiming");
+                            self.poke.notify_one();
+                            work.notify_one();
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "lost the listener for other nodes' changes; reconnecting");
                             self.poke.notify_one();
+                            work.notify_one();
                             break;
                         }
                     },
@@ -223,12 +322,22 @@ impl Feed {
     }
 }
 
+/// A caller's hold on the tailer ([`Feed::watch`]); dropping it lets the tailer rest.
+pub(crate) struct Watch(Arc<Feed>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The change feed's loops (the tailer, and on PostgreSQL the notifier and the listener), until
 /// the orchestrator shuts down. Started by the composition root.
 pub(crate) async fn feed_loop(orch: Orchestrator) {
     let feed = orch.inner.feed.clone();
     let stop = orch.shutdown_token();
-    tokio::join!(feed.tail(stop.clone()), feed.tell_others(stop.clone()), feed.listen_to_others(stop));
+    let work = &orch.inner.claims.work;
+    tokio::join!(feed.tail(stop.clone()), feed.tell_others(stop.clone()), feed.listen_to_others(stop, work));
 }
 
 impl Orchestrator {
@@ -340,5 +449,22 @@ impl Orchestrator {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Notice;
+
+    #[test]
+    fn a_notice_says_who_wrote_and_whether_it_routed_work() {
+        for (from, work) in [("front", true), ("node-2", false), ("a:b", true)] {
+            let payload = Notice::encode(from, work);
+            assert_eq!(Notice::parse(&payload), Notice { from, work }, "{payload}");
+        }
+        // An older node's empty payload, or anything unknown, counts as work from nobody, so
+        // that no listener skips it as its own and no dispatcher misses a call.
+        assert_eq!(Notice::parse(""), Notice { from: "", work: true });
+        assert_eq!(Notice::parse("later:x"), Notice { from: "", work: true });
     }
 }

@@ -232,7 +232,7 @@ struct Inner {
     runtime: Runtime,
     cfg: OrchestratorConfig,
     /// Long-polls and waits on final statuses.
-    waiters: Waiters,
+    waiters: Arc<Waiters>,
     /// The group commit of status changes.
     transitions: Batcher<Transition, TransitionOutcome, WriteFailure>,
     shutdown: CancellationToken,
@@ -322,13 +322,14 @@ pub struct Orchestrator {
 impl Orchestrator {
     /// Builds the orchestrator; call [`Orchestrator::start`] to recover and begin claiming.
     pub fn new(store: Arc<dyn Store>, runtime: Runtime, cfg: OrchestratorConfig) -> Self {
-        let feed = Arc::new(feed::Feed::new(store.clone(), cfg.stream_buffer_events));
+        let waiters = Arc::new(Waiters::default());
+        let feed = Arc::new(feed::Feed::new(store.clone(), &cfg.node, cfg.stream_buffer_events, waiters.clone()));
         let (s, f) = (store.clone(), feed.clone());
         let routes = Batcher::spawn(MAX_BATCH, move |calls: Vec<NewInvocation>| {
             let (s, f) = (s.clone(), f.clone());
             async move {
                 let out = s.invocation_insert_batch(&calls).await.map_err(RouteFailure::from);
-                f.wrote();
+                f.routed();
                 out
             }
         });
@@ -348,7 +349,7 @@ impl Orchestrator {
                 store,
                 runtime,
                 cfg,
-                waiters: Waiters::default(),
+                waiters,
                 transitions,
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
@@ -440,9 +441,11 @@ impl Orchestrator {
         self.inner.shutdown.clone()
     }
 
-    /// Tells the dispatcher there may be work (rerouted invocations, say).
+    /// Tells the dispatchers there may be work (rerouted invocations, say): this node's at
+    /// once, the other nodes' through the change feed's notice.
     pub(crate) fn nudge(&self) {
         self.inner.claims.work.notify_one();
+        self.inner.feed.routed();
     }
 
     /// Wakes the waiters of invocations that became final outside this node's attempts.
@@ -807,6 +810,8 @@ impl Orchestrator {
     pub async fn wait_final(&self, id: &str, timeout: Option<Duration>) -> OrchResult<(Invocation, bool)> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let guard = self.inner.waiters.register(id);
+        // Another node may finish it: the change feed wakes the guard when it sees that.
+        let _watch = self.inner.feed.watch().await;
         loop {
             let notified = guard.notify().notified();
             tokio::pin!(notified);
@@ -826,7 +831,7 @@ impl Orchestrator {
             if inv.status.is_final() {
                 return Ok((inv, true));
             }
-            // Another node may finish it: look again now and then even without a local signal.
+            // Look again now and then even without a signal (a notice lost with a connection).
             let mut nap = Duration::from_millis(250);
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(tokio::time::Instant::now());

@@ -25,16 +25,16 @@ struct ChangeRow {
     now: i64,
 }
 
-/// Notifications of other nodes' history writes (PostgreSQL). It reconnects by itself when
-/// its connection is lost; notifications sent meanwhile are gone, so [`ChangeListener::wait`]
-/// returns then too and the caller reads the history anyway.
+/// Notifications of the nodes' history writes (PostgreSQL), the listening node's own included.
+/// It reconnects by itself when its connection is lost; notifications sent meanwhile are gone,
+/// so [`ChangeListener::wait`] says so and the caller reads the history anyway.
 pub struct ChangeListener(PgListener);
 
 impl ChangeListener {
-    /// Waits for the next notification, or for the connection to come back after a loss.
-    pub async fn wait(&mut self) -> StoreResult<()> {
-        self.0.try_recv().await?;
-        Ok(())
+    /// Waits for the next notification: `Some(payload)`, or `None` when the connection was lost
+    /// (the next call reconnects; whatever was sent meanwhile is unknown).
+    pub async fn wait(&mut self) -> StoreResult<Option<String>> {
+        Ok(self.0.try_recv().await?.map(|n| n.payload().to_string()))
     }
 }
 
@@ -74,9 +74,9 @@ impl ChangeFeed for SqlStore {
         matches!(self.pools, Pools::Postgres(_))
     }
 
-    async fn changes_notify(&self) -> StoreResult<()> {
+    async fn changes_notify(&self, payload: &str) -> StoreResult<()> {
         if let Pools::Postgres(pool) = &self.pools {
-            sqlx::query(q::CHANGES_NOTIFY).execute(pool).await?;
+            sqlx::query(q::CHANGES_NOTIFY).bind(payload).execute(pool).await?;
         }
         Ok(())
     }

@@ -505,8 +505,9 @@ pub trait ChangeFeed: Send + Sync + 'static {
     /// one writer commits in order: no).
     fn history_gaps_possible(&self) -> bool;
 
-    /// Tells the other nodes that the history grew (PostgreSQL `NOTIFY`; nothing on SQLite).
-    async fn changes_notify(&self) -> StoreResult<()>;
+    /// Tells the other nodes that the history grew (PostgreSQL `NOTIFY` with `payload`, which
+    /// their [`ChangeListener`] returns; nothing on SQLite).
+    async fn changes_notify(&self, payload: &str) -> StoreResult<()>;
 
     /// Listens for other nodes' [`ChangeFeed::changes_notify`]; `None` on SQLite (one node).
     async fn changes_listen(&self) -> StoreResult<Option<ChangeListener>>;

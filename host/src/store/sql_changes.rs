@@ -25,5 +25,5 @@ pub(in crate::store) const CHANGES_AFTER: Sql = both!(changes_after);
 /// The channel on which PostgreSQL nodes tell each other that the history grew.
 pub(in crate::store) const CHANGES_CHANNEL: &str = "warden_changes";
 
-/// Wakes the listeners of [`CHANGES_CHANNEL`] (PostgreSQL only).
-pub(in crate::store) const CHANGES_NOTIFY: &str = "SELECT pg_notify('warden_changes', '')";
+/// Wakes the listeners of [`CHANGES_CHANNEL`] with a payload (PostgreSQL only).
+pub(in crate::store) const CHANGES_NOTIFY: &str = "SELECT pg_notify('warden_changes', $1)";
