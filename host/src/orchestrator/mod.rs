@@ -450,6 +450,11 @@ impl Orchestrator {
 
     /// Wakes the waiters of invocations that became final outside this node's attempts.
     pub(crate) fn wake_final(&self, ids: &[String]) {
+        // Nothing ended: no wake-up, and above all no notice to the other nodes (the leader's
+        // concurrency service calls this at every tick).
+        if ids.is_empty() {
+            return;
+        }
         for id in ids {
             self.inner.waiters.wake(id);
         }

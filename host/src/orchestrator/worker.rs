@@ -199,12 +199,13 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             Ok(TransitionOutcome::Applied) => {
                 AttemptCounters::bump(&counters.recorded);
                 if to.is_runnable() {
-                    // Wake the dispatcher when the retry becomes claimable.
+                    // Wake the dispatchers when the retry becomes claimable: this node's, and
+                    // the others' (the retry's token may be another node's).
                     let o = orch.clone();
                     let delay = Duration::from_millis(delay_ms);
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        o.inner.claims.work.notify_one();
+                        o.nudge();
                     });
                 }
             }
