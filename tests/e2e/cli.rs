@@ -8,11 +8,12 @@ use serde_json::Value;
 use warden_tests::guests;
 use warden_tests::harness::{Backend, TestDaemon};
 
-struct Out {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+/// What a `warden` process did.
+pub(crate) struct Out {
+    pub(crate) ok: bool,
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 async fn warden(url: &str, args: &[&str]) -> Out {
@@ -20,12 +21,12 @@ async fn warden(url: &str, args: &[&str]) -> Out {
 }
 
 /// Runs `warden` in directory `cwd` (the test's own when `None`).
-async fn warden_in(cwd: Option<&std::path::Path>, url: &str, args: &[&str]) -> Out {
+pub(crate) async fn warden_in(cwd: Option<&std::path::Path>, url: &str, args: &[&str]) -> Out {
     let url = url.to_string();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let cwd = cwd.map(|p| p.to_path_buf());
     let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden-under-test"));
+        let mut cmd = Command::new(crate::warden());
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
@@ -41,7 +42,8 @@ async fn warden_in(cwd: Option<&std::path::Path>, url: &str, args: &[&str]) -> O
     }
 }
 
-fn json(o: &Out) -> Value {
+/// The JSON of a `-o json` answer.
+pub(crate) fn json(o: &Out) -> Value {
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", o.stdout, o.stderr))
 }
 
@@ -180,7 +182,7 @@ async fn route_a_file_follow_a_call_and_watch_the_stream() {
 
     // A watcher, started before the work, as a process whose output we read after.
     let watch_out = dir.path().join("watch.jsonl");
-    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+    let mut watcher = std::process::Command::new(crate::warden())
         .args(["watch", "--task", "hello", "-o", "json"])
         .env("WARDEN_URL", &d.url)
         .env("WARDEN_LOG", "error")
@@ -251,7 +253,7 @@ async fn a_closed_pipe_ends_the_output_quietly() {
     d.run("hello", serde_json::json!({"name": "pipe"})).await;
     let url = d.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden-under-test"))
+        let mut child = Command::new(crate::warden())
             .args(["ls", "invocations"])
             .env("WARDEN_URL", &url)
             .env("WARDEN_LOG", "error")
@@ -349,10 +351,6 @@ async fn new_build_deploy_and_call_a_rust_task() {
     assert!(o.stderr.contains("lower-case letters"), "{}", o.stderr);
     let o = warden_in(Some(dir.path()), &d.url, &["new", "fn"]).await;
     assert!(o.stderr.contains("keyword"), "{}", o.stderr);
-    let o = warden_in(Some(dir.path()), &d.url, &["new", "js-task", "--lang", "js"]).await;
-    assert_eq!(o.code, Some(2));
-    assert!(o.stderr.contains("not available yet"), "{}", o.stderr);
-    assert!(!dir.path().join("js-task").exists());
     let o = warden_in(Some(dir.path()), &d.url, &["build"]).await;
     assert_eq!(o.code, Some(2));
     assert!(o.stderr.contains("no task project") && o.stderr.contains("warden new"), "{}", o.stderr);
@@ -397,5 +395,59 @@ async fn new_build_deploy_and_call_a_python_task() {
     let o = warden(&d.url, &["logs", id]).await;
     assert!(o.ok, "{}", o.stderr);
     assert!(o.stdout.contains("Traceback") && o.stdout.contains("app.py"), "{}", o.stdout);
+    d.stop().await;
+}
+
+/// A JavaScript task with the project's own tools: `warden new --lang js`, `warden deploy`
+/// builds it with componentize-js (installed with npm into the user's cache on first use) and
+/// uploads it; the helper turns a `TaskError` into its kind and any other exception into a
+/// retryable failure whose stack is in the attempt's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_and_call_a_js_task() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = warden_in(Some(dir.path()), &d.url, &["new", "js-greet", "--lang", "js"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("warden call js_greet"), "{}", o.stdout);
+    let project = dir.path().join("js-greet");
+    for f in ["app.js", "warden_task.js", "package.json", "README.md", "wit/task.wit"] {
+        assert!(project.join(f).is_file(), "{f} is missing");
+    }
+    // A second task whose code breaks, as a user's would.
+    let app = std::fs::read_to_string(project.join("app.js")).expect("app.js");
+    let app = app.replacen(
+        "export const tasks = {\n",
+        "export const tasks = {\n  divide: { maxAttempts: 1, run(args) { return { q: args.a.b / 2 }; } },\n",
+        1,
+    );
+    std::fs::write(project.join("app.js"), app).expect("write app.js");
+
+    let o = warden_in(Some(&project), &d.url, &["deploy"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("deployed component js-greet"), "{}", o.stdout);
+    assert!(o.stdout.contains("js_greet") && o.stdout.contains("divide"), "{}", o.stdout);
+
+    let o = warden(&d.url, &["call", "js_greet", "{}", "--wait", "-o", "json"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(json(&o)["result"]["greeting"], "Hello, world!");
+    let o = warden(&d.url, &["call", "js_greet", r#"{"name":"Ada"}"#, "--wait", "-o", "json"]).await;
+    assert_eq!(json(&o)["result"]["greeting"], "Hello, Ada!");
+    let o = warden(&d.url, &["call", "js_greet", r#"{"name":5}"#, "--wait", "-o", "json"]).await;
+    assert_eq!(o.code, Some(1));
+    assert_eq!(json(&o)["error"]["kind"], "invalid_args", "{}", o.stdout);
+
+    let o = warden(&d.url, &["call", "divide", "{}", "--wait", "-o", "json"]).await;
+    assert_eq!(o.code, Some(1));
+    let inv = json(&o);
+    assert!(inv["error"]["message"].as_str().expect("message").contains("TypeError"), "{inv}");
+    let o = warden(&d.url, &["logs", inv["id"].as_str().expect("id")]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("TypeError") && o.stdout.contains("app.js"), "{}", o.stdout);
+
+    // A project that is not one says what is missing.
+    std::fs::remove_file(project.join("warden_task.js")).expect("rm");
+    let o = warden_in(Some(&project), &d.url, &["build"]).await;
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("no warden_task.js"), "{}", o.stderr);
     d.stop().await;
 }

@@ -11,6 +11,7 @@ mod cluster;
 mod feed;
 mod guards;
 mod instances;
+mod languages;
 mod orchestration;
 mod process;
 mod runtime;

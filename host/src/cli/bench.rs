@@ -4,6 +4,9 @@
 //! instantiate + run. With `--peer`, runs the Celery peer in the same run and prints ratios.
 //! With `--workflow-nodes`, measures a large workflow instead: its nodes per second and the
 //! latency of unrelated calls routed and read while it runs (on SQLite or `--database`).
+//! For any component (Rust, Python, JavaScript) it first reports what the component itself
+//! costs: upload, compile, load from the AOT cache (a restart), instantiate + run per call;
+//! `--component-only` stops there.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +61,13 @@ pub struct BenchArgs {
     /// SQLite file).
     #[arg(long)]
     database: Option<String>,
+    /// Only the component's own figures (upload, compile, cache load, instantiate + run), no
+    /// throughput or latency runs.
+    #[arg(long)]
+    component_only: bool,
+    /// In-process instantiate + run calls to average.
+    #[arg(long, default_value_t = 200)]
+    runs: u32,
 }
 
 struct NoHost;
@@ -95,7 +105,29 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     };
     let daemon = Daemon::start(cfg).await?;
     let c = Client::new(&daemon.url(), None)?;
+    let t = Instant::now();
     c.deploy("bench", bytes.clone()).await?;
+    let upload_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let (compile_ms, cache_load_ms) = match compile_figures(&bytes, &dir).await {
+        Ok(f) => f,
+        Err(e) => {
+            daemon.stop().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    println!(
+        "warden component size_kib={} upload_ms={upload_ms:.0} compile_ms={compile_ms:.0} cache_load_ms={cache_load_ms:.1} \
+         (upload: HTTP + validate + compile + describe on the daemon; compile: a fresh engine, empty AOT cache; \
+         cache_load: a fresh engine loading the AOT cache, as after a restart)",
+        bytes.len() / 1024
+    );
+    if a.component_only {
+        let res = instantiate_run(&daemon, &bytes, &a).await;
+        daemon.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return res;
+    }
     if let Some(nodes) = a.workflow_nodes {
         let res = workflow_figures(&c, &daemon.url(), &a, &args, nodes).await;
         daemon.stop().await;
@@ -154,33 +186,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
     println!("warden latency_p50_ms={p50:.2} latency_p99_ms={p99:.2}");
 
-    // Instantiate + run in-process, no database.
-    let rt = daemon.orchestrator().runtime().clone();
-    let comp = rt.load(&bytes).await?;
-    let n = 200u32;
-    let t = Instant::now();
-    for i in 0..n {
-        let req = RunRequest {
-            task: a.task.clone(),
-            args: a.args.clone(),
-            info: InvocationInfo {
-                id: format!("bench-{i}"),
-                task: a.task.clone(),
-                attempt: 1,
-                parent: None,
-                workflow: None,
-            },
-            limits: Limits { timeout_ms: 10_000, memory_limit_bytes: 64 << 20 },
-            cancel: Default::default(),
-            gauge: Default::default(),
-        };
-        let rep = rt.run(&comp, req, Arc::new(NoHost)).await;
-        if let Err(e) = rep.outcome {
-            bail!("in-process run failed: {e}");
-        }
-    }
-    let per_run_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-    println!("warden instantiate_run_us={per_run_us:.0}");
+    instantiate_run(&daemon, &bytes, &a).await?;
     daemon.stop().await;
     // A pure function, timed once the daemon's loops are stopped.
     ring_figures()?;
@@ -208,6 +214,60 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             println!("ratio latency_p99 peer/warden={:.2}", pp99 / p99);
         }
     }
+    Ok(())
+}
+
+/// Compile time on a fresh engine with an empty AOT cache, then the load time of a second
+/// fresh engine from that cache (what a restarted daemon pays), in ms.
+async fn compile_figures(bytes: &[u8], dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    use crate::runtime::{Runtime, RuntimeConfig};
+    let cfg = RuntimeConfig { cache_dir: dir.join("bench-aot"), max_instances: 2, ..RuntimeConfig::default() };
+    let timed = |cfg: RuntimeConfig| async move {
+        let rt = Runtime::new(cfg)?;
+        let t = Instant::now();
+        let c = rt.load(bytes).await?;
+        anyhow::Ok((t.elapsed().as_secs_f64() * 1000.0, c.from_cache()))
+    };
+    let (compile_ms, hit) = timed(cfg.clone()).await?;
+    if hit {
+        bail!("the fresh AOT cache {} was not empty", cfg.cache_dir.display());
+    }
+    let (cache_load_ms, hit) = timed(cfg).await?;
+    if !hit {
+        bail!("the second engine compiled again instead of loading the AOT cache");
+    }
+    Ok((compile_ms, cache_load_ms))
+}
+
+/// Instantiate + run of `--task` with `--args`, in-process on the daemon's runtime (no
+/// database), averaged over `--runs` calls.
+async fn instantiate_run(daemon: &Daemon, bytes: &[u8], a: &BenchArgs) -> anyhow::Result<()> {
+    let rt = daemon.orchestrator().runtime().clone();
+    let comp = rt.load(bytes).await?;
+    let n = a.runs.max(1);
+    let t = Instant::now();
+    for i in 0..n {
+        let req = RunRequest {
+            task: a.task.clone(),
+            args: a.args.clone(),
+            info: InvocationInfo {
+                id: format!("bench-{i}"),
+                task: a.task.clone(),
+                attempt: 1,
+                parent: None,
+                workflow: None,
+            },
+            limits: Limits { timeout_ms: 10_000, memory_limit_bytes: 256 << 20 },
+            cancel: Default::default(),
+            gauge: Default::default(),
+        };
+        let rep = rt.run(&comp, req, Arc::new(NoHost)).await;
+        if let Err(e) = rep.outcome {
+            bail!("in-process run failed: {e}");
+        }
+    }
+    let per_run_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    println!("warden instantiate_run_us={per_run_us:.0} runs={n}");
     Ok(())
 }
 

@@ -98,8 +98,11 @@ enum Command {
     /// Upload a component (a wasm32-wasip2 .wasm) and register its tasks; with no file, build
     /// the project in the current directory and upload that.
     Deploy {
-        /// The component file [default: build the project here].
+        /// The component file [default: build the project here, or in --path].
         file: Option<PathBuf>,
+        /// The project directory to build and upload instead of a file.
+        #[arg(long, conflicts_with = "file")]
+        path: Option<PathBuf>,
         /// Component name [default: the file stem].
         #[arg(long)]
         name: Option<String>,
@@ -308,11 +311,11 @@ next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
             }
             Ok(())
         }
-        Command::Deploy { file, name, remote } => {
+        Command::Deploy { file, path, name, remote } => {
             let (file, name) = match file {
                 Some(f) => (f, name),
                 None => {
-                    let built = project::build(std::path::Path::new("."))?;
+                    let built = project::build(&path.unwrap_or_else(|| PathBuf::from(".")))?;
                     (built.path, name.or(Some(built.name)))
                 }
             };

@@ -1,12 +1,14 @@
 //! `warden new` and `warden build`: a task project from nothing to a component. A new project
 //! is self-contained: it carries the WIT contract (`wit/task.wit`) and its language's guest
-//! helper (Rust: a copy of the guest SDK in `warden-guest/`; Python: `warden_task.py`), as this
-//! binary was built with, so it builds wherever it is moved. `warden build` detects the
-//! language and runs its toolchain: cargo for Rust, componentize-py for Python (installed into
-//! a cached virtual environment on first use).
+//! helper (Rust: a copy of the guest SDK in `warden-guest/`; Python: `warden_task.py`;
+//! JavaScript: `warden_task.js`), as this binary was built with, so it builds wherever it is
+//! moved. `warden build` detects the language and runs its toolchain: cargo for Rust,
+//! componentize-py for Python (installed into a cached virtual environment on first use),
+//! componentize-js for JavaScript (installed with npm into the same cache on first use). The
+//! toolchains' chatter goes to stderr: stdout is the component's path only.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::Failure;
 use super::output::exit;
@@ -19,6 +21,13 @@ const SDK_LIB: &str = include_str!("../../../guest-sdk/src/lib.rs");
 const PY_HELPER: &str = include_str!("../../../guest-sdk/python/warden_task.py");
 /// The componentize-py release `warden build` installs when none is on the PATH.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// The JavaScript guest helper, copied into each JavaScript project (its entry point).
+const JS_HELPER: &str = include_str!("../../../guest-sdk/js/warden_task.js");
+/// The npm packages `warden build` installs for JavaScript: componentize-js, whose own CLI
+/// builds the component, and the jco it runs with.
+const COMPONENTIZE_JS: &[&str] = &["@bytecodealliance/componentize-js@0.23.0", "@bytecodealliance/jco@1.35.0"];
+/// The cache directory of that install (under `warden/` of the user's cache).
+const COMPONENTIZE_JS_DIR: &str = "componentize-js-0.23.0";
 
 /// Languages of `warden new --lang`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,7 +36,7 @@ pub enum Lang {
     Rust,
     /// Python with componentize-py.
     Python,
-    /// JavaScript with componentize-js (not yet available).
+    /// JavaScript with componentize-js (`run` is synchronous).
     Js,
 }
 
@@ -72,13 +81,6 @@ fn check_name(name: &str) -> Result<(), Failure> {
 /// directory) and returns it.
 pub fn new(name: &str, lang: Lang, parent: &Path) -> anyhow::Result<PathBuf> {
     check_name(name)?;
-    if lang == Lang::Js {
-        return Err(Failure::new(
-            exit::USAGE,
-            "`warden new --lang js` is not available yet; use `--lang rust` (the default) or `--lang python`",
-        )
-        .into());
-    }
     let dir = parent.join(name);
     if dir.exists() {
         return Err(Failure::new(
@@ -88,7 +90,11 @@ pub fn new(name: &str, lang: Lang, parent: &Path) -> anyhow::Result<PathBuf> {
         .into());
     }
     let task = task_name(name);
-    let files = if lang == Lang::Python { python_files(name, &task) } else { rust_files(name, &task) };
+    let files = match lang {
+        Lang::Rust => rust_files(name, &task),
+        Lang::Python => python_files(name, &task),
+        Lang::Js => js_files(name, &task),
+    };
     for (path, text) in files {
         let path = dir.join(path);
         if let Some(p) = path.parent() {
@@ -138,6 +144,46 @@ def {task}(args):
         raise TaskError.invalid_args("name must be a string")
     log(f"greeting {{name}}")
     return {{"greeting": f"Hello, {{name}}!"}}
+"#
+    )
+}
+
+fn js_files(name: &str, task: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app.js", js_task(task)),
+        ("warden_task.js", JS_HELPER.into()),
+        (
+            "package.json",
+            format!(
+                "{{\n  \"name\": \"{name}\",\n  \"version\": \"0.1.0\",\n  \"private\": true,\n  \"type\": \"module\"\n}}\n"
+            ),
+        ),
+        ("README.md", readme(name, task, &format!("target/{name}.wasm"))),
+        (".gitignore", "/target\n/node_modules\n".into()),
+        ("wit/task.wit", WIT.into()),
+    ]
+}
+
+fn js_task(task: &str) -> String {
+    format!(
+        r#"// The `{task}` task: called with {{}} it greets the world, with {{"name": "Ada"}} Ada.
+// `run` is synchronous and returns any JSON value; throw TaskError.retryable(...) for a failure
+// another attempt may fix, TaskError.fatal(...) for one it cannot (warden_task.js says more).
+
+import {{ TaskError, log }} from './warden_task.js';
+
+export const tasks = {{
+  {task}: {{
+    description: 'Greets someone',
+    maxAttempts: 3,
+    run(args) {{
+      const name = args.name ?? 'world';
+      if (typeof name !== 'string') throw TaskError.invalidArgs('name must be a string');
+      log(`greeting ${{name}}`);
+      return {{ greeting: `Hello, ${{name}}!` }};
+    }},
+  }},
+}};
 "#
     )
 }
@@ -243,19 +289,24 @@ pub struct Built {
 
 /// `warden build [--path DIR]`: builds the project in `dir` with its language's toolchain.
 pub fn build(dir: &Path) -> anyhow::Result<Built> {
+    // Absolute, so that a relative `--path` holds for tools run inside the project.
+    let dir = &std::path::absolute(dir)
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot resolve {}: {e}", dir.display())))?;
     if dir.join("app.py").is_file() && dir.join("pyproject.toml").is_file() {
         return build_python(dir);
     }
+    if dir.join("app.js").is_file() && dir.join("package.json").is_file() {
+        return build_js(dir);
+    }
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
-        let hint = if dir.join("package.json").is_file() {
-            "JavaScript projects are not built by `warden build` yet"
-        } else {
-            "create one with `warden new NAME [--lang rust|python]`, or pass --path"
-        };
         return Err(Failure::new(
             exit::USAGE,
-            format!("no task project in {} (no Cargo.toml, nor app.py with pyproject.toml): {hint}", dir.display()),
+            format!(
+                "no task project in {} (no Cargo.toml, nor app.py with pyproject.toml, nor app.js with package.json): \
+                 create one with `warden new NAME [--lang rust|python|js]`, or pass --path",
+                dir.display()
+            ),
         )
         .into());
     }
@@ -267,6 +318,7 @@ pub fn build(dir: &Path) -> anyhow::Result<Built> {
     let status = Command::new("cargo")
         .args(["build", "--target", "wasm32-wasip2", "--release", "--manifest-path"])
         .arg(&manifest)
+        .stdout(Stdio::from(std::io::stderr()))
         .status()
         .map_err(|e| {
             Failure::new(exit::USAGE, format!("cannot run cargo: {e}; install Rust from https://rustup.rs"))
@@ -288,7 +340,8 @@ pub fn build(dir: &Path) -> anyhow::Result<Built> {
     Ok(Built { path, name })
 }
 
-/// The `[package] name` of a Cargo manifest, or the `[project] name` of a pyproject.toml.
+/// The `[package] name` of a Cargo manifest, or the `[project] name` of a pyproject.toml (a
+/// package.json's `name` is read by [`build_js`]).
 fn package_name(manifest: &str) -> Option<String> {
     let doc: toml::Table = manifest.parse().ok()?;
     doc.get("package").or_else(|| doc.get("project"))?.get("name")?.as_str().map(str::to_string)
@@ -311,6 +364,7 @@ fn build_python(dir: &Path) -> anyhow::Result<Built> {
         .current_dir(dir)
         .args(["-d", "wit", "-w", "task", "componentize", "app", "-o"])
         .arg(&out)
+        .stdout(Stdio::from(std::io::stderr()))
         .status()
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot run {}: {e}", tool.display())))?;
     if !status.success() || !out.is_file() {
@@ -319,23 +373,29 @@ fn build_python(dir: &Path) -> anyhow::Result<Built> {
     Ok(Built { path: out, name })
 }
 
+/// Warden's directory in the user's cache (`$XDG_CACHE_HOME` or `~/.cache`, then `warden/`),
+/// where the Python and JavaScript toolchains are installed on first use.
+fn cache_dir(tool: &str) -> Result<PathBuf, Failure> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("warden"))
+        .ok_or_else(|| {
+            Failure::new(
+                exit::USAGE,
+                format!("no cache directory: set HOME or XDG_CACHE_HOME, or put {tool} on the PATH"),
+            )
+        })
+}
+
 /// componentize-py: on the PATH, or installed once into a virtual environment under the
-/// user's cache directory (`$XDG_CACHE_HOME` or `~/.cache`, then `warden/`).
+/// user's cache directory ([`cache_dir`]).
 fn componentize_py() -> anyhow::Result<PathBuf> {
     let on_path = Command::new("componentize-py").arg("--version").output().is_ok_and(|o| o.status.success());
     if on_path {
         return Ok(PathBuf::from("componentize-py"));
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| {
-            Failure::new(
-                exit::USAGE,
-                "no cache directory: set HOME or XDG_CACHE_HOME, or put componentize-py on the PATH",
-            )
-        })?;
-    let venv = cache.join("warden").join(COMPONENTIZE_PY.replace("==", "-"));
+    let venv = cache_dir("componentize-py")?.join(COMPONENTIZE_PY.replace("==", "-"));
     let tool = venv.join("bin").join("componentize-py");
     if tool.is_file() {
         return Ok(tool);
@@ -358,6 +418,123 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
     run(Command::new(venv.join("bin").join("pip")).args(["install", "--quiet", COMPONENTIZE_PY]), "pip install")?;
     Ok(tool)
+}
+
+/// Builds a JavaScript project (`app.js`, `warden_task.js`, `wit/`) with componentize-js into
+/// `target/NAME.wasm`. The helper `warden_task.js` is the entry point: it imports `app.js`.
+fn build_js(dir: &Path) -> anyhow::Result<Built> {
+    let manifest = dir.join("package.json");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {}: {e}", manifest.display())))?;
+    let name = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_string))
+        .ok_or_else(|| Failure::new(exit::USAGE, format!("{} has no \"name\"", manifest.display())))?;
+    if !dir.join("warden_task.js").is_file() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} has no warden_task.js, the entry point that exports the tasks of app.js: copy it from a project \
+                 made by `warden new NAME --lang js`",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    let cli = componentize_js()?;
+    let target = dir.join("target");
+    // componentize-js reads modules only under the entry's directory and refuses symlinks out
+    // of it, so the sources are staged (links followed) in target/js.
+    let stage = target.join("js");
+    let _ = std::fs::remove_dir_all(&stage);
+    stage_js(dir, &stage)?;
+    let out = target.join(format!("{name}.wasm"));
+    eprintln!("building {name} (componentize-js warden_task.js)");
+    let status = Command::new("node")
+        .current_dir(&stage)
+        .arg(&cli)
+        .arg("warden_task.js")
+        .arg("--wit")
+        .arg(dir.join("wit"))
+        .args(["--world-name", "task", "--disable", "http", "fetch-event", "-o"])
+        .arg(&out)
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot run node: {e}; install Node.js 18 or later")))?;
+    if !status.success() || !out.is_file() {
+        return Err(Failure::new(1, format!("componentize-js could not build {name} (see above)")).into());
+    }
+    Ok(Built { path: out, name })
+}
+
+/// Copies the JavaScript and JSON files under `from` into `to` (following links), leaving out
+/// `target/`, `node_modules/`, `wit/` and hidden entries.
+fn stage_js(from: &Path, to: &Path) -> Result<(), Failure> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Failure::new(exit::USAGE, format!("cannot {what} {}: {e}", p.display()))
+    };
+    std::fs::create_dir_all(to).map_err(|e| io("create", to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| io("read", from, e))? {
+        let path = entry.map_err(|e| io("read", from, e))?.path();
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if file.starts_with('.') || ["target", "node_modules", "wit"].contains(&file) {
+            continue;
+        }
+        if path.is_dir() {
+            stage_js(&path, &to.join(file))?;
+        } else if [".js", ".mjs", ".json"].iter().any(|ext| file.ends_with(ext)) {
+            std::fs::copy(&path, to.join(file)).map_err(|e| io("copy", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// componentize-js's CLI script, installed once with npm under the user's cache directory
+/// ([`cache_dir`]). A lock file serialises concurrent first builds; a marker file written last
+/// tells a complete install from a half one, which is redone.
+fn componentize_js() -> anyhow::Result<PathBuf> {
+    let home = cache_dir("componentize-js")?.join(COMPONENTIZE_JS_DIR);
+    let cli = home.join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
+    let marker = home.join(".installed");
+    if marker.is_file() && cli.is_file() {
+        return Ok(cli);
+    }
+    std::fs::create_dir_all(&home)
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot create {}: {e}", home.display())))?;
+    let lock = std::fs::File::create(home.join(".lock"))
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot create {}: {e}", home.join(".lock").display())))?;
+    lock.lock().map_err(|e| Failure::new(exit::USAGE, format!("cannot lock {}: {e}", home.display())))?;
+    if marker.is_file() && cli.is_file() {
+        return Ok(cli); // another build installed it while this one waited
+    }
+    eprintln!(
+        "installing {} into {} (once; it builds JavaScript tasks)",
+        COMPONENTIZE_JS.join(" and "),
+        home.display()
+    );
+    // A half install (no marker) starts over.
+    let _ = std::fs::remove_dir_all(home.join("node_modules"));
+    let status = Command::new("npm")
+        .args(["install", "--no-save", "--no-audit", "--no-fund", "--loglevel", "error", "--prefix"])
+        .arg(&home)
+        .args(COMPONENTIZE_JS)
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot run npm: {e}; install Node.js 18 or later with npm")))?;
+    if !status.success() || !cli.is_file() {
+        return Err(Failure::new(
+            1,
+            format!(
+                "npm install failed (see above); check the network and npm's registry, then run `warden build` again \
+                 (it installs {})",
+                COMPONENTIZE_JS.join(" and ")
+            ),
+        )
+        .into());
+    }
+    std::fs::write(&marker, COMPONENTIZE_JS.join("\n"))
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot write {}: {e}", marker.display())))?;
+    Ok(cli)
 }
 
 #[cfg(test)]
