@@ -4,56 +4,33 @@
 //! line, and the error path: bad arguments make the guest raise, and the attempt's output shows
 //! the Python traceback or the JavaScript stack.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use warden_tests::harness::{Backend, TestDaemon};
 
 use crate::cli::{json, warden_in};
 
-/// A copy of `examples/NAME` (links followed: the examples link to the repository's helper and
-/// WIT) in a fresh directory, so the test builds it without writing into the source tree.
-fn copy_example(name: &str) -> (tempfile::TempDir, PathBuf) {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for entry in std::fs::read_dir(from).expect("read example") {
-            let path = entry.expect("entry").path();
-            let file = path.file_name().expect("name").to_owned();
-            if file == "target" || file == "node_modules" || file == "__pycache__" {
-                continue;
-            }
-            if path.is_dir() {
-                copy(&path, &to.join(&file));
-            } else {
-                std::fs::copy(&path, to.join(&file)).expect("copy");
-            }
-        }
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
-    let dir = tempfile::tempdir().expect("tempdir");
-    copy(&src, &dir.path().join(name));
-    let project = dir.path().join(name);
-    (dir, project)
-}
-
-/// Builds `examples/NAME` with `warden build --path NAME` run from its parent (a relative path),
-/// deploys the component; returns the daemon (retries 10 ms apart) and the component's path.
-async fn build_and_deploy(name: &str) -> (TestDaemon, tempfile::TempDir) {
+/// Builds `examples/NAME` in place (its links to the repository's helper and WIT as they are;
+/// the output goes to its ignored `target/`) with `warden build --path examples/NAME` run from
+/// the repository's root (a relative path), and deploys the component; returns the daemon
+/// (retries 10-20 ms apart).
+async fn build_and_deploy(name: &str) -> TestDaemon {
     let d = TestDaemon::start_with(Backend::Sqlite, |c| {
         c.retry_base_ms = 10;
         c.retry_max_ms = 20;
     })
     .await;
-    let (dir, _) = copy_example(name);
-    let o = warden_in(Some(dir.path()), &d.url, &["build", "--path", name]).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = warden_in(Some(&root), &d.url, &["build", "--path", &format!("examples/{name}")]).await;
     assert!(o.ok, "{}", o.stderr);
     // stdout is the component's path and nothing else (the toolchain's chatter is on stderr).
     let wasm = o.stdout.trim();
     assert_eq!(o.stdout.lines().count(), 1, "{}", o.stdout);
     assert!(wasm.ends_with(".wasm") && Path::new(wasm).is_file(), "{}", o.stdout);
-    let o = warden_in(Some(dir.path()), &d.url, &["deploy", wasm, "--name", name]).await;
+    let o = warden_in(None, &d.url, &["deploy", wasm, "--name", name]).await;
     assert!(o.ok, "{}", o.stderr);
-    (d, dir)
+    d
 }
 
 /// Calls `task` with `args`, waits, and returns the invocation as JSON.
@@ -70,7 +47,7 @@ async fn logs(d: &TestDaemon, inv: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_wordcount() {
-    let (d, _dir) = build_and_deploy("python").await;
+    let d = build_and_deploy("python").await;
     let inv = call(&d, "wordcount", r#"{"text":"The cat and the hat. The end!"}"#).await;
     assert_eq!(inv["status"], "success", "{inv}");
     assert_eq!(inv["result"]["words"], 7, "{inv}");
@@ -94,7 +71,7 @@ async fn python_wordcount() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_reverse() {
-    let (d, _dir) = build_and_deploy("js").await;
+    let d = build_and_deploy("js").await;
     let inv = call(&d, "reverse", r#"{"text":"hello, añb"}"#).await;
     assert_eq!(inv["status"], "success", "{inv}");
     assert_eq!(inv["result"], serde_json::json!({"reversed": "bña ,olleh", "length": 10}), "{inv}");

@@ -347,7 +347,8 @@ fn package_name(manifest: &str) -> Option<String> {
     doc.get("package").or_else(|| doc.get("project"))?.get("name")?.as_str().map(str::to_string)
 }
 
-/// Builds a Python project (`app.py`, `wit/`) with componentize-py into `target/NAME.wasm`.
+/// Builds a Python project (`app.py`, `warden_task.py`, `wit/`) with componentize-py into
+/// `target/NAME.wasm` (from the sources staged in `target/py`).
 fn build_python(dir: &Path) -> anyhow::Result<Built> {
     let manifest = dir.join("pyproject.toml");
     let text = std::fs::read_to_string(&manifest)
@@ -356,13 +357,15 @@ fn build_python(dir: &Path) -> anyhow::Result<Built> {
         .ok_or_else(|| Failure::new(exit::USAGE, format!("{} has no [project] name", manifest.display())))?;
     let tool = componentize_py()?;
     let target = dir.join("target");
-    std::fs::create_dir_all(&target)
-        .map_err(|e| Failure::new(exit::USAGE, format!("cannot create {}: {e}", target.display())))?;
+    let stage = target.join("py");
+    stage_sources(dir, &stage, &[".py"])?;
     let out = target.join(format!("{name}.wasm"));
     eprintln!("building {name} (componentize-py componentize app)");
     let status = Command::new(&tool)
-        .current_dir(dir)
-        .args(["-d", "wit", "-w", "task", "componentize", "app", "-o"])
+        .current_dir(&stage)
+        .arg("-d")
+        .arg(dir.join("wit"))
+        .args(["-w", "task", "componentize", "app", "-o"])
         .arg(&out)
         .stdout(Stdio::from(std::io::stderr()))
         .status()
@@ -421,7 +424,8 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
 }
 
 /// Builds a JavaScript project (`app.js`, `warden_task.js`, `wit/`) with componentize-js into
-/// `target/NAME.wasm`. The helper `warden_task.js` is the entry point: it imports `app.js`.
+/// `target/NAME.wasm` (from the sources staged in `target/js`). The helper `warden_task.js` is
+/// the entry point: it imports `app.js`.
 fn build_js(dir: &Path) -> anyhow::Result<Built> {
     let manifest = dir.join("package.json");
     let text = std::fs::read_to_string(&manifest)
@@ -443,11 +447,8 @@ fn build_js(dir: &Path) -> anyhow::Result<Built> {
     }
     let cli = componentize_js()?;
     let target = dir.join("target");
-    // componentize-js reads modules only under the entry's directory and refuses symlinks out
-    // of it, so the sources are staged (links followed) in target/js.
     let stage = target.join("js");
-    let _ = std::fs::remove_dir_all(&stage);
-    stage_js(dir, &stage)?;
+    stage_sources(dir, &stage, &[".js", ".mjs", ".json"])?;
     let out = target.join(format!("{name}.wasm"));
     eprintln!("building {name} (componentize-js warden_task.js)");
     let status = Command::new("node")
@@ -467,9 +468,17 @@ fn build_js(dir: &Path) -> anyhow::Result<Built> {
     Ok(Built { path: out, name })
 }
 
-/// Copies the JavaScript and JSON files under `from` into `to` (following links), leaving out
-/// `target/`, `node_modules/`, `wit/` and hidden entries.
-fn stage_js(from: &Path, to: &Path) -> Result<(), Failure> {
+/// Stages the sources of a Python or JavaScript project: the files under `dir` ending in one of
+/// `exts`, links followed, copied into a fresh `stage` (leaving out `target/`, `node_modules/`,
+/// `wit/` and hidden entries). componentize-py and componentize-js give the guest only the
+/// directory they build in, so a link out of it (as `examples/python` and `examples/js` link
+/// to the repository's helpers) would be unreadable there.
+fn stage_sources(dir: &Path, stage: &Path, exts: &[&str]) -> Result<(), Failure> {
+    let _ = std::fs::remove_dir_all(stage);
+    copy_sources(dir, stage, exts)
+}
+
+fn copy_sources(from: &Path, to: &Path, exts: &[&str]) -> Result<(), Failure> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         Failure::new(exit::USAGE, format!("cannot {what} {}: {e}", p.display()))
     };
@@ -477,12 +486,12 @@ fn stage_js(from: &Path, to: &Path) -> Result<(), Failure> {
     for entry in std::fs::read_dir(from).map_err(|e| io("read", from, e))? {
         let path = entry.map_err(|e| io("read", from, e))?.path();
         let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if file.starts_with('.') || ["target", "node_modules", "wit"].contains(&file) {
+        if file.starts_with('.') || ["target", "node_modules", "wit", "__pycache__"].contains(&file) {
             continue;
         }
         if path.is_dir() {
-            stage_js(&path, &to.join(file))?;
-        } else if [".js", ".mjs", ".json"].iter().any(|ext| file.ends_with(ext)) {
+            copy_sources(&path, &to.join(file), exts)?;
+        } else if exts.iter().any(|ext| file.ends_with(ext)) {
             std::fs::copy(&path, to.join(file)).map_err(|e| io("copy", &path, e))?;
         }
     }
