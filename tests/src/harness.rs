@@ -36,6 +36,7 @@ pub async fn fresh_postgres_database() -> String {
     let url = database_url();
     let name = format!("warden_e2e_{}", uuid_like());
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    drop_databases_of_ended_runs(&mut conn).await;
     let sql = format!("CREATE DATABASE {name}");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
@@ -43,6 +44,31 @@ pub async fn fresh_postgres_database() -> String {
         .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
     let (base, _) = url.rsplit_once('/').unwrap_or((&url, ""));
     format!("{base}/{name}")
+}
+
+/// Drops, once per test process, the databases that earlier test processes created (named
+/// `warden_e2e_PID_…`, PID no longer running): a database lives as long as its process may use
+/// it, so runs on a long-lived server do not pile them up.
+async fn drop_databases_of_ended_runs(conn: &mut sqlx::PgConnection) {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'warden\\_e2e\\_%'")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap_or_default();
+        for name in names {
+            let pid = name.trim_start_matches("warden_e2e_").split('_').next().unwrap_or("");
+            let ended = pid.parse::<u32>().is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+            if ended {
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await {
+                    eprintln!("could not drop the old test database {name}: {e}");
+                }
+            }
+        }
+    })
+    .await;
 }
 
 fn uuid_like() -> String {
