@@ -525,6 +525,14 @@ async fn running_concurrency_serialises_a_scope(b: Backend) {
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "two invocations of a serialised task were owned at once: {spans:?}");
     }
+    // And the next one starts when the scope frees, not at the dispatcher's next poll (500 ms).
+    let gaps: Vec<i64> = spans.windows(2).map(|w| w[1].0 - w[0].1).collect();
+    let mut sorted = gaps.clone();
+    sorted.sort();
+    assert!(
+        sorted[sorted.len() / 2] < 200,
+        "a serialised call waited for a poll after its scope freed: gaps {gaps:?} ms"
+    );
     d.stop().await;
 }
 both!(running_concurrency, running_concurrency_serialises_a_scope);

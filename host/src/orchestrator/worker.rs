@@ -15,7 +15,7 @@ use super::guest_host::AttemptHost;
 use super::policy::retry_delay;
 use super::{AttemptCounters, Orchestrator, lock};
 use crate::model::instance::{AttemptExit, InstanceStatus};
-use crate::model::{Claimed, ErrorKind, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
+use crate::model::{Claimed, Concurrency, ErrorKind, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::runtime::{InvocationInfo, Limits, RunReport, RunRequest};
 use crate::store::TransitionOutcome;
 
@@ -198,6 +198,11 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         match record_outcome(&orch, t).await {
             Ok(TransitionOutcome::Applied) => {
                 AttemptCounters::bump(&counters.recorded);
+                // The invocation no longer holds its running-concurrency scope: a call held
+                // back by it may start now, here or on another node, not at their next poll.
+                if orch.task(&inv.task).await.is_ok_and(|t| t.running_concurrency != Concurrency::Disabled) {
+                    orch.nudge();
+                }
                 if to.is_runnable() {
                     // Wake the dispatchers when the retry becomes claimable: this node's, and
                     // the others' (the retry's token may be another node's).
