@@ -562,6 +562,53 @@ mod tests {
     }
 
     #[test]
+    fn staging_follows_links_and_leaves_out_build_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (project, elsewhere) = (dir.path().join("p"), dir.path().join("elsewhere"));
+        for d in ["lib", "target/js", "node_modules/x", "wit", ".git"] {
+            std::fs::create_dir_all(project.join(d)).expect("mkdir");
+        }
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        std::fs::write(elsewhere.join("warden_task.js"), "// helper").expect("write");
+        std::os::unix::fs::symlink(elsewhere.join("warden_task.js"), project.join("warden_task.js")).expect("link");
+        for f in
+            ["app.js", "lib/util.mjs", "data.json", "README.md", "target/js/old.js", "node_modules/x/i.js", "wit/a.js"]
+        {
+            std::fs::write(project.join(f), "x").expect("write");
+        }
+        let stage = project.join("target/js");
+        stage_sources(&project, &stage, &[".js", ".mjs", ".json"]).expect("stage");
+        let mut staged: Vec<String> = Vec::new();
+        let mut dirs = vec![stage.clone()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("read") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    staged.push(p.strip_prefix(&stage).expect("under").display().to_string());
+                }
+            }
+        }
+        staged.sort();
+        assert_eq!(staged, ["app.js", "data.json", "lib/util.mjs", "warden_task.js"]);
+        assert!(!stage.join("warden_task.js").is_symlink(), "a link is copied as its file");
+        assert_eq!(std::fs::read_to_string(stage.join("warden_task.js")).expect("read"), "// helper");
+    }
+
+    #[test]
+    fn a_js_project_names_its_task_and_carries_the_helper() {
+        let files = js_files("word-count", "word_count");
+        let names: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
+        assert_eq!(names, ["app.js", "warden_task.js", "package.json", "README.md", ".gitignore", "wit/task.wit"]);
+        let package: serde_json::Value = serde_json::from_str(&files[2].1).expect("package.json is JSON");
+        assert_eq!(package["name"], "word-count");
+        assert_eq!(package["type"], "module");
+        assert!(files[0].1.contains("  word_count: {"), "{}", files[0].1);
+        assert!(files[1].1.contains("export const handler"));
+    }
+
+    #[test]
     fn the_vendored_sdk_uses_the_workspace_versions() {
         let workspace: toml::Table = include_str!("../../../Cargo.toml").parse().expect("workspace manifest");
         let deps = &workspace["workspace"]["dependencies"];
