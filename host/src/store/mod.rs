@@ -210,7 +210,9 @@ pub trait Coordination: Send + Sync + 'static {
     /// `concurrency_controlled_final` (with history, by the leader: fenced). Returns their ids.
     async fn invocation_drop_blocked(&self, fence: &Fence, tasks: &[String], limit: u32) -> StoreResult<Vec<String>>;
 
-    /// Stores a new trigger (its `created_at` is set by the database).
+    /// Stores a new trigger (its `created_at` is set by the database). The first one (no other
+    /// exists) also starts the evaluation's cursors at the heads of the history and the events,
+    /// in the same transaction: the evaluation skips its reads while no trigger exists.
     async fn trigger_insert(&self, trigger: &Trigger) -> StoreResult<Trigger>;
 
     /// Every trigger, oldest first.

@@ -23,6 +23,16 @@ macro_rules! trigger_insert {
 }
 /// Stores a trigger.
 pub(in crate::store) const TRIGGER_INSERT: Sql = both!(trigger_insert);
+/// When the trigger just stored is the only one, the evaluation's cursors start at the heads of
+/// the history and of the events: the evaluation reads nothing while no trigger exists, and a
+/// first trigger answers to what happens after it is made, not to what piled up before.
+pub(in crate::store) const CURSORS_START: Sql = Sql::same(
+    "INSERT INTO trigger_cursors (name, position) \
+     SELECT 'history', COALESCE((SELECT MAX(seq) FROM invocation_history), 0) WHERE (SELECT COUNT(*) FROM triggers) = 1 \
+     UNION ALL \
+     SELECT 'events', COALESCE((SELECT MAX(seq) FROM events), 0) WHERE (SELECT COUNT(*) FROM triggers) = 1 \
+     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+);
 /// Every trigger, oldest first.
 pub(in crate::store) const TRIGGER_LIST: Sql =
     Sql::same(concat!("SELECT ", trigger_columns!(), " FROM triggers ORDER BY created_at, id"));

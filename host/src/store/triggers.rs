@@ -108,15 +108,19 @@ struct ChangeRow {
 pub(super) async fn trigger_insert(store: &SqlStore, t: &Trigger) -> StoreResult<Trigger> {
     let args = t.args.as_ref().map(to_json).transpose()?;
     let (condition, state) = (to_json(&t.on)?, to_json(&t.state)?);
-    let row: TriggerRow = in_tx!(store, |tx, d| sqlx::query_as(q::TRIGGER_INSERT.get(d))
-        .bind(&t.id)
-        .bind(&t.task)
-        .bind(&args)
-        .bind(t.args_from.as_str())
-        .bind(&condition)
-        .bind(&state)
-        .fetch_one(&mut *tx)
-        .await?);
+    let row: TriggerRow = in_tx!(store, |tx, d| {
+        let row = sqlx::query_as(q::TRIGGER_INSERT.get(d))
+            .bind(&t.id)
+            .bind(&t.task)
+            .bind(&args)
+            .bind(t.args_from.as_str())
+            .bind(&condition)
+            .bind(&state)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(q::CURSORS_START.get(d)).execute(&mut *tx).await?;
+        row
+    });
     row.decode()
 }
 

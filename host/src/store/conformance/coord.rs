@@ -7,6 +7,7 @@ conformance!(
     nodes_register_heartbeat_and_leave,
     the_service_gate_admits_one_execution,
     trigger_evaluation_is_saved_in_one_go,
+    the_first_trigger_starts_the_cursors_at_the_heads,
     drops_follow_the_policy_in_force,
     the_ring_swaps_only_under_the_current_lease,
 );
@@ -113,7 +114,9 @@ async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
         .await
         .expect("insert");
     assert!(t.created_at > 0, "the database sets the creation time");
-    assert!(store.trigger_cursors().await.expect("cursors").is_empty());
+    // The first trigger starts the cursors at the heads (nothing was written yet).
+    let cursors = store.trigger_cursors().await.expect("cursors");
+    assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&0), Some(&0)));
     let run = |key: &str, trigger: &str| TriggerRun {
         trigger_id: trigger.into(),
         run_key: key.into(),
@@ -145,6 +148,38 @@ async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
     assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&5), Some(&4)));
     assert!(store.trigger_delete("t1").await.expect("delete"));
     assert!(store.trigger_runs("t1", 10).await.expect("runs").is_empty(), "runs go with their trigger");
+}
+
+/// The evaluation reads nothing while no trigger exists, so its cursors stand still; the first
+/// trigger made starts them at the heads (it answers to what happens after it is made), and a
+/// later one leaves them where the evaluation has them.
+async fn the_first_trigger_starts_the_cursors_at_the_heads(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["hello"]).await;
+    store.invocation_insert_batch(&[call(1, "hello"), call(2, "hello")]).await.expect("insert");
+    store.event_insert("deploy", &serde_json::json!({})).await.expect("event");
+    let last_event = store.event_insert("deploy", &serde_json::json!({})).await.expect("event").seq;
+    let head = store.history_head().await.expect("head");
+    assert!(head > 0);
+    let trigger = |id: &str| Trigger {
+        id: id.into(),
+        task: "hello".into(),
+        args: None,
+        args_from: ArgsFrom::Event,
+        on: TriggerCondition::Event("deploy".into()),
+        state: serde_json::json!({}),
+        created_at: 0,
+    };
+    store.trigger_insert(&trigger("first")).await.expect("first");
+    let cursors = store.trigger_cursors().await.expect("cursors");
+    assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&head), Some(&last_event)));
+    // A second trigger does not move them (the evaluation reads from where it is).
+    let leader = lead(store, "n1").await;
+    store.trigger_evaluation_save(&leader, &[], &[], &[("history", 1), ("events", 1)]).await.expect("save");
+    store.invocation_insert_batch(&[call(3, "hello")]).await.expect("insert");
+    store.trigger_insert(&trigger("second")).await.expect("second");
+    let cursors = store.trigger_cursors().await.expect("cursors");
+    assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&1), Some(&1)));
 }
 
 /// Concurrency drops (by the leader, fenced) take only blocked invocations of tasks whose
