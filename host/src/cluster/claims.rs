@@ -2,7 +2,7 @@
 //! the pinned tasks it must skip or may take whatever their token (`pins.rs`, pure, decides).
 
 use super::pins::{self, PinNode};
-use crate::model::NodeInfo;
+use crate::model::{NodeInfo, TaskDef};
 use crate::store::{ClaimFilter, Store, StoreError};
 
 /// What `me` may claim while `live` are the live nodes (`leader::by_seniority`).
@@ -16,12 +16,17 @@ pub(crate) struct Claims {
     pub(crate) total_tokens: u32,
 }
 
-/// Reads the ring and the pins and decides [`Claims`] for `me`.
-pub(crate) async fn claims_of(store: &dyn Store, me: &str, live: &[&NodeInfo]) -> Result<Claims, StoreError> {
+/// Reads the ring and decides [`Claims`] for `me` by the pins of `tasks` (the tick's list).
+pub(crate) async fn claims_of(
+    store: &dyn Store,
+    me: &str,
+    live: &[&NodeInfo],
+    tasks: &[TaskDef],
+) -> Result<Claims, StoreError> {
     let ring = store.ring_get(false).await?;
     let owns_tokens = ring.version > 0 && store.token_owns_any(me).await?;
     let tasks: Vec<(String, Vec<String>)> =
-        store.task_list().await?.into_iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name, t.pins)).collect();
+        tasks.iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name.clone(), t.pins.clone())).collect();
     if tasks.is_empty() {
         return Ok(Claims { filter: ClaimFilter::default(), owns_tokens, total_tokens: ring.total_tokens });
     }

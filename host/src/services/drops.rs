@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::STEP_LIMIT;
+use crate::model::TaskDef;
 use crate::store::{Fence, Store, StoreError};
 
 /// The drop service: needs only the store.
@@ -16,16 +17,11 @@ impl ConcurrencyDrops {
         Self { store }
     }
 
-    /// Drops the blocked invocations of such tasks; returns their ids (now final).
-    pub(crate) async fn run_once(&self, fence: &Fence) -> Result<Vec<String>, StoreError> {
-        let tasks: Vec<String> = self
-            .store
-            .task_list()
-            .await?
-            .into_iter()
-            .filter(|t| !t.policy.reroute_on_concurrency_control)
-            .map(|t| t.name)
-            .collect();
+    /// Drops the blocked invocations of such tasks among `tasks` (the tick's list); returns
+    /// their ids (now final).
+    pub(crate) async fn run_once(&self, fence: &Fence, tasks: &[TaskDef]) -> Result<Vec<String>, StoreError> {
+        let tasks: Vec<String> =
+            tasks.iter().filter(|t| !t.policy.reroute_on_concurrency_control).map(|t| t.name.clone()).collect();
         self.store.invocation_drop_blocked(fence, &tasks, STEP_LIMIT).await
     }
 }

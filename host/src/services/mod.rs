@@ -31,7 +31,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cluster::claims::claims_of;
 use crate::cluster::leader::{self, Leadership, RingSettings};
-use crate::model::{Millis, NodeInfo, ServiceRunStatus};
+use crate::model::{Millis, NodeInfo, ServiceRunStatus, TaskDef};
 use crate::orchestrator::Orchestrator;
 use crate::store::{Fence, ServiceGate, Store, StoreError};
 
@@ -182,12 +182,22 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
         let fence = leadership.tick(store.as_ref(), &node, &seniority, timeout, ring).await;
         // What this node may claim: its tokens, and pinned tasks by their patterns. It is
         // ready (claims, answers /health/ready) once it owns tokens.
-        match claims_of(store.as_ref(), &node, &seniority).await {
-            Ok(claims) => {
-                orch.set_total_tokens(claims.total_tokens);
-                orch.set_claim_filter(claims.filter, claims.owns_tokens);
+        // The tasks, read once per tick: their pins decide the claims, their policies the drops.
+        let tasks = match store.task_list().await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the tasks failed; keeping the last claims");
+                None
             }
-            Err(e) => tracing::warn!(error = %e, "reading the task pins or tokens failed; keeping the last ones"),
+        };
+        if let Some(tasks) = &tasks {
+            match claims_of(store.as_ref(), &node, &seniority, tasks).await {
+                Ok(claims) => {
+                    orch.set_total_tokens(claims.total_tokens);
+                    orch.set_claim_filter(claims.filter, claims.owns_tokens);
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the tokens failed; keeping the last claims"),
+            }
         }
         // The atomic services: on the leader only (the lease holder is their one runner), at
         // every tick.
@@ -202,7 +212,8 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                     last_purge = Instant::now();
                 }
                 let judge = blind_until.is_none_or(|t| Instant::now() >= t);
-                let detail = execute(&orch, &units, &fence, now, &dead, purge_due, judge).await;
+                let tick = Tick { now, dead: &dead, tasks: tasks.as_deref(), purge_due, judge };
+                let detail = execute(&orch, &units, &fence, &tick).await;
                 if let Err(e) = store.service_finish(id, ServiceRunStatus::Completed, &detail).await {
                     tracing::warn!(error = %e, "recording the end of an atomic-service run failed");
                 }
@@ -272,19 +283,25 @@ impl Units {
     }
 }
 
-/// One execution of every service; errors of one service do not stop the others and are
-/// kept in the record. `judge` is false while this node may not judge others by their
-/// silence (its own heartbeats stopped for a while): retirement, pending recovery and triage
-/// wait then.
-async fn execute(
-    orch: &Orchestrator,
-    units: &Units,
-    fence: &Fence,
+/// What a membership tick saw, for the services it runs.
+struct Tick<'a> {
+    /// The database clock.
     now: Millis,
-    dead: &[String],
+    /// The nodes silent past the timeout.
+    dead: &'a [String],
+    /// The tasks (`None`: they could not be read this tick; the drops wait).
+    tasks: Option<&'a [TaskDef]>,
+    /// The auto-purge is due.
     purge_due: bool,
+    /// False while this node may not judge others by their silence (its own heartbeats
+    /// stopped for a while): retirement, pending recovery and triage wait then.
     judge: bool,
-) -> serde_json::Value {
+}
+
+/// One execution of every service; errors of one service do not stop the others and are
+/// kept in the record.
+async fn execute(orch: &Orchestrator, units: &Units, fence: &Fence, tick: &Tick<'_>) -> serde_json::Value {
+    let &Tick { now, dead, tasks, purge_due, judge } = tick;
     let mut errors: Vec<String> = Vec::new();
     let mut note = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(service = what, error = %e, "atomic service step failed");
@@ -328,7 +345,11 @@ async fn execute(
         orch.nudge();
     }
     // Running concurrency that drops blocked invocations.
-    let dropped = match units.drops.run_once(fence).await {
+    let drops = match tasks {
+        Some(tasks) => units.drops.run_once(fence, tasks).await,
+        None => Ok(Vec::new()),
+    };
+    let dropped = match drops {
         Ok(ids) => {
             orch.wake_final(&ids);
             ids.len()
