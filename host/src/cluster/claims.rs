@@ -16,15 +16,28 @@ pub(crate) struct Claims {
     pub(crate) total_tokens: u32,
 }
 
-/// Reads the ring and decides [`Claims`] for `me` by the pins of `tasks` (the tick's list).
+/// Whether `me` owned tokens at a version of the ring: the owners change only with the
+/// version (a swap), so an unchanged ring needs no look at them.
+pub(crate) type Owned = Option<(i64, bool)>;
+
+/// Reads the ring and decides [`Claims`] for `me` by the pins of `tasks` (the tick's list);
+/// `owned` is what the last call learnt of the ring (kept by the caller between ticks).
 pub(crate) async fn claims_of(
     store: &dyn Store,
     me: &str,
     live: &[&NodeInfo],
     tasks: &[TaskDef],
+    owned: &mut Owned,
 ) -> Result<Claims, StoreError> {
     let ring = store.ring_get(false).await?;
-    let owns_tokens = ring.version > 0 && store.token_owns_any(me).await?;
+    let owns_tokens = match *owned {
+        Some((version, owns)) if version == ring.version => owns,
+        _ => {
+            let owns = ring.version > 0 && store.token_owns_any(me).await?;
+            *owned = Some((ring.version, owns));
+            owns
+        }
+    };
     let tasks: Vec<(String, Vec<String>)> =
         tasks.iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name.clone(), t.pins.clone())).collect();
     if tasks.is_empty() {

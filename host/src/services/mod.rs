@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::cluster::claims::claims_of;
+use crate::cluster::claims::{Owned, claims_of};
 use crate::cluster::leader::{self, Leadership, RingSettings};
 use crate::model::{Millis, NodeInfo, ServiceRunStatus, TaskDef};
 use crate::orchestrator::Orchestrator;
@@ -117,6 +117,8 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     let beats = tokio::spawn(instance_heartbeats(orch.clone(), cfg.heartbeat_interval));
     // An extra look when a live node would count as dead before the next tick.
     let mut expiry_look: Option<Instant> = None;
+    // Whether this node owned tokens at the ring's last version.
+    let mut owned: Owned = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {},
@@ -191,7 +193,7 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
         };
         if let Some(tasks) = &tasks {
-            match claims_of(store.as_ref(), &node, &seniority, tasks).await {
+            match claims_of(store.as_ref(), &node, &seniority, tasks, &mut owned).await {
                 Ok(claims) => {
                     orch.set_total_tokens(claims.total_tokens);
                     orch.set_claim_filter(claims.filter, claims.owns_tokens);
