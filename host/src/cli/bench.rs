@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// In-process instantiate + run calls to average.
     #[arg(long, default_value_t = 200)]
     runs: u32,
+    /// Seconds the daemon is left idle at the end to count its database transactions
+    /// (PostgreSQL); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
 }
 
 struct NoHost;
@@ -142,6 +146,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
 
     // Throughput: route everything through the batch API, then wait until all succeeded.
+    let store = daemon.orchestrator().store().clone();
+    let usage_before = store.usage().await?;
     let before = count_success(&c, &a.task).await?;
     let started = Instant::now();
     let call = json!({"task": a.task, "args": args});
@@ -167,8 +173,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let throughput = a.calls as f64 / elapsed;
-    let store = if a.database.is_some() { "postgresql" } else { "sqlite synchronous=FULL" };
-    println!("warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: {store})", a.calls);
+    let store_name = if a.database.is_some() { "postgresql" } else { "sqlite synchronous=FULL" };
+    println!(
+        "warden throughput_per_s={throughput:.0} calls={} elapsed_s={elapsed:.2} (durable: {store_name})",
+        a.calls
+    );
+    let grown = store.usage().await?.bytes - usage_before.bytes;
+    println!(
+        "warden bytes_per_call={:.0} (the database grew {:.1} MiB over {} calls; history and instances kept)",
+        grown as f64 / a.calls as f64,
+        grown as f64 / (1024.0 * 1024.0),
+        a.calls
+    );
     super::bench_feed::feed_figures(&c, &ids, &a.task, &args).await?;
 
     // Latency: one call in flight.
@@ -187,6 +203,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!("warden latency_p50_ms={p50:.2} latency_p99_ms={p99:.2}");
 
     instantiate_run(&daemon, &bytes, &a).await?;
+    idle_figures(store.as_ref(), a.idle_secs).await?;
     daemon.stop().await;
     // A pure function, timed once the daemon's loops are stopped.
     ring_figures()?;
@@ -214,6 +231,27 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             println!("ratio latency_p99 peer/warden={:.2}", pp99 / p99);
         }
     }
+    Ok(())
+}
+
+/// The idle daemon's database transactions per second over `secs` (PostgreSQL counts them;
+/// each connection reports about once a second, so the window is several seconds long).
+async fn idle_figures(store: &dyn crate::store::Store, secs: u64) -> anyhow::Result<()> {
+    if secs == 0 {
+        return Ok(());
+    }
+    // Let the last calls' writes and their statistics settle first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Some(first) = store.usage().await?.transactions else {
+        println!("warden idle_transactions_per_s=n/a (SQLite keeps no count of transactions)");
+        return Ok(());
+    };
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let last = store.usage().await?.transactions.unwrap_or(first);
+    println!(
+        "warden idle_transactions_per_s={:.1} (postgresql pg_stat_database over {secs} s, one idle node)",
+        (last - first) as f64 / secs as f64
+    );
     Ok(())
 }
 

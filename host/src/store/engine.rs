@@ -587,6 +587,10 @@ impl Store for SqlStore {
         Ok(row.now)
     }
 
+    async fn usage(&self) -> StoreResult<super::StoreUsage> {
+        Ok(on_read!(self, |db, d| sqlx::query_as(sql::USAGE.get(d)).fetch_one(db).await?))
+    }
+
     async fn component_put(
         &self,
         name: &str,

@@ -515,6 +515,18 @@ pub trait ChangeFeed: Send + Sync + 'static {
     async fn changes_listen(&self) -> StoreResult<Option<ChangeListener>>;
 }
 
+/// The size of a database and the work it has done ([`Store::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoreUsage {
+    /// Bytes it holds (SQLite: pages × page size, the WAL's pages included; PostgreSQL:
+    /// `pg_database_size`).
+    pub bytes: i64,
+    /// Transactions it has committed or rolled back since its statistics were reset
+    /// (PostgreSQL's `pg_stat_database`, which each connection reports about once a second);
+    /// `None` on SQLite, which keeps no such count.
+    pub transactions: Option<i64>,
+}
+
 /// Durable state of a Warden host. Methods are verb-first and grouped by noun.
 #[async_trait]
 pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + Sync + 'static {
@@ -526,6 +538,9 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
 
     /// The database clock in milliseconds since the Unix epoch.
     async fn now(&self) -> StoreResult<Millis>;
+
+    /// What the database holds and has done, for `warden bench` ([`StoreUsage`]).
+    async fn usage(&self) -> StoreResult<StoreUsage>;
 
     /// Stores a component (bytes and metadata) and registers its tasks, in one transaction.
     /// Re-uploading a name replaces the component; its tasks are replaced, but options a user

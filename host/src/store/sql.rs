@@ -132,6 +132,16 @@ macro_rules! now {
 /// The database clock (`now`).
 pub(super) const NOW: Sql = both!(now);
 
+/// The database's size in bytes and, on PostgreSQL, the transactions it has ended
+/// (`warden bench`).
+pub(super) const USAGE: Sql = Sql {
+    sqlite: "SELECT p.page_count * s.page_size AS bytes, CAST(NULL AS INTEGER) AS transactions \
+             FROM pragma_page_count() AS p, pragma_page_size() AS s",
+    postgres: "SELECT pg_database_size(current_database()) AS bytes, \
+               (SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()) \
+               AS transactions",
+};
+
 /// The statuses that are not final (a call still to run, running, or on its way back).
 macro_rules! unfinished_statuses {
     () => {

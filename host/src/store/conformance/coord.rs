@@ -8,6 +8,7 @@ conformance!(
     the_service_gate_admits_one_execution,
     trigger_evaluation_is_saved_in_one_go,
     the_first_trigger_starts_the_cursors_at_the_heads,
+    usage_counts_bytes_and_transactions,
     drops_follow_the_policy_in_force,
     the_ring_swaps_only_under_the_current_lease,
 );
@@ -180,6 +181,23 @@ async fn the_first_trigger_starts_the_cursors_at_the_heads(h: Harness) {
     store.trigger_insert(&trigger("second")).await.expect("second");
     let cursors = store.trigger_cursors().await.expect("cursors");
     assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&1), Some(&1)));
+}
+
+/// The usage `warden bench` reports: the database grows with what is stored; PostgreSQL also
+/// counts the transactions (SQLite keeps no such count).
+async fn usage_counts_bytes_and_transactions(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["hello"]).await;
+    let before = store.usage().await.expect("usage");
+    assert!(before.bytes > 0, "{before:?}");
+    let calls: Vec<_> = (0..2_000).map(|n| call(n, "hello")).collect();
+    store.invocation_insert_batch(&calls).await.expect("insert");
+    let after = store.usage().await.expect("usage");
+    assert!(after.bytes > before.bytes, "2,000 calls stored, yet {before:?} -> {after:?}");
+    match store.dialect() {
+        "postgres" => assert!(after.transactions.is_some_and(|t| t > 0), "{after:?}"),
+        _ => assert_eq!(after.transactions, None),
+    }
 }
 
 /// Concurrency drops (by the leader, fenced) take only blocked invocations of tasks whose
