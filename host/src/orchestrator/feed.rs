@@ -155,6 +155,12 @@ impl Feed {
         self.wrote();
     }
 
+    /// Other nodes' notices reach this node (PostgreSQL, the listener is up): work they route
+    /// for it wakes its dispatcher without a poll.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
     /// (events delivered, sequence numbers skipped as holes) since start.
     pub(crate) fn counters(&self) -> (u64, u64) {
         (self.delivered.load(Ordering::Relaxed), self.holes_skipped.load(Ordering::Relaxed))
@@ -184,7 +190,7 @@ impl Feed {
     /// writes (SQLite: its own writes wake them) or the history cannot be read now (the caller
     /// looks again by itself anyway).
     pub(crate) async fn watch(self: &Arc<Self>) -> Option<Watch> {
-        if !self.shared.load(Ordering::Acquire) {
+        if !self.is_shared() {
             return None;
         }
         let mut position = self.position.lock().await;

@@ -35,6 +35,10 @@ use waiters::Waiters;
 pub(crate) use worker::dispatch_loop;
 pub(crate) use workflows::scheduler_loop as workflow_scheduler;
 
+/// The idle dispatcher's safety-net look when other nodes' notices reach this node
+/// ([`Orchestrator::claim_poll`]).
+const SHARED_CLAIM_POLL: Duration = Duration::from_secs(2);
+
 /// Largest number of items one group commit takes.
 const MAX_BATCH: usize = 2048;
 
@@ -410,8 +414,28 @@ impl Orchestrator {
     /// Sets what the node may claim besides its tokens (pins), and whether it may claim at
     /// all (registered, owning tokens).
     pub(crate) fn set_claim_filter(&self, filter: crate::store::ClaimFilter, ready: bool) {
-        *lock(&self.inner.claims.claim_filter) = filter;
-        self.inner.claims.ready.send_replace(ready);
+        let changed = {
+            let mut current = lock(&self.inner.claims.claim_filter);
+            let changed = *current != filter;
+            *current = filter;
+            changed
+        };
+        let was_ready = self.inner.claims.ready.send_replace(ready);
+        // Pins moved, or this node's tokens came: there may be work it may now claim.
+        if changed || ready != was_ready {
+            self.inner.claims.work.notify_one();
+        }
+    }
+
+    /// How long an idle dispatcher waits before it looks for work nobody told it of. When other
+    /// nodes' notices reach this node (PostgreSQL), whatever they route or free for it wakes it
+    /// at once (the change feed), so the look is only a safety net and comes less often.
+    pub(crate) fn claim_poll(&self) -> Duration {
+        if self.inner.feed.is_shared() {
+            self.inner.cfg.poll_interval.max(SHARED_CLAIM_POLL)
+        } else {
+            self.inner.cfg.poll_interval
+        }
     }
 
     /// Tokens in the ring routing hashes onto.

@@ -28,15 +28,16 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
     let inner = &orch.inner;
     let mut queue: VecDeque<Claimed> = VecDeque::new();
     // Whether the last claim came back short: then nothing is left until someone says so
-    // (`work` is notified by routes, retries and deploys; its permit is kept if nobody waits,
-    // so no wake-up is lost) or the poll interval passes (work routed by other nodes).
+    // (`work` is notified by routes, retries, deploys, freed concurrency scopes, a new claim
+    // filter, and other nodes' notices; its permit is kept if nobody waits, so no wake-up is
+    // lost) or the poll interval passes (a safety net: `Orchestrator::claim_poll`).
     let mut drained = false;
     loop {
         if queue.is_empty() {
             if drained {
                 tokio::select! {
                     _ = inner.claims.work.notified() => {},
-                    _ = tokio::time::sleep(inner.cfg.poll_interval) => {},
+                    _ = tokio::time::sleep(orch.claim_poll()) => {},
                     _ = inner.shutdown.cancelled() => return,
                 }
             }
