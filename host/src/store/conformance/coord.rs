@@ -100,20 +100,22 @@ async fn the_service_gate_admits_one_execution(h: Harness) {
     assert_eq!(store.service_prune(&n2, -1).await.expect("prune"), 4, "all but the running one");
 }
 
+/// A trigger `id` that calls `hello` with the payload of each `deploy` event.
+fn on_deploy(id: &str) -> Trigger {
+    Trigger {
+        id: id.into(),
+        task: "hello".into(),
+        args: None,
+        args_from: ArgsFrom::Event,
+        on: TriggerCondition::Event("deploy".into()),
+        state: serde_json::json!({}),
+        created_at: 0,
+    }
+}
+
 async fn trigger_evaluation_is_saved_in_one_go(h: Harness) {
     let store = &*h.store;
-    let t = store
-        .trigger_insert(&Trigger {
-            id: "t1".into(),
-            task: "hello".into(),
-            args: None,
-            args_from: ArgsFrom::Event,
-            on: TriggerCondition::Event("deploy".into()),
-            state: serde_json::json!({}),
-            created_at: 0,
-        })
-        .await
-        .expect("insert");
+    let t = store.trigger_insert(&on_deploy("t1")).await.expect("insert");
     assert!(t.created_at > 0, "the database sets the creation time");
     // The first trigger starts the cursors at the heads (nothing was written yet).
     let cursors = store.trigger_cursors().await.expect("cursors");
@@ -162,23 +164,14 @@ async fn the_first_trigger_starts_the_cursors_at_the_heads(h: Harness) {
     let last_event = store.event_insert("deploy", &serde_json::json!({})).await.expect("event").seq;
     let head = store.history_head().await.expect("head");
     assert!(head > 0);
-    let trigger = |id: &str| Trigger {
-        id: id.into(),
-        task: "hello".into(),
-        args: None,
-        args_from: ArgsFrom::Event,
-        on: TriggerCondition::Event("deploy".into()),
-        state: serde_json::json!({}),
-        created_at: 0,
-    };
-    store.trigger_insert(&trigger("first")).await.expect("first");
+    store.trigger_insert(&on_deploy("first")).await.expect("first");
     let cursors = store.trigger_cursors().await.expect("cursors");
     assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&head), Some(&last_event)));
     // A second trigger does not move them (the evaluation reads from where it is).
     let leader = lead(store, "n1").await;
     store.trigger_evaluation_save(&leader, &[], &[], &[("history", 1), ("events", 1)]).await.expect("save");
     store.invocation_insert_batch(&[call(3, "hello")]).await.expect("insert");
-    store.trigger_insert(&trigger("second")).await.expect("second");
+    store.trigger_insert(&on_deploy("second")).await.expect("second");
     let cursors = store.trigger_cursors().await.expect("cursors");
     assert_eq!((cursors.get("history"), cursors.get("events")), (Some(&1), Some(&1)));
 }
