@@ -2,6 +2,7 @@
 //! the daily loop (deploy, call, wait, get, ls, history, logs, cancel, rerun, rm) for people and
 //! with `-o json` for scripts, the exit codes, a closed pipe, and the messages of bad input.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -312,19 +313,42 @@ async fn version_and_completions() {
     assert_eq!(o.code, Some(2), "{}", o.stderr);
 }
 
+/// `warden new NAME [--lang LANG]` in `dir`: succeeds and writes `files`; returns the project's
+/// directory and what the command printed.
+async fn new_project(d: &TestDaemon, dir: &Path, name: &str, lang: &[&str], files: &[&str]) -> (PathBuf, String) {
+    let o = warden_in(Some(dir), &d.url, &[&["new", name][..], lang].concat()).await;
+    assert!(o.ok, "{}", o.stderr);
+    let project = dir.join(name);
+    for f in files {
+        assert!(project.join(f).is_file(), "{f} is missing");
+    }
+    (project, o.stdout)
+}
+
+/// Calls `task` with `args` and waits: it must end failed (exit code 1) with `exception` in its
+/// error, and `warden logs` must show every one of `trace` (the guest's traceback or stack).
+/// Returns the invocation for the caller's own checks.
+pub(crate) async fn fails_with_trace(d: &TestDaemon, task: &str, args: &str, exception: &str, trace: &[&str]) -> Value {
+    let o = warden(&d.url, &["call", task, args, "--wait", "-o", "json"]).await;
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    let inv = json(&o);
+    assert_eq!(inv["status"], "failed", "{inv}");
+    assert!(inv["error"]["message"].as_str().expect("message").contains(exception), "{inv}");
+    let o = warden(&d.url, &["logs", inv["id"].as_str().expect("id")]).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert!(trace.iter().all(|t| o.stdout.contains(t)), "{trace:?} not all in: {}", o.stdout);
+    inv
+}
+
 /// From nothing to a result with the project's own tools: `warden new` a Rust task project,
 /// `warden deploy` with no file builds and uploads it, and the new task answers `{}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_build_deploy_and_call_a_rust_task() {
     let d = TestDaemon::start(Backend::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = warden_in(Some(dir.path()), &d.url, &["new", "word-count"]).await;
-    assert!(o.ok, "{}", o.stderr);
-    assert!(o.stdout.contains("warden call word_count"), "{}", o.stdout);
-    let project = dir.path().join("word-count");
-    for f in ["Cargo.toml", "src/lib.rs", "README.md", "wit/task.wit", "warden-guest/src/lib.rs"] {
-        assert!(project.join(f).is_file(), "{f} is missing");
-    }
+    let files = ["Cargo.toml", "src/lib.rs", "README.md", "wit/task.wit", "warden-guest/src/lib.rs"];
+    let (project, said) = new_project(&d, dir.path(), "word-count", &[], &files).await;
+    assert!(said.contains("warden call word_count"), "{said}");
     assert_eq!(std::fs::read_to_string(project.join("README.md")).expect("readme").trim().lines().count(), 4);
 
     // `warden build` prints the component's path; `warden deploy` with no file builds and uploads.
@@ -365,12 +389,8 @@ async fn new_build_deploy_and_call_a_rust_task() {
 async fn new_build_deploy_and_call_a_python_task() {
     let d = TestDaemon::start(Backend::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = warden_in(Some(dir.path()), &d.url, &["new", "py-words", "--lang", "python"]).await;
-    assert!(o.ok, "{}", o.stderr);
-    let project = dir.path().join("py-words");
-    for f in ["app.py", "warden_task.py", "pyproject.toml", "README.md", "wit/task.wit"] {
-        assert!(project.join(f).is_file(), "{f} is missing");
-    }
+    let files = ["app.py", "warden_task.py", "pyproject.toml", "README.md", "wit/task.wit"];
+    let (project, _) = new_project(&d, dir.path(), "py-words", &["--lang", "python"], &files).await;
     // A second task whose code breaks, as a user's would.
     let mut app = std::fs::read_to_string(project.join("app.py")).expect("app.py");
     app.push_str("\n\n@task(max_attempts=1)\ndef divide(args):\n    return {\"q\": args[\"a\"] / args[\"b\"]}\n");
@@ -387,14 +407,7 @@ async fn new_build_deploy_and_call_a_python_task() {
     assert_eq!(o.code, Some(1));
     assert_eq!(json(&o)["error"]["kind"], "invalid_args", "{}", o.stdout);
 
-    let o = warden(&d.url, &["call", "divide", r#"{"a":1,"b":0}"#, "--wait", "-o", "json"]).await;
-    assert_eq!(o.code, Some(1));
-    let inv = json(&o);
-    assert!(inv["error"]["message"].as_str().expect("message").contains("ZeroDivisionError"), "{inv}");
-    let id = inv["id"].as_str().expect("id");
-    let o = warden(&d.url, &["logs", id]).await;
-    assert!(o.ok, "{}", o.stderr);
-    assert!(o.stdout.contains("Traceback") && o.stdout.contains("app.py"), "{}", o.stdout);
+    fails_with_trace(&d, "divide", r#"{"a":1,"b":0}"#, "ZeroDivisionError", &["Traceback", "app.py"]).await;
     d.stop().await;
 }
 
@@ -406,13 +419,9 @@ async fn new_build_deploy_and_call_a_python_task() {
 async fn new_build_deploy_and_call_a_js_task() {
     let d = TestDaemon::start(Backend::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = warden_in(Some(dir.path()), &d.url, &["new", "js-greet", "--lang", "js"]).await;
-    assert!(o.ok, "{}", o.stderr);
-    assert!(o.stdout.contains("warden call js_greet"), "{}", o.stdout);
-    let project = dir.path().join("js-greet");
-    for f in ["app.js", "warden_task.js", "package.json", "README.md", "wit/task.wit"] {
-        assert!(project.join(f).is_file(), "{f} is missing");
-    }
+    let files = ["app.js", "warden_task.js", "package.json", "README.md", "wit/task.wit"];
+    let (project, said) = new_project(&d, dir.path(), "js-greet", &["--lang", "js"], &files).await;
+    assert!(said.contains("warden call js_greet"), "{said}");
     // A second task whose code breaks, as a user's would.
     let app = std::fs::read_to_string(project.join("app.js")).expect("app.js");
     let app = app.replacen(
@@ -436,13 +445,7 @@ async fn new_build_deploy_and_call_a_js_task() {
     assert_eq!(o.code, Some(1));
     assert_eq!(json(&o)["error"]["kind"], "invalid_args", "{}", o.stdout);
 
-    let o = warden(&d.url, &["call", "divide", "{}", "--wait", "-o", "json"]).await;
-    assert_eq!(o.code, Some(1));
-    let inv = json(&o);
-    assert!(inv["error"]["message"].as_str().expect("message").contains("TypeError"), "{inv}");
-    let o = warden(&d.url, &["logs", inv["id"].as_str().expect("id")]).await;
-    assert!(o.ok, "{}", o.stderr);
-    assert!(o.stdout.contains("TypeError") && o.stdout.contains("app.js"), "{}", o.stdout);
+    fails_with_trace(&d, "divide", "{}", "TypeError", &["TypeError", "app.js"]).await;
 
     // A project that is not one says what is missing.
     std::fs::remove_file(project.join("warden_task.js")).expect("rm");
