@@ -130,7 +130,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         }
         let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone()));
 
-        let (outcome, max_attempts, report) = run_guest(&orch, &inv, cancel, host.clone()).await;
+        let Ran { outcome, max_attempts, scoped, report } = run_guest(&orch, &inv, cancel, host.clone()).await;
         // The slot is free as soon as the guest is done; recording the outcome is the writer's.
         host.release_slot().await;
         // Nothing is left to interrupt: the heartbeat stops looking for this guest (an
@@ -201,7 +201,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                 AttemptCounters::bump(&counters.recorded);
                 // The invocation no longer holds its running-concurrency scope: a call held
                 // back by it may start now, here or on another node, not at their next poll.
-                if orch.task(&inv.task).await.is_ok_and(|t| t.running_concurrency != Concurrency::Disabled) {
+                if scoped {
                     orch.nudge();
                 }
                 if to.is_runnable() {
@@ -285,23 +285,31 @@ async fn limits_for(orch: &Orchestrator, inv: &Claimed, task: &crate::model::Tas
     }
 }
 
+/// What [`run_guest`] returns.
+struct Ran {
+    /// The guest's result or failure.
+    outcome: Result<String, TaskFailure>,
+    /// The attempt limit in force.
+    max_attempts: u32,
+    /// The task runs under running concurrency: its end frees a scope.
+    scoped: bool,
+    /// The run's report (its outcome taken out), if the guest ran.
+    report: Option<RunReport>,
+}
+
 /// Looks up the task and component and runs the guest, writing `running` once the attempt has
-/// run for [`MARK_RUNNING_AFTER`]. Returns the outcome, the task's attempt limit and the
-/// run's report (with its outcome taken out), if the guest ran.
-async fn run_guest(
-    orch: &Orchestrator,
-    inv: &Claimed,
-    cancel: CancellationToken,
-    host: Arc<AttemptHost>,
-) -> (Result<String, TaskFailure>, u32, Option<RunReport>) {
+/// run for [`MARK_RUNNING_AFTER`].
+async fn run_guest(orch: &Orchestrator, inv: &Claimed, cancel: CancellationToken, host: Arc<AttemptHost>) -> Ran {
     let host_err = |e: super::OrchestratorError| TaskFailure::new(ErrorKind::Host, e.to_string());
     let task = match orch.task(&inv.task).await {
         Ok(t) => t,
-        Err(e) => return (Err(host_err(e)), 1, None),
+        Err(e) => return Ran { outcome: Err(host_err(e)), max_attempts: 1, scoped: false, report: None },
     };
+    let max_attempts = inv.max_attempts.unwrap_or(task.max_attempts);
+    let scoped = task.running_concurrency != Concurrency::Disabled;
     let component = match orch.component(&task.component).await {
         Ok(c) => c,
-        Err(e) => return (Err(host_err(e)), inv.max_attempts.unwrap_or(task.max_attempts), None),
+        Err(e) => return Ran { outcome: Err(host_err(e)), max_attempts, scoped, report: None },
     };
     let info = InvocationInfo {
         id: inv.id.clone(),
@@ -333,5 +341,5 @@ async fn run_guest(
         );
     }
     let outcome = std::mem::replace(&mut report.outcome, Ok(String::new()));
-    (outcome, inv.max_attempts.unwrap_or(task.max_attempts), Some(report))
+    Ran { outcome, max_attempts, scoped, report: Some(report) }
 }
