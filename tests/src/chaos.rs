@@ -327,6 +327,9 @@ pub struct LogCounts {
     pub running_not_marked: usize,
     /// Outcomes refused because the attempt was taken away (fencing of late outcomes).
     pub late_outcomes_refused: usize,
+    /// An attempt's writes that a crash of the database lost and that its next write put back
+    /// (`Transition::rebased`).
+    pub lost_writes_redone: usize,
     /// ERROR lines.
     pub error_lines: usize,
     /// The attempts (invocation, attempt) whose outcome the logs say was discarded.
@@ -363,6 +366,9 @@ pub fn scan_logs(files: &[PathBuf]) -> LogCounts {
             }
             if l.contains("taken away from this node") {
                 c.late_outcomes_refused += 1;
+            }
+            if l.contains("lost this attempt's last status changes") {
+                c.lost_writes_redone += 1;
             }
             if l.contains("could not record the outcome") {
                 c.outcomes_discarded += 1;
@@ -401,12 +407,25 @@ pub async fn wait_settled(db_url: &str, timeout: Duration) -> Duration {
          (SELECT COUNT(*) FROM task_instances WHERE status IN ('queued', 'instantiated', 'launched', 'running', \
          'triaging', 'no_heartbeat'))"
     );
+    // What is still open, every 5 s: a slow settle says where it waits.
+    let open = format!(
+        "SELECT status || ' (' || COALESCE(owner_node, '-') || ')', COUNT(*) FROM invocations \
+         WHERE status NOT IN {FINAL} GROUP BY 1 ORDER BY 1"
+    );
+    let mut told = Instant::now();
     while start.elapsed() < timeout {
         if let Ok(mut conn) = sqlx::PgConnection::connect(db_url).await
             && let Ok(n) = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone())).fetch_one(&mut conn).await
-            && n == 0
         {
-            return start.elapsed();
+            if n == 0 {
+                return start.elapsed();
+            }
+            if told.elapsed() >= Duration::from_secs(5) {
+                told = Instant::now();
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(open.clone())).fetch_all(&mut conn).await.unwrap_or_default();
+                eprintln!("not settled after {:.0?}: {rows:?}", start.elapsed());
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -487,13 +506,14 @@ impl std::fmt::Display for Audit {
         write!(
             f,
             "deadlocks detected by PostgreSQL {} · logs: lines naming a deadlock {} · serialization failures {} · outcomes discarded (could not record) {} · guests \
-             interrupted on a failed `running` write {} · late outcomes refused {} · ERROR lines {}",
+             interrupted on a failed `running` write {} · late outcomes refused {} · lost writes redone {} · ERROR lines {}",
             self.db_deadlocks,
             self.logs.deadlocks,
             self.logs.serialization_failures,
             self.logs.outcomes_discarded,
             self.logs.running_not_marked,
             self.logs.late_outcomes_refused,
+            self.logs.lost_writes_redone,
             self.logs.error_lines
         )?;
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();

@@ -308,6 +308,37 @@ impl Transition {
         self.instance = instance.map(Box::new);
         self
     }
+
+    /// This change by an attempt's owner, written again from `now`, where the invocation is
+    /// when `now` lies behind `from` on the attempt's own walk (`pending → running → paused →
+    /// resumed → running …`): a crash of the database lost the attempt's last relaxed writes.
+    /// The lost steps lead the path, so the history tells them. `None` when `now` is not
+    /// behind `from` on that walk (or the change is not an owner's): then the refusal stands.
+    pub fn rebased(&self, now: InvocationStatus) -> Option<Self> {
+        use InvocationStatus::{Paused, Pending, Resumed, Running};
+        self.owner.as_ref()?;
+        let step = |s| match s {
+            Pending | Resumed => Some(Running),
+            Running => Some(Paused),
+            Paused => Some(Resumed),
+            _ => None,
+        };
+        let mut walk = Vec::new();
+        let mut at = now;
+        while at != self.from {
+            // The walk is a cycle after `pending`: once round and `from` is not on it.
+            if walk.len() == 4 {
+                return None;
+            }
+            at = step(at)?;
+            walk.push(at);
+        }
+        if walk.is_empty() {
+            return None;
+        }
+        walk.extend_from_slice(&self.path);
+        Some(Self { from: now, path: walk, ..self.clone() })
+    }
 }
 
 /// An invocation claimed for running: everything a worker needs.
@@ -360,5 +391,41 @@ impl NewInvocation {
             max_attempts: None,
             token: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InvocationStatus::*;
+
+    fn owner() -> Owner {
+        Owner { node: "n1".into(), attempt: 1 }
+    }
+
+    #[test]
+    fn a_change_behind_on_the_attempts_walk_is_rebased_with_the_lost_steps() {
+        let path = |t: Option<Transition>| t.map(|t| (t.from, t.path));
+        let end = Transition::attempt_end("i", &owner(), Running, "n1").succeeded("1".into());
+        assert_eq!(path(end.rebased(Pending)), Some((Pending, vec![Running, Success])));
+        let resume = Transition::owned("i", &owner(), Paused, &[Resumed, Running], "n1");
+        assert_eq!(path(resume.rebased(Running)), Some((Running, vec![Paused, Resumed, Running])));
+        assert_eq!(path(resume.rebased(Pending)), Some((Pending, vec![Running, Paused, Resumed, Running])));
+        let cancel =
+            Transition::attempt_end("i", &owner(), Paused, "n1").cancelled(TaskFailure::new(ErrorKind::Cancelled, "x"));
+        let rebased = cancel.rebased(Resumed).expect("behind");
+        assert_eq!(
+            (rebased.from, &rebased.path, rebased.error.is_some()),
+            (Resumed, &vec![Running, Paused, Cancelled], true)
+        );
+        // Not behind: where it is already, ahead of it, off the walk, or not an owner's change.
+        assert_eq!(path(end.rebased(Running)), None);
+        assert_eq!(
+            path(Transition::attempt_end("i", &owner(), Pending, "n1").succeeded("1".into()).rebased(Running)),
+            None
+        );
+        assert_eq!(path(end.rebased(Rerouted)), None);
+        assert_eq!(path(end.rebased(Success)), None);
+        assert_eq!(path(Transition::user_cancel("i", Running, None, "n1").rebased(Pending)), None);
     }
 }

@@ -220,9 +220,11 @@ pub(super) enum Commit {
     /// The commit does not wait for the disk: SQLite runs it with `synchronous=NORMAL`,
     /// PostgreSQL with `synchronous_commit = off`. Both logs are sequential, so such a commit
     /// becomes durable with the next durable one; a crash can only lose a suffix of relaxed
-    /// commits. For writes that report nothing to a client and that recovery redoes anyway
-    /// (claims, `running`, `paused`): the outcomes a client sees (routed, final, retry) are
-    /// always durable before they are reported.
+    /// commits. For writes that report nothing to a client and whose loss is redone: an
+    /// attempt's `running`, `paused`, `resumed` (its next write is written again from where
+    /// the crash left the invocation: `Transition::rebased`), a workflow's step, and on
+    /// SQLite a claim (lost only with the machine, its node with it). The outcomes a client
+    /// sees (routed, final, retry) and PostgreSQL's claims are durable before they are reported.
     Relaxed,
 }
 

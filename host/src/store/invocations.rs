@@ -291,7 +291,10 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
     if limit == 0 {
         return Ok(Vec::new());
     }
-    // A claim reports nothing to a client and is redone after a crash: relaxed commit.
+    // An attempt runs only once its claim is durable: a claim lost to a crash of the database
+    // server (PostgreSQL, while this node lives on) would hand the same attempt number to a
+    // second runner, so two runs, one history. SQLite's relaxed commit is lost only with the
+    // machine, and this node with it, so its claim stays relaxed.
     let mut rows: Vec<ClaimedRow> = match &store.pools {
         Pools::Sqlite { write, gate, .. } => {
             let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
@@ -305,7 +308,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
             one_trip(write, gate, Lane::Background, "claim", script).await?
         }
         Pools::Postgres(pool) => {
-            pg_write(pool, Commit::Relaxed, "invocation claim", &mut false, |tx, _| tx_body(claim_postgres(tx, claim)))
+            pg_write(pool, Commit::Durable, "invocation claim", &mut false, |tx, _| tx_body(claim_postgres(tx, claim)))
                 .await?
         }
     };

@@ -463,22 +463,39 @@ impl SqlStore {
     /// owner (`WrongOwner`). Read after the fact, so only an explanation; the refusal itself
     /// was the compare-and-swap's. When `retried` (a try that failed may have been stored),
     /// a refusal that meets the change already made by the same writer is `Applied`.
+    /// Returns the refused changes of attempts whose invocation is still theirs but behind
+    /// where they left it (a crash lost their last relaxed commits), rebased to be written
+    /// again from where it is ([`Transition::rebased`]), with their positions.
     async fn explain_rejections(
         &self,
         changes: &[Transition],
         rejected: &[usize],
         outcomes: &mut [TransitionOutcome],
         retried: bool,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<(usize, Transition)>> {
         let ids: Vec<String> = rejected.iter().map(|&i| changes[i].id.clone()).collect();
         let now: HashMap<String, Invocation> =
             self.invocation_get_many(&ids).await?.into_iter().map(|inv| (inv.id.clone(), inv)).collect();
+        let mut behind = Vec::new();
         for &i in rejected {
             let t = &changes[i];
             outcomes[i] = match now.get(&t.id) {
                 None => TransitionOutcome::NotFound,
                 Some(inv) if retried && self.already_applied(t, inv).await? => TransitionOutcome::Applied,
-                Some(inv) if inv.status != t.from => TransitionOutcome::LostRace,
+                Some(inv) if inv.status != t.from => {
+                    let still_ours = t
+                        .owner
+                        .as_ref()
+                        .is_some_and(|o| inv.owner.as_deref() == Some(o.node.as_str()) && inv.attempts == o.attempt);
+                    if let Some(again) = t.rebased(inv.status).filter(|_| still_ours) {
+                        tracing::warn!(
+                            invocation = %t.id, attempt = inv.attempts, was = %t.from, now = %inv.status,
+                            "the database lost this attempt's last status changes (a crash?); writing them again"
+                        );
+                        behind.push((i, again));
+                    }
+                    TransitionOutcome::LostRace
+                }
                 Some(inv) => match &t.owner {
                     Some(o) if inv.owner.as_deref() != Some(o.node.as_str()) || inv.attempts != o.attempt => {
                         TransitionOutcome::WrongOwner
@@ -487,7 +504,7 @@ impl SqlStore {
                 },
             };
         }
-        Ok(())
+        Ok(behind)
     }
 }
 
@@ -498,6 +515,17 @@ impl SqlStore {
         &self,
         changes: &[Transition],
         assume_retried: bool,
+    ) -> StoreResult<Vec<TransitionOutcome>> {
+        self.transition_batch_once(changes, assume_retried, true).await
+    }
+
+    /// [`Self::transition_batch`]; `rebase`: the refused changes of attempts that a crash
+    /// set back are written again once, rebased (never the rebased ones again).
+    async fn transition_batch_once(
+        &self,
+        changes: &[Transition],
+        assume_retried: bool,
+        rebase: bool,
     ) -> StoreResult<Vec<TransitionOutcome>> {
         let mut outcomes = vec![TransitionOutcome::LostRace; changes.len()];
         // Pass n holds the n-th transition of every id (positions in `changes`).
@@ -570,8 +598,19 @@ impl SqlStore {
             outcomes[i] = TransitionOutcome::Applied;
         }
         if !rejected.is_empty() {
-            self.explain_rejections(changes, &rejected, &mut outcomes, ambiguous).await?;
-            let late = rejected.iter().filter(|&&i| !outcomes[i].is_applied());
+            let behind = self.explain_rejections(changes, &rejected, &mut outcomes, ambiguous).await?;
+            // Written again from where the crash left them; their own refusals, if any, are
+            // recorded by that write.
+            let mut again: HashSet<usize> = HashSet::new();
+            if rebase && !behind.is_empty() {
+                let (at, rebased): (Vec<usize>, Vec<Transition>) = behind.into_iter().unzip();
+                let out = Box::pin(self.transition_batch_once(&rebased, false, false)).await?;
+                for (i, o) in at.into_iter().zip(out) {
+                    outcomes[i] = o;
+                    again.insert(i);
+                }
+            }
+            let late = rejected.iter().filter(|&&i| !outcomes[i].is_applied() && !again.contains(&i));
             self.record_late_outcomes(late.filter_map(|&i| changes[i].instance.as_deref())).await?;
         }
         Ok(outcomes)

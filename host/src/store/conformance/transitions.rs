@@ -13,6 +13,7 @@ conformance!(
     lost_attempts_end_their_instances_when_rerouted,
     lost_attempts_count_toward_max_attempts,
     a_retried_write_that_was_stored_counts_as_applied,
+    an_attempts_writes_lost_to_a_crash_are_written_again,
 );
 
 async fn transitions_are_compare_and_swap(h: Harness) {
@@ -498,4 +499,66 @@ async fn lost_attempts_count_toward_max_attempts(h: Harness) {
     assert_eq!((i.status.as_str(), i.error.map(|e| e.kind)), ("unknown_error", Some(ErrorKind::Lost)));
     // Nothing failed is claimed again.
     assert!(store.invocation_claim_reporting("n5", 10, 60_000, &f).await.expect("claim").is_empty());
+}
+
+/// A database crash loses a suffix of relaxed commits (an attempt's `running`, `paused`,
+/// `resumed`): the invocation is then behind where its attempt left it, yet still the
+/// attempt's. The attempt's next write is not refused as if it had been taken away: it is
+/// written again from where the invocation is, the lost steps back in the history, and its
+/// instance records the outcome (not a late one). An invocation another owner holds stays
+/// refused. (A lost `running` once left a call `pending` with a "late outcome" instance
+/// until `--max-pending-ms` passed: the chaos test that restarts PostgreSQL found it.)
+async fn an_attempts_writes_lost_to_a_crash_are_written_again(h: Harness) {
+    use crate::model::{TaskInstance, instance::InstanceStatus};
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&calls(0..3, "t")).await.expect("insert");
+    store.invocation_claim_reporting("n1", 3, 60_000, &ClaimFilter::default()).await.expect("claim");
+    let o = Some(("n1", 1));
+    // What a crash does to a relaxed commit: the row and the history as before it.
+    let lose = |id: String, back_to: &str, lost: &str| {
+        format!(
+            "UPDATE invocations SET status = '{back_to}' WHERE id = '{id}'; \
+             DELETE FROM invocation_history WHERE invocation_id = '{id}' AND status = '{lost}'"
+        )
+    };
+
+    // 0: its `running` is lost; the outcome, written from `running`, lands.
+    let run = |n: usize| tr(&id(n), Pending, o, &[Running]);
+    for n in 0..3 {
+        assert_eq!(store.invocation_transition_batch(&[run(n)]).await.expect("running"), vec![Applied]);
+    }
+    h.exec_raw_owned(lose(id(0), "pending", "running")).await;
+    let mut done = tr(&id(0), Running, o, &[Success]);
+    done.result = Some("7".into());
+    done.instance = Some(Box::new(TaskInstance::ended(&id(0), 1, "n1", InstanceStatus::Done, None)));
+    assert_eq!(store.invocation_transition_batch(&[done]).await.expect("success"), vec![Applied]);
+    let inv = get(store, &id(0)).await;
+    assert_eq!((inv.status, inv.owner.as_deref(), inv.result), (Success, None, Some(serde_json::json!(7))));
+    assert_eq!(statuses(store, &id(0)).await, vec![Registered, Pending, Running, Success], "the lost step is back");
+    let i = instance(store, &id(0)).await;
+    assert_eq!((i.status, i.error), (InstanceStatus::Done, None), "its outcome, not a late one");
+
+    // 1: its `paused` is lost; the resume, written from `paused`, lands.
+    assert_eq!(
+        store.invocation_transition_batch(&[tr(&id(1), Running, o, &[Paused])]).await.expect("p"),
+        vec![Applied]
+    );
+    h.exec_raw_owned(lose(id(1), "running", "paused")).await;
+    let resume = tr(&id(1), Paused, o, &[Resumed, Running]);
+    assert_eq!(store.invocation_transition_batch(&[resume]).await.expect("resume"), vec![Applied]);
+    assert_eq!(
+        statuses(store, &id(1)).await,
+        vec![Registered, Pending, Running, Paused, Resumed, Running],
+        "written again from `running`"
+    );
+
+    // 2: taken away meanwhile (another owner holds it, behind too): still refused.
+    h.exec_raw_owned(format!("UPDATE invocations SET status = 'pending', owner_node = 'n2' WHERE id = '{}'", id(2)))
+        .await;
+    let mut theirs = tr(&id(2), Running, o, &[Success]);
+    theirs.result = Some("8".into());
+    assert_eq!(store.invocation_transition_batch(&[theirs]).await.expect("refused"), vec![LostRace]);
+    let inv = get(store, &id(2)).await;
+    assert_eq!((inv.status, inv.owner.as_deref()), (Pending, Some("n2")));
 }
