@@ -15,6 +15,7 @@ mod languages;
 mod orchestration;
 mod process;
 mod runtime;
+mod scheduling;
 mod security;
 mod trust;
 mod ui;

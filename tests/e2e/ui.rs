@@ -237,6 +237,17 @@ async fn the_dashboard_shows_the_cluster_live_in_a_browser() {
     assert!(b.exists("#rerun").await, "a finished invocation offers a rerun without keys");
     b.shot("invocation").await;
 
+    // A delayed call's page says when it may start (issue 17), then it is cancelled.
+    let (s, v) =
+        d.post("/v1/invocations", &json!({"task": "slow", "args": {"ms": 1}, "options": {"delay_ms": 600_000}})).await;
+    assert_eq!(s.as_u16(), 202, "{v}");
+    let delayed = v["id"].as_str().expect("id").to_string();
+    b.goto(&format!("{}/ui/invocations/{delayed}", d.url)).await;
+    b.text_until("#not-before", "when the delayed call starts", |t| t.contains("10 min 0 s after it was registered"))
+        .await;
+    let (s, v) = d.post(&format!("/v1/invocations/{delayed}/cancel"), &json!({})).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+
     // The invocations list shows it, and the list filters by task.
     b.goto(&format!("{}/ui/invocations?task=slow", d.url)).await;
     let list = b.text_until("#invocation-list", "the slow call", |t| t.contains(&id)).await;

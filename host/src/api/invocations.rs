@@ -41,6 +41,48 @@ pub(super) struct CallBody {
 pub(super) struct CallOptions {
     /// Same key, same invocation (a different call under a used key is 422).
     idempotency_key: Option<String>,
+    /// A delayed call: stored at once, claimed no earlier than this many ms later (database
+    /// clock), 0 to 31,622,400,000 (366 days).
+    #[schema(minimum = 0, maximum = 31_622_400_000_i64)]
+    delay_ms: Option<i64>,
+    /// A scheduled call: stored at once, claimed no earlier than this time (RFC 3339, e.g.
+    /// `2026-12-24T18:00:00Z`; a time past runs at once), at most 366 days ahead. Not with
+    /// `delay_ms`.
+    #[schema(format = DateTime)]
+    not_before: Option<String>,
+}
+
+/// The longest delay a call may be given (366 days), in ms.
+const MAX_DELAY_MS: i64 = 366 * 24 * 3_600_000;
+
+/// The start of a delayed or scheduled call, checked: `(delay_ms, not_before)`.
+fn start_of(o: &CallOptions) -> Result<(Option<u64>, Option<Millis>), ApiError> {
+    match (o.delay_ms, o.not_before.as_deref()) {
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("options.delay_ms and options.not_before both given: say when to start one way"))
+        }
+        (Some(d), None) => match u64::try_from(d) {
+            Ok(ms) if d <= MAX_DELAY_MS => Ok((Some(ms), None)),
+            _ => Err(ApiError::bad_request(format!(
+                "options.delay_ms must be between 0 and {MAX_DELAY_MS} (366 days), not {d}"
+            ))),
+        },
+        (None, Some(t)) => {
+            let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "options.not_before `{t}` is not an RFC 3339 time ({e}); e.g. 2026-12-24T18:00:00Z"
+                ))
+            })?;
+            let ms = at.timestamp_millis();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let latest = i64::try_from(now.as_millis()).unwrap_or(i64::MAX).saturating_add(MAX_DELAY_MS);
+            if ms > latest {
+                return Err(ApiError::bad_request(format!("options.not_before `{t}` is more than 366 days ahead")));
+            }
+            Ok((None, Some(ms)))
+        }
+        (None, None) => Ok((None, None)),
+    }
 }
 
 /// Calls routed in one request.
@@ -53,7 +95,9 @@ pub(super) struct BatchBody {
 
 fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<CallRequest, ApiError> {
     super::guard::check_size("call arguments", &c.args, max_args)?;
-    let option_key = c.options.unwrap_or_default().idempotency_key;
+    let options = c.options.unwrap_or_default();
+    let (delay_ms, not_before) = start_of(&options)?;
+    let option_key = options.idempotency_key;
     let idempotency_key = match (header_key, option_key) {
         (Some(h), Some(o)) if h != o => {
             return Err(ApiError::bad_request("the Idempotency-Key header and options.idempotency_key differ"));
@@ -64,7 +108,7 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
         return Err(ApiError::bad_request("an idempotency key must be 1-255 characters"));
     }
     let args = if c.args.is_null() { Value::Object(serde_json::Map::new()) } else { c.args };
-    Ok(CallRequest { task: c.task, args, idempotency_key })
+    Ok(CallRequest { task: c.task, args, idempotency_key, delay_ms, not_before })
 }
 
 /// A routed call: `{"id","status","reused"}`, plus `rerun_of` for a rerun.

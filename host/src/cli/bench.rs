@@ -443,14 +443,15 @@ async fn probe_apart(
     let (url, task, args) = (url.to_string(), task.to_string(), args.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("bench-probe".into()).spawn(move || {
-        let out = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
-            |rt| {
-                rt.block_on(async {
-                    let c = Client::new(&url, None)?;
-                    probe(&c, &reqwest::Client::new(), &url, &task, &args, n, || stop.load(Ordering::SeqCst)).await
-                })
-            },
-        );
+        let out =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+                |rt| {
+                    rt.block_on(async {
+                        let c = Client::new(&url, None)?;
+                        probe(&c, &reqwest::Client::new(), &url, &task, &args, n, || stop.load(Ordering::SeqCst)).await
+                    })
+                },
+            );
         let _ = tx.send(out);
     })?;
     rx.await.context("the probe thread stopped")?

@@ -108,6 +108,11 @@ pub struct Invocation {
     pub created_at: Millis,
     /// Time of the last status change.
     pub updated_at: Millis,
+    /// While it waits to be claimed: the earliest time it may be (database clock), when that
+    /// is later than it entered its status: a delayed or scheduled call (`options.delay_ms`,
+    /// `options.not_before`), or a retry's backoff. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub not_before: Option<Millis>,
 }
 
 /// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
@@ -163,6 +168,14 @@ pub struct NewInvocation {
     /// claims it. `None`: any node may.
     #[serde(default)]
     pub token: Option<u32>,
+    /// A delayed call: claimed no earlier than this many ms after it is stored (database
+    /// clock).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// A scheduled call: claimed no earlier than this time (ms since the Unix epoch, compared
+    /// with the database clock). Wins over `delay_ms`.
+    #[serde(default)]
+    pub not_before: Option<Millis>,
 }
 
 /// One row of an invocation's status history.
@@ -390,6 +403,8 @@ impl NewInvocation {
             workflow: None,
             max_attempts: None,
             token: None,
+            delay_ms: None,
+            not_before: None,
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Invocation, NewInvocation, TaskDef, Transition, identity};
+use crate::model::{Invocation, Millis, NewInvocation, TaskDef, Transition, identity};
 use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::store::{Store, StoreError, TransitionOutcome};
 use batcher::Batcher;
@@ -186,6 +186,10 @@ pub struct CallRequest {
     pub args: serde_json::Value,
     /// The client's idempotency key: the same key always answers with the same invocation.
     pub idempotency_key: Option<String>,
+    /// Claimed no earlier than this many ms after it is stored (a delayed call).
+    pub delay_ms: Option<u64>,
+    /// Claimed no earlier than this time, ms since the Unix epoch (a scheduled call).
+    pub not_before: Option<Millis>,
 }
 
 /// Latest progress a running guest reported.
@@ -291,7 +295,13 @@ struct ClaimView {
     /// True once the node is registered and has computed its pins: the dispatcher claims
     /// nothing before, and `/health/ready` answers 503.
     ready: tokio::sync::watch::Sender<bool>,
+    /// When delayed calls routed here become due, earliest first (at most [`MAX_DUE`]; the
+    /// poll finds the rest): the dispatcher wakes the cluster then.
+    due: Mutex<std::collections::BinaryHeap<std::cmp::Reverse<tokio::time::Instant>>>,
 }
+
+/// Most due times of delayed calls a node keeps a timer for.
+const MAX_DUE: usize = 10_000;
 
 /// Counts of what happened to this node's attempts since it started, for `/metrics`: the
 /// figures that say whether work is being thrown away.
@@ -379,6 +389,7 @@ impl Orchestrator {
                     claim_filter: Mutex::new(crate::store::ClaimFilter::default()),
                     total_tokens: std::sync::atomic::AtomicU32::new(total_tokens),
                     ready: tokio::sync::watch::channel(false).0,
+                    due: Mutex::new(std::collections::BinaryHeap::new()),
                 },
             }),
         }
@@ -470,6 +481,44 @@ impl Orchestrator {
     pub(crate) fn nudge(&self) {
         self.inner.claims.work.notify_one();
         self.inner.feed.routed();
+    }
+
+    /// Keeps a timer for the delayed calls just routed: when one becomes due the dispatcher
+    /// wakes this node and the others ([`Orchestrator::nudge`]), instead of their next poll.
+    fn wake_when_due(&self, routed: &[Routed]) {
+        let now = tokio::time::Instant::now();
+        let mut due = lock(&self.inner.claims.due);
+        let mut added = false;
+        for inv in routed.iter().filter(|r| !r.reused).map(|r| &r.invocation) {
+            let Some(at) = inv.not_before else { continue };
+            let wait = u64::try_from(at.saturating_sub(inv.updated_at)).unwrap_or(0);
+            if due.len() < MAX_DUE {
+                due.push(std::cmp::Reverse(now + Duration::from_millis(wait)));
+                added = true;
+            }
+        }
+        drop(due);
+        if added {
+            // The dispatcher looks at its timers again.
+            self.inner.claims.work.notify_one();
+        }
+    }
+
+    /// The earliest due time of a delayed call still ahead, dropping those passed.
+    pub(crate) fn next_due(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        let mut due = lock(&self.inner.claims.due);
+        let mut passed = false;
+        while due.peek().is_some_and(|d| d.0 <= now) {
+            due.pop();
+            passed = true;
+        }
+        if passed {
+            drop(due);
+            self.nudge();
+            return lock(&self.inner.claims.due).peek().map(|d| d.0);
+        }
+        due.peek().map(|d| d.0)
     }
 
     /// Wakes the waiters of invocations that became final outside this node's attempts.
@@ -619,12 +668,18 @@ impl Orchestrator {
     pub async fn route(&self, calls: Vec<CallRequest>) -> OrchResult<Vec<Routed>> {
         let mut news = Vec::with_capacity(calls.len());
         for c in calls {
-            news.push(self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?);
+            let mut new = self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?;
+            (new.delay_ms, new.not_before) = (c.delay_ms, c.not_before);
+            news.push(new);
         }
         let mut last = String::new();
         for _ in 0..3 {
             match self.route_new(&news).await {
                 Err(OrchestratorError::Conflict(m)) => last = m,
+                Ok(routed) => {
+                    self.wake_when_due(&routed);
+                    return Ok(routed);
+                }
                 other => return other,
             }
         }
@@ -757,6 +812,8 @@ impl Orchestrator {
             workflow: node_of.map(|(w, _)| w.to_string()),
             max_attempts: node_of.and_then(|(_, m)| m),
             token,
+            delay_ms: None,
+            not_before: None,
         })
     }
 
@@ -826,7 +883,15 @@ impl Orchestrator {
     /// Routes the same call again as a new invocation.
     pub async fn rerun(&self, id: &str) -> OrchResult<Invocation> {
         let inv = self.get(id).await?;
-        let mut out = self.route(vec![CallRequest { task: inv.task, args: inv.args, idempotency_key: None }]).await?;
+        let mut out = self
+            .route(vec![CallRequest {
+                task: inv.task,
+                args: inv.args,
+                idempotency_key: None,
+                delay_ms: None,
+                not_before: None,
+            }])
+            .await?;
         out.pop().map(|r| r.invocation).ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))
     }
 

@@ -35,9 +35,13 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
     loop {
         if queue.is_empty() {
             if drained {
+                // A delayed call routed here that becomes due earlier than the poll wakes the
+                // cluster then (`next_due` nudges when it has passed).
+                let poll = tokio::time::Instant::now() + orch.claim_poll();
+                let wake = orch.next_due().map_or(poll, |d| d.min(poll));
                 tokio::select! {
                     _ = inner.claims.work.notified() => {},
-                    _ = tokio::time::sleep(orch.claim_poll()) => {},
+                    _ = tokio::time::sleep_until(wake) => { orch.next_due(); },
                     _ = inner.shutdown.cancelled() => return,
                 }
             }

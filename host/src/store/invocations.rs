@@ -49,6 +49,7 @@ pub(in crate::store) struct InvocationRow {
     max_attempts: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    available_at: i64,
 }
 
 /// A claimed invocation as the claim returns it.
@@ -95,6 +96,8 @@ struct InsertJson<'a> {
     workflow: Option<&'a str>,
     max_attempts: Option<u32>,
     token: Option<u32>,
+    delay_ms: Option<u64>,
+    not_before: Option<i64>,
 }
 
 /// The JSON parameter of an insert of new invocations (`invocation_insert!` in `sql.rs`).
@@ -117,6 +120,8 @@ pub(super) fn insert_json(calls: &[NewInvocation]) -> StoreResult<String> {
                 workflow: c.workflow.as_deref(),
                 max_attempts: c.max_attempts,
                 token: c.token,
+                delay_ms: c.delay_ms,
+                not_before: c.not_before,
             })
             .collect::<Vec<_>>(),
     )
@@ -133,7 +138,9 @@ pub(super) struct HistoryJson<'a> {
 impl InvocationRow {
     fn decode(self) -> StoreResult<Invocation> {
         let error = stored_failure(self.error_kind, self.error_message)?;
+        let status = parse_status(&self.status)?;
         Ok(Invocation {
+            not_before: (status.is_runnable() && self.available_at > self.updated_at).then_some(self.available_at),
             args: serde_json::from_str(&self.args)
                 .map_err(|e| corrupt(&format!("args of invocation `{}`", self.id), e))?,
             result: match &self.result {
@@ -142,7 +149,7 @@ impl InvocationRow {
                 ),
                 None => None,
             },
-            status: parse_status(&self.status)?,
+            status,
             attempts: to_u32("attempts", self.attempts)?,
             error,
             id: self.id,

@@ -23,7 +23,8 @@ macro_rules! invocation_insert {
              j.value ->> 'scope', j.value ->> 'idempotency_key', j.value ->> 'run_scope', \
              j.value ->> 'workflow', CAST(j.value ->> 'max_attempts' AS BIGINT), \
              CAST(j.value ->> 'token' AS BIGINT), \
-             c.now, c.now, c.now \
+             COALESCE(CAST(j.value ->> 'not_before' AS BIGINT), \
+             c.now + COALESCE(CAST(j.value ->> 'delay_ms' AS BIGINT), 0)), c.now, c.now \
              FROM ",
             json_rows!($d),
             " ",

@@ -54,6 +54,8 @@ export default async function invocation(root, ctx) {
       inv.progress && ['Progress', h('span', {}, h('progress', { max: inv.progress.total || 1, value: inv.progress.done }),
         ` ${inv.progress.done} / ${inv.progress.total}${inv.progress.message ? ` — ${inv.progress.message}` : ''}`)],
       ['Created', fmtTime(inv.created_at)],
+      inv.not_before && ['Not before', h('span', { id: 'not-before' },
+        `${fmtTime(inv.not_before)} (${fmtDuration(inv.not_before - inv.updated_at)} after it was ${inv.status})`)],
       ['Last change', `${fmtTime(inv.updated_at)} (${fmtDuration(inv.updated_at - inv.created_at)} after creation)`],
       ['Call id', h('code', {}, inv.call_id)],
       inv.idempotency_key && ['Idempotency key', h('code', {}, inv.idempotency_key)],

@@ -48,7 +48,10 @@ export default async function invocations(root, ctx) {
       fill(listEl, table([
         ['Id', (i) => link(`/ui/invocations/${encodeURIComponent(i.id)}`, h('code', {}, i.id))],
         ['Task', (i) => link(`/ui/invocations${qs({ task: i.task })}`, i.task)],
-        ['Status', (i) => badge(i.status, { 'data-status-of': i.id })],
+        ['Status', (i) => i.not_before
+          ? h('span', {}, badge(i.status, { 'data-status-of': i.id }),
+            h('span', { class: 'not-before' }, ` not before ${fmtTime(i.not_before)}`))
+          : badge(i.status, { 'data-status-of': i.id })],
         ['Attempts', (i) => i.attempts],
         ['Owner', (i) => i.owner || '—'],
         ['Created', (i) => fmtTime(i.created_at)],
@@ -75,6 +78,8 @@ export default async function invocations(root, ctx) {
     const el = rowsById.get(ev.data.invocation);
     if (el) {
       if (status && ev.data.status !== status) { reload(); return; }
+      // A delayed call that starts no longer waits for its time.
+      el.parentElement?.querySelector('.not-before')?.remove();
       el.replaceWith(badge(ev.data.status, { 'data-status-of': ev.data.invocation }));
       rowsById.set(ev.data.invocation, listEl.querySelector(`[data-status-of="${CSS.escape(ev.data.invocation)}"]`));
     } else if (!cursor && (!status || ev.data.status === status)) {

@@ -1,0 +1,137 @@
+//! When calls run (issue 17): delayed and scheduled calls, on both backends.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use warden_tests::guests;
+use warden_tests::harness::{Backend, TestDaemon};
+
+use crate::api::assert_error;
+use crate::both;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn route(d: &TestDaemon, name: &str, options: Value) -> (String, Value) {
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "hello", "args": {"name": name}, "options": options})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let (_, inv) = d.get(&format!("/v1/invocations/{id}")).await;
+    (id, inv)
+}
+
+/// When the history says the call was claimed (database clock).
+async fn claimed_at(d: &TestDaemon, id: &str) -> i64 {
+    let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
+    let pending: Vec<i64> = h["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["status"] == "pending")
+        .filter_map(|e| e["at"].as_i64())
+        .collect();
+    assert_eq!(pending.len(), 1, "claimed once: {h}");
+    pending[0]
+}
+
+/// A call with `options.delay_ms` or `options.not_before` is stored at once, says when it may
+/// start (`not_before`, database clock), is never claimed before then and runs once after,
+/// also across a restart of the node; calls without options overtake it; it can be cancelled
+/// before it starts; bad options are 400 in the error shape.
+async fn delayed_and_scheduled_calls(b: Backend) {
+    let mut d = TestDaemon::start(b).await;
+    d.deploy("hello", guests::HELLO).await;
+
+    let t0 = Instant::now();
+    let (delayed, inv) = route(&d, "delayed", json!({"delay_ms": 1_500})).await;
+    assert_eq!(inv["status"], "registered", "{inv}");
+    let created = inv["created_at"].as_i64().expect("created_at");
+    let due = inv["not_before"].as_i64().unwrap_or_else(|| panic!("a delayed call says when it starts: {inv}"));
+    assert_eq!(due - created, 1_500, "{inv}");
+    // A scheduled call (RFC 3339), due a second after the delayed one.
+    let at = chrono::DateTime::from_timestamp_millis(due + 1_000).expect("time").to_rfc3339();
+    let (scheduled, inv) = route(&d, "scheduled", json!({"not_before": at})).await;
+    assert_eq!(inv["not_before"], json!(due + 1_000), "{inv}");
+    // One far ahead, cancelled before it starts; one not delayed runs at once meanwhile.
+    let (cancelled, _) = route(&d, "never", json!({"delay_ms": 600_000})).await;
+    let now = d.run("hello", json!({"name": "now"})).await;
+    assert_eq!(now["status"], "success", "{now}");
+    assert!(now.get("not_before").is_none(), "{now}");
+    assert!(t0.elapsed() < Duration::from_millis(1_400), "an undelayed call waited: {:?}", t0.elapsed());
+    let (_, v) = d.get(&format!("/v1/invocations/{delayed}")).await;
+    assert_eq!(v["status"], "registered", "not before its time: {v}");
+    let (s, v) = d.post(&format!("/v1/invocations/{cancelled}/cancel"), &json!({})).await;
+    assert_eq!((s, &v["status"]), (StatusCode::OK, &json!("cancelled")), "{v}");
+
+    for (id, not_before) in [(&delayed, due), (&scheduled, due + 1_000)] {
+        let v = d.result(id, MINUTE).await;
+        assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(1)), "{v}");
+        assert!(v.get("not_before").is_none(), "a started call has no not_before: {v}");
+        let claimed = claimed_at(&d, id).await;
+        assert!(claimed >= not_before, "claimed at {claimed}, before {not_before}");
+        // Woken when due, not at a poll long after.
+        assert!(claimed - not_before < 1_000, "claimed {} ms late", claimed - not_before);
+    }
+
+    // Across a restart: stored at once, run once when due.
+    let (kept, inv) = route(&d, "kept", json!({"delay_ms": 1_000})).await;
+    let due = inv["not_before"].as_i64().expect("not_before");
+    d.restart().await;
+    let v = d.result(&kept, MINUTE).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(1)), "{v}");
+    assert!(claimed_at(&d, &kept).await >= due);
+    let (_, v) = d.get(&format!("/v1/invocations/{cancelled}")).await;
+    assert_eq!(v["status"], "cancelled", "{v}");
+
+    // Bad options.
+    let bad = |options: Value| json!({"task": "hello", "args": {}, "options": options});
+    let (s, v) = d.post("/v1/invocations", &bad(json!({"delay_ms": -5}))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "delay_ms must be between 0");
+    let (s, v) = d.post("/v1/invocations", &bad(json!({"delay_ms": 40_000_000_000_i64}))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "366 days");
+    let (s, v) = d.post("/v1/invocations", &bad(json!({"delay_ms": 5, "not_before": at}))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "both given");
+    let (s, v) = d.post("/v1/invocations", &bad(json!({"not_before": "tomorrow"}))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "rfc 3339");
+    let (s, v) = d.post("/v1/invocations", &bad(json!({"not_before": "2999-01-01T00:00:00Z"}))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "366 days ahead");
+    let (s, v) =
+        d.post("/v1/invocations/batch", &json!({"calls": [{"task": "hello", "options": {"delay_ms": -1}}]})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "delay_ms");
+    d.stop().await;
+}
+both!(delayed_calls, delayed_and_scheduled_calls);
+
+/// Cluster-wide: delayed calls routed on one node and pinned to another are claimed there
+/// when due, woken by the routing node's timer through the cluster's notices (the other
+/// node's own look comes only every 2 s on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_call_starts_on_another_node_when_due() {
+    let front = TestDaemon::start_with(Backend::Postgres, |c| c.node_name = "front".into()).await;
+    let back = front.join("back", |_| {}).await;
+    front.deploy("hello", guests::HELLO).await;
+    let (s, v) = front.post("/v1/cluster/pins", &json!({"task": "hello", "patterns": ["back"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Both nodes hear of the pin at their next heartbeat; warm up.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(front.run("hello", json!({"name": "warm"})).await["status"], "success");
+    let mut routed = Vec::new();
+    for (i, delay) in [700, 1_100, 1_500].into_iter().enumerate() {
+        routed.push(route(&front, &format!("d{i}"), json!({"delay_ms": delay})).await);
+    }
+    let mut late = Vec::new();
+    for (id, inv) in &routed {
+        let due = inv["not_before"].as_i64().expect("not_before");
+        let v = front.result(id, MINUTE).await;
+        assert_eq!(v["status"], "success", "{v}");
+        let (_, inst) = front.get(&format!("/v1/invocations/{id}/instances")).await;
+        assert_eq!(inst["instances"][0]["node"], "back", "{inst}");
+        let claimed = claimed_at(&front, id).await;
+        assert!(claimed >= due, "claimed at {claimed}, before {due}");
+        late.push(claimed - due);
+    }
+    assert!(late.iter().all(|&ms| ms < 800), "claimed this late after their time (ms): {late:?}");
+    eprintln!("delayed calls on another node: claimed {late:?} ms after their time");
+    back.stop().await;
+    front.stop().await;
+}
