@@ -66,6 +66,20 @@ async fn the_cli_drives_a_daemon() {
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(json(&o)["status"], "success");
 
+    // A delayed call waits in `registered` and says until when; bad options are refused.
+    let o = warden(&d.url, &["call", "hello", "{}", "--delay-ms", "600000", "-o", "json"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let delayed = json(&o)["id"].as_str().expect("id").to_string();
+    let o = warden(&d.url, &["get", &delayed, "-o", "json"]).await;
+    let v = json(&o);
+    assert_eq!(v["status"], "registered", "{v}");
+    assert_eq!(v["not_before"].as_i64().expect("not_before") - v["created_at"].as_i64().expect("created"), 600_000);
+    let o = warden(&d.url, &["cancel", &delayed]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let o = warden(&d.url, &["call", "hello", "{}", "--not-before", "soon"]).await;
+    assert_eq!(o.code, Some(2), "a refused request: {}", o.stderr);
+    assert!(o.stderr.contains("RFC 3339"), "{}", o.stderr);
+
     let o = warden(&d.url, &["-o", "json", "ls", "tasks"]).await;
     assert_eq!(json(&o)["tasks"][0]["name"], "hello");
     let o = warden(&d.url, &["-o", "json", "ls", "invocations", "--task", "hello", "--status", "success"]).await;

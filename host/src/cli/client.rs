@@ -91,7 +91,17 @@ impl Client {
 
     /// Routes one call.
     pub async fn call(&self, task: &str, args: &Value) -> anyhow::Result<Value> {
-        let req = self.http.post(format!("{}/v1/invocations", self.base)).json(&json!({"task": task, "args": args}));
+        self.call_with(task, args, &Value::Null).await
+    }
+
+    /// Routes a call with its `options` (`null`: none).
+    pub async fn call_with(&self, task: &str, args: &Value, options: &Value) -> anyhow::Result<Value> {
+        let body = if options.is_null() {
+            json!({"task": task, "args": args})
+        } else {
+            json!({"task": task, "args": args, "options": options})
+        };
+        let req = self.http.post(format!("{}/v1/invocations", self.base)).json(&body);
         self.read("call", req.send().await).await
     }
 

@@ -72,10 +72,11 @@ pub async fn call(
     fmt: Format,
     task: &str,
     args: &Value,
+    options: &Value,
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let routed = c.call(task, args).await?;
+    let routed = c.call_with(task, args, options).await?;
     let id = output::text(&routed["id"]);
     if !wait {
         match fmt {

@@ -129,6 +129,12 @@ enum Command {
         /// Longest wait in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Start no earlier than this many ms from now (a delayed call).
+        #[arg(long, conflicts_with = "not_before")]
+        delay_ms: Option<u64>,
+        /// Start no earlier than this time, RFC 3339 (a scheduled call), e.g. 2026-12-24T18:00:00Z.
+        #[arg(long)]
+        not_before: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -322,9 +328,13 @@ next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
             commands::deploy(&remote.client()?, fmt, &file, name).await
         }
         Command::Rm { component, remote } => commands::rm(&remote.client()?, fmt, &component).await,
-        Command::Call { task, args, wait, timeout, remote } => {
+        Command::Call { task, args, wait, timeout, delay_ms, not_before, remote } => {
             let args = commands::parse_args(args.as_deref())?;
-            commands::call(&remote.client()?, fmt, &task, &args, wait, Duration::from_secs(timeout)).await
+            let mut options = serde_json::Map::new();
+            options.extend(delay_ms.map(|d| ("delay_ms".to_string(), serde_json::json!(d))));
+            options.extend(not_before.map(|t| ("not_before".to_string(), serde_json::json!(t))));
+            let options = if options.is_empty() { serde_json::Value::Null } else { options.into() };
+            commands::call(&remote.client()?, fmt, &task, &args, &options, wait, Duration::from_secs(timeout)).await
         }
         Command::Wait { ids, timeout, remote } => {
             commands::wait(&remote.client()?, fmt, &ids, Duration::from_secs(timeout)).await
