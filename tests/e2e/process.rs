@@ -759,3 +759,32 @@ async fn default_logs_are_one_plain_line_per_retry_timeout_and_trap() {
     assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("Timeout") && l.contains("no retry")), "{text}");
     assert!(lines.iter().any(|l| l.contains("WARN") && l.contains("Trap") && l.contains("task=panics")), "{text}");
 }
+
+/// `--log-format json`: every line the daemon logs is one JSON object (time, level, target,
+/// fields), its start and its attempts' retries among them, for a log collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("warden.log");
+    let spec = Spec::new(crate::warden(), &dir.path().join("data"), None)
+        .args(&["--log-format", "json"])
+        .log_filter("info")
+        .log_to(&log);
+    let d = DaemonProcess::spawn(spec).await;
+    d.api.deploy("flaky", guests::FLAKY).await;
+    let (s, v) = d.api.post("/v1/invocations", &json!({"task": "flaky", "args": {"fail_times": 1}})).await;
+    assert_eq!(s.as_u16(), 202, "{v}");
+    let id = v["id"].as_str().expect("id");
+    assert_eq!(d.api.result(id, Duration::from_secs(60)).await["status"], "success");
+    assert!(d.sigterm().success());
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["target"].is_string()));
+    let said = |m: &str| lines.iter().any(|l| l["fields"]["message"].as_str().is_some_and(|s| s.contains(m)));
+    assert!(said("warden is serving"), "{text}");
+    assert!(said("attempt failed; retrying"), "{text}");
+}

@@ -36,8 +36,34 @@ pub struct Cli {
     /// Output of client commands: `text` for people, `json` for scripts.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text, global = true)]
     output: Format,
+    /// Log lines (on stderr): `text` for people, `json` (one object per line: timestamp, level,
+    /// target, fields, span) for a log collector. The level is `WARDEN_LOG` (default
+    /// `warn,warden=info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "WARDEN_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How the log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for people (colour only on a terminal).
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Starts logging to stderr in `format`, at the levels of `WARDEN_LOG`.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,warden=info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+        // Colour only on a terminal: logs piped to a file or a collector stay plain text.
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
 }
 
 /// An error with the exit code of its kind (see `output::exit`); any other error exits 1.
@@ -261,16 +287,9 @@ enum Listing {
 /// The whole `warden` program: logging, the command line from `std::env::args`, the exit code.
 /// The binary's `main` is just this, so test harnesses can build the same program.
 pub fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,warden=info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: logs piped to a file or a collector stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    init_logs(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -281,7 +300,10 @@ pub fn main() -> std::process::ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match log_format {
+                LogFormat::Text => eprintln!("error: {e:#}"),
+                LogFormat::Json => tracing::error!(error = format!("{e:#}"), "warden stopped with an error"),
+            }
             std::process::ExitCode::from(e.downcast_ref::<Failure>().map_or(1, |f| f.code))
         }
     }
@@ -291,7 +313,7 @@ pub fn main() -> std::process::ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let fmt = cli.output;
     match cli.command {
-        Command::Serve { overrides } => serve(*overrides).await,
+        Command::Serve { overrides } => serve(*overrides, cli.log_format).await,
         Command::New { name, lang, path } => {
             let dir = project::new(&name, lang, &path.unwrap_or_else(|| PathBuf::from(".")))?;
             match fmt {
@@ -386,12 +408,18 @@ next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
     }
 }
 
-async fn serve(overrides: Overrides) -> anyhow::Result<()> {
+async fn serve(overrides: Overrides, logs: LogFormat) -> anyhow::Result<()> {
     let cfg = Config::load(&overrides)?;
     let daemon = Daemon::start(cfg).await?;
-    eprintln!("warden listening on {} (Ctrl-C or SIGTERM to stop)", daemon.url());
+    // For a person at a terminal; a log collector has the JSON lines of the same events.
+    if logs == LogFormat::Text {
+        eprintln!("warden listening on {} (Ctrl-C or SIGTERM to stop)", daemon.url());
+    }
     shutdown_signal().await;
-    eprintln!("warden: stopping (letting running attempts finish)");
+    match logs {
+        LogFormat::Text => eprintln!("warden: stopping (letting running attempts finish)"),
+        LogFormat::Json => tracing::info!("stopping (letting running attempts finish)"),
+    }
     daemon.stop().await;
     Ok(())
 }
