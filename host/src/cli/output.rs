@@ -141,6 +141,16 @@ pub fn time_ago(ms: i64) -> String {
     format!("{} ({} ago)", time(ms), duration(now.saturating_sub(ms)))
 }
 
+/// A time still ahead (a delayed call's start), with how far: `2026-12-24 18:00:00 UTC (in 3 h
+/// 05 min)`; one already passed says how long ago.
+pub fn time_ahead(ms: i64) -> String {
+    let now = Utc::now().timestamp_millis();
+    if ms <= now {
+        return time_ago(ms);
+    }
+    format!("{} (in {})", time(ms), duration(ms - now))
+}
+
 /// A duration in ms for people: `850 ms`, `3.2 s`, `4 min 05 s`, `2 h 03 min`, `3 d 04 h`.
 pub fn duration(ms: i64) -> String {
     let ms = ms.max(0);
@@ -210,6 +220,7 @@ pub fn invocation(v: &Value) -> String {
         ("parent", text(&v["parent"])),
         ("workflow", text(&v["workflow"])),
         ("created", v["created_at"].as_i64().map(time_ago).unwrap_or_default()),
+        ("not before", v["not_before"].as_i64().map(time_ahead).unwrap_or_default()),
         ("updated", v["updated_at"].as_i64().map(time_ago).unwrap_or_default()),
         ("took", took),
     ])
@@ -255,5 +266,13 @@ mod tests {
         );
         assert_eq!(brief(&json!({"a": "0123456789"}), 8), "{\"a\":\"0…");
         assert_eq!(brief(&json!("plain"), 8), "plain");
+    }
+
+    #[test]
+    fn a_time_ahead_says_how_far_and_one_passed_how_long_ago() {
+        let now = Utc::now().timestamp_millis();
+        let ahead = time_ahead(now + 3_600_000 + 65_000);
+        assert!(ahead.ends_with("(in 1 h 01 min)"), "{ahead}");
+        assert!(time_ahead(now - 5_000).ends_with("ago)"));
     }
 }
