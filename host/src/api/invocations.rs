@@ -50,11 +50,6 @@ pub(super) struct CallOptions {
     /// `delay_ms`.
     #[schema(format = DateTime)]
     not_before: Option<String>,
-    /// 0-9 (default: the task's, 5 unless patched): among runnable calls a node claims higher
-    /// priorities first, oldest first within one; a call claimable for longer than
-    /// `--priority-aging-ms` (30 s) ranks as 9.
-    #[schema(minimum = 0, maximum = 9)]
-    priority: Option<i64>,
 }
 
 /// The longest delay a call may be given (366 days), in ms.
@@ -102,11 +97,6 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
     super::guard::check_size("call arguments", &c.args, max_args)?;
     let options = c.options.unwrap_or_default();
     let (delay_ms, not_before) = start_of(&options)?;
-    let priority = options
-        .priority
-        .map(|p| crate::model::check_priority(p, "options.priority"))
-        .transpose()
-        .map_err(ApiError::bad_request)?;
     let option_key = options.idempotency_key;
     let idempotency_key = match (header_key, option_key) {
         (Some(h), Some(o)) if h != o => {
@@ -118,7 +108,7 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
         return Err(ApiError::bad_request("an idempotency key must be 1-255 characters"));
     }
     let args = if c.args.is_null() { Value::Object(serde_json::Map::new()) } else { c.args };
-    Ok(CallRequest { task: c.task, args, idempotency_key, delay_ms, not_before, priority })
+    Ok(CallRequest { task: c.task, args, idempotency_key, delay_ms, not_before })
 }
 
 /// A routed call: `{"id","status","reused"}`, plus `rerun_of` for a rerun.

@@ -122,9 +122,6 @@ pub struct TaskPolicy {
     /// With N > 1 each invocation is given one of N lanes by its id and one runs per lane, so
     /// never more than N run at once (a busy lane can hold a call back while another is free).
     pub running_concurrency_slots: u32,
-    /// The priority of its calls that do not give one (`options.priority`), 0-9, higher
-    /// claimed first. Default 5.
-    pub priority: u8,
 }
 
 impl Default for TaskPolicy {
@@ -134,22 +131,8 @@ impl Default for TaskPolicy {
             on_diff_non_key_args_raise: false,
             reroute_on_concurrency_control: true,
             running_concurrency_slots: 1,
-            priority: DEFAULT_PRIORITY,
         }
     }
-}
-
-/// The priority of a call when neither it nor its task gives one.
-pub const DEFAULT_PRIORITY: u8 = 5;
-/// The highest priority (the lowest is 0).
-pub const MAX_PRIORITY: u8 = 9;
-
-/// Checks a priority given by a user: 0-9.
-pub fn check_priority(p: i64, what: &str) -> Result<u8, String> {
-    u8::try_from(p)
-        .ok()
-        .filter(|p| *p <= MAX_PRIORITY)
-        .ok_or_else(|| format!("{what} must be between 0 and {MAX_PRIORITY} (higher runs first), not {p}"))
 }
 
 /// A change to a task's options (`PATCH /v1/tasks/{task}`); absent fields stay as they are.
@@ -180,8 +163,6 @@ pub struct TaskPatch {
     pub reroute_on_concurrency_control: Option<bool>,
     /// See [`TaskPolicy::running_concurrency_slots`] (at least 1).
     pub running_concurrency_slots: Option<u32>,
-    /// See [`TaskPolicy::priority`] (0-9).
-    pub priority: Option<i64>,
 }
 
 impl TaskDef {
@@ -222,9 +203,6 @@ impl TaskDef {
         }
         if let Some(v) = p.running_concurrency_slots {
             self.policy.running_concurrency_slots = v.max(1);
-        }
-        if let Some(v) = p.priority.and_then(|v| u8::try_from(v).ok()) {
-            self.policy.priority = v.min(MAX_PRIORITY);
         }
     }
 }

@@ -190,8 +190,6 @@ pub struct CallRequest {
     pub delay_ms: Option<u64>,
     /// Claimed no earlier than this time, ms since the Unix epoch (a scheduled call).
     pub not_before: Option<Millis>,
-    /// 0-9, higher claimed first; `None`: the task's (`TaskPolicy::priority`).
-    pub priority: Option<u8>,
 }
 
 /// Latest progress a running guest reported.
@@ -232,8 +230,6 @@ pub struct OrchestratorConfig {
     pub total_tokens: u32,
     /// Most nodes of one workflow or array (`--max-workflow-nodes`).
     pub max_workflow_nodes: usize,
-    /// After how long claimable a call ranks as priority 9 (ms).
-    pub priority_aging_ms: u64,
     /// Status changes the change feed keeps for slow subscribers (`--stream-buffer-events`).
     pub stream_buffer_events: usize,
 }
@@ -674,9 +670,6 @@ impl Orchestrator {
         for c in calls {
             let mut new = self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?;
             (new.delay_ms, new.not_before) = (c.delay_ms, c.not_before);
-            if let Some(p) = c.priority {
-                new.priority = p;
-            }
             news.push(new);
         }
         let mut last = String::new();
@@ -821,7 +814,6 @@ impl Orchestrator {
             token,
             delay_ms: None,
             not_before: None,
-            priority: def.policy.priority,
         })
     }
 
@@ -898,7 +890,6 @@ impl Orchestrator {
                 idempotency_key: None,
                 delay_ms: None,
                 not_before: None,
-                priority: Some(inv.priority),
             }])
             .await?;
         out.pop().map(|r| r.invocation).ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))

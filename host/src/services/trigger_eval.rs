@@ -67,7 +67,6 @@ pub(super) async fn evaluate_all(orch: &Orchestrator, fence: &Fence) -> Result<u
                 idempotency_key: Some(key),
                 delay_ms: None,
                 not_before: None,
-                priority: None,
             });
             runs.push(TriggerRun { trigger_id: t.id.clone(), run_key: fire.run_key, invocation_id: None, at: now });
         }
