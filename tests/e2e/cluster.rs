@@ -129,12 +129,9 @@ async fn the_ring_spreads_work_and_follows_membership(b: Backend) {
 }
 both!(token_ring, the_ring_spreads_work_and_follows_membership);
 
-/// A call routed through one node and run by another is answered at once: the routing node's
-/// notice wakes the other's dispatcher (no wait for its poll), and the runner's notice wakes the
-/// long-poll on the routing node (no wait for its next look). PostgreSQL: the nodes of a
-/// cluster hear each other through `LISTEN`/`NOTIFY`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_run_by_another_node_is_answered_at_once() {
+/// Two nodes on PostgreSQL, `front` and `back`, with `hello` deployed and pinned to `back`;
+/// both have heard of the pin and one call has run (warm).
+pub(crate) async fn hello_pinned_to_back() -> (TestDaemon, TestDaemon) {
     let front = TestDaemon::start_with(Backend::Postgres, |c| c.node_name = "front".into()).await;
     let back = front.join("back", |_| {}).await;
     front.deploy("hello", guests::HELLO).await;
@@ -144,6 +141,16 @@ async fn a_call_run_by_another_node_is_answered_at_once() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let id = front.call("hello", json!({"name": "warm"})).await;
     assert_eq!(front.result(&id, MINUTE).await["status"], "success");
+    (front, back)
+}
+
+/// A call routed through one node and run by another is answered at once: the routing node's
+/// notice wakes the other's dispatcher (no wait for its poll), and the runner's notice wakes the
+/// long-poll on the routing node (no wait for its next look). PostgreSQL: the nodes of a
+/// cluster hear each other through `LISTEN`/`NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_run_by_another_node_is_answered_at_once() {
+    let (front, back) = hello_pinned_to_back().await;
 
     let mut took = Vec::new();
     for i in 0..15 {

@@ -107,14 +107,7 @@ both!(delayed_calls, delayed_and_scheduled_calls);
 /// node's own look comes only every 2 s on PostgreSQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delayed_call_starts_on_another_node_when_due() {
-    let front = TestDaemon::start_with(Backend::Postgres, |c| c.node_name = "front".into()).await;
-    let back = front.join("back", |_| {}).await;
-    front.deploy("hello", guests::HELLO).await;
-    let (s, v) = front.post("/v1/cluster/pins", &json!({"task": "hello", "patterns": ["back"]})).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    // Both nodes hear of the pin at their next heartbeat; warm up.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(front.run("hello", json!({"name": "warm"})).await["status"], "success");
+    let (front, back) = crate::cluster::hello_pinned_to_back().await;
     let mut routed = Vec::new();
     for (i, delay) in [700, 1_100, 1_500].into_iter().enumerate() {
         routed.push(route(&front, &format!("d{i}"), json!({"delay_ms": delay})).await);
