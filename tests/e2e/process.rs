@@ -400,6 +400,12 @@ async fn an_attempt_triaged_while_queued_never_starts(b: Backend) {
     other.api.deploy("slow", guests::SLOW).await;
     let (s, v) = other.api.post("/v1/cluster/pins", &json!({"task": "slow", "patterns": ["a", "%"]})).await;
     assert_eq!(s.as_u16(), 201, "{v}");
+    // The long call only keeps `a`'s slot busy. With 100 ms heartbeats on a loaded CI machine,
+    // `a` itself can look silent for a window after it wakes, and the long call lost its three
+    // attempts that way once (ending `failed`, kind `lost`): more attempts keep it about the
+    // queued one.
+    let r = other.api.http.patch(format!("{}/v1/tasks/slow", other.api.url)).json(&json!({"max_attempts": 10})).send();
+    assert_eq!(r.await.expect("patch").status().as_u16(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let long = other.api.call("slow", json!({"ms": 4000})).await;
     wait_status(&other.api, &long, "running").await;
