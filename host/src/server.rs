@@ -128,6 +128,7 @@ impl Daemon {
         orch.run_loop(services::run(orch.clone(), services_config(&cfg)));
         orch.run_loop(orchestrator::workflow_scheduler(orch.clone()));
         orch.run_loop(orchestrator::feed_loop(orch.clone()));
+        orch.run_loop(orchestrator::due_loop(orch.clone()));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;

@@ -33,6 +33,19 @@ pub use feed::Subscription;
 pub(crate) use feed::feed_loop;
 use waiters::Waiters;
 pub(crate) use worker::dispatch_loop;
+
+/// The node's one timer of due times ([`Orchestrator::wake_after`]): sleeps until the earliest,
+/// then wakes the cluster, until shutdown.
+pub(crate) async fn due_loop(orch: Orchestrator) {
+    loop {
+        let next = orch.fire_due();
+        tokio::select! {
+            _ = async { match next { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {},
+            _ = orch.inner.claims.due_added.notified() => {},
+            _ = orch.inner.shutdown.cancelled() => return,
+        }
+    }
+}
 pub(crate) use workflows::scheduler_loop as workflow_scheduler;
 
 /// The idle dispatcher's safety-net look when other nodes' notices reach this node
@@ -192,6 +205,13 @@ pub struct CallRequest {
     pub not_before: Option<Millis>,
 }
 
+impl CallRequest {
+    /// A call of `task` with `args` and no options.
+    pub fn new(task: impl Into<String>, args: serde_json::Value) -> Self {
+        Self { task: task.into(), args, idempotency_key: None, delay_ms: None, not_before: None }
+    }
+}
+
 /// Latest progress a running guest reported.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Progress {
@@ -295,12 +315,15 @@ struct ClaimView {
     /// True once the node is registered and has computed its pins: the dispatcher claims
     /// nothing before, and `/health/ready` answers 503.
     ready: tokio::sync::watch::Sender<bool>,
-    /// When delayed calls routed here become due, earliest first (at most [`MAX_DUE`]; the
-    /// poll finds the rest): the dispatcher wakes the cluster then.
+    /// When calls this node delayed become claimable (retries after their backoff, delayed and
+    /// scheduled calls routed here), earliest first, at most [`MAX_DUE`] (the poll finds the
+    /// rest): [`due_loop`] wakes the cluster then.
     due: Mutex<std::collections::BinaryHeap<std::cmp::Reverse<tokio::time::Instant>>>,
+    /// An earlier due time was added: [`due_loop`] looks again.
+    due_added: Notify,
 }
 
-/// Most due times of delayed calls a node keeps a timer for.
+/// Most due times a node keeps a timer for.
 const MAX_DUE: usize = 10_000;
 
 /// Counts of what happened to this node's attempts since it started, for `/metrics`: the
@@ -390,6 +413,7 @@ impl Orchestrator {
                     total_tokens: std::sync::atomic::AtomicU32::new(total_tokens),
                     ready: tokio::sync::watch::channel(false).0,
                     due: Mutex::new(std::collections::BinaryHeap::new()),
+                    due_added: Notify::new(),
                 },
             }),
         }
@@ -483,29 +507,35 @@ impl Orchestrator {
         self.inner.feed.routed();
     }
 
-    /// Keeps a timer for the delayed calls just routed: when one becomes due the dispatcher
-    /// wakes this node and the others ([`Orchestrator::nudge`]), instead of their next poll.
-    fn wake_when_due(&self, routed: &[Routed]) {
-        let now = tokio::time::Instant::now();
+    /// Wakes this node's dispatcher and the other nodes' ([`Orchestrator::nudge`]) `after`
+    /// from now, when something this node delayed becomes claimable (a retry's backoff, a
+    /// delayed call routed here), instead of at their next poll. One timer task serves them
+    /// all ([`due_loop`]).
+    pub(crate) fn wake_after(&self, after: Duration) {
+        let at = tokio::time::Instant::now() + after;
         let mut due = lock(&self.inner.claims.due);
-        let mut added = false;
-        for inv in routed.iter().filter(|r| !r.reused).map(|r| &r.invocation) {
-            let Some(at) = inv.not_before else { continue };
-            let wait = u64::try_from(at.saturating_sub(inv.updated_at)).unwrap_or(0);
-            if due.len() < MAX_DUE {
-                due.push(std::cmp::Reverse(now + Duration::from_millis(wait)));
-                added = true;
-            }
+        if due.len() >= MAX_DUE {
+            return;
         }
+        let earliest = due.peek().is_none_or(|d| at < d.0);
+        due.push(std::cmp::Reverse(at));
         drop(due);
-        if added {
-            // The dispatcher looks at its timers again.
-            self.inner.claims.work.notify_one();
+        if earliest {
+            self.inner.claims.due_added.notify_one();
         }
     }
 
-    /// The earliest due time of a delayed call still ahead, dropping those passed.
-    pub(crate) fn next_due(&self) -> Option<tokio::time::Instant> {
+    /// Keeps a timer for the delayed calls just routed ([`Orchestrator::wake_after`]).
+    fn wake_when_due(&self, routed: &[Routed]) {
+        for inv in routed.iter().filter(|r| !r.reused).map(|r| &r.invocation) {
+            if let Some(at) = inv.not_before {
+                self.wake_after(Duration::from_millis(u64::try_from(at.saturating_sub(inv.updated_at)).unwrap_or(0)));
+            }
+        }
+    }
+
+    /// Drops the due times passed, nudging the cluster if there were any; the next one ahead.
+    fn fire_due(&self) -> Option<tokio::time::Instant> {
         let now = tokio::time::Instant::now();
         let mut due = lock(&self.inner.claims.due);
         let mut passed = false;
@@ -513,12 +543,12 @@ impl Orchestrator {
             due.pop();
             passed = true;
         }
+        let next = due.peek().map(|d| d.0);
+        drop(due);
         if passed {
-            drop(due);
             self.nudge();
-            return lock(&self.inner.claims.due).peek().map(|d| d.0);
         }
-        due.peek().map(|d| d.0)
+        next
     }
 
     /// Wakes the waiters of invocations that became final outside this node's attempts.
@@ -883,15 +913,7 @@ impl Orchestrator {
     /// Routes the same call again as a new invocation.
     pub async fn rerun(&self, id: &str) -> OrchResult<Invocation> {
         let inv = self.get(id).await?;
-        let mut out = self
-            .route(vec![CallRequest {
-                task: inv.task,
-                args: inv.args,
-                idempotency_key: None,
-                delay_ms: None,
-                not_before: None,
-            }])
-            .await?;
+        let mut out = self.route(vec![CallRequest::new(inv.task, inv.args)]).await?;
         out.pop().map(|r| r.invocation).ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))
     }
 

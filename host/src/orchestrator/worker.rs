@@ -28,20 +28,16 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
     let inner = &orch.inner;
     let mut queue: VecDeque<Claimed> = VecDeque::new();
     // Whether the last claim came back short: then nothing is left until someone says so
-    // (`work` is notified by routes, retries, deploys, freed concurrency scopes, a new claim
-    // filter, and other nodes' notices; its permit is kept if nobody waits, so no wake-up is
+    // (`work` is notified by routes, retries and delayed calls when due (`due_loop`), deploys,
+    // freed concurrency scopes, a new claim filter, and other nodes' notices; its permit is kept if nobody waits, so no wake-up is
     // lost) or the poll interval passes (a safety net: `Orchestrator::claim_poll`).
     let mut drained = false;
     loop {
         if queue.is_empty() {
             if drained {
-                // A delayed call routed here that becomes due earlier than the poll wakes the
-                // cluster then (`next_due` nudges when it has passed).
-                let poll = tokio::time::Instant::now() + orch.claim_poll();
-                let wake = orch.next_due().map_or(poll, |d| d.min(poll));
                 tokio::select! {
                     _ = inner.claims.work.notified() => {},
-                    _ = tokio::time::sleep_until(wake) => { orch.next_due(); },
+                    _ = tokio::time::sleep(orch.claim_poll()) => {},
                     _ = inner.shutdown.cancelled() => return,
                 }
             }
@@ -211,12 +207,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
                 if to.is_runnable() {
                     // Wake the dispatchers when the retry becomes claimable: this node's, and
                     // the others' (the retry's token may be another node's).
-                    let o = orch.clone();
-                    let delay = Duration::from_millis(delay_ms);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        o.nudge();
-                    });
+                    orch.wake_after(Duration::from_millis(delay_ms));
                 }
             }
             Ok(refused) => {

@@ -61,13 +61,7 @@ pub(super) async fn evaluate_all(orch: &Orchestrator, fence: &Fence) -> Result<u
         let (fires, state) = evaluate(t, &facts);
         for fire in fires {
             let key = format!("trigger:{}:{}", t.id, fire.run_key);
-            calls.push(CallRequest {
-                task: t.task.clone(),
-                args: fire.args,
-                idempotency_key: Some(key),
-                delay_ms: None,
-                not_before: None,
-            });
+            calls.push(CallRequest { idempotency_key: Some(key), ..CallRequest::new(t.task.clone(), fire.args) });
             runs.push(TriggerRun { trigger_id: t.id.clone(), run_key: fire.run_key, invocation_id: None, at: now });
         }
         if state != t.state {

@@ -483,10 +483,7 @@ impl SqlStore {
                 None => TransitionOutcome::NotFound,
                 Some(inv) if retried && self.already_applied(t, inv).await? => TransitionOutcome::Applied,
                 Some(inv) if inv.status != t.from => {
-                    let still_ours = t
-                        .owner
-                        .as_ref()
-                        .is_some_and(|o| inv.owner.as_deref() == Some(o.node.as_str()) && inv.attempts == o.attempt);
+                    let still_ours = t.owner.as_ref().is_some_and(|o| held_by(inv, o));
                     if let Some(again) = t.rebased(inv.status).filter(|_| still_ours) {
                         tracing::warn!(
                             invocation = %t.id, attempt = inv.attempts, was = %t.from, now = %inv.status,
@@ -497,9 +494,7 @@ impl SqlStore {
                     TransitionOutcome::LostRace
                 }
                 Some(inv) => match &t.owner {
-                    Some(o) if inv.owner.as_deref() != Some(o.node.as_str()) || inv.attempts != o.attempt => {
-                        TransitionOutcome::WrongOwner
-                    }
+                    Some(o) if !held_by(inv, o) => TransitionOutcome::WrongOwner,
                     _ => TransitionOutcome::LostRace,
                 },
             };
@@ -617,6 +612,11 @@ impl SqlStore {
     }
 }
 
+/// Whether `inv` is held by `owner`'s attempt (its node and attempt epoch).
+fn held_by(inv: &Invocation, owner: &Owner) -> bool {
+    inv.owner.as_deref() == Some(owner.node.as_str()) && inv.attempts == owner.attempt
+}
+
 impl SqlStore {
     /// Whether the attempt's write `t`, refused now, is stored already: a transaction retried
     /// after its commit was cut off (the connection died while the server committed) meets
@@ -629,7 +629,7 @@ impl SqlStore {
             return Ok(false);
         }
         if t.to().is_owned() {
-            return Ok(inv.owner.as_deref() == Some(owner.node.as_str()) && inv.attempts == owner.attempt);
+            return Ok(held_by(inv, owner));
         }
         let history = self.invocation_history(&t.id).await?;
         Ok(history
