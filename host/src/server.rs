@@ -14,7 +14,7 @@ use crate::data_dir::DataDirLock;
 use crate::orchestrator::{self, Orchestrator, OrchestratorConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::services::{self, ServicesConfig};
-use crate::store::{PgStore, SqliteStore, Store};
+use crate::store::{self, PgStore, SqliteStore, Store};
 
 /// The membership and atomic-services settings of a configuration.
 fn services_config(cfg: &Config) -> ServicesConfig {
@@ -44,6 +44,23 @@ pub struct Daemon {
 }
 
 /// The refusal to serve a non-loopback address without keys, naming both ways out.
+/// Checkpoints the store's log every [`store::CHECKPOINT_EVERY`] until shutdown (SQLite; on
+/// PostgreSQL each one is a no-op). A failure is logged and the next one tries again; a commit
+/// checkpoints by itself if they keep failing (see `store/sqlite.rs`).
+async fn checkpoints(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(store::CHECKPOINT_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "checkpointing the database log failed; will try again");
+        }
+    }
+}
+
 fn refuse_unauthenticated(listen: SocketAddr) -> anyhow::Error {
     anyhow::anyhow!(
         "refusing to listen on {listen} without API keys: anyone who can reach this address could \
@@ -129,6 +146,7 @@ impl Daemon {
         orch.run_loop(orchestrator::workflow_scheduler(orch.clone()));
         orch.run_loop(orchestrator::feed_loop(orch.clone()));
         orch.run_loop(orchestrator::due_loop(orch.clone()));
+        orch.run_loop(checkpoints(orch.store().clone(), orch.shutdown_token()));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;

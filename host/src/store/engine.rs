@@ -3,8 +3,8 @@
 //!
 //! # Why an enum of native pools and not `sqlx::Any` or generics
 //!
-//! [`SqlStore`] holds a [`Pools`] enum: SQLite (a pool of readers plus a pool of exactly ONE
-//! writer connection, since SQLite allows one writer) or PostgreSQL (one pool). Every method is
+//! [`SqlStore`] holds a [`Pools`] enum: SQLite (a pool of readers plus exactly ONE writer
+//! connection behind a gate, since SQLite allows one writer) or PostgreSQL (one pool). Every method is
 //! written once; the [`on_read!`], [`in_tx!`] and [`on_conn!`] macros only write its body out
 //! once per arm, so the same source compiles against each native driver. What happens around
 //! a body is ordinary functions: [`sqlite_write`] and [`pg_write`] begin, commit or roll back
@@ -74,13 +74,12 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::pool::PoolConnection;
 use sqlx::query::QueryAs;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{PgConnection, PgPool, Sqlite, SqliteConnection, SqlitePool};
 
 use super::sql::{self, Sql};
-use super::write_gate::{Lane, WriteGate};
+use super::write_gate::{Lane, SqliteWriter};
 use super::{ClaimFilter, Fence, HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
 use crate::model::instance::{Overdue, Triage};
 use crate::model::{
@@ -112,15 +111,15 @@ impl Sql {
 
 /// The connections behind a store.
 pub(super) enum Pools {
-    /// SQLite: readers (WAL lets them run beside the writer) and a pool of one writer, so
-    /// writers queue in the pool instead of fighting over the database lock.
+    /// SQLite: readers (WAL lets them run beside the writer) and one writer connection behind
+    /// a gate, so writers queue at the gate instead of fighting over the database lock.
     Sqlite {
         /// Read-only (`query_only`) connections.
         read: SqlitePool,
-        /// The single writer connection.
-        write: SqlitePool,
-        /// The order in which writes get it: routings first (see `write_gate.rs`).
-        gate: WriteGate,
+        /// The single writer connection behind its gate: routings first (see `write_gate.rs`).
+        writer: Box<SqliteWriter>,
+        /// The one connection that checkpoints the write-ahead log ([`Store::checkpoint`]).
+        checkpoint: SqlitePool,
     },
     /// PostgreSQL: one pool for everything.
     Postgres(PgPool),
@@ -141,7 +140,12 @@ impl SqlStore {
     #[cfg(test)]
     pub(super) async fn writer_synchronous(&self) -> StoreResult<Option<i64>> {
         match &self.pools {
-            Pools::Sqlite { write, .. } => Ok(Some(sqlx::query_scalar("PRAGMA synchronous").fetch_one(write).await?)),
+            Pools::Sqlite { writer, .. } => {
+                let mut held = writer.enter(Lane::Background, "test").await?;
+                let sync = sqlx::query_scalar("PRAGMA synchronous").fetch_one(held.conn()).await?;
+                held.settle();
+                Ok(Some(sync))
+            }
             Pools::Postgres(_) => Ok(None),
         }
     }
@@ -246,35 +250,39 @@ pub(super) type Scope<'t, 'e> = &'t &'e ();
 /// Runs `body` in a write transaction on the SQLite writer, begun IMMEDIATE (the write lock is
 /// taken up front: a deferred transaction could fail to upgrade if another process wrote in
 /// between). The transaction commits if `body` returns `Ok` and rolls back if it returns
-/// `Err`, which is then returned. A relaxed commit sets `synchronous` back to `FULL` after;
-/// if that fails the writer is closed rather than handed back relaxed.
+/// `Err`, which is then returned. `BEGIN` and `COMMIT` are plain SQL, each in one round trip
+/// with the `PRAGMA synchronous` of a relaxed commit (as in [`one_trip`]): a round trip on a
+/// busy node costs a thread wake-up, and the writer is held meanwhile. If the connection
+/// cannot be brought back to no transaction and `synchronous = FULL`, it is closed.
 pub(super) async fn sqlite_write<'e, T>(
-    write: &SqlitePool,
-    gate: &WriteGate,
+    writer: &SqliteWriter,
     what: &'static str,
     commit: Commit,
     body: impl for<'t> FnOnce(&'t mut SqliteConnection, Scope<'t, 'e>) -> BoxFuture<'t, StoreResult<T>>,
 ) -> StoreResult<T> {
     let scope: &'e () = &();
-    // Declared before the connection, so dropped after it is back in the pool.
-    let _pass = gate.enter(Lane::Background, what).await;
-    let mut conn = write.acquire().await?;
+    let mut held = writer.enter(Lane::Background, what).await?;
     let relaxed = commit == Commit::Relaxed;
-    if relaxed {
-        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+    let (begin, end) = if relaxed {
+        ("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE", "COMMIT; PRAGMA synchronous = FULL")
+    } else {
+        ("BEGIN IMMEDIATE", "COMMIT")
+    };
+    // A failure here leaves `held` unsettled: the connection is closed.
+    sqlx::query(begin).execute(held.conn()).await?;
+    let result = match body(held.conn(), &scope).await {
+        Ok(out) => sqlx::query(end).execute(held.conn()).await.map(|_| out).map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        // Fails when the error ended the transaction already.
+        let _ = sqlx::query("ROLLBACK").execute(held.conn()).await;
+        if let Err(e) = sqlx::query(sql::ONE_TRIP_RESET).execute(held.conn()).await {
+            tracing::warn!(error = %e, "closing the SQLite writer: it could not be reset after a failed write");
+            return result;
+        }
     }
-    let result: StoreResult<T> = async {
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-        let out = body(&mut tx, &scope).await?;
-        tx.commit().await?;
-        Ok(out)
-    }
-    .await;
-    if relaxed && let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
-        // Never hand a relaxed connection back to the pool.
-        conn.close_on_drop();
-        return Err(e.into());
-    }
+    held.settle();
     result
 }
 
@@ -337,19 +345,13 @@ macro_rules! in_tx {
     };
     ($self:ident, $commit:expr, $ambiguous:expr, |$tx:ident, $d:ident| $body:expr) => {
         match &$self.pools {
-            Pools::Sqlite { write, gate, .. } => {
-                $crate::store::engine::sqlite_write(
-                    write,
-                    gate,
-                    concat!(module_path!(), ":", line!()),
-                    $commit,
-                    |$tx, _| {
-                        $crate::store::engine::tx_body(async {
-                            let $d = Dialect::Sqlite;
-                            Ok::<_, $crate::store::StoreError>($body)
-                        })
-                    },
-                )
+            Pools::Sqlite { writer, .. } => {
+                $crate::store::engine::sqlite_write(writer, concat!(module_path!(), ":", line!()), $commit, |$tx, _| {
+                    $crate::store::engine::tx_body(async {
+                        let $d = Dialect::Sqlite;
+                        Ok::<_, $crate::store::StoreError>($body)
+                    })
+                })
                 .await?
             }
             Pools::Postgres(pool) => {
@@ -508,30 +510,12 @@ fn tx_marker() -> i64 {
     rand::random()
 }
 
-/// The SQLite writer while a one-trip script runs on it. If the future is dropped (cancelled)
-/// before the script's outcome is settled, the connection may be left inside the script's
-/// transaction or with `synchronous` relaxed, so it is closed (SQLite rolls back) instead of
-/// going back to the pool.
-struct Writer {
-    conn: PoolConnection<Sqlite>,
-    settled: bool,
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
 /// Runs a SQLite one-trip script (`sql::*_ONE_TRIP`: a whole transaction) on the writer in a
 /// single round trip and returns the rows of its statements. If it fails, the transaction is
-/// rolled back and `synchronous` set back to `FULL` before the writer returns to the pool; if
-/// that does not work, the writer is closed.
+/// rolled back and `synchronous` set back to `FULL` before the writer is let go; if that does
+/// not work, or the future is dropped midway, the connection is closed ([`Held`](super::write_gate::Held)).
 async fn one_trip<R>(
-    write: &SqlitePool,
-    gate: &WriteGate,
+    writer: &SqliteWriter,
     lane: Lane,
     what: &'static str,
     query: QueryAs<'_, Sqlite, R, SqliteArguments>,
@@ -539,19 +523,17 @@ async fn one_trip<R>(
 where
     R: Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow>,
 {
-    // Declared before the writer, so dropped after it is back in the pool.
-    let _pass = gate.enter(lane, what).await;
-    let mut writer = Writer { conn: write.acquire().await?, settled: false };
-    let result = query.fetch_all(&mut *writer.conn).await;
+    let mut held = writer.enter(lane, what).await?;
+    let result = query.fetch_all(held.conn()).await;
     if result.is_err() {
         // Fails when the error ended the transaction already (or came before BEGIN).
-        let _ = sqlx::query("ROLLBACK").execute(&mut *writer.conn).await;
-        if let Err(e) = sqlx::query(sql::ONE_TRIP_RESET).execute(&mut *writer.conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(held.conn()).await;
+        if let Err(e) = sqlx::query(sql::ONE_TRIP_RESET).execute(held.conn()).await {
             tracing::warn!(error = %e, "closing the SQLite writer: it could not be reset after a failed write");
             return result;
         }
     }
-    writer.settled = true;
+    held.settle();
     result
 }
 
@@ -591,6 +573,13 @@ impl Store for SqlStore {
 
     async fn usage(&self) -> StoreResult<super::StoreUsage> {
         Ok(on_read!(self, |db, d| sqlx::query_as(sql::USAGE.get(d)).fetch_one(db).await?))
+    }
+
+    async fn checkpoint(&self) -> StoreResult<u64> {
+        match &self.pools {
+            Pools::Sqlite { checkpoint, .. } => super::sqlite::checkpoint(checkpoint).await,
+            Pools::Postgres(_) => Ok(0),
+        }
     }
 
     async fn component_put(

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::model::instance::{AttemptExit, HeldAttempt, LastReport, Overdue, Triage};
 use crate::model::{ErrorKind, InvocationStatus, Millis, TaskInstance};
+use crate::store::write_gate::Lane;
 use crate::store::{Fence, HeldInstance, StoreError, StoreResult};
 
 use sql::instances as q;
@@ -166,13 +167,17 @@ pub(super) async fn heartbeat(
     let json = to_json(&rows)?;
     // One statement, autocommit: the cost of a tick does not grow with the instances.
     let rows: Vec<HeldRow> = match &store.pools {
-        Pools::Sqlite { write, .. } => {
-            sqlx::query_as(q::INSTANCE_HEARTBEAT.sqlite)
+        Pools::Sqlite { writer, .. } => {
+            let mut held = writer.enter(Lane::Background, "instance heartbeat").await?;
+            let rows = sqlx::query_as(q::INSTANCE_HEARTBEAT.sqlite)
                 .bind(node)
                 .bind(&json)
                 .bind(report_window_ms)
-                .fetch_all(write)
-                .await?
+                .fetch_all(held.conn())
+                .await;
+            // One statement in autocommit: whatever its outcome, nothing is left open.
+            held.settle();
+            rows?
         }
         Pools::Postgres(pool) => {
             let mut retry = Retry::new();

@@ -250,11 +250,10 @@ pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> S
     }
     let json = insert_json(calls)?;
     let rows: Vec<InvocationRow> = match &store.pools {
-        Pools::Sqlite { read, write, gate } => {
+        Pools::Sqlite { read, writer, .. } => {
             // A client waits for this answer: the urgent lane (see `write_gate.rs`).
             match one_trip(
-                write,
-                gate,
+                writer,
                 Lane::Urgent,
                 "route",
                 sqlx::query_as(q::INVOCATION_INSERT_ONE_TRIP).bind(json.as_str()),
@@ -303,7 +302,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
     // second runner, so two runs, one history. SQLite's relaxed commit is lost only with the
     // machine, and this node with it, so its claim stays relaxed.
     let mut rows: Vec<ClaimedRow> = match &store.pools {
-        Pools::Sqlite { write, gate, .. } => {
+        Pools::Sqlite { writer, .. } => {
             let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
             let script = sqlx::query_as(q::INVOCATION_CLAIM_ONE_TRIP)
                 .bind(node)
@@ -312,7 +311,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
                 .bind(report_window_ms)
                 .bind(&excluded)
                 .bind(&pinned_here);
-            one_trip(write, gate, Lane::Background, "claim", script).await?
+            one_trip(writer, Lane::Background, "claim", script).await?
         }
         Pools::Postgres(pool) => {
             pg_write(pool, Commit::Durable, "invocation claim", &mut false, |tx, _| tx_body(claim_postgres(tx, claim)))

@@ -555,7 +555,7 @@ impl SqlStore {
         let mut ambiguous = assume_retried;
         let applied: Vec<usize> = match (&self.pools, passes.as_slice()) {
             // The usual batch, one pass, on SQLite: one script.
-            (Pools::Sqlite { write, gate, .. }, [pass]) => {
+            (Pools::Sqlite { writer, .. }, [pass]) => {
                 let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
                 let script =
                     if durable { q::INVOCATION_TRANSITION_ONE_TRIP } else { q::INVOCATION_TRANSITION_ONE_TRIP_RELAXED };
@@ -565,7 +565,7 @@ impl SqlStore {
                     .bind(path_history_json(&refs)?)
                     .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?)
                     .bind(instance_writes());
-                let rows: Vec<AppliedRow> = one_trip(write, gate, Lane::Background, "transitions", query).await?;
+                let rows: Vec<AppliedRow> = one_trip(writer, Lane::Background, "transitions", query).await?;
                 // The instances written come back beside the applied transitions, marked by
                 // an `updated_at` of -1 (see `instance_insert!`).
                 let (written, rows): (Vec<AppliedRow>, Vec<AppliedRow>) =
