@@ -136,6 +136,24 @@ impl SqlStore {
         Self { pools }
     }
 
+    /// Whether a routing waits for SQLite's writer (never on PostgreSQL, where writers do not
+    /// queue behind one another).
+    pub(super) fn urgent_waiting(&self) -> bool {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => writer.urgent_waiting(),
+            Pools::Postgres(_) => false,
+        }
+    }
+
+    /// The SQLite writer (`None` on PostgreSQL), for tests.
+    #[cfg(test)]
+    pub(super) fn sqlite_writer(&self) -> Option<&SqliteWriter> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => Some(writer),
+            Pools::Postgres(_) => None,
+        }
+    }
+
     /// The `PRAGMA synchronous` of the SQLite writer (`None` on PostgreSQL), for tests.
     #[cfg(test)]
     pub(super) async fn writer_synchronous(&self) -> StoreResult<Option<i64>> {

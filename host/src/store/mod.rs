@@ -60,6 +60,11 @@ pub enum StoreError {
         /// The epoch it believed it held.
         epoch: i64,
     },
+    /// A background write gave SQLite's writer up to a routing that was waiting for it and
+    /// rolled back, to go again (never returned by a [`Store`] method: the write that yields
+    /// goes again itself).
+    #[error("gave the writer up to a routing")]
+    Yielded,
 }
 
 impl StoreError {

@@ -182,6 +182,11 @@ struct StartJson<'a> {
 /// once while steps change something) instead of holding the writer for one huge insert.
 const MAX_STARTS_PER_STEP: u32 = 500;
 
+/// Times in a row a step may give SQLite's writer up to a waiting routing (see
+/// [`SqlStore::step_once`]); then it goes through, so routings arriving without pause cannot
+/// starve the workflows.
+const STEP_YIELDS: u32 = 3;
+
 /// From this many nodes, creating a workflow refreshes PostgreSQL's statistics of the graph
 /// tables: with the estimates of a much smaller table it plans a step's statements as scans
 /// of every waiting node (tens of ms a step at 10,000 nodes) instead of primary-key lookups.
@@ -418,109 +423,13 @@ impl WorkflowStore for SqlStore {
     }
 
     async fn workflow_step(&self, id: &str, starts: &[NodeStart]) -> StoreResult<StepOutcome> {
-        // A step reports nothing to a client and is derived from what is stored: a crash can
-        // only lose it whole (the nodes are then still `ready` and start again), and the next
-        // durable commit (its invocations' claim, outcome) makes it durable. Not waiting for
-        // the disk keeps its hold of SQLite's one writer short.
-        let out = in_tx!(self, super::Commit::Relaxed, &mut false, |tx, d| {
-            let row: Option<WorkflowRow> =
-                sqlx::query_as(q::WORKFLOW_LOCK.get(d)).bind(id).fetch_optional(&mut *tx).await?;
-            let Some(row) = row else { return Ok(StepOutcome::default()) };
-            let mut tally = row.counts()?;
-            let wf = row.decode()?;
-            if wf.status.is_final() {
-                return Ok(StepOutcome { workflow: Some(wf), ..StepOutcome::default() });
+        let mut yields = 0;
+        loop {
+            match self.step_once(id, starts, yields < STEP_YIELDS).await {
+                Err(StoreError::Yielded) => yields += 1,
+                other => return other,
             }
-            let mut out = StepOutcome::default();
-            let mut moved = |from: NodeStatus, to: NodeStatus, n: i64| {
-                *tally.entry(from).or_default() -= n;
-                *tally.entry(to).or_default() += n;
-            };
-            // b. Sync running nodes from their final invocations.
-            let synced: Vec<ChangedRow> = sqlx::query_as(q::STEP_SYNC.get(d)).bind(id).fetch_all(&mut *tx).await?;
-            out.synced = synced.len();
-            let mut done: Vec<&str> = Vec::new();
-            let mut failed: Vec<String> = Vec::new();
-            for r in &synced {
-                if r.status == NodeStatus::Done.as_str() {
-                    done.push(&r.node);
-                    moved(NodeStatus::Running, NodeStatus::Done, 1);
-                } else {
-                    failed.push(r.node.clone());
-                    moved(NodeStatus::Running, NodeStatus::Failed, 1);
-                }
-            }
-            // c. Their direct downstream whose upstreams are all done.
-            if !done.is_empty() {
-                let readied: Vec<NodeIdRow> = with_json!(tx, d, q::STEP_READY, id, to_json(&done)?);
-                out.readied = readied.len();
-                moved(NodeStatus::Waiting, NodeStatus::Ready, i64::try_from(readied.len()).unwrap_or(i64::MAX));
-            }
-            // e. Start what still fits, counted again inside the transaction.
-            let counts: Vec<TaskCountRow> =
-                sqlx::query_as(q::RUNNING_AND_FAILED.get(d)).bind(id).fetch_all(&mut *tx).await?;
-            let (running, any_failed) = running_and_failed(counts);
-            let failed_fast = wf.fail_fast && (any_failed || !failed.is_empty());
-            let may_start = !wf.paused && !failed_fast;
-            if may_start && !starts.is_empty() {
-                let tasks: Vec<&str> = starts.iter().map(|s| s.task.as_str()).collect();
-                let picked = workflow::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
-                let chosen: Vec<&NodeStart> = picked.iter().filter_map(|&i| starts.get(i)).collect();
-                if !chosen.is_empty() {
-                    let json: Vec<StartJson<'_>> = chosen
-                        .iter()
-                        .map(|s| StartJson { node: &s.node, invocation: s.invocation.as_ref().map(|i| i.id.as_str()) })
-                        .collect();
-                    let changed: Vec<ChangedRow> = with_json!(tx, d, q::STEP_START, id, to_json(&json)?);
-                    let mut started: HashSet<&str> = HashSet::new();
-                    for r in &changed {
-                        if r.status == NodeStatus::Failed.as_str() {
-                            failed.push(r.node.clone());
-                            out.unstartable += 1;
-                            moved(NodeStatus::Ready, NodeStatus::Failed, 1);
-                        } else {
-                            started.insert(r.node.as_str());
-                            moved(NodeStatus::Ready, NodeStatus::Running, 1);
-                        }
-                    }
-                    let calls: Vec<NewInvocation> = chosen
-                        .iter()
-                        .filter(|s| started.contains(s.node.as_str()))
-                        .filter_map(|s| s.invocation.clone())
-                        .collect();
-                    if !calls.is_empty() {
-                        super::insert_registered(&mut *tx, &calls).await?;
-                        out.started = calls.into_iter().map(|c| c.id).collect();
-                    }
-                }
-            }
-            // d. Everything downstream of failed nodes.
-            if !failed.is_empty() {
-                let failed = to_json(&failed)?;
-                let from: Vec<StatusCountRow> = with_json!(tx, d, q::STEP_BLOCK_FROM, id, failed.as_str());
-                let blocked: Vec<NodeIdRow> = with_json!(tx, d, q::STEP_BLOCK, id, failed.as_str());
-                out.blocked = blocked.len();
-                for r in from {
-                    moved(parse_node_status(&r.status)?, NodeStatus::Blocked, r.count);
-                }
-            }
-            // f. The workflow's status and counts, when anything moved.
-            let wf = if out.changed() {
-                let status = workflow::status_of(&tally, wf.paused, wf.fail_fast);
-                let row: WorkflowRow = sqlx::query_as(q::STEP_STATUS.get(d))
-                    .bind(id)
-                    .bind(status.as_str())
-                    .bind(to_json(&tally)?)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                row.decode()?
-            } else {
-                wf
-            };
-            out.workflow = Some(wf);
-            out
-        });
-        Ok(out)
+        }
     }
 
     async fn workflow_tidy(&self) -> StoreResult<()> {
@@ -612,5 +521,134 @@ impl WorkflowStore for SqlStore {
             }
         });
         Ok((row.decode()?, cancelled.into_iter().filter_map(|r| r.invocation).collect()))
+    }
+}
+
+impl SqlStore {
+    /// One try of [`WorkflowStore::workflow_step`]. With `may_yield`, on SQLite, it gives the
+    /// writer up to a routing that waits for it at the points marked below: it rolls back
+    /// ([`StoreError::Yielded`]) and the caller goes again. A step holds the writer for about
+    /// ten round trips, which on two busy cores was 3–17 ms, and a routing that came just after
+    /// it began waited that long: the tail of an unrelated call's routing while a large
+    /// workflow ran (issue 11, item 6).
+    pub(in crate::store) async fn step_once(
+        &self,
+        id: &str,
+        starts: &[NodeStart],
+        may_yield: bool,
+    ) -> StoreResult<StepOutcome> {
+        let yield_now = || may_yield && self.urgent_waiting();
+        // A step reports nothing to a client and is derived from what is stored: a crash can
+        // only lose it whole (the nodes are then still `ready` and start again), and the next
+        // durable commit (its invocations' claim, outcome) makes it durable. Not waiting for
+        // the disk keeps its hold of SQLite's one writer short.
+        let out = in_tx!(self, super::Commit::Relaxed, &mut false, |tx, d| {
+            let row: Option<WorkflowRow> =
+                sqlx::query_as(q::WORKFLOW_LOCK.get(d)).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else { return Ok(StepOutcome::default()) };
+            let mut tally = row.counts()?;
+            let wf = row.decode()?;
+            if wf.status.is_final() {
+                return Ok(StepOutcome { workflow: Some(wf), ..StepOutcome::default() });
+            }
+            if yield_now() {
+                return Err(StoreError::Yielded);
+            }
+            let mut out = StepOutcome::default();
+            let mut moved = |from: NodeStatus, to: NodeStatus, n: i64| {
+                *tally.entry(from).or_default() -= n;
+                *tally.entry(to).or_default() += n;
+            };
+            // b. Sync running nodes from their final invocations.
+            let synced: Vec<ChangedRow> = sqlx::query_as(q::STEP_SYNC.get(d)).bind(id).fetch_all(&mut *tx).await?;
+            out.synced = synced.len();
+            let mut done: Vec<&str> = Vec::new();
+            let mut failed: Vec<String> = Vec::new();
+            for r in &synced {
+                if r.status == NodeStatus::Done.as_str() {
+                    done.push(&r.node);
+                    moved(NodeStatus::Running, NodeStatus::Done, 1);
+                } else {
+                    failed.push(r.node.clone());
+                    moved(NodeStatus::Running, NodeStatus::Failed, 1);
+                }
+            }
+            // c. Their direct downstream whose upstreams are all done.
+            if !done.is_empty() {
+                let readied: Vec<NodeIdRow> = with_json!(tx, d, q::STEP_READY, id, to_json(&done)?);
+                out.readied = readied.len();
+                moved(NodeStatus::Waiting, NodeStatus::Ready, i64::try_from(readied.len()).unwrap_or(i64::MAX));
+            }
+            // e. Start what still fits, counted again inside the transaction.
+            let counts: Vec<TaskCountRow> =
+                sqlx::query_as(q::RUNNING_AND_FAILED.get(d)).bind(id).fetch_all(&mut *tx).await?;
+            let (running, any_failed) = running_and_failed(counts);
+            let failed_fast = wf.fail_fast && (any_failed || !failed.is_empty());
+            let may_start = !wf.paused && !failed_fast;
+            if yield_now() {
+                return Err(StoreError::Yielded);
+            }
+            if may_start && !starts.is_empty() {
+                let tasks: Vec<&str> = starts.iter().map(|s| s.task.as_str()).collect();
+                let picked = workflow::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
+                let chosen: Vec<&NodeStart> = picked.iter().filter_map(|&i| starts.get(i)).collect();
+                if !chosen.is_empty() {
+                    let json: Vec<StartJson<'_>> = chosen
+                        .iter()
+                        .map(|s| StartJson { node: &s.node, invocation: s.invocation.as_ref().map(|i| i.id.as_str()) })
+                        .collect();
+                    let changed: Vec<ChangedRow> = with_json!(tx, d, q::STEP_START, id, to_json(&json)?);
+                    let mut started: HashSet<&str> = HashSet::new();
+                    for r in &changed {
+                        if r.status == NodeStatus::Failed.as_str() {
+                            failed.push(r.node.clone());
+                            out.unstartable += 1;
+                            moved(NodeStatus::Ready, NodeStatus::Failed, 1);
+                        } else {
+                            started.insert(r.node.as_str());
+                            moved(NodeStatus::Ready, NodeStatus::Running, 1);
+                        }
+                    }
+                    let calls: Vec<NewInvocation> = chosen
+                        .iter()
+                        .filter(|s| started.contains(s.node.as_str()))
+                        .filter_map(|s| s.invocation.clone())
+                        .collect();
+                    if !calls.is_empty() {
+                        if yield_now() {
+                            return Err(StoreError::Yielded);
+                        }
+                        super::insert_registered(&mut *tx, &calls).await?;
+                        out.started = calls.into_iter().map(|c| c.id).collect();
+                    }
+                }
+            }
+            // d. Everything downstream of failed nodes.
+            if !failed.is_empty() {
+                let failed = to_json(&failed)?;
+                let from: Vec<StatusCountRow> = with_json!(tx, d, q::STEP_BLOCK_FROM, id, failed.as_str());
+                let blocked: Vec<NodeIdRow> = with_json!(tx, d, q::STEP_BLOCK, id, failed.as_str());
+                out.blocked = blocked.len();
+                for r in from {
+                    moved(parse_node_status(&r.status)?, NodeStatus::Blocked, r.count);
+                }
+            }
+            // f. The workflow's status and counts, when anything moved.
+            let wf = if out.changed() {
+                let status = workflow::status_of(&tally, wf.paused, wf.fail_fast);
+                let row: WorkflowRow = sqlx::query_as(q::STEP_STATUS.get(d))
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(to_json(&tally)?)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                row.decode()?
+            } else {
+                wf
+            };
+            out.workflow = Some(wf);
+            out
+        });
+        Ok(out)
     }
 }

@@ -178,6 +178,12 @@ impl SqliteWriter {
         Self { gate: WriteGate::default(), slot: tokio::sync::Mutex::new(Slot { conn, broken: false }), options }
     }
 
+    /// Whether a routing waits for the writer: a long background write may give the writer
+    /// up to it (see `WorkflowStore::workflow_step`).
+    pub(in crate::store) fn urgent_waiting(&self) -> bool {
+        !self.gate.state().urgent.is_empty()
+    }
+
     /// Waits for the pass in `lane` for the write `what`, then takes the connection
     /// (a fresh one if the last write left it unsettled).
     pub(in crate::store) async fn enter(&self, lane: Lane, what: &'static str) -> Result<Held<'_>, sqlx::Error> {
@@ -189,6 +195,22 @@ impl SqliteWriter {
             slot.broken = false;
         }
         Ok(Held { slot, settled: false, _pass: pass })
+    }
+}
+
+#[cfg(test)]
+impl SqliteWriter {
+    /// Queues a stand-in for a routing in the urgent lane: the receiver resolves when the gate
+    /// hands it the pass, which its holder gives back with [`SqliteWriter::release_for_test`].
+    pub(in crate::store) fn urgent_stand_in(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.gate.state().urgent.push_back(tx);
+        rx
+    }
+
+    /// Gives back a pass a stand-in got.
+    pub(in crate::store) fn release_for_test(&self) {
+        self.gate.release();
     }
 }
 

@@ -104,6 +104,13 @@ impl Harness {
         Self { store: store.clone(), target: Target::Postgres { store, db: Box::new(db) } }
     }
 
+    /// The store as its implementation, shared (for tasks a test spawns).
+    pub(super) fn sql_store_arc(&self) -> Arc<SqlStore> {
+        match &self.target {
+            Target::Sqlite { store, .. } | Target::Postgres { store, .. } => store.clone(),
+        }
+    }
+
     /// The store as its implementation (for its test-only entry points).
     pub(super) fn sql_store(&self) -> &SqlStore {
         match &self.target {

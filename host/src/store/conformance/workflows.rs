@@ -2,7 +2,11 @@
 
 use super::*;
 
-conformance!(workflow_create_step_and_sync, workflow_plan_reads_only_what_may_start,);
+conformance!(
+    workflow_create_step_and_sync,
+    workflow_plan_reads_only_what_may_start,
+    a_step_gives_the_writer_up_to_a_waiting_routing,
+);
 
 fn node_start(node: &str, n: usize, task: &str, wf: &str) -> crate::store::NodeStart {
     let mut c = call(n, task);
@@ -278,4 +282,61 @@ async fn workflow_plan_reads_only_what_may_start(h: Harness) {
         store.invocation_transition_batch(&ends).await.expect("finish");
     }
     assert!(started_total >= 9 + 8, "{started_total}");
+}
+
+/// On SQLite a step gives the one writer up to a routing that waits for it: it rolls back
+/// (nothing of it is stored) and goes again, at most `STEP_YIELDS` times in a row, so that
+/// routings arriving without pause cannot starve a workflow. (PostgreSQL's writers do not
+/// queue behind one another: there the step just runs.)
+async fn a_step_gives_the_writer_up_to_a_waiting_routing(h: Harness) {
+    use crate::model::workflow::{NodeStatus as N, WorkflowKind, WorkflowRequest};
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    let req: WorkflowRequest = serde_json::from_value(serde_json::json!({
+        "nodes": [{"id": "a", "task": "t"}, {"id": "b", "task": "t"}]
+    }))
+    .expect("request");
+    let new = crate::model::workflow::validate(&req, "wf-y".into(), WorkflowKind::Workflow, 10).expect("valid");
+    store.workflow_create(&new).await.expect("create");
+    let starts = [node_start("a", 0, "t", "wf-y"), node_start("b", 1, "t", "wf-y")];
+    let sql = h.sql_store_arc();
+    if let Some(writer) = sql.sqlite_writer() {
+        // One try, with a routing waiting: it yields, and the routing gets the writer next.
+        let mut routing = writer.urgent_stand_in();
+        assert!(matches!(sql.step_once("wf-y", &starts, true).await, Err(StoreError::Yielded)));
+        assert!(routing.try_recv().is_ok(), "the waiting routing got the writer");
+        writer.release_for_test();
+        assert_eq!(node_statuses(store, "wf-y").await, [("a".into(), N::Ready), ("b".into(), N::Ready)]);
+        assert!(store.invocation_get(&id(0)).await.expect("get").is_none(), "the yielded try left nothing");
+
+        // Routings that keep waiting: the step yields to three of them, then goes through.
+        let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut stand_ins = Vec::new();
+        for _ in 0..6 {
+            let rx = writer.urgent_stand_in();
+            let (sql, got) = (sql.clone(), got.clone());
+            stand_ins.push(tokio::spawn(async move {
+                if rx.await.is_ok() {
+                    got.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if let Some(w) = sql.sqlite_writer() {
+                        w.release_for_test();
+                    }
+                }
+            }));
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), store.workflow_step("wf-y", &starts))
+            .await
+            .expect("the step is not starved")
+            .expect("step");
+        assert_eq!(out.started, vec![id(0), id(1)]);
+        assert_eq!(got.load(std::sync::atomic::Ordering::SeqCst), 3, "it yielded three times, then went through");
+        // The stand-ins still queued get the writer after the step.
+        for t in stand_ins {
+            tokio::time::timeout(std::time::Duration::from_secs(10), t).await.expect("stand-in").expect("join");
+        }
+    } else {
+        let out = step(store, "wf-y", &starts).await;
+        assert_eq!(out.started, vec![id(0), id(1)]);
+    }
+    check_counts(store, "wf-y").await;
 }
