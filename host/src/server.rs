@@ -97,6 +97,8 @@ impl Daemon {
             max_instances: ((cfg.slots + cfg.prefetch) as u32).saturating_mul(2).clamp(128, 4000),
             max_component_bytes: cfg.max_upload_bytes,
             max_result_bytes: cfg.max_args_bytes,
+            // Under the data directory's lock: no other daemon empties it at its start.
+            scratch_dir: Some(cfg.data_dir.join("scratch")),
             ..RuntimeConfig::default()
         })
         .context("cannot start the wasm runtime")?;

@@ -16,6 +16,7 @@ mod orchestration;
 mod process;
 mod runtime;
 mod scheduling;
+mod scratch;
 mod security;
 mod trust;
 mod ui;

@@ -57,7 +57,7 @@ fn request(task: &str, args: &str, timeout_ms: u64, memory_limit_bytes: u64) -> 
         task: task.into(),
         args: args.into(),
         info: InvocationInfo { id: "inv-1".into(), task: task.into(), attempt: 1, parent: None, workflow: None },
-        limits: Limits { timeout_ms, memory_limit_bytes },
+        limits: Limits { timeout_ms, memory_limit_bytes, scratch_bytes: 0 },
         cancel: CancellationToken::new(),
         gauge: Default::default(),
     }

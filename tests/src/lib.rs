@@ -7,7 +7,8 @@
 /// Paths of the guest components, built for `wasm32-wasip2` by `tests/build.rs` before the tests
 /// compile. One constant per crate of `examples/` (the example tasks: `HELLO`, `MATH`, `FLAKY`,
 /// `SLOW`, `FANOUT`) and of `tests/guests/` (the fixtures: `HOSTILE`, whose tasks misbehave on
-/// purpose, and `NOHANDLER`, a component that does not export `warden:task/handler`), plus `ALL`.
+/// purpose, `NOHANDLER`, a component that does not export `warden:task/handler`, and
+/// `SCRATCH`, whose task uses its temporary directory), plus `ALL`.
 ///
 /// ```no_run
 /// let bytes = std::fs::read(warden_tests::guests::HELLO).unwrap();

@@ -164,7 +164,8 @@ pub(super) async fn task(State(s): State<AppState>, Path(name): Path<String>) ->
 /// Change a task's options
 ///
 /// Absent fields stay as they are; validated by the orchestrator (the same rules as the pins
-/// API): `max_attempts` 1–1000, a memory limit not below what the component declares.
+/// API): `max_attempts` 1–1000, a memory limit not below what the component declares,
+/// `scratch_bytes` 0 to 4 GiB.
 #[utoipa::path(
     patch, path = "/v1/tasks/{task}", tag = "tasks",
     params(("task" = String, Path, description = "Task name.")),

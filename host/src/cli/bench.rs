@@ -296,7 +296,7 @@ async fn instantiate_run(daemon: &Daemon, bytes: &[u8], a: &BenchArgs) -> anyhow
                 parent: None,
                 workflow: None,
             },
-            limits: Limits { timeout_ms: 10_000, memory_limit_bytes: 256 << 20 },
+            limits: Limits { timeout_ms: 10_000, memory_limit_bytes: 256 << 20, scratch_bytes: 0 },
             cancel: Default::default(),
             gauge: Default::default(),
         };

@@ -61,6 +61,30 @@ pub fn check_max_attempts(max_attempts: u32) -> Result<(), String> {
     }
 }
 
+/// Most scratch space a task may give each attempt (`scratch_bytes`): 4 GiB. Every running
+/// attempt of such a task may fill that much of the disk under the daemon's data directory.
+pub const MAX_SCRATCH_BYTES: u64 = 4 << 30;
+
+/// The refusal of a `scratch_bytes` outside 0 to [`MAX_SCRATCH_BYTES`], naming the range.
+fn scratch_bytes_error(got: impl std::fmt::Display) -> String {
+    format!(
+        "scratch_bytes must be an integer from 0 (no scratch directory) to {MAX_SCRATCH_BYTES} (4 GiB), got {got}"
+    )
+}
+
+/// Reads `scratch_bytes` of a patch: any JSON number, refused unless it is an integer from 0
+/// to [`MAX_SCRATCH_BYTES`] (so a negative, fractional or absurd value is refused with the
+/// range, not with serde's "expected u64").
+fn scratch_bytes_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match n.as_u64() {
+        Some(v) if v <= MAX_SCRATCH_BYTES => Ok(Some(v)),
+        _ => Err(serde::de::Error::custom(scratch_bytes_error(n))),
+    }
+}
+
 /// Host defaults for options a component leaves out.
 pub mod defaults {
     /// Attempts before an invocation fails for good.
@@ -122,6 +146,15 @@ pub struct TaskPolicy {
     /// With N > 1 each invocation is given one of N lanes by its id and one runs per lane, so
     /// never more than N run at once (a busy lane can hold a call back while another is free).
     pub running_concurrency_slots: u32,
+    /// Scratch space of each attempt, in bytes: a fresh, empty directory preopened in the
+    /// guest as `/tmp` (and `TMPDIR=/tmp`), removed when the attempt ends. Writes that would
+    /// take the attempt past this many bytes fail in the guest with `insufficient-space`
+    /// (ENOSPC). The count is what the attempt makes its files grow by plus 4 KiB for every
+    /// file, directory or link it creates; truncating a file gives its bytes back, deleting
+    /// one does not. Default 0: no scratch directory, nothing of the host's disk visible.
+    /// At most 4 GiB.
+    #[schema(maximum = 4294967296)]
+    pub scratch_bytes: u64,
 }
 
 impl Default for TaskPolicy {
@@ -131,6 +164,7 @@ impl Default for TaskPolicy {
             on_diff_non_key_args_raise: false,
             reroute_on_concurrency_control: true,
             running_concurrency_slots: 1,
+            scratch_bytes: 0,
         }
     }
 }
@@ -163,6 +197,10 @@ pub struct TaskPatch {
     pub reroute_on_concurrency_control: Option<bool>,
     /// See [`TaskPolicy::running_concurrency_slots`] (at least 1).
     pub running_concurrency_slots: Option<u32>,
+    /// See [`TaskPolicy::scratch_bytes`] (0 to 4 GiB; 0 removes the scratch directory).
+    #[serde(default, deserialize_with = "scratch_bytes_field")]
+    #[schema(maximum = 4294967296)]
+    pub scratch_bytes: Option<u64>,
 }
 
 impl TaskDef {
@@ -204,6 +242,9 @@ impl TaskDef {
         if let Some(v) = p.running_concurrency_slots {
             self.policy.running_concurrency_slots = v.max(1);
         }
+        if let Some(v) = p.scratch_bytes {
+            self.policy.scratch_bytes = v.min(MAX_SCRATCH_BYTES);
+        }
     }
 }
 
@@ -240,5 +281,32 @@ impl TaskDef {
             paused: false,
             policy: TaskPolicy::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_bytes_is_read_within_its_range_and_refused_with_the_range_outside() {
+        let ok: TaskPatch = serde_json::from_str(r#"{"scratch_bytes": 1048576}"#).unwrap();
+        assert_eq!(ok.scratch_bytes, Some(1 << 20));
+        let max: TaskPatch = serde_json::from_str(&format!(r#"{{"scratch_bytes": {MAX_SCRATCH_BYTES}}}"#)).unwrap();
+        assert_eq!(max.scratch_bytes, Some(MAX_SCRATCH_BYTES));
+        let absent: TaskPatch = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.scratch_bytes, None);
+        let null: TaskPatch = serde_json::from_str(r#"{"scratch_bytes": null}"#).unwrap();
+        assert_eq!(null.scratch_bytes, None);
+        for bad in ["-1", "1.5", "4294967297", "1e30", "18446744073709551616"] {
+            let err = serde_json::from_str::<TaskPatch>(&format!(r#"{{"scratch_bytes": {bad}}}"#)).unwrap_err();
+            assert!(err.to_string().contains("from 0 (no scratch directory) to 4294967296 (4 GiB)"), "{bad}: {err}");
+        }
+        let mut def = TaskDef::sample("t");
+        def.apply(&ok);
+        assert_eq!(def.policy.scratch_bytes, 1 << 20);
+        // A stored policy from before the field decodes with no scratch space.
+        let old: TaskPolicy = serde_json::from_str(r#"{"resource_scale_percent": 50}"#).unwrap();
+        assert_eq!(old.scratch_bytes, 0);
     }
 }

@@ -262,7 +262,11 @@ async fn record_outcome(orch: &Orchestrator, t: Transition) -> Result<Transition
 /// The limits of an attempt: the task's, grown by its resource scale once for every earlier
 /// attempt of the invocation that ended in a resource error (timeout or memory limit).
 async fn limits_for(orch: &Orchestrator, inv: &Claimed, task: &crate::model::TaskDef) -> Limits {
-    let base = Limits { timeout_ms: task.timeout_ms, memory_limit_bytes: task.memory_limit_bytes };
+    let base = Limits {
+        timeout_ms: task.timeout_ms,
+        memory_limit_bytes: task.memory_limit_bytes,
+        scratch_bytes: task.policy.scratch_bytes,
+    };
     if inv.attempt <= 1 || task.policy.resource_scale_percent == 0 {
         return base;
     }
@@ -277,6 +281,7 @@ async fn limits_for(orch: &Orchestrator, inv: &Claimed, task: &crate::model::Tas
     Limits {
         timeout_ms: super::policy::scaled_limit(base.timeout_ms, p, resource_errors),
         memory_limit_bytes: super::policy::scaled_limit(base.memory_limit_bytes, p, resource_errors),
+        ..base
     }
 }
 

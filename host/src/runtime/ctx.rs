@@ -1,7 +1,8 @@
 //! The data of one attempt's `Store`: `TaskCtx` (WASI context, resource table, memory limiter,
 //! logs, the attempt's identity and host services) and the attempt clock, which measures time
 //! towards the timeout and stops while the guest waits on other invocations; the attempt's
-//! gauge, what the host can read of a running attempt from outside it.
+//! gauge, what the host can read of a running attempt from outside it. The scratch space's
+//! budget, when the attempt has one, is here too (`scratch.rs` charges it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::scratch::ScratchBudget;
 use super::{GuestHost, InvocationInfo, LogLine};
 
 /// Why the runtime interrupted a guest; raised from the epoch callback as the trap's error so
@@ -263,6 +265,8 @@ pub(crate) struct TaskCtx {
     pub(crate) call_seq: u32,
     pub(crate) clock: Arc<AttemptClock>,
     pub(crate) cancel: CancellationToken,
+    /// The scratch space's budget, when the attempt has a scratch directory.
+    pub(crate) scratch: Option<Arc<ScratchBudget>>,
 }
 
 impl WasiView for TaskCtx {

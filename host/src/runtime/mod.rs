@@ -4,8 +4,10 @@
 //! `Runtime::load` validates a component, compiles it once (or loads the AOT artifact from the
 //! disk cache) and links it into one `InstancePre`; `Runtime::run` runs one attempt in a fresh
 //! `Store` whose data is a `TaskCtx`, under a memory limiter, an epoch deadline and capped
-//! output, and classifies however the attempt ended into a `RunReport`. The orchestrator sees
-//! only the types of this file; wasmtime's never leak out.
+//! output, and classifies however the attempt ended into a `RunReport`. An attempt with
+//! scratch space also gets a fresh directory preopened as `/tmp`, its writes charged to a byte
+//! budget, and removed when it ends (`scratch.rs`). The orchestrator sees only the types of
+//! this file; wasmtime's never leak out.
 
 mod bindings;
 mod cache;
@@ -13,6 +15,7 @@ mod classify;
 mod ctx;
 mod host;
 mod output;
+mod scratch;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Store, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::model::{ErrorKind, TaskDef, TaskFailure};
 use bindings::{HANDLER_EXPORT, Task, TaskPre};
@@ -37,13 +40,14 @@ use classify::Seen;
 pub use ctx::AttemptGauge;
 use ctx::{AttemptClock, Interrupt, Logs, MemoryLimiter, TaskCtx};
 use output::CappedOutput;
+use scratch::{ScratchBudget, ScratchDir};
 /// The cancellation token of `RunRequest::cancel`, re-exported for the same reason.
 pub use tokio_util::sync::CancellationToken;
 
 /// How often the engine's epoch advances: the granularity of timeouts, cancellation and yields.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Limits of the attempt that runs `describe`.
-const DESCRIBE_LIMITS: Limits = Limits { timeout_ms: 10_000, memory_limit_bytes: 256 * 1024 * 1024 };
+const DESCRIBE_LIMITS: Limits = Limits { timeout_ms: 10_000, memory_limit_bytes: 256 * 1024 * 1024, scratch_bytes: 0 };
 /// Most resources (streams, pollables, …) one attempt may hold at once.
 const MAX_RESOURCES: usize = 10_000;
 /// Linear memories the pool keeps per concurrent instance (a Rust component has one).
@@ -82,6 +86,11 @@ pub struct RuntimeConfig {
     pub compile_concurrency: usize,
     /// Largest component accepted.
     pub max_component_bytes: usize,
+    /// Directory of the attempts' scratch directories (`<scratch_dir>/<invocation>-<attempt>`),
+    /// emptied when the runtime starts (a crash's leftovers), so it must be this runtime's
+    /// alone: the daemon's is `<data_dir>/scratch`, under the data directory's lock. `None`: no
+    /// scratch space, and an attempt that asks for some fails with a host error.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -95,6 +104,7 @@ impl Default for RuntimeConfig {
             max_log_lines: 1000,
             compile_concurrency: 1,
             max_component_bytes: 64 << 20,
+            scratch_dir: None,
         }
     }
 }
@@ -152,6 +162,9 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Linear memory the attempt may hold, over all its memories (capped by `max_memory_bytes`).
     pub memory_limit_bytes: u64,
+    /// Scratch space: 0 for none, else the bytes the attempt may put in its own directory,
+    /// preopened in the guest as `/tmp`.
+    pub scratch_bytes: u64,
 }
 
 /// One attempt to run.
@@ -423,9 +436,15 @@ impl Runtime {
         let engine = engine(&cfg)?;
         std::fs::create_dir_all(&cfg.cache_dir)
             .map_err(|e| host_err(&format!("cannot create the cache directory {}", cfg.cache_dir.display()), e))?;
+        if let Some(dir) = &cfg.scratch_dir {
+            scratch::clean_root(dir)
+                .map_err(|e| host_err(&format!("cannot empty the scratch directory {}", dir.display()), e))?;
+        }
         let mut linker = Linker::<TaskCtx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| host_err("cannot link wasi", classify::one_line(&e)))?;
+        scratch::add_to_linker(&mut linker)
+            .map_err(|e| host_err("cannot link the scratch filesystem", classify::one_line(&e)))?;
         Task::add_to_linker::<TaskCtx, HasSelf<TaskCtx>>(&mut linker, |c| c)
             .map_err(|e| host_err("cannot link the warden imports", classify::one_line(&e)))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -664,8 +683,30 @@ impl Runtime {
                 wall_ms: 0,
             };
         }
+        let scratch = match self.scratch(&info, limits.scratch_bytes).await {
+            Ok(s) => s,
+            Err(f) => {
+                return Attempt { outcome: Err(f), stdout, stderr, logs: Logs::new(0), peak_memory_bytes: 0, wall_ms: 0 };
+            }
+        };
         gauge.start(limits.memory_limit_bytes, &clock);
-        let mut store = self.store(&info, limits, &cancel, host, &clock, &stdout, &stderr, gauge);
+        let mut store =
+            match self.store(&info, limits, &cancel, host, &clock, &stdout, &stderr, gauge, scratch.as_ref()) {
+                Ok(s) => s,
+                Err(f) => {
+                    if let Some(s) = scratch {
+                        s.remove().await;
+                    }
+                    return Attempt {
+                        outcome: Err(f),
+                        stdout,
+                        stderr,
+                        logs: Logs::new(0),
+                        peak_memory_bytes: 0,
+                        wall_ms: 0,
+                    };
+                }
+            };
 
         let pre = &c.inner.pre;
         let guest = async {
@@ -687,6 +728,10 @@ impl Runtime {
         };
 
         let data = store.into_data();
+        if let Some(s) = scratch {
+            // The guest is gone; nothing it opened is used any more.
+            s.remove().await;
+        }
         let seen = Seen {
             timeout_ms: limits.timeout_ms,
             memory_limit_bytes: limits.memory_limit_bytes,
@@ -709,8 +754,22 @@ impl Runtime {
         }
     }
 
+    /// The attempt's fresh scratch directory, if it has scratch space.
+    async fn scratch(&self, info: &InvocationInfo, bytes: u64) -> Result<Option<ScratchDir>, TaskFailure> {
+        if bytes == 0 {
+            return Ok(None);
+        }
+        let Some(root) = &self.inner.cfg.scratch_dir else {
+            return Err(TaskFailure::new(ErrorKind::Host, "this runtime has no scratch directory to give the attempt"));
+        };
+        ScratchDir::create(root, info).await.map(Some).map_err(|e| {
+            TaskFailure::new(ErrorKind::Host, format!("cannot create the attempt's scratch directory: {e}"))
+        })
+    }
+
     /// A fresh store for one attempt: WASI with nothing granted but clocks, randomness and the
-    /// capped stdout/stderr; the memory limiter; an epoch deadline checked every tick.
+    /// capped stdout/stderr, and the scratch directory as `/tmp` (with `TMPDIR=/tmp`) when the
+    /// attempt has one; the memory limiter; an epoch deadline checked every tick.
     #[allow(clippy::too_many_arguments)]
     fn store(
         &self,
@@ -722,14 +781,17 @@ impl Runtime {
         stdout: &CappedOutput,
         stderr: &CappedOutput,
         gauge: Arc<AttemptGauge>,
-    ) -> Store<TaskCtx> {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        scratch: Option<&ScratchDir>,
+    ) -> Result<Store<TaskCtx>, TaskFailure> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if let Some(dir) = scratch {
+            wasi.preopened_dir(dir.path(), scratch::GUEST_PATH, FsPerms::ReadWrite).map_err(|e| {
+                TaskFailure::new(ErrorKind::Host, format!("cannot open the attempt's scratch directory: {e}"))
+            })?;
+            wasi.env("TMPDIR", scratch::GUEST_PATH);
+        }
+        let wasi = wasi.build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let data = TaskCtx {
@@ -742,6 +804,7 @@ impl Runtime {
             call_seq: 0,
             clock: clock.clone(),
             cancel: cancel.clone(),
+            scratch: scratch.map(|_| Arc::new(ScratchBudget::new(limits.scratch_bytes))),
         };
         let mut store = Store::new(&self.inner.engine, data);
         store.limiter(|c| &mut c.limiter);
@@ -757,7 +820,7 @@ impl Runtime {
             // Give the executor back to other tasks every tick, so a busy guest starves no one.
             Ok(UpdateDeadline::Yield(1))
         });
-        store
+        Ok(store)
     }
 }
 

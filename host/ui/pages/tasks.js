@@ -1,6 +1,7 @@
-// pages/tasks.js: /ui/tasks — every task with its options, the resource use of its latest
-// attempts (wall time and peak memory percentiles) beside its limits and the limits suggested
-// from that use, its pins and who may run it; and the components with digest and upload time.
+// pages/tasks.js: /ui/tasks — every task with its options (scratch space included), the
+// resource use of its latest attempts (wall time and peak memory percentiles) beside its
+// limits and the limits suggested from that use, its pins and who may run it; and the
+// components with digest and upload time.
 
 import { get } from '../api.js';
 import { badge, errorBox, facts, fill, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, link, section, table } from '../dom.js';
@@ -38,6 +39,7 @@ export default async function tasks(root) {
           ['Attempts at most', d.max_attempts],
           ['Timeout', fmtDuration(d.timeout_ms)],
           ['Memory limit', fmtBytes(d.memory_limit_bytes)],
+          ['Scratch space', d.scratch_bytes ? `${fmtBytes(d.scratch_bytes)} in /tmp` : 'none'],
           ['Registration concurrency', String(d.registration_concurrency)],
           ['Running concurrency', String(d.running_concurrency)],
           d.key_arguments?.length && ['Key arguments', d.key_arguments.join(', ')],
