@@ -153,7 +153,7 @@ pub struct TaskPolicy {
     /// file, directory or link it creates; truncating a file gives its bytes back, deleting
     /// one does not. Default 0: no scratch directory, nothing of the host's disk visible.
     /// At most 4 GiB.
-    #[schema(maximum = 4294967296)]
+    #[schema(maximum = 4294967296.0)]
     pub scratch_bytes: u64,
 }
 
@@ -199,7 +199,7 @@ pub struct TaskPatch {
     pub running_concurrency_slots: Option<u32>,
     /// See [`TaskPolicy::scratch_bytes`] (0 to 4 GiB; 0 removes the scratch directory).
     #[serde(default, deserialize_with = "scratch_bytes_field")]
-    #[schema(maximum = 4294967296)]
+    #[schema(maximum = 4294967296.0)]
     pub scratch_bytes: Option<u64>,
 }
 
