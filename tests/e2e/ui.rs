@@ -318,7 +318,10 @@ async fn the_dashboard_shows_the_cluster_live_in_a_browser() {
     crate::api::patch(&d, "hello", json!({"scratch_bytes": 1 << 20})).await;
     b.goto(&format!("{}/ui/tasks", d.url)).await;
     b.text_until("section[data-task=\"slow\"]", "the slow task's resource use", |t| t.contains("p99")).await;
-    b.text_until("section[data-task=\"hello\"]", "hello's scratch space", |t| t.contains("Scratch space") && t.contains("in /tmp")).await;
+    b.text_until("section[data-task=\"hello\"]", "hello's scratch space", |t| {
+        t.contains("Scratch space") && t.contains("in /tmp")
+    })
+    .await;
     b.text_until("#components", "the components", |t| t.contains("hello") && t.contains("Digest")).await;
     b.shot("tasks").await;
     let (s, v) =

@@ -67,9 +67,7 @@ pub const MAX_SCRATCH_BYTES: u64 = 4 << 30;
 
 /// The refusal of a `scratch_bytes` outside 0 to [`MAX_SCRATCH_BYTES`], naming the range.
 fn scratch_bytes_error(got: impl std::fmt::Display) -> String {
-    format!(
-        "scratch_bytes must be an integer from 0 (no scratch directory) to {MAX_SCRATCH_BYTES} (4 GiB), got {got}"
-    )
+    format!("scratch_bytes must be an integer from 0 (no scratch directory) to {MAX_SCRATCH_BYTES} (4 GiB), got {got}")
 }
 
 /// Reads `scratch_bytes` of a patch: any JSON number, refused unless it is an integer from 0
@@ -148,8 +146,8 @@ pub struct TaskPolicy {
     pub running_concurrency_slots: u32,
     /// Scratch space of each attempt, in bytes: a fresh, empty directory preopened in the
     /// guest as `/tmp` (and `TMPDIR=/tmp`), removed when the attempt ends. Writes that would
-    /// take the attempt past this many bytes fail in the guest with `insufficient-space`
-    /// (ENOSPC). The count is what the attempt makes its files grow by plus 4 KiB for every
+    /// take the attempt past this many bytes fail in the guest (ENOSPC, or EIO for a plain
+    /// `write` through a stream). The count is what the attempt makes its files grow by plus 4 KiB for every
     /// file, directory or link it creates; truncating a file gives its bytes back, deleting
     /// one does not. Default 0: no scratch directory, nothing of the host's disk visible.
     /// At most 4 GiB.

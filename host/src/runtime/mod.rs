@@ -686,7 +686,14 @@ impl Runtime {
         let scratch = match self.scratch(&info, limits.scratch_bytes).await {
             Ok(s) => s,
             Err(f) => {
-                return Attempt { outcome: Err(f), stdout, stderr, logs: Logs::new(0), peak_memory_bytes: 0, wall_ms: 0 };
+                return Attempt {
+                    outcome: Err(f),
+                    stdout,
+                    stderr,
+                    logs: Logs::new(0),
+                    peak_memory_bytes: 0,
+                    wall_ms: 0,
+                };
             }
         };
         gauge.start(limits.memory_limit_bytes, &clock);
@@ -784,7 +791,11 @@ impl Runtime {
         scratch: Option<&ScratchDir>,
     ) -> Result<Store<TaskCtx>, TaskFailure> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         if let Some(dir) = scratch {
             wasi.preopened_dir(dir.path(), scratch::GUEST_PATH, FsPerms::ReadWrite).map_err(|e| {
                 TaskFailure::new(ErrorKind::Host, format!("cannot open the attempt's scratch directory: {e}"))

@@ -14,8 +14,10 @@
 //! gives its bytes back; deleting or renaming over a file does not, since a descriptor still
 //! open may keep its blocks. So the count is never below the space the attempt's files take
 //! (sizes plus a block per entry), and a call that would take it past the limit fails in the
-//! guest with `insufficient-space` (ENOSPC) before anything is written; the host never traps
-//! for it. Tasks without scratch space have no preopened directory, so none of their calls
+//! guest before anything is written; the host never traps for it. Calls that answer an
+//! `error-code` answer `insufficient-space` (ENOSPC); a stream write fails with
+//! `last-operation-failed`, whose `filesystem-error-code` is `insufficient-space` too, but
+//! Rust's wasm32-wasip2 libc reports any failed stream write as EIO. Tasks without scratch space have no preopened directory, so none of their calls
 //! can reach this code with a descriptor; the budget is `None` and every call passes through.
 
 use std::io;
@@ -303,12 +305,7 @@ impl HostDescriptor for ScratchFs<'_> {
         }
     }
 
-    async fn set_times(
-        &mut self,
-        fd: Resource<Descriptor>,
-        atim: NewTimestamp,
-        mtim: NewTimestamp,
-    ) -> FsResult<()> {
+    async fn set_times(&mut self, fd: Resource<Descriptor>, atim: NewTimestamp, mtim: NewTimestamp) -> FsResult<()> {
         Inner::set_times(&mut self.fs, fd, atim, mtim).await
     }
 
@@ -518,7 +515,8 @@ impl BudgetedStream {
     fn charge(&self, len: u64) -> StreamResult<u64> {
         let growth = match self.position {
             Some(p) => {
-                let size = self.file.metadata().map_err(|e| StreamError::LastOperationFailed(wasmtime::Error::new(e)))?;
+                let size =
+                    self.file.metadata().map_err(|e| StreamError::LastOperationFailed(wasmtime::Error::new(e)))?;
                 p.saturating_add(len).saturating_sub(size.len())
             }
             None => len,
@@ -604,13 +602,8 @@ mod tests {
     async fn a_scratch_dir_is_fresh_and_gone_after_remove_or_drop() {
         let root = tempfile::tempdir().unwrap();
         clean_root(root.path()).unwrap();
-        let info = InvocationInfo {
-            id: "019a.0/../x".into(),
-            task: "t".into(),
-            attempt: 2,
-            parent: None,
-            workflow: None,
-        };
+        let info =
+            InvocationInfo { id: "019a.0/../x".into(), task: "t".into(), attempt: 2, parent: None, workflow: None };
         let dir = ScratchDir::create(root.path(), &info).await.unwrap();
         assert_eq!(dir.path(), root.path().join("019a.0_.._x-2"), "no path separator gets through");
         std::fs::write(dir.path().join("f"), b"x").unwrap();
