@@ -345,6 +345,14 @@ struct Attempt {
     wall_ms: u64,
 }
 
+impl Attempt {
+    /// An attempt that ended before its guest started (cancelled, or its store could not be set
+    /// up): the failure, and the empty outputs.
+    fn not_started(failure: TaskFailure, stdout: CappedOutput, stderr: CappedOutput) -> Self {
+        Self { outcome: Err(failure), stdout, stderr, logs: Logs::new(0), peak_memory_bytes: 0, wall_ms: 0 }
+    }
+}
+
 fn host_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Host(format!("{what}: {e}"))
 }
@@ -674,27 +682,11 @@ impl Runtime {
         let clock = AttemptClock::new(Duration::from_millis(limits.timeout_ms));
         let limits = Limits { memory_limit_bytes: limits.memory_limit_bytes.min(cfg.max_memory_bytes), ..limits };
         if cancel.is_cancelled() {
-            return Attempt {
-                outcome: Err(classify::cancelled()),
-                stdout,
-                stderr,
-                logs: Logs::new(0),
-                peak_memory_bytes: 0,
-                wall_ms: 0,
-            };
+            return Attempt::not_started(classify::cancelled(), stdout, stderr);
         }
         let scratch = match self.scratch(&info, limits.scratch_bytes).await {
             Ok(s) => s,
-            Err(f) => {
-                return Attempt {
-                    outcome: Err(f),
-                    stdout,
-                    stderr,
-                    logs: Logs::new(0),
-                    peak_memory_bytes: 0,
-                    wall_ms: 0,
-                };
-            }
+            Err(f) => return Attempt::not_started(f, stdout, stderr),
         };
         gauge.start(limits.memory_limit_bytes, &clock);
         let mut store =
@@ -704,14 +696,7 @@ impl Runtime {
                     if let Some(s) = scratch {
                         s.remove().await;
                     }
-                    return Attempt {
-                        outcome: Err(f),
-                        stdout,
-                        stderr,
-                        logs: Logs::new(0),
-                        peak_memory_bytes: 0,
-                        wall_ms: 0,
-                    };
+                    return Attempt::not_started(f, stdout, stderr);
                 }
             };
 

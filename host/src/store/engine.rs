@@ -292,15 +292,7 @@ pub(super) async fn sqlite_write<'e, T>(
         Ok(out) => sqlx::query(end).execute(held.conn()).await.map(|_| out).map_err(StoreError::from),
         Err(e) => Err(e),
     };
-    if result.is_err() {
-        // Fails when the error ended the transaction already.
-        let _ = sqlx::query("ROLLBACK").execute(held.conn()).await;
-        if let Err(e) = sqlx::query(sql::ONE_TRIP_RESET).execute(held.conn()).await {
-            tracing::warn!(error = %e, "closing the SQLite writer: it could not be reset after a failed write");
-            return result;
-        }
-    }
-    held.settle();
+    held.finish(result.is_err()).await;
     result
 }
 
@@ -543,15 +535,7 @@ where
 {
     let mut held = writer.enter(lane, what).await?;
     let result = query.fetch_all(held.conn()).await;
-    if result.is_err() {
-        // Fails when the error ended the transaction already (or came before BEGIN).
-        let _ = sqlx::query("ROLLBACK").execute(held.conn()).await;
-        if let Err(e) = sqlx::query(sql::ONE_TRIP_RESET).execute(held.conn()).await {
-            tracing::warn!(error = %e, "closing the SQLite writer: it could not be reset after a failed write");
-            return result;
-        }
-    }
-    held.settle();
+    held.finish(result.is_err()).await;
     result
 }
 

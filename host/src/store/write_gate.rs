@@ -225,6 +225,20 @@ impl Held<'_> {
     pub(in crate::store) fn settle(&mut self) {
         self.settled = true;
     }
+
+    /// Ends a write: after a failure, rolls back (which fails when the error ended the
+    /// transaction already, or came before `BEGIN`) and sets `synchronous` back to `FULL`; the
+    /// connection is settled unless that could not be done (then the next write connects again).
+    pub(in crate::store) async fn finish(mut self, failed: bool) {
+        if failed {
+            let _ = sqlx::query("ROLLBACK").execute(self.conn()).await;
+            if let Err(e) = sqlx::query(super::sql::ONE_TRIP_RESET).execute(self.conn()).await {
+                tracing::warn!(error = %e, "closing the SQLite writer: it could not be reset after a failed write");
+                return;
+            }
+        }
+        self.settle();
+    }
 }
 
 impl Drop for Held<'_> {
