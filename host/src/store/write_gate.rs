@@ -208,6 +208,11 @@ impl SqliteWriter {
         rx
     }
 
+    /// Whether a background write waits at the gate.
+    pub(in crate::store) fn background_waiting(&self) -> bool {
+        !self.gate.state().background.is_empty()
+    }
+
     /// Gives back a pass a stand-in got.
     pub(in crate::store) fn release_for_test(&self) {
         self.gate.release();

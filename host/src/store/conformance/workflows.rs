@@ -309,18 +309,26 @@ async fn a_step_gives_the_writer_up_to_a_waiting_routing(h: Harness) {
         assert_eq!(node_statuses(store, "wf-y").await, [("a".into(), N::Ready), ("b".into(), N::Ready)]);
         assert!(store.invocation_get(&id(0)).await.expect("get").is_none(), "the yielded try left nothing");
 
-        // Routings that keep waiting: the step yields to three of them, then goes through.
-        let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Routings that keep waiting: the step yields to three of them, then goes through. A
+        // stand-in that gets the writer before the step committed sees no invocation yet (it
+        // looks while it holds the writer, so the step cannot commit meanwhile).
+        let before = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut stand_ins = Vec::new();
         for _ in 0..6 {
             let rx = writer.urgent_stand_in();
-            let (sql, got) = (sql.clone(), got.clone());
+            let (sql, before) = (sql.clone(), before.clone());
             stand_ins.push(tokio::spawn(async move {
+                let Some(w) = sql.sqlite_writer() else { return };
                 if rx.await.is_ok() {
-                    got.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if let Some(w) = sql.sqlite_writer() {
-                        w.release_for_test();
+                    if sql.invocation_get(&id(0)).await.expect("get").is_none() {
+                        before.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // The step that yielded goes again: let it queue before giving the
+                        // writer back, as a routing that takes longer would.
+                        while !w.background_waiting() {
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        }
                     }
+                    w.release_for_test();
                 }
             }));
         }
@@ -329,11 +337,11 @@ async fn a_step_gives_the_writer_up_to_a_waiting_routing(h: Harness) {
             .expect("the step is not starved")
             .expect("step");
         assert_eq!(out.started, vec![id(0), id(1)]);
-        assert_eq!(got.load(std::sync::atomic::Ordering::SeqCst), 3, "it yielded three times, then went through");
         // The stand-ins still queued get the writer after the step.
         for t in stand_ins {
             tokio::time::timeout(std::time::Duration::from_secs(10), t).await.expect("stand-in").expect("join");
         }
+        assert_eq!(before.load(std::sync::atomic::Ordering::SeqCst), 3, "it yielded three times, then went through");
     } else {
         let out = step(store, "wf-y", &starts).await;
         assert_eq!(out.started, vec![id(0), id(1)]);
