@@ -43,10 +43,9 @@ pub struct Daemon {
     _lock: DataDirLock,
 }
 
-/// The refusal to serve a non-loopback address without keys, naming both ways out.
-/// Checkpoints the store's log every [`store::CHECKPOINT_EVERY`] until shutdown (SQLite; on
-/// PostgreSQL each one is a no-op). A failure is logged and the next one tries again; a commit
-/// checkpoints by itself if they keep failing (see `store/sqlite.rs`).
+/// Checkpoints a SQLite store's log every [`store::CHECKPOINT_EVERY`] until shutdown. A failure
+/// is logged and the next one tries again; a commit checkpoints by itself if they keep failing
+/// (see `store/sqlite.rs`).
 async fn checkpoints(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(store::CHECKPOINT_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,6 +60,7 @@ async fn checkpoints(store: Arc<dyn Store>, shutdown: CancellationToken) {
     }
 }
 
+/// The refusal to serve a non-loopback address without keys, naming both ways out.
 fn refuse_unauthenticated(listen: SocketAddr) -> anyhow::Error {
     anyhow::anyhow!(
         "refusing to listen on {listen} without API keys: anyone who can reach this address could \
@@ -148,7 +148,9 @@ impl Daemon {
         orch.run_loop(orchestrator::workflow_scheduler(orch.clone()));
         orch.run_loop(orchestrator::feed_loop(orch.clone()));
         orch.run_loop(orchestrator::due_loop(orch.clone()));
-        orch.run_loop(checkpoints(orch.store().clone(), orch.shutdown_token()));
+        if orch.store().dialect() == "sqlite" {
+            orch.run_loop(checkpoints(orch.store().clone(), orch.shutdown_token()));
+        }
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;

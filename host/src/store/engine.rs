@@ -577,10 +577,10 @@ impl Store for SqlStore {
         Ok(on_read!(self, |db, d| sqlx::query_as(sql::USAGE.get(d)).fetch_one(db).await?))
     }
 
-    async fn checkpoint(&self) -> StoreResult<u64> {
+    async fn checkpoint(&self) -> StoreResult<()> {
         match &self.pools {
             Pools::Sqlite { checkpoint, .. } => super::sqlite::checkpoint(checkpoint).await,
-            Pools::Postgres(_) => Ok(0),
+            Pools::Postgres(_) => Ok(()),
         }
     }
 

@@ -553,11 +553,10 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     async fn usage(&self) -> StoreResult<StoreUsage>;
 
     /// SQLite: copies what the write-ahead log holds into the database file (a passive
-    /// checkpoint, on a connection of its own: it never holds the writer nor waits for it) and
-    /// returns how many of the log's pages are in the file now; PostgreSQL: nothing, `0`. The daemon runs it every
-    /// [`CHECKPOINT_EVERY`] (`server.rs`), so that commits no longer run the checkpoint
-    /// themselves (see `sqlite.rs`).
-    async fn checkpoint(&self) -> StoreResult<u64>;
+    /// checkpoint, on a connection of its own: it never holds the writer nor waits for it);
+    /// PostgreSQL: nothing. The daemon of a SQLite store runs it every [`CHECKPOINT_EVERY`]
+    /// (`server.rs`), so that commits no longer run the checkpoint themselves (see `sqlite.rs`).
+    async fn checkpoint(&self) -> StoreResult<()>;
 
     /// Stores a component (bytes and metadata) and registers its tasks, in one transaction.
     /// Re-uploading a name replaces the component; its tasks are replaced, but options a user

@@ -537,7 +537,8 @@ impl SqlStore {
         starts: &[NodeStart],
         may_yield: bool,
     ) -> StoreResult<StepOutcome> {
-        let yield_now = || may_yield && self.urgent_waiting();
+        // `yield_point()?` at each point: rolls back and hands the writer over when it must.
+        let yield_point = || if may_yield && self.urgent_waiting() { Err(StoreError::Yielded) } else { Ok(()) };
         // A step reports nothing to a client and is derived from what is stored: a crash can
         // only lose it whole (the nodes are then still `ready` and start again), and the next
         // durable commit (its invocations' claim, outcome) makes it durable. Not waiting for
@@ -551,9 +552,7 @@ impl SqlStore {
             if wf.status.is_final() {
                 return Ok(StepOutcome { workflow: Some(wf), ..StepOutcome::default() });
             }
-            if yield_now() {
-                return Err(StoreError::Yielded);
-            }
+            yield_point()?;
             let mut out = StepOutcome::default();
             let mut moved = |from: NodeStatus, to: NodeStatus, n: i64| {
                 *tally.entry(from).or_default() -= n;
@@ -585,9 +584,7 @@ impl SqlStore {
             let (running, any_failed) = running_and_failed(counts);
             let failed_fast = wf.fail_fast && (any_failed || !failed.is_empty());
             let may_start = !wf.paused && !failed_fast;
-            if yield_now() {
-                return Err(StoreError::Yielded);
-            }
+            yield_point()?;
             if may_start && !starts.is_empty() {
                 let tasks: Vec<&str> = starts.iter().map(|s| s.task.as_str()).collect();
                 let picked = workflow::select_ready(&tasks, &running, wf.max_concurrently_running, &wf.task_limits);
@@ -615,9 +612,7 @@ impl SqlStore {
                         .filter_map(|s| s.invocation.clone())
                         .collect();
                     if !calls.is_empty() {
-                        if yield_now() {
-                            return Err(StoreError::Yielded);
-                        }
+                        yield_point()?;
                         super::insert_registered(&mut *tx, &calls).await?;
                         out.started = calls.into_iter().map(|c| c.id).collect();
                     }
