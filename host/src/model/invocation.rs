@@ -223,6 +223,11 @@ pub struct Transition {
     /// When entering a runnable status (`retry`): how long before it may be claimed again.
     #[serde(default)]
     pub delay_ms: u64,
+    /// The change hands back a claim known not to have started (the leader's `max_pending`
+    /// recovery of a live node's claim, a node's queue at shutdown): the invocation's
+    /// `unstarted` count grows by one, so the claim does not count toward `max_attempts`.
+    #[serde(default)]
+    pub unstarted: bool,
     /// The record of the attempt this change ends, written in the same transaction when the
     /// change applies.
     #[serde(skip)]
@@ -250,6 +255,7 @@ impl Transition {
             error: None,
             node: node.to_string(),
             delay_ms: 0,
+            unstarted: false,
             instance: None,
         }
     }
@@ -312,6 +318,7 @@ impl Transition {
             error: Some(TaskFailure::new(ErrorKind::Cancelled, "cancelled by a user")),
             node: node.to_string(),
             delay_ms: 0,
+            unstarted: false,
             instance: None,
         }
     }
@@ -363,14 +370,25 @@ pub struct Claimed {
     pub task: String,
     /// Arguments (JSON text).
     pub args: String,
-    /// Attempt number (1-based), also the ownership epoch.
+    /// Attempt number (1-based), also the ownership epoch: every claim counts.
     pub attempt: u32,
+    /// How many earlier claims were handed back before they started; they do not count
+    /// toward `max_attempts` ([`Claimed::started`]).
+    pub unstarted: u32,
     /// Calling invocation.
     pub parent: Option<String>,
     /// The workflow that routed it.
     pub workflow: Option<String>,
     /// Its own attempt limit; `None`: the task's.
     pub max_attempts: Option<u32>,
+}
+
+impl Claimed {
+    /// This attempt's place in the attempt budget: its number, less the claims before it
+    /// that never started (a call that waited in a busy node's queue past `max_pending`).
+    pub fn started(&self) -> u32 {
+        self.attempt.saturating_sub(self.unstarted)
+    }
 }
 
 /// Filter and page of `GET /v1/invocations`.

@@ -96,9 +96,16 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
             let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
             let path = [InvocationStatus::PendingRecovery, InvocationStatus::Rerouted];
             let why = TaskFailure::new(ErrorKind::Cancelled, "handed back unstarted: the node is shutting down");
-            Transition::owned(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node()).with_instance(Some(
-                TaskInstance::ended(&inv.id, inv.attempt, orch.node(), InstanceStatus::ErrorFatal, Some(why)),
-            ))
+            let mut t = Transition::owned(&inv.id, &owner, InvocationStatus::Pending, &path, orch.node());
+            // Never started: the claim does not count toward `max_attempts`.
+            t.unstarted = true;
+            t.with_instance(Some(TaskInstance::ended(
+                &inv.id,
+                inv.attempt,
+                orch.node(),
+                InstanceStatus::ErrorFatal,
+                Some(why),
+            )))
         })
         .collect();
     let outcome = orch.transition(changes).await;
@@ -150,9 +157,9 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             Ok(result) => end.succeeded(result),
             Err(f) => {
                 let (kind, error) = (f.kind, f.message.replace('\n', " "));
-                if f.kind.retryable() && inv.attempt < max_attempts {
+                if f.kind.retryable() && inv.started() < max_attempts {
                     let cfg = &orch.inner.cfg;
-                    let delay = retry_delay(inv.attempt, cfg.retry_base, cfg.retry_max, rand::random::<f64>());
+                    let delay = retry_delay(inv.started(), cfg.retry_base, cfg.retry_max, rand::random::<f64>());
                     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                     tracing::info!(?kind, %error, delay_ms, "attempt failed; retrying");
                     end.retrying(f, delay_ms)

@@ -316,7 +316,7 @@ pub(super) async fn triage_apply(
                 r.owner_node.as_deref().unwrap_or("?"),
                 fence.node
             );
-            let mut moved = lost_moves(vec![r], &LostCause { what: &what, by: &fence.node })?;
+            let mut moved = lost_moves(vec![r], &LostCause { what: &what, by: &fence.node, unstarted: false })?;
             // Known why: a fatal end fails the invocation now; any other known end that was
             // the last attempt fails it with that cause rather than as lost.
             if let Some(why) = &t.cause {

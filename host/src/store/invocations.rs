@@ -59,6 +59,7 @@ struct ClaimedRow {
     task: String,
     args: String,
     attempts: i64,
+    unstarted: i64,
     parent: Option<String>,
     workflow: Option<String>,
     max_attempts: Option<i64>,
@@ -323,6 +324,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
         .map(|r| {
             Ok(Claimed {
                 attempt: to_u32("attempts", r.attempts)?,
+                unstarted: to_u32("unstarted", r.unstarted)?,
                 id: r.id,
                 task: r.task,
                 args: r.args,

@@ -112,7 +112,7 @@ macro_rules! invocation_claim_sqlite {
              updated_at = (SELECT now FROM c), last_tx = $3 \
              WHERE id IN (",
             claim_candidates!("", json_texts!(sqlite, "$5", "x"), json_texts!(sqlite, "$6", "y"), "$1"),
-            ") RETURNING id, task, args, attempts, parent, workflow, max_attempts, updated_at"
+            ") RETURNING id, task, args, attempts, unstarted, parent, workflow, max_attempts, updated_at"
         )
     };
 }
@@ -138,7 +138,7 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
      FROM picked WHERE invocations.id = picked.id \
      RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
-     invocations.parent, invocations.workflow, invocations.max_attempts, invocations.updated_at"
+     invocations.unstarted, invocations.parent, invocations.workflow, invocations.max_attempts, invocations.updated_at"
 );
 
 /// Routing (durable): inserts the calls in `$1` as [`INVOCATION_INSERT`] does,

@@ -49,6 +49,7 @@ macro_rules! invocation_transition {
              owner_node = CASE x.owner_mode WHEN 'clear' THEN NULL WHEN 'set' THEN x.node \
              ELSE invocations.owner_node END, \
              attempts = invocations.attempts + x.attempt_inc, \
+             unstarted = invocations.unstarted + x.unstarted_inc, \
              result = COALESCE(x.result, invocations.result), \
              error_kind = COALESCE(x.error_kind, invocations.error_kind), \
              error_message = CASE WHEN x.error_kind IS NULL THEN invocations.error_message \
@@ -62,6 +63,7 @@ macro_rules! invocation_transition {
              CAST(j.value ->> 'owner_attempt' AS BIGINT) AS owner_attempt, \
              j.value ->> 'owner_mode' AS owner_mode, \
              CAST(j.value ->> 'attempt_inc' AS BIGINT) AS attempt_inc, \
+             CAST(j.value ->> 'unstarted_inc' AS BIGINT) AS unstarted_inc, \
              j.value ->> 'result' AS result, j.value ->> 'error_kind' AS error_kind, \
              j.value ->> 'error_message' AS error_message, \
              CAST(j.value ->> 'delay_ms' AS BIGINT) AS delay_ms FROM ",
@@ -76,17 +78,17 @@ macro_rules! invocation_transition {
     };
 }
 /// One pass of compare-and-swap transitions: the JSON array `$1` of `{id, from, to, node,
-/// owner_node, owner_attempt, owner_mode: keep|clear|set, attempt_inc, result, error_kind,
+/// owner_node, owner_attempt, owner_mode: keep|clear|set, attempt_inc, unstarted_inc, result, error_kind,
 /// error_message, delay_ms}` with distinct ids; `available_at` becomes now + `delay_ms`. Returns the rows that matched (and changed).
 pub(in crate::store) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
 
 /// The columns of an invocation recovery may move (`transitions::MovableRow`): its status
-/// and owner, its attempt limit (its own, else its task's) and how many of its earlier
+/// and owner, its claims handed back unstarted, its attempt limit (its own, else its task's) and how many of its earlier
 /// attempts were lost with their node (instances of error kind `lost`), so that the recovery
 /// of a lost last attempt fails it instead of rerouting it.
 macro_rules! movable_columns {
     () => {
-        "id, status, attempts, owner_node, COALESCE(invocations.max_attempts, \
+        "id, status, attempts, unstarted, owner_node, COALESCE(invocations.max_attempts, \
          (SELECT t.max_attempts FROM tasks t WHERE t.name = invocations.task), 1) AS max_attempts, \
          (SELECT COUNT(*) FROM task_instances l WHERE l.invocation_id = invocations.id \
          AND l.attempt <> invocations.attempts AND l.error_kind = 'lost') AS lost_before"

@@ -62,6 +62,10 @@ pub(super) struct MovableRow {
     /// How many of its earlier attempts were lost with their node; recovery statements only.
     #[sqlx(default)]
     pub(super) lost_before: i64,
+    /// How many of its claims were handed back before they started (they do not count toward
+    /// `max_attempts`); recovery statements only.
+    #[sqlx(default)]
+    pub(super) unstarted: i64,
 }
 
 /// Why an attempt was lost, for its instance and, when it was the last, its invocation.
@@ -70,32 +74,49 @@ pub(super) struct LostCause<'a> {
     pub(super) what: &'a str,
     /// Who recovers it (history and messages): the node itself at start, or the leader.
     pub(super) by: &'a str,
+    /// The attempt is known not to have started: a claim the leader takes back from a live
+    /// node after `max_pending` (a node marks an attempt `running` within
+    /// `MARK_RUNNING_AFTER` of its start). It is rerouted, never failed, and does not count
+    /// toward `max_attempts`. A claim lost with a dead node is not known so: the node may have
+    /// died running it, and then it counts.
+    pub(super) unstarted: bool,
 }
 
 /// Recovery of attempts lost with their node (a restart, the retirement of a dead node,
 /// `max_pending`, triage): each row goes back to the queue along [`recovery_path`], unless the
-/// lost attempt was its last (`attempts >= max_attempts`): then it ends `failed` with error
-/// kind `lost`, saying how many attempts were lost. Lost attempts count toward
+/// lost attempt was its last (`attempts - unstarted >= max_attempts`): then it ends `failed`
+/// with error kind `lost`, saying how many attempts were lost. Lost attempts count toward
 /// `max_attempts` as Jobmon's errored instances do, so a call that kills or stalls every node
-/// that runs it stops circulating.
+/// that runs it stops circulating; claims known not to have started ([`LostCause::unstarted`])
+/// do not, so a call that waits in a busy node's queue is never failed for attempts that
+/// never ran.
 pub(super) fn lost_moves(rows: Vec<MovableRow>, cause: &LostCause<'_>) -> StoreResult<Vec<Transition>> {
-    let limits: HashMap<String, (i64, i64)> =
-        rows.iter().map(|r| (r.id.clone(), (r.max_attempts, r.lost_before))).collect();
+    let limits: HashMap<String, (i64, i64, i64)> =
+        rows.iter().map(|r| (r.id.clone(), (r.max_attempts, r.lost_before, r.unstarted))).collect();
     let mut changes = moves(rows, cause.by, recovery_path)?;
     for t in &mut changes {
-        let (Some(owner), Some(&(max, lost_before))) = (&t.owner, limits.get(&t.id)) else { continue };
-        if i64::from(owner.attempt) < max {
+        if cause.unstarted {
+            t.unstarted = true;
+            continue;
+        }
+        let (Some(owner), Some(&(max, lost_before, unstarted))) = (&t.owner, limits.get(&t.id)) else { continue };
+        if i64::from(owner.attempt) - unstarted < max {
             continue;
         }
         let lost = lost_before + 1;
         let plural = if lost == 1 { "" } else { "s" };
+        let not_counted = match unstarted {
+            0 => String::new(),
+            1 => "; 1 claim handed back before it started does not count".to_owned(),
+            n => format!("; {n} claims handed back before they started do not count"),
+        };
         t.path.pop();
         t.path.push(InvocationStatus::Failed);
         t.error = Some(TaskFailure::new(
             ErrorKind::Lost,
             format!(
-                "{lost} attempt{plural} lost with their node, and attempt {} was the last (max_attempts {max}); \
-                 the last: {}",
+                "{lost} attempt{plural} lost with their node, and attempt {} was the last (max_attempts \
+                 {max}{not_counted}); the last: {}",
                 owner.attempt, cause.what
             ),
         ));
@@ -135,6 +156,7 @@ pub(super) fn moves(
                 error: None,
                 node: node.to_owned(),
                 delay_ms: 0,
+                unstarted: false,
                 instance: None,
             })
         })
@@ -152,6 +174,7 @@ struct TransitionJson<'a> {
     owner_attempt: Option<i64>,
     owner_mode: &'static str,
     attempt_inc: i64,
+    unstarted_inc: i64,
     result: Option<&'a str>,
     error_kind: Option<String>,
     error_message: Option<&'a str>,
@@ -184,6 +207,7 @@ fn transition_json(pass: &[&Transition]) -> StoreResult<String> {
             owner_attempt: t.owner.as_ref().map(|o| i64::from(o.attempt)),
             owner_mode,
             attempt_inc,
+            unstarted_inc: i64::from(t.unstarted),
             result: t.result.as_deref(),
             error_kind: t.error.as_ref().map(|e| error_kind_name(e.kind)).transpose()?,
             error_message: t.error.as_ref().map(|e| e.message.as_str()),
@@ -708,7 +732,7 @@ pub(super) async fn transition_signal(
 /// Reroutes what `node` owned in its previous life ([`Store::invocation_recover_node`]).
 pub(super) async fn recover_node(store: &SqlStore, node: &str) -> StoreResult<u64> {
     let what = format!("node `{node}` restarted while it held the attempt");
-    let cause = LostCause { what: &what, by: node };
+    let cause = LostCause { what: &what, by: node, unstarted: false };
     let recovered = in_tx!(store, |tx, d| {
         let _ = d;
         reroute_owned(&mut *tx, node, &cause).await?
@@ -719,7 +743,7 @@ pub(super) async fn recover_node(store: &SqlStore, node: &str) -> StoreResult<u6
 /// The leader retires a dead node ([`Store::node_retire`]).
 pub(super) async fn retire_node(store: &SqlStore, node: &str, fence: &Fence) -> StoreResult<u64> {
     let what = format!("node `{node}` stopped heartbeating and was retired by the leader `{}`", fence.node);
-    let cause = LostCause { what: &what, by: &fence.node };
+    let cause = LostCause { what: &what, by: &fence.node, unstarted: false };
     let recovered = in_tx!(store, |tx, d| {
         check_fence(&mut *tx, fence).await?;
         let n = reroute_owned(&mut *tx, node, &cause).await?;
@@ -740,7 +764,7 @@ pub(super) async fn recover_pending(
         "claimed but not started within max_pending ({older_than_ms} ms); the leader `{}` took it back",
         fence.node
     );
-    let cause = LostCause { what: &what, by: &fence.node };
+    let cause = LostCause { what: &what, by: &fence.node, unstarted: true };
     let moved = in_tx!(store, |tx, d| {
         check_fence(&mut *tx, fence).await?;
         let rows: Vec<MovableRow> = sqlx::query_as(q::INVOCATION_PENDING_SINCE.get(d))

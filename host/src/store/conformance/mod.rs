@@ -269,6 +269,7 @@ pub(super) fn tr(
         error: None,
         node: owner.map_or("recoverer", |(node, _)| node).to_owned(),
         delay_ms: 0,
+        unstarted: false,
         instance: None,
     }
 }

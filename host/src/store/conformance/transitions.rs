@@ -12,6 +12,7 @@ conformance!(
     one_attempt_moved_twice_in_one_batch_keeps_its_last_instance,
     lost_attempts_end_their_instances_when_rerouted,
     lost_attempts_count_toward_max_attempts,
+    claims_handed_back_unstarted_do_not_count,
     a_retried_write_that_was_stored_counts_as_applied,
     an_attempts_writes_lost_to_a_crash_are_written_again,
 );
@@ -464,18 +465,30 @@ async fn lost_attempts_count_toward_max_attempts(h: Harness) {
     store.node_register("n2", &[], 1).await.expect("register");
     assert_eq!(store.node_retire("n2", &leader).await.expect("retire"), 1);
     assert_eq!(get(store, &id(0)).await.status, Rerouted);
-    // Attempt 3, its last, is claimed by n3 and never started: `max_pending` fails it.
+    // Attempt 3 is claimed by n3 and never started: `max_pending` takes it back, and that
+    // claim does not count (n3 is alive; it had not started it). Claimed again, it is lost
+    // with n3's restart: then its last counted attempt is lost, and it fails.
     let c = store.invocation_claim_reporting("n3", 1, 60_000, &f).await.expect("claim");
     assert_eq!(c.iter().map(|c| (c.id.clone(), c.attempt)).collect::<Vec<_>>(), vec![(id(0), 3)]);
     assert_eq!(store.invocation_recover_pending(&leader, -60_000, 10).await.expect("max_pending"), 1);
+    assert_eq!(get(store, &id(0)).await.status, Rerouted, "an unstarted claim is not a lost attempt");
+    let c = store.invocation_claim_reporting("n3", 1, 60_000, &f).await.expect("claim");
+    assert_eq!(c.iter().map(|c| (c.attempt, c.unstarted, c.started())).collect::<Vec<_>>(), vec![(4, 1, 3)]);
+    assert_eq!(store.invocation_recover_node("n3").await.expect("recover"), 1);
     let failed = get(store, &id(0)).await;
-    assert_eq!((failed.status, failed.attempts), (Failed, 3));
+    assert_eq!((failed.status, failed.attempts), (Failed, 4));
     let error = failed.error.expect("an error");
     assert_eq!(error.kind, ErrorKind::Lost);
-    assert!(error.message.starts_with("3 attempts lost") && error.message.contains("max_pending"), "{error:?}");
-    assert_eq!(lost_kinds(id(0)).await, vec![Some(ErrorKind::Lost); 3], "each attempt has its instance");
+    assert!(
+        error.message.starts_with("4 attempts lost")
+            && error.message.contains("max_attempts 3; 1 claim handed back before it started does not count")
+            && error.message.contains("`n3` restarted"),
+        "{error:?}"
+    );
+    assert_eq!(lost_kinds(id(0)).await, vec![Some(ErrorKind::Lost); 4], "each attempt has its instance");
     let i = store.instance_list(&id(0)).await.expect("instances");
-    assert_eq!(i.iter().map(|i| i.status.as_str()).collect::<Vec<_>>(), ["error", "unknown_error", "error"]);
+    assert_eq!(i.iter().map(|i| i.status.as_str()).collect::<Vec<_>>(), ["error", "unknown_error", "error", "error"]);
+    assert!(i[2].error.as_ref().is_some_and(|e| e.message.contains("max_pending")), "{:?}", i[2]);
 
     // Triage: 2 (max_attempts 1) runs on n4, which stops reporting: given up, failed.
     let c = store.invocation_claim_reporting("n4", 1, 5_000, &f).await.expect("claim");
@@ -499,6 +512,46 @@ async fn lost_attempts_count_toward_max_attempts(h: Harness) {
     assert_eq!((i.status.as_str(), i.error.map(|e| e.kind)), ("unknown_error", Some(ErrorKind::Lost)));
     // Nothing failed is claimed again.
     assert!(store.invocation_claim_reporting("n5", 10, 60_000, &f).await.expect("claim").is_empty());
+}
+
+/// A claim known not to have started does not use up an attempt: the leader's `max_pending`
+/// recovery of a live node's claim, and a node's hand-back of its queue at shutdown. A call
+/// that waits in a busy node's queue past `max_pending` again and again is rerouted each time,
+/// never failed as lost (CI once failed a 700 ms call, `max_attempts` 3, that had waited three
+/// times behind others on one slot and never run), and its later attempts keep the whole
+/// budget.
+async fn claims_handed_back_unstarted_do_not_count(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await; // max_attempts 3
+    store.invocation_insert_batch(&[call(0, "t")]).await.expect("insert");
+    let f = ClaimFilter::default();
+    let leader = lead(store, "n9").await;
+    for attempt in 1..=4 {
+        let c = store.invocation_claim_reporting("n1", 1, 60_000, &f).await.expect("claim");
+        assert_eq!(
+            c.iter().map(|c| (c.attempt, c.unstarted, c.started())).collect::<Vec<_>>(),
+            vec![(attempt, attempt - 1, 1)]
+        );
+        assert_eq!(store.invocation_recover_pending(&leader, -60_000, 10).await.expect("max_pending"), 1);
+        let inv = get(store, &id(0)).await;
+        assert_eq!((inv.status, inv.error), (Rerouted, None), "attempt {attempt}");
+    }
+    // The node's own hand-back (shutdown) counts the same way.
+    let c = store.invocation_claim_reporting("n1", 1, 60_000, &f).await.expect("claim");
+    assert_eq!(c.iter().map(|c| (c.attempt, c.unstarted)).collect::<Vec<_>>(), vec![(5, 4)]);
+    let mut back = tr(&id(0), Pending, Some(("n1", 5)), &[PendingRecovery, Rerouted]);
+    back.unstarted = true;
+    assert_eq!(store.invocation_transition_batch(&[back]).await.expect("hand back"), vec![Applied]);
+    // A handed-back transition that does not apply counts nothing.
+    let mut stale = tr(&id(0), Pending, Some(("n1", 5)), &[PendingRecovery, Rerouted]);
+    stale.unstarted = true;
+    assert_eq!(store.invocation_transition_batch(&[stale]).await.expect("stale"), vec![LostRace]);
+    let c = store.invocation_claim_reporting("n1", 1, 60_000, &f).await.expect("claim");
+    assert_eq!(c.iter().map(|c| (c.attempt, c.unstarted, c.started())).collect::<Vec<_>>(), vec![(6, 5, 1)]);
+    // A claim lost with its node counts: the node may have died running it.
+    assert_eq!(store.invocation_recover_node("n1").await.expect("restart"), 1);
+    let c = store.invocation_claim_reporting("n1", 1, 60_000, &f).await.expect("claim");
+    assert_eq!(c.iter().map(|c| (c.attempt, c.unstarted, c.started())).collect::<Vec<_>>(), vec![(7, 5, 2)]);
 }
 
 /// A database crash loses a suffix of relaxed commits (an attempt's `running`, `paused`,
