@@ -144,7 +144,10 @@ impl Daemon {
         // them finish: claiming and running, membership with the atomic services (leader
         // only), and the workflow scheduler.
         orch.run_loop(orchestrator::dispatch_loop(orch.clone()));
-        orch.run_loop(services::run(orch.clone(), services_config(&cfg)));
+        // Each membership tick publishes the version of the API keys; `Auth` reads them again
+        // when it moves.
+        let (keys_version, keys_seen) = tokio::sync::watch::channel(0);
+        orch.run_loop(services::run(orch.clone(), services_config(&cfg), keys_version));
         orch.run_loop(orchestrator::workflow_scheduler(orch.clone()));
         orch.run_loop(orchestrator::feed_loop(orch.clone()));
         orch.run_loop(orchestrator::due_loop(orch.clone()));
@@ -183,7 +186,7 @@ impl Daemon {
         };
         let server = tokio::spawn(api::serve(listener, app, serve_cfg, stop.clone()));
         let keys_on = auth.enabled();
-        let keys = tokio::spawn(auth.run(stop.clone()));
+        let keys = tokio::spawn(auth.run(stop.clone(), keys_seen));
         tracing::info!(%addr, node = %cfg.node_name, slots = cfg.slots, keys = keys_on, "warden is serving");
         Ok(Self { addr, orch, stop, server, keys, grace: Duration::from_millis(cfg.shutdown_grace_ms), _lock: lock })
     }

@@ -52,7 +52,7 @@ async fn heartbeats_keep_a_long_attempt_alive(b: Backend) {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!((&all[0]["status"], &all[0]["report_by"]), (&json!("done"), &Value::Null), "{all:?}");
     assert_eq!(all[0]["node"], "local");
-    // Triage ran meanwhile (a lone node runs the services every tick) and changed nothing.
+    // The services ran (at least at the first tick of the lease term) and triage changed nothing.
     let (_, runs) = d.get("/v1/services/runs?limit=100").await;
     let runs = runs["runs"].as_array().expect("runs").clone();
     assert!(runs.iter().any(|r| r["detail"]["triaged"] == 0), "{runs:?}");

@@ -6,9 +6,10 @@
 //! `/health/ready` and `/openapi.json` (and `/metrics` with `--metrics-public`) needs `Authorization: Bearer KEY`
 //! of a role at least [`required_role`]'s: 401 without a known key, 403 with too low a role.
 //!
-//! Each node keeps the stored keys (name, role, SHA-256) in memory and reads them again every
-//! heartbeat interval ([`Auth::run`]), so a key deleted on one node stops working on every
-//! node within one interval (at once on the node that deleted it). An unknown key makes the
+//! Each node keeps the stored keys (name, role, SHA-256) in memory and reads them again when
+//! its membership tick sees their version move ([`Auth::run`]; every write to the keys bumps
+//! it), so a key deleted on one node stops working on every node within one heartbeat
+//! interval (at once on the node that deleted it), and an idle node does not read them. An unknown key makes the
 //! node read the keys again before it answers 401 (at most every [`MISS_REFRESH`], so a flood
 //! of bad keys costs a few reads a second), so a key created on another node works there
 //! within that time, before the node's next tick.
@@ -40,6 +41,9 @@ use crate::store::{ApiKey, KeyStore, StoreResult};
 
 /// Shortest gap between two reads of the keys caused by unknown keys.
 pub const MISS_REFRESH: Duration = Duration::from_millis(250);
+
+/// The keys are read again at least this often, even when their version did not move.
+const KEYS_BACKSTOP: Duration = Duration::from_secs(60);
 
 /// Name under which the bootstrap key appears in logs.
 const BOOTSTRAP_NAME: &str = "bootstrap";
@@ -133,19 +137,32 @@ impl Auth {
         }
     }
 
-    /// Every interval until `stop`: reads the keys again and records their use.
-    pub async fn run(self, stop: CancellationToken) {
+    /// Until `stop`: reads the keys again whenever `version` moves (every membership tick
+    /// publishes the version of the keys it read, so a key created or deleted on any node is
+    /// in force here within one heartbeat), and at least every [`KEYS_BACKSTOP`]; records
+    /// their use every interval.
+    pub async fn run(self, stop: CancellationToken, mut version: tokio::sync::watch::Receiver<i64>) {
         let mut tick = tokio::time::interval(self.inner.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut publishing = true;
         loop {
-            tokio::select! {
+            let moved = tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = self.refresh().await {
+                _ = tick.tick() => false,
+                r = version.changed(), if publishing => {
+                    // The membership loop ended (shutdown): the backstop alone from here on.
+                    publishing = r.is_ok();
+                    publishing
+                }
+            };
+            // (The lock on the time of the last read is let go before `refresh` takes it.)
+            let due = moved || self.inner.refreshed.lock().await.elapsed() >= KEYS_BACKSTOP;
+            if due && let Err(e) = self.refresh().await {
                 tracing::warn!(error = %e, "could not read the API keys; keeping the ones known");
             }
-            self.flush_used().await;
+            if !moved {
+                self.flush_used().await;
+            }
         }
         self.flush_used().await;
     }

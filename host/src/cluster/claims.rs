@@ -20,33 +20,34 @@ pub(crate) struct Claims {
 /// version (a swap), so an unchanged ring needs no look at them.
 pub(crate) type Owned = Option<(i64, bool)>;
 
-/// Reads the ring and decides [`Claims`] for `me` by the pins of `tasks` (the tick's list);
-/// `owned` is what the last call learnt of the ring (kept by the caller between ticks).
+/// Decides [`Claims`] for `me` by the pins of `tasks` (the tick's list) and the ring at
+/// `ring` (its version and size, as the tick read them); `owned` is what the last call learnt
+/// of the ring (kept by the caller between ticks): its owners are read only when it changed.
 pub(crate) async fn claims_of(
     store: &dyn Store,
     me: &str,
     live: &[&NodeInfo],
     tasks: &[TaskDef],
+    (ring_version, total_tokens): (i64, u32),
     owned: &mut Owned,
 ) -> Result<Claims, StoreError> {
-    let ring = store.ring_get(false).await?;
     let owns_tokens = match *owned {
-        Some((version, owns)) if version == ring.version => owns,
+        Some((version, owns)) if version == ring_version => owns,
         _ => {
-            let owns = ring.version > 0 && store.token_owns_any(me).await?;
-            *owned = Some((ring.version, owns));
+            let owns = ring_version > 0 && store.token_owns_any(me).await?;
+            *owned = Some((ring_version, owns));
             owns
         }
     };
     let tasks: Vec<(String, Vec<String>)> =
         tasks.iter().filter(|t| !t.pins.is_empty()).map(|t| (t.name.clone(), t.pins.clone())).collect();
     if tasks.is_empty() {
-        return Ok(Claims { filter: ClaimFilter::default(), owns_tokens, total_tokens: ring.total_tokens });
+        return Ok(Claims { filter: ClaimFilter::default(), owns_tokens, total_tokens });
     }
     let live: Vec<PinNode<'_>> = live.iter().map(|n| PinNode { name: &n.name, labels: &n.labels }).collect();
     let filter = ClaimFilter {
         excluded: pins::excluded_for(me, &tasks, &live),
         pinned_here: pins::pinned_to(me, &tasks, &live),
     };
-    Ok(Claims { filter, owns_tokens, total_tokens: ring.total_tokens })
+    Ok(Claims { filter, owns_tokens, total_tokens })
 }

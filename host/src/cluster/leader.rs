@@ -1,5 +1,6 @@
 //! The leader's work (JobSync): the oldest live node holds the lease (`cluster_lease`, an epoch
-//! bumped by every change of holder; [`Leadership::tick`] claims and renews it) and, when the live nodes
+//! bumped by every change of holder; its membership tick renews it, [`Leadership::tick`] claims
+//! it) and, when the live nodes
 //! changed, computes a minimal-movement assignment (`ring::rebalance`, pure) and swaps it in
 //! one transaction fenced by its epoch, with an audit row. Nodes read their tokens at every
 //! claim, so a new assignment takes effect at their next claim.
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::ring;
-use crate::model::{NodeInfo, TokenAudit};
+use crate::model::{NodeInfo, TickView, TokenAudit};
 use crate::store::{Fence, Store, StoreError};
 
 /// What the leader saw at its last look, to skip reading the whole ring when nothing changed.
@@ -37,9 +38,16 @@ pub(crate) struct RingSettings {
 }
 
 impl Leadership {
-    /// One look, given the live nodes by seniority: when `me` is the oldest, claims or renews
-    /// the lease (a node silent `timeout_ms` loses it) and keeps the ring assigned; returns
-    /// the fence of the term it holds, under which the atomic services run.
+    /// The lease term this node held at its last look, renewed by its next membership tick
+    /// (`TickAsk::renew`).
+    pub(crate) fn term(&self) -> Option<i64> {
+        self.term
+    }
+
+    /// One look, given the live nodes by seniority and what the tick read (`view`: the lease
+    /// it renewed, the ring's version): when `me` is the oldest, keeps the lease (renewed by
+    /// the tick, else claimed here; a node silent `timeout_ms` loses it) and keeps the ring
+    /// assigned; returns the fence of the term it holds, under which the atomic services run.
     pub(crate) async fn tick(
         &mut self,
         store: &dyn Store,
@@ -47,6 +55,7 @@ impl Leadership {
         seniority: &[&NodeInfo],
         timeout_ms: i64,
         ring: RingSettings,
+        view: &TickView,
     ) -> Option<Fence> {
         if seniority.first().is_none_or(|n| n.name != me) {
             if self.term.take().is_some() {
@@ -55,16 +64,29 @@ impl Leadership {
             return None;
         }
         let live: Vec<String> = seniority.iter().map(|n| n.name.clone()).collect();
-        match store.lease_claim(me, timeout_ms, self.term).await {
+        // Renewed by the tick's own transaction when it held a term; claimed here otherwise
+        // (the first look as the oldest, or a renewal that failed).
+        let claimed = match (self.term, view.lease) {
+            (Some(_), Some(epoch)) => Ok(Some(epoch)),
+            _ => store.lease_claim(me, timeout_ms, self.term).await,
+        };
+        match claimed {
             Ok(Some(epoch)) => {
                 if self.term != Some(epoch) {
                     tracing::info!(epoch, "this node leads the cluster (a new lease term)");
                 }
                 self.term = Some(epoch);
                 let lead = Fence { node: me.to_string(), epoch };
-                if let Err(e) =
-                    rebalance(store, &lead, &live, ring.total_tokens, ring.minimum_nodes, &mut self.ring).await
-                {
+                let assigned = rebalance(
+                    store,
+                    &lead,
+                    &live,
+                    (ring.total_tokens, ring.minimum_nodes),
+                    view.ring_version,
+                    &mut self.ring,
+                )
+                .await;
+                if let Err(e) = assigned {
                     tracing::warn!(error = %e, "rebalancing the token ring failed");
                 }
                 Some(lead)
@@ -90,15 +112,16 @@ pub fn by_seniority<'a>(nodes: &'a [NodeInfo], now: i64, timeout_ms: i64, me: &s
     live
 }
 
-/// One look of the leader (holding the lease under `fence`) at the ring: when the live nodes
-/// (at least `minimum_nodes` of them) differ from the ring's owners, or the ring's size from
-/// `total_tokens`, swaps in a new assignment. Returns the audit of the swap, if one happened.
+/// One look of the leader (holding the lease under `fence`) at the ring, whose version the
+/// caller read (`head_version`): when the live nodes (at least `minimum_nodes` of them) differ
+/// from the ring's owners, or the ring's size from `total_tokens`, swaps in a new assignment.
+/// Reads the owners only then. Returns the audit of the swap, if one happened.
 pub async fn rebalance(
     store: &dyn Store,
     fence: &Fence,
     live: &[String],
-    total_tokens: u32,
-    minimum_nodes: usize,
+    (total_tokens, minimum_nodes): (u32, usize),
+    head_version: i64,
     seen: &mut RingView,
 ) -> Result<Option<TokenAudit>, StoreError> {
     let mut live: Vec<String> = live.to_vec();
@@ -107,9 +130,8 @@ pub async fn rebalance(
     if live.len() < minimum_nodes.max(1) {
         return Ok(None);
     }
-    let head = store.ring_get(false).await?;
-    let view = RingView { version: head.version, live: live.clone(), total: total_tokens };
-    if head.version > 0 && *seen == view {
+    let view = RingView { version: head_version, live: live.clone(), total: total_tokens };
+    if head_version > 0 && *seen == view {
         return Ok(None);
     }
     let ring = store.ring_get(true).await?;

@@ -107,6 +107,58 @@ pub struct Lease {
     pub now: Millis,
 }
 
+/// What one membership tick of a node asks of the database, in one transaction
+/// (`Coordination::node_tick` in the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickAsk<'a> {
+    /// The node that heartbeats.
+    pub node: &'a str,
+    /// The lease term it held at its last tick (`epoch`), renewed for `ttl_ms` in the same
+    /// transaction when still its own; `None` when it did not lead.
+    pub renew: Option<(i64, i64)>,
+    /// Its `max_pending` (ms), for [`Due::stale_pending`].
+    pub max_pending_ms: i64,
+}
+
+/// What one membership tick learns, read in the transaction of its heartbeat: the node list,
+/// the versions that say whether the ring, the tasks or the API keys must be read again, and
+/// whether an atomic service has anything to do. An idle node's tick is one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickView {
+    /// The database now after the heartbeat; `None` when the node is unknown or left (it
+    /// registers again; nothing else was written).
+    pub beat: Option<Millis>,
+    /// The lease epoch renewed (or taken: the lease had lapsed meanwhile), when asked for
+    /// and still possible.
+    pub lease: Option<i64>,
+    /// The database now.
+    pub now: Millis,
+    /// Every node, oldest `joined_at` first.
+    pub nodes: Vec<NodeInfo>,
+    /// The token ring's version and size (its owners are read only when it changes).
+    pub ring_version: i64,
+    /// Tokens in the ring (0 before the first assignment).
+    pub total_tokens: u32,
+    /// Bumped by every write to the tasks (deploys, removals, patches, pins, pauses).
+    pub tasks_version: i64,
+    /// Bumped by every API key created or deleted.
+    pub keys_version: i64,
+    /// What the atomic services would find to do.
+    pub due: Due,
+}
+
+/// Whether the atomic services have work waiting, as one tick's probes saw it (the services
+/// also run on their own for dead nodes, drops and the purge; see `services/mod.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Due {
+    /// A live instance is past its `report_by` (triage).
+    pub overdue_instances: bool,
+    /// An invocation has been `pending` longer than `max_pending` (pending recovery).
+    pub stale_pending: bool,
+    /// A trigger exists (the evaluation looks at every tick).
+    pub triggers: bool,
+}
+
 /// The token ring: who owns which of the `total_tokens` tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRing {

@@ -20,8 +20,17 @@ impl ConcurrencyDrops {
     /// Drops the blocked invocations of such tasks among `tasks` (the tick's list); returns
     /// their ids (now final).
     pub(crate) async fn run_once(&self, fence: &Fence, tasks: &[TaskDef]) -> Result<Vec<String>, StoreError> {
-        let tasks: Vec<String> =
-            tasks.iter().filter(|t| !t.policy.reroute_on_concurrency_control).map(|t| t.name.clone()).collect();
+        let tasks: Vec<String> = tasks.iter().filter(|t| droppable(t)).map(|t| t.name.clone()).collect();
         self.store.invocation_drop_blocked(fence, &tasks, STEP_LIMIT).await
     }
+}
+
+/// Whether the blocked calls of `task` are dropped rather than left to be claimed later.
+fn droppable(task: &TaskDef) -> bool {
+    !task.policy.reroute_on_concurrency_control
+}
+
+/// Whether any of `tasks` has its blocked calls dropped (else the service has nothing to do).
+pub(crate) fn any_droppable(tasks: &[TaskDef]) -> bool {
+    tasks.iter().any(droppable)
 }

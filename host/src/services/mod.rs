@@ -1,9 +1,14 @@
-//! Membership and the atomic services. Every node heartbeats each `heartbeat_interval` and
-//! takes part in the cluster (the oldest live node holds the leader lease and keeps the token
-//! ring assigned; every node recomputes what it may claim). The atomic services (pynenc's
+//! Membership and the atomic services. Every node ticks each `heartbeat_interval` and takes
+//! part in the cluster (the oldest live node holds the leader lease and keeps the token ring
+//! assigned; every node recomputes what it may claim). A tick is one transaction
+//! (`Store::node_tick`): the heartbeat, the renewal of the lease term the node holds, the node
+//! list, the versions of the ring, the tasks and the API keys (each read again only when its
+//! version moved), and probes of what the services would find; an idle node costs the
+//! database nothing more. The atomic services (pynenc's
 //! cluster-wide singleton maintenance: retiring dead nodes, `max_pending` recovery, triage,
 //! running-concurrency drops, trigger evaluation, the auto-purge) run on the leader only
-//! (JobSync), at every tick: the leader's lease is the one runner of the atomic services, so
+//! (JobSync), at a tick where one of them has work ([`services_due`]) and at the first tick
+//! of each lease term: the leader's lease is the one runner of the atomic services, so
 //! pynenc's slot algorithm (which spreads runs over several runners) has nothing to decide and
 //! is not part of Warden; the storage gate records each execution (running /
 //! completed / abandoned / blocked, `GET /v1/services/runs`), and every maintenance write is
@@ -31,7 +36,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cluster::claims::{Owned, claims_of};
 use crate::cluster::leader::{self, Leadership, RingSettings};
-use crate::model::{Millis, NodeInfo, ServiceRunStatus, TaskDef};
+use crate::model::{Due, Millis, NodeInfo, ServiceRunStatus, TaskDef, TickAsk};
 use crate::orchestrator::Orchestrator;
 use crate::store::{Fence, ServiceGate, Store, StoreError};
 
@@ -39,6 +44,9 @@ use crate::store::{Fence, ServiceGate, Store, StoreError};
 const RECORD_RETENTION_MS: i64 = 3_600_000;
 /// Most rows one step of an execution moves (the next execution takes the rest).
 const STEP_LIMIT: u32 = 1_000;
+/// The tasks are read again at least this often, even when their version did not move (a
+/// safety net: every write to them bumps it).
+const CATALOG_BACKSTOP: Duration = Duration::from_secs(60);
 
 /// Settings of the atomic services and of this node's membership.
 #[derive(Debug, Clone)]
@@ -80,6 +88,16 @@ fn next_expiry_ms(nodes: &[NodeInfo], now: Millis, timeout_ms: i64, me: &str) ->
         .min()
 }
 
+/// Whether the leader runs the atomic services at this tick: when one of them has something
+/// to do (the tick's probes: an overdue instance, a pending invocation past `max_pending`, a
+/// trigger; a dead node to retire; a task whose blocked calls are dropped; the purge). The
+/// caller also runs them at the first tick of each lease term. An idle leader runs nothing
+/// and writes no execution record, instead of two writes and four reads every tick.
+fn services_due(due: &Due, dead_nodes: bool, droppable: bool, purge_due: bool) -> bool {
+    let Due { overdue_instances, stale_pending, triggers } = *due;
+    overdue_instances || stale_pending || triggers || dead_nodes || droppable || purge_due
+}
+
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -91,7 +109,10 @@ async fn sleep_until(at: Option<Instant>) {
 /// Registers this node, then heartbeats (leading and running the services while it holds the
 /// lease) until shutdown; then leaves the cluster at once, so that its tokens and the lease
 /// move while its attempts finish within the grace period.
-pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
+///
+/// Each tick publishes the version of the API keys it read to `keys_version`: the API reads
+/// the keys again when it moves.
+pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig, keys_version: tokio::sync::watch::Sender<i64>) {
     let store = orch.store().clone();
     let node = orch.node().to_string();
     let capacity = u32::try_from(orch.slots()).unwrap_or(u32::MAX);
@@ -119,6 +140,11 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
     let mut expiry_look: Option<Instant> = None;
     // Whether this node owned tokens at the ring's last version.
     let mut owned: Owned = None;
+    // The tasks as last read, with the version they were read at: read again when the tick
+    // sees another version (or after `CATALOG_BACKSTOP`).
+    let mut catalog: Option<(i64, Instant, Vec<TaskDef>)> = None;
+    // The lease term of the services' last execution: a new term runs them at its first tick.
+    let mut ran_in_term: Option<i64> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {},
@@ -137,63 +163,79 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
                     continue;
                 }
             }
-        } else {
-            match store.node_heartbeat(&node).await {
-                Ok(Some(_)) => {
-                    // Others count as dead after a timeout of silence; an own gap of half of
-                    // it may have made them look so.
-                    if last_beat.elapsed() > cfg.heartbeat_timeout / 2 {
-                        tracing::warn!(
-                            silent_ms = last_beat.elapsed().as_millis(),
-                            "this node could not heartbeat for a while; it gives the others one timeout before judging their silence"
-                        );
-                        blind_until = Some(Instant::now() + cfg.heartbeat_timeout);
-                    }
-                    last_beat = Instant::now();
-                }
-                Ok(None) => {
-                    tracing::warn!(node = %node, "this node was declared dead by the cluster; registering again");
-                    orch.set_unready();
-                    registered = false;
-                    continue;
-                }
-                Err(e) => {
-                    if last_beat.elapsed() >= cfg.heartbeat_timeout && orch.is_ready() {
-                        tracing::error!(error = %e, "no heartbeat for a whole timeout: self-fencing, claiming stops");
-                        orch.set_unready();
-                    } else {
-                        tracing::warn!(error = %e, "heartbeat failed; will try again");
-                    }
-                    continue;
-                }
-            }
         }
-        let (now, nodes) = match store.node_list().await {
+        // One transaction: the heartbeat, the lease renewal, the node list, the versions and
+        // the services' probes.
+        let timeout = ms(cfg.heartbeat_timeout);
+        let ask = TickAsk {
+            node: &node,
+            renew: leadership.term().map(|e| (e, timeout)),
+            max_pending_ms: ms(cfg.max_pending),
+        };
+        let view = match store.node_tick(&ask).await {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the node list failed");
+                if last_beat.elapsed() >= cfg.heartbeat_timeout && orch.is_ready() {
+                    tracing::error!(error = %e, "no heartbeat for a whole timeout: self-fencing, claiming stops");
+                    orch.set_unready();
+                } else {
+                    tracing::warn!(error = %e, "heartbeat failed; will try again");
+                }
                 continue;
             }
         };
-        let timeout = ms(cfg.heartbeat_timeout);
-        expiry_look = next_expiry_ms(&nodes, now, timeout, &node)
+        if view.beat.is_none() {
+            tracing::warn!(node = %node, "this node was declared dead by the cluster; registering again");
+            orch.set_unready();
+            registered = false;
+            continue;
+        }
+        // Others count as dead after a timeout of silence; an own gap of half of it may have
+        // made them look so.
+        if last_beat.elapsed() > cfg.heartbeat_timeout / 2 {
+            tracing::warn!(
+                silent_ms = last_beat.elapsed().as_millis(),
+                "this node could not heartbeat for a while; it gives the others one timeout before judging their silence"
+            );
+            blind_until = Some(Instant::now() + cfg.heartbeat_timeout);
+        }
+        last_beat = Instant::now();
+        keys_version.send_if_modified(|v| std::mem::replace(v, view.keys_version) != view.keys_version);
+        let (now, nodes) = (view.now, &view.nodes);
+        expiry_look = next_expiry_ms(nodes, now, timeout, &node)
             .filter(|&wait| wait < ms(cfg.heartbeat_interval))
             .map(|wait| Instant::now() + Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
         // The oldest live node leads: it holds the lease and keeps the token ring assigned.
-        let seniority = leader::by_seniority(&nodes, now, timeout, &node);
-        let fence = leadership.tick(store.as_ref(), &node, &seniority, timeout, ring).await;
+        let seniority = leader::by_seniority(nodes, now, timeout, &node);
+        let fence = leadership.tick(store.as_ref(), &node, &seniority, timeout, ring, &view).await;
         // What this node may claim: its tokens, and pinned tasks by their patterns. It is
         // ready (claims, answers /health/ready) once it owns tokens.
-        // The tasks, read once per tick: their pins decide the claims, their policies the drops.
-        let tasks = match store.task_list().await {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the tasks failed; keeping the last claims");
-                None
+        // The tasks, read again when their version moved: their pins decide the claims, their
+        // policies the drops.
+        let stale = catalog
+            .as_ref()
+            .is_none_or(|(version, at, _)| *version != view.tasks_version || at.elapsed() >= CATALOG_BACKSTOP);
+        if stale {
+            match store.task_list().await {
+                Ok(t) => catalog = Some((view.tasks_version, Instant::now(), t)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the tasks failed; keeping the last claims");
+                    catalog = None;
+                }
             }
-        };
-        if let Some(tasks) = &tasks {
-            match claims_of(store.as_ref(), &node, &seniority, tasks, &mut owned).await {
+        }
+        let tasks = catalog.as_ref().map(|(_, _, t)| t.as_slice());
+        if let Some(tasks) = tasks {
+            match claims_of(
+                store.as_ref(),
+                &node,
+                &seniority,
+                tasks,
+                (view.ring_version, view.total_tokens),
+                &mut owned,
+            )
+            .await
+            {
                 Ok(claims) => {
                     orch.set_total_tokens(claims.total_tokens);
                     orch.set_claim_filter(claims.filter, claims.owns_tokens);
@@ -202,19 +244,25 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig) {
             }
         }
         // The atomic services: on the leader only (the lease holder is their one runner), at
-        // every tick.
+        // a tick where one of them has something to do.
         let Some(fence) = fence else { continue };
         let dead: Vec<String> =
             nodes.iter().filter(|n| n.left_at.is_none() && !n.is_live(now, timeout)).map(|n| n.name.clone()).collect();
+        let purge_due = last_purge.elapsed() >= cfg.purge_interval;
+        let due = services_due(&view.due, !dead.is_empty(), tasks.is_some_and(drops::any_droppable), purge_due)
+            || ran_in_term != Some(fence.epoch);
+        if !due {
+            continue;
+        }
         // A running execution of a former term, or older than one cycle, is abandoned.
         match store.service_begin(&fence, ms(cfg.service_interval)).await {
             Ok(ServiceGate::Acquired(id)) => {
-                let purge_due = last_purge.elapsed() >= cfg.purge_interval;
+                ran_in_term = Some(fence.epoch);
                 if purge_due {
                     last_purge = Instant::now();
                 }
                 let judge = blind_until.is_none_or(|t| Instant::now() >= t);
-                let tick = Tick { now, dead: &dead, tasks: tasks.as_deref(), purge_due, judge };
+                let tick = Tick { now, dead: &dead, tasks, purge_due, judge };
                 let detail = execute(&orch, &units, &fence, &tick).await;
                 if let Err(e) = store.service_finish(id, ServiceRunStatus::Completed, &detail).await {
                     tracing::warn!(error = %e, "recording the end of an atomic-service run failed");

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{Dialect, NameRow, Pools, SqlStore, clamp_i64, corrupt, sql, to_json, to_u32, to_u64};
+use super::{Dialect, NameRow, Pools, SqlStore, bump_catalog, clamp_i64, corrupt, sql, to_json, to_u32, to_u64};
 use crate::model::{ComponentInfo, Concurrency, TaskDef, TaskPatch};
 use crate::store::{StoreError, StoreResult};
 
@@ -181,6 +181,7 @@ pub(super) async fn put(store: &SqlStore, component: &NewComponent<'_>) -> Store
     let names_json = to_json(&names)?;
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
     let (row, upserted) = in_tx!(store, |tx, d| {
+        bump_catalog(&mut *tx, "tasks").await?;
         let existing: Vec<PutTaskRow> =
             sqlx::query_as(q::TASKS_FOR_PUT.get(d)).bind(&names_json).bind(name).fetch_all(&mut *tx).await?;
         let mut patches = HashMap::new();
@@ -282,6 +283,7 @@ pub(super) async fn bytes(store: &SqlStore, name: &str) -> StoreResult<Option<Ve
 
 pub(super) async fn delete(store: &SqlStore, name: &str) -> StoreResult<bool> {
     let deleted = in_tx!(store, |tx, d| {
+        bump_catalog(&mut *tx, "tasks").await?;
         let stranded: Vec<TaskCount> =
             sqlx::query_as(q::COMPONENT_UNFINISHED.get(d)).bind(name).fetch_all(&mut *tx).await?;
         if !stranded.is_empty() {
@@ -313,6 +315,7 @@ pub(super) async fn task_get(store: &SqlStore, name: &str) -> StoreResult<Option
 
 pub(super) async fn task_update(store: &SqlStore, name: &str, patch: &TaskPatch) -> StoreResult<Option<TaskDef>> {
     let updated = in_tx!(store, |tx, d| {
+        bump_catalog(&mut *tx, "tasks").await?;
         let row: Option<TaskRow> =
             sqlx::query_as(q::TASK_GET_FOR_UPDATE.get(d)).bind(name).fetch_optional(&mut *tx).await?;
         match row {

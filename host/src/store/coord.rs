@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::{Dialect, Pools, SqlStore, check_fence, corrupt, sql, to_json, to_u32};
 use super::{transitions, triggers};
 use crate::model::{
-    Event, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TokenAudit, TokenRing, Trigger,
-    TriggerRun,
+    Due, Event, Lease, Millis, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TickAsk, TickView, TokenAudit,
+    TokenRing, Trigger, TriggerRun,
 };
 use crate::model::{NodeLoad, TokenLoad};
 use crate::store::{Coordination, Fence, ServiceGate, Store, StoreError, StoreResult};
@@ -65,6 +65,18 @@ struct NodeListRow {
     #[sqlx(flatten)]
     node: NodeRow,
     now: i64,
+}
+
+/// One row of [`q::TICK_PROBE`].
+#[derive(sqlx::FromRow)]
+struct TickProbeRow {
+    ring_version: i64,
+    total_tokens: i64,
+    tasks_version: i64,
+    keys_version: i64,
+    overdue_instances: bool,
+    stale_pending: bool,
+    triggers: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -148,6 +160,50 @@ impl Coordination for SqlStore {
             .fetch_optional(&mut *tx)
             .await?);
         Ok(at)
+    }
+
+    async fn node_tick(&self, ask: &TickAsk<'_>) -> StoreResult<TickView> {
+        let (beat, lease, rows, probe) = in_tx!(self, |tx, d| {
+            let beat: Option<i64> =
+                sqlx::query_scalar(q::NODE_HEARTBEAT.get(d)).bind(ask.node).fetch_optional(&mut *tx).await?;
+            // A node the cluster retired renews nothing: it registers again first.
+            let lease: Option<i64> = match (beat, ask.renew) {
+                (Some(_), Some((epoch, ttl_ms))) => {
+                    sqlx::query_scalar(q::LEASE_CLAIM.get(d))
+                        .bind(ask.node)
+                        .bind(ttl_ms)
+                        .bind(epoch)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
+                _ => None,
+            };
+            let rows: Vec<NodeListRow> = sqlx::query_as(q::NODE_LIST.get(d)).fetch_all(&mut *tx).await?;
+            let probe: TickProbeRow =
+                sqlx::query_as(q::TICK_PROBE.get(d)).bind(ask.max_pending_ms).fetch_one(&mut *tx).await?;
+            (beat, lease, rows, probe)
+        });
+        let now = match (rows.first(), beat) {
+            (Some(r), _) => r.now,
+            (None, Some(at)) => at,
+            (None, None) => self.now().await?,
+        };
+        let nodes = rows.into_iter().map(|r| r.node.decode()).collect::<StoreResult<_>>()?;
+        Ok(TickView {
+            beat,
+            lease,
+            now,
+            nodes,
+            ring_version: probe.ring_version,
+            total_tokens: to_u32("total_tokens", probe.total_tokens)?,
+            tasks_version: probe.tasks_version,
+            keys_version: probe.keys_version,
+            due: Due {
+                overdue_instances: probe.overdue_instances,
+                stale_pending: probe.stale_pending,
+                triggers: probe.triggers,
+            },
+        })
     }
 
     async fn node_leave(&self, name: &str) -> StoreResult<()> {

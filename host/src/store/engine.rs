@@ -448,6 +448,16 @@ pub(super) async fn check_fence(conn: impl Into<Conn<'_>>, fence: &Fence) -> Sto
     }
 }
 
+/// Bumps the catalog version `name` (`tasks` or `keys`): the first statement of every
+/// transaction that writes them, so that each node's membership tick sees the change
+/// ([`crate::model::TickView`]) and, on PostgreSQL, all such transactions lock that row first.
+pub(super) async fn bump_catalog(conn: impl Into<Conn<'_>>, name: &str) -> StoreResult<()> {
+    on_conn!(conn.into(), |c, d| {
+        sqlx::query(sql::coord::CATALOG_BUMP.get(d)).bind(name).execute(&mut *c).await?;
+    });
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rows and conversions shared by the subjects.
 

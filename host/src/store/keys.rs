@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Dialect, Pools, SqlStore, corrupt, sql, to_json};
+use super::{Dialect, Pools, SqlStore, bump_catalog, corrupt, sql, to_json};
 use crate::model::key::Role;
 use crate::store::{ApiKey, KeyStore, StoreError, StoreResult};
 
@@ -33,12 +33,15 @@ impl KeyRow {
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn key_insert(&self, name: &str, role: Role, hash: &str) -> StoreResult<ApiKey> {
-        let row: Option<KeyRow> = in_tx!(self, |tx, d| sqlx::query_as(q::KEY_INSERT.get(d))
-            .bind(name)
-            .bind(role.as_str())
-            .bind(hash)
-            .fetch_optional(&mut *tx)
-            .await?);
+        let row: Option<KeyRow> = in_tx!(self, |tx, d| {
+            bump_catalog(&mut *tx, "keys").await?;
+            sqlx::query_as(q::KEY_INSERT.get(d))
+                .bind(name)
+                .bind(role.as_str())
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?
+        });
         row.ok_or_else(|| StoreError::Conflict(format!("a key named `{name}` exists")))?.decode()
     }
 
@@ -48,8 +51,10 @@ impl KeyStore for SqlStore {
     }
 
     async fn key_delete(&self, name: &str) -> StoreResult<bool> {
-        let n =
-            in_tx!(self, |tx, d| sqlx::query(q::KEY_DELETE.get(d)).bind(name).execute(&mut *tx).await?.rows_affected());
+        let n = in_tx!(self, |tx, d| {
+            bump_catalog(&mut *tx, "keys").await?;
+            sqlx::query(q::KEY_DELETE.get(d)).bind(name).execute(&mut *tx).await?.rows_affected()
+        });
         Ok(n > 0)
     }
 

@@ -182,6 +182,12 @@ pub trait Coordination: Send + Sync + 'static {
     /// is unknown or left.
     async fn node_heartbeat(&self, name: &str) -> StoreResult<Option<Millis>>;
 
+    /// One membership tick of a node, in one transaction: its heartbeat, the renewal of the
+    /// lease term it held (when asked; only if the heartbeat found it), the node list, and the
+    /// versions and probes of [`TickView`]. An idle node costs the database this one
+    /// transaction per heartbeat interval.
+    async fn node_tick(&self, ask: &crate::model::TickAsk<'_>) -> StoreResult<crate::model::TickView>;
+
     /// Marks a node as left (clean shutdown).
     async fn node_leave(&self, name: &str) -> StoreResult<()>;
 

@@ -58,6 +58,35 @@ macro_rules! node_list {
 /// Every node, seniority first, each row with the database time.
 pub(in crate::store) const NODE_LIST: Sql = both!(node_list);
 
+macro_rules! tick_probe {
+    ($d:ident) => {
+        concat!(
+            "SELECT r.version AS ring_version, r.total_tokens, \
+             (SELECT v.version FROM catalog_versions v WHERE v.name = 'tasks') AS tasks_version, \
+             (SELECT v.version FROM catalog_versions v WHERE v.name = 'keys') AS keys_version, \
+             EXISTS (SELECT 1 FROM task_instances WHERE report_by IS NOT NULL AND report_by < ",
+            now_ms!($d),
+            ") AS overdue_instances, \
+             EXISTS (SELECT 1 FROM invocations WHERE status = 'pending' AND updated_at < ",
+            now_ms!($d),
+            " - $1) AS stale_pending, \
+             EXISTS (SELECT 1 FROM triggers) AS triggers \
+             FROM token_ring r WHERE r.id = 1"
+        )
+    };
+}
+/// What a membership tick reads besides the node list: the ring's version and size, the
+/// versions of the tasks and the keys, and whether triage (an instance past `report_by`), the
+/// pending recovery (an invocation `pending` for more than `$1` ms) or the trigger evaluation
+/// (a trigger) has anything to look at. The probes go through the partial indexes on live
+/// instances and pending invocations.
+pub(in crate::store) const TICK_PROBE: Sql = both!(tick_probe);
+
+/// Bumps the version of `$1` (`tasks` or `keys`): the first statement of every transaction
+/// that writes them (`catalog_versions`, migration 0018).
+pub(in crate::store) const CATALOG_BUMP: Sql =
+    Sql::same("UPDATE catalog_versions SET version = version + 1 WHERE name = $1");
+
 macro_rules! service_abandon {
     ($d:ident) => {
         concat!(

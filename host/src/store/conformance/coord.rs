@@ -11,6 +11,7 @@ conformance!(
     usage_counts_bytes_and_transactions,
     drops_follow_the_policy_in_force,
     the_ring_swaps_only_under_the_current_lease,
+    a_tick_is_one_look_at_everything_a_node_keeps,
 );
 
 async fn nodes_register_heartbeat_and_leave(h: Harness) {
@@ -298,4 +299,68 @@ async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
     assert_eq!(got, vec![id(1), id(3), id(10), id(11)]);
     let got = mine(store.invocation_claim("n2", 10).await.expect("claim"));
     assert_eq!(got, vec![id(0), id(2)]);
+}
+
+/// One membership tick: the heartbeat (none for a node that left, and then no renewal), the
+/// renewal of the term the node held, the node list, the versions that say when to read the
+/// ring, the tasks or the keys again (every write to the tasks and the keys bumps its own),
+/// and the probes that say whether the atomic services have anything to do.
+async fn a_tick_is_one_look_at_everything_a_node_keeps(h: Harness) {
+    use crate::model::{Due, TaskPatch, TickAsk, key::Role};
+    let store = &*h.store;
+    let ask = |node, renew| TickAsk { node, renew, max_pending_ms: 60_000 };
+    store.node_register("n1", &[], 1).await.expect("register");
+    let first = store.node_tick(&ask("n1", None)).await.expect("tick");
+    assert!(first.beat.is_some_and(|b| b > 0) && first.now >= first.beat.unwrap_or(0), "{first:?}");
+    assert_eq!(first.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["n1"]);
+    assert_eq!((first.lease, first.ring_version, first.total_tokens, first.due), (None, 0, 0, Due::default()));
+    let unchanged = store.node_tick(&ask("n1", None)).await.expect("tick");
+    assert_eq!((unchanged.tasks_version, unchanged.keys_version), (first.tasks_version, first.keys_version));
+
+    // Every write to the tasks moves their version, and only theirs.
+    let mut tasks = first.tasks_version;
+    let mut moved = async |what: &str| {
+        let v = store.node_tick(&ask("n1", None)).await.expect("tick");
+        assert!(v.tasks_version > tasks, "{what} moves the tasks' version");
+        assert_eq!(v.keys_version, first.keys_version, "{what} leaves the keys' version");
+        tasks = v.tasks_version;
+    };
+    setup(store, &["t"]).await;
+    moved("a deploy").await;
+    let patch = TaskPatch { max_attempts: Some(5), ..TaskPatch::default() };
+    store.task_update("t", &patch).await.expect("patch").expect("the task");
+    moved("a patch").await;
+    assert!(store.component_delete("comp").await.expect("delete"));
+    moved("a removal").await;
+    // And of the keys.
+    store.key_insert("ci", Role::Read, "digest").await.expect("key");
+    let v = store.node_tick(&ask("n1", None)).await.expect("tick");
+    assert!(v.keys_version > first.keys_version && v.tasks_version == tasks, "{v:?}");
+    assert!(store.key_delete("ci").await.expect("delete key"));
+    let w = store.node_tick(&ask("n1", None)).await.expect("tick");
+    assert!(w.keys_version > v.keys_version, "{w:?}");
+
+    // The term held is renewed in the tick; a node that left heartbeats and renews nothing.
+    let epoch = store.lease_claim("n1", 60_000, None).await.expect("lease").expect("free");
+    h.exec_raw("UPDATE cluster_lease SET expires_at = expires_at - 50000").await;
+    let before = store.lease_get().await.expect("lease").expires_at;
+    let renewed = store.node_tick(&ask("n1", Some((epoch, 60_000)))).await.expect("tick");
+    assert_eq!(renewed.lease, Some(epoch));
+    assert!(store.lease_get().await.expect("lease").expires_at > before, "renewed");
+    store.node_leave("n1").await.expect("leave");
+    let gone = store.node_tick(&ask("n1", Some((epoch, 60_000)))).await.expect("tick");
+    assert_eq!((gone.beat, gone.lease), (None, None));
+
+    // The probes: a trigger; an invocation pending past max_pending; a live instance overdue.
+    store.trigger_insert(&on_deploy("t1")).await.expect("trigger");
+    setup(store, &["t"]).await;
+    store.invocation_insert_batch(&[call(0, "t")]).await.expect("insert");
+    store.invocation_claim_reporting("n2", 1, 60_000, &ClaimFilter::default()).await.expect("claim");
+    let due = |v: &crate::model::TickView| v.due;
+    let fresh = store.node_tick(&ask("n2", None)).await.expect("tick");
+    assert_eq!(due(&fresh), Due { overdue_instances: false, stale_pending: false, triggers: true });
+    let stale = store.node_tick(&TickAsk { node: "n2", renew: None, max_pending_ms: -60_000 }).await.expect("tick");
+    assert!(stale.due.stale_pending, "{stale:?}");
+    h.exec_raw("UPDATE task_instances SET report_by = 1 WHERE report_by IS NOT NULL").await;
+    assert!(store.node_tick(&ask("n2", None)).await.expect("tick").due.overdue_instances);
 }
