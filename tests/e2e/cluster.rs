@@ -144,6 +144,51 @@ pub(crate) async fn hello_pinned_to_back() -> (TestDaemon, TestDaemon) {
     (front, back)
 }
 
+/// A task patched, or a component deployed again, through one node takes effect on the node
+/// that runs the task within a heartbeat: each node keeps copies of the tasks and compiled
+/// components for routing and running, and drops them when the tasks' version (moved by every
+/// deploy, patch or removal, whichever node made it) moves. They were kept for the node's life:
+/// a timeout patched through `front` never reached the attempts `back` ran.
+async fn a_patch_through_one_node_reaches_the_node_that_runs_the_task(b: Backend) {
+    let front = TestDaemon::start_with(b, |c| c.node_name = "front".into()).await;
+    let back = front.join("back", |_| {}).await;
+    front.deploy("slow", guests::SLOW).await;
+    let (s, v) = front.post("/v1/cluster/pins", &json!({"task": "slow", "patterns": ["back"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Where a call of `slow {"ms": 300}` ran, and how it ended.
+    let run = async || {
+        let id = front.call("slow", json!({"ms": 300})).await;
+        let v = front.result(&id, MINUTE).await;
+        let (_, i) = front.get(&format!("/v1/invocations/{id}/instances")).await;
+        (i["instances"][0]["node"].as_str().unwrap_or_default().to_string(), v)
+    };
+    // `back` has heard of the pin and run the task (reading it, compiling the component).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (node, v) = run().await;
+        if node == "back" && v["status"] == "success" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pinned task never ran on back: {v}");
+    }
+    let r =
+        front.http.patch(format!("{}/v1/tasks/slow", front.url)).json(&json!({"timeout_ms": 100, "max_attempts": 1}));
+    assert_eq!(r.send().await.expect("patch").status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (node, v) = run().await;
+        assert_eq!(node, "back", "{v}");
+        if v["status"] == "failed" {
+            assert_eq!(v["error"]["kind"], "timeout", "{v}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "back still runs the task without the patched timeout: {v}");
+    }
+    back.stop().await;
+    front.stop().await;
+}
+both!(patches_reach_every_node, a_patch_through_one_node_reaches_the_node_that_runs_the_task);
+
 /// A call routed through one node and run by another is answered at once: the routing node's
 /// notice wakes the other's dispatcher (no wait for its poll), and the runner's notice wakes the
 /// long-poll on the routing node (no wait for its next look). PostgreSQL: the nodes of a

@@ -660,6 +660,14 @@ impl Orchestrator {
         lock(&self.inner.routing.tasks).clear();
     }
 
+    /// Forgets the cached task definitions and compiled components: the tasks' version moved
+    /// (a deploy, patch or removal, through any node). They are read again at their next use;
+    /// a compiled component comes back from the AOT cache.
+    pub(crate) async fn forget_catalog(&self) {
+        self.invalidate_tasks();
+        self.inner.routing.components.lock().await.clear();
+    }
+
     /// A task definition, cached.
     pub async fn task(&self, name: &str) -> OrchResult<TaskDef> {
         if let Some(t) = lock(&self.inner.routing.tasks).get(name) {

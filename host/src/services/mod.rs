@@ -216,6 +216,10 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig, keys_version: t
             .as_ref()
             .is_none_or(|(version, at, _)| *version != view.tasks_version || at.elapsed() >= CATALOG_BACKSTOP);
         if stale {
+            // Routing and the workers keep their own copies of the tasks and the compiled
+            // components: a deploy, patch or removal made through another node reaches them
+            // here, within one heartbeat.
+            orch.forget_catalog().await;
             match store.task_list().await {
                 Ok(t) => catalog = Some((view.tasks_version, Instant::now(), t)),
                 Err(e) => {
