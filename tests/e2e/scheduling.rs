@@ -128,3 +128,96 @@ async fn a_delayed_call_starts_on_another_node_when_due() {
     back.stop().await;
     front.stop().await;
 }
+
+/// Debounce (issue 17, item 4), across three nodes: calls with the same debounce key within
+/// the window collapse into one invocation, which runs once, with the last call's arguments,
+/// a window after the last call; every call answers with its id (`reused: true` but for the
+/// first). Another key is another invocation; a call after the run starts a new one; without
+/// a key the task's key arguments are the key; bad options are 400 in the error shape.
+async fn debounced_calls_collapse_into_one(b: Backend) {
+    let a = TestDaemon::start_with(b, |c| c.node_name = "a".into()).await;
+    let b2 = a.join("b", |_| {}).await;
+    let c = a.join("c", |_| {}).await;
+    a.deploy("hello", guests::HELLO).await;
+    let nodes = [&a, &b2, &c];
+    let debounced = |d: &TestDaemon, name: String, key: &str| {
+        let body =
+            json!({"task": "hello", "args": {"name": name}, "options": {"debounce_ms": 1_500, "debounce_key": key}});
+        let d = warden_tests::harness::Api::clone(d);
+        async move {
+            let (s, v) = d.post("/v1/invocations", &body).await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+            v
+        }
+    };
+    let mut answers = Vec::new();
+    let mut starts = Vec::new();
+    for n in 0..9 {
+        let v = debounced(nodes[n % 3], format!("n{n}"), "user-7").await;
+        let id = v["id"].as_str().expect("id").to_string();
+        let (_, inv) = nodes[(n + 1) % 3].get(&format!("/v1/invocations/{id}")).await;
+        starts.push(inv["not_before"].as_i64().unwrap_or_else(|| panic!("waits for its window: {inv}")));
+        answers.push(v);
+    }
+    let other = debounced(&b2, "other".into(), "user-8").await;
+    let id = answers[0]["id"].as_str().expect("id").to_string();
+    assert!(answers.iter().all(|v| v["id"] == json!(id)), "one invocation for one key: {answers:?}");
+    assert_eq!(answers[0]["reused"], false);
+    assert!(answers[1..].iter().all(|v| v["reused"] == true), "{answers:?}");
+    assert_ne!(other["id"], json!(id), "another key, another invocation");
+    assert!(starts.windows(2).all(|w| w[1] >= w[0]), "each call pushes the start on: {starts:?}");
+    let last_start = *starts.last().expect("starts");
+
+    let v = a.result(&id, MINUTE).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(1)), "{v}");
+    assert_eq!(v["result"], json!({"greeting": "Hello, n8!"}), "the last call's arguments: {v}");
+    let claimed = claimed_at(&a, &id).await;
+    assert!(claimed >= last_start, "claimed at {claimed}, before the window after the last call ({last_start})");
+    let other = c.result(other["id"].as_str().expect("id"), MINUTE).await;
+    assert_eq!(other["result"], json!({"greeting": "Hello, other!"}), "{other}");
+    let (_, count) = a.get("/v1/invocations/count?task=hello").await;
+    let total: i64 = count["counts"].as_array().expect("counts").iter().filter_map(|c| c["count"].as_i64()).sum();
+    assert_eq!(total, 2, "ten calls, two keys, two invocations: {count}");
+    // Once it has started, the key opens a new window.
+    let again = debounced(&c, "again".into(), "user-7").await;
+    assert_eq!(again["reused"], false, "{again}");
+    assert_ne!(again["id"], json!(id));
+
+    // Without a key: the task's key arguments, else a 400 that says what to give.
+    let bad = |options: Value| json!({"task": "hello", "args": {"name": "x"}, "options": options});
+    let (s, v) = a.post("/v1/invocations", &bad(json!({"debounce_ms": 100}))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "debounce_key");
+    let r = a.http.patch(format!("{}/v1/tasks/hello", a.url)).json(&json!({"key_arguments": ["name"]})).send().await;
+    assert_eq!(r.expect("patch").status(), StatusCode::OK);
+    let by_name = |name: &str| json!({"task": "hello", "args": {"name": name}, "options": {"debounce_ms": 60_000}});
+    let (_, first) = a.post("/v1/invocations", &by_name("ada")).await;
+    // The patch reaches the other nodes' routing within a heartbeat (the tasks' version).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        let (s, v) = b2.post("/v1/invocations", &by_name("ada")).await;
+        if s == StatusCode::ACCEPTED || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (_, third) = c.post("/v1/invocations", &by_name("bob")).await;
+    assert_eq!((second["id"].clone(), second["reused"].clone()), (first["id"].clone(), json!(true)), "{second}");
+    assert_ne!(third["id"], first["id"], "{third}");
+    // Bad options.
+    for (options, says) in [
+        (json!({"debounce_ms": 0}), "between 1 and"),
+        (json!({"debounce_ms": -5}), "between 1 and"),
+        (json!({"debounce_ms": 40_000_000_000_i64}), "366 days"),
+        (json!({"debounce_key": "k"}), "needs options.debounce_ms"),
+        (json!({"debounce_ms": 10, "debounce_key": ""}), "1-255"),
+        (json!({"debounce_ms": 10, "delay_ms": 5}), "not with options.delay_ms"),
+        (json!({"debounce_ms": 10, "idempotency_key": "k"}), "idempotency key"),
+    ] {
+        let (s, v) = a.post("/v1/invocations", &bad(options.clone())).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, says);
+    }
+    for d in [c, b2, a] {
+        d.stop().await;
+    }
+}
+both!(debounce, debounced_calls_collapse_into_one);

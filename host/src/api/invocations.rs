@@ -50,6 +50,45 @@ pub(super) struct CallOptions {
     /// `delay_ms`.
     #[schema(format = DateTime)]
     not_before: Option<String>,
+    /// A debounced call: calls of the task with the same debounce key within this many ms
+    /// of each other collapse into one invocation, which runs with the last call's arguments
+    /// this many ms after the last call (every call answers with its id; the later ones with
+    /// `reused: true`). 1 to 31,622,400,000 (366 days). Not with `delay_ms`, `not_before` or
+    /// an idempotency key.
+    #[schema(minimum = 1, maximum = 31_622_400_000_i64)]
+    debounce_ms: Option<i64>,
+    /// The debounce key (1-255 characters); without it, the values of the task's key arguments
+    /// are the key. Only with `debounce_ms`.
+    debounce_key: Option<String>,
+}
+
+/// The debounce of a call, checked: `(debounce_ms, debounce_key)`.
+fn debounce_of(o: &CallOptions) -> Result<(Option<u64>, Option<String>), ApiError> {
+    let key = o.debounce_key.clone();
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::bad_request("options.debounce_key must be 1-255 characters"));
+    }
+    let Some(d) = o.debounce_ms else {
+        return match key {
+            Some(_) => Err(ApiError::bad_request("options.debounce_key needs options.debounce_ms (the window, in ms)")),
+            None => Ok((None, None)),
+        };
+    };
+    let ms = match u64::try_from(d) {
+        Ok(ms) if (1..=MAX_DELAY_MS).contains(&d) => ms,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "options.debounce_ms must be between 1 and {MAX_DELAY_MS} (366 days), not {d}"
+            )));
+        }
+    };
+    if o.delay_ms.is_some() || o.not_before.is_some() {
+        return Err(ApiError::bad_request(
+            "options.debounce_ms sets when the call starts (that many ms after the last call of its key): \
+             not with options.delay_ms or options.not_before",
+        ));
+    }
+    Ok((Some(ms), key))
 }
 
 /// The longest delay a call may be given (366 days), in ms.
@@ -97,6 +136,7 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
     super::guard::check_size("call arguments", &c.args, max_args)?;
     let options = c.options.unwrap_or_default();
     let (delay_ms, not_before) = start_of(&options)?;
+    let (debounce_ms, debounce_key) = debounce_of(&options)?;
     let option_key = options.idempotency_key;
     let idempotency_key = match (header_key, option_key) {
         (Some(h), Some(o)) if h != o => {
@@ -107,8 +147,13 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
     if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
         return Err(ApiError::bad_request("an idempotency key must be 1-255 characters"));
     }
+    if debounce_ms.is_some() && idempotency_key.is_some() {
+        return Err(ApiError::bad_request(
+            "a debounced call answers with the invocation of its debounce key: not with an idempotency key",
+        ));
+    }
     let args = if c.args.is_null() { Value::Object(serde_json::Map::new()) } else { c.args };
-    Ok(CallRequest { task: c.task, args, idempotency_key, delay_ms, not_before })
+    Ok(CallRequest { task: c.task, args, idempotency_key, delay_ms, not_before, debounce_ms, debounce_key })
 }
 
 /// A routed call: `{"id","status","reused"}`, plus `rerun_of` for a rerun.

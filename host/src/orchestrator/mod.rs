@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::model::{Invocation, Millis, NewInvocation, TaskDef, Transition, identity};
 use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
-use crate::store::{Store, StoreError, TransitionOutcome};
+use crate::store::{Debounce, Store, StoreError, TransitionOutcome};
 use batcher::Batcher;
 pub use coordination::NewTrigger;
 pub use feed::Subscription;
@@ -203,12 +203,26 @@ pub struct CallRequest {
     pub delay_ms: Option<u64>,
     /// Claimed no earlier than this time, ms since the Unix epoch (a scheduled call).
     pub not_before: Option<Millis>,
+    /// A debounced call: calls of the task with the same debounce key within this many ms of
+    /// each other collapse into one invocation, which runs with the last call's arguments
+    /// this many ms after the last call.
+    pub debounce_ms: Option<u64>,
+    /// The debounce key; `None`: the values of the task's key arguments.
+    pub debounce_key: Option<String>,
 }
 
 impl CallRequest {
     /// A call of `task` with `args` and no options.
     pub fn new(task: impl Into<String>, args: serde_json::Value) -> Self {
-        Self { task: task.into(), args, idempotency_key: None, delay_ms: None, not_before: None }
+        Self {
+            task: task.into(),
+            args,
+            idempotency_key: None,
+            delay_ms: None,
+            not_before: None,
+            debounce_ms: None,
+            debounce_key: None,
+        }
     }
 }
 
@@ -708,7 +722,11 @@ impl Orchestrator {
         for c in calls {
             let mut new = self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?;
             (new.delay_ms, new.not_before) = (c.delay_ms, c.not_before);
-            news.push(new);
+            if let Some(ms) = c.debounce_ms {
+                new.scope = Some(self.debounce_scope(&c.task, &c.args, c.debounce_key.as_deref()).await?);
+                new.delay_ms = Some(ms);
+            }
+            news.push((new, c.debounce_ms));
         }
         let mut last = String::new();
         for _ in 0..3 {
@@ -724,16 +742,47 @@ impl Orchestrator {
         Err(OrchestratorError::Conflict(format!("routing kept racing other routers: {last}")))
     }
 
-    async fn route_new(&self, news: &[NewInvocation]) -> OrchResult<Vec<Routed>> {
+    /// The debounce scope of a call (its registration scope: one `registered` invocation per
+    /// scope): `debounce:` and the hash of the task with the call's debounce key or, without
+    /// one, with the values of the task's key arguments.
+    async fn debounce_scope(&self, task: &str, args: &serde_json::Value, key: Option<&str>) -> OrchResult<String> {
+        let hash = match key {
+            Some(k) => identity::call_id(task, &identity::canonical_json(&serde_json::Value::from(k))),
+            None => {
+                let def = self.task(task).await?;
+                if def.key_arguments.is_empty() {
+                    return Err(OrchestratorError::BadRequest(format!(
+                        "options.debounce_ms needs options.debounce_key, or key arguments on task `{task}` \
+                         (PATCH /v1/tasks/{task} {{\"key_arguments\": [...]}}) whose values are the key"
+                    )));
+                }
+                policy::concurrency_scope(crate::model::Concurrency::Keys, task, args, "", &def.key_arguments)
+                    .map_err(|e| OrchestratorError::BadRequest(format!("debounce key: {e}")))?
+                    .unwrap_or_default()
+            }
+        };
+        Ok(format!("debounce:{hash}"))
+    }
+
+    /// A debounced call `n` landing on the waiting invocation `id`: the invocation as the call
+    /// would make it (its arguments, call id and running scope), under `id`.
+    async fn debounced_into(&self, n: &NewInvocation, id: &str) -> OrchResult<NewInvocation> {
+        let args: serde_json::Value = serde_json::from_str(&n.args)
+            .map_err(|e| OrchestratorError::Store(format!("canonical arguments do not parse: {e}")))?;
+        let later = self.new_invocation(&n.task, &args, Some(id.to_string()), None, None, None).await?;
+        Ok(NewInvocation { scope: n.scope.clone(), delay_ms: n.delay_ms, ..later })
+    }
+
+    async fn route_new(&self, news: &[(NewInvocation, Option<u64>)]) -> OrchResult<Vec<Routed>> {
         enum Answer {
             Existing(Box<Invocation>),
             Inserted(usize),
             SameAs(usize),
         }
-        let mut scopes: Vec<String> = news.iter().filter_map(|n| n.scope.clone()).collect();
+        let mut scopes: Vec<String> = news.iter().filter_map(|(n, _)| n.scope.clone()).collect();
         scopes.sort_unstable();
         scopes.dedup();
-        let keys: Vec<String> = news.iter().filter_map(|n| n.idempotency_key.clone()).collect();
+        let keys: Vec<String> = news.iter().filter_map(|(n, _)| n.idempotency_key.clone()).collect();
         let found = self.inner.store.invocation_find_routed(&scopes, &keys).await?;
         let mut by_scope = HashMap::new();
         let mut by_key = HashMap::new();
@@ -752,7 +801,10 @@ impl Orchestrator {
         let mut to_insert: Vec<NewInvocation> = Vec::new();
         let mut scope_in_batch: HashMap<&str, usize> = HashMap::new();
         let mut key_in_batch: HashMap<&str, usize> = HashMap::new();
-        for n in news {
+        // Debounced calls landing on waiting invocations: the last call per invocation wins.
+        let mut debounced: Vec<Debounce> = Vec::new();
+        let mut debounced_at: HashMap<String, usize> = HashMap::new();
+        for (n, debounce_ms) in news {
             if let Some(k) = n.idempotency_key.as_deref() {
                 if let Some(inv) = by_key.get(k) {
                     mismatch(k, &inv.call_id, &n.call_id)?;
@@ -767,12 +819,36 @@ impl Orchestrator {
             }
             if let Some(s) = n.scope.as_deref() {
                 if let Some(inv) = by_scope.get(s) {
-                    self.check_same_args(n, &inv.call_id, &inv.id).await?;
+                    if let Some(ms) = *debounce_ms {
+                        let later = self.debounced_into(n, &inv.id).await?;
+                        let d = Debounce {
+                            id: inv.id.clone(),
+                            scope: s.to_string(),
+                            args: later.args,
+                            call_id: later.call_id,
+                            run_scope: later.run_scope,
+                            delay_ms: ms,
+                        };
+                        match debounced_at.get(&inv.id) {
+                            Some(&i) => debounced[i] = d,
+                            None => {
+                                debounced_at.insert(inv.id.clone(), debounced.len());
+                                debounced.push(d);
+                            }
+                        }
+                    } else {
+                        self.check_same_args(n, &inv.call_id, &inv.id).await?;
+                    }
                     answers.push(Answer::Existing(Box::new(inv.clone())));
                     continue;
                 }
                 if let Some(&j) = scope_in_batch.get(s) {
-                    self.check_same_args(n, &to_insert[j].call_id, "an earlier call of this batch").await?;
+                    if debounce_ms.is_some() {
+                        let id = to_insert[j].id.clone();
+                        to_insert[j] = self.debounced_into(n, &id).await?;
+                    } else {
+                        self.check_same_args(n, &to_insert[j].call_id, "an earlier call of this batch").await?;
+                    }
                     answers.push(Answer::SameAs(j));
                     continue;
                 }
@@ -786,6 +862,18 @@ impl Orchestrator {
             }
             to_insert.push(n.clone());
             answers.push(Answer::Inserted(j));
+        }
+        // The waiting invocations take their last calls first: one claimed meanwhile makes the
+        // routing look again (and insert a new invocation for its scope), before anything of
+        // this batch is inserted.
+        if !debounced.is_empty() {
+            let changed = self.inner.store.invocation_debounce(&debounced).await?;
+            if changed.len() < debounced.len() {
+                return Err(OrchestratorError::Conflict("a debounced invocation was claimed meanwhile".into()));
+            }
+            for d in &debounced {
+                self.wake_after(Duration::from_millis(d.delay_ms));
+            }
         }
         let inserted = self.insert(to_insert).await?;
         let pick = |j: usize| {

@@ -670,6 +670,10 @@ impl Store for SqlStore {
         invocations::find_routed(self, scopes, keys).await
     }
 
+    async fn invocation_debounce(&self, calls: &[super::Debounce]) -> StoreResult<Vec<String>> {
+        invocations::debounce(self, calls).await
+    }
+
     async fn invocation_purge(&self, fence: &Fence, older_than_ms: u64, limit: u32) -> StoreResult<u64> {
         invocations::purge(self, fence, older_than_ms, limit).await
     }

@@ -409,6 +409,18 @@ pub(super) async fn find_routed(store: &SqlStore, scopes: &[String], keys: &[Str
     rows.into_iter().map(InvocationRow::decode).collect()
 }
 
+pub(super) async fn debounce(store: &SqlStore, calls: &[crate::store::Debounce]) -> StoreResult<Vec<String>> {
+    if calls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = to_json(calls)?;
+    let ids: Vec<String> = in_tx!(store, |tx, d| sqlx::query_scalar(sql::transitions::INVOCATION_DEBOUNCE.get(d))
+        .bind(&json)
+        .fetch_all(&mut *tx)
+        .await?);
+    Ok(ids)
+}
+
 pub(super) async fn purge(store: &SqlStore, fence: &Fence, older_than_ms: u64, limit: u32) -> StoreResult<u64> {
     let age = i64::try_from(older_than_ms).unwrap_or(i64::MAX);
     let purged = in_tx!(store, |tx, d| {

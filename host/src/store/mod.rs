@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use serde::Serialize;
 
 use crate::model::instance::{Overdue, Triage};
 use crate::model::workflow::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
@@ -312,6 +313,25 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// The latest ring swaps, newest first.
     async fn token_audits(&self, limit: u32) -> StoreResult<Vec<TokenAudit>>;
+}
+
+/// A waiting invocation that takes a later debounced call's arguments and start
+/// ([`Store::invocation_debounce`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Debounce {
+    /// The waiting invocation.
+    pub id: String,
+    /// Its debounce scope (its registration scope), checked: the write applies only while it
+    /// is `registered` under it.
+    pub scope: String,
+    /// The later call's canonical arguments.
+    pub args: String,
+    /// Their call id.
+    pub call_id: String,
+    /// Their running scope.
+    pub run_scope: Option<String>,
+    /// Claimable no earlier than this many ms from now.
+    pub delay_ms: u64,
 }
 
 /// What a node may claim besides its tokens: pinned tasks.
@@ -672,6 +692,13 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     /// `scopes`, and any whose idempotency key is in `keys`. Inserting a second `registered`
     /// invocation of a scope, or a second use of a key, is a `Conflict` (unique indexes).
     async fn invocation_find_routed(&self, scopes: &[String], keys: &[String]) -> StoreResult<Vec<Invocation>>;
+
+    /// Debounced calls (`options.debounce_ms`): each named invocation that is still
+    /// `registered` under its debounce scope takes the later call's arguments (with their
+    /// call id and running scope) and is claimable no earlier than `delay_ms` from now
+    /// (database clock), in one statement. Returns the ids it changed; one missing was claimed
+    /// (or cancelled) meanwhile, and its call must be routed anew.
+    async fn invocation_debounce(&self, calls: &[Debounce]) -> StoreResult<Vec<String>>;
 
     /// Deletes up to `limit` final invocations (oldest first) whose last change is more than
     /// `older_than_ms` old on the database clock, with their history, in one transaction.

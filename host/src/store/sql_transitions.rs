@@ -82,6 +82,32 @@ macro_rules! invocation_transition {
 /// error_message, delay_ms}` with distinct ids; `available_at` becomes now + `delay_ms`. Returns the rows that matched (and changed).
 pub(in crate::store) const INVOCATION_TRANSITION: Sql = both!(invocation_transition);
 
+macro_rules! invocation_debounce {
+    ($d:ident) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!($d),
+            " AS now)",
+            lock_in_order!($d, "$1"),
+            " UPDATE invocations SET args = x.args, call_id = x.call_id, run_scope = x.run_scope, \
+             available_at = (SELECT now FROM c) + x.delay_ms \
+             FROM (SELECT j.value ->> 'id' AS id, j.value ->> 'scope' AS scope, j.value ->> 'args' AS args, \
+             j.value ->> 'call_id' AS call_id, j.value ->> 'run_scope' AS run_scope, \
+             CAST(j.value ->> 'delay_ms' AS BIGINT) AS delay_ms FROM ",
+            json_rows!($d),
+            ") AS x WHERE invocations.id = x.id AND invocations.status = 'registered' \
+             AND invocations.reg_scope = x.scope",
+            only_locked!($d, "invocations.id"),
+            " RETURNING invocations.id"
+        )
+    };
+}
+/// Debounced calls: the JSON array `$1` of `{id, scope, args, call_id, run_scope, delay_ms}`
+/// (`store::Debounce`); each invocation still `registered` under its scope takes the arguments
+/// and is claimable `delay_ms` from now. Returns the ids changed. PostgreSQL locks the rows in
+/// id order first, as every multi-row write does.
+pub(in crate::store) const INVOCATION_DEBOUNCE: Sql = both!(invocation_debounce);
+
 /// The columns of an invocation recovery may move (`transitions::MovableRow`): its status
 /// and owner, its claims handed back unstarted, its attempt limit (its own, else its task's) and how many of its earlier
 /// attempts were lost with their node (instances of error kind `lost`), so that the recovery

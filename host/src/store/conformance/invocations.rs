@@ -11,6 +11,7 @@ conformance!(
     get_many_and_history,
     corrupt_rows_are_errors,
     blocked_calls_say_why_and_are_recorded_once,
+    a_waiting_debounced_call_takes_the_last_arguments,
 );
 
 async fn insert_batch(h: Harness) {
@@ -295,4 +296,50 @@ async fn blocked_calls_say_why_and_are_recorded_once(h: Harness) {
 
 fn ids_of_claimed(claimed: &[Claimed]) -> Vec<String> {
     claimed.iter().map(|c| c.id.clone()).collect()
+}
+
+/// Debounce (`Store::invocation_debounce`): a `registered` invocation of the debounce scope
+/// takes the later call's arguments and start, in one statement for many; one claimed
+/// meanwhile, or under another scope, is left alone and missing from the answer.
+async fn a_waiting_debounced_call_takes_the_last_arguments(h: Harness) {
+    use crate::store::Debounce;
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    let scoped =
+        |n: usize| NewInvocation { scope: Some(format!("debounce:{n}")), delay_ms: Some(60_000), ..call(n, "t") };
+    store.invocation_insert_batch(&[scoped(0), scoped(1), scoped(2)]).await.expect("insert");
+    // 2 is claimed (its not_before passed: made claimable by hand).
+    h.exec_raw_owned(format!("UPDATE invocations SET available_at = 0 WHERE id = '{}'", id(2))).await;
+    assert_eq!(store.invocation_claim("n1", 10).await.expect("claim").len(), 1);
+    let later = |n: usize, scope: &str, delay_ms: u64| Debounce {
+        id: id(n),
+        scope: scope.into(),
+        args: format!(r#"{{"n":{n},"later":true}}"#),
+        call_id: format!("call-{n}-later"),
+        run_scope: Some(format!("run-{n}")),
+        delay_ms,
+    };
+    let before = get(store, &id(0)).await;
+    let mut changed = store
+        .invocation_debounce(&[
+            later(1, "debounce:1", 5_000),
+            later(0, "debounce:0", 120_000),
+            later(2, "debounce:2", 1),
+        ])
+        .await
+        .expect("debounce");
+    changed.sort();
+    assert_eq!(changed, vec![id(0), id(1)], "the claimed one is not changed");
+    assert!(store.invocation_debounce(&[later(1, "debounce:x", 1)]).await.expect("other scope").is_empty());
+    let zero = get(store, &id(0)).await;
+    assert_eq!(
+        (zero.args.clone(), zero.call_id.as_str(), zero.status),
+        (serde_json::json!({"n": 0, "later": true}), "call-0-later", Registered)
+    );
+    let (b, z) = (before.not_before.expect("delayed"), zero.not_before.expect("still delayed"));
+    assert!(z >= b + 59_000, "the start moved on: {b} -> {z}");
+    let one = get(store, &id(1)).await;
+    assert!(one.not_before.expect("delayed") < z, "each its own delay");
+    assert_eq!(get(store, &id(2)).await.args, serde_json::json!({"n": 2}));
+    assert!(store.invocation_debounce(&[]).await.expect("nothing").is_empty());
 }
