@@ -281,6 +281,11 @@ struct Inner {
     tracker: TaskTracker,
     /// Wakes the workflow scheduler (an invocation became final, a workflow was created).
     workflow_wake: Notify,
+    /// Whether the scheduler's last look found active workflows: while it found none, an
+    /// invocation that becomes final does not wake it (it cannot be a workflow's node that
+    /// this node stepped; a workflow created elsewhere is found at the idle tick). Saves every
+    /// call outside workflows a listing of the active workflows.
+    workflows_active: std::sync::atomic::AtomicBool,
     /// The change feed (status changes for streams and batch awaits).
     feed: Arc<feed::Feed>,
     routing: Routing,
@@ -405,6 +410,7 @@ impl Orchestrator {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 workflow_wake: Notify::new(),
+                workflows_active: std::sync::atomic::AtomicBool::new(true),
                 feed,
                 routing: Routing {
                     routes,
@@ -565,6 +571,13 @@ impl Orchestrator {
         next
     }
 
+    /// An invocation became final: wakes the workflow scheduler, if it has workflows to step.
+    fn wake_workflows_if_active(&self) {
+        if self.inner.workflows_active.load(std::sync::atomic::Ordering::Relaxed) {
+            self.inner.workflow_wake.notify_one();
+        }
+    }
+
     /// Wakes the waiters of invocations that became final outside this node's attempts.
     pub(crate) fn wake_final(&self, ids: &[String]) {
         // Nothing ended: no wake-up, and above all no notice to the other nodes (the leader's
@@ -575,7 +588,7 @@ impl Orchestrator {
         for id in ids {
             self.inner.waiters.wake(id);
         }
-        self.inner.workflow_wake.notify_one();
+        self.wake_workflows_if_active();
         self.inner.feed.wrote();
     }
 
@@ -1070,7 +1083,7 @@ impl Orchestrator {
             for ((id, is_final), o) in finals.iter().zip(&out) {
                 if *is_final && *o == TransitionOutcome::Applied {
                     me.inner.waiters.wake(id);
-                    me.inner.workflow_wake.notify_one();
+                    me.wake_workflows_if_active();
                 }
             }
             Ok(out)

@@ -191,8 +191,8 @@ impl Orchestrator {
     }
 }
 
-/// The scheduler: steps every active workflow when woken (an invocation became final, a
-/// workflow was created or resumed) and at least every [`SCHEDULER_TICK`] (every
+/// The scheduler: steps every active workflow when woken (an invocation became final while
+/// it had workflows to step, a workflow was created or resumed) and at least every [`SCHEDULER_TICK`] (every
 /// [`SCHEDULER_IDLE_TICK`] while there is none); goes round again
 /// at once while steps change something. Any node may step any workflow: the step's
 /// transaction serialises them. Stops at shutdown.
@@ -207,6 +207,7 @@ pub(crate) async fn scheduler_loop(orch: Orchestrator) {
                 if ids.is_empty() {
                     tick = SCHEDULER_IDLE_TICK;
                 }
+                orch.inner.workflows_active.store(!ids.is_empty(), std::sync::atomic::Ordering::Relaxed);
                 for id in ids {
                     if shutdown.is_cancelled() {
                         return;
