@@ -182,6 +182,18 @@ async fn debounced_calls_collapse_into_one(b: Backend) {
     let again = debounced(&c, "again".into(), "user-7").await;
     assert_eq!(again["reused"], false, "{again}");
     assert_ne!(again["id"], json!(id));
+    // Thirty calls at once through the three nodes: racing routers meet at the unique index
+    // of waiting scopes, look again, and all answer with one invocation, which runs once.
+    let burst: Vec<_> = (0..30).map(|n| tokio::spawn(debounced(nodes[n % 3], format!("b{n}"), "burst"))).collect();
+    let mut answers = Vec::new();
+    for call in burst {
+        answers.push(call.await.expect("a routing task"));
+    }
+    let burst_id = answers[0]["id"].clone();
+    assert!(answers.iter().all(|v| v["id"] == burst_id), "one invocation for one key: {answers:?}");
+    assert_eq!(answers.iter().filter(|v| v["reused"] == false).count(), 1, "{answers:?}");
+    let v = b2.result(burst_id.as_str().expect("id"), MINUTE).await;
+    assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(1)), "{v}");
 
     // Without a key: the task's key arguments, else a 400 that says what to give.
     let bad = |options: Value| json!({"task": "hello", "args": {"name": "x"}, "options": options});
