@@ -687,12 +687,26 @@ impl Orchestrator {
         lock(&self.inner.routing.tasks).clear();
     }
 
-    /// Forgets the cached task definitions and compiled components: the tasks' version moved
-    /// (a deploy, patch or removal, through any node). They are read again at their next use;
-    /// a compiled component comes back from the AOT cache.
+    /// The tasks' version moved (a deploy, patch or removal, through any node): forgets the
+    /// cached task definitions, and the compiled components whose code changed or that were
+    /// removed (a patch of a task recompiles nothing). They are read again at their next use.
     pub(crate) async fn forget_catalog(&self) {
         self.invalidate_tasks();
-        self.inner.routing.components.lock().await.clear();
+        match self.inner.store.component_list().await {
+            Ok(list) => {
+                let current: HashMap<String, String> = list.into_iter().map(|c| (c.name, c.digest)).collect();
+                self.inner
+                    .routing
+                    .components
+                    .lock()
+                    .await
+                    .retain(|name, loaded| current.get(name).is_some_and(|digest| digest == loaded.digest()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the components failed; forgetting every compiled one");
+                self.inner.routing.components.lock().await.clear();
+            }
+        }
     }
 
     /// A task definition, cached.
