@@ -114,7 +114,9 @@ pub struct TickAsk<'a> {
     /// The node that heartbeats.
     pub node: &'a str,
     /// The lease term it held at its last tick (`epoch`), renewed for `ttl_ms` in the same
-    /// transaction when still its own; `None` when it did not lead.
+    /// transaction when still its own; `None` when it did not lead, and then [`Due`] is not
+    /// probed (only the leader runs the services; a new leader runs them at the first tick of
+    /// its term anyway).
     pub renew: Option<(i64, i64)>,
     /// Its `max_pending` (ms), for [`Due::stale_pending`].
     pub max_pending_ms: i64,
@@ -143,7 +145,8 @@ pub struct TickView {
     pub tasks_version: i64,
     /// Bumped by every API key created or deleted.
     pub keys_version: i64,
-    /// What the atomic services would find to do.
+    /// What the atomic services would find to do (all false unless the node asked to renew a
+    /// term).
     pub due: Due,
 }
 

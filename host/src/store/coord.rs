@@ -179,8 +179,11 @@ impl Coordination for SqlStore {
                 _ => None,
             };
             let rows: Vec<NodeListRow> = sqlx::query_as(q::NODE_LIST.get(d)).fetch_all(&mut *tx).await?;
-            let probe: TickProbeRow =
-                sqlx::query_as(q::TICK_PROBE.get(d)).bind(ask.max_pending_ms).fetch_one(&mut *tx).await?;
+            let probe: TickProbeRow = sqlx::query_as(q::TICK_PROBE.get(d))
+                .bind(ask.max_pending_ms)
+                .bind(ask.renew.is_some())
+                .fetch_one(&mut *tx)
+                .await?;
             (beat, lease, rows, probe)
         });
         let now = match (rows.first(), beat) {

@@ -64,22 +64,23 @@ macro_rules! tick_probe {
             "SELECT r.version AS ring_version, r.total_tokens, \
              (SELECT v.version FROM catalog_versions v WHERE v.name = 'tasks') AS tasks_version, \
              (SELECT v.version FROM catalog_versions v WHERE v.name = 'keys') AS keys_version, \
-             EXISTS (SELECT 1 FROM task_instances WHERE report_by IS NOT NULL AND report_by < ",
+             CASE WHEN $2 THEN EXISTS (SELECT 1 FROM task_instances WHERE report_by IS NOT NULL AND report_by < ",
             now_ms!($d),
-            ") AS overdue_instances, \
-             EXISTS (SELECT 1 FROM invocations WHERE status = 'pending' AND updated_at < ",
+            ") ELSE FALSE END AS overdue_instances, \
+             CASE WHEN $2 THEN EXISTS (SELECT 1 FROM invocations WHERE status = 'pending' AND updated_at < ",
             now_ms!($d),
-            " - $1) AS stale_pending, \
-             EXISTS (SELECT 1 FROM triggers) AS triggers \
+            " - $1) ELSE FALSE END AS stale_pending, \
+             CASE WHEN $2 THEN EXISTS (SELECT 1 FROM triggers) ELSE FALSE END AS triggers \
              FROM token_ring r WHERE r.id = 1"
         )
     };
 }
 /// What a membership tick reads besides the node list: the ring's version and size, the
-/// versions of the tasks and the keys, and whether triage (an instance past `report_by`), the
-/// pending recovery (an invocation `pending` for more than `$1` ms) or the trigger evaluation
-/// (a trigger) has anything to look at. The probes go through the partial indexes on live
-/// instances and pending invocations.
+/// versions of the tasks and the keys, and, when `$2` (the node leads: only the leader runs
+/// the services), whether triage (an instance past `report_by`), the pending recovery (an
+/// invocation `pending` for more than `$1` ms) or the trigger evaluation (a trigger) has
+/// anything to look at. The probes go through the partial indexes on live instances and
+/// pending invocations.
 pub(in crate::store) const TICK_PROBE: Sql = both!(tick_probe);
 
 /// Bumps the version of `$1` (`tasks` or `keys`): the first statement of every transaction

@@ -356,11 +356,14 @@ async fn a_tick_is_one_look_at_everything_a_node_keeps(h: Harness) {
     setup(store, &["t"]).await;
     store.invocation_insert_batch(&[call(0, "t")]).await.expect("insert");
     store.invocation_claim_reporting("n2", 1, 60_000, &ClaimFilter::default()).await.expect("claim");
+    // Probed for a node that leads (asks to renew its term) only.
     let due = |v: &crate::model::TickView| v.due;
-    let fresh = store.node_tick(&ask("n2", None)).await.expect("tick");
+    let leading = Some((epoch, 60_000));
+    assert_eq!(due(&store.node_tick(&ask("n2", None)).await.expect("tick")), Due::default(), "not probed");
+    let fresh = store.node_tick(&ask("n2", leading)).await.expect("tick");
     assert_eq!(due(&fresh), Due { overdue_instances: false, stale_pending: false, triggers: true });
-    let stale = store.node_tick(&TickAsk { node: "n2", renew: None, max_pending_ms: -60_000 }).await.expect("tick");
+    let stale = store.node_tick(&TickAsk { node: "n2", renew: leading, max_pending_ms: -60_000 }).await.expect("tick");
     assert!(stale.due.stale_pending, "{stale:?}");
     h.exec_raw("UPDATE task_instances SET report_by = 1 WHERE report_by IS NOT NULL").await;
-    assert!(store.node_tick(&ask("n2", None)).await.expect("tick").due.overdue_instances);
+    assert!(store.node_tick(&ask("n2", leading)).await.expect("tick").due.overdue_instances);
 }
