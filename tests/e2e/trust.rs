@@ -143,3 +143,75 @@ async fn terminated_connections_fail_nothing() {
     a.assert_clean("trust storm");
     d.stop().await;
 }
+
+/// An attempt whose task is not cached reads it from the database before its guest runs; that
+/// read used to fail the call (`failed`, kind `host`, one attempt, no retry) when its
+/// connection was terminated, and left the attempt's instance to be blamed on a silent node
+/// (seen once in the storm above). Made exact here: the calls run on node `b`, which has not
+/// read `hello` before; the test holds a lock on `tasks`, so that read waits, and terminates
+/// the backends that wait. The attempt must wait for the database and run once, and its
+/// instance end `done`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_read_on_a_terminated_connection_fails_nothing() {
+    use sqlx::Connection;
+    let a = TestDaemon::start(Backend::Postgres).await;
+    let b = a.join("b", |c| c.slots = 1).await;
+    a.deploy("hello", guests::HELLO).await;
+    a.deploy("slow", guests::SLOW).await;
+    for task in ["hello", "slow"] {
+        crate::api::patch(&a, task, json!({"pins": ["b"]})).await;
+    }
+    // `b` sees the pins within a heartbeat (100 ms here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = a.database_url();
+    // The one slot of `b` is busy, so the next call waits, claimed, in its queue.
+    let slow = a.call("slow", json!({"ms": 1000})).await;
+    let status = |id: String| {
+        let a = &a;
+        async move { a.get(&format!("/v1/invocations/{id}")).await.1["status"].as_str().unwrap_or("").to_string() }
+    };
+    let until = |what: &'static str, id: String, want: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(id.clone()).await != want {
+            assert!(Instant::now() < deadline, "{what} never became {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    until("slow", slow.clone(), "running").await;
+    let hello = a.call("hello", json!({"name": "through"})).await;
+    until("hello", hello.clone(), "pending").await;
+    let mut locker = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.expect("lock");
+    // The slow call ends within a second, the slot frees, and the attempt's read of `hello`
+    // waits on the lock (in its Parse, before `pg_stat_activity` shows the statement): every
+    // backend that waits on the lock is terminated, for three seconds; their writes are
+    // retried.
+    let locked = Instant::now();
+    let mut killed = 0;
+    while locked.elapsed() < Duration::from_secs(3) {
+        let n: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND pg_backend_pid() = ANY(pg_blocking_pids(pid))",
+        )
+        .fetch_all(&mut locker)
+        .await
+        .expect("terminate");
+        killed += n.len();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(killed > 0, "nothing waited on the lock");
+    sqlx::raw_sql("COMMIT").execute(&mut locker).await.expect("unlock");
+    let v = a.result(&hello, Duration::from_secs(30)).await;
+    assert_eq!(
+        v["status"], "success",
+        "the call failed for a connection terminated under a read ({killed} terminated): {v}"
+    );
+    let (_, is) = a.get(&format!("/v1/invocations/{hello}/instances")).await;
+    let statuses: Vec<&str> =
+        is["instances"].as_array().map(|a| a.iter().filter_map(|i| i["status"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(statuses, ["done"], "one attempt, done: {is}");
+    assert_eq!(is["instances"][0]["node"], "b", "{is}");
+    assert_eq!(a.result(&slow, Duration::from_secs(30)).await["status"], "success");
+    b.stop().await;
+    a.stop().await;
+}

@@ -173,7 +173,11 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         };
         let to = t.to();
         let delay_ms = t.delay_ms;
-        let instance = report.map(|r| TaskInstance {
+        // An attempt that ended before its guest ran (its task or component could not be
+        // read) ends its instance too, with nothing measured: no instance is left for triage
+        // to blame on a silent node.
+        let r = report;
+        let instance = Some(TaskInstance {
             invocation_id: inv.id.clone(),
             attempt: inv.attempt,
             node: orch.node().to_string(),
@@ -292,6 +296,40 @@ async fn limits_for(orch: &Orchestrator, inv: &Claimed, task: &crate::model::Tas
     }
 }
 
+/// Runs `read` until it does not fail with [`OrchestratorError::Unavailable`], with backoff.
+/// A lasting error is a `host` failure; the attempt's interruption (a user's cancel, or the
+/// node shutting down) while it waits is a `cancelled` one.
+///
+/// [`OrchestratorError::Unavailable`]: super::OrchestratorError::Unavailable
+async fn until_available<T, F, Fut>(orch: &Orchestrator, cancel: &CancellationToken, read: F) -> Result<T, TaskFailure>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, super::OrchestratorError>>,
+{
+    let mut tries = 0;
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(super::OrchestratorError::Unavailable(e)) => {
+                tries += 1;
+                if tries == 1 || tries % 20 == 0 {
+                    tracing::warn!(error = %e, tries, "could not read the task or its component yet; retrying");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(super::write_backoff(tries)) => {}
+                    () = cancel.cancelled() => {
+                        return Err(TaskFailure::new(ErrorKind::Cancelled, "interrupted before it started"));
+                    }
+                    () = orch.inner.shutdown.cancelled() => {
+                        return Err(TaskFailure::new(ErrorKind::Cancelled, "the node is shutting down"));
+                    }
+                }
+            }
+            Err(e) => return Err(TaskFailure::new(ErrorKind::Host, e.to_string())),
+        }
+    }
+}
+
 /// What [`run_guest`] returns.
 struct Ran {
     /// The guest's result or failure.
@@ -300,23 +338,39 @@ struct Ran {
     max_attempts: u32,
     /// The task runs under running concurrency: its end frees a scope.
     scoped: bool,
-    /// The run's report (its outcome taken out), if the guest ran.
-    report: Option<RunReport>,
+    /// The run's report (its outcome taken out); empty if the guest did not run.
+    report: RunReport,
+}
+
+/// The report of an attempt whose guest never ran.
+fn not_run() -> RunReport {
+    RunReport {
+        outcome: Ok(String::new()),
+        stdout: String::new(),
+        stderr: String::new(),
+        output_truncated: false,
+        logs: Vec::new(),
+        logs_dropped: 0,
+        peak_memory_bytes: 0,
+        wall_ms: 0,
+    }
 }
 
 /// Looks up the task and component and runs the guest, writing `running` once the attempt has
 /// run for [`MARK_RUNNING_AFTER`].
 async fn run_guest(orch: &Orchestrator, inv: &Claimed, cancel: CancellationToken, host: Arc<AttemptHost>) -> Ran {
-    let host_err = |e: super::OrchestratorError| TaskFailure::new(ErrorKind::Host, e.to_string());
-    let task = match orch.task(&inv.task).await {
+    // The task and its compiled component are usually cached; when they are not, reading them
+    // waits out a database that is unavailable for now, like the attempt's writes do: a
+    // passing fault must not fail a call that never ran.
+    let task = match until_available(orch, &cancel, || orch.task(&inv.task)).await {
         Ok(t) => t,
-        Err(e) => return Ran { outcome: Err(host_err(e)), max_attempts: 1, scoped: false, report: None },
+        Err(f) => return Ran { outcome: Err(f), max_attempts: 1, scoped: false, report: not_run() },
     };
     let max_attempts = inv.max_attempts.unwrap_or(task.max_attempts);
     let scoped = task.running_concurrency != Concurrency::Disabled;
-    let component = match orch.component(&task.component).await {
+    let component = match until_available(orch, &cancel, || orch.component(&task.component)).await {
         Ok(c) => c,
-        Err(e) => return Ran { outcome: Err(host_err(e)), max_attempts, scoped, report: None },
+        Err(f) => return Ran { outcome: Err(f), max_attempts, scoped, report: not_run() },
     };
     let info = InvocationInfo {
         id: inv.id.clone(),
@@ -348,5 +402,5 @@ async fn run_guest(orch: &Orchestrator, inv: &Claimed, cancel: CancellationToken
         );
     }
     let outcome = std::mem::replace(&mut report.outcome, Ok(String::new()));
-    Ran { outcome, max_attempts, scoped, report: Some(report) }
+    Ran { outcome, max_attempts, scoped, report }
 }
