@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::{
-    Commit, Conn, Dialect, NameRow, Pools, SqlStore, check_fence, check_json, conflict_on_unique, corrupt, one_trip,
-    parse_status, pg_write, sql, stored_failure, to_json, to_u32, tx_body, tx_marker,
+    Commit, Conn, Dialect, NameRow, Pools, Retry, SqlStore, check_fence, check_json, conflict_on_unique, corrupt,
+    one_trip, parse_status, pg_write, sql, stored_failure, to_json, to_u32, tx_body, tx_marker,
 };
 use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Waiting};
 use crate::store::write_gate::Lane;
@@ -202,7 +202,8 @@ fn unknown_task(task: Option<&str>) -> StoreError {
 /// Inserts `calls` as `registered` invocations inside a transaction, with their `registered`
 /// history, and returns the inserted rows. A call of an unknown task fails it (`NotFound`,
 /// naming the task), a taken id or unique key too (`Conflict`); the caller's `?` rolls the
-/// transaction back. Routing on PostgreSQL and the workflow step on both databases use it.
+/// transaction back. The workflow step uses it on both databases; routing is one trip on both
+/// (`INVOCATION_INSERT_ONE_TRIP`, `INVOCATION_ROUTE_ONE_STATEMENT`).
 pub(in crate::store) async fn insert_registered(
     conn: impl Into<Conn<'_>>,
     calls: &[NewInvocation],
@@ -264,24 +265,40 @@ pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> S
                 Ok(rows) => rows,
                 // The script's insert fails on a call of an unknown task (see `sql_invocations.rs`).
                 Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
-                    let missing: Option<NameRow> =
-                        sqlx::query_as(q::INVOCATION_INSERT_UNKNOWN_TASK).bind(&json).fetch_optional(read).await?;
+                    let missing: Option<NameRow> = sqlx::query_as(q::INVOCATION_INSERT_UNKNOWN_TASK.sqlite)
+                        .bind(&json)
+                        .fetch_optional(read)
+                        .await?;
                     return Err(unknown_task(missing.as_ref().map(|r| r.name.as_str())));
                 }
                 Err(e) => return Err(conflict_on_unique(DUPLICATE_INVOCATION)(e)),
             }
         }
         Pools::Postgres(pool) => {
-            let mut ambiguous = false;
-            let inserted = pg_write(pool, Commit::Durable, "invocation insert", &mut ambiguous, |tx, _| {
-                tx_body(insert_registered(tx, calls))
-            })
-            .await;
-            match inserted {
-                Err(StoreError::Conflict(m)) if ambiguous => {
-                    return store.inserted_before(calls).await?.ok_or(StoreError::Conflict(m));
+            let mut retry = Retry::new();
+            loop {
+                match sqlx::query_as(q::INVOCATION_ROUTE_ONE_STATEMENT).bind(json.as_str()).fetch_all(pool).await {
+                    Ok(rows) => break rows,
+                    Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
+                        let missing: Option<NameRow> = sqlx::query_as(q::INVOCATION_INSERT_UNKNOWN_TASK.postgres)
+                            .bind(&json)
+                            .fetch_optional(pool)
+                            .await?;
+                        return Err(unknown_task(missing.as_ref().map(|r| r.name.as_str())));
+                    }
+                    Err(e) => {
+                        let e = conflict_on_unique(DUPLICATE_INVOCATION)(e);
+                        if retry.again(&e, "route").await {
+                            continue;
+                        }
+                        // A try whose answer was lost may have stored the calls: then they are
+                        // the answer.
+                        if matches!(e, StoreError::Conflict(_)) && retry.ambiguous() {
+                            return store.inserted_before(calls).await?.ok_or(e);
+                        }
+                        return Err(e);
+                    }
                 }
-                other => other?,
             }
         }
     };

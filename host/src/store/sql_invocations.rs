@@ -39,17 +39,24 @@ macro_rules! invocation_insert {
 /// run_scope, workflow, max_attempts, token}` (`engine::insert_json`) as `registered`
 /// invocations. Calls of unknown tasks are skipped (the join), which the caller detects by the
 /// returned count and turns into `NotFound` (rolling the transaction back); see
-/// `invocations::insert_registered`. Routing on SQLite uses [`INVOCATION_INSERT_ONE_TRIP`] instead.
+/// `invocations::insert_registered`. Routing uses [`INVOCATION_INSERT_ONE_TRIP`] (SQLite) and
+/// [`INVOCATION_ROUTE_ONE_STATEMENT`] (PostgreSQL) instead.
 pub(in crate::store) const INVOCATION_INSERT: Sql = both!(invocation_insert);
 
+macro_rules! invocation_insert_unknown_task {
+    ($d:ident) => {
+        concat!(
+            "SELECT j.value ->> 'task' AS name FROM ",
+            json_rows!($d),
+            " WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.name = j.value ->> 'task') \
+             ORDER BY j.key LIMIT 1"
+        )
+    };
+}
 /// The first task of the JSON array `$1` of calls (as for [`INVOCATION_INSERT`]) that
-/// does not exist, as `name` (SQLite: explains a failed [`INVOCATION_INSERT_ONE_TRIP`]).
-pub(in crate::store) const INVOCATION_INSERT_UNKNOWN_TASK: &str = concat!(
-    "SELECT j.value ->> 'task' AS name FROM ",
-    json_rows!(sqlite),
-    " WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.name = j.value ->> 'task') \
-     ORDER BY j.key LIMIT 1"
-);
+/// does not exist, as `name`: explains a failed [`INVOCATION_INSERT_ONE_TRIP`] (SQLite) or
+/// [`INVOCATION_ROUTE_ONE_STATEMENT`] (PostgreSQL).
+pub(in crate::store) const INVOCATION_INSERT_UNKNOWN_TASK: Sql = both!(invocation_insert_unknown_task);
 
 macro_rules! history_insert {
     ($d:ident) => {
@@ -157,6 +164,23 @@ pub(in crate::store) const INVOCATION_INSERT_ONE_TRIP: &str = one_trip!(
         json_rows!(sqlite),
         " JOIN invocations i ON i.id = j.value ->> 'id' ORDER BY j.key"
     ),
+);
+
+/// Routing on PostgreSQL (durable), ONE statement and so one round trip, its own transaction:
+/// inserts the calls in `$1` as [`INVOCATION_INSERT`] does, returning the rows, and writes
+/// their `registered` history in array order. As in [`INVOCATION_INSERT_ONE_TRIP`], a call of
+/// an unknown task fails the statement (`LEFT JOIN`: its NULL task breaks the NOT NULL
+/// constraint) and an id that exists fails it (unique violation), so nothing of a failed
+/// routing is stored. (It was four round trips: `BEGIN`, the insert, the history, `COMMIT`;
+/// on two busy cores each one may wait for a core, which made the tail of a routing while a
+/// large workflow ran.)
+pub(in crate::store) const INVOCATION_ROUTE_ONE_STATEMENT: &str = concat!(
+    "WITH ins AS (",
+    invocation_insert!(postgres, "LEFT JOIN"),
+    "), h AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT i.id, 'registered', NULL, i.attempts, i.created_at FROM ",
+    json_rows!(postgres),
+    " JOIN ins i ON i.id = j.value ->> 'id' ORDER BY j.key) SELECT * FROM ins"
 );
 
 /// The columns a claim fills in `task_instances` (a `queued` instance per claimed attempt).
