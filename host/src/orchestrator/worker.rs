@@ -271,29 +271,42 @@ async fn record_outcome(orch: &Orchestrator, t: Transition) -> Result<Transition
 }
 
 /// The limits of an attempt: the task's, grown by its resource scale once for every earlier
-/// attempt of the invocation that ended in a resource error (timeout or memory limit).
-async fn limits_for(orch: &Orchestrator, inv: &Claimed, task: &crate::model::TaskDef) -> Limits {
+/// attempt of the invocation that ended in a resource error (timeout or memory limit). The
+/// earlier attempts are read as the task is (waiting out an unavailable database); if they
+/// cannot be read for a lasting reason, the attempt runs with the task's limits. Fails only if
+/// the attempt is interrupted while it waits.
+async fn limits_for(
+    orch: &Orchestrator,
+    inv: &Claimed,
+    task: &crate::model::TaskDef,
+    cancel: &CancellationToken,
+) -> Result<Limits, TaskFailure> {
     let base = Limits {
         timeout_ms: task.timeout_ms,
         memory_limit_bytes: task.memory_limit_bytes,
         scratch_bytes: task.policy.scratch_bytes,
     };
     if inv.attempt <= 1 || task.policy.resource_scale_percent == 0 {
-        return base;
+        return Ok(base);
     }
-    let resource_errors = match orch.store().instance_list(&inv.id).await {
+    let earlier = until_available(orch, cancel, || async {
+        orch.store().instance_list(&inv.id).await.map_err(super::OrchestratorError::from)
+    })
+    .await;
+    let resource_errors = match earlier {
         Ok(instances) => instances.iter().filter(|i| i.status == InstanceStatus::ResourceError).count(),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading earlier attempts failed; running with the task's limits");
+        Err(f) if f.kind == ErrorKind::Cancelled => return Err(f),
+        Err(f) => {
+            tracing::warn!(error = %f.message, "reading earlier attempts failed; running with the task's limits");
             0
         }
     };
     let p = task.policy.resource_scale_percent;
-    Limits {
+    Ok(Limits {
         timeout_ms: super::policy::scaled_limit(base.timeout_ms, p, resource_errors),
         memory_limit_bytes: super::policy::scaled_limit(base.memory_limit_bytes, p, resource_errors),
         ..base
-    }
+    })
 }
 
 /// Runs `read` until it does not fail with [`OrchestratorError::Unavailable`], with backoff.
@@ -379,7 +392,10 @@ async fn run_guest(orch: &Orchestrator, inv: &Claimed, cancel: CancellationToken
         parent: inv.parent.clone(),
         workflow: inv.workflow.clone(),
     };
-    let limits = limits_for(orch, inv, &task).await;
+    let limits = match limits_for(orch, inv, &task, &cancel).await {
+        Ok(l) => l,
+        Err(f) => return Ran { outcome: Err(f), max_attempts, scoped, report: not_run() },
+    };
     let gauge = orch.gauge(&inv.id);
     let req = RunRequest { task: inv.task.clone(), args: inv.args.clone(), info, limits, cancel, gauge };
     let run = orch.inner.runtime.run(&component, req, host.clone());
