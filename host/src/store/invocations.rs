@@ -63,7 +63,6 @@ struct ClaimedRow {
     parent: Option<String>,
     workflow: Option<String>,
     max_attempts: Option<i64>,
-    updated_at: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -353,37 +352,19 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
         .collect()
 }
 
-/// The claim on PostgreSQL, statement by statement inside the transaction: the claim itself,
-/// then the `pending` history and the `queued` instances of the claimed attempts.
+/// The claim on PostgreSQL inside its transaction: the claim with its `pending` history and
+/// `queued` instances (one statement), then the calls held back by running concurrency.
 async fn claim_postgres(tx: &mut sqlx::PgConnection, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedRow>> {
     let Claim { node, limit, report_window_ms, filter } = *claim;
     let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
-    let mut rows: Vec<ClaimedRow> = sqlx::query_as(q::INVOCATION_CLAIM_POSTGRES)
+    let rows: Vec<ClaimedRow> = sqlx::query_as(q::INVOCATION_CLAIM_POSTGRES)
         .bind(node)
         .bind(i64::from(limit))
         .bind(&excluded)
         .bind(&pinned_here)
+        .bind(report_window_ms)
         .fetch_all(&mut *tx)
         .await?;
-    if !rows.is_empty() {
-        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let history: Vec<HistoryJson<'_>> = rows
-            .iter()
-            .map(|r| HistoryJson {
-                id: &r.id,
-                status: InvocationStatus::Pending.as_str(),
-                node: Some(node),
-                attempt: r.attempts,
-                at: r.updated_at,
-            })
-            .collect();
-        insert_history(&mut *tx, &history).await?;
-        sqlx::query(q::INSTANCE_QUEUE_POSTGRES)
-            .bind(to_json(&history)?)
-            .bind(report_window_ms)
-            .execute(&mut *tx)
-            .await?;
-    }
     sqlx::query(q::INVOCATION_HELD_BACK_POSTGRES).bind(node).execute(&mut *tx).await?;
     Ok(rows)
 }

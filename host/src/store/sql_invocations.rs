@@ -124,10 +124,41 @@ macro_rules! invocation_claim_sqlite {
     };
 }
 
+/// The columns a claim fills in `task_instances` (a `queued` instance per claimed attempt).
+macro_rules! queued_instance_columns {
+    () => {
+        "invocation_id, attempt, node, status, wall_ms, peak_memory_bytes, stdout, stderr, logs, \
+         output_truncated, ended_at, report_by, started_at"
+    };
+}
+
+/// The runnable invocations held back by running concurrency that no claim has recorded yet
+/// (`held_back_at` null): another invocation owns their running scope. Found from the owned
+/// invocations of scopes (their unique index) through `invocations_unheld_scope_idx`, at most
+/// 1,000 a claim, by id. `$now` is the statement's clock, `$lock` PostgreSQL's row lock.
+macro_rules! held_back {
+    ($now:expr, $lock:literal) => {
+        concat!(
+            "SELECT i.id FROM invocations o JOIN invocations i ON i.run_scope = o.run_scope \
+             WHERE o.run_scope IS NOT NULL AND o.status IN ",
+            owned_statuses!(),
+            " AND i.run_scope IS NOT NULL AND i.held_back_at IS NULL AND i.status IN ",
+            runnable_statuses!(),
+            " AND i.available_at <= ",
+            $now,
+            " ORDER BY i.id LIMIT 1000",
+            $lock
+        )
+    };
+}
+
 /// Claim (`$1` node, `$2` limit, `$3` JSON array of tasks not to claim, `$4` of tasks pinned
-/// here), PostgreSQL: concurrent claimers skip each other's rows.
+/// here, `$5` the report window in ms), PostgreSQL: concurrent claimers skip each other's rows.
 /// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
-/// `attempts`; returns what a worker needs (unordered: the caller sorts). SQLite claims with
+/// `attempts`, and in the same statement writes their `pending` history and a `queued` task
+/// instance for each (due to report by claim time + `$5`), both in id order; returns what a
+/// worker needs (unordered: the caller sorts). One statement and one round trip where it was
+/// three (the claim, the history, the instances). SQLite claims with
 /// [`INVOCATION_CLAIM_ONE_TRIP`].
 pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
     "WITH c AS MATERIALIZED (SELECT ",
@@ -140,12 +171,20 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
         json_texts!(postgres, "$4", "y"),
         "$1"
     ),
-    ") \
-     UPDATE invocations SET status = 'pending', owner_node = $1, \
+    "), \
+     claimed AS (UPDATE invocations SET status = 'pending', owner_node = $1, \
      attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
      FROM picked WHERE invocations.id = picked.id \
      RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
-     invocations.unstarted, invocations.parent, invocations.workflow, invocations.max_attempts, invocations.updated_at"
+     invocations.unstarted, invocations.parent, invocations.workflow, invocations.max_attempts, \
+     invocations.updated_at), \
+     history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT id, 'pending', $1, attempts, updated_at FROM claimed ORDER BY id), \
+     queued AS (INSERT INTO task_instances (",
+    queued_instance_columns!(),
+    ") SELECT id, attempts, $1, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $5, updated_at \
+     FROM claimed ORDER BY id ON CONFLICT DO NOTHING) \
+     SELECT * FROM claimed"
 );
 
 /// Routing (durable): inserts the calls in `$1` as [`INVOCATION_INSERT`] does,
@@ -182,34 +221,6 @@ pub(in crate::store) const INVOCATION_ROUTE_ONE_STATEMENT: &str = concat!(
     json_rows!(postgres),
     " JOIN ins i ON i.id = j.value ->> 'id' ORDER BY j.key) SELECT * FROM ins"
 );
-
-/// The columns a claim fills in `task_instances` (a `queued` instance per claimed attempt).
-macro_rules! queued_instance_columns {
-    () => {
-        "invocation_id, attempt, node, status, wall_ms, peak_memory_bytes, stdout, stderr, logs, \
-         output_truncated, ended_at, report_by, started_at"
-    };
-}
-
-/// The runnable invocations held back by running concurrency that no claim has recorded yet
-/// (`held_back_at` null): another invocation owns their running scope. Found from the owned
-/// invocations of scopes (their unique index) through `invocations_unheld_scope_idx`, at most
-/// 1,000 a claim, by id. `$now` is the statement's clock, `$lock` PostgreSQL's row lock.
-macro_rules! held_back {
-    ($now:expr, $lock:literal) => {
-        concat!(
-            "SELECT i.id FROM invocations o JOIN invocations i ON i.run_scope = o.run_scope \
-             WHERE o.run_scope IS NOT NULL AND o.status IN ",
-            owned_statuses!(),
-            " AND i.run_scope IS NOT NULL AND i.held_back_at IS NULL AND i.status IN ",
-            runnable_statuses!(),
-            " AND i.available_at <= ",
-            $now,
-            " ORDER BY i.id LIMIT 1000",
-            $lock
-        )
-    };
-}
 
 /// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms), `$5` the JSON
 /// array of tasks the node must not claim (pinned elsewhere), `$6` the JSON array of tasks
@@ -281,17 +292,6 @@ macro_rules! invocation_waiting {
 /// Why invocation `$1` waits, if it is runnable and another invocation owns its running scope:
 /// that one's id, the task's running concurrency and when a claim first held it back.
 pub(in crate::store) const INVOCATION_WAITING: Sql = both!(invocation_waiting);
-
-/// The `queued` instances of a PostgreSQL claim: `$1` the JSON array of `{id, node, attempt, at}`
-/// of the claimed attempts (the history rows of the claim), `$2` the report window in ms.
-pub(in crate::store) const INSTANCE_QUEUE_POSTGRES: &str = concat!(
-    "INSERT INTO task_instances (",
-    queued_instance_columns!(),
-    ") SELECT j.value ->> 'id', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'node', 'queued', \
-     0, 0, '', '', '[]', 0, 0, CAST(j.value ->> 'at' AS BIGINT) + $2, CAST(j.value ->> 'at' AS BIGINT) FROM ",
-    json_rows!(postgres),
-    " ORDER BY j.key ON CONFLICT DO NOTHING"
-);
 
 // ---------------------------------------------------------------------------------------------
 // Invocations: reads.
