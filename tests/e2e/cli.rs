@@ -468,3 +468,50 @@ async fn new_build_deploy_and_call_a_js_task() {
     assert!(o.stderr.contains("no warden_task.js"), "{}", o.stderr);
     d.stop().await;
 }
+
+/// `warden bench --database URL` measures in a fresh database that it creates on that server
+/// and drops at the end: runs do not pile rows up in the user's database (they did, and every
+/// run was slower than the one before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_on_postgres_runs_in_a_fresh_database_and_drops_it() {
+    use sqlx::Connection;
+    let server = warden_tests::harness::fresh_postgres_database().await;
+    let benches = || async {
+        let mut c = sqlx::PgConnection::connect(&server).await.expect("connect");
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'warden_bench_%' ORDER BY 1")
+                .fetch_all(&mut c)
+                .await
+                .expect("databases");
+        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&mut c)
+            .await
+            .expect("tables");
+        (names, tables)
+    };
+    let before = benches().await;
+    let args = [
+        "bench",
+        "--component",
+        guests::HELLO,
+        "--calls",
+        "200",
+        "--batch",
+        "100",
+        "--latency-calls",
+        "20",
+        "--runs",
+        "5",
+        "--idle-secs",
+        "0",
+        "--database",
+        &server,
+    ];
+    let o = warden("http://127.0.0.1:9", &args).await;
+    assert!(o.ok, "bench failed: {}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("warden throughput_per_s="), "{}", o.stdout);
+    assert!(o.stdout.contains("(durable: postgresql)"), "{}", o.stdout);
+    let after = benches().await;
+    assert_eq!(after.0, before.0, "the bench's database was left behind");
+    assert_eq!((before.1, after.1), (0, 0), "the bench wrote into the database it was given");
+}

@@ -20,6 +20,7 @@ use super::client::Client;
 use crate::config::Config;
 use crate::runtime::{GuestHost, InvocationInfo, Limits, RunRequest};
 use crate::server::Daemon;
+use crate::store::PgStore;
 
 /// Options of `warden bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,8 +59,9 @@ pub struct BenchArgs {
     /// `max_concurrently_running` of the workflow.
     #[arg(long, default_value_t = 100)]
     workflow_limit: u32,
-    /// PostgreSQL URL of the benchmark daemon's store, for every figure (default: a fresh
-    /// SQLite file).
+    /// PostgreSQL server for every figure (default: a fresh SQLite file): the benchmark creates
+    /// a fresh database on it through this URL's database (`warden_bench_<pid>`, which needs
+    /// the CREATEDB privilege) and drops it at the end, so that runs do not pile up rows.
     #[arg(long)]
     database: Option<String>,
     /// Only the component's own figures (upload, compile, cache load, instantiate + run), no
@@ -96,8 +98,23 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// Runs the benchmark and prints one figure a line.
+/// Runs the benchmark and prints one figure a line. With `--database`, in a fresh database
+/// on that server, dropped at the end whatever happened.
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let Some(server) = a.database.clone() else { return run_on(a, None).await };
+    let name = format!("warden_bench_{}", std::process::id());
+    let url = PgStore::create_database(&server, &name).await.with_context(|| {
+        format!("cannot create the benchmark's database `{name}` through {server} (it needs the CREATEDB privilege)")
+    })?;
+    let res = run_on(a, Some(url)).await;
+    if let Err(e) = PgStore::drop_database(&server, &name).await {
+        eprintln!("warning: could not drop the benchmark's database `{name}`: {e}");
+    }
+    res
+}
+
+/// [`run`] on the PostgreSQL database at `database` (or a fresh SQLite file).
+async fn run_on(a: BenchArgs, database: Option<String>) -> anyhow::Result<()> {
     let bytes = std::fs::read(&a.component).with_context(|| format!("cannot read {}", a.component.display()))?;
     let args: Value = serde_json::from_str(&a.args).context("--args is not JSON")?;
     let dir = tempfile_dir()?;
@@ -105,7 +122,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.clone(),
         slots: a.slots,
-        database_url: a.database.clone(),
+        database_url: database,
         ..Config::default()
     };
     let daemon = Daemon::start(cfg).await?;
