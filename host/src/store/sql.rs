@@ -65,6 +65,32 @@ macro_rules! json_rows {
     };
 }
 
+/// `id_in_texts!(d, "col")`: `col` is one of the ids of the JSON array of strings `$1`. On
+/// PostgreSQL through `= ANY(ARRAY(…))`, an index lookup per id whatever the planner believes
+/// of the table: `IN (subquery)` let a planner without statistics (a fresh database before
+/// autovacuum's first ANALYZE) hash-join the ids with a scan of every row.
+macro_rules! id_in_texts {
+    (sqlite, $col:literal) => {
+        concat!($col, " IN (SELECT j.value FROM ", json_texts!(sqlite), ")")
+    };
+    (postgres, $col:literal) => {
+        concat!($col, " = ANY(ARRAY(SELECT j.value FROM ", json_texts!(postgres), "))")
+    };
+}
+
+/// `join_invocation!(d, expr)`: joins `invocations i` on `i.id = expr` (a column of the rows
+/// before it). On PostgreSQL a `LATERAL` lookup by primary key for each row, for the reason
+/// given at [`id_in_texts!`] (its `LIMIT 1` keeps the planner from pulling the lookup up into
+/// a plain join, which it may plan as a hash join over every row again).
+macro_rules! join_invocation {
+    (sqlite, $expr:literal) => {
+        concat!(" JOIN invocations i ON i.id = ", $expr)
+    };
+    (postgres, $expr:literal) => {
+        concat!(" CROSS JOIN LATERAL (SELECT id FROM invocations WHERE id = ", $expr, " LIMIT 1) i")
+    };
+}
+
 /// The JSON array of strings in `$1` as rows `j(value)` of text.
 macro_rules! json_texts {
     (sqlite) => {

@@ -81,7 +81,10 @@ pub(in crate::store) const HISTORY_INSERT: Sql = both!(history_insert);
 /// unpaused tasks, oldest first, skipping any whose running scope already has an owned
 /// invocation, and taking at most one per running scope. The window runs over the oldest
 /// `4 × $2` candidates only, so a long backlog costs what a short one does. `$lock` is
-/// PostgreSQL's row lock of the candidates (empty on SQLite, which has one writer).
+/// PostgreSQL's row lock of the candidates (empty on SQLite, which has one writer). A
+/// candidate's token owner is looked up by the token (its primary key): as an `EXISTS`,
+/// PostgreSQL without statistics chose to hash all of the node's tokens (10,000) on every
+/// claim (1.5 ms).
 macro_rules! claim_candidates {
     ($lock:literal, $excluded:expr, $pinned_here:expr, $node:literal) => {
         concat!(
@@ -93,10 +96,9 @@ macro_rules! claim_candidates {
             " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
              AND i.task NOT IN (SELECT x.value FROM ",
             $excluded,
-            ") AND (i.token IS NULL OR EXISTS (SELECT 1 FROM token_owners o WHERE o.token = i.token \
-             AND o.node = ",
+            ") AND (i.token IS NULL OR (SELECT o.node FROM token_owners o WHERE o.token = i.token) = ",
             $node,
-            ") OR i.task IN (SELECT y.value FROM ",
+            " OR i.task IN (SELECT y.value FROM ",
             $pinned_here,
             ")) \
              AND (i.run_scope IS NULL OR NOT EXISTS (SELECT 1 FROM invocations o \
@@ -351,13 +353,7 @@ pub(in crate::store) const INVOCATION_CHILDREN: Sql =
 
 macro_rules! invocation_get_many {
     ($d:ident) => {
-        concat!(
-            "SELECT ",
-            invocation_columns!(),
-            " FROM invocations WHERE id IN (SELECT j.value FROM ",
-            json_texts!($d),
-            ")"
-        )
+        concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE ", id_in_texts!($d, "id"))
     };
 }
 /// Invocations whose ids are in the JSON array `$1`.
