@@ -251,16 +251,7 @@ async fn an_idle_node_costs_at_most_five_transactions_a_second() {
     // PostgreSQL's autovacuum counts its own transactions in the same database (an ANALYZE
     // per table the deploy and the call wrote): switched off for this database's tables, so
     // that the count is the daemon's.
-    let mut own = sqlx::PgConnection::connect(&url).await.expect("connect");
-    let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-        .fetch_all(&mut own)
-        .await
-        .expect("tables");
-    for t in &tables {
-        let sql = format!("ALTER TABLE \"{t}\" SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut own).await.expect("autovacuum off");
-    }
-    own.close().await.expect("close");
+    autovacuum_off(&url).await;
     let mut committed = async || -> i64 {
         sqlx::query_scalar("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1")
             .bind(&name)
@@ -281,6 +272,22 @@ async fn an_idle_node_costs_at_most_five_transactions_a_second() {
     d.stop().await;
 }
 
+/// Switches PostgreSQL's autovacuum off for the tables of the database at `url` (a test that
+/// counts the daemon's own transactions or needs tables that were never analysed).
+async fn autovacuum_off(url: &str) {
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(url).await.expect("connect");
+    let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_all(&mut db)
+        .await
+        .expect("tables");
+    for t in &tables {
+        let sql = format!("ALTER TABLE \"{t}\" SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut db).await.expect("autovacuum off");
+    }
+    db.close().await.expect("close");
+}
+
 /// A fresh PostgreSQL database has no planner statistics until autovacuum's first ANALYZE, a
 /// minute or more after a burst of calls. What a call costs must not hang on them: without
 /// statistics, the transition's row lock and the instance record hash-joined their ids with a
@@ -294,15 +301,8 @@ async fn calls_do_not_scan_the_tables_of_a_fresh_database() {
     use sqlx::Connection;
     let d = TestDaemon::start(Backend::Postgres).await;
     let url = d.database_url();
+    autovacuum_off(&url).await;
     let mut db = sqlx::PgConnection::connect(&url).await.expect("connect");
-    let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-        .fetch_all(&mut db)
-        .await
-        .expect("tables");
-    for t in &tables {
-        let sql = format!("ALTER TABLE \"{t}\" SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut db).await.expect("autovacuum off");
-    }
     d.deploy("hello", guests::HELLO).await;
     let batch: Vec<_> = (0..1000).map(|i| json!({"task": "hello", "args": {"name": format!("n{i}")}})).collect();
     for _ in 0..10 {

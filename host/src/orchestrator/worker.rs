@@ -355,17 +355,10 @@ struct Ran {
     report: RunReport,
 }
 
-/// The report of an attempt whose guest never ran.
-fn not_run() -> RunReport {
-    RunReport {
-        outcome: Ok(String::new()),
-        stdout: String::new(),
-        stderr: String::new(),
-        output_truncated: false,
-        logs: Vec::new(),
-        logs_dropped: 0,
-        peak_memory_bytes: 0,
-        wall_ms: 0,
+impl Ran {
+    /// An attempt that ended with `failure` before its guest ran.
+    fn not_run(failure: TaskFailure, max_attempts: u32, scoped: bool) -> Self {
+        Self { outcome: Err(failure), max_attempts, scoped, report: RunReport::nothing(Ok(String::new())) }
     }
 }
 
@@ -377,13 +370,13 @@ async fn run_guest(orch: &Orchestrator, inv: &Claimed, cancel: CancellationToken
     // passing fault must not fail a call that never ran.
     let task = match until_available(orch, &cancel, || orch.task(&inv.task)).await {
         Ok(t) => t,
-        Err(f) => return Ran { outcome: Err(f), max_attempts: 1, scoped: false, report: not_run() },
+        Err(f) => return Ran::not_run(f, 1, false),
     };
     let max_attempts = inv.max_attempts.unwrap_or(task.max_attempts);
     let scoped = task.running_concurrency != Concurrency::Disabled;
     let component = match until_available(orch, &cancel, || orch.component(&task.component)).await {
         Ok(c) => c,
-        Err(f) => return Ran { outcome: Err(f), max_attempts, scoped, report: not_run() },
+        Err(f) => return Ran::not_run(f, max_attempts, scoped),
     };
     let info = InvocationInfo {
         id: inv.id.clone(),
@@ -394,7 +387,7 @@ async fn run_guest(orch: &Orchestrator, inv: &Claimed, cancel: CancellationToken
     };
     let limits = match limits_for(orch, inv, &task, &cancel).await {
         Ok(l) => l,
-        Err(f) => return Ran { outcome: Err(f), max_attempts, scoped, report: not_run() },
+        Err(f) => return Ran::not_run(f, max_attempts, scoped),
     };
     let gauge = orch.gauge(&inv.id);
     let req = RunRequest { task: inv.task.clone(), args: inv.args.clone(), info, limits, cancel, gauge };

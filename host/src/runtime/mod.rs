@@ -216,6 +216,23 @@ pub struct RunReport {
     pub wall_ms: u64,
 }
 
+impl RunReport {
+    /// The report of an attempt that left nothing behind (no output, no logs, nothing
+    /// measured): one whose guest never ran, or whose host panicked.
+    pub fn nothing(outcome: Result<String, TaskFailure>) -> Self {
+        Self {
+            outcome,
+            stdout: String::new(),
+            stderr: String::new(),
+            output_truncated: false,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            peak_memory_bytes: 0,
+            wall_ms: 0,
+        }
+    }
+}
+
 /// Host services a guest reaches through the `calls` and `context` imports; the orchestrator
 /// implements it.
 #[async_trait::async_trait]
@@ -623,16 +640,7 @@ impl Runtime {
                     TaskFailure::new(ErrorKind::Host, format!("the host panicked during the attempt: {what}"));
                 span.record("outcome", "host");
                 tracing::error!(parent: &span, "{}", failure.message);
-                return RunReport {
-                    outcome: Err(failure),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    output_truncated: false,
-                    logs: Vec::new(),
-                    logs_dropped: 0,
-                    peak_memory_bytes: 0,
-                    wall_ms: 0,
-                };
+                return RunReport::nothing(Err(failure));
             }
         };
         let outcome = match attempt.outcome {

@@ -194,6 +194,18 @@ impl SqlStore {
 const DUPLICATE_INVOCATION: &str = "an invocation id of the batch already exists";
 
 /// The error of an insert that calls an unknown task (`None`: it vanished again meanwhile).
+/// Why a routing of the calls in `json` failed its NOT NULL task column: the first call of a
+/// task that does not exist, as [`unknown_task`] (or the error of looking it up).
+async fn first_unknown_task(store: &SqlStore, json: &str) -> StoreError {
+    let missing: Result<Option<NameRow>, sqlx::Error> = on_read!(store, |db, d| {
+        sqlx::query_as(q::INVOCATION_INSERT_UNKNOWN_TASK.get(d)).bind(json).fetch_optional(db).await
+    });
+    match missing {
+        Ok(missing) => unknown_task(missing.as_ref().map(|r| r.name.as_str())),
+        Err(e) => StoreError::Database(e),
+    }
+}
+
 fn unknown_task(task: Option<&str>) -> StoreError {
     StoreError::NotFound(format!("task `{}`", task.unwrap_or_default()))
 }
@@ -251,7 +263,7 @@ pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> S
     }
     let json = insert_json(calls)?;
     let rows: Vec<InvocationRow> = match &store.pools {
-        Pools::Sqlite { read, writer, .. } => {
+        Pools::Sqlite { writer, .. } => {
             // A client waits for this answer: the urgent lane (see `write_gate.rs`).
             match one_trip(
                 writer,
@@ -264,11 +276,7 @@ pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> S
                 Ok(rows) => rows,
                 // The script's insert fails on a call of an unknown task (see `sql_invocations.rs`).
                 Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
-                    let missing: Option<NameRow> = sqlx::query_as(q::INVOCATION_INSERT_UNKNOWN_TASK.sqlite)
-                        .bind(&json)
-                        .fetch_optional(read)
-                        .await?;
-                    return Err(unknown_task(missing.as_ref().map(|r| r.name.as_str())));
+                    return Err(first_unknown_task(store, &json).await);
                 }
                 Err(e) => return Err(conflict_on_unique(DUPLICATE_INVOCATION)(e)),
             }
@@ -279,11 +287,7 @@ pub(super) async fn insert_batch(store: &SqlStore, calls: &[NewInvocation]) -> S
                 match sqlx::query_as(q::INVOCATION_ROUTE_ONE_STATEMENT).bind(json.as_str()).fetch_all(pool).await {
                     Ok(rows) => break rows,
                     Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::NotNullViolation => {
-                        let missing: Option<NameRow> = sqlx::query_as(q::INVOCATION_INSERT_UNKNOWN_TASK.postgres)
-                            .bind(&json)
-                            .fetch_optional(pool)
-                            .await?;
-                        return Err(unknown_task(missing.as_ref().map(|r| r.name.as_str())));
+                        return Err(first_unknown_task(store, &json).await);
                     }
                     Err(e) => {
                         let e = conflict_on_unique(DUPLICATE_INVOCATION)(e);
