@@ -13,7 +13,10 @@ echo "== building the example tasks (wasm32-wasip2)"
 cargo build --release --manifest-path examples/Cargo.toml --target wasm32-wasip2
 echo "== building warden (release; the first build takes a few minutes)"
 cargo build --release -p warden
-warden=target/release/warden
+# Where cargo put the builds: ./target and examples/target, or $CARGO_TARGET_DIR for both.
+warden="${CARGO_TARGET_DIR:-target}/release/warden"
+examples_wasm="${CARGO_TARGET_DIR:-examples/target}/wasm32-wasip2/release"
+case "$warden" in /*) warden_abs="$warden" ;; *) warden_abs="$PWD/$warden" ;; esac
 
 mkdir -p warden-data
 log="$PWD/warden-data/warden.log"
@@ -29,7 +32,7 @@ done
 
 echo "== deploying the examples"
 for ex in hello math flaky slow fanout; do
-  "$warden" deploy "examples/target/wasm32-wasip2/release/$ex.wasm" --url "$url" >/dev/null
+  "$warden" deploy "$examples_wasm/$ex.wasm" --url "$url" >/dev/null
   echo "deployed $ex"
 done
 echo "== one call"
@@ -53,7 +56,7 @@ Over HTTP:
 
 Next:
   open $url/ui                                                  # the dashboard, live
-  $warden new my-task && cd my-task && $PWD/$warden deploy --url $url   # your own task (--lang python|js too)
+  $warden new my-task && cd my-task && $warden_abs deploy --url $url   # your own task (--lang python|js too)
   README.md, "Concepts": workflows, triggers, clusters
 
 Press Ctrl-C to stop.
