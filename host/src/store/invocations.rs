@@ -246,8 +246,8 @@ pub(in crate::store) async fn insert_registered(
 }
 
 /// Appends `rows` to the history in their order (so `seq` follows it), ONE statement: every
-/// history row written statement by statement (routing, claims and transitions on PostgreSQL,
-/// the workflow step) goes through here.
+/// history row written statement by statement (transitions on PostgreSQL, the workflow step)
+/// goes through here. Routing and claims write theirs inside their own statement or script.
 pub(super) async fn insert_history(conn: impl Into<Conn<'_>>, rows: &[HistoryJson<'_>]) -> StoreResult<()> {
     let json = to_json(rows)?;
     on_conn!(conn.into(), |c, d| {
