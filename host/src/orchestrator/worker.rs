@@ -176,36 +176,33 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
         // An attempt that ended before its guest ran (its task or component could not be
         // read) ends its instance too, with nothing measured: no instance is left for triage
         // to blame on a silent node.
-        let r = report;
-        let instance = Some(TaskInstance {
+        let instance = TaskInstance {
             invocation_id: inv.id.clone(),
             attempt: inv.attempt,
             node: orch.node().to_string(),
             status: TaskInstance::status_for(t.error.as_ref().map(|e| e.kind)),
             error: t.error.clone(),
-            wall_ms: r.wall_ms,
-            peak_memory_bytes: r.peak_memory_bytes,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            logs: serde_json::to_value(&r.logs).unwrap_or_default(),
+            wall_ms: report.wall_ms,
+            peak_memory_bytes: report.peak_memory_bytes,
+            stdout: report.stdout,
+            stderr: report.stderr,
+            logs: serde_json::to_value(&report.logs).unwrap_or_default(),
             // Log lines past the runtime's cap were dropped: the record says it is not whole.
-            output_truncated: r.output_truncated || r.logs_dropped > 0,
+            output_truncated: report.output_truncated || report.logs_dropped > 0,
             ended_at: 0,
             started_at: 0,
             report_by: None,
             report_window_ms: None,
-        });
+        };
         // An end the node knows of: reported with the instance's heartbeats until it is
         // recorded, so that triage knows how it ended if this node goes silent first. (Not a
         // hand-back or a user's cancel: those are not the attempt's end.)
-        if let Some(i) = &instance
-            && matches!(to, InvocationStatus::Success | InvocationStatus::Retry | InvocationStatus::Failed)
-        {
-            orch.ended(&inv.id, AttemptExit { status: i.status, error: i.error.clone() });
+        if matches!(to, InvocationStatus::Success | InvocationStatus::Retry | InvocationStatus::Failed) {
+            orch.ended(&inv.id, AttemptExit { status: instance.status, error: instance.error.clone() });
         }
         tracing::Span::current().record("outcome", to.as_str());
         // The attempt's record is written with its outcome, in the same transaction.
-        let t = t.with_instance(instance);
+        let t = t.with_instance(Some(instance));
         let counters = orch.counters();
         match record_outcome(&orch, t).await {
             Ok(TransitionOutcome::Applied) => {
@@ -326,7 +323,7 @@ where
             Err(super::OrchestratorError::Unavailable(e)) => {
                 tries += 1;
                 if tries == 1 || tries % 20 == 0 {
-                    tracing::warn!(error = %e, tries, "could not read the task or its component yet; retrying");
+                    tracing::warn!(error = %e, tries, "could not read what the attempt needs yet (the task, its component, its earlier attempts); retrying");
                 }
                 tokio::select! {
                     () = tokio::time::sleep(super::write_backoff(tries)) => {}
