@@ -10,6 +10,7 @@ mod guest_host;
 mod instances;
 pub mod policy;
 mod queries;
+mod tidy;
 pub mod triggers;
 mod waiters;
 mod worker;
@@ -288,6 +289,8 @@ struct Inner {
     workflows_active: std::sync::atomic::AtomicBool,
     /// The change feed (status changes for streams and batch awaits).
     feed: Arc<feed::Feed>,
+    /// Changes counted toward the next look at the database's housekeeping.
+    tidy: Mutex<tidy::Tidy>,
     routing: Routing,
     attempts: Attempts,
     claims: ClaimView,
@@ -412,6 +415,7 @@ impl Orchestrator {
                 workflow_wake: Notify::new(),
                 workflows_active: std::sync::atomic::AtomicBool::new(true),
                 feed,
+                tidy: Mutex::new(tidy::Tidy::default()),
                 routing: Routing {
                     routes,
                     tasks: Mutex::new(HashMap::new()),
@@ -976,7 +980,14 @@ impl Orchestrator {
         }
         let out = self.inner.routing.routes.submit(news).await?;
         self.inner.claims.work.notify_one();
+        self.changed(out.len());
         Ok(out)
+    }
+
+    /// Counts `n` changes this node made toward the next look at the database's
+    /// housekeeping (`tidy.rs`).
+    fn changed(&self, n: usize) {
+        lock(&self.inner.tidy).changed(&self.inner.store, n);
     }
 
     /// One invocation.

@@ -27,14 +27,6 @@ const SCHEDULER_IDLE_TICK: Duration = Duration::from_secs(2);
 /// Most workflows one scheduler round looks at.
 const ACTIVE_LIMIT: u32 = 10_000;
 
-/// Node status changes after which the scheduler has the store look whether the workflow
-/// tables need tidying (`WorkflowStore::workflow_tidy`: on PostgreSQL, a VACUUM of the node
-/// table or an ANALYZE of the invocations when their statistics say so). Each change leaves a
-/// dead entry in the status index that every later read of that status walks until a VACUUM
-/// removes it; without one (autovacuum off, or tuned too lazily), a 100,000-node workflow
-/// slowed from ≈ 1,000 to ≈ 500 nodes/s as they piled up.
-const TIDY_AFTER_MOVES: usize = 10_000;
-
 /// How a paused workflow resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -198,7 +190,6 @@ impl Orchestrator {
 /// transaction serialises them. Stops at shutdown.
 pub(crate) async fn scheduler_loop(orch: Orchestrator) {
     let shutdown = orch.shutdown_token();
-    let mut tidy = Tidy::default();
     loop {
         let mut moved = false;
         let mut tick = SCHEDULER_TICK;
@@ -215,7 +206,7 @@ pub(crate) async fn scheduler_loop(orch: Orchestrator) {
                     match orch.workflow_step(&id).await {
                         Ok(n) => {
                             moved |= n > 0;
-                            tidy.moved(&orch, n);
+                            orch.changed(n);
                         }
                         Err(e) => tracing::warn!(workflow = %id, error = %e, "workflow step failed; will try again"),
                     }
@@ -232,29 +223,5 @@ pub(crate) async fn scheduler_loop(orch: Orchestrator) {
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.cancelled() => return,
         }
-    }
-}
-
-/// When the scheduler tidies: after [`TIDY_AFTER_MOVES`] node changes, in the background (the
-/// steps go on meanwhile), never two at once.
-#[derive(Default)]
-struct Tidy {
-    moves: usize,
-    running: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Tidy {
-    fn moved(&mut self, orch: &Orchestrator, n: usize) {
-        self.moves += n;
-        if self.moves < TIDY_AFTER_MOVES || self.running.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        self.moves = 0;
-        let store = orch.inner.store.clone();
-        self.running = Some(tokio::spawn(async move {
-            if let Err(e) = store.workflow_tidy().await {
-                tracing::warn!(error = %e, "tidying the workflow tables failed; will try again");
-            }
-        }));
     }
 }

@@ -154,17 +154,31 @@ impl SqlStore {
         }
     }
 
-    /// The `PRAGMA synchronous` of the SQLite writer (`None` on PostgreSQL), for tests.
+    /// Whether the writes commit durably, for tests: the `PRAGMA synchronous` of the SQLite
+    /// writer (2 = FULL); on PostgreSQL 2 if every idle connection of the pool has
+    /// `synchronous_commit` on, else 1 (a relaxed write must not leave its setting behind on
+    /// a pooled connection).
     #[cfg(test)]
-    pub(super) async fn writer_synchronous(&self) -> StoreResult<Option<i64>> {
+    pub(super) async fn writer_synchronous(&self) -> StoreResult<i64> {
         match &self.pools {
             Pools::Sqlite { writer, .. } => {
                 let mut held = writer.enter(Lane::Background, "test").await?;
                 let sync = sqlx::query_scalar("PRAGMA synchronous").fetch_one(held.conn()).await?;
                 held.settle();
-                Ok(Some(sync))
+                Ok(sync)
             }
-            Pools::Postgres(_) => Ok(None),
+            Pools::Postgres(pool) => {
+                // Every open connection: held until all are seen, so none is seen twice (one
+                // just released may not be idle yet, so `num_idle` could miss it).
+                let (mut held, mut durable) = (Vec::new(), true);
+                for _ in 0..pool.size() {
+                    let mut conn = pool.acquire().await?;
+                    let setting: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut *conn).await?;
+                    durable &= setting == "on";
+                    held.push(conn);
+                }
+                Ok(if durable { 2 } else { 1 })
+            }
         }
     }
 }
@@ -594,6 +608,10 @@ impl Store for SqlStore {
         }
     }
 
+    async fn tidy(&self) -> StoreResult<()> {
+        tidy::tidy(self).await
+    }
+
     async fn component_put(
         &self,
         name: &str,
@@ -783,6 +801,10 @@ mod triggers;
 // Workflows and arrays.
 #[path = "workflow.rs"]
 mod workflow;
+
+// Housekeeping: statistics and dead rows when autovacuum does not keep up.
+#[path = "tidy.rs"]
+mod tidy;
 
 // API keys.
 #[path = "keys.rs"]

@@ -460,14 +460,6 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// the workflow's status when anything changed.
     async fn workflow_step(&self, id: &str, starts: &[NodeStart]) -> StoreResult<StepOutcome>;
 
-    /// Housekeeping after many node changes (the scheduler calls it): on PostgreSQL, when its
-    /// statistics say so (autovacuum's rules), a `VACUUM (SKIP_LOCKED)` of the node table,
-    /// whose status index otherwise fills with the dead entries every status change leaves
-    /// (each later read of a status walks them) when autovacuum is off or slow, and an
-    /// `ANALYZE` of the invocations once they doubled; nothing on SQLite, which updates index
-    /// entries in place.
-    async fn workflow_tidy(&self) -> StoreResult<()>;
-
     /// Pauses: nothing new starts (status `halted`). A final workflow is a `Conflict`.
     async fn workflow_pause(&self, id: &str) -> StoreResult<WorkflowInfo>;
 
@@ -583,6 +575,17 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     /// PostgreSQL: nothing. The daemon of a SQLite store runs it every [`CHECKPOINT_EVERY`]
     /// (`server.rs`), so that commits no longer run the checkpoint themselves (see `sqlite.rs`).
     async fn checkpoint(&self) -> StoreResult<()>;
+
+    /// Housekeeping after many changes (the orchestrator calls it every so many routings and
+    /// workflow node moves): on PostgreSQL, what its statistics say is due, by autovacuum's
+    /// rules, for when autovacuum is off or slow: an `ANALYZE` of a table the calls churn once
+    /// its changes since the last one outnumber its rows, and a `VACUUM` of the workflow node
+    /// table once its dead rows are a fifth of the live ones. An ANALYZE also makes every
+    /// session plan again the statements it had cached while the table was small (which kept
+    /// scanning it whole); a VACUUM removes the dead index entries each node status change
+    /// leaves. Nothing on SQLite, which updates index entries in place and caches no plan by
+    /// table size. See `store/tidy.rs`.
+    async fn tidy(&self) -> StoreResult<()>;
 
     /// Stores a component (bytes and metadata) and registers its tasks, in one transaction.
     /// Re-uploading a name replaces the component; its tasks are replaced, but options a user

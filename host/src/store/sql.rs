@@ -267,6 +267,10 @@ pub(super) mod triggers;
 #[path = "sql_workflow.rs"]
 pub(super) mod workflow;
 
+// Housekeeping: see `tidy.rs`.
+#[path = "sql_tidy.rs"]
+pub(super) mod tidy;
+
 // API keys: see `keys.rs`.
 #[path = "sql_keys.rs"]
 pub(super) mod keys;

@@ -50,7 +50,15 @@ macro_rules! invocation_transition {
             now_ms!($d),
             " AS now)",
             lock_in_order!($d, "$1"),
-            " UPDATE invocations SET status = x.to_status, \
+            " ",
+            invocation_transition!(@update, $d, $also_set)
+        )
+    };
+    // The UPDATE alone: it reads `now` from a CTE `c` and, on PostgreSQL, the rows of a CTE
+    // `locked` (`lock_in_order!`) that the statement around it defines.
+    (@update, $d:ident, $also_set:literal) => {
+        concat!(
+            "UPDATE invocations SET status = x.to_status, \
              owner_node = CASE x.owner_mode WHEN 'clear' THEN NULL WHEN 'set' THEN x.node \
              ELSE invocations.owner_node END, \
              attempts = invocations.attempts + x.attempt_inc, \
@@ -155,8 +163,15 @@ macro_rules! instance_insert {
         concat!(
             "WITH c AS MATERIALIZED (SELECT ",
             now_ms!($d),
-            " AS now) \
-             INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
+            " AS now) ",
+            instance_insert!(@insert, $d, $param, join_invocation!($d, "j.value ->> 'invocation_id'"), $filter, $writes)
+        )
+    };
+    // The INSERT alone, its records joined to the invocations as `i` by `$join`; it reads
+    // `now` from a CTE `c` that the statement around it defines.
+    (@insert, $d:ident, $param:literal, $join:expr, $filter:literal, $writes:literal) => {
+        concat!(
+            "INSERT INTO task_instances (invocation_id, attempt, node, status, error_kind, \
              error_message, wall_ms, peak_memory_bytes, stdout, stderr, logs, output_truncated, \
              ended_at, report_by, started_at) SELECT i.id, CAST(j.value ->> 'attempt' AS BIGINT), \
              j.value ->> 'node', j.value ->> 'status', j.value ->> 'error_kind', \
@@ -166,7 +181,7 @@ macro_rules! instance_insert {
              CASE WHEN j.value ->> 'report_window_ms' IS NULL THEN c.now ELSE 0 END, \
              c.now + CAST(j.value ->> 'report_window_ms' AS BIGINT), c.now FROM ",
             json_rows!($d, $param, "j"),
-            join_invocation!($d, "j.value ->> 'invocation_id'"),
+            $join,
             " CROSS JOIN c WHERE ",
             $filter,
             " ORDER BY i.id, CAST(j.value ->> 'attempt' AS BIGINT) ON CONFLICT (invocation_id, attempt) DO UPDATE SET status = excluded.status, \
@@ -206,6 +221,44 @@ macro_rules! invocation_transition_one_trip {
         )
     };
 }
+/// One pass of transitions on PostgreSQL in ONE statement, so one round trip and its own
+/// transaction (it was five: `BEGIN`, the UPDATE, the history, the instances, `COMMIT`): `$1`
+/// as for [`INVOCATION_TRANSITION`], locked first in id order (`lock_in_order!`); `$2` the
+/// JSON array of `{id, status, node}` of every status of every path of the pass, in pass order
+/// then path order, of which the history keeps those of the rows the UPDATE changed, with
+/// their new attempt and time; `$3` the instance records, of which those of applied
+/// transitions are written as [`INSTANCE_INSERT`] writes them (in (invocation, attempt)
+/// order, after every invocation lock: the instance insert reads the UPDATE's rows, which
+/// read the locks first); `$4` the allowed instance writes. Returns the applied transitions'
+/// rows and, with `updated_at` -1, the instances written, as the SQLite script does.
+/// `$sync` adds what the commit needs: a relaxed one sets `synchronous_commit` off for this
+/// statement's own transaction (`set_config(…, true)`, undone at its end).
+macro_rules! invocation_transition_one_statement {
+    ($sync:literal) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT ",
+            now_ms!(postgres),
+            " AS now",
+            $sync,
+            ")",
+            lock_in_order!(postgres, "$1"),
+            ", u AS (",
+            invocation_transition!(@update, postgres, ""),
+            "), h AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+             SELECT u.id, p.value ->> 'status', p.value ->> 'node', u.attempts, u.updated_at FROM ",
+            json_rows!(postgres, "$2", "p"),
+            " JOIN u ON u.id = p.value ->> 'id' ORDER BY p.key), ins AS (",
+            instance_insert!(@insert, postgres, "$3", " JOIN u i ON i.id = j.value ->> 'invocation_id'", "TRUE", "$4"),
+            ") SELECT id, attempts, updated_at FROM u UNION ALL SELECT id, attempts, updated_at FROM ins"
+        )
+    };
+}
+/// `invocation_transition_one_statement!` committed durably.
+pub(in crate::store) const INVOCATION_TRANSITION_ONE_STATEMENT: &str = invocation_transition_one_statement!("");
+/// `invocation_transition_one_statement!` committed without waiting for the disk.
+pub(in crate::store) const INVOCATION_TRANSITION_ONE_STATEMENT_RELAXED: &str =
+    invocation_transition_one_statement!(", set_config('synchronous_commit', 'off', true) AS relaxed");
+
 /// `invocation_transition_one_trip!` committed durably.
 pub(in crate::store) const INVOCATION_TRANSITION_ONE_TRIP: &str = invocation_transition_one_trip!(durable);
 /// `invocation_transition_one_trip!` committed without waiting for the disk.

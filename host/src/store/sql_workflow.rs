@@ -65,27 +65,6 @@ pub(in crate::store) const EDGES_INSERT: Sql = both!(edges_insert);
 /// Refreshes PostgreSQL's statistics of the graph tables (after a large workflow arrived).
 pub(in crate::store) const ANALYZE_POSTGRES: &str = "ANALYZE workflow_nodes, workflow_edges";
 
-/// `workflow_tidy` on PostgreSQL, first: the statistics PostgreSQL keeps of the tables a
-/// workflow churns (live and dead rows, changes since the last ANALYZE), from which the tidy
-/// decides what is worth doing, as autovacuum does from the same figures.
-pub(in crate::store) const TIDY_STATS_POSTGRES: &str = "SELECT relname AS name, n_live_tup AS live, \
-     n_dead_tup AS dead, n_mod_since_analyze AS changed FROM pg_stat_user_tables \
-     WHERE schemaname = current_schema() AND relname IN ('workflow_nodes', 'invocations')";
-
-/// `workflow_tidy` on PostgreSQL: removes the dead rows of the node table and their index
-/// entries (and refreshes its statistics). Each node status change leaves a dead entry in the
-/// status index that every later read of that status walks until a VACUUM removes it; without
-/// one (autovacuum off, or tuned too lazily), a 100,000-node workflow slowed from ≈ 1,000 to
-/// ≈ 500 nodes/s as they piled up. Skipped when another session vacuums it (another node,
-/// autovacuum). Its own statement: VACUUM refuses to run in a transaction block.
-pub(in crate::store) const VACUUM_NODES_POSTGRES: &str = "VACUUM (ANALYZE, SKIP_LOCKED) workflow_nodes";
-
-/// `workflow_tidy` on PostgreSQL: refreshes the statistics of the invocations (ANALYZE reads a
-/// bounded sample). Without fresh statistics (autovacuum off also means no auto-analyze) the
-/// planner believed the invocations table as small as when the workflow began and scanned all
-/// of it in every outcome commit (21 scans/s, 300 nodes/s; after one ANALYZE, 0 and 660).
-pub(in crate::store) const ANALYZE_INVOCATIONS_POSTGRES: &str = "ANALYZE (SKIP_LOCKED) invocations";
-
 // ---------------------------------------------------------------------------------------------
 // Reads.
 

@@ -11,14 +11,14 @@ use serde::Serialize;
 
 use super::invocations::{HistoryJson, insert_history};
 use super::{
-    Commit, Conn, Dialect, NameRow, Pools, SqlStore, check_fence, check_json, corrupt, error_kind_name, one_trip,
-    parse_status, sql, to_json, to_u32, tx_marker,
+    Commit, Conn, Dialect, NameRow, Pools, Retry, SqlStore, check_fence, check_json, corrupt, error_kind_name,
+    one_trip, parse_status, sql, to_json, to_u32, tx_marker,
 };
 use crate::model::instance::InstanceStatus;
 use crate::model::status::Ownership;
 use crate::model::{ErrorKind, Invocation, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::store::write_gate::Lane;
-use crate::store::{Fence, Store, StoreResult, TransitionOutcome};
+use crate::store::{Fence, Store, StoreError, StoreResult, TransitionOutcome};
 
 use sql::transitions as q;
 
@@ -590,14 +590,35 @@ impl SqlStore {
                     .bind(instances_json(instance_records(refs.iter().copied()).into_iter())?)
                     .bind(instance_writes());
                 let rows: Vec<AppliedRow> = one_trip(writer, Lane::Background, "transitions", query).await?;
-                // The instances written come back beside the applied transitions, marked by
-                // an `updated_at` of -1 (see `instance_insert!`).
-                let (written, rows): (Vec<AppliedRow>, Vec<AppliedRow>) =
-                    rows.into_iter().partition(|r| r.updated_at == -1);
-                let positions = applied_positions(&refs, &rows)?;
-                let written: HashSet<(String, i64)> = written.into_iter().map(|r| (r.id, r.attempts)).collect();
-                log_untimely(&instance_records(positions.iter().map(|&p| refs[p])), &written, false);
-                positions.into_iter().map(|p| pass[p]).collect()
+                one_trip_applied(pass, &refs, rows)?
+            }
+            // The usual batch, one pass, on PostgreSQL: one statement.
+            (Pools::Postgres(pool), [pass]) => {
+                let refs: Vec<&Transition> = pass.iter().map(|&i| &changes[i]).collect();
+                let statement = if durable {
+                    q::INVOCATION_TRANSITION_ONE_STATEMENT
+                } else {
+                    q::INVOCATION_TRANSITION_ONE_STATEMENT_RELAXED
+                };
+                let (json, history) = (transition_json(&refs)?, path_history_json(&refs)?);
+                let instances = instances_json(instance_records(refs.iter().copied()).into_iter())?;
+                let mut retry = Retry::new();
+                let rows: Vec<AppliedRow> = loop {
+                    let tried = sqlx::query_as(statement)
+                        .bind(&json)
+                        .bind(&history)
+                        .bind(&instances)
+                        .bind(instance_writes())
+                        .fetch_all(pool)
+                        .await;
+                    match tried.map_err(StoreError::from) {
+                        Ok(rows) => break rows,
+                        Err(e) if retry.again(&e, "transitions").await => continue,
+                        Err(e) => return Err(e),
+                    }
+                };
+                ambiguous |= retry.ambiguous();
+                one_trip_applied(pass, &refs, rows)?
             }
             _ => in_tx!(self, Commit::durable_if(durable), &mut ambiguous, |tx, d| {
                 let _ = d;
@@ -634,6 +655,18 @@ impl SqlStore {
         }
         Ok(outcomes)
     }
+}
+
+/// What a one-trip pass (SQLite's script, PostgreSQL's statement) returned, `rows`: the
+/// applied transitions and, marked by an `updated_at` of -1 (see `instance_insert!`), the
+/// instances written. Logs the instance records of applied transitions that were not written
+/// and returns the applied positions in `changes` (`pass` maps positions in `refs` to them).
+fn one_trip_applied(pass: &[usize], refs: &[&Transition], rows: Vec<AppliedRow>) -> StoreResult<Vec<usize>> {
+    let (written, rows): (Vec<AppliedRow>, Vec<AppliedRow>) = rows.into_iter().partition(|r| r.updated_at == -1);
+    let positions = applied_positions(refs, &rows)?;
+    let written: HashSet<(String, i64)> = written.into_iter().map(|r| (r.id, r.attempts)).collect();
+    log_untimely(&instance_records(positions.iter().map(|&p| refs[p])), &written, false);
+    Ok(positions.into_iter().map(|p| pass[p]).collect())
 }
 
 /// Whether `inv` is held by `owner`'s attempt (its node and attempt epoch).

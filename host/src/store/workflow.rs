@@ -192,30 +192,6 @@ const STEP_YIELDS: u32 = 3;
 /// of every waiting node (tens of ms a step at 10,000 nodes) instead of primary-key lookups.
 const ANALYZE_FROM_NODES: usize = 1_000;
 
-/// PostgreSQL's statistics of one table ([`q::TIDY_STATS_POSTGRES`]).
-#[derive(sqlx::FromRow)]
-struct TableStatsRow {
-    name: String,
-    live: i64,
-    dead: i64,
-    changed: i64,
-}
-
-/// Whether the node table has enough dead rows to be worth a VACUUM: autovacuum's own rule
-/// (dead rows over a fifth of the live ones), with a floor of 1,000. A VACUUM reads all of the
-/// table's indexes, so vacuuming after a fixed number of changes cost a 100,000-node workflow
-/// a VACUUM every 1.5 s (a quarter of a core on two); by share, a handful.
-fn vacuum_due(t: &TableStatsRow) -> bool {
-    t.dead > 1_000 + t.live / 5
-}
-
-/// Whether the invocations' statistics are worth refreshing: once the rows changed since the
-/// last ANALYZE are as many as the live ones (the table doubled, or turned over), with a floor
-/// of 1,000: a growing table is analyzed a logarithmic number of times, not every few seconds.
-fn analyze_due(t: &TableStatsRow) -> bool {
-    t.changed > t.live.max(1_000)
-}
-
 fn parse_node_status(s: &str) -> StoreResult<NodeStatus> {
     s.parse().map_err(StoreError::Corrupt)
 }
@@ -430,22 +406,6 @@ impl WorkflowStore for SqlStore {
                 other => return other,
             }
         }
-    }
-
-    async fn workflow_tidy(&self) -> StoreResult<()> {
-        let Pools::Postgres(pool) = &self.pools else { return Ok(()) };
-        let stats: Vec<TableStatsRow> = sqlx::query_as(q::TIDY_STATS_POSTGRES).fetch_all(pool).await?;
-        for t in stats {
-            let statement = match t.name.as_str() {
-                "workflow_nodes" if vacuum_due(&t) => q::VACUUM_NODES_POSTGRES,
-                "invocations" if analyze_due(&t) => q::ANALYZE_INVOCATIONS_POSTGRES,
-                _ => continue,
-            };
-            tracing::debug!(table = %t.name, live = t.live, dead = t.dead, changed = t.changed, statement, "tidying");
-            // VACUUM runs outside a transaction block: the simple protocol, one statement.
-            sqlx::raw_sql(statement).execute(pool).await?;
-        }
-        Ok(())
     }
 
     async fn workflow_pause(&self, id: &str) -> StoreResult<WorkflowInfo> {

@@ -171,12 +171,9 @@ impl Harness {
         }
     }
 
-    /// The `PRAGMA synchronous` of the store's SQLite writer (`None` on PostgreSQL).
-    async fn writer_synchronous(&self) -> Option<i64> {
-        match &self.target {
-            Target::Sqlite { store, .. } => store.writer_synchronous().await.expect("PRAGMA synchronous"),
-            Target::Postgres { store, .. } => store.writer_synchronous().await.expect("no-op"),
-        }
+    /// Whether the store's writes commit durably (`SqlStore::writer_synchronous`: 2 = yes).
+    async fn writer_synchronous(&self) -> i64 {
+        self.sql_store().writer_synchronous().await.expect("the commit setting")
     }
 
     /// A raw `SELECT COUNT(*) …`.
