@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::{
-    Commit, Conn, Dialect, NameRow, Pools, Retry, SqlStore, check_fence, check_json, conflict_on_unique, corrupt,
-    one_trip, parse_status, pg_write, sql, stored_failure, to_json, to_u32, tx_body, tx_marker,
+    Conn, Dialect, NameRow, Pools, Retry, SqlStore, check_fence, check_json, conflict_on_unique, corrupt, one_trip,
+    parse_status, sql, stored_failure, to_json, to_u32, tx_marker,
 };
 use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Waiting};
 use crate::store::write_gate::Lane;
@@ -335,8 +335,23 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
             one_trip(writer, Lane::Background, "claim", script).await?
         }
         Pools::Postgres(pool) => {
-            pg_write(pool, Commit::Durable, "invocation claim", &mut false, |tx, _| tx_body(claim_postgres(tx, claim)))
-                .await?
+            let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
+            let mut retry = Retry::new();
+            loop {
+                let tried = sqlx::query_as(q::INVOCATION_CLAIM_POSTGRES)
+                    .bind(node)
+                    .bind(i64::from(limit))
+                    .bind(&excluded)
+                    .bind(&pinned_here)
+                    .bind(report_window_ms)
+                    .fetch_all(pool)
+                    .await;
+                match tried.map_err(StoreError::from) {
+                    Ok(rows) => break rows,
+                    Err(e) if retry.again(&e, "invocation claim").await => continue,
+                    Err(e) => return Err(e),
+                }
+            }
         }
     };
     rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
@@ -354,23 +369,6 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
             })
         })
         .collect()
-}
-
-/// The claim on PostgreSQL inside its transaction: the claim with its `pending` history and
-/// `queued` instances (one statement), then the calls held back by running concurrency.
-async fn claim_postgres(tx: &mut sqlx::PgConnection, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedRow>> {
-    let Claim { node, limit, report_window_ms, filter } = *claim;
-    let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
-    let rows: Vec<ClaimedRow> = sqlx::query_as(q::INVOCATION_CLAIM_POSTGRES)
-        .bind(node)
-        .bind(i64::from(limit))
-        .bind(&excluded)
-        .bind(&pinned_here)
-        .bind(report_window_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-    sqlx::query(q::INVOCATION_HELD_BACK_POSTGRES).bind(node).execute(&mut *tx).await?;
-    Ok(rows)
 }
 
 /// One row of [`q::INVOCATION_WAITING`].

@@ -158,10 +158,16 @@ macro_rules! held_back {
 /// here, `$5` the report window in ms), PostgreSQL: concurrent claimers skip each other's rows.
 /// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
 /// `attempts`, and in the same statement writes their `pending` history and a `queued` task
-/// instance for each (due to report by claim time + `$5`), both in id order; returns what a
-/// worker needs (unordered: the caller sorts). One statement and one round trip where it was
-/// three (the claim, the history, the instances). SQLite claims with
-/// [`INVOCATION_CLAIM_ONE_TRIP`].
+/// instance for each (due to report by claim time + `$5`), both in id order, and records the
+/// calls held back by running concurrency for the first time ([`held_back!`], locked with
+/// `SKIP LOCKED`: a row another transaction holds is recorded by a later claim): their
+/// `held_back_at` and a `concurrency_controlled` history row by node `$1` (they stay runnable).
+/// The scopes this claim takes count as owned (the statement's own snapshot does not show
+/// them `pending` yet) and the claimed rows are left out (one statement may not change a row
+/// twice); returns what a worker needs (unordered: the caller sorts). One statement, its own
+/// transaction, one round trip: it was a transaction of the claim and the held-back record
+/// (`BEGIN`, two statements, `COMMIT`), and before that three statements for the claim alone.
+/// SQLite claims with [`INVOCATION_CLAIM_ONE_TRIP`].
 pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
     "WITH c AS MATERIALIZED (SELECT ",
     now_ms!(postgres),
@@ -179,13 +185,24 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      FROM picked WHERE invocations.id = picked.id \
      RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
      invocations.unstarted, invocations.parent, invocations.workflow, invocations.max_attempts, \
-     invocations.updated_at), \
+     invocations.updated_at, invocations.run_scope), \
      history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
      SELECT id, 'pending', $1, attempts, updated_at FROM claimed ORDER BY id), \
      queued AS (INSERT INTO task_instances (",
     queued_instance_columns!(),
     ") SELECT id, attempts, $1, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $5, updated_at \
-     FROM claimed ORDER BY id ON CONFLICT DO NOTHING) \
+     FROM claimed ORDER BY id ON CONFLICT DO NOTHING), \
+     held AS MATERIALIZED (SELECT i.id FROM invocations i WHERE i.id IN (SELECT h.id FROM (",
+    held_back!("(SELECT now FROM c)", ""),
+    ") AS h UNION ALL SELECT n.id FROM claimed k JOIN invocations n ON n.run_scope = k.run_scope \
+     WHERE k.run_scope IS NOT NULL AND n.held_back_at IS NULL AND n.status IN ",
+    runnable_statuses!(),
+    " AND n.available_at <= (SELECT now FROM c)) AND i.id NOT IN (SELECT id FROM picked) \
+     ORDER BY i.id LIMIT 1000 FOR UPDATE OF i SKIP LOCKED), \
+     marked AS (UPDATE invocations SET held_back_at = (SELECT now FROM c) FROM held \
+     WHERE invocations.id = held.id RETURNING invocations.id, invocations.attempts), \
+     held_history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT m.id, 'concurrency_controlled', $1, m.attempts, (SELECT now FROM c) FROM marked m ORDER BY m.id) \
      SELECT * FROM claimed"
 );
 
@@ -262,21 +279,6 @@ pub(in crate::store) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
         held_back!(now_ms!(sqlite), ""),
         ")"
     ),
-);
-
-/// The calls held back by running concurrency for the first time, on PostgreSQL ([`held_back!`],
-/// locked with `SKIP LOCKED`: a row another transaction holds is recorded by a later claim):
-/// `held_back_at` set and a `concurrency_controlled` history row by node `$1`, in one statement
-/// of the claim's transaction. The invocations stay runnable.
-pub(in crate::store) const INVOCATION_HELD_BACK_POSTGRES: &str = concat!(
-    "WITH c AS MATERIALIZED (SELECT ",
-    now_ms!(postgres),
-    " AS now), held AS MATERIALIZED (",
-    held_back!("(SELECT now FROM c)", " FOR UPDATE OF i SKIP LOCKED"),
-    "), marked AS (UPDATE invocations SET held_back_at = (SELECT now FROM c) FROM held \
-     WHERE invocations.id = held.id RETURNING invocations.id, invocations.attempts) \
-     INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
-     SELECT m.id, 'concurrency_controlled', $1, m.attempts, (SELECT now FROM c) FROM marked m ORDER BY m.id"
 );
 
 macro_rules! invocation_waiting {
