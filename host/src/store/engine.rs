@@ -346,6 +346,30 @@ pub(super) async fn pg_write<'e, T>(
     }
 }
 
+/// Runs one PostgreSQL statement that is its own transaction (a CTE that writes everything a
+/// change needs: routing's, a claim's, a transition batch's), again from the start on a
+/// transient error as [`pg_write`] runs a transaction; `ambiguous` is set when a try that
+/// failed may have been stored all the same ([`Retry::ambiguous`]).
+pub(super) async fn pg_statement<T, F>(
+    what: &'static str,
+    ambiguous: &mut bool,
+    mut run: impl FnMut() -> F,
+) -> StoreResult<T>
+where
+    F: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut retry = Retry::new();
+    loop {
+        match run().await.map_err(StoreError::from) {
+            Err(e) if retry.again(&e, what).await => continue,
+            other => {
+                *ambiguous |= retry.ambiguous();
+                return other;
+            }
+        }
+    }
+}
+
 /// Wraps the body of a write transaction as the future [`sqlite_write`] and [`pg_write`] take
 /// (it fixes the error type that `?` converts to).
 pub(super) fn tx_body<'t, T>(

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     Conn, Dialect, NameRow, Pools, Retry, SqlStore, check_fence, check_json, conflict_on_unique, corrupt, one_trip,
-    parse_status, sql, stored_failure, to_json, to_u32, tx_marker,
+    parse_status, pg_statement, sql, stored_failure, to_json, to_u32, tx_marker,
 };
 use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Waiting};
 use crate::store::write_gate::Lane;
@@ -336,22 +336,16 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
         }
         Pools::Postgres(pool) => {
             let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
-            let mut retry = Retry::new();
-            loop {
-                let tried = sqlx::query_as(q::INVOCATION_CLAIM_POSTGRES)
+            pg_statement("invocation claim", &mut false, || {
+                sqlx::query_as(q::INVOCATION_CLAIM_POSTGRES)
                     .bind(node)
                     .bind(i64::from(limit))
                     .bind(&excluded)
                     .bind(&pinned_here)
                     .bind(report_window_ms)
                     .fetch_all(pool)
-                    .await;
-                match tried.map_err(StoreError::from) {
-                    Ok(rows) => break rows,
-                    Err(e) if retry.again(&e, "invocation claim").await => continue,
-                    Err(e) => return Err(e),
-                }
-            }
+            })
+            .await?
         }
     };
     rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));

@@ -11,14 +11,14 @@ use serde::Serialize;
 
 use super::invocations::{HistoryJson, insert_history};
 use super::{
-    Commit, Conn, Dialect, NameRow, Pools, Retry, SqlStore, check_fence, check_json, corrupt, error_kind_name,
-    one_trip, parse_status, sql, to_json, to_u32, tx_marker,
+    Commit, Conn, Dialect, NameRow, Pools, SqlStore, check_fence, check_json, corrupt, error_kind_name, one_trip,
+    parse_status, pg_statement, sql, to_json, to_u32, tx_marker,
 };
 use crate::model::instance::InstanceStatus;
 use crate::model::status::Ownership;
 use crate::model::{ErrorKind, Invocation, InvocationStatus, Owner, TaskFailure, TaskInstance, Transition};
 use crate::store::write_gate::Lane;
-use crate::store::{Fence, Store, StoreError, StoreResult, TransitionOutcome};
+use crate::store::{Fence, Store, StoreResult, TransitionOutcome};
 
 use sql::transitions as q;
 
@@ -602,22 +602,15 @@ impl SqlStore {
                 };
                 let (json, history) = (transition_json(&refs)?, path_history_json(&refs)?);
                 let instances = instances_json(instance_records(refs.iter().copied()).into_iter())?;
-                let mut retry = Retry::new();
-                let rows: Vec<AppliedRow> = loop {
-                    let tried = sqlx::query_as(statement)
+                let rows: Vec<AppliedRow> = pg_statement("transitions", &mut ambiguous, || {
+                    sqlx::query_as(statement)
                         .bind(&json)
                         .bind(&history)
                         .bind(&instances)
                         .bind(instance_writes())
                         .fetch_all(pool)
-                        .await;
-                    match tried.map_err(StoreError::from) {
-                        Ok(rows) => break rows,
-                        Err(e) if retry.again(&e, "transitions").await => continue,
-                        Err(e) => return Err(e),
-                    }
-                };
-                ambiguous |= retry.ambiguous();
+                })
+                .await?;
                 one_trip_applied(pass, &refs, rows)?
             }
             _ => in_tx!(self, Commit::durable_if(durable), &mut ambiguous, |tx, d| {
