@@ -155,7 +155,7 @@ impl SqlStore {
     }
 
     /// Whether the writes commit durably, for tests: the `PRAGMA synchronous` of the SQLite
-    /// writer (2 = FULL); on PostgreSQL 2 if every idle connection of the pool has
+    /// writer (2 = FULL); on PostgreSQL 2 if every open connection of the pool has
     /// `synchronous_commit` on, else 1 (a relaxed write must not leave its setting behind on
     /// a pooled connection).
     #[cfg(test)]
@@ -347,7 +347,8 @@ pub(super) async fn pg_write<'e, T>(
 }
 
 /// Runs one PostgreSQL statement that is its own transaction (a CTE that writes everything a
-/// change needs: routing's, a claim's, a transition batch's), again from the start on a
+/// change needs: a claim's, a transition batch's; routing keeps a loop of its own, as it reads
+/// the database's error before deciding to try again), again from the start on a
 /// transient error as [`pg_write`] runs a transaction; `ambiguous` is set when a try that
 /// failed may have been stored all the same ([`Retry::ambiguous`]).
 pub(super) async fn pg_statement<T, F>(
