@@ -498,24 +498,19 @@ async fn probe(
     Ok((route, read))
 }
 
-/// Waits until every call of `ids` is final through the batch await (`POST
-/// /v1/invocations/results`, at most 10,000 ids a request); fails on one that did not succeed
-/// or when they take more than 10 minutes from `started`.
+/// Waits until every call of `ids` is final through the batch await
+/// ([`super::stream::await_all`]); fails on one that did not succeed or when they take more
+/// than 10 minutes from `started`.
 async fn await_success(c: &Client, ids: &[String], started: Instant) -> anyhow::Result<()> {
-    for chunk in ids.chunks(10_000) {
-        let mut pending = chunk.to_vec();
-        while !pending.is_empty() {
-            if started.elapsed() > Duration::from_secs(600) {
-                bail!("{} of {} calls not finished in 10 minutes", pending.len(), ids.len());
+    let pending =
+        super::stream::await_all(c, ids.to_vec(), started + Duration::from_secs(600), |results| {
+            match results.iter().find(|r| r["status"] != "success") {
+                Some(bad) => bail!("a call ended {}: {}", bad["status"], bad["error"]),
+                None => Ok(()),
             }
-            let v = c.post("/v1/invocations/results", &json!({"ids": pending, "timeout_ms": 60_000})).await?;
-            if let Some(bad) = v["results"].as_array().into_iter().flatten().find(|r| r["status"] != "success") {
-                bail!("a call ended {}: {}", bad["status"], bad["error"]);
-            }
-            pending =
-                v["pending"].as_array().into_iter().flatten().filter_map(|i| i.as_str().map(str::to_string)).collect();
-        }
-    }
+        })
+        .await?;
+    anyhow::ensure!(pending.is_empty(), "{} of {} calls not finished in 10 minutes", pending.len(), ids.len());
     Ok(())
 }
 

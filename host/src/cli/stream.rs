@@ -162,6 +162,33 @@ fn read_calls(file: &Path) -> anyhow::Result<Vec<Value>> {
     Ok(calls)
 }
 
+/// Awaits `ids` through the batch await (`POST /v1/invocations/results`, [`AWAIT_CHUNK`] ids a
+/// request, short waits so that progress shows while the first chunk runs) until all are final
+/// or `deadline` passes; hands each answer's final results to `each` (an error from it stops
+/// the wait) and returns the ids still pending.
+pub(super) async fn await_all(
+    c: &Client,
+    mut pending: Vec<String>,
+    deadline: Instant,
+    mut each: impl FnMut(&[Value]) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<String>> {
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut still = Vec::new();
+        for chunk in pending.chunks(AWAIT_CHUNK) {
+            let wait_ms = left.as_millis().min(2_000) as u64;
+            let v = c.post("/v1/invocations/results", &json!({"ids": chunk, "timeout_ms": wait_ms})).await?;
+            each(v["results"].as_array().map(Vec::as_slice).unwrap_or_default())?;
+            still.extend(v["pending"].as_array().into_iter().flatten().map(output::text));
+        }
+        pending = still;
+    }
+    Ok(pending)
+}
+
 /// `warden route FILE.jsonl [--batch N] [--timeout S]`: routes every call of the file in
 /// batches, then awaits them all with a progress bar (done, failed, rate, ETA) on a terminal;
 /// prints a summary (`-o json`: counts and the ids that did not succeed) and exits with
@@ -192,33 +219,21 @@ pub async fn route_file(c: &Client, fmt: Format, file: &Path, batch: usize, time
     bar.set_prefix("running");
     bar.set_position(0);
     bar.reset_eta();
-    let deadline = started + timeout;
-    let mut pending: Vec<String> = ids.clone();
     let mut failed: Vec<Value> = Vec::new();
     let mut succeeded = 0u64;
-    while !pending.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let mut still = Vec::new();
-        for chunk in pending.chunks(AWAIT_CHUNK) {
-            // Short waits per chunk so that the bar moves while the first chunk runs.
-            let wait_ms = left.as_millis().min(2_000) as u64;
-            let v = c.post("/v1/invocations/results", &json!({"ids": chunk, "timeout_ms": wait_ms})).await?;
-            for r in v["results"].as_array().into_iter().flatten() {
-                if r["status"] == "success" {
-                    succeeded += 1;
-                } else {
-                    failed.push(json!({"id": r["id"], "status": r["status"], "error": r["error"]}));
-                }
+    let pending = await_all(c, ids, started + timeout, |results| {
+        for r in results {
+            if r["status"] == "success" {
+                succeeded += 1;
+            } else {
+                failed.push(json!({"id": r["id"], "status": r["status"], "error": r["error"]}));
             }
-            still.extend(v["pending"].as_array().into_iter().flatten().map(output::text));
-            bar.set_position(succeeded + failed.len() as u64);
-            bar.set_message(if failed.is_empty() { String::new() } else { format!("{} failed", failed.len()) });
         }
-        pending = still;
-    }
+        bar.set_position(succeeded + failed.len() as u64);
+        bar.set_message(if failed.is_empty() { String::new() } else { format!("{} failed", failed.len()) });
+        Ok(())
+    })
+    .await?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-3);
     match fmt {
