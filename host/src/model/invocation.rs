@@ -113,10 +113,6 @@ pub struct Invocation {
     /// `options.not_before`), or a retry's backoff. Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub not_before: Option<Millis>,
-    /// 0-9: among runnable invocations a node claims higher priorities first, oldest first
-    /// within one (a call waiting longer than the aging time ranks as 9).
-    #[serde(default = "default_priority")]
-    pub priority: u8,
 }
 
 /// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
@@ -180,13 +176,6 @@ pub struct NewInvocation {
     /// with the database clock). Wins over `delay_ms`.
     #[serde(default)]
     pub not_before: Option<Millis>,
-    /// 0-9, higher claimed first.
-    #[serde(default = "default_priority")]
-    pub priority: u8,
-}
-
-fn default_priority() -> u8 {
-    super::task::DEFAULT_PRIORITY
 }
 
 /// One row of an invocation's status history.
@@ -392,8 +381,6 @@ pub struct Claimed {
     pub workflow: Option<String>,
     /// Its own attempt limit; `None`: the task's.
     pub max_attempts: Option<u32>,
-    /// Its priority (0-9): the calls it makes inherit it.
-    pub priority: u8,
 }
 
 impl Claimed {
@@ -436,7 +423,6 @@ impl NewInvocation {
             token: None,
             delay_ms: None,
             not_before: None,
-            priority: super::task::DEFAULT_PRIORITY,
         }
     }
 }

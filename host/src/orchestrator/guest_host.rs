@@ -24,9 +24,6 @@ pub(super) struct AttemptHost {
     running: OnceCell<Result<(), TaskFailure>>,
     /// Interrupts the guest when the attempt is taken away.
     cancel: CancellationToken,
-    /// The invocation's priority: the calls it makes inherit it (a high-priority parent does
-    /// not wait on children queued behind lower work).
-    priority: u8,
 }
 
 impl AttemptHost {
@@ -36,7 +33,6 @@ impl AttemptHost {
         owner: Owner,
         permit: OwnedSemaphorePermit,
         cancel: CancellationToken,
-        priority: u8,
     ) -> Self {
         Self {
             orch,
@@ -46,7 +42,6 @@ impl AttemptHost {
             status: std::sync::Mutex::new(InvocationStatus::Pending),
             running: OnceCell::new(),
             cancel,
-            priority,
         }
     }
 
@@ -168,7 +163,6 @@ impl AttemptHost {
             self.orch.new_invocation(task, args, Some(id.to_string()), Some(caller.id.clone()), None, None).await?;
         // A child keeps its deterministic id, so it is never folded into another invocation.
         new.scope = None;
-        new.priority = self.priority;
         match self.orch.insert(vec![new]).await {
             // Made meanwhile (by a try whose answer was lost): it exists.
             Err(OrchestratorError::Conflict(_)) if self.orch.store().invocation_get(id).await?.is_some() => Ok(()),

@@ -210,8 +210,6 @@ pub struct CallRequest {
     pub debounce_ms: Option<u64>,
     /// The debounce key; `None`: the values of the task's key arguments.
     pub debounce_key: Option<String>,
-    /// 0-9, higher claimed first; `None`: the task's (`TaskPolicy::priority`).
-    pub priority: Option<u8>,
 }
 
 impl CallRequest {
@@ -225,7 +223,6 @@ impl CallRequest {
             not_before: None,
             debounce_ms: None,
             debounce_key: None,
-            priority: None,
         }
     }
 }
@@ -268,8 +265,6 @@ pub struct OrchestratorConfig {
     pub total_tokens: u32,
     /// Most nodes of one workflow or array (`--max-workflow-nodes`).
     pub max_workflow_nodes: usize,
-    /// After how long claimable a call ranks as priority 9 (ms).
-    pub priority_aging_ms: u64,
     /// Status changes the change feed keeps for slow subscribers (`--stream-buffer-events`).
     pub stream_buffer_events: usize,
 }
@@ -758,9 +753,6 @@ impl Orchestrator {
         for c in calls {
             let mut new = self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?;
             (new.delay_ms, new.not_before) = (c.delay_ms, c.not_before);
-            if let Some(p) = c.priority {
-                new.priority = p;
-            }
             if let Some(ms) = c.debounce_ms {
                 new.scope = Some(self.debounce_scope(&c.task, &c.args, c.debounce_key.as_deref()).await?);
                 new.delay_ms = Some(ms);
@@ -979,7 +971,6 @@ impl Orchestrator {
             token,
             delay_ms: None,
             not_before: None,
-            priority: def.policy.priority,
         })
     }
 
@@ -1056,9 +1047,7 @@ impl Orchestrator {
     /// Routes the same call again as a new invocation.
     pub async fn rerun(&self, id: &str) -> OrchResult<Invocation> {
         let inv = self.get(id).await?;
-        let mut out = self
-            .route(vec![CallRequest { priority: Some(inv.priority), ..CallRequest::new(inv.task, inv.args) }])
-            .await?;
+        let mut out = self.route(vec![CallRequest::new(inv.task, inv.args)]).await?;
         out.pop().map(|r| r.invocation).ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))
     }
 

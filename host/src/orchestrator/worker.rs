@@ -49,8 +49,7 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
                 _ = inner.shutdown.cancelled() => return,
             }
             let window = orch.report_window_ms();
-            let mut filter = lock(&inner.claims.claim_filter).clone();
-            filter.aging_ms = Some(i64::try_from(inner.cfg.priority_aging_ms).unwrap_or(i64::MAX));
+            let filter = lock(&inner.claims.claim_filter).clone();
             let prefetch = inner.cfg.prefetch as u32;
             match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await {
                 Ok(claimed) => {
@@ -136,7 +135,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             drop(permit);
             return;
         }
-        let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone(), inv.priority));
+        let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone()));
 
         let Ran { outcome, max_attempts, scoped, report } = run_guest(&orch, &inv, cancel, host.clone()).await;
         // The slot is free as soon as the guest is done; recording the outcome is the writer's.
