@@ -63,6 +63,11 @@ pub struct Config {
     /// Status changes the event stream keeps for clients that read slower than changes happen;
     /// a client further behind gets `event: lagged` and is disconnected.
     pub stream_buffer_events: usize,
+    /// Where to send traces (OTLP over HTTP): a collector's base URL (`/v1/traces` is added)
+    /// or the full URL of its traces path; `None`: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// The traces' wire format.
+    pub otlp_protocol: OtlpProtocol,
     /// A bootstrap key with the `admin` role (kept in memory, never stored). With it, or with
     /// any key in the store, every `/v1/*` route requires `Authorization: Bearer KEY`.
     pub admin_key: Option<Secret>,
@@ -146,6 +151,8 @@ impl Default for Config {
             minimum_nodes: 1,
             max_workflow_nodes: crate::model::workflow::MAX_NODES,
             stream_buffer_events: 16_384,
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
             admin_key: None,
             allow_unauthenticated: false,
             metrics_public: false,
@@ -232,6 +239,13 @@ pub struct Overrides {
     /// further behind is sent `event: lagged` and disconnected [default: 16384; at least 4096].
     #[arg(long, env = "WARDEN_STREAM_BUFFER_EVENTS")]
     pub stream_buffer_events: Option<usize>,
+    /// Send OpenTelemetry traces (routing, claims, attempts, outcomes) to this OTLP/HTTP
+    /// collector, e.g. http://127.0.0.1:4318 [default: no traces].
+    #[arg(long, env = "WARDEN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Wire format of the traces [default: http/protobuf].
+    #[arg(long, env = "WARDEN_OTLP_PROTOCOL", value_enum)]
+    pub otlp_protocol: Option<OtlpProtocol>,
     /// Bootstrap admin API key; with it (or any stored key) every /v1 route needs a key.
     #[arg(long, env = "WARDEN_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -294,7 +308,41 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The wire format of exported traces (`--otlp-protocol`), named as OTLP's
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (`http/protobuf`, OTLP's default).
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON over HTTP (`http/json`).
+    #[serde(rename = "http/json")]
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
+/// The URL traces are posted to: `endpoint` as given if it names a path, else OTLP's
+/// `/v1/traces` under it (as `OTEL_EXPORTER_OTLP_ENDPOINT` is read).
+fn traces_url(endpoint: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("otlp_endpoint `{endpoint}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("otlp_endpoint `{endpoint}` must be an http:// or https:// URL (OTLP over HTTP)"));
+    }
+    Ok(if url.path() == "/" || url.path().is_empty() {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    } else {
+        endpoint.to_string()
+    })
+}
+
 impl Config {
+    /// Where traces are posted, if anywhere (`otlp_endpoint`, completed with `/v1/traces`).
+    pub fn otlp_traces_url(&self) -> Option<String> {
+        self.otlp_endpoint.as_deref().and_then(|e| traces_url(e).ok())
+    }
+
     /// Builds the configuration: defaults < file < environment < flags (clap reads the
     /// environment for any flag not given).
     pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
@@ -333,6 +381,7 @@ impl Config {
             minimum_nodes,
             max_workflow_nodes,
             stream_buffer_events,
+            otlp_protocol,
             cors_origins,
             allowed_hosts,
             max_body_bytes,
@@ -341,6 +390,9 @@ impl Config {
             header_read_timeout_ms,
             max_connections
         );
+        if o.otlp_endpoint.is_some() {
+            c.otlp_endpoint = o.otlp_endpoint.clone();
+        }
         if let Some(k) = &o.admin_key {
             c.admin_key = Some(Secret::new(k.clone()));
         }
@@ -405,6 +457,9 @@ impl Config {
         if let Some(bad) = self.labels.iter().find(|l| l.is_empty() || l.len() > 128 || l.contains(char::is_whitespace))
         {
             return Err(ConfigError::Invalid(format!("label `{bad}` must be 1-128 characters without spaces")));
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            traces_url(e).map_err(ConfigError::Invalid)?;
         }
         if self.node_name.is_empty() || self.node_name.len() > 128 {
             return Err(ConfigError::Invalid("node name must be 1-128 characters".into()));
@@ -500,5 +555,27 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("database URL"), "{err}");
+    }
+
+    #[test]
+    fn otlp_endpoints_are_completed_and_checked() {
+        assert_eq!(traces_url("http://127.0.0.1:4318").as_deref(), Ok("http://127.0.0.1:4318/v1/traces"));
+        assert_eq!(traces_url("http://127.0.0.1:4318/").as_deref(), Ok("http://127.0.0.1:4318/v1/traces"));
+        assert_eq!(traces_url("https://c:4318/custom").as_deref(), Ok("https://c:4318/custom"));
+        let o = Overrides { otlp_endpoint: Some("grpc://c:4317".into()), ..Default::default() };
+        let err = Config::load(&o).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("http:// or https://"), "{err}");
+        let o = Overrides { otlp_endpoint: Some("collector".into()), ..Default::default() };
+        let err = Config::load(&o).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("not a URL"), "{err}");
+        let file = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(file.path(), "otlp_endpoint = \"http://c:4318\"\notlp_protocol = \"http/json\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::load(&Overrides { config: Some(file.path().into()), ..Default::default() })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.otlp_traces_url().as_deref(), c.otlp_protocol),
+            (Some("http://c:4318/v1/traces"), OtlpProtocol::HttpJson)
+        );
     }
 }

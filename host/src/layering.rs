@@ -9,8 +9,8 @@ pub(crate) const FLOORS: &[&[&str]] = &[
     &["model"],
     // Settings and the data directory's lock.
     &["config", "data_dir"],
-    // The walls: SQL and wasmtime.
-    &["store", "runtime"],
+    // The walls: SQL, wasmtime, OpenTelemetry.
+    &["store", "runtime", "telemetry"],
     // Membership, the leader and the ring.
     &["cluster"],
     // Routing, the status machine in motion, running attempts.

@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod server;
 pub(crate) mod services;
 pub(crate) mod store;
+pub(crate) mod telemetry;

@@ -18,6 +18,7 @@ mod runtime;
 mod scheduling;
 mod scratch;
 mod security;
+mod traces;
 mod trust;
 mod ui;
 mod workflows;

@@ -153,7 +153,22 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
         ));
     }
     let args = if c.args.is_null() { Value::Object(serde_json::Map::new()) } else { c.args };
-    Ok(CallRequest { task: c.task, args, idempotency_key, delay_ms, not_before, debounce_ms, debounce_key })
+    Ok(CallRequest {
+        task: c.task,
+        args,
+        idempotency_key,
+        delay_ms,
+        not_before,
+        debounce_ms,
+        debounce_key,
+        trace_parent: None,
+    })
+}
+
+/// The request's W3C trace context (`traceparent` header), if valid: the calls it routes join
+/// that trace. An invalid one is ignored, as the W3C recommendation asks.
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    crate::telemetry::valid(headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string))
 }
 
 /// A routed call: `{"id","status","reused"}`, plus `rerun_of` for a rerun.
@@ -247,7 +262,10 @@ fn brief(mut view: InvocationView) -> ListedInvocation {
 /// waits answers that invocation (`reused: true`).
 #[utoipa::path(
     post, path = "/v1/invocations", tag = "invocations",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters.")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: the call's spans join this trace (ignored if invalid)."),
+    ),
     request_body = CallBody,
     responses(
         (status = 202, description = "Routed.", body = RoutedView),
@@ -270,7 +288,8 @@ pub(super) async fn route_one(
         }
         None => None,
     };
-    let call = to_call(body, header_key, s.limits.max_args_bytes)?;
+    let mut call = to_call(body, header_key, s.limits.max_args_bytes)?;
+    call.trace_parent = traceparent(&headers);
     let routed = s.orch.route(vec![call]).await?;
     let r = routed.into_iter().next().ok_or_else(|| ApiError::bad_request("nothing routed"))?;
     Ok((StatusCode::ACCEPTED, Json(RoutedView::from(r))))
@@ -281,6 +300,7 @@ pub(super) async fn route_one(
 /// Routes up to 10,000 calls in one request (one transaction).
 #[utoipa::path(
     post, path = "/v1/invocations/batch", tag = "invocations",
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context: every call's spans join this trace (ignored if invalid).")),
     request_body = BatchBody,
     responses(
         (status = 202, description = "Routed, in the order of the calls.", body = RoutedBatch),
@@ -294,6 +314,7 @@ pub(super) async fn route_one(
 )]
 pub(super) async fn route_batch(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<BatchBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.calls.is_empty() {
@@ -307,7 +328,12 @@ pub(super) async fn route_batch(
         ));
     }
     let max = s.limits.max_args_bytes;
-    let calls = body.calls.into_iter().map(|c| to_call(c, None, max)).collect::<Result<Vec<_>, _>>()?;
+    let trace_parent = traceparent(&headers);
+    let calls = body
+        .calls
+        .into_iter()
+        .map(|c| Ok(CallRequest { trace_parent: trace_parent.clone(), ..to_call(c, None, max)? }))
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let routed = s.orch.route(calls).await?;
     let invocations = routed.into_iter().map(RoutedView::from).collect();
     Ok((StatusCode::ACCEPTED, Json(RoutedBatch { invocations })))

@@ -54,16 +54,36 @@ pub enum LogFormat {
     Json,
 }
 
-/// Starts logging to stderr in `format`, at the levels of `WARDEN_LOG`.
-fn init_logs(format: LogFormat) {
+/// Starts logging to stderr in `format`, at the levels of `WARDEN_LOG`, and, with `traces`,
+/// exporting the spans of `warden` at level info and above (whatever `WARDEN_LOG` says).
+fn init_logs(format: LogFormat, traces: Option<&crate::telemetry::Exporter>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,warden=info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).boxed(),
         // Colour only on a terminal: logs piped to a file or a collector stay plain text.
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).boxed(),
+    };
+    let spans = tracing_subscriber::filter::Targets::new().with_target("warden", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces.map(|t| t.layer().with_filter(spans)))
+        .init();
+}
+
+/// The trace export `warden serve` asks for (`--otlp-endpoint`), started before the async
+/// runtime (its HTTP client is a blocking one, on the exporter's own thread). A configuration
+/// that does not load starts none: `serve` reports why.
+fn start_traces(command: &Command) -> anyhow::Result<Option<crate::telemetry::Exporter>> {
+    let Command::Serve { overrides } = command else { return Ok(None) };
+    let Ok(cfg) = Config::load(overrides) else { return Ok(None) };
+    cfg.otlp_traces_url()
+        .map(|url| crate::telemetry::Exporter::start(url, cfg.otlp_protocol, &cfg.node_name))
+        .transpose()
 }
 
 /// An error with the exit code of its kind (see `output::exit`); any other error exits 1.
@@ -289,7 +309,14 @@ enum Listing {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
-    init_logs(log_format);
+    let traces = match start_traces(&cli.command) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot export traces: {e:#}\nhint: check --otlp-endpoint and --otlp-protocol");
+            return std::process::ExitCode::from(exit::USAGE);
+        }
+    };
+    init_logs(log_format, traces.as_ref());
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -297,7 +324,13 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let ran = rt.block_on(run(cli));
+    // Outside the runtime: the exporter's blocking client sends the last spans.
+    drop(rt);
+    if let Some(t) = traces {
+        t.shutdown();
+    }
+    match ran {
         Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(e) => {
             match log_format {

@@ -113,6 +113,11 @@ pub struct Invocation {
     /// `options.not_before`), or a retry's backoff. Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub not_before: Option<Millis>,
+    /// The W3C trace context its attempts' spans are children of: what routed it (the
+    /// request's `traceparent`, the routing span, or the calling attempt). Absent when
+    /// nobody traces it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub traceparent: Option<String>,
 }
 
 /// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
@@ -176,6 +181,9 @@ pub struct NewInvocation {
     /// with the database clock). Wins over `delay_ms`.
     #[serde(default)]
     pub not_before: Option<Millis>,
+    /// The W3C trace context its attempts join (see [`Invocation::traceparent`]).
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 /// One row of an invocation's status history.
@@ -381,6 +389,8 @@ pub struct Claimed {
     pub workflow: Option<String>,
     /// Its own attempt limit; `None`: the task's.
     pub max_attempts: Option<u32>,
+    /// The W3C trace context the attempt's spans join (see [`Invocation::traceparent`]).
+    pub trace_parent: Option<String>,
 }
 
 impl Claimed {
@@ -423,6 +433,7 @@ impl NewInvocation {
             token: None,
             delay_ms: None,
             not_before: None,
+            trace_parent: None,
         }
     }
 }

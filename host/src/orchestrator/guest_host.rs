@@ -24,6 +24,9 @@ pub(super) struct AttemptHost {
     running: OnceCell<Result<(), TaskFailure>>,
     /// Interrupts the guest when the attempt is taken away.
     cancel: CancellationToken,
+    /// The trace context of the calls it makes: the attempt's span when traces are exported,
+    /// else the invocation's own (passed on).
+    trace: Option<String>,
 }
 
 impl AttemptHost {
@@ -33,6 +36,7 @@ impl AttemptHost {
         owner: Owner,
         permit: OwnedSemaphorePermit,
         cancel: CancellationToken,
+        trace: Option<String>,
     ) -> Self {
         Self {
             orch,
@@ -42,6 +46,7 @@ impl AttemptHost {
             status: std::sync::Mutex::new(InvocationStatus::Pending),
             running: OnceCell::new(),
             cancel,
+            trace,
         }
     }
 
@@ -163,6 +168,8 @@ impl AttemptHost {
             self.orch.new_invocation(task, args, Some(id.to_string()), Some(caller.id.clone()), None, None).await?;
         // A child keeps its deterministic id, so it is never folded into another invocation.
         new.scope = None;
+        let mut span = Vec::new();
+        new.trace_parent = super::routing_trace(&new, self.trace.as_deref(), &mut span);
         match self.orch.insert(vec![new]).await {
             // Made meanwhile (by a try whose answer was lost): it exists.
             Err(OrchestratorError::Conflict(_)) if self.orch.store().invocation_get(id).await?.is_some() => Ok(()),

@@ -210,6 +210,8 @@ pub struct CallRequest {
     pub debounce_ms: Option<u64>,
     /// The debounce key; `None`: the values of the task's key arguments.
     pub debounce_key: Option<String>,
+    /// The caller's W3C trace context (a valid `traceparent`): the call's spans join it.
+    pub trace_parent: Option<String>,
 }
 
 impl CallRequest {
@@ -223,6 +225,7 @@ impl CallRequest {
             not_before: None,
             debounce_ms: None,
             debounce_key: None,
+            trace_parent: None,
         }
     }
 }
@@ -750,9 +753,12 @@ impl Orchestrator {
     /// fail the insert; the routing then looks again (at most three times).
     pub async fn route(&self, calls: Vec<CallRequest>) -> OrchResult<Vec<Routed>> {
         let mut news = Vec::with_capacity(calls.len());
+        // Open until the routing is committed (or fails).
+        let mut spans = Vec::new();
         for c in calls {
             let mut new = self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?;
             (new.delay_ms, new.not_before) = (c.delay_ms, c.not_before);
+            new.trace_parent = routing_trace(&new, c.trace_parent.as_deref(), &mut spans);
             if let Some(ms) = c.debounce_ms {
                 new.scope = Some(self.debounce_scope(&c.task, &c.args, c.debounce_key.as_deref()).await?);
                 new.delay_ms = Some(ms);
@@ -971,6 +977,7 @@ impl Orchestrator {
             token,
             delay_ms: None,
             not_before: None,
+            trace_parent: None,
         })
     }
 
@@ -1118,6 +1125,23 @@ impl Orchestrator {
 
 /// How long to wait before writing again, after `tries` writes failed because the database
 /// was unavailable: 50 ms doubling to 1 s, with jitter.
+/// The trace context a call routed now is stored with. With traces exported: that of a new
+/// `warden.route` span, a child of `remote` (the request's `traceparent`) or, without one, of
+/// the current span (the calling attempt's, for a child call), kept open in `spans` until the
+/// routing is committed. Without: `remote` as it came, passed on for whoever exports.
+fn routing_trace(new: &NewInvocation, remote: Option<&str>, spans: &mut Vec<tracing::Span>) -> Option<String> {
+    if !crate::telemetry::enabled() {
+        return remote.map(str::to_string);
+    }
+    let span = tracing::info_span!("route", otel.name = "warden.route", invocation = %new.id, task = %new.task);
+    if let Some(p) = remote {
+        crate::telemetry::set_parent(&span, p);
+    }
+    let here = crate::telemetry::traceparent(&span);
+    spans.push(span);
+    here
+}
+
 pub(crate) fn write_backoff(tries: u32) -> Duration {
     policy::retry_delay(tries, Duration::from_millis(50), Duration::from_secs(1), rand::random::<f64>())
 }

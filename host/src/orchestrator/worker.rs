@@ -2,7 +2,7 @@
 //! attempt moves its invocation `pending → running → success | retry | failed` through the
 //! group-commit writer, with ownership (node + attempt epoch) checked on every change.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
     // freed concurrency scopes, a new claim filter, and other nodes' notices; its permit is kept if nobody waits, so no wake-up is
     // lost) or the poll interval passes (a safety net: `Orchestrator::claim_poll`).
     let mut drained = false;
+    // Traced: a `warden.claim` span per claimed attempt, open while it waits here for a slot.
+    let mut claim_spans: HashMap<String, tracing::Span> = HashMap::new();
     loop {
         if queue.is_empty() {
             if drained {
@@ -51,8 +53,15 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
             let window = orch.report_window_ms();
             let filter = lock(&inner.claims.claim_filter).clone();
             let prefetch = inner.cfg.prefetch as u32;
+            let claiming = std::time::Instant::now();
             match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await {
                 Ok(claimed) => {
+                    if crate::telemetry::enabled() {
+                        let claim_ms = claiming.elapsed().as_secs_f64() * 1e3;
+                        for c in &claimed {
+                            claim_spans.insert(c.id.clone(), claim_span(c, orch.node(), claim_ms));
+                        }
+                    }
                     drained = claimed.len() < inner.cfg.prefetch;
                     if !claimed.is_empty() {
                         inner.feed.wrote();
@@ -79,9 +88,28 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
             release_unstarted(&orch, queue).await;
             return;
         };
+        let claimed = claim_spans.remove(&inv.id).unwrap_or_else(tracing::Span::none);
         let o = orch.clone();
-        inner.tracker.spawn(async move { run_attempt(o, inv, permit).await });
+        inner.tracker.spawn(async move { run_attempt(o, inv, permit, claimed).await });
     }
+}
+
+/// The span of a claimed attempt waiting for a slot, in the trace of what routed its call;
+/// `claim_ms` is how long the claim statement took.
+fn claim_span(c: &Claimed, node: &str, claim_ms: f64) -> tracing::Span {
+    let span = tracing::info_span!(
+        "claim",
+        otel.name = "warden.claim",
+        invocation = %c.id,
+        task = %c.task,
+        attempt = c.attempt,
+        node = %node,
+        claim_ms
+    );
+    if let Some(parent) = &c.trace_parent {
+        crate::telemetry::set_parent(&span, parent);
+    }
+    span
 }
 
 /// Hands claimed but unstarted invocations back (`pending → pending_recovery → rerouted`).
@@ -123,8 +151,27 @@ async fn release_unstarted(orch: &Orchestrator, queue: VecDeque<Claimed>) {
 const MARK_RUNNING_AFTER: Duration = Duration::from_millis(20);
 
 /// Runs one claimed attempt to its recorded outcome.
-async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePermit) {
-    let span = tracing::info_span!("attempt", invocation = %inv.id, task = %inv.task, attempt = inv.attempt, node = %orch.node(), outcome = tracing::field::Empty);
+async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePermit, claimed: tracing::Span) {
+    let span = tracing::info_span!(
+        "attempt",
+        otel.name = "warden.attempt",
+        invocation = %inv.id,
+        task = %inv.task,
+        attempt = inv.attempt,
+        node = %orch.node(),
+        outcome = tracing::field::Empty
+    );
+    // Traced: the attempt joins the trace of what routed the call, and the calls it makes join
+    // the attempt's.
+    let trace = if crate::telemetry::enabled() {
+        if let Some(parent) = &inv.trace_parent {
+            crate::telemetry::set_parent(&span, parent);
+        }
+        crate::telemetry::traceparent(&span)
+    } else {
+        inv.trace_parent.clone()
+    };
+    let attempt_span = span.clone();
     async move {
         let owner = Owner { node: orch.node().to_string(), attempt: inv.attempt };
         let cancel = CancellationToken::new();
@@ -135,7 +182,8 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             drop(permit);
             return;
         }
-        let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone()));
+        drop(claimed);
+        let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone(), trace));
 
         let Ran { outcome, max_attempts, scoped, report } = run_guest(&orch, &inv, cancel, host.clone()).await;
         // The slot is free as soon as the guest is done; recording the outcome is the writer's.
@@ -201,10 +249,18 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             orch.ended(&inv.id, AttemptExit { status: instance.status, error: instance.error.clone() });
         }
         tracing::Span::current().record("outcome", to.as_str());
+        if let Some(e) = t.error.as_ref().filter(|_| to == InvocationStatus::Failed) {
+            crate::telemetry::set_error(&attempt_span, &e.message);
+        }
         // The attempt's record is written with its outcome, in the same transaction.
         let t = t.with_instance(Some(instance));
         let counters = orch.counters();
-        match record_outcome(&orch, t).await {
+        let recording = if crate::telemetry::enabled() {
+            tracing::info_span!("outcome", otel.name = "warden.outcome", invocation = %inv.id, status = to.as_str())
+        } else {
+            tracing::Span::none()
+        };
+        match record_outcome(&orch, t).instrument(recording).await {
             Ok(TransitionOutcome::Applied) => {
                 AttemptCounters::bump(&counters.recorded);
                 // The invocation no longer holds its running-concurrency scope: a call held

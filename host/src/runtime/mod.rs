@@ -591,7 +591,12 @@ impl Runtime {
             parent: None,
             workflow: None,
         };
-        let span = tracing::info_span!("describe", component = component_name, digest = c.digest());
+        let span = tracing::info_span!(
+            "describe",
+            otel.name = "warden.describe",
+            component = component_name,
+            digest = c.digest()
+        );
         let attempt = self
             .attempt(
                 c,
@@ -618,6 +623,7 @@ impl Runtime {
     pub async fn run(&self, c: &LoadedComponent, req: RunRequest, host: Arc<dyn GuestHost>) -> RunReport {
         let span = tracing::info_span!(
             "attempt",
+            otel.name = "warden.run",
             invocation = %req.info.id,
             task = %req.task,
             attempt = req.info.attempt,

@@ -50,6 +50,7 @@ pub(in crate::store) struct InvocationRow {
     created_at: i64,
     updated_at: i64,
     available_at: i64,
+    trace_parent: Option<String>,
 }
 
 /// A claimed invocation as the claim returns it.
@@ -63,6 +64,7 @@ struct ClaimedRow {
     parent: Option<String>,
     workflow: Option<String>,
     max_attempts: Option<i64>,
+    trace_parent: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -98,6 +100,7 @@ struct InsertJson<'a> {
     token: Option<u32>,
     delay_ms: Option<u64>,
     not_before: Option<i64>,
+    trace_parent: Option<&'a str>,
 }
 
 /// The JSON parameter of an insert of new invocations (`invocation_insert!` in `sql.rs`).
@@ -122,6 +125,7 @@ pub(super) fn insert_json(calls: &[NewInvocation]) -> StoreResult<String> {
                 token: c.token,
                 delay_ms: c.delay_ms,
                 not_before: c.not_before,
+                trace_parent: c.trace_parent.as_deref(),
             })
             .collect::<Vec<_>>(),
     )
@@ -163,6 +167,7 @@ impl InvocationRow {
             max_attempts: self.max_attempts.map(|m| to_u32("max_attempts", m)).transpose()?,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            traceparent: self.trace_parent,
         })
     }
 }
@@ -360,6 +365,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
                 parent: r.parent,
                 workflow: r.workflow,
                 max_attempts: r.max_attempts.map(|m| to_u32("max_attempts", m)).transpose()?,
+                trace_parent: r.trace_parent,
             })
         })
         .collect()

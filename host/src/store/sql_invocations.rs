@@ -17,12 +17,12 @@ macro_rules! invocation_insert {
             " AS now) \
              INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
              result, error_kind, error_message, parent, reg_scope, idempotency_key, run_scope, \
-             workflow, max_attempts, token, available_at, created_at, updated_at) \
+             workflow, max_attempts, token, trace_parent, available_at, created_at, updated_at) \
              SELECT j.value ->> 'id', t.name, j.value ->> 'call_id', \
              j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
              j.value ->> 'scope', j.value ->> 'idempotency_key', j.value ->> 'run_scope', \
              j.value ->> 'workflow', CAST(j.value ->> 'max_attempts' AS BIGINT), \
-             CAST(j.value ->> 'token' AS BIGINT), \
+             CAST(j.value ->> 'token' AS BIGINT), j.value ->> 'trace_parent', \
              COALESCE(CAST(j.value ->> 'not_before' AS BIGINT), \
              c.now + COALESCE(CAST(j.value ->> 'delay_ms' AS BIGINT), 0)), c.now, c.now \
              FROM ",
@@ -121,7 +121,7 @@ macro_rules! invocation_claim_sqlite {
              updated_at = (SELECT now FROM c), last_tx = $3 \
              WHERE id IN (",
             claim_candidates!("", json_texts!(sqlite, "$5", "x"), json_texts!(sqlite, "$6", "y"), "$1"),
-            ") RETURNING id, task, args, attempts, unstarted, parent, workflow, max_attempts, updated_at"
+            ") RETURNING id, task, args, attempts, unstarted, parent, workflow, max_attempts, trace_parent, updated_at"
         )
     };
 }
@@ -185,7 +185,7 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      FROM picked WHERE invocations.id = picked.id \
      RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
      invocations.unstarted, invocations.parent, invocations.workflow, invocations.max_attempts, \
-     invocations.updated_at, invocations.run_scope), \
+     invocations.trace_parent, invocations.updated_at, invocations.run_scope), \
      history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
      SELECT id, 'pending', $1, attempts, updated_at FROM claimed ORDER BY id), \
      queued AS (INSERT INTO task_instances (",

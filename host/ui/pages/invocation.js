@@ -59,6 +59,8 @@ export default async function invocation(root, ctx) {
       ['Last change', `${fmtTime(inv.updated_at)} (${fmtDuration(inv.updated_at - inv.created_at)} after creation)`],
       ['Call id', h('code', {}, inv.call_id)],
       inv.idempotency_key && ['Idempotency key', h('code', {}, inv.idempotency_key)],
+      inv.traceparent && ['Trace', h('code', { id: 'trace', title: 'W3C traceparent: trace id, then the span its attempts are children of' },
+        inv.traceparent.split('-')[1] || inv.traceparent)],
     ])));
     fill(ioEl,
       section('Arguments', { class: 'grow' }, jsonBlock(inv.args, { id: 'args' })),
