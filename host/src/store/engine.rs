@@ -136,6 +136,15 @@ impl SqlStore {
         Self { pools }
     }
 
+    /// The PostgreSQL pool, for tests of what the store's own sessions do.
+    #[cfg(test)]
+    pub(super) fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.pools {
+            Pools::Postgres(pool) => Some(pool),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
     /// Whether a routing waits for SQLite's writer (never on PostgreSQL, where writers do not
     /// queue behind one another).
     pub(super) fn urgent_waiting(&self) -> bool {
