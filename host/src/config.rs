@@ -60,6 +60,9 @@ pub struct Config {
     pub minimum_nodes: usize,
     /// Most nodes of one workflow (or elements of one array); a larger one is refused (400).
     pub max_workflow_nodes: usize,
+    /// A call claimable for longer than this (ms) ranks as the highest priority (9): the
+    /// longest a low priority waits before the calls routed after it.
+    pub priority_aging_ms: u64,
     /// Status changes the event stream keeps for clients that read slower than changes happen;
     /// a client further behind gets `event: lagged` and is disconnected.
     pub stream_buffer_events: usize,
@@ -153,6 +156,7 @@ impl Default for Config {
             stream_buffer_events: 16_384,
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::default(),
+            priority_aging_ms: 30_000,
             admin_key: None,
             allow_unauthenticated: false,
             metrics_public: false,
@@ -235,6 +239,10 @@ pub struct Overrides {
     /// [default: 100000].
     #[arg(long, env = "WARDEN_MAX_WORKFLOW_NODES")]
     pub max_workflow_nodes: Option<usize>,
+    /// A call claimable longer than this many ms ranks as priority 9, so low priorities are
+    /// not starved by high ones [default: 30000].
+    #[arg(long, env = "WARDEN_PRIORITY_AGING_MS")]
+    pub priority_aging_ms: Option<u64>,
     /// Status changes the event stream keeps for slow clients (one ring per node); a client
     /// further behind is sent `event: lagged` and disconnected [default: 16384; at least 4096].
     #[arg(long, env = "WARDEN_STREAM_BUFFER_EVENTS")]
@@ -382,6 +390,7 @@ impl Config {
             max_workflow_nodes,
             stream_buffer_events,
             otlp_protocol,
+            priority_aging_ms,
             cors_origins,
             allowed_hosts,
             max_body_bytes,

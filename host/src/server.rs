@@ -118,6 +118,7 @@ impl Daemon {
                 report_buffer: cfg.heartbeat_report_by_buffer,
                 total_tokens: cfg.total_tokens,
                 max_workflow_nodes: cfg.max_workflow_nodes,
+                priority_aging_ms: cfg.priority_aging_ms,
                 stream_buffer_events: cfg.stream_buffer_events,
             },
         );

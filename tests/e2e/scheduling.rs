@@ -233,3 +233,71 @@ async fn debounced_calls_collapse_into_one(b: Backend) {
     }
 }
 both!(debounce, debounced_calls_collapse_into_one);
+
+/// Priorities (issue 17): one slot, 1,000 calls at priority 1 routed, then 100 at priority 9.
+/// Every priority-9 call runs before every priority-1 call not yet claimed when they were
+/// routed (a claim takes up to `prefetch` calls ahead, which run first); the invocations show
+/// their priority; a task's default (PATCH) applies to calls that give none and is inherited
+/// by a rerun; bad priorities are 400.
+async fn higher_priorities_run_first(b: Backend) {
+    let d = TestDaemon::start_with(b, |c| c.slots = 1).await;
+    d.deploy("hello", guests::HELLO).await;
+    let batch = |prefix: &str, n: usize, priority: u8| {
+        let calls: Vec<Value> = (0..n)
+            .map(|i| json!({"task": "hello", "args": {"name": format!("{prefix}{i}")}, "options": {"priority": priority}}))
+            .collect();
+        json!({ "calls": calls })
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["invocations"]
+            .as_array()
+            .expect("invocations")
+            .iter()
+            .map(|i| i["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let (s, v) = d.post("/v1/invocations/batch", &batch("low", 1_000, 1)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let low = ids(&v);
+    let (s, v) = d.post("/v1/invocations/batch", &batch("high", 100, 9)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let high = ids(&v);
+    let (_, first_high) = d.get(&format!("/v1/invocations/{}", high[0])).await;
+    assert_eq!(first_high["priority"], 9, "{first_high}");
+    let routed_high = first_high["created_at"].as_i64().expect("created_at");
+    let mut high_done = 0;
+    for id in &high {
+        let v = d.result(id, MINUTE).await;
+        assert_eq!(v["status"], "success", "{v}");
+        high_done = high_done.max(v["updated_at"].as_i64().expect("updated_at"));
+    }
+    let mut overtaken = 0;
+    let mut ahead = 0;
+    for id in &low {
+        let v = d.result(id, MINUTE).await;
+        assert_eq!((&v["status"], &v["priority"]), (&json!("success"), &json!(1)), "{v}");
+        if claimed_at(&d, id).await < routed_high {
+            ahead += 1;
+        } else if v["updated_at"].as_i64().expect("updated_at") < high_done {
+            overtaken += 1;
+        }
+    }
+    eprintln!("priorities: {ahead} low calls were claimed before the high ones were routed; {overtaken} overtook");
+    assert_eq!(overtaken, 0, "low-priority calls claimed after the high ones were routed ran before them");
+
+    // The task's default, and bad input.
+    let (s, v) = d.patch("/v1/tasks/hello", &json!({"priority": 8})).await;
+    assert_eq!((s, &v["priority"]), (StatusCode::OK, &json!(8)), "{v}");
+    let v = d.run("hello", json!({"name": "default"})).await;
+    assert_eq!(v["priority"], 8, "{v}");
+    let (s, v) = d.post(&format!("/v1/invocations/{}/rerun", low[0]), &json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (_, again) = d.get(&format!("/v1/invocations/{}", v["id"].as_str().expect("id"))).await;
+    assert_eq!(again["priority"], 1, "a rerun keeps the call's priority: {again}");
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "hello", "options": {"priority": 12}})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "between 0 and 9");
+    let (s, v) = d.patch("/v1/tasks/hello", &json!({"priority": -1})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "between 0 and 9");
+    d.stop().await;
+}
+both!(priorities, higher_priorities_run_first);

@@ -254,6 +254,19 @@ impl Api {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `PATCH path` with a JSON body → (status, JSON body).
+    pub async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .patch(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PATCH {path}: {e}"));
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// `POST path` with raw bytes (a component upload) → (status, JSON body).
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
         self.post_raw(path, "application/wasm", body).await

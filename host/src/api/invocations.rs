@@ -60,6 +60,11 @@ pub(super) struct CallOptions {
     /// The debounce key (1-255 characters); without it, the values of the task's key arguments
     /// are the key. Only with `debounce_ms`.
     debounce_key: Option<String>,
+    /// 0-9 (default: the task's, 5 unless patched): among runnable calls a node claims higher
+    /// priorities first, oldest first within one; a call claimable for longer than
+    /// `--priority-aging-ms` (30 s) ranks as 9.
+    #[schema(minimum = 0, maximum = 9)]
+    priority: Option<i64>,
 }
 
 /// The debounce of a call, checked: `(debounce_ms, debounce_key)`.
@@ -137,6 +142,11 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
     let options = c.options.unwrap_or_default();
     let (delay_ms, not_before) = start_of(&options)?;
     let (debounce_ms, debounce_key) = debounce_of(&options)?;
+    let priority = options
+        .priority
+        .map(|p| crate::model::check_priority(p, "options.priority"))
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let option_key = options.idempotency_key;
     let idempotency_key = match (header_key, option_key) {
         (Some(h), Some(o)) if h != o => {
@@ -162,6 +172,7 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
         debounce_ms,
         debounce_key,
         trace_parent: None,
+        priority,
     })
 }
 

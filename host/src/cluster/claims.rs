@@ -48,6 +48,7 @@ pub(crate) async fn claims_of(
     let filter = ClaimFilter {
         excluded: pins::excluded_for(me, &tasks, &live),
         pinned_here: pins::pinned_to(me, &tasks, &live),
+        aging_ms: None,
     };
     Ok(Claims { filter, owns_tokens, total_tokens })
 }

@@ -118,6 +118,10 @@ pub struct Invocation {
     /// nobody traces it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub traceparent: Option<String>,
+    /// 0-9: among runnable invocations a node claims higher priorities first, oldest first
+    /// within one (a call waiting longer than the aging time ranks as 9).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
 }
 
 /// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
@@ -184,6 +188,13 @@ pub struct NewInvocation {
     /// The W3C trace context its attempts join (see [`Invocation::traceparent`]).
     #[serde(default)]
     pub trace_parent: Option<String>,
+    /// 0-9, higher claimed first.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_priority() -> u8 {
+    super::task::DEFAULT_PRIORITY
 }
 
 /// One row of an invocation's status history.
@@ -391,6 +402,8 @@ pub struct Claimed {
     pub max_attempts: Option<u32>,
     /// The W3C trace context the attempt's spans join (see [`Invocation::traceparent`]).
     pub trace_parent: Option<String>,
+    /// Its priority (0-9): the calls it makes inherit it.
+    pub priority: u8,
 }
 
 impl Claimed {
@@ -434,6 +447,7 @@ impl NewInvocation {
             delay_ms: None,
             not_before: None,
             trace_parent: None,
+            priority: super::task::DEFAULT_PRIORITY,
         }
     }
 }

@@ -153,6 +153,9 @@ pub struct TaskPolicy {
     /// At most 4 GiB.
     #[schema(maximum = 4294967296.0)]
     pub scratch_bytes: u64,
+    /// The priority of its calls that do not give one (`options.priority`), 0-9, higher
+    /// claimed first. Default 5.
+    pub priority: u8,
 }
 
 impl Default for TaskPolicy {
@@ -163,8 +166,22 @@ impl Default for TaskPolicy {
             reroute_on_concurrency_control: true,
             running_concurrency_slots: 1,
             scratch_bytes: 0,
+            priority: DEFAULT_PRIORITY,
         }
     }
+}
+
+/// The priority of a call when neither it nor its task gives one.
+pub const DEFAULT_PRIORITY: u8 = 5;
+/// The highest priority (the lowest is 0).
+pub const MAX_PRIORITY: u8 = 9;
+
+/// Checks a priority given by a user: 0-9.
+pub fn check_priority(p: i64, what: &str) -> Result<u8, String> {
+    u8::try_from(p)
+        .ok()
+        .filter(|p| *p <= MAX_PRIORITY)
+        .ok_or_else(|| format!("{what} must be between 0 and {MAX_PRIORITY} (higher runs first), not {p}"))
 }
 
 /// A change to a task's options (`PATCH /v1/tasks/{task}`); absent fields stay as they are.
@@ -199,6 +216,8 @@ pub struct TaskPatch {
     #[serde(default, deserialize_with = "scratch_bytes_field")]
     #[schema(maximum = 4294967296.0)]
     pub scratch_bytes: Option<u64>,
+    /// See [`TaskPolicy::priority`] (0-9).
+    pub priority: Option<i64>,
 }
 
 impl TaskDef {
@@ -242,6 +261,9 @@ impl TaskDef {
         }
         if let Some(v) = p.scratch_bytes {
             self.policy.scratch_bytes = v.min(MAX_SCRATCH_BYTES);
+        }
+        if let Some(v) = p.priority.and_then(|v| u8::try_from(v).ok()) {
+            self.policy.priority = v.min(MAX_PRIORITY);
         }
     }
 }

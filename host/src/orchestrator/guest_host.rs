@@ -27,6 +27,9 @@ pub(super) struct AttemptHost {
     /// The trace context of the calls it makes: the attempt's span when traces are exported,
     /// else the invocation's own (passed on).
     trace: Option<String>,
+    /// The invocation's priority: the calls it makes inherit it (a high-priority parent does
+    /// not wait on children queued behind lower work).
+    priority: u8,
 }
 
 impl AttemptHost {
@@ -37,6 +40,7 @@ impl AttemptHost {
         permit: OwnedSemaphorePermit,
         cancel: CancellationToken,
         trace: Option<String>,
+        priority: u8,
     ) -> Self {
         Self {
             orch,
@@ -47,6 +51,7 @@ impl AttemptHost {
             running: OnceCell::new(),
             cancel,
             trace,
+            priority,
         }
     }
 
@@ -170,6 +175,7 @@ impl AttemptHost {
         new.scope = None;
         let mut span = Vec::new();
         new.trace_parent = super::routing_trace(&new, self.trace.as_deref(), &mut span);
+        new.priority = self.priority;
         match self.orch.insert(vec![new]).await {
             // Made meanwhile (by a try whose answer was lost): it exists.
             Err(OrchestratorError::Conflict(_)) if self.orch.store().invocation_get(id).await?.is_some() => Ok(()),

@@ -212,6 +212,8 @@ pub struct CallRequest {
     pub debounce_key: Option<String>,
     /// The caller's W3C trace context (a valid `traceparent`): the call's spans join it.
     pub trace_parent: Option<String>,
+    /// 0-9, higher claimed first; `None`: the task's (`TaskPolicy::priority`).
+    pub priority: Option<u8>,
 }
 
 impl CallRequest {
@@ -226,6 +228,7 @@ impl CallRequest {
             debounce_ms: None,
             debounce_key: None,
             trace_parent: None,
+            priority: None,
         }
     }
 }
@@ -268,6 +271,8 @@ pub struct OrchestratorConfig {
     pub total_tokens: u32,
     /// Most nodes of one workflow or array (`--max-workflow-nodes`).
     pub max_workflow_nodes: usize,
+    /// After how long claimable a call ranks as priority 9 (ms).
+    pub priority_aging_ms: u64,
     /// Status changes the change feed keeps for slow subscribers (`--stream-buffer-events`).
     pub stream_buffer_events: usize,
 }
@@ -759,6 +764,9 @@ impl Orchestrator {
             let mut new = self.new_invocation(&c.task, &c.args, None, None, c.idempotency_key, None).await?;
             (new.delay_ms, new.not_before) = (c.delay_ms, c.not_before);
             new.trace_parent = routing_trace(&new, c.trace_parent.as_deref(), &mut spans);
+            if let Some(p) = c.priority {
+                new.priority = p;
+            }
             if let Some(ms) = c.debounce_ms {
                 new.scope = Some(self.debounce_scope(&c.task, &c.args, c.debounce_key.as_deref()).await?);
                 new.delay_ms = Some(ms);
@@ -978,6 +986,7 @@ impl Orchestrator {
             delay_ms: None,
             not_before: None,
             trace_parent: None,
+            priority: def.policy.priority,
         })
     }
 
@@ -1054,7 +1063,9 @@ impl Orchestrator {
     /// Routes the same call again as a new invocation.
     pub async fn rerun(&self, id: &str) -> OrchResult<Invocation> {
         let inv = self.get(id).await?;
-        let mut out = self.route(vec![CallRequest::new(inv.task, inv.args)]).await?;
+        let mut out = self
+            .route(vec![CallRequest { priority: Some(inv.priority), ..CallRequest::new(inv.task, inv.args) }])
+            .await?;
         out.pop().map(|r| r.invocation).ok_or_else(|| OrchestratorError::Store("routing returned nothing".into()))
     }
 

@@ -72,6 +72,9 @@ impl Orchestrator {
         if let Some(m) = patch.max_attempts {
             crate::model::check_max_attempts(m).map_err(OrchestratorError::BadRequest)?;
         }
+        if let Some(p) = patch.priority {
+            crate::model::task::check_priority(p, "priority").map_err(OrchestratorError::BadRequest)?;
+        }
         if patch.timeout_ms == Some(0) {
             return Err(OrchestratorError::BadRequest("timeout_ms must be at least 1".into()));
         }

@@ -51,7 +51,8 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
                 _ = inner.shutdown.cancelled() => return,
             }
             let window = orch.report_window_ms();
-            let filter = lock(&inner.claims.claim_filter).clone();
+            let mut filter = lock(&inner.claims.claim_filter).clone();
+            filter.aging_ms = Some(i64::try_from(inner.cfg.priority_aging_ms).unwrap_or(i64::MAX));
             let prefetch = inner.cfg.prefetch as u32;
             let claiming = std::time::Instant::now();
             match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await {
@@ -183,7 +184,15 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             return;
         }
         drop(claimed);
-        let host = Arc::new(AttemptHost::new(orch.clone(), inv.id.clone(), owner.clone(), permit, cancel.clone(), trace));
+        let host = Arc::new(AttemptHost::new(
+            orch.clone(),
+            inv.id.clone(),
+            owner.clone(),
+            permit,
+            cancel.clone(),
+            trace,
+            inv.priority,
+        ));
 
         let Ran { outcome, max_attempts, scoped, report } = run_guest(&orch, &inv, cancel, host.clone()).await;
         // The slot is free as soon as the guest is done; recording the outcome is the writer's.

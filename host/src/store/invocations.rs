@@ -51,6 +51,7 @@ pub(in crate::store) struct InvocationRow {
     updated_at: i64,
     available_at: i64,
     trace_parent: Option<String>,
+    priority: i64,
 }
 
 /// A claimed invocation as the claim returns it.
@@ -65,6 +66,7 @@ struct ClaimedRow {
     workflow: Option<String>,
     max_attempts: Option<i64>,
     trace_parent: Option<String>,
+    priority: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -101,6 +103,7 @@ struct InsertJson<'a> {
     delay_ms: Option<u64>,
     not_before: Option<i64>,
     trace_parent: Option<&'a str>,
+    priority: u8,
 }
 
 /// The JSON parameter of an insert of new invocations (`invocation_insert!` in `sql.rs`).
@@ -126,6 +129,7 @@ pub(super) fn insert_json(calls: &[NewInvocation]) -> StoreResult<String> {
                 delay_ms: c.delay_ms,
                 not_before: c.not_before,
                 trace_parent: c.trace_parent.as_deref(),
+                priority: c.priority,
             })
             .collect::<Vec<_>>(),
     )
@@ -143,7 +147,10 @@ impl InvocationRow {
     fn decode(self) -> StoreResult<Invocation> {
         let error = stored_failure(self.error_kind, self.error_message)?;
         let status = parse_status(&self.status)?;
+        let priority =
+            u8::try_from(self.priority).map_err(|e| corrupt(&format!("priority of invocation `{}`", self.id), e))?;
         Ok(Invocation {
+            priority,
             not_before: (status.is_runnable() && self.available_at > self.updated_at).then_some(self.available_at),
             args: serde_json::from_str(&self.args)
                 .map_err(|e| corrupt(&format!("args of invocation `{}`", self.id), e))?,
@@ -327,6 +334,7 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
     // server (PostgreSQL, while this node lives on) would hand the same attempt number to a
     // second runner, so two runs, one history. SQLite's relaxed commit is lost only with the
     // machine, and this node with it, so its claim stays relaxed.
+    let aging_ms = filter.aging_ms.unwrap_or(crate::store::PRIORITY_AGING_MS);
     let mut rows: Vec<ClaimedRow> = match &store.pools {
         Pools::Sqlite { writer, .. } => {
             let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
@@ -336,7 +344,8 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
                 .bind(tx_marker())
                 .bind(report_window_ms)
                 .bind(&excluded)
-                .bind(&pinned_here);
+                .bind(&pinned_here)
+                .bind(aging_ms);
             one_trip(writer, Lane::Background, "claim", script).await?
         }
         Pools::Postgres(pool) => {
@@ -348,15 +357,18 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
                     .bind(&excluded)
                     .bind(&pinned_here)
                     .bind(report_window_ms)
+                    .bind(aging_ms)
                     .fetch_all(pool)
             })
             .await?
         }
     };
-    rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    // Started in the order they were chosen: higher priorities first, oldest first within one.
+    rows.sort_unstable_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
     rows.into_iter()
         .map(|r| {
             Ok(Claimed {
+                priority: u8::try_from(r.priority).unwrap_or(crate::model::DEFAULT_PRIORITY),
                 attempt: to_u32("attempts", r.attempts)?,
                 unstarted: to_u32("unstarted", r.unstarted)?,
                 id: r.id,

@@ -341,7 +341,13 @@ pub struct ClaimFilter {
     pub excluded: Vec<String>,
     /// Tasks pinned to this node: claimed whatever their token.
     pub pinned_here: Vec<String>,
+    /// After how long claimable a call ranks as priority 9 (ms); `None`: [`PRIORITY_AGING_MS`].
+    pub aging_ms: Option<i64>,
 }
+
+/// After how long claimable a call of any priority ranks as the highest (the aging of
+/// priorities): 30 s by default (`--priority-aging-ms`).
+pub const PRIORITY_AGING_MS: i64 = 30_000;
 
 /// How long a claimed attempt may wait for its node's first heartbeat when the caller does not
 /// say (ms; tests only).

@@ -17,14 +17,15 @@ macro_rules! invocation_insert {
             " AS now) \
              INSERT INTO invocations (id, task, call_id, args, status, owner_node, attempts, \
              result, error_kind, error_message, parent, reg_scope, idempotency_key, run_scope, \
-             workflow, max_attempts, token, trace_parent, available_at, created_at, updated_at) \
+             workflow, max_attempts, token, trace_parent, available_at, created_at, updated_at, priority) \
              SELECT j.value ->> 'id', t.name, j.value ->> 'call_id', \
              j.value ->> 'args', 'registered', NULL, 0, NULL, NULL, NULL, j.value ->> 'parent', \
              j.value ->> 'scope', j.value ->> 'idempotency_key', j.value ->> 'run_scope', \
              j.value ->> 'workflow', CAST(j.value ->> 'max_attempts' AS BIGINT), \
              CAST(j.value ->> 'token' AS BIGINT), j.value ->> 'trace_parent', \
              COALESCE(CAST(j.value ->> 'not_before' AS BIGINT), \
-             c.now + COALESCE(CAST(j.value ->> 'delay_ms' AS BIGINT), 0)), c.now, c.now \
+             c.now + COALESCE(CAST(j.value ->> 'delay_ms' AS BIGINT), 0)), c.now, c.now, \
+             COALESCE(CAST(j.value ->> 'priority' AS INTEGER), 5) \
              FROM ",
             json_rows!($d),
             " ",
@@ -78,21 +79,44 @@ pub(in crate::store) const HISTORY_INSERT: Sql = both!(history_insert);
 /// SQLite plans a bare `LIMIT $2` with the bound value and marks the statement to be
 /// prepared again whenever `$2` is bound, which sqlx does on every run (≈ 50 µs each time).
 /// The ids a claim takes (`$2` limit; `c` is the CTE with `now`): runnable invocations of
-/// unpaused tasks, oldest first, skipping any whose running scope already has an owned
-/// invocation, and taking at most one per running scope. The window runs over the oldest
-/// `4 × $2` candidates only, so a long backlog costs what a short one does. `$lock` is
-/// PostgreSQL's row lock of the candidates (empty on SQLite, which has one writer). A
-/// candidate's token owner is looked up by the token (its primary key): as an `EXISTS`,
-/// PostgreSQL without statistics chose to hash all of the node's tokens (10,000) on every
-/// claim (1.5 ms).
+/// unpaused tasks, higher priority first and oldest first within one, skipping any whose
+/// running scope already has an owned invocation, and taking at most one per running scope.
+/// Aging: a call claimable for longer than `$aging` ms ranks as priority 9, so a low
+/// priority waits at most that long plus the priority-9 calls older than it. The candidates
+/// are the oldest `4 × $2` (through `invocations_claim_idx`) and the first `4 × $2` whose
+/// priority is not the default 5, highest first (through `invocations_claim_priority_idx`,
+/// which holds only those: empty, and so free to read and to keep, while no call has a
+/// priority of its own); a long backlog costs what a short one does. A call in both sets is
+/// one partition of the window (by its id, or its running scope), so it is taken once.
+/// `$lock` is PostgreSQL's row lock of the candidates (empty on SQLite, which has one
+/// writer). A candidate's token owner is looked up by the token (its primary key): as an
+/// `EXISTS`, PostgreSQL without statistics chose to hash all of the node's tokens (10,000) on
+/// every claim (1.5 ms).
 macro_rules! claim_candidates {
-    ($lock:literal, $excluded:expr, $pinned_here:expr, $node:literal) => {
+    ($lock:literal, $excluded:expr, $pinned_here:expr, $node:literal, $aging:literal) => {
         concat!(
-            "SELECT w.id FROM (SELECT k.id, ROW_NUMBER() OVER \
-             (PARTITION BY COALESCE(k.run_scope, k.id) ORDER BY k.id) AS rn FROM \
-             (SELECT i.id, i.run_scope FROM invocations i JOIN tasks t ON t.name = i.task \
-             WHERE i.status IN ",
+            "SELECT w.id FROM (SELECT k.id, k.eff, ROW_NUMBER() OVER \
+             (PARTITION BY COALESCE(k.run_scope, k.id) ORDER BY k.eff DESC, k.id) AS rn FROM \
+             (SELECT u.id, u.run_scope, CASE WHEN (SELECT now FROM c) - u.available_at > CAST(",
+            $aging,
+            " AS BIGINT) THEN 9 ELSE u.priority END AS eff FROM (SELECT * FROM (",
+            claimable!("", "i.id", $lock, $excluded, $pinned_here, $node),
+            ") AS oldest UNION ALL SELECT * FROM (",
+            claimable!(" AND i.priority <> 5", "i.priority DESC, i.id", $lock, $excluded, $pinned_here, $node),
+            ") AS prioritized) AS u) AS k) AS w WHERE w.rn = 1 ORDER BY w.eff DESC, w.id LIMIT CAST($2 AS INTEGER)"
+        )
+    };
+}
+
+/// The first `4 × $2` claimable invocations in `$order`, among those matching `$only` too
+/// (see [`claim_candidates!`]).
+macro_rules! claimable {
+    ($only:literal, $order:literal, $lock:literal, $excluded:expr, $pinned_here:expr, $node:literal) => {
+        concat!(
+            "SELECT i.id, i.run_scope, i.priority, i.available_at FROM invocations i \
+             JOIN tasks t ON t.name = i.task WHERE i.status IN ",
             runnable_statuses!(),
+            $only,
             " AND i.available_at <= (SELECT now FROM c) AND NOT t.paused \
              AND i.task NOT IN (SELECT x.value FROM ",
             $excluded,
@@ -104,9 +128,10 @@ macro_rules! claim_candidates {
              AND (i.run_scope IS NULL OR NOT EXISTS (SELECT 1 FROM invocations o \
              WHERE o.run_scope = i.run_scope AND o.status IN ",
             owned_statuses!(),
-            ")) ORDER BY i.id LIMIT 4 * CAST($2 AS INTEGER)",
-            $lock,
-            ") AS k) AS w WHERE w.rn = 1 ORDER BY w.id LIMIT CAST($2 AS INTEGER)"
+            ")) ORDER BY ",
+            $order,
+            " LIMIT 4 * CAST($2 AS INTEGER)",
+            $lock
         )
     };
 }
@@ -120,8 +145,8 @@ macro_rules! invocation_claim_sqlite {
              UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
              updated_at = (SELECT now FROM c), last_tx = $3 \
              WHERE id IN (",
-            claim_candidates!("", json_texts!(sqlite, "$5", "x"), json_texts!(sqlite, "$6", "y"), "$1"),
-            ") RETURNING id, task, args, attempts, unstarted, parent, workflow, max_attempts, trace_parent, updated_at"
+            claim_candidates!("", json_texts!(sqlite, "$5", "x"), json_texts!(sqlite, "$6", "y"), "$1", "$7"),
+            ") RETURNING id, task, args, attempts, unstarted, parent, workflow, max_attempts, trace_parent, updated_at, priority"
         )
     };
 }
@@ -155,8 +180,9 @@ macro_rules! held_back {
 }
 
 /// Claim (`$1` node, `$2` limit, `$3` JSON array of tasks not to claim, `$4` of tasks pinned
-/// here, `$5` the report window in ms), PostgreSQL: concurrent claimers skip each other's rows.
-/// Moves up to `$2` runnable invocations, oldest first, to `pending` for node `$1`, growing
+/// here, `$5` the report window in ms, `$6` the aging of priorities in ms), PostgreSQL:
+/// concurrent claimers skip each other's rows. Moves up to `$2` runnable invocations, in
+/// [`claim_candidates!`]'s order, to `pending` for node `$1`, growing
 /// `attempts`, and in the same statement writes their `pending` history and a `queued` task
 /// instance for each (due to report by claim time + `$5`), both in id order, and records the
 /// calls held back by running concurrency for the first time ([`held_back!`], locked with
@@ -177,7 +203,8 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
         " FOR UPDATE OF i SKIP LOCKED",
         json_texts!(postgres, "$3", "x"),
         json_texts!(postgres, "$4", "y"),
-        "$1"
+        "$1",
+        "$6"
     ),
     "), \
      claimed AS (UPDATE invocations SET status = 'pending', owner_node = $1, \
@@ -185,7 +212,7 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      FROM picked WHERE invocations.id = picked.id \
      RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
      invocations.unstarted, invocations.parent, invocations.workflow, invocations.max_attempts, \
-     invocations.trace_parent, invocations.updated_at, invocations.run_scope), \
+     invocations.trace_parent, invocations.updated_at, invocations.run_scope, invocations.priority), \
      history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
      SELECT id, 'pending', $1, attempts, updated_at FROM claimed ORDER BY id), \
      queued AS (INSERT INTO task_instances (",
@@ -243,7 +270,7 @@ pub(in crate::store) const INVOCATION_ROUTE_ONE_STATEMENT: &str = concat!(
 
 /// Claim (relaxed): `$1` node, `$2` limit, `$3` marker, `$4` report window (ms), `$5` the JSON
 /// array of tasks the node must not claim (pinned elsewhere), `$6` the JSON array of tasks
-/// pinned to it (claimed whatever their token). Otherwise only invocations on the node's
+/// pinned to it (claimed whatever their token), `$7` the aging of priorities (ms). Otherwise only invocations on the node's
 /// tokens (or without a token) are claimed. Claims as
 /// [`INVOCATION_CLAIM_POSTGRES`] does (returning the claimed rows), then writes the `pending`
 /// history of the rows of node `$1` (found through its owner index) that carry the marker:

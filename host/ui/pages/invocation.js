@@ -49,6 +49,7 @@ export default async function invocation(root, ctx) {
       ['Task', link(`/ui/invocations?task=${enc(inv.task)}`, inv.task)],
       ['Attempts', `${inv.attempts}${inv.max_attempts ? ` of at most ${inv.max_attempts}` : ''}`],
       ['Owner', inv.owner || '—'],
+      ['Priority', h('span', { id: 'priority' }, `${inv.priority ?? 5} (0–9, higher runs first)`)],
       inv.parent && ['Parent', link(`/ui/invocations/${enc(inv.parent)}`, h('code', {}, inv.parent))],
       inv.workflow && ['Workflow', link(`/ui/workflows/${enc(inv.workflow)}`, h('code', {}, inv.workflow))],
       inv.progress && ['Progress', h('span', {}, h('progress', { max: inv.progress.total || 1, value: inv.progress.done }),

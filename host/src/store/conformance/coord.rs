@@ -294,7 +294,7 @@ async fn the_ring_swaps_only_under_the_current_lease(h: Harness) {
     store.invocation_insert_batch(&batch).await.expect("insert");
     h.exec_raw("UPDATE token_owners SET node = 'n1' WHERE token IN (1, 3)").await;
     let mine = |ids: Vec<Claimed>| ids.into_iter().map(|c| c.id).collect::<Vec<_>>();
-    let n1 = ClaimFilter { excluded: vec![], pinned_here: vec!["pinned".into()] };
+    let n1 = ClaimFilter { pinned_here: vec!["pinned".into()], ..ClaimFilter::default() };
     let got = mine(store.invocation_claim_reporting("n1", 10, 1_000, &n1).await.expect("claim"));
     assert_eq!(got, vec![id(1), id(3), id(10), id(11)]);
     let got = mine(store.invocation_claim("n2", 10).await.expect("claim"));

@@ -12,6 +12,7 @@ conformance!(
     corrupt_rows_are_errors,
     blocked_calls_say_why_and_are_recorded_once,
     a_waiting_debounced_call_takes_the_last_arguments,
+    claims_take_higher_priorities_first_and_aged_calls_as_the_highest,
 );
 
 async fn insert_batch(h: Harness) {
@@ -84,7 +85,7 @@ async fn claim_respects_limit_order_and_paused_tasks(h: Harness) {
 
     assert!(store.invocation_claim("n1", 0).await.expect("limit 0").is_empty());
     // A task pinned elsewhere is skipped by this node's claim.
-    let skip_a = ClaimFilter { excluded: vec!["a".to_string()], pinned_here: vec![] };
+    let skip_a = ClaimFilter { excluded: vec!["a".to_string()], ..ClaimFilter::default() };
     assert!(
         store.invocation_claim_reporting("n1", 10, 1_000, &skip_a).await.expect("claim").is_empty(),
         "a is excluded"
@@ -342,4 +343,32 @@ async fn a_waiting_debounced_call_takes_the_last_arguments(h: Harness) {
     assert!(one.not_before.expect("delayed") < z, "each its own delay");
     assert_eq!(get(store, &id(2)).await.args, serde_json::json!({"n": 2}));
     assert!(store.invocation_debounce(&[]).await.expect("nothing").is_empty());
+}
+
+/// Priorities (issue 17): a claim takes higher priorities first and the oldest first within
+/// one, the invocations keep theirs, and a call claimable for longer than the aging time ranks
+/// as 9 (an aging of -1 ms ages every call at once: plain oldest-first).
+async fn claims_take_higher_priorities_first_and_aged_calls_as_the_highest(h: Harness) {
+    let store = &*h.store;
+    setup(store, &["t"]).await;
+    let with = |n: usize, priority: u8| NewInvocation { priority, ..call(n, "t") };
+    let batch = [with(0, 1), with(1, 1), with(2, 9), with(3, 5), with(4, 9), with(5, 0)];
+    let stored = store.invocation_insert_batch(&batch).await.expect("insert");
+    assert_eq!(stored.iter().map(|i| i.priority).collect::<Vec<_>>(), vec![1, 1, 9, 5, 9, 0]);
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let c = store.invocation_claim_reporting("n1", 2, 60_000, &ClaimFilter::default()).await.expect("claim");
+        order.extend(c.iter().map(|c| (c.id.clone(), c.priority)));
+    }
+    let want = [(2, 9), (4, 9), (3, 5), (0, 1), (1, 1), (5, 0)].map(|(n, p)| (id(n), p));
+    assert_eq!(order, want.to_vec(), "by priority, then oldest first");
+
+    store.invocation_insert_batch(&[with(6, 0), with(7, 9), with(8, 3)]).await.expect("insert");
+    let aged = ClaimFilter { aging_ms: Some(-1), ..ClaimFilter::default() };
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let c = store.invocation_claim_reporting("n1", 1, 60_000, &aged).await.expect("claim");
+        order.extend(c.into_iter().map(|c| c.id));
+    }
+    assert_eq!(order, vec![id(6), id(7), id(8)], "aged: oldest first");
 }
