@@ -92,9 +92,10 @@ pub fn valid(traceparent: Option<String>) -> Option<String> {
     traceparent.filter(|t| t.len() <= 256 && remote(t).is_some())
 }
 
-/// Makes the span `traceparent` names the parent of `span` (before `span` is entered).
-pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-    if let Some(cx) = remote(traceparent) {
+/// Makes the span `traceparent` names, if any, the parent of `span` (before `span` is
+/// entered); without one, `span` keeps its place (a child of the current span, or a root).
+pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(cx) = traceparent.and_then(remote) {
         let _ = span.set_parent(cx);
     }
 }

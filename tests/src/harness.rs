@@ -243,26 +243,22 @@ impl Api {
 
     /// `POST path` with a JSON body → (status, JSON body).
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
+        self.send_json(reqwest::Method::POST, path, body).await
     }
 
     /// `PATCH path` with a JSON body → (status, JSON body).
     pub async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send_json(reqwest::Method::PATCH, path, body).await
+    }
+
+    async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> (StatusCode, Value) {
         let r = self
             .http
-            .patch(format!("{}{path}", self.url))
+            .request(method.clone(), format!("{}{path}", self.url))
             .json(body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("PATCH {path}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
     }

@@ -1145,9 +1145,7 @@ fn routing_trace(new: &NewInvocation, remote: Option<&str>, spans: &mut Vec<trac
         return remote.map(str::to_string);
     }
     let span = tracing::info_span!("route", otel.name = "warden.route", invocation = %new.id, task = %new.task);
-    if let Some(p) = remote {
-        crate::telemetry::set_parent(&span, p);
-    }
+    crate::telemetry::set_parent(&span, remote);
     let here = crate::telemetry::traceparent(&span);
     spans.push(span);
     here

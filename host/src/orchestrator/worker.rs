@@ -107,9 +107,7 @@ fn claim_span(c: &Claimed, node: &str, claim_ms: f64) -> tracing::Span {
         node = %node,
         claim_ms
     );
-    if let Some(parent) = &c.trace_parent {
-        crate::telemetry::set_parent(&span, parent);
-    }
+    crate::telemetry::set_parent(&span, c.trace_parent.as_deref());
     span
 }
 
@@ -165,9 +163,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
     // Traced: the attempt joins the trace of what routed the call, and the calls it makes join
     // the attempt's.
     let trace = if crate::telemetry::enabled() {
-        if let Some(parent) = &inv.trace_parent {
-            crate::telemetry::set_parent(&span, parent);
-        }
+        crate::telemetry::set_parent(&span, inv.trace_parent.as_deref());
         crate::telemetry::traceparent(&span)
     } else {
         inv.trace_parent.clone()
