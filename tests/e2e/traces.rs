@@ -3,7 +3,7 @@
 //! protobuf). A call routed with a `traceparent` header, whose attempt on one node makes child
 //! calls that run on the other, is one trace: route → claim and attempt → outcome, and each
 //! child's route is a child of the parent's attempt span, its attempt a child of that route,
-//! across the two nodes.
+//! across the two nodes. The same holds for one process on SQLite.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -226,6 +226,41 @@ async fn a_call_and_its_children_are_one_trace_across_nodes() {
     });
     eprintln!("spans exported per node: {by_node:?}");
     drop((a, b));
+}
+
+/// On SQLite (one process, the default protobuf): a call routed with a `traceparent`, and the
+/// calls its attempt makes, are one trace, as on a PostgreSQL cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_on_sqlite_too() {
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = Spec::new(crate::warden(), dir.path(), None).args(&["--otlp-endpoint", &collector.url]);
+    let node = DaemonProcess::spawn(spec).await;
+    let api = &node.api;
+    api.deploy("fanout", guests::FANOUT).await;
+    let (trace, caller) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let r = api
+        .http
+        .post(format!("{}/v1/invocations/batch", api.url))
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .json(&json!({"calls": [{"task": "fanout", "args": {"n": 2}}]}))
+        .send()
+        .await
+        .expect("route");
+    assert_eq!(r.status(), 202);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let id = v["invocations"][0]["id"].as_str().expect("id").to_string();
+    let done = api.result(&id, Duration::from_secs(60)).await;
+    assert_eq!(done["result"]["sum"].as_u64(), Some(1), "{done}");
+    let route = one(&collector, "warden.route", &id).await;
+    assert_eq!((route.trace.as_str(), route.parent.as_str()), (trace, caller));
+    assert_eq!(route.format, "application/x-protobuf");
+    let attempt = one(&collector, "warden.attempt", &id).await;
+    assert_eq!(attempt.parent, route.id);
+    let kid = format!("{id}.000001");
+    let kid_route = one(&collector, "warden.route", &kid).await;
+    assert_eq!((kid_route.trace.as_str(), kid_route.parent.as_str()), (trace, attempt.id.as_str()));
+    assert_eq!(one(&collector, "warden.attempt", &kid).await.parent, kid_route.id);
 }
 
 /// A node given a bad `--otlp-endpoint` does not start, and says why.
