@@ -1134,23 +1134,24 @@ impl Orchestrator {
     }
 }
 
-/// How long to wait before writing again, after `tries` writes failed because the database
-/// was unavailable: 50 ms doubling to 1 s, with jitter.
 /// The trace context a call routed now is stored with. With traces exported: that of a new
-/// `warden.route` span, a child of `remote` (the request's `traceparent`) or, without one, of
-/// the current span (the calling attempt's, for a child call), kept open in `spans` until the
-/// routing is committed. Without: `remote` as it came, passed on for whoever exports.
-fn routing_trace(new: &NewInvocation, remote: Option<&str>, spans: &mut Vec<tracing::Span>) -> Option<String> {
+/// `warden.route` span, a child of `parent` (the request's `traceparent`, or the calling
+/// attempt's span for a child call) or, without one, a new trace; the span is kept open in
+/// `spans` until the routing is committed. Without: `parent` as it came, passed on for
+/// whoever exports.
+fn routing_trace(new: &NewInvocation, parent: Option<&str>, spans: &mut Vec<tracing::Span>) -> Option<String> {
     if !crate::telemetry::enabled() {
-        return remote.map(str::to_string);
+        return parent.map(str::to_string);
     }
     let span = tracing::info_span!("route", otel.name = "warden.route", invocation = %new.id, task = %new.task);
-    crate::telemetry::set_parent(&span, remote);
+    crate::telemetry::set_parent(&span, parent);
     let here = crate::telemetry::traceparent(&span);
     spans.push(span);
     here
 }
 
+/// How long to wait before writing again, after `tries` writes failed because the database
+/// was unavailable: 50 ms doubling to 1 s, with jitter.
 pub(crate) fn write_backoff(tries: u32) -> Duration {
     policy::retry_delay(tries, Duration::from_millis(50), Duration::from_secs(1), rand::random::<f64>())
 }
