@@ -301,3 +301,169 @@ async fn higher_priorities_run_first(b: Backend) {
     d.stop().await;
 }
 both!(priorities, higher_priorities_run_first);
+
+/// The `pending` entries of an invocation's history (its claims): `(at, node)`.
+async fn claims_of(d: &TestDaemon, id: &str) -> Vec<(i64, String)> {
+    let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
+    h["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["status"] == "pending")
+        .map(|e| (e["at"].as_i64().expect("at"), e["node"].as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+/// Routes `calls` through the batch route; their ids.
+async fn route_batch(d: &TestDaemon, calls: &[Value]) -> Vec<String> {
+    let (s, v) = d.post("/v1/invocations/batch", &json!({ "calls": calls })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    v["invocations"]
+        .as_array()
+        .expect("invocations")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Rate limits (issue 17), cluster-wide: three nodes on one PostgreSQL database, 12 slots,
+/// `hello` limited to 50 starts per 1,000 ms. 300 calls routed through all three nodes all
+/// succeed, at most 50 start (are claimed, database clock) in any window, on every node, and
+/// a call that waits says until when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_across_three_nodes() {
+    let a = TestDaemon::start(Backend::Postgres).await;
+    let b = a.join("node-b", |_| {}).await;
+    let c = a.join("node-c", |_| {}).await;
+    a.deploy("hello", guests::HELLO).await;
+    let (s, v) = a.put("/v1/rate-limits/api", &json!({"limit": 50, "per_ms": 1_000})).await;
+    assert_eq!((s, &v["limit"], &v["per_ms"]), (StatusCode::CREATED, &json!(50), &json!(1_000)), "{v}");
+    let (s, v) = a.patch("/v1/tasks/hello", &json!({"rate_limit": "api"})).await;
+    assert_eq!((s, &v["rate_limit"]), (StatusCode::OK, &json!("api")), "{v}");
+    let (_, v) = b.get("/v1/rate-limits/api").await;
+    assert_eq!(v["tasks"], json!(["hello"]), "{v}");
+    // Every node hears of the limit within a heartbeat (100 ms here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let t0 = Instant::now();
+    let mut ids = Vec::new();
+    for (n, d) in [&a, &b, &c].into_iter().enumerate() {
+        let calls: Vec<Value> =
+            (0..100).map(|i| json!({"task": "hello", "args": {"name": format!("{n}-{i}")}})).collect();
+        ids.extend(route_batch(d, &calls).await);
+    }
+    // One of the last routed waits, and says until when.
+    let last = ids.last().expect("ids").clone();
+    let mut seen_wait = None;
+    while seen_wait.is_none() && t0.elapsed() < Duration::from_secs(4) {
+        let (_, v) = c.get(&format!("/v1/invocations/{last}")).await;
+        if let Some(until) = v["rate_limited_until"].as_i64() {
+            assert_eq!(until % 1_000, 0, "a window ends on a whole second: {v}");
+            seen_wait = Some(until);
+        }
+        if v["status"] != "registered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_wait.is_some(), "a call held back by the limit shows rate_limited_until");
+
+    let mut per_window: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    let mut nodes = std::collections::BTreeSet::new();
+    for id in &ids {
+        let v = a.result(id, MINUTE).await;
+        assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(1)), "{v}");
+        for (at, node) in claims_of(&a, id).await {
+            *per_window.entry(at.div_euclid(1_000)).or_default() += 1;
+            nodes.insert(node);
+        }
+    }
+    let counts: Vec<usize> = per_window.values().copied().collect();
+    assert_eq!(counts.iter().sum::<usize>(), 300, "{per_window:?}");
+    assert!(counts.iter().all(|n| *n <= 50), "at most 50 starts per window: {per_window:?}");
+    assert!(per_window.len() >= 6, "300 starts at 50 per window take six windows at least: {per_window:?}");
+    // Six windows: the first may be nearly over when the first call starts.
+    assert!(t0.elapsed() >= Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert_eq!(nodes.len(), 3, "every node started some: {nodes:?}");
+    for d in [c, b, a] {
+        d.stop().await;
+    }
+}
+
+/// Rate limits per key, and their bad input (both databases): a limit of 2 per hour per
+/// `$.customer` lets two calls of each customer start and holds the rest (they show
+/// `rate_limited_until`, and run once the task no longer names the limit); a call without a
+/// customer, a limit of 0, a bad key path, a task naming no limit and deleting a limit in use
+/// are refused in the error shape.
+async fn rate_limits_per_key(b: Backend) {
+    let d = TestDaemon::start(b).await;
+    d.deploy("hello", guests::HELLO).await;
+    let (s, v) =
+        d.put("/v1/rate-limits/per-customer", &json!({"limit": 2, "per_ms": 3_600_000, "key": "$.customer"})).await;
+    assert_eq!((s, &v["key"]), (StatusCode::CREATED, &json!("$.customer")), "{v}");
+    let (s, v) =
+        d.put("/v1/rate-limits/per-customer", &json!({"limit": 2, "per_ms": 3_600_000, "key": "$.customer"})).await;
+    assert_eq!(s, StatusCode::OK, "replaced: {v}");
+    let (s, v) = d.patch("/v1/tasks/hello", &json!({"rate_limit": "per-customer"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let calls: Vec<Value> = (0..8)
+        .map(|i| json!({"task": "hello", "args": {"name": format!("n{i}"), "customer": if i % 2 == 0 { "acme" } else { "globex" }}}))
+        .collect();
+    let ids = route_batch(&d, &calls).await;
+    // Two of each customer start; the other four wait for the next hour.
+    let status_of = |v: &Value| v["status"].as_str().unwrap_or_default().to_string();
+    let deadline = Instant::now() + MINUTE;
+    let started = loop {
+        let mut done = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (_, v) = d.get(&format!("/v1/invocations/{id}")).await;
+            if status_of(&v) == "success" {
+                done.push(i);
+            }
+        }
+        if done.len() >= 4 {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "four calls should have run: {done:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acme = started.iter().filter(|i| *i % 2 == 0).count();
+    assert_eq!((started.len(), acme), (4, 2), "two of each customer: {started:?}");
+    for (i, id) in ids.iter().enumerate().filter(|(i, _)| !started.contains(i)) {
+        let (_, v) = d.get(&format!("/v1/invocations/{id}")).await;
+        assert_eq!(v["status"], "registered", "call {i} is held back: {v}");
+        let until = v["rate_limited_until"].as_i64().unwrap_or_else(|| panic!("says until when: {v}"));
+        assert_eq!(until % 3_600_000, 0, "{v}");
+    }
+    let (_, list) = d.get("/v1/rate-limits").await;
+    assert_eq!(list["rate_limits"][0]["name"], "per-customer", "{list}");
+
+    // Bad input.
+    let (s, v) = d.post("/v1/invocations", &json!({"task": "hello", "args": {"name": "nobody"}})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "$.customer");
+    let (s, v) = d.put("/v1/rate-limits/zero", &json!({"limit": 0, "per_ms": 1_000})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "limit must be between 1");
+    let (s, v) = d.put("/v1/rate-limits/neg", &json!({"limit": 5, "per_ms": -1})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "per_ms must be between 1");
+    let (s, v) = d.put("/v1/rate-limits/path", &json!({"limit": 5, "per_ms": 1_000, "key": "customer"})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "json path");
+    let (s, v) = d.patch("/v1/tasks/hello", &json!({"rate_limit": "nope"})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "no rate limit named `nope`");
+    let (s, v) = d.delete("/v1/rate-limits/per-customer").await;
+    assert_error(s, &v, StatusCode::CONFLICT, "`hello`");
+    let (s, v) = d.get("/v1/rate-limits/nope").await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "nope");
+
+    // No longer named: the held calls run, and the limit may go.
+    let (s, v) = d.patch("/v1/tasks/hello", &json!({"rate_limit": ""})).await;
+    assert!(s == StatusCode::OK && v.get("rate_limit").is_none(), "{v}");
+    for id in &ids {
+        let v = d.result(id, MINUTE).await;
+        assert_eq!((&v["status"], &v["attempts"]), (&json!("success"), &json!(1)), "{v}");
+    }
+    let (s, _) = d.delete("/v1/rate-limits/per-customer").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    d.stop().await;
+}
+both!(rate_limits_by_key, rate_limits_per_key);

@@ -246,6 +246,11 @@ impl Api {
         self.send_json(reqwest::Method::POST, path, body).await
     }
 
+    /// `PUT path` with a JSON body → (status, JSON body).
+    pub async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send_json(reqwest::Method::PUT, path, body).await
+    }
+
     /// `PATCH path` with a JSON body → (status, JSON body).
     pub async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.send_json(reqwest::Method::PATCH, path, body).await

@@ -215,11 +215,15 @@ pub(super) struct InvocationView {
     /// Why a runnable invocation is not claimed (running concurrency); its own page only.
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting: Option<crate::model::Waiting>,
+    /// While its task's rate limit holds it back: when the used-up window ends (database
+    /// clock); its own page only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limited_until: Option<crate::model::Millis>,
 }
 
 fn view(s: &AppState, invocation: Invocation) -> InvocationView {
     let progress = s.orch.progress(&invocation.id);
-    InvocationView { invocation, progress, waiting: None }
+    InvocationView { invocation, progress, waiting: None, rate_limited_until: None }
 }
 
 /// Largest `args` or `result` a list page shows in full, as JSON text.
@@ -358,7 +362,8 @@ pub(super) async fn route_batch(
 pub(super) async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<InvocationView>, ApiError> {
     let inv = s.orch.get(&id).await?;
     let waiting = s.orch.waiting(&inv).await?;
-    Ok(Json(InvocationView { waiting, ..view(&s, inv) }))
+    let rate_limited_until = s.orch.rate_limited_until(&inv).await?;
+    Ok(Json(InvocationView { waiting, rate_limited_until, ..view(&s, inv) }))
 }
 
 /// How long to wait for a result.

@@ -20,6 +20,7 @@ mod invocations;
 mod json;
 mod metrics;
 pub mod openapi;
+mod rate_limits;
 pub mod serve;
 mod ui;
 mod workflows;
@@ -169,6 +170,8 @@ fn api_routes(limits: &Limits) -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::resume))
         .routes(routes!(workflows::cancel))
         .routes(layered(routes!(workflows::create_array), big))
+        .routes(routes!(rate_limits::list))
+        .routes(routes!(rate_limits::put, rate_limits::show, rate_limits::remove))
         .routes(routes!(auth::create, auth::list))
         .routes(routes!(auth::delete))
         .routes(routes!(auth::whoami))

@@ -44,6 +44,7 @@ pub const ROLE_EXTENSION: &str = "x-warden-role";
         (name = "components", description = "Upload, list and remove components (wasm32-wasip2)."),
         (name = "tasks", description = "The tasks components register, their options and resource use."),
         (name = "invocations", description = "Calls of tasks: route, follow, cancel, rerun."),
+        (name = "rate limits", description = "Limits on how many attempts of the tasks naming them start per window, across the cluster."),
         (name = "triggers", description = "Triggers and events (pynenc): route a call when something happens."),
         (name = "workflows", description = "Workflows and arrays (Jobmon): graphs of calls."),
         (name = "cluster", description = "Nodes, the token ring, pins, the atomic services' runs."),

@@ -49,6 +49,7 @@ pub(crate) async fn claims_of(
         excluded: pins::excluded_for(me, &tasks, &live),
         pinned_here: pins::pinned_to(me, &tasks, &live),
         aging_ms: None,
+        rate_limited: false,
     };
     Ok(Claims { filter, owns_tokens, total_tokens })
 }

@@ -11,6 +11,7 @@
 //! - [`trigger`]: triggers, events and the status changes they read.
 //! - [`workflow`]: workflows and arrays, their validation, status rule and node selection.
 //! - [`key`]: API key roles, generation and hashing.
+//! - [`rate_limit`]: rate limits, their key paths and windows.
 //! - [`feed`]: the change feed's event and its subscribers' filter.
 
 pub mod cluster;
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod instance;
 pub mod invocation;
 pub mod key;
+pub mod rate_limit;
 pub mod status;
 pub mod task;
 pub mod trigger;

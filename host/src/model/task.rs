@@ -156,6 +156,10 @@ pub struct TaskPolicy {
     /// The priority of its calls that do not give one (`options.priority`), 0-9, higher
     /// claimed first. Default 5.
     pub priority: u8,
+    /// The rate limit (`PUT /v1/rate-limits/{name}`) its attempts count against: at most so
+    /// many start per window, across the cluster. Absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
 }
 
 impl Default for TaskPolicy {
@@ -167,6 +171,7 @@ impl Default for TaskPolicy {
             running_concurrency_slots: 1,
             scratch_bytes: 0,
             priority: DEFAULT_PRIORITY,
+            rate_limit: None,
         }
     }
 }
@@ -218,6 +223,8 @@ pub struct TaskPatch {
     pub scratch_bytes: Option<u64>,
     /// See [`TaskPolicy::priority`] (0-9).
     pub priority: Option<i64>,
+    /// See [`TaskPolicy::rate_limit`]: the name of an existing limit, or `""` for none.
+    pub rate_limit: Option<String>,
 }
 
 impl TaskDef {
@@ -264,6 +271,9 @@ impl TaskDef {
         }
         if let Some(v) = p.priority.and_then(|v| u8::try_from(v).ok()) {
             self.policy.priority = v.min(MAX_PRIORITY);
+        }
+        if let Some(v) = &p.rate_limit {
+            self.policy.rate_limit = Some(v.clone()).filter(|v| !v.is_empty());
         }
     }
 }

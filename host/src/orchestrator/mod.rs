@@ -10,6 +10,7 @@ mod guest_host;
 mod instances;
 pub mod policy;
 mod queries;
+mod rate_limits;
 mod tidy;
 pub mod triggers;
 mod waiters;
@@ -308,6 +309,8 @@ struct Inner {
 struct Routing {
     routes: Batcher<NewInvocation, Invocation, RouteFailure>,
     tasks: Mutex<HashMap<String, TaskDef>>,
+    /// The rate limits tasks name, by name (`None`: gone), forgotten with the tasks.
+    rate_limits: Mutex<HashMap<String, Option<crate::model::rate_limit::RateLimit>>>,
     components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
 }
 
@@ -427,6 +430,7 @@ impl Orchestrator {
                 routing: Routing {
                     routes,
                     tasks: Mutex::new(HashMap::new()),
+                    rate_limits: Mutex::new(HashMap::new()),
                     components: tokio::sync::Mutex::new(HashMap::new()),
                 },
                 attempts: Attempts {
@@ -697,6 +701,7 @@ impl Orchestrator {
     /// Forgets cached task definitions (after a change of options).
     pub fn invalidate_tasks(&self) {
         lock(&self.inner.routing.tasks).clear();
+        lock(&self.inner.routing.rate_limits).clear();
     }
 
     /// The tasks' version moved (a deploy, patch or removal, through any node): forgets the
@@ -961,6 +966,9 @@ impl Orchestrator {
         node_of: Option<(&str, Option<u32>)>,
     ) -> OrchResult<NewInvocation> {
         let def = self.task(task).await?;
+        if def.policy.rate_limit.is_some() {
+            self.check_rate_key(&def, args).await?;
+        }
         let canonical = identity::canonical_json(args);
         let scope_of = |mode| {
             policy::concurrency_scope(mode, task, args, &canonical, &def.key_arguments)

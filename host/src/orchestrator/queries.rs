@@ -85,6 +85,9 @@ impl Orchestrator {
         if let Some(patterns) = patch.pins.as_ref().filter(|p| !p.is_empty()) {
             crate::cluster::pins::validate(patterns).map_err(OrchestratorError::BadRequest)?;
         }
+        if let Some(limit) = &patch.rate_limit {
+            self.check_rate_limit_named(limit).await?;
+        }
         let t = self
             .store()
             .task_update(name, patch)

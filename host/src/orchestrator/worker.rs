@@ -34,6 +34,8 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
     let mut drained = false;
     // Traced: a `warden.claim` span per claimed attempt, open while it waits here for a slot.
     let mut claim_spans: HashMap<String, tracing::Span> = HashMap::new();
+    // When a used-up rate-limit window ends (a timer is set for it once).
+    let mut rate_wake: Option<tokio::time::Instant> = None;
     loop {
         if queue.is_empty() {
             if drained {
@@ -52,18 +54,34 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
             }
             let window = orch.report_window_ms();
             let mut filter = lock(&inner.claims.claim_filter).clone();
+            // Rate-limited calls are claimed only for free slots: with none free, wait for one
+            // (an attempt ending frees it) rather than for a wake-up nobody sends.
+            if filter.rate_limited && inner.attempts.slots.available_permits() == 0 {
+                tokio::select! {
+                    p = inner.attempts.slots.acquire() => drop(p),
+                    _ = inner.shutdown.cancelled() => return,
+                }
+            }
             filter.aging_ms = Some(i64::try_from(inner.cfg.priority_aging_ms).unwrap_or(i64::MAX));
             let prefetch = inner.cfg.prefetch as u32;
             let claiming = std::time::Instant::now();
-            match inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await {
-                Ok(claimed) => {
+            // Rate-limited calls first, only as many as there are free slots: they start at
+            // once, so their claim (what the limit counts) is their start.
+            let (limited, full) = if filter.rate_limited {
+                claim_rate_limited(&orch, window, &filter, &mut rate_wake).await
+            } else {
+                (Vec::new(), false)
+            };
+            let claim = inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await;
+            match claim.map(|c| (c.len(), limited.into_iter().chain(c).collect::<Vec<_>>())) {
+                Ok((ordinary, claimed)) => {
                     if crate::telemetry::enabled() {
                         let claim_ms = claiming.elapsed().as_secs_f64() * 1e3;
                         for c in &claimed {
                             claim_spans.insert(c.id.clone(), claim_span(c, orch.node(), claim_ms));
                         }
                     }
-                    drained = claimed.len() < inner.cfg.prefetch;
+                    drained = ordinary < inner.cfg.prefetch && !full;
                     if !claimed.is_empty() {
                         inner.feed.wrote();
                     }
@@ -92,6 +110,37 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
         let claimed = claim_spans.remove(&inv.id).unwrap_or_else(tracing::Span::none);
         let o = orch.clone();
         inner.tracker.spawn(async move { run_attempt(o, inv, permit, claimed).await });
+    }
+}
+
+/// Claims calls of rate-limited tasks for the free slots, and says whether it filled them (then
+/// there may be more); when a used-up window held one back, the dispatchers are woken when it
+/// ends (one timer per window end: `wake`).
+async fn claim_rate_limited(
+    orch: &Orchestrator,
+    window: i64,
+    filter: &crate::store::ClaimFilter,
+    wake: &mut Option<tokio::time::Instant>,
+) -> (Vec<Claimed>, bool) {
+    let inner = &orch.inner;
+    let free = u32::try_from(inner.attempts.slots.available_permits()).unwrap_or(u32::MAX);
+    match inner.store.invocation_claim_rate_limited(&inner.cfg.node, free, window, filter).await {
+        Ok(c) => {
+            if let Some(ms) = c.held_for_ms {
+                let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0) + 1);
+                let at = tokio::time::Instant::now() + after;
+                if wake.is_none_or(|w| w + Duration::from_millis(5) < at || w <= tokio::time::Instant::now()) {
+                    *wake = Some(at);
+                    orch.wake_after(after);
+                }
+            }
+            let full = free > 0 && c.claimed.len() >= free as usize;
+            (c.claimed, full)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "claiming rate-limited invocations failed; retrying");
+            (Vec::new(), false)
+        }
     }
 }
 

@@ -240,8 +240,9 @@ pub(crate) async fn run(orch: Orchestrator, cfg: ServicesConfig, keys_version: t
             )
             .await
             {
-                Ok(claims) => {
+                Ok(mut claims) => {
                     orch.set_total_tokens(claims.total_tokens);
+                    claims.filter.rate_limited = tasks.iter().any(|t| t.policy.rate_limit.is_some());
                     orch.set_claim_filter(claims.filter, claims.owns_tokens);
                 }
                 Err(e) => tracing::warn!(error = %e, "reading the tokens failed; keeping the last claims"),

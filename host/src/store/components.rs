@@ -94,6 +94,7 @@ struct TaskJson<'a> {
     paused: i64,
     user_patched: String,
     options: String,
+    rate_limit: Option<&'a str>,
 }
 
 /// Refuses to store text that would not decode later (the store never holds rows it cannot
@@ -167,6 +168,7 @@ fn task_json<'a>(task: &'a TaskDef, component: &'a str, user_patched: String) ->
         paused: i64::from(task.paused),
         user_patched,
         options: to_json(&task.policy)?,
+        rate_limit: task.policy.rate_limit.as_deref(),
     })
 }
 
@@ -324,6 +326,15 @@ pub(super) async fn task_update(store: &SqlStore, name: &str, patch: &TaskPatch)
                 let user_patched = merge_patch(&row.user_patched, patch)?;
                 let mut def = row.decode()?;
                 def.apply(patch);
+                // The limit it names must exist; on PostgreSQL its row is share-locked until
+                // the commit, so a concurrent delete of the limit waits and then sees the task.
+                if let Some(limit) = def.policy.rate_limit.as_deref().filter(|_| patch.rate_limit.is_some()) {
+                    let found: Option<(String,)> =
+                        sqlx::query_as(q::RATE_LIMIT_SHARE.get(d)).bind(limit).fetch_optional(&mut *tx).await?;
+                    if found.is_none() {
+                        return Err(StoreError::NotFound(format!("rate limit `{limit}`")));
+                    }
+                }
                 sqlx::query(q::TASK_UPDATE.get(d))
                     .bind(name)
                     .bind(i64::from(def.max_attempts))
@@ -336,6 +347,7 @@ pub(super) async fn task_update(store: &SqlStore, name: &str, patch: &TaskPatch)
                     .bind(def.paused)
                     .bind(user_patched)
                     .bind(to_json(&def.policy)?)
+                    .bind(def.policy.rate_limit.as_deref())
                     .execute(&mut *tx)
                     .await?;
                 Some(def)

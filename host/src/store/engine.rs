@@ -87,6 +87,8 @@ use crate::model::{
     NewInvocation, TaskDef, TaskFailure, TaskInstance, TaskPatch, Transition,
 };
 
+use crate::model::rate_limit::RateLimit;
+
 // Rows shared with the subject files below.
 use invocations::{CountRow, insert_registered};
 
@@ -702,6 +704,42 @@ impl Store for SqlStore {
         self.transition_batch(changes, false).await
     }
 
+    async fn invocation_claim_rate_limited(
+        &self,
+        node: &str,
+        limit: u32,
+        report_window_ms: i64,
+        filter: &ClaimFilter,
+    ) -> StoreResult<super::RateClaim> {
+        invocations::claim_rate_limited(self, &invocations::Claim { node, limit, report_window_ms, filter }).await
+    }
+
+    async fn rate_limit_put(
+        &self,
+        name: &str,
+        limit: u64,
+        per_ms: u64,
+        key: Option<&str>,
+    ) -> StoreResult<(RateLimit, bool)> {
+        rate_limits::put(self, name, limit, per_ms, key).await
+    }
+
+    async fn rate_limit_list(&self) -> StoreResult<Vec<RateLimit>> {
+        rate_limits::list(self).await
+    }
+
+    async fn rate_limit_get(&self, name: &str) -> StoreResult<Option<RateLimit>> {
+        rate_limits::get(self, name).await
+    }
+
+    async fn rate_limit_delete(&self, name: &str) -> StoreResult<bool> {
+        rate_limits::delete(self, name).await
+    }
+
+    async fn rate_limited_until(&self, limit: &str, key: &str) -> StoreResult<Option<Millis>> {
+        rate_limits::limited_until(self, limit, key).await
+    }
+
     async fn invocation_recover_node(&self, node: &str) -> StoreResult<u64> {
         transitions::recover_node(self, node).await
     }
@@ -847,4 +885,8 @@ mod keys;
 // The change feed: the history in sequence order, PostgreSQL's LISTEN/NOTIFY.
 #[path = "changes.rs"]
 mod changes;
+
+// Rate limits: the limits and what started in each window (their claim is in invocations.rs).
+#[path = "rate_limits.rs"]
+mod rate_limits;
 pub use changes::ChangeListener;

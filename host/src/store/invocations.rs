@@ -14,7 +14,7 @@ use super::{
 };
 use crate::model::{Claimed, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, NewInvocation, Waiting};
 use crate::store::write_gate::Lane;
-use crate::store::{ClaimFilter, Fence, StatusCount, Store, StoreError, StoreResult};
+use crate::store::{ClaimFilter, Fence, RateClaim, StatusCount, Store, StoreError, StoreResult};
 
 use sql::invocations as q;
 
@@ -365,6 +365,11 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
     };
     // Started in the order they were chosen: higher priorities first, oldest first within one.
     rows.sort_unstable_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
+    decode_claimed(rows)
+}
+
+/// What the claimed rows tell a worker.
+fn decode_claimed(rows: Vec<ClaimedRow>) -> StoreResult<Vec<Claimed>> {
     rows.into_iter()
         .map(|r| {
             Ok(Claimed {
@@ -381,6 +386,178 @@ pub(super) async fn claim(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<Ve
             })
         })
         .collect()
+}
+
+/// A candidate of a claim of rate-limited calls ([`q::RATE_CLAIM_CANDIDATES`]).
+#[derive(sqlx::FromRow)]
+struct RateCandidate {
+    id: String,
+    run_scope: Option<String>,
+    args: String,
+    rate_limit: String,
+}
+
+/// What started in the current window of one limit and key ([`rq::USAGE_CURRENT`]).
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    name: String,
+    rkey: String,
+    used: i64,
+}
+
+/// Starts to add to a window ([`rq::USAGE_ADD`]).
+#[derive(Serialize)]
+struct UsageJson<'a> {
+    name: &'a str,
+    key: &'a str,
+    start: i64,
+    end: i64,
+    n: i64,
+}
+
+/// How many candidates a claim of rate-limited calls reads per call it may take, at least:
+/// calls of used-up keys are passed over, so it looks further than the free slots.
+const RATE_CANDIDATES_MIN: u32 = 32;
+
+/// Claims runnable calls of rate-limited tasks for a node ([`Store::invocation_claim_rate_limited`]):
+/// one transaction that locks the limits unpaused tasks name (by name: on PostgreSQL a claim of
+/// the same limits on another node waits), reads the oldest candidates (as the ordinary claim
+/// does, on the node's tokens and pins, a free running scope, `SKIP LOCKED`), counts what
+/// started in each limit's current window per key, and claims candidates in id order while
+/// their key has starts left, as the ordinary claim does (`pending`, its history and a `queued`
+/// instance, at the time the windows were read), adding them to the usage. A candidate of a
+/// task whose limit is gone is claimed unlimited. Durable on both databases.
+pub(super) async fn claim_rate_limited(store: &SqlStore, claim: &Claim<'_>) -> StoreResult<RateClaim> {
+    use crate::model::rate_limit::{KeyPath, window};
+    use sql::rate_limits as rq;
+    let Claim { node, limit, report_window_ms, filter } = *claim;
+    if limit == 0 {
+        return Ok(RateClaim::default());
+    }
+    let (excluded, pinned_here) = (to_json(&filter.excluded)?, to_json(&filter.pinned_here)?);
+    let (rows, held_for_ms) = in_tx!(store, |tx, d| {
+        let limits: Vec<LimitNow> = sqlx::query_as(rq::LIMITS_IN_USE_LOCKED.get(d)).fetch_all(&mut *tx).await?;
+        let now = match limits.first() {
+            Some(l) => l.now,
+            None => sqlx::query_as::<_, (i64,)>(sql::NOW.get(d)).fetch_one(&mut *tx).await?.0,
+        };
+        let names: Vec<&str> = limits.iter().map(|l| l.name.as_str()).collect();
+        let names = to_json(&names)?;
+        sqlx::query(rq::USAGE_DROP_PAST.get(d)).bind(&names).bind(now).execute(&mut *tx).await?;
+        let candidates: Vec<RateCandidate> = sqlx::query_as(q::RATE_CLAIM_CANDIDATES.get(d))
+            .bind(node)
+            .bind(i64::from(limit.max(RATE_CANDIDATES_MIN)))
+            .bind(&excluded)
+            .bind(&pinned_here)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+        if candidates.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let usage: Vec<UsageRow> =
+            sqlx::query_as(rq::USAGE_CURRENT.get(d)).bind(&names).bind(now).fetch_all(&mut *tx).await?;
+        let used: HashMap<(String, String), i64> = usage.into_iter().map(|u| ((u.name, u.rkey), u.used)).collect();
+        let by_name: HashMap<&str, &LimitNow> = limits.iter().map(|l| (l.name.as_str(), l)).collect();
+        let paths: HashMap<&str, Option<KeyPath>> = limits
+            .iter()
+            .map(|l| (l.name.as_str(), l.key_path.as_deref().and_then(|p| KeyPath::parse(p).ok())))
+            .collect();
+        let mut ids: Vec<&str> = Vec::new();
+        let mut added: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+        let mut scopes: HashSet<&str> = HashSet::new();
+        let mut held_until: Option<i64> = None;
+        for c in &candidates {
+            if ids.len() >= limit as usize {
+                break;
+            }
+            if c.run_scope.as_deref().is_some_and(|s| !scopes.insert(s)) {
+                continue;
+            }
+            let Some(l) = by_name.get(c.rate_limit.as_str()) else {
+                ids.push(&c.id);
+                continue;
+            };
+            let key = match paths.get(l.name.as_str()).and_then(Option::as_ref) {
+                Some(path) => serde_json::from_str::<serde_json::Value>(&c.args)
+                    .ok()
+                    .and_then(|args| path.key_of(&args))
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            let slot = (l.name.clone(), key);
+            let so_far = used.get(&slot).copied().unwrap_or(0) + added.get(&slot).copied().unwrap_or(0);
+            if so_far >= l.limit_n {
+                let end = window(now, u64::try_from(l.per_ms).unwrap_or(1)).1;
+                held_until = Some(held_until.map_or(end, |h| h.min(end)));
+                if let Some(s) = c.run_scope.as_deref() {
+                    scopes.remove(s);
+                }
+                continue;
+            }
+            *added.entry(slot).or_default() += 1;
+            ids.push(&c.id);
+        }
+        let held_for_ms = held_until.map(|end| end - now);
+        if ids.is_empty() {
+            return Ok((Vec::new(), held_for_ms));
+        }
+        let ids = to_json(&ids)?;
+        let rows: Vec<ClaimedRow> = match d {
+            Dialect::Postgres => {
+                sqlx::query_as(q::CLAIM_IDS_POSTGRES)
+                    .bind(node)
+                    .bind(&ids)
+                    .bind(now)
+                    .bind(report_window_ms)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            Dialect::Sqlite => {
+                let marker = tx_marker();
+                let rows = sqlx::query_as(q::CLAIM_IDS_SQLITE)
+                    .bind(node)
+                    .bind(&ids)
+                    .bind(now)
+                    .bind(marker)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                sqlx::query(q::CLAIM_IDS_SQLITE_HISTORY).bind(node).bind(marker).execute(&mut *tx).await?;
+                sqlx::query(q::CLAIM_IDS_SQLITE_QUEUED)
+                    .bind(node)
+                    .bind(marker)
+                    .bind(report_window_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                rows
+            }
+        };
+        let adds: Vec<UsageJson<'_>> = added
+            .iter()
+            .filter_map(|((name, key), n)| {
+                let l = by_name.get(name.as_str())?;
+                let (start, end) = window(now, u64::try_from(l.per_ms).unwrap_or(1));
+                Some(UsageJson { name, key, start, end, n: *n })
+            })
+            .collect();
+        if !adds.is_empty() {
+            sqlx::query(rq::USAGE_ADD.get(d)).bind(to_json(&adds)?).execute(&mut *tx).await?;
+        }
+        (rows, held_for_ms)
+    });
+    let mut claimed = decode_claimed(rows)?;
+    claimed.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    Ok(RateClaim { claimed, held_for_ms })
+}
+
+/// A limit a claim of rate-limited calls locked, with the database clock.
+#[derive(sqlx::FromRow)]
+struct LimitNow {
+    name: String,
+    limit_n: i64,
+    per_ms: i64,
+    key_path: Option<String>,
+    now: i64,
 }
 
 /// One row of [`q::INVOCATION_WAITING`].

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::model::instance::{Overdue, Triage};
+use crate::model::rate_limit::RateLimit;
 use crate::model::workflow::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 use crate::model::{
     Claimed, ComponentInfo, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Lease, Millis,
@@ -343,6 +344,18 @@ pub struct ClaimFilter {
     pub pinned_here: Vec<String>,
     /// After how long claimable a call ranks as priority 9 (ms); `None`: [`PRIORITY_AGING_MS`].
     pub aging_ms: Option<i64>,
+    /// Some task names a rate limit: the dispatcher claims their calls apart
+    /// ([`Store::invocation_claim_rate_limited`]); the ordinary claim leaves them out anyway.
+    pub rate_limited: bool,
+}
+
+/// What a claim of rate-limited calls took ([`Store::invocation_claim_rate_limited`]).
+#[derive(Debug, Default)]
+pub struct RateClaim {
+    /// The claimed calls, by id.
+    pub claimed: Vec<Claimed>,
+    /// How long until the earliest end of a used-up window that held a candidate back (ms).
+    pub held_for_ms: Option<i64>,
 }
 
 /// After how long claimable a call of any priority ranks as the highest (the aging of
@@ -657,6 +670,45 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
         report_window_ms: i64,
         filter: &ClaimFilter,
     ) -> StoreResult<Vec<Claimed>>;
+
+    /// Claims up to `limit` runnable calls of tasks that name a rate limit (the ordinary claim
+    /// leaves them out), within `filter` as [`Store::invocation_claim_reporting`] does, and
+    /// only while the limit's key has starts left in its current window (database clock,
+    /// windows aligned on multiples of the limit's `per_ms`); across nodes, claims of one limit
+    /// go one at a time (its row is locked first). A claimed call counts as started at its
+    /// claim, whose time is the `pending` history's. `held_for_ms`: how long until the
+    /// earliest end of a window that held a candidate back, when one did.
+    async fn invocation_claim_rate_limited(
+        &self,
+        node: &str,
+        limit: u32,
+        report_window_ms: i64,
+        filter: &ClaimFilter,
+    ) -> StoreResult<RateClaim>;
+
+    /// Creates or replaces rate limit `name` (`limit` starts per `per_ms` ms, per value at
+    /// `key` when given); true if it is new. A new window length or key forgets the starts
+    /// counted so far.
+    async fn rate_limit_put(
+        &self,
+        name: &str,
+        limit: u64,
+        per_ms: u64,
+        key: Option<&str>,
+    ) -> StoreResult<(RateLimit, bool)>;
+
+    /// Every rate limit with the tasks naming it, by name.
+    async fn rate_limit_list(&self) -> StoreResult<Vec<RateLimit>>;
+
+    /// Rate limit `name` with the tasks naming it.
+    async fn rate_limit_get(&self, name: &str) -> StoreResult<Option<RateLimit>>;
+
+    /// Deletes rate limit `name` (`Conflict` while a task names it); false if there is none.
+    async fn rate_limit_delete(&self, name: &str) -> StoreResult<bool>;
+
+    /// When the current window of rate limit `limit` ends for `key` (`""` for an unkeyed
+    /// limit), if the starts of that key used it up; `None` otherwise.
+    async fn rate_limited_until(&self, limit: &str, key: &str) -> StoreResult<Option<Millis>>;
 
     /// Applies a batch of compare-and-swap transitions in one transaction; each row changes
     /// only if it is in `from` and (when given) owned by `owner`. Entering a status that

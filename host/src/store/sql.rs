@@ -278,3 +278,7 @@ pub(super) mod keys;
 // The change feed: see `changes.rs`.
 #[path = "sql_changes.rs"]
 pub(super) mod changes;
+
+// Rate limits: see `rate_limits.rs`.
+#[path = "sql_rate_limits.rs"]
+pub(super) mod rate_limits;

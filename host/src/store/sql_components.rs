@@ -108,14 +108,14 @@ macro_rules! tasks_upsert {
         concat!(
             "INSERT INTO tasks (",
             task_columns!(),
-            ", updated_at) \
+            ", rate_limit, updated_at) \
              SELECT j.value ->> 'name', j.value ->> 'component', j.value ->> 'description', \
              CAST(j.value ->> 'max_attempts' AS BIGINT), CAST(j.value ->> 'timeout_ms' AS BIGINT), \
              CAST(j.value ->> 'memory_limit_bytes' AS BIGINT), \
              j.value ->> 'registration_concurrency', j.value ->> 'running_concurrency', \
              j.value ->> 'key_arguments', j.value ->> 'pins', \
              (CAST(j.value ->> 'paused' AS INTEGER) <> 0), j.value ->> 'user_patched', \
-             j.value ->> 'options', ",
+             j.value ->> 'options', j.value ->> 'rate_limit', ",
             now_ms!($d),
             " FROM ",
             json_rows!($d),
@@ -127,7 +127,7 @@ macro_rules! tasks_upsert {
              running_concurrency = excluded.running_concurrency, \
              key_arguments = excluded.key_arguments, pins = excluded.pins, \
              paused = excluded.paused, user_patched = excluded.user_patched, \
-             options = excluded.options, \
+             options = excluded.options, rate_limit = excluded.rate_limit, \
              updated_at = excluded.updated_at \
              WHERE tasks.component = excluded.component \
              RETURNING name"
@@ -157,11 +157,19 @@ macro_rules! task_update {
         concat!(
             "UPDATE tasks SET max_attempts = $2, timeout_ms = $3, memory_limit_bytes = $4, \
              registration_concurrency = $5, running_concurrency = $6, key_arguments = $7, \
-             pins = $8, paused = $9, user_patched = $10, options = $11, updated_at = ",
+             pins = $8, paused = $9, user_patched = $10, options = $11, rate_limit = $12, updated_at = ",
             now_ms!($d),
             " WHERE name = $1"
         )
     };
 }
-/// Rewrites a task's options (`$1` name, `$2`… every option, `$10` the merged user patch, `$11` the policy JSON).
+/// Rewrites a task's options (`$1` name, `$2`… every option, `$10` the merged user patch, `$11` the policy JSON,
+/// `$12` the rate limit it names, a copy of the policy's).
 pub(in crate::store) const TASK_UPDATE: Sql = both!(task_update);
+
+/// Rate limit `$1`'s name if it exists, share-locked on PostgreSQL (a task patch naming it:
+/// a delete of the limit waits for the patch and then sees the task).
+pub(in crate::store) const RATE_LIMIT_SHARE: Sql = Sql {
+    sqlite: "SELECT name FROM rate_limits WHERE name = $1",
+    postgres: "SELECT name FROM rate_limits WHERE name = $1 FOR SHARE",
+};

@@ -88,6 +88,7 @@ pub(in crate::store) const HISTORY_INSERT: Sql = both!(history_insert);
 /// which holds only those: empty, and so free to read and to keep, while no call has a
 /// priority of its own); a long backlog costs what a short one does. A call in both sets is
 /// one partition of the window (by its id, or its running scope), so it is taken once.
+/// Calls of rate-limited tasks are left to [`RATE_CLAIM_CANDIDATES`].
 /// `$lock` is PostgreSQL's row lock of the candidates (empty on SQLite, which has one
 /// writer). A candidate's token owner is looked up by the token (its primary key): as an
 /// `EXISTS`, PostgreSQL without statistics chose to hash all of the node's tokens (10,000) on
@@ -100,9 +101,16 @@ macro_rules! claim_candidates {
              (SELECT u.id, u.run_scope, CASE WHEN (SELECT now FROM c) - u.available_at > CAST(",
             $aging,
             " AS BIGINT) THEN 9 ELSE u.priority END AS eff FROM (SELECT * FROM (",
-            claimable!("", "i.id", $lock, $excluded, $pinned_here, $node),
+            claimable!(" AND t.rate_limit IS NULL", "i.id", $lock, $excluded, $pinned_here, $node),
             ") AS oldest UNION ALL SELECT * FROM (",
-            claimable!(" AND i.priority <> 5", "i.priority DESC, i.id", $lock, $excluded, $pinned_here, $node),
+            claimable!(
+                " AND i.priority <> 5 AND t.rate_limit IS NULL",
+                "i.priority DESC, i.id",
+                $lock,
+                $excluded,
+                $pinned_here,
+                $node
+            ),
             ") AS prioritized) AS u) AS k) AS w WHERE w.rn = 1 ORDER BY w.eff DESC, w.id LIMIT CAST($2 AS INTEGER)"
         )
     };
@@ -231,6 +239,110 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
      held_history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
      SELECT m.id, 'concurrency_controlled', $1, m.attempts, (SELECT now FROM c) FROM marked m ORDER BY m.id) \
      SELECT * FROM claimed"
+);
+
+macro_rules! rate_claim_candidates {
+    ($d:ident, $lock:literal) => {
+        concat!(
+            "WITH c AS MATERIALIZED (SELECT CAST($5 AS BIGINT) AS now) \
+             SELECT x.id, x.run_scope, i.args, t.rate_limit FROM (",
+            claimable!(
+                " AND t.rate_limit IS NOT NULL",
+                "i.id",
+                $lock,
+                json_texts!($d, "$3", "x"),
+                json_texts!($d, "$4", "y"),
+                "$1"
+            ),
+            ") AS x JOIN invocations i ON i.id = x.id JOIN tasks t ON t.name = i.task ORDER BY x.id"
+        )
+    };
+}
+/// The candidates of a claim of rate-limited calls (`$1` node, `$2` a quarter of how many to
+/// read, `$3` tasks not to claim, `$4` tasks pinned here, `$5` the claim's time): the oldest
+/// runnable calls of tasks that name a rate limit, on this node's tokens or pins, whose
+/// running scope is free, with their arguments (for the key) and the limit's name; locked
+/// (`SKIP LOCKED`) on PostgreSQL. The caller has locked the limits first.
+pub(in crate::store) const RATE_CLAIM_CANDIDATES: Sql = Sql {
+    sqlite: rate_claim_candidates!(sqlite, ""),
+    postgres: rate_claim_candidates!(postgres, " FOR UPDATE OF i SKIP LOCKED"),
+};
+
+/// The columns a claim returns (`ClaimedRow` in `invocations.rs`).
+macro_rules! claimed_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            "id, ",
+            $t,
+            "task, ",
+            $t,
+            "args, ",
+            $t,
+            "attempts, ",
+            $t,
+            "unstarted, ",
+            $t,
+            "parent, ",
+            $t,
+            "workflow, ",
+            $t,
+            "max_attempts, ",
+            $t,
+            "trace_parent, ",
+            $t,
+            "updated_at, ",
+            $t,
+            "priority"
+        )
+    };
+}
+
+/// Claims the runnable invocations whose ids are in the JSON array `$2` for node `$1` at time
+/// `$3` (the claim's clock), due to report by `$3 + $4`, PostgreSQL: as
+/// [`INVOCATION_CLAIM_POSTGRES`] does, in one statement: `pending`, its history and a
+/// `queued` instance each. The rows are locked already ([`RATE_CLAIM_CANDIDATES`]).
+pub(in crate::store) const CLAIM_IDS_POSTGRES: &str = concat!(
+    "WITH claimed AS (UPDATE invocations SET status = 'pending', owner_node = $1, \
+     attempts = invocations.attempts + 1, updated_at = CAST($3 AS BIGINT) \
+     WHERE invocations.id IN (SELECT j.value FROM ",
+    json_texts!(postgres, "$2", "j"),
+    ") AND invocations.status IN ",
+    runnable_statuses!(),
+    " RETURNING ",
+    claimed_columns!("invocations."),
+    "), history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT id, 'pending', $1, attempts, updated_at FROM claimed ORDER BY id), \
+     queued AS (INSERT INTO task_instances (",
+    queued_instance_columns!(),
+    ") SELECT id, attempts, $1, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at \
+     FROM claimed ORDER BY id ON CONFLICT DO NOTHING) \
+     SELECT * FROM claimed"
+);
+
+/// [`CLAIM_IDS_POSTGRES`] on SQLite, as three statements of one transaction: this one claims
+/// (`$4` the transaction's marker), [`CLAIM_IDS_SQLITE_HISTORY`] and
+/// [`CLAIM_IDS_SQLITE_QUEUED`] (`$1` node, `$2` marker, `$3` report window) find the claimed
+/// rows by their marker.
+pub(in crate::store) const CLAIM_IDS_SQLITE: &str = concat!(
+    "UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
+     updated_at = CAST($3 AS BIGINT), last_tx = $4 WHERE id IN (SELECT j.value FROM ",
+    json_texts!(sqlite, "$2", "j"),
+    ") AND status IN ",
+    runnable_statuses!(),
+    " RETURNING ",
+    claimed_columns!("")
+);
+/// The `pending` history of what [`CLAIM_IDS_SQLITE`] claimed.
+pub(in crate::store) const CLAIM_IDS_SQLITE_HISTORY: &str = "INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
+     SELECT id, 'pending', owner_node, attempts, updated_at FROM invocations \
+     WHERE owner_node = $1 AND last_tx = $2 ORDER BY id";
+/// The `queued` instances of what [`CLAIM_IDS_SQLITE`] claimed.
+pub(in crate::store) const CLAIM_IDS_SQLITE_QUEUED: &str = concat!(
+    "INSERT INTO task_instances (",
+    queued_instance_columns!(),
+    ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $3, updated_at \
+     FROM invocations WHERE owner_node = $1 AND last_tx = $2 ORDER BY id ON CONFLICT DO NOTHING"
 );
 
 /// Routing (durable): inserts the calls in `$1` as [`INVOCATION_INSERT`] does,

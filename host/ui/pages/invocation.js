@@ -57,6 +57,8 @@ export default async function invocation(root, ctx) {
       ['Created', fmtTime(inv.created_at)],
       inv.not_before && ['Not before', h('span', { id: 'not-before' },
         `${fmtTime(inv.not_before)} (${fmtDuration(inv.not_before - inv.updated_at)} after it was ${inv.status})`)],
+      inv.rate_limited_until && ['Rate limited', h('span', { id: 'rate-limited' },
+        `until ${fmtTime(inv.rate_limited_until)}: its task's rate limit has no starts left in this window`)],
       ['Last change', `${fmtTime(inv.updated_at)} (${fmtDuration(inv.updated_at - inv.created_at)} after creation)`],
       ['Call id', h('code', {}, inv.call_id)],
       inv.idempotency_key && ['Idempotency key', h('code', {}, inv.idempotency_key)],

@@ -1,7 +1,7 @@
 // pages/tasks.js: /ui/tasks — every task with its options (scratch space included), the
 // resource use of its latest attempts (wall time and peak memory percentiles) beside its
-// limits and the limits suggested from that use, its pins and who may run it; and the
-// components with digest and upload time.
+// limits and the limits suggested from that use, its pins and who may run it, its rate limit;
+// and the components with digest and upload time.
 
 import { get } from '../api.js';
 import { badge, errorBox, facts, fill, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, link, section, table } from '../dom.js';
@@ -14,10 +14,17 @@ export default async function tasks(root) {
   const compEl = h('div', { id: 'components' });
   root.append(h('h1', {}, 'Tasks and components'), tasksEl, section('Components', {}, compEl));
 
-  const [t, c, p] = await Promise.all([
+  const [t, c, p, r] = await Promise.all([
     get('/v1/tasks'), get('/v1/components'), get('/v1/cluster/pins').catch(() => ({ pins: [] })),
+    get('/v1/rate-limits').catch(() => ({ rate_limits: [] })),
   ]);
   const pins = new Map(p.pins.map((x) => [x.task, x]));
+  const limits = new Map(r.rate_limits.map((x) => [x.name, x]));
+  const rateLimit = (name) => {
+    const l = limits.get(name);
+    const rule = l ? ` — ${fmtNumber(l.limit)} starts per ${fmtDuration(l.per_ms)}${l.key ? ` per ${l.key}` : ''}` : '';
+    return h('span', { class: 'rate-limit' }, h('code', {}, name), rule);
+  };
   fill(compEl, table([
     ['Name', (x) => h('b', {}, x.name)],
     ['Digest', (x) => h('code', { title: x.digest }, x.digest.slice(0, 19))],
@@ -44,6 +51,7 @@ export default async function tasks(root) {
           ['Running concurrency', String(d.running_concurrency)],
           d.key_arguments?.length && ['Key arguments', d.key_arguments.join(', ')],
           ['Paused', d.paused ? badge('paused') : 'no'],
+          ['Rate limit', d.rate_limit ? rateLimit(d.rate_limit) : 'none'],
           ['Pins', pin ? [pin.patterns.map((x) => h('span', { class: 'tag' }, x)), ' → ',
             pin.eligible.join(', ') || 'no live node', ' ', badge(pin.runnable ? 'runnable' : 'unrunnable')] : 'any node'],
           ['Calls', link(`/ui/invocations?task=${enc(d.name)}`, 'invocations')],

@@ -314,5 +314,6 @@ mod catalog;
 mod coord;
 mod instances;
 mod invocations;
+mod rate_limits;
 mod transitions;
 mod workflows;
