@@ -341,6 +341,36 @@ async fn the_dashboard_shows_the_cluster_live_in_a_browser() {
     })
     .await;
 
+    // Rate limits (issue 17): the task page names a task's limit; a call it holds back says
+    // until when on its page.
+    let (s, v) = d.put("/v1/rate-limits/once-a-day", &json!({"limit": 1, "per_ms": 86_400_000})).await;
+    assert_eq!(s, 201, "{v}");
+    crate::api::patch(&d, "hello", json!({"rate_limit": "once-a-day"})).await;
+    let first = d.call("hello", json!({"name": "first"})).await;
+    let held = d.call("hello", json!({"name": "held"})).await;
+    b.goto(&format!("{}/ui/tasks", d.url)).await;
+    b.text_until("section[data-task=\"hello\"]", "hello's rate limit", |t| {
+        t.contains("once-a-day") && t.contains("1 starts per")
+    })
+    .await;
+    // One of the two started (the older, as a rule); the other waits for tomorrow.
+    let deadline = Instant::now() + SEE;
+    let held = loop {
+        let mut waiting = Vec::new();
+        for id in [&first, &held] {
+            if d.get(&format!("/v1/invocations/{id}")).await.1["rate_limited_until"].is_i64() {
+                waiting.push(id.clone());
+            }
+        }
+        if let [one] = waiting.as_slice() {
+            break one.clone();
+        }
+        assert!(Instant::now() < deadline, "one of the two calls should be held back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    b.goto(&format!("{}/ui/invocations/{held}", d.url)).await;
+    b.text_until("#rate-limited", "how long the held call waits", |t| t.contains("no starts left")).await;
+
     b.stop().await;
     d.stop().await;
 }
