@@ -20,18 +20,11 @@ async fn route(d: &TestDaemon, name: &str, options: Value) -> (String, Value) {
     (id, inv)
 }
 
-/// When the history says the call was claimed (database clock).
+/// When the history says the call was claimed (database clock); it was claimed once.
 async fn claimed_at(d: &TestDaemon, id: &str) -> i64 {
-    let (_, h) = d.get(&format!("/v1/invocations/{id}/history")).await;
-    let pending: Vec<i64> = h["history"]
-        .as_array()
-        .expect("history")
-        .iter()
-        .filter(|e| e["status"] == "pending")
-        .filter_map(|e| e["at"].as_i64())
-        .collect();
-    assert_eq!(pending.len(), 1, "claimed once: {h}");
-    pending[0]
+    let claims = claims_of(d, id).await;
+    assert_eq!(claims.len(), 1, "claimed once: {claims:?}");
+    claims[0].0
 }
 
 /// A call with `options.delay_ms` or `options.not_before` is stored at once, says when it may
