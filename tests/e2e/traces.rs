@@ -30,6 +30,8 @@ struct Span {
     node: String,
     /// The `invocation` attribute.
     invocation: String,
+    /// The `workflow` attribute.
+    workflow: String,
     /// The request's content type.
     format: String,
 }
@@ -81,6 +83,7 @@ impl Collector {
                                     id: hex(&s.span_id),
                                     parent: hex(&s.parent_span_id),
                                     invocation: string_attr(&s.attributes, "invocation"),
+                                    workflow: string_attr(&s.attributes, "workflow"),
                                     name: s.name,
                                     node: node.clone(),
                                     format: format.clone(),
@@ -261,6 +264,87 @@ async fn one_trace_on_sqlite_too() {
     let kid_route = one(&collector, "warden.route", &kid).await;
     assert_eq!((kid_route.trace.as_str(), kid_route.parent.as_str()), (trace, attempt.id.as_str()));
     assert_eq!(one(&collector, "warden.attempt", &kid).await.parent, kid_route.id);
+}
+
+/// A workflow created with a `traceparent` is one trace: its `warden.workflow` span is a child
+/// of the caller's, each node's call is routed as a child of the workflow's span, and each
+/// node's attempt is a child of its routing, in dependency order; the workflow shows its
+/// trace context. An array created without one starts a trace of its own.
+#[tokio::test]
+async fn a_workflow_is_one_trace() {
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = Spec::new(crate::warden(), dir.path(), None).args(&["--otlp-endpoint", &collector.url]);
+    let node = DaemonProcess::spawn(spec).await;
+    let api = &node.api;
+    api.deploy("hello", guests::HELLO).await;
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let r = api
+        .http
+        .post(format!("{}/v1/workflows", api.url))
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .json(&json!({"nodes": [
+            {"id": "a", "task": "hello", "args": {"name": "a"}},
+            {"id": "b", "task": "hello", "args": {"name": "b"}, "depends_on": ["a"]},
+        ]}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let wf = v["id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let nodes = loop {
+        let (_, v) = api.get(&format!("/v1/workflows/{wf}")).await;
+        if v["status"] == "done" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the workflow did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let shown = nodes["traceparent"].as_str().unwrap_or_else(|| panic!("the workflow shows its trace: {nodes}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let span = loop {
+        let found: Vec<Span> =
+            collector.spans().into_iter().filter(|s| s.name == "warden.workflow" && s.workflow == wf).collect();
+        if let [one] = found.as_slice() {
+            break one.clone();
+        }
+        assert!(found.len() < 2 && Instant::now() < deadline, "the workflow's span: {found:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((span.trace.as_str(), span.parent.as_str()), (trace, caller));
+    assert_eq!(shown, format!("00-{trace}-{}-01", span.id));
+    let mut attempts = Vec::new();
+    for n in nodes["nodes"].as_array().expect("nodes") {
+        let id = n["invocation"].as_str().expect("invocation");
+        let route = one(&collector, "warden.route", id).await;
+        assert_eq!((route.trace.as_str(), route.parent.as_str()), (trace, span.id.as_str()), "node {n}");
+        let attempt = one(&collector, "warden.attempt", id).await;
+        assert_eq!((attempt.trace.as_str(), attempt.parent.as_str()), (trace, route.id.as_str()), "node {n}");
+        attempts.push(attempt);
+    }
+    assert_eq!(attempts.len(), 2);
+
+    // Without a header: a trace of its own, still one for the whole array.
+    let (s, v) = api.post("/v1/arrays", &json!({"task": "hello", "args": [{"name": "x"}, {"name": "y"}]})).await;
+    assert_eq!(s, 201, "{v}");
+    let array = v["id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, v) = api.get(&format!("/v1/workflows/{array}")).await;
+        if v["status"] == "done" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the array did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let own = done["traceparent"].as_str().expect("traceparent").split('-').nth(1).expect("trace id").to_string();
+    assert_ne!(own, trace);
+    for n in done["nodes"].as_array().expect("nodes") {
+        let attempt = one(&collector, "warden.attempt", n["invocation"].as_str().expect("invocation")).await;
+        assert_eq!(attempt.trace, own, "element {n}");
+    }
 }
 
 /// A node given a bad `--otlp-endpoint` does not start, and says why.

@@ -178,7 +178,7 @@ fn to_call(c: CallBody, header_key: Option<String>, max_args: usize) -> Result<C
 
 /// The request's W3C trace context (`traceparent` header), if valid: the calls it routes join
 /// that trace. An invalid one is ignored, as the W3C recommendation asks.
-fn traceparent(headers: &HeaderMap) -> Option<String> {
+pub(super) fn traceparent(headers: &HeaderMap) -> Option<String> {
     crate::telemetry::valid(headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string))
 }
 

@@ -2,7 +2,7 @@
 //! node sync (`/nodes?updated_since=`), pause, resume (hot or cold) and cancel.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -33,6 +33,7 @@ impl From<WorkflowInfo> for Created {
 /// `max_concurrently_running` and `task_limits`.
 #[utoipa::path(
     post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowRequest,
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context: the workflow's span and its nodes' calls join this trace (ignored if invalid).")),
     responses(
         (status = 201, description = "Created.", body = Created),
         (status = 400, description = "An invalid graph (ids, dependencies, a cycle, limits) or an unknown task.", body = ErrorBody),
@@ -42,12 +43,14 @@ impl From<WorkflowInfo> for Created {
 )]
 pub(super) async fn create(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<WorkflowRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     for n in &body.nodes {
         super::guard::check_size(&format!("arguments of node `{}`", n.id), &n.args, s.limits.max_args_bytes)?;
     }
-    let wf = s.orch.workflow_create(body, WorkflowKind::Workflow).await?;
+    let trace = super::invocations::traceparent(&headers);
+    let wf = s.orch.workflow_create(body, WorkflowKind::Workflow, trace).await?;
     Ok((StatusCode::CREATED, Json(Created::from(wf))))
 }
 
@@ -56,6 +59,7 @@ pub(super) async fn create(
 /// One task over a list of arguments: a workflow of nodes `"0"`…`"n-1"` without edges.
 #[utoipa::path(
     post, path = "/v1/arrays", tag = "workflows", request_body = ArrayRequest,
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context: the array's span and its elements' calls join this trace (ignored if invalid).")),
     responses(
         (status = 201, description = "Created.", body = Created),
         (status = 400, description = "Invalid limits or an unknown task.", body = ErrorBody),
@@ -65,12 +69,14 @@ pub(super) async fn create(
 )]
 pub(super) async fn create_array(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<ArrayRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     for (i, a) in body.args.iter().enumerate() {
         super::guard::check_size(&format!("arguments of element {i}"), a, s.limits.max_args_bytes)?;
     }
-    let wf = s.orch.workflow_create(body.into_workflow(), WorkflowKind::Array).await?;
+    let trace = super::invocations::traceparent(&headers);
+    let wf = s.orch.workflow_create(body.into_workflow(), WorkflowKind::Array, trace).await?;
     Ok((StatusCode::CREATED, Json(Created::from(wf))))
 }
 

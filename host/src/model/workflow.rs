@@ -236,6 +236,10 @@ pub struct WorkflowInfo {
     pub created_at: Millis,
     /// Database time of the last step or change.
     pub updated_at: Millis,
+    /// The W3C trace context its nodes' calls join: the workflow's span, a child of the
+    /// `traceparent` it was created with. Absent when nobody traces it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub traceparent: Option<String>,
 }
 
 /// One node as stored.
@@ -276,6 +280,8 @@ pub struct NewWorkflow {
     pub nodes: Vec<NewNode>,
     /// `(node, upstream)` pairs.
     pub edges: Vec<(String, String)>,
+    /// The trace context its nodes' calls join ([`WorkflowInfo::traceparent`]).
+    pub trace_parent: Option<String>,
 }
 
 /// One node of a [`NewWorkflow`].
@@ -381,6 +387,7 @@ pub fn validate(
         task_limits: req.task_limits.clone(),
         nodes,
         edges,
+        trace_parent: None,
     })
 }
 

@@ -54,10 +54,33 @@ pub struct WorkflowSummary {
 impl Orchestrator {
     /// Validates and stores a workflow (or an array, by `kind`), then wakes the scheduler.
     /// Invalid graphs, limits and unknown tasks are `BadRequest`.
-    pub async fn workflow_create(&self, req: WorkflowRequest, kind: WorkflowKind) -> OrchResult<WorkflowInfo> {
+    pub async fn workflow_create(
+        &self,
+        req: WorkflowRequest,
+        kind: WorkflowKind,
+        trace_parent: Option<String>,
+    ) -> OrchResult<WorkflowInfo> {
         let id = crate::model::identity::new_invocation_id();
-        let new = workflow::validate(&req, id, kind, self.inner.cfg.max_workflow_nodes)
+        let mut new = workflow::validate(&req, id, kind, self.inner.cfg.max_workflow_nodes)
             .map_err(OrchestratorError::BadRequest)?;
+        // Traced: the workflow's span, a child of the request's context; its nodes' calls
+        // are routed as its children (`workflow_step`), so its attempts are one trace.
+        let _span;
+        new.trace_parent = if crate::telemetry::enabled() {
+            let span = tracing::info_span!(
+                "workflow",
+                otel.name = "warden.workflow",
+                workflow = %new.id,
+                nodes = new.nodes.len(),
+                kind = kind.as_str()
+            );
+            crate::telemetry::set_parent(&span, trace_parent.as_deref());
+            let here = crate::telemetry::traceparent(&span);
+            _span = span;
+            here
+        } else {
+            trace_parent
+        };
         let tasks: HashSet<&str> = new.nodes.iter().map(|n| n.task.as_str()).collect();
         let mut tasks: Vec<&str> = tasks.into_iter().collect();
         tasks.sort_unstable();
@@ -156,12 +179,18 @@ impl Orchestrator {
             return Ok(0);
         }
         let mut starts = Vec::with_capacity(picked.len());
+        // Traced: each node's call is routed as a child of the workflow's span (open until
+        // the step commits, like a routing's).
+        let mut spans = Vec::new();
         for i in picked {
             let Some((node, task, args)) = plan.candidates.get(i) else { continue };
             let invocation = match serde_json::from_str::<serde_json::Value>(args) {
                 Ok(args) => match self.new_invocation(task, &args, None, None, None, Some((id, wf.max_attempts))).await
                 {
-                    Ok(n) => Some(n),
+                    Ok(mut n) => {
+                        n.trace_parent = super::routing_trace(&n, wf.traceparent.as_deref(), &mut spans);
+                        Some(n)
+                    }
                     Err(e @ (OrchestratorError::UnknownTask(_) | OrchestratorError::BadRequest(_))) => {
                         tracing::warn!(workflow = %id, node = %node, error = %e, "a workflow node cannot start; it fails");
                         None
@@ -176,6 +205,7 @@ impl Orchestrator {
             starts.push(NodeStart { node: node.clone(), task: task.clone(), invocation });
         }
         let out = self.inner.store.workflow_step(id, &starts).await?;
+        drop(spans);
         if !out.started.is_empty() {
             self.nudge();
         }

@@ -9,7 +9,7 @@ use super::Sql;
 macro_rules! workflow_columns {
     () => {
         "id, name, kind, status, max_concurrently_running, fail_fast, max_attempts, task_limits, \
-         paused, version, created_at, updated_at, counts"
+         paused, version, created_at, updated_at, counts, trace_parent"
     };
 }
 
@@ -20,18 +20,19 @@ macro_rules! workflow_insert {
     ($d:ident) => {
         concat!(
             "INSERT INTO workflows (id, name, kind, status, max_concurrently_running, fail_fast, \
-             max_attempts, task_limits, counts, paused, version, created_at, updated_at) \
+             max_attempts, task_limits, counts, paused, version, created_at, updated_at, trace_parent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, 0, ",
             now_ms!($d),
             ", ",
             now_ms!($d),
-            ") RETURNING ",
+            ", $10) RETURNING ",
             workflow_columns!()
         )
     };
 }
 /// A new workflow: `$1` id, `$2` name, `$3` kind, `$4` status, `$5` max running, `$6` fail
-/// fast, `$7` max attempts, `$8` task limits JSON, `$9` its nodes per status (JSON).
+/// fast, `$7` max attempts, `$8` task limits JSON, `$9` its nodes per status (JSON), `$10` its
+/// trace context (or NULL).
 pub(in crate::store) const WORKFLOW_INSERT: Sql = both!(workflow_insert);
 
 macro_rules! nodes_insert {

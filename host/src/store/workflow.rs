@@ -51,6 +51,7 @@ struct WorkflowRow {
     updated_at: i64,
     /// Nodes per status, a JSON object.
     counts: String,
+    trace_parent: Option<String>,
 }
 
 /// Nodes per status of one workflow, as its row keeps them.
@@ -76,6 +77,7 @@ impl WorkflowRow {
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            traceparent: self.trace_parent,
         })
     }
 }
@@ -265,6 +267,7 @@ impl WorkflowStore for SqlStore {
                 .bind(wf.max_attempts.map(i64::from))
                 .bind(&limits)
                 .bind(&counts)
+                .bind(wf.trace_parent.as_deref())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(super::conflict_on_unique("a workflow with this id exists"))?;

@@ -67,6 +67,8 @@ export async function workflowPage(root, ctx) {
         Object.keys(w.task_limits || {}).length && ['Per-task limits',
           Object.entries(w.task_limits).map(([t, n]) => `${t}: ${n}`).join(', ')],
         ['Created', fmtTime(w.created_at)], ['Last change', fmtTime(w.updated_at)],
+        w.traceparent && ['Trace', h('code', { id: 'trace', title: 'W3C traceparent: trace id, then the workflow span its nodes\' calls are children of' },
+          w.traceparent.split('-')[1] || w.traceparent)],
       ])),
       section('Nodes per status', { class: 'grow' }, h('ul', { class: 'counts', id: 'node-counts' },
         NODE_STATUSES.map((st) => h('li', {}, badge(st), ' ', h('b', {}, w.counts?.[st] ?? 0))))));
