@@ -1,5 +1,6 @@
 //! PostgreSQL lock-order tests: every multi-row write takes its row locks in the one global
-//! order (invocations by id, then task instances by (invocation, attempt)), and a write the
+//! order (rate limits by name, invocations by id, then task instances by (invocation,
+//! attempt)), and a write the
 //! database aborts as a deadlock victim runs again instead of failing. Each test holds a row
 //! lock from a raw connection, lets a store write block on it, and probes with `NOWAIT`
 //! which rows the write has locked so far: a write that locks in plan order (the rows
@@ -140,6 +141,33 @@ async fn triage_locks_invocations_before_instances() {
     let (changed, rerouted) = applied.await.expect("join").expect("triage");
     assert_eq!((changed, rerouted), (1, vec![id(2)]));
     assert!(instance_free, "triage locked the instance before its invocation: out of the global order");
+}
+
+/// A claim of rate-limited calls locks the limit before any invocation: held back by a raw
+/// transaction holding the limit's row, it has locked no candidate yet (so a claim of the
+/// same limit on another node waits at the limit, never holding invocations meanwhile); once
+/// the row is free, it claims within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_claims_lock_the_limit_before_invocations() {
+    let h = Harness::postgres().await;
+    let store = h.store.clone();
+    setup(&*store, &["t"]).await;
+    store.rate_limit_put("api", 1, 86_400_000, None).await.expect("limit");
+    let patch = crate::model::TaskPatch { rate_limit: Some("api".into()), ..Default::default() };
+    store.task_update("t", &patch).await.expect("patch");
+    store.invocation_insert_batch(&[call(1, "t"), call(2, "t")]).await.expect("insert");
+    let (mut holder, mut probe) = (raw(&h).await, raw(&h).await);
+    let mut held = holder.begin().await.expect("tx");
+    sqlx::query("SELECT name FROM rate_limits WHERE name = 'api' FOR UPDATE").execute(&mut *held).await.expect("hold");
+    let s = store.clone();
+    let claim =
+        tokio::spawn(async move { s.invocation_claim_rate_limited("n1", 4, 60_000, &ClaimFilter::default()).await });
+    until_blocked(&mut probe).await;
+    let first_free = lockable(&mut probe, LOCK_INVOCATION, &id(1)).await;
+    held.rollback().await.expect("release");
+    let claimed = claim.await.expect("join").expect("claim");
+    assert_eq!(claimed.claimed.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id(1)]);
+    assert!(first_free, "the claim locked an invocation before its limit: out of the global order");
 }
 
 /// A deadlock made on purpose: the store's batch holds invocation 1 and waits for 2, which a
