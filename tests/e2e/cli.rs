@@ -111,6 +111,36 @@ async fn the_cli_drives_a_daemon() {
 
 /// The daily loop as a person sees it: tables and blocks, human times, and the exit code
 /// saying whether the calls succeeded.
+/// `warden rate-limit`: set (with the tasks naming it), ls, a refused rm while named, unset,
+/// rm; a bad limit exits with the usage code and the daemon's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_from_the_cli() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    d.deploy("hello", guests::HELLO).await;
+    let set =
+        ["rate-limit", "set", "api", "--limit", "50", "--per-ms", "1000", "--key", "$.customer", "--task", "hello"];
+    let o = warden(&d.url, &set).await;
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout, "rate limit api: 50 starts per 1.0 s per $.customer (tasks: hello)\n");
+    let (_, t) = d.get("/v1/tasks/hello").await;
+    assert_eq!(t["rate_limit"], "api", "{t}");
+    let o = warden(&d.url, &["rate-limit", "ls"]).await;
+    assert!(o.ok && o.stdout.contains("$.customer") && o.stdout.contains("hello"), "{}", o.stdout);
+    let o = warden(&d.url, &["-o", "json", "rate-limit", "ls"]).await;
+    assert_eq!(json(&o)["rate_limits"][0]["limit"], 50);
+    let o = warden(&d.url, &["rate-limit", "rm", "api"]).await;
+    assert_eq!(o.code, Some(2), "refused while hello names it: {}", o.stderr);
+    assert!(o.stderr.contains("409") && o.stderr.contains("`hello`"), "{}", o.stderr);
+    let o = warden(&d.url, &["rate-limit", "unset", "hello"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let o = warden(&d.url, &["rate-limit", "rm", "api"]).await;
+    assert!(o.ok && o.stdout == "removed rate limit api\n", "{} {}", o.stdout, o.stderr);
+    let o = warden(&d.url, &["rate-limit", "set", "zero", "--limit", "0", "--per-ms", "1000"]).await;
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("limit must be between 1"), "{}", o.stderr);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_loop_for_people() {
     let d = TestDaemon::start(Backend::Sqlite).await;

@@ -73,6 +73,16 @@ impl Client {
         self.read(path, self.http.post(format!("{}{path}", self.base)).json(body).send().await).await
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.read(path, self.http.put(format!("{}{path}", self.base)).json(body).send().await).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.read(path, self.http.patch(format!("{}{path}", self.base)).json(body).send().await).await
+    }
+
     /// `DELETE path` (an empty answer is `null`).
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.read(path, self.http.delete(format!("{}{path}", self.base)).send().await).await

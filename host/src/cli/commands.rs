@@ -282,6 +282,88 @@ pub async fn ls_tasks(c: &Client, fmt: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `warden rate-limit set NAME --limit N --per-ms M [--key PATH] [--task T]…`: the limit, then
+/// each task naming it.
+pub async fn rate_limit_set(c: &Client, fmt: Format, name: &str, spec: &Value, tasks: &[String]) -> anyhow::Result<()> {
+    let mut limit = c.put(&format!("/v1/rate-limits/{name}"), spec).await?;
+    for t in tasks {
+        c.patch(&format!("/v1/tasks/{t}"), &json!({"rate_limit": name})).await?;
+    }
+    if !tasks.is_empty() {
+        limit = c.get(&format!("/v1/rate-limits/{name}")).await?;
+    }
+    match fmt {
+        Format::Json => emit(&output::json(&limit)),
+        Format::Text => emit(&format!(
+            "rate limit {}
+",
+            describe_limit(&limit)
+        )),
+    }
+    Ok(())
+}
+
+/// One limit for people: `api: 50 starts per 1 s per $.customer (tasks: hello)`.
+fn describe_limit(l: &Value) -> String {
+    let per = l["per_ms"].as_i64().map(output::duration).unwrap_or_default();
+    let key = l["key"].as_str().map(|k| format!(" per {k}")).unwrap_or_default();
+    let tasks: Vec<String> = l["tasks"].as_array().into_iter().flatten().map(output::text).collect();
+    let tasks = if tasks.is_empty() { "no task names it".to_string() } else { format!("tasks: {}", tasks.join(", ")) };
+    format!("{}: {} starts per {per}{key} ({tasks})", output::text(&l["name"]), output::text(&l["limit"]))
+}
+
+/// `warden rate-limit ls`.
+pub async fn rate_limit_ls(c: &Client, fmt: Format) -> anyhow::Result<()> {
+    let v = c.get("/v1/rate-limits").await?;
+    if fmt == Format::Json {
+        emit(&output::json(&v));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["rate_limits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let tasks: Vec<String> = l["tasks"].as_array().into_iter().flatten().map(output::text).collect();
+            vec![
+                output::text(&l["name"]),
+                output::text(&l["limit"]),
+                l["per_ms"].as_i64().map(output::duration).unwrap_or_default(),
+                l["key"].as_str().unwrap_or("").to_string(),
+                tasks.join(", "),
+            ]
+        })
+        .collect();
+    emit(&output::table(&["LIMIT", "STARTS", "PER", "KEY", "TASKS"], &rows));
+    Ok(())
+}
+
+/// `warden rate-limit rm NAME`.
+pub async fn rate_limit_rm(c: &Client, fmt: Format, name: &str) -> anyhow::Result<()> {
+    c.delete(&format!("/v1/rate-limits/{name}")).await?;
+    match fmt {
+        Format::Json => emit(&output::json(&json!({"removed": name}))),
+        Format::Text => emit(&format!(
+            "removed rate limit {name}
+"
+        )),
+    }
+    Ok(())
+}
+
+/// `warden rate-limit unset TASK`.
+pub async fn rate_limit_unset(c: &Client, fmt: Format, task: &str) -> anyhow::Result<()> {
+    let t = c.patch(&format!("/v1/tasks/{task}"), &json!({"rate_limit": ""})).await?;
+    match fmt {
+        Format::Json => emit(&output::json(&t)),
+        Format::Text => emit(&format!(
+            "task {task} counts against no rate limit
+"
+        )),
+    }
+    Ok(())
+}
+
 /// `warden ls invocations [--task T] [--status S] [--limit N]`, newest first.
 pub async fn ls_invocations(c: &Client, fmt: Format, query: &[(&str, String)]) -> anyhow::Result<()> {
     let v = c.get_query("/v1/invocations", query).await?;

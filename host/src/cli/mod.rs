@@ -277,6 +277,11 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Rate limits: at most N attempts of the tasks naming one start per window, cluster-wide.
+    RateLimit {
+        #[command(subcommand)]
+        action: RateLimitAction,
+    },
     /// Print the invocation status machine.
     StatusGraph,
     /// Print the OpenAPI 3.1 document of the HTTP API (as `GET /openapi.json` serves it; no
@@ -293,6 +298,49 @@ enum Command {
     },
     /// Measure throughput and latency of no-op calls (starts its own daemon).
     Bench(bench::BenchArgs),
+}
+
+/// What `warden rate-limit` does.
+#[derive(Debug, Subcommand)]
+enum RateLimitAction {
+    /// Create or replace a limit; with --task, those tasks count their attempts against it.
+    Set {
+        /// The limit's name.
+        name: String,
+        /// Most attempts started per window (1 to 1,000,000).
+        #[arg(long)]
+        limit: i64,
+        /// The window in ms (1 to 86,400,000).
+        #[arg(long)]
+        per_ms: i64,
+        /// A JSON path into the arguments (e.g. `$.customer`): one limit per value found there.
+        #[arg(long)]
+        key: Option<String>,
+        /// A task that counts against it (repeat for more).
+        #[arg(long)]
+        task: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the limits and the tasks naming each.
+    Ls {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a limit (refused while a task names it; `warden rate-limit unset TASK` first).
+    Rm {
+        /// The limit's name.
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop a task counting against its limit.
+    Unset {
+        /// The task.
+        task: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// What `warden ls` lists.
@@ -428,6 +476,15 @@ next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
             output::emit(&String::from_utf8_lossy(&out));
             Ok(())
         }
+        Command::RateLimit { action } => match action {
+            RateLimitAction::Set { name, limit, per_ms, key, task, remote } => {
+                let spec = serde_json::json!({"limit": limit, "per_ms": per_ms, "key": key});
+                commands::rate_limit_set(&remote.client()?, fmt, &name, &spec, &task).await
+            }
+            RateLimitAction::Ls { remote } => commands::rate_limit_ls(&remote.client()?, fmt).await,
+            RateLimitAction::Rm { name, remote } => commands::rate_limit_rm(&remote.client()?, fmt, &name).await,
+            RateLimitAction::Unset { task, remote } => commands::rate_limit_unset(&remote.client()?, fmt, &task).await,
+        },
         Command::StatusGraph => {
             output::emit(&crate::model::status::render_table());
             Ok(())
