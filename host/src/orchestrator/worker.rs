@@ -73,28 +73,29 @@ pub(crate) async fn dispatch_loop(orch: Orchestrator) {
                 (Vec::new(), false)
             };
             let claim = inner.store.invocation_claim_reporting(&inner.cfg.node, prefetch, window, &filter).await;
-            match claim.map(|c| (c.len(), limited.into_iter().chain(c).collect::<Vec<_>>())) {
-                Ok((ordinary, claimed)) => {
-                    if crate::telemetry::enabled() {
-                        let claim_ms = claiming.elapsed().as_secs_f64() * 1e3;
-                        for c in &claimed {
-                            claim_spans.insert(c.id.clone(), claim_span(c, orch.node(), claim_ms));
-                        }
-                    }
-                    drained = ordinary < inner.cfg.prefetch && !full;
-                    if !claimed.is_empty() {
-                        inner.feed.wrote();
-                    }
-                    for c in &claimed {
-                        orch.hold(&c.id, c.attempt);
-                    }
-                    queue.extend(claimed);
-                }
+            // The rate-limited ones are queued whatever the ordinary claim did: they are claimed.
+            let (ordinary, claim) = match claim {
+                Ok(c) => (Some(c.len()), c),
                 Err(e) => {
                     tracing::error!(error = %e, "claiming invocations failed; retrying");
-                    drained = true;
+                    (None, Vec::new())
+                }
+            };
+            drained = ordinary.is_none_or(|n| n < inner.cfg.prefetch) && !full;
+            let claimed: Vec<Claimed> = limited.into_iter().chain(claim).collect();
+            if crate::telemetry::enabled() {
+                let claim_ms = claiming.elapsed().as_secs_f64() * 1e3;
+                for c in &claimed {
+                    claim_spans.insert(c.id.clone(), claim_span(c, orch.node(), claim_ms));
                 }
             }
+            if !claimed.is_empty() {
+                inner.feed.wrote();
+            }
+            for c in &claimed {
+                orch.hold(&c.id, c.attempt);
+            }
+            queue.extend(claimed);
             if queue.is_empty() {
                 continue;
             }
