@@ -235,26 +235,13 @@ both!(debounce, debounced_calls_collapse_into_one);
 async fn higher_priorities_run_first(b: Backend) {
     let d = TestDaemon::start_with(b, |c| c.slots = 1).await;
     d.deploy("hello", guests::HELLO).await;
-    let batch = |prefix: &str, n: usize, priority: u8| {
-        let calls: Vec<Value> = (0..n)
+    let batch = |prefix: &str, n: usize, priority: u8| -> Vec<Value> {
+        (0..n)
             .map(|i| json!({"task": "hello", "args": {"name": format!("{prefix}{i}")}, "options": {"priority": priority}}))
-            .collect();
-        json!({ "calls": calls })
-    };
-    let ids = |v: &Value| -> Vec<String> {
-        v["invocations"]
-            .as_array()
-            .expect("invocations")
-            .iter()
-            .map(|i| i["id"].as_str().expect("id").to_string())
             .collect()
     };
-    let (s, v) = d.post("/v1/invocations/batch", &batch("low", 1_000, 1)).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let low = ids(&v);
-    let (s, v) = d.post("/v1/invocations/batch", &batch("high", 100, 9)).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let high = ids(&v);
+    let low = route_batch(&d, &batch("low", 1_000, 1)).await;
+    let high = route_batch(&d, &batch("high", 100, 9)).await;
     // The database clock once the high calls are stored and visible (the 202 came after their
     // commit). A claim that started earlier may not see them even if its clock reads later
     // than their `created_at` (taken before the commit): its low calls were ahead of them.
