@@ -112,14 +112,32 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The one span named `name` of invocation `id`; waits up to 20 s for it to be exported.
 async fn one(c: &Collector, name: &str, id: &str) -> Span {
+    one_where(c, &format!("`{name}` span of {id}"), |s| s.name == name && s.invocation == id).await
+}
+
+/// The one exported span that `pick` accepts (`what` names it in a failure); waits up to 20 s.
+async fn one_where(c: &Collector, what: &str, pick: impl Fn(&Span) -> bool) -> Span {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found: Vec<Span> = c.spans().into_iter().filter(|s| s.name == name && s.invocation == id).collect();
-        if found.len() == 1 {
-            return found[0].clone();
+        let found: Vec<Span> = c.spans().into_iter().filter(|s| pick(s)).collect();
+        if let [one] = found.as_slice() {
+            return one.clone();
         }
-        assert!(found.len() < 2, "{} `{name}` spans of {id}: {found:#?}", found.len());
-        assert!(Instant::now() < deadline, "no `{name}` span of {id} exported after 20 s; spans: {:#?}", c.spans());
+        assert!(found.len() < 2, "{} of the {what}: {found:#?}", found.len());
+        assert!(Instant::now() < deadline, "no {what} exported after 20 s; spans: {:#?}", c.spans());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Workflow `id` once it is `done`, with its nodes; fails after 60 s.
+async fn finished_workflow(api: &Api, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = api.get(&format!("/v1/workflows/{id}")).await;
+        if v["status"] == "done" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "workflow {id} did not finish: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -293,26 +311,9 @@ async fn a_workflow_is_one_trace() {
     assert_eq!(r.status(), 201);
     let v: serde_json::Value = r.json().await.expect("json");
     let wf = v["id"].as_str().expect("id").to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let nodes = loop {
-        let (_, v) = api.get(&format!("/v1/workflows/{wf}")).await;
-        if v["status"] == "done" {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "the workflow did not finish: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let nodes = finished_workflow(api, &wf).await;
     let shown = nodes["traceparent"].as_str().unwrap_or_else(|| panic!("the workflow shows its trace: {nodes}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let span = loop {
-        let found: Vec<Span> =
-            collector.spans().into_iter().filter(|s| s.name == "warden.workflow" && s.workflow == wf).collect();
-        if let [one] = found.as_slice() {
-            break one.clone();
-        }
-        assert!(found.len() < 2 && Instant::now() < deadline, "the workflow's span: {found:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let span = one_where(&collector, "workflow's span", |s| s.name == "warden.workflow" && s.workflow == wf).await;
     assert_eq!((span.trace.as_str(), span.parent.as_str()), (trace, caller));
     assert_eq!(shown, format!("00-{trace}-{}-01", span.id));
     let mut attempts = Vec::new();
@@ -330,15 +331,7 @@ async fn a_workflow_is_one_trace() {
     let (s, v) = api.post("/v1/arrays", &json!({"task": "hello", "args": [{"name": "x"}, {"name": "y"}]})).await;
     assert_eq!(s, 201, "{v}");
     let array = v["id"].as_str().expect("id").to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let (_, v) = api.get(&format!("/v1/workflows/{array}")).await;
-        if v["status"] == "done" {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "the array did not finish: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = finished_workflow(api, &array).await;
     let own = done["traceparent"].as_str().expect("traceparent").split('-').nth(1).expect("trace id").to_string();
     assert_ne!(own, trace);
     for n in done["nodes"].as_array().expect("nodes") {

@@ -54,28 +54,24 @@ pub(in crate::store) const USAGE_FORGET: Sql = Sql::same("DELETE FROM rate_limit
 pub(in crate::store) const LIMITED_TASKS: Sql =
     Sql::same("SELECT name, rate_limit FROM tasks WHERE rate_limit IS NOT NULL ORDER BY name");
 
+macro_rules! limits_in_use_locked {
+    ($d:ident, $lock:literal) => {
+        concat!(
+            "SELECT ",
+            limit_columns!(),
+            ", ",
+            now_ms!($d),
+            " AS now FROM rate_limits WHERE name IN \
+             (SELECT t.rate_limit FROM tasks t WHERE t.rate_limit IS NOT NULL AND NOT t.paused) ORDER BY name",
+            $lock
+        )
+    };
+}
 /// The limits that unpaused tasks name, locked in name order on PostgreSQL (the first locks
 /// of a claim of rate-limited calls: claims of the same limit go one at a time, across nodes),
 /// with the database clock as `now`.
-pub(in crate::store) const LIMITS_IN_USE_LOCKED: Sql = Sql {
-    sqlite: concat!(
-        "SELECT ",
-        limit_columns!(),
-        ", ",
-        now_ms!(sqlite),
-        " AS now FROM rate_limits WHERE name IN \
-         (SELECT t.rate_limit FROM tasks t WHERE t.rate_limit IS NOT NULL AND NOT t.paused) ORDER BY name"
-    ),
-    postgres: concat!(
-        "SELECT ",
-        limit_columns!(),
-        ", ",
-        now_ms!(postgres),
-        " AS now FROM rate_limits WHERE name IN \
-         (SELECT t.rate_limit FROM tasks t WHERE t.rate_limit IS NOT NULL AND NOT t.paused) ORDER BY name \
-         FOR UPDATE"
-    ),
-};
+pub(in crate::store) const LIMITS_IN_USE_LOCKED: Sql =
+    Sql { sqlite: limits_in_use_locked!(sqlite, ""), postgres: limits_in_use_locked!(postgres, " FOR UPDATE") };
 
 macro_rules! usage_drop_past {
     ($d:ident) => {
