@@ -141,6 +141,38 @@ async fn rate_limits_from_the_cli() {
     d.stop().await;
 }
 
+/// `warden deploy` says the version, `warden versions` lists them, `warden rollback` makes the
+/// previous (or a named) one current and fails with the daemon's reason when there is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_rollback_from_the_cli() {
+    let d = TestDaemon::start(Backend::Sqlite).await;
+    for (file, version) in [(guests::VERSIONED_ONE, 1), (guests::VERSIONED_TWO, 2)] {
+        let o = warden(&d.url, &["deploy", file, "--name", "svc"]).await;
+        assert!(o.ok, "{}", o.stderr);
+        assert!(o.stdout.starts_with(&format!("deployed component svc version {version} (")), "{}", o.stdout);
+    }
+    let o = warden(&d.url, &["versions", "svc"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", o.stdout);
+    assert!(
+        lines[0].starts_with("VERSION") && lines[1].starts_with("2 ") && lines[1].contains("current"),
+        "{}",
+        o.stdout
+    );
+    assert!(lines[2].starts_with("1 ") && !lines[2].contains("current"), "{}", o.stdout);
+    let o = warden(&d.url, &["rollback", "svc"]).await;
+    assert!(o.ok && o.stdout.starts_with("component svc runs version 1 again"), "{} {}", o.stdout, o.stderr);
+    let o = warden(&d.url, &["rollback", "svc"]).await;
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("409") && o.stderr.contains("nothing to roll back to"), "{}", o.stderr);
+    let o = warden(&d.url, &["-o", "json", "rollback", "svc", "--to", "2"]).await;
+    assert_eq!(json(&o)["version"], 2, "{}", o.stderr);
+    let o = warden(&d.url, &["-o", "json", "versions", "svc"]).await;
+    assert_eq!(json(&o)["current"], 2);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_loop_for_people() {
     let d = TestDaemon::start(Backend::Sqlite).await;

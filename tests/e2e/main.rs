@@ -21,6 +21,7 @@ mod security;
 mod traces;
 mod trust;
 mod ui;
+mod versions;
 mod workflows;
 
 /// The `warden` program the tests of `process.rs` and `chaos.rs` start as real processes: the

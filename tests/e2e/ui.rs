@@ -371,6 +371,26 @@ async fn the_dashboard_shows_the_cluster_live_in_a_browser() {
     b.goto(&format!("{}/ui/invocations/{held}", d.url)).await;
     b.text_until("#rate-limited", "how long the held call waits", |t| t.contains("no starts left")).await;
 
+    // Versioned deploys (issue 17): the components table says the current version, each
+    // component lists its versions, and a call's page says which version it is bound to.
+    d.deploy("svc", guests::VERSIONED_ONE).await;
+    d.deploy("svc", guests::VERSIONED_TWO).await;
+    let (s, v) = d.post("/v1/components/svc/rollback", &json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let ran = d.run("which", json!({})).await;
+    assert_eq!(ran["component_version"], 1, "{ran}");
+    b.goto(&format!("{}/ui/tasks", d.url)).await;
+    b.text_until("[data-version=\"svc\"]", "svc's current version", |t| t.trim() == "1").await;
+    b.text_until("[data-versions=\"svc\"]", "svc's versions", |t| {
+        t.to_lowercase().contains("versions of svc") && t.contains("2") && t.contains("current") && t.contains("warden rollback svc")
+    })
+    .await;
+    let id = ran["id"].as_str().expect("id");
+    b.goto(&format!("{}/ui/invocations/{id}", d.url)).await;
+    b.text_until("#component-version", "the version the call ran", |t| t.starts_with("1 (bound at its first claim"))
+        .await;
+    b.text_until("#instances", "the version each attempt ran", |t| t.contains("Version")).await;
+
     b.stop().await;
     d.stop().await;
 }

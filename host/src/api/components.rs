@@ -15,7 +15,7 @@ use super::json::{Json, Query};
 use super::{ApiError, AppState};
 use crate::model::instance::AttemptUsage;
 use crate::model::instance::InstanceStatus;
-use crate::model::{ComponentInfo, TaskDef, TaskPatch};
+use crate::model::{ComponentInfo, ComponentVersion, TaskDef, TaskPatch};
 
 /// Query of an upload.
 #[derive(Deserialize, IntoParams)]
@@ -35,6 +35,8 @@ pub(super) struct WasmComponent(Vec<u8>);
 #[derive(Serialize, ToSchema)]
 pub(super) struct ComponentView {
     name: String,
+    /// The current version: new calls run it.
+    version: u64,
     digest: String,
     size_bytes: i64,
     uploaded_at: crate::model::Millis,
@@ -45,20 +47,29 @@ impl ComponentView {
     async fn of(s: &AppState, c: ComponentInfo) -> Result<Self, ApiError> {
         let all = s.orch.task_list().await?;
         let tasks = all.into_iter().filter(|t| t.component == c.name).collect();
-        Ok(Self { name: c.name, digest: c.digest, size_bytes: c.size_bytes, uploaded_at: c.uploaded_at, tasks })
+        Ok(Self {
+            name: c.name,
+            version: c.version,
+            digest: c.digest,
+            size_bytes: c.size_bytes,
+            uploaded_at: c.uploaded_at,
+            tasks,
+        })
     }
 }
 
 /// Upload a component
 ///
-/// Validates and precompiles the component, asks it for its tasks and registers them. A
-/// component of the same name is replaced, unless the new version drops a task that has
-/// unfinished calls (409).
+/// Validates and precompiles the component, asks it for its tasks and registers them. Under
+/// the name of a stored component, new code becomes its next version, and the current one:
+/// new calls run it, while calls that started on an earlier version (their retries, a re-run
+/// after a crash) keep theirs until they finish. The same code as the current version's adds
+/// no version. Refused (409) if the new version drops a task that has unfinished calls.
 #[utoipa::path(
     post, path = "/v1/components", tag = "components", params(UploadQuery),
     request_body(content = WasmComponent, content_type = "application/wasm"),
     responses(
-        (status = 201, description = "Stored, with its tasks.", body = ComponentView),
+        (status = 201, description = "Stored, with its version and tasks.", body = ComponentView),
         (status = 400, description = "No name, an empty body, or not a valid component.", body = ErrorBody),
         (status = 409, description = "It would drop a task that has unfinished calls.", body = ErrorBody),
         (status = 413, description = "Larger than `--max-upload-bytes`.", body = ErrorBody),
@@ -273,4 +284,99 @@ pub(super) async fn resources(
             memory_limit_bytes: grow(percentile(&ok_mem, 99), 5, 4).max(ok_mem.last().copied()),
         },
     }))
+}
+
+/// The stored versions of a component.
+#[derive(Serialize, ToSchema)]
+pub(super) struct VersionList {
+    /// The component.
+    component: String,
+    /// Its current version (new calls run it).
+    current: u64,
+    /// Every stored version, newest first.
+    versions: Vec<ComponentVersion>,
+}
+
+/// List a component's versions
+///
+/// Newest first, each with whether it is current and how many unfinished calls are bound to
+/// it. An upload keeps the versions of the last 10 uploads of new code, the
+/// current one and any that unfinished calls are bound to.
+#[utoipa::path(
+    get, path = "/v1/components/{name}/versions", tag = "components",
+    params(("name" = String, Path, description = "Component name.")),
+    responses(
+        (status = 200, description = "Its versions.", body = VersionList),
+        (status = 404, description = "No such component.", body = ErrorBody),
+    )
+)]
+pub(super) async fn versions(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    let versions = s.orch.component_versions(&name).await?;
+    let current = versions.iter().find(|v| v.current).map_or(0, |v| v.version);
+    Ok(Json(VersionList { component: name, current, versions }))
+}
+
+/// Query of a rollback.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RollbackQuery {
+    /// The version to make current; without it, the newest stored version before the
+    /// current one.
+    version: Option<u64>,
+}
+
+/// Roll a component back
+///
+/// Makes an earlier version current again (by default the newest one before the current
+/// version): new calls run it; calls bound to another version keep theirs. Its tasks are
+/// registered as that version describes them, with the options a user patched kept.
+#[utoipa::path(
+    post, path = "/v1/components/{name}/rollback", tag = "components",
+    params(("name" = String, Path, description = "Component name."), RollbackQuery),
+    responses(
+        (status = 200, description = "The component as it is now.", body = ComponentView),
+        (status = 400, description = "A query that is not a version number.", body = ErrorBody),
+        (status = 404, description = "No such component or version.", body = ErrorBody),
+        (status = 409, description = "No earlier version to roll back to, the version is current already, \
+            or it lacks a task that has unfinished calls.", body = ErrorBody),
+    )
+)]
+pub(super) async fn rollback(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<RollbackQuery>, ApiError>,
+) -> Result<Json<ComponentView>, ApiError> {
+    let Query(q) = q?;
+    let info = s.orch.rollback(&name, q.version).await?;
+    Ok(Json(ComponentView::of(&s, info).await?))
+}
+
+/// Delete a version of a component
+///
+/// Only a version that is not current and that no unfinished call is bound to.
+#[utoipa::path(
+    delete, path = "/v1/components/{name}/versions/{version}", tag = "components",
+    params(
+        ("name" = String, Path, description = "Component name."),
+        ("version" = u64, Path, description = "Version number."),
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "A version that is not a number.", body = ErrorBody),
+        (status = 404, description = "No such component or version.", body = ErrorBody),
+        (status = 409, description = "It is current, or unfinished calls are bound to it.", body = ErrorBody),
+    )
+)]
+pub(super) async fn delete_version(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let version: u64 = version
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("version `{version}` is not a version number (1, 2, …)")))?;
+    s.orch.component_version_delete(&name, version).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -527,6 +527,9 @@ pub(super) struct AttemptView {
     started_at: Millis,
     report_by: Option<Millis>,
     ended_at: Option<Millis>,
+    /// The version of the task's component it ran (`GET /v1/components/{name}/versions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component_version: Option<u64>,
 }
 
 /// The attempts of an invocation.
@@ -557,6 +560,7 @@ pub(super) async fn instances(State(s): State<AppState>, Path(id): Path<String>)
             started_at: i.started_at,
             ended_at: i.report_by.is_none().then_some(i.ended_at),
             report_by: i.report_by,
+            component_version: i.component_version,
         })
         .collect();
     Ok(Json(Attempts { id, instances }))

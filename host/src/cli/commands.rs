@@ -28,8 +28,9 @@ pub async fn deploy(c: &Client, fmt: Format, file: &Path, name: Option<String>) 
             let tasks: Vec<String> =
                 v["tasks"].as_array().into_iter().flatten().map(|t| output::text(&t["name"])).collect();
             emit(&format!(
-                "deployed component {} ({} bytes, digest {}): tasks {}\n",
+                "deployed component {} version {} ({} bytes, digest {}): tasks {}\n",
                 output::text(&v["name"]),
+                output::text(&v["version"]),
                 output::text(&v["size_bytes"]),
                 output::brief(&v["digest"], 16),
                 tasks.join(", ")
@@ -45,6 +46,47 @@ pub async fn rm(c: &Client, fmt: Format, component: &str) -> anyhow::Result<()> 
     match fmt {
         Format::Json => emit(&output::json(&json!({"removed": component}))),
         Format::Text => emit(&format!("removed component {component}\n")),
+    }
+    Ok(())
+}
+
+/// `warden versions COMPONENT`.
+pub async fn versions(c: &Client, fmt: Format, component: &str) -> anyhow::Result<()> {
+    let v = c.get(&format!("/v1/components/{component}/versions")).await?;
+    if fmt == Format::Json {
+        emit(&output::json(&v));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                output::text(&r["version"]),
+                if r["current"] == true { "current".to_string() } else { String::new() },
+                output::brief(&r["digest"], 16),
+                output::text(&r["size_bytes"]),
+                r["uploaded_at"].as_i64().map(output::time).unwrap_or_default(),
+                output::text(&r["unfinished"]),
+            ]
+        })
+        .collect();
+    emit(&output::table(&["VERSION", "", "DIGEST", "BYTES", "UPLOADED", "UNFINISHED"], &rows));
+    Ok(())
+}
+
+/// `warden rollback COMPONENT [--to N]`.
+pub async fn rollback(c: &Client, fmt: Format, component: &str, to: Option<u64>) -> anyhow::Result<()> {
+    let query = to.map(|n| format!("?version={n}")).unwrap_or_default();
+    let v = c.post(&format!("/v1/components/{component}/rollback{query}"), &json!({})).await?;
+    match fmt {
+        Format::Json => emit(&output::json(&v)),
+        Format::Text => emit(&format!(
+            "component {component} runs version {} again (digest {})\n",
+            output::text(&v["version"]),
+            output::brief(&v["digest"], 16)
+        )),
     }
     Ok(())
 }

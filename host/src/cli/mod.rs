@@ -162,6 +162,25 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List the stored versions of a component, newest first (which is current, how many
+    /// unfinished calls are bound to each).
+    Versions {
+        /// Component name.
+        component: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make an earlier version of a component current again (new calls run it; started calls
+    /// keep theirs).
+    Rollback {
+        /// Component name.
+        component: String,
+        /// The version [default: the newest before the current one].
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Route a call of TASK with JSON arguments; with --wait, wait for it and print the outcome
     /// (exit 1 unless it succeeded).
     Call {
@@ -431,6 +450,8 @@ next: cd {} && warden build && warden deploy && warden call {} '{{}}' --wait
             commands::deploy(&remote.client()?, fmt, &file, name).await
         }
         Command::Rm { component, remote } => commands::rm(&remote.client()?, fmt, &component).await,
+        Command::Versions { component, remote } => commands::versions(&remote.client()?, fmt, &component).await,
+        Command::Rollback { component, to, remote } => commands::rollback(&remote.client()?, fmt, &component, to).await,
         Command::Call { task, args, wait, timeout, delay_ms, not_before, remote } => {
             let args = commands::parse_args(args.as_deref())?;
             let mut options = serde_json::Map::new();

@@ -443,6 +443,10 @@ pub struct TaskInstance {
     /// goes, in ms. `None` records a final status.
     #[serde(skip)]
     pub report_window_ms: Option<i64>,
+    /// The version of the task's component it ran (`GET /v1/components/{name}/versions`),
+    /// recorded when it was claimed (ignored when recording).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub component_version: Option<u64>,
 }
 
 impl TaskInstance {
@@ -476,6 +480,7 @@ impl TaskInstance {
             started_at: 0,
             report_by: None,
             report_window_ms: Some(report_window_ms),
+            component_version: None,
         }
     }
 

@@ -122,6 +122,11 @@ pub struct Invocation {
     /// within one (a call waiting longer than the aging time ranks as 9).
     #[serde(default = "default_priority")]
     pub priority: u8,
+    /// The version of its task's component it is bound to: the one current when it was
+    /// first claimed. Its retries, and its re-run after a crash, run that version until it
+    /// finishes. Absent until its first claim.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub component_version: Option<u64>,
 }
 
 /// Why a runnable invocation is not claimed (`GET /v1/invocations/{id}`, field `waiting`).
@@ -404,6 +409,9 @@ pub struct Claimed {
     pub trace_parent: Option<String>,
     /// Its priority (0-9): the calls it makes inherit it.
     pub priority: u8,
+    /// The version of the task's component it runs (bound at its first claim); `None` only
+    /// for a row claimed before versions existed.
+    pub component_version: Option<u64>,
 }
 
 impl Claimed {

@@ -291,7 +291,33 @@ pub struct ComponentInfo {
     pub uploaded_at: Millis,
     /// The tasks it registered.
     pub tasks: Vec<String>,
+    /// The current version (1 for the first upload): new calls run it. Digest, size and
+    /// upload time above are this version's.
+    pub version: u64,
 }
+
+/// One stored version of a component (`GET /v1/components/{name}/versions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ComponentVersion {
+    /// Its number: 1 for the first upload, one more for each upload of new code.
+    pub version: u64,
+    /// Hex SHA-256 of its bytes.
+    pub digest: String,
+    /// Size in bytes.
+    pub size_bytes: i64,
+    /// Upload time.
+    pub uploaded_at: Millis,
+    /// New calls run this version.
+    pub current: bool,
+    /// Unfinished invocations bound to it (they started on it; their retries run it too). A
+    /// version with any is not deleted.
+    pub unfinished: u64,
+}
+
+/// How many versions of a component are kept besides the current one and those unfinished
+/// calls are bound to: an upload deletes the older ones, so repeated deploys do not fill the
+/// database with code nothing can run again (a rollback reaches back this far).
+pub const KEPT_COMPONENT_VERSIONS: u64 = 10;
 
 #[cfg(test)]
 impl TaskDef {

@@ -4,6 +4,7 @@
 //! group-commit `Batcher`, so the cost is one transaction per tick, not one per invocation.
 
 pub mod batcher;
+mod components;
 mod coordination;
 mod feed;
 mod guest_host;
@@ -311,7 +312,8 @@ struct Routing {
     tasks: Mutex<HashMap<String, TaskDef>>,
     /// The rate limits tasks name, by name (`None`: gone), forgotten with the tasks.
     rate_limits: Mutex<HashMap<String, Option<crate::model::rate_limit::RateLimit>>>,
-    components: tokio::sync::Mutex<HashMap<String, LoadedComponent>>,
+    /// Compiled components by (name, version).
+    components: tokio::sync::Mutex<HashMap<(String, u64), LoadedComponent>>,
 }
 
 /// The attempts this node runs: its slots and what it knows of each attempt.
@@ -644,86 +646,10 @@ impl Orchestrator {
         &self.inner.cfg.node
     }
 
-    /// Validates, compiles and describes a component, then stores it and registers its tasks.
-    pub async fn deploy(&self, name: &str, bytes: &[u8]) -> OrchResult<crate::model::ComponentInfo> {
-        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(OrchestratorError::BadRequest(
-                "component name must be 1-128 characters of letters, digits, `-`, `_` or `.`".into(),
-            ));
-        }
-        if name.chars().all(|c| c == '.') {
-            return Err(OrchestratorError::BadRequest(format!(
-                "component name `{name}` is not allowed: a name of dots only reads as a path (`.`, `..`); \
-                 use letters or digits too"
-            )));
-        }
-        let loaded = self.inner.runtime.load(bytes).await?;
-        let tasks = self.inner.runtime.describe(&loaded, name).await?;
-        let info = self.inner.store.component_put(name, loaded.digest(), bytes, &tasks).await?;
-        self.inner.routing.components.lock().await.insert(name.to_string(), loaded);
-        lock(&self.inner.routing.tasks).clear();
-        self.inner.claims.work.notify_one();
-        Ok(info)
-    }
-
-    /// Removes a component and its tasks.
-    pub async fn undeploy(&self, name: &str) -> OrchResult<()> {
-        if !self.inner.store.component_delete(name).await? {
-            return Err(OrchestratorError::NotFound(format!("component `{name}`")));
-        }
-        self.inner.routing.components.lock().await.remove(name);
-        lock(&self.inner.routing.tasks).clear();
-        Ok(())
-    }
-
-    /// Checks a memory limit for a task: at least what its component needs to start, which is
-    /// the initial size of the component's largest memory when the runtime can tell, else
-    /// [`MIN_MEMORY_LIMIT_BYTES`]; the message says which rule it applied.
-    pub async fn check_memory_limit(&self, task: &str, limit: u64) -> OrchResult<()> {
-        let def = self.task(task).await?;
-        let component = self.component(&def.component).await?;
-        match component.initial_memory_bytes() {
-            Some(need) if limit < need => Err(OrchestratorError::BadRequest(format!(
-                "memory_limit_bytes {limit} is below the {need} bytes that component `{}` declares as the \
-                 initial size of its largest memory: task `{task}` could never start; give it at least {need}",
-                def.component
-            ))),
-            None if limit < MIN_MEMORY_LIMIT_BYTES => Err(OrchestratorError::BadRequest(format!(
-                "memory_limit_bytes {limit} is below the floor of {MIN_MEMORY_LIMIT_BYTES} bytes (1 MiB): component \
-                 `{}` does not declare its initial memory, and no task starts in less",
-                def.component
-            ))),
-            _ => Ok(()),
-        }
-    }
-
     /// Forgets cached task definitions (after a change of options).
     pub fn invalidate_tasks(&self) {
         lock(&self.inner.routing.tasks).clear();
         lock(&self.inner.routing.rate_limits).clear();
-    }
-
-    /// The tasks' version moved (a deploy, patch or removal, through any node): forgets the
-    /// cached task definitions, and the compiled components whose code changed or that were
-    /// removed (a patch of a task recompiles nothing). They are read again at their next use.
-    pub(crate) async fn forget_catalog(&self) {
-        self.invalidate_tasks();
-        match self.inner.store.component_list().await {
-            Ok(list) => {
-                let current: HashMap<String, String> = list.into_iter().map(|c| (c.name, c.digest)).collect();
-                self.inner
-                    .routing
-                    .components
-                    .lock()
-                    .await
-                    .retain(|name, loaded| current.get(name).is_some_and(|digest| digest == loaded.digest()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the components failed; forgetting every compiled one");
-                self.inner.routing.components.lock().await.clear();
-            }
-        }
     }
 
     /// A task definition, cached.
@@ -735,23 +661,6 @@ impl Orchestrator {
             self.inner.store.task_get(name).await?.ok_or_else(|| OrchestratorError::UnknownTask(name.to_string()))?;
         lock(&self.inner.routing.tasks).insert(name.to_string(), t.clone());
         Ok(t)
-    }
-
-    /// The compiled component, loaded from the store (and the AOT cache) on first use.
-    async fn component(&self, name: &str) -> OrchResult<LoadedComponent> {
-        let mut cache = self.inner.routing.components.lock().await;
-        if let Some(c) = cache.get(name) {
-            return Ok(c.clone());
-        }
-        let bytes = self
-            .inner
-            .store
-            .component_bytes(name)
-            .await?
-            .ok_or_else(|| OrchestratorError::NotFound(format!("component `{name}`")))?;
-        let loaded = self.inner.runtime.load(&bytes).await?;
-        cache.insert(name.to_string(), loaded.clone());
-        Ok(loaded)
     }
 
     /// Routes calls: checks each task exists, computes call ids and stores the invocations in

@@ -296,6 +296,7 @@ async fn run_attempt(orch: Orchestrator, inv: Claimed, permit: OwnedSemaphorePer
             started_at: 0,
             report_by: None,
             report_window_ms: None,
+            component_version: inv.component_version,
         };
         // An end the node knows of: reported with the instance's heartbeats until it is
         // recorded, so that triage knows how it ended if this node goes silent first. (Not a
@@ -482,10 +483,11 @@ async fn run_guest(orch: &Orchestrator, inv: &Claimed, cancel: CancellationToken
     };
     let max_attempts = inv.max_attempts.unwrap_or(task.max_attempts);
     let scoped = task.running_concurrency != Concurrency::Disabled;
-    let component = match until_available(orch, &cancel, || orch.component(&task.component)).await {
-        Ok(c) => c,
-        Err(f) => return Ran::not_run(f, max_attempts, scoped),
-    };
+    let component =
+        match until_available(orch, &cancel, || orch.component(&task.component, inv.component_version)).await {
+            Ok(c) => c,
+            Err(f) => return Ran::not_run(f, max_attempts, scoped),
+        };
     let info = InvocationInfo {
         id: inv.id.clone(),
         task: inv.task.clone(),

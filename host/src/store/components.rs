@@ -7,19 +7,33 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::{Dialect, NameRow, Pools, SqlStore, bump_catalog, clamp_i64, corrupt, sql, to_json, to_u32, to_u64};
-use crate::model::{ComponentInfo, Concurrency, TaskDef, TaskPatch};
+use crate::model::{ComponentInfo, ComponentVersion, Concurrency, KEPT_COMPONENT_VERSIONS, TaskDef, TaskPatch};
 use crate::store::{StoreError, StoreResult};
 
 use sql::components as q;
 
-/// What [`put`] stores: a component's name, digest and bytes, and the tasks it describes.
+/// Which version of a component [`put`] makes current.
+#[derive(Clone, Copy)]
+pub(super) enum VersionSource<'a> {
+    /// New code: stored as the next version, unless it is the current version's code (then
+    /// nothing new is stored).
+    Code {
+        /// Digest of `bytes`.
+        digest: &'a str,
+        /// The component.
+        bytes: &'a [u8],
+    },
+    /// A stored version (a rollback).
+    Stored(u64),
+}
+
+/// What [`put`] stores: a component's name, the version to make current, and the tasks that
+/// version describes.
 pub(super) struct NewComponent<'a> {
     /// Unique name.
     pub name: &'a str,
-    /// Digest of `bytes`.
-    pub digest: &'a str,
-    /// The component.
-    pub bytes: &'a [u8],
+    /// The version.
+    pub version: VersionSource<'a>,
     /// Its tasks as described (options a user patched are applied on top).
     pub tasks: &'a [TaskDef],
 }
@@ -47,6 +61,26 @@ struct ComponentRow {
     digest: String,
     size_bytes: i64,
     uploaded_at: i64,
+    version: i64,
+}
+
+/// `q::COMPONENT_CURRENT`.
+#[derive(sqlx::FromRow)]
+struct CurrentRow {
+    version: i64,
+    latest_version: i64,
+    digest: String,
+}
+
+/// `q::VERSION_LIST`.
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    version: i64,
+    digest: String,
+    size_bytes: i64,
+    uploaded_at: i64,
+    current: i64,
+    unfinished: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -150,6 +184,7 @@ fn component_info(row: ComponentRow, tasks: Vec<String>) -> ComponentInfo {
         size_bytes: row.size_bytes,
         uploaded_at: row.uploaded_at,
         tasks,
+        version: u64::try_from(row.version).unwrap_or_default(),
     }
 }
 
@@ -172,18 +207,25 @@ fn task_json<'a>(task: &'a TaskDef, component: &'a str, user_patched: String) ->
     })
 }
 
-/// Stores a component and registers its tasks in one transaction ([`crate::store::Store::component_put`]).
+/// Makes a version of a component current and registers its tasks in one transaction
+/// ([`crate::store::Store::component_put`], [`crate::store::Store::component_activate`]): new
+/// code becomes the next version (and versions beyond [`KEPT_COMPONENT_VERSIONS`] that nothing
+/// needs are deleted), a stored one becomes current again.
 pub(super) async fn put(store: &SqlStore, component: &NewComponent<'_>) -> StoreResult<ComponentInfo> {
-    let NewComponent { name, digest, bytes, tasks } = *component;
+    let NewComponent { name, version, tasks } = *component;
     let mut names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(StoreError::Conflict(format!("task `{}` is described twice by component `{name}`", w[0])));
     }
     let names_json = to_json(&names)?;
-    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
     let (row, upserted) = in_tx!(store, |tx, d| {
         bump_catalog(&mut *tx, "tasks").await?;
+        let current: Option<CurrentRow> =
+            sqlx::query_as(q::COMPONENT_CURRENT.get(d)).bind(name).fetch_optional(&mut *tx).await?;
+        if current.is_none() && matches!(version, VersionSource::Stored(_)) {
+            return Err(StoreError::NotFound(format!("component `{name}`")));
+        }
         let existing: Vec<PutTaskRow> =
             sqlx::query_as(q::TASKS_FOR_PUT.get(d)).bind(&names_json).bind(name).fetch_all(&mut *tx).await?;
         let mut patches = HashMap::new();
@@ -193,13 +235,38 @@ pub(super) async fn put(store: &SqlStore, component: &NewComponent<'_>) -> Store
             }
             patches.insert(r.name, r.user_patched);
         }
-        let row: ComponentRow = sqlx::query_as(q::COMPONENT_UPSERT.get(d))
-            .bind(name)
-            .bind(digest)
-            .bind(size)
-            .bind(bytes)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row: ComponentRow = match (version, &current) {
+            (VersionSource::Code { digest, .. }, Some(c)) if c.digest == digest => {
+                sqlx::query_as(q::COMPONENT_GET.get(d)).bind(name).fetch_one(&mut *tx).await?
+            }
+            (VersionSource::Code { digest, bytes }, _) => {
+                let number = current.as_ref().map_or(1, |c| c.latest_version + 1);
+                let row: ComponentRow = sqlx::query_as(q::COMPONENT_UPSERT.get(d))
+                    .bind(name)
+                    .bind(digest)
+                    .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+                    .bind(number)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(q::VERSION_INSERT.get(d)).bind(name).bind(bytes).execute(&mut *tx).await?;
+                let kept = i64::try_from(KEPT_COMPONENT_VERSIONS).unwrap_or(i64::MAX);
+                sqlx::query(q::VERSIONS_PRUNE.get(d))
+                    .bind(name)
+                    .bind(number)
+                    .bind(number.saturating_sub(kept))
+                    .execute(&mut *tx)
+                    .await?;
+                row
+            }
+            (VersionSource::Stored(v), _) => {
+                let found: Option<ComponentRow> = sqlx::query_as(q::COMPONENT_ACTIVATE.get(d))
+                    .bind(name)
+                    .bind(clamp_i64(v))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                found.ok_or_else(|| StoreError::NotFound(format!("version {v} of component `{name}`")))?
+            }
+        };
         // A task the new version drops must not strand calls that still wait for it.
         let stranded: Vec<TaskCount> =
             sqlx::query_as(q::TASKS_STALE_UNFINISHED.get(d)).bind(&names_json).bind(name).fetch_all(&mut *tx).await?;
@@ -277,10 +344,72 @@ pub(super) async fn get(store: &SqlStore, name: &str) -> StoreResult<Option<Comp
     Ok(found.map(|(row, names)| component_info(row, names.into_iter().map(|n| n.name).collect())))
 }
 
-pub(super) async fn bytes(store: &SqlStore, name: &str) -> StoreResult<Option<Vec<u8>>> {
-    let row: Option<BytesRow> =
-        on_read!(store, |db, d| sqlx::query_as(q::COMPONENT_BYTES.get(d)).bind(name).fetch_optional(db).await?);
+pub(super) async fn version_bytes(store: &SqlStore, name: &str, version: u64) -> StoreResult<Option<Vec<u8>>> {
+    let row: Option<BytesRow> = on_read!(store, |db, d| sqlx::query_as(q::VERSION_BYTES.get(d))
+        .bind(name)
+        .bind(clamp_i64(version))
+        .fetch_optional(db)
+        .await?);
     Ok(row.map(|r| r.bytes))
+}
+
+/// The stored versions of a component, newest first; `None` if there is no such component
+/// (a component always has its current version).
+pub(super) async fn versions(store: &SqlStore, name: &str) -> StoreResult<Option<Vec<ComponentVersion>>> {
+    let rows: Vec<VersionRow> =
+        on_read!(store, |db, d| sqlx::query_as(q::VERSION_LIST.get(d)).bind(name).fetch_all(db).await?);
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows.into_iter()
+        .map(|r| {
+            Ok(ComponentVersion {
+                version: to_u64("version", r.version)?,
+                digest: r.digest,
+                size_bytes: r.size_bytes,
+                uploaded_at: r.uploaded_at,
+                current: r.current != 0,
+                unfinished: to_u64("unfinished", r.unfinished)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()
+        .map(Some)
+}
+
+/// Deletes a version that is not current and that no unfinished invocation is bound to
+/// (`Conflict` otherwise, `NotFound` for an unknown component or version).
+pub(super) async fn version_delete(store: &SqlStore, name: &str, version: u64) -> StoreResult<()> {
+    let number = clamp_i64(version);
+    in_tx!(store, |tx, d| {
+        // The catalog's order: the catalog version, then the component (a rollback to this
+        // version waits, or this waits for it).
+        bump_catalog(&mut *tx, "tasks").await?;
+        let current: Option<CurrentRow> =
+            sqlx::query_as(q::COMPONENT_CURRENT.get(d)).bind(name).fetch_optional(&mut *tx).await?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!("component `{name}`")));
+        };
+        if current.version == number {
+            return Err(StoreError::Conflict(format!(
+                "version {version} is the current version of component `{name}`: new calls run it; \
+                 upload another version or roll back (POST /v1/components/{name}/rollback) first"
+            )));
+        }
+        let unfinished: Option<(i64,)> =
+            sqlx::query_as(q::VERSION_UNFINISHED.get(d)).bind(name).bind(number).fetch_optional(&mut *tx).await?;
+        match unfinished {
+            None => return Err(StoreError::NotFound(format!("version {version} of component `{name}`"))),
+            Some((n,)) if n > 0 => {
+                return Err(StoreError::Conflict(format!(
+                    "version {version} of component `{name}` still has {n} unfinished call(s) bound to it \
+                     (they and their retries run it); let them finish or cancel them, then delete it"
+                )));
+            }
+            Some(_) => {}
+        }
+        sqlx::query(q::VERSION_DELETE.get(d)).bind(name).bind(number).execute(&mut *tx).await?;
+    });
+    Ok(())
 }
 
 pub(super) async fn delete(store: &SqlStore, name: &str) -> StoreResult<bool> {

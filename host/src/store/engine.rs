@@ -83,8 +83,8 @@ use super::write_gate::{Lane, SqliteWriter};
 use super::{ClaimFilter, Fence, HeldInstance, StatusCount, Store, StoreError, StoreResult, TransitionOutcome};
 use crate::model::instance::{Overdue, Triage};
 use crate::model::{
-    Claimed, ComponentInfo, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Millis,
-    NewInvocation, TaskDef, TaskFailure, TaskInstance, TaskPatch, Transition,
+    Claimed, ComponentInfo, ComponentVersion, ErrorKind, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
+    Millis, NewInvocation, TaskDef, TaskFailure, TaskInstance, TaskPatch, Transition,
 };
 
 use crate::model::rate_limit::RateLimit;
@@ -655,7 +655,25 @@ impl Store for SqlStore {
         bytes: &[u8],
         tasks: &[TaskDef],
     ) -> StoreResult<ComponentInfo> {
-        components::put(self, &components::NewComponent { name, digest, bytes, tasks }).await
+        let version = components::VersionSource::Code { digest, bytes };
+        components::put(self, &components::NewComponent { name, version, tasks }).await
+    }
+
+    async fn component_activate(&self, name: &str, version: u64, tasks: &[TaskDef]) -> StoreResult<ComponentInfo> {
+        let version = components::VersionSource::Stored(version);
+        components::put(self, &components::NewComponent { name, version, tasks }).await
+    }
+
+    async fn component_versions(&self, name: &str) -> StoreResult<Option<Vec<ComponentVersion>>> {
+        components::versions(self, name).await
+    }
+
+    async fn component_version_bytes(&self, name: &str, version: u64) -> StoreResult<Option<Vec<u8>>> {
+        components::version_bytes(self, name, version).await
+    }
+
+    async fn component_version_delete(&self, name: &str, version: u64) -> StoreResult<()> {
+        components::version_delete(self, name, version).await
     }
 
     async fn component_list(&self) -> StoreResult<Vec<ComponentInfo>> {
@@ -664,10 +682,6 @@ impl Store for SqlStore {
 
     async fn component_get(&self, name: &str) -> StoreResult<Option<ComponentInfo>> {
         components::get(self, name).await
-    }
-
-    async fn component_bytes(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        components::bytes(self, name).await
     }
 
     async fn component_delete(&self, name: &str) -> StoreResult<bool> {

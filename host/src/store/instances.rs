@@ -35,6 +35,7 @@ pub(super) struct InstanceRow {
     ended_at: i64,
     report_by: Option<i64>,
     started_at: i64,
+    component_version: Option<i64>,
 }
 
 impl InstanceRow {
@@ -46,6 +47,7 @@ impl InstanceRow {
             peak_memory_bytes: to_u64("peak_memory_bytes", self.peak_memory_bytes)?,
             logs: serde_json::from_str(&self.logs).map_err(|e| corrupt("instance logs", e))?,
             output_truncated: self.output_truncated != 0,
+            component_version: self.component_version.and_then(|v| u64::try_from(v).ok()),
             error,
             invocation_id: self.invocation_id,
             node: self.node,

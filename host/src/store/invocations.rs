@@ -52,6 +52,7 @@ pub(in crate::store) struct InvocationRow {
     available_at: i64,
     trace_parent: Option<String>,
     priority: i64,
+    component_version: Option<i64>,
 }
 
 /// A claimed invocation as the claim returns it.
@@ -67,6 +68,7 @@ struct ClaimedRow {
     max_attempts: Option<i64>,
     trace_parent: Option<String>,
     priority: i64,
+    component_version: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -175,6 +177,7 @@ impl InvocationRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             traceparent: self.trace_parent,
+            component_version: self.component_version.and_then(|v| u64::try_from(v).ok()),
         })
     }
 }
@@ -374,6 +377,7 @@ fn decode_claimed(rows: Vec<ClaimedRow>) -> StoreResult<Vec<Claimed>> {
         .map(|r| {
             Ok(Claimed {
                 priority: u8::try_from(r.priority).unwrap_or(crate::model::DEFAULT_PRIORITY),
+                component_version: r.component_version.and_then(|v| u64::try_from(v).ok()),
                 attempt: to_u32("attempts", r.attempts)?,
                 unstarted: to_u32("unstarted", r.unstarted)?,
                 id: r.id,

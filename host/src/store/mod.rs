@@ -15,9 +15,9 @@ use crate::model::instance::{Overdue, Triage};
 use crate::model::rate_limit::RateLimit;
 use crate::model::workflow::{NewWorkflow, NodeStatus, WorkflowInfo, WorkflowNode};
 use crate::model::{
-    Claimed, ComponentInfo, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus, Lease, Millis,
-    NewInvocation, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance, TaskPatch, TokenAudit,
-    TokenRing, Transition, Trigger, TriggerRun,
+    Claimed, ComponentInfo, ComponentVersion, Event, HistoryEntry, Invocation, InvocationFilter, InvocationStatus,
+    Lease, Millis, NewInvocation, NodeInfo, ServiceRun, ServiceRunStatus, StatusChange, TaskDef, TaskInstance,
+    TaskPatch, TokenAudit, TokenRing, Transition, Trigger, TriggerRun,
 };
 
 #[cfg(test)]
@@ -607,10 +607,14 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     async fn tidy(&self) -> StoreResult<()>;
 
     /// Stores a component (bytes and metadata) and registers its tasks, in one transaction.
-    /// Re-uploading a name replaces the component; its tasks are replaced, but options a user
-    /// changed with `task_update` are kept for tasks that stay. A task name owned by another
-    /// component is a `Conflict`, and so is a version without a task that has unfinished
-    /// invocations (they would wait for ever; the message names the task and how many).
+    /// Uploading new code under a name stores it as the component's next version and makes
+    /// it current (the same code as the current version stores nothing new); versions more
+    /// than [`crate::model::KEPT_COMPONENT_VERSIONS`] behind that neither are current nor
+    /// have unfinished invocations bound to them are deleted. Its tasks are replaced, but
+    /// options a user changed with `task_update` are kept for tasks that stay. A task name
+    /// owned by another component is a `Conflict`, and so is a version without a task that
+    /// has unfinished invocations (they would wait for ever; the message names the task and
+    /// how many).
     async fn component_put(
         &self,
         name: &str,
@@ -625,8 +629,20 @@ pub trait Store: Coordination + WorkflowStore + KeyStore + ChangeFeed + Send + S
     /// One component (no bytes).
     async fn component_get(&self, name: &str) -> StoreResult<Option<ComponentInfo>>;
 
-    /// The bytes of a component.
-    async fn component_bytes(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Makes stored version `version` of a component current again (a rollback) and
+    /// registers the tasks it describes (`tasks`), as [`Store::component_put`] does.
+    /// `NotFound` for an unknown component or version.
+    async fn component_activate(&self, name: &str, version: u64, tasks: &[TaskDef]) -> StoreResult<ComponentInfo>;
+
+    /// The stored versions of a component, newest first; `None` for an unknown component.
+    async fn component_versions(&self, name: &str) -> StoreResult<Option<Vec<ComponentVersion>>>;
+
+    /// The bytes of one version of a component.
+    async fn component_version_bytes(&self, name: &str, version: u64) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Deletes a version of a component: a `Conflict` while it is current or unfinished
+    /// invocations are bound to it, `NotFound` for an unknown component or version.
+    async fn component_version_delete(&self, name: &str, version: u64) -> StoreResult<()>;
 
     /// Removes a component and its tasks. Returns false if it did not exist. While invocations
     /// of its tasks are unfinished (queued, running, on their way back) it is a `Conflict`

@@ -132,7 +132,7 @@ macro_rules! invocation_columns {
     () => {
         "id, task, call_id, args, status, owner_node, attempts, result, error_kind, \
          error_message, parent, reg_scope, idempotency_key, workflow, max_attempts, created_at, updated_at, \
-         available_at, trace_parent, priority"
+         available_at, trace_parent, priority, component_version"
     };
 }
 

@@ -5,35 +5,107 @@ use super::Sql;
 // ---------------------------------------------------------------------------------------------
 // Components.
 
+/// The current version of component `$1`, the highest number given and the current digest;
+/// PostgreSQL locks the row (after the catalog version: one order for catalog writes).
+pub(in crate::store) const COMPONENT_CURRENT: Sql = Sql {
+    sqlite: "SELECT version, latest_version, digest FROM components WHERE name = $1",
+    postgres: "SELECT version, latest_version, digest FROM components WHERE name = $1 FOR UPDATE",
+};
+
 macro_rules! component_upsert {
     ($d:ident) => {
         concat!(
-            "INSERT INTO components (name, digest, size_bytes, bytes, uploaded_at) \
-             VALUES ($1, $2, $3, $4, ",
+            "INSERT INTO components (name, digest, size_bytes, uploaded_at, version, latest_version) \
+             VALUES ($1, $2, $3, ",
             now_ms!($d),
-            ") ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, \
-             size_bytes = excluded.size_bytes, bytes = excluded.bytes, \
-             uploaded_at = excluded.uploaded_at \
-             RETURNING name, digest, size_bytes, uploaded_at"
+            ", $4, $4) ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, \
+             size_bytes = excluded.size_bytes, uploaded_at = excluded.uploaded_at, \
+             version = excluded.version, latest_version = excluded.latest_version \
+             RETURNING name, digest, size_bytes, uploaded_at, version"
         )
     };
 }
-/// Inserts or replaces a component row: `$1` name, `$2` digest, `$3` size, `$4` bytes.
-/// An update (not a delete + insert), so its tasks are not cascaded away.
+/// Makes new version `$4` of component `$1` current (`$2` digest, `$3` size), creating the
+/// component row for its first. An update (not a delete + insert), so its tasks and versions
+/// are not cascaded away.
 pub(in crate::store) const COMPONENT_UPSERT: Sql = both!(component_upsert);
+
+/// Stores the bytes `$2` of component `$1`'s current version (just made by [`COMPONENT_UPSERT`]).
+pub(in crate::store) const VERSION_INSERT: Sql = Sql::same(
+    "INSERT INTO component_versions (component, version, digest, size_bytes, bytes, uploaded_at) \
+     SELECT name, version, digest, size_bytes, $2, uploaded_at FROM components WHERE name = $1",
+);
+
+/// Makes stored version `$2` of component `$1` current again (a rollback); no row if either
+/// does not exist.
+pub(in crate::store) const COMPONENT_ACTIVATE: Sql = Sql::same(
+    "UPDATE components SET version = $2, \
+     digest = (SELECT v.digest FROM component_versions v WHERE v.component = $1 AND v.version = $2), \
+     size_bytes = (SELECT v.size_bytes FROM component_versions v WHERE v.component = $1 AND v.version = $2), \
+     uploaded_at = (SELECT v.uploaded_at FROM component_versions v WHERE v.component = $1 AND v.version = $2) \
+     WHERE name = $1 AND EXISTS (SELECT 1 FROM component_versions v WHERE v.component = $1 AND v.version = $2) \
+     RETURNING name, digest, size_bytes, uploaded_at, version",
+);
+
+/// What unfinished invocations bound to version `v.version` of component `$1` count (`v` is
+/// the version row of the statement around it): through the component's tasks and their
+/// (task, status) index, finished calls are not read.
+macro_rules! version_unfinished {
+    () => {
+        concat!(
+            "(SELECT COUNT(*) FROM tasks t JOIN invocations i ON i.task = t.name \
+             WHERE t.component = $1 AND i.component_version = v.version AND i.status IN ",
+            unfinished_statuses!(),
+            ")"
+        )
+    };
+}
+
+/// Every stored version of component `$1`, newest first, with whether it is current and how
+/// many unfinished invocations are bound to it.
+pub(in crate::store) const VERSION_LIST: Sql = Sql::same(concat!(
+    "SELECT v.version, v.digest, v.size_bytes, v.uploaded_at, \
+     CAST(CASE WHEN v.version = c.version THEN 1 ELSE 0 END AS BIGINT) AS current, ",
+    version_unfinished!(),
+    " AS unfinished FROM component_versions v JOIN components c ON c.name = v.component \
+     WHERE v.component = $1 ORDER BY v.version DESC"
+));
+
+/// The bytes of version `$2` of component `$1`.
+pub(in crate::store) const VERSION_BYTES: Sql =
+    Sql::same("SELECT bytes FROM component_versions WHERE component = $1 AND version = $2");
+
+/// How many unfinished invocations are bound to version `$2` of component `$1`; no row if
+/// the version does not exist.
+pub(in crate::store) const VERSION_UNFINISHED: Sql = Sql::same(concat!(
+    "SELECT ",
+    version_unfinished!(),
+    " AS unfinished FROM component_versions v WHERE v.component = $1 AND v.version = $2"
+));
+
+/// Deletes version `$2` of component `$1` (the caller has checked that nothing needs it).
+pub(in crate::store) const VERSION_DELETE: Sql =
+    Sql::same("DELETE FROM component_versions WHERE component = $1 AND version = $2");
+
+/// Deletes the versions of component `$1` numbered `$3` or lower, except the current one
+/// (`$2`) and those unfinished invocations are bound to (the upload's pruning).
+pub(in crate::store) const VERSIONS_PRUNE: Sql = Sql::same(concat!(
+    "DELETE FROM component_versions WHERE component = $1 AND version <> $2 AND version <= $3 \
+     AND version NOT IN (SELECT v.version FROM component_versions v WHERE v.component = $1 AND ",
+    version_unfinished!(),
+    " > 0)"
+));
 
 /// All components (no bytes), by name.
 pub(in crate::store) const COMPONENT_LIST: Sql =
-    Sql::same("SELECT name, digest, size_bytes, uploaded_at FROM components ORDER BY name");
+    Sql::same("SELECT name, digest, size_bytes, uploaded_at, version FROM components ORDER BY name");
 
 /// One component (no bytes): `$1` name.
 pub(in crate::store) const COMPONENT_GET: Sql =
-    Sql::same("SELECT name, digest, size_bytes, uploaded_at FROM components WHERE name = $1");
+    Sql::same("SELECT name, digest, size_bytes, uploaded_at, version FROM components WHERE name = $1");
 
-/// The bytes of a component: `$1` name.
-pub(in crate::store) const COMPONENT_BYTES: Sql = Sql::same("SELECT bytes FROM components WHERE name = $1");
-
-/// Removes a component; its tasks go with it (`ON DELETE CASCADE`), invocations stay.
+/// Removes a component; its tasks and versions go with it (`ON DELETE CASCADE`), invocations
+/// stay.
 pub(in crate::store) const COMPONENT_DELETE: Sql = Sql::same("DELETE FROM components WHERE name = $1");
 
 /// Unfinished invocations per task of component `$1` (what deleting it would strand), by task.

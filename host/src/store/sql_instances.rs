@@ -129,7 +129,7 @@ pub(in crate::store) const INSTANCE_TRIAGE: Sql = both!(instance_triage);
 /// The attempts of invocation `$1`, in order.
 pub(in crate::store) const INSTANCE_LIST: Sql = Sql::same(
     "SELECT invocation_id, attempt, node, status, error_kind, error_message, wall_ms, \
-     peak_memory_bytes, stdout, stderr, logs, output_truncated, ended_at, report_by, started_at FROM task_instances \
+     peak_memory_bytes, stdout, stderr, logs, output_truncated, ended_at, report_by, started_at, component_version FROM task_instances \
      WHERE invocation_id = $1 ORDER BY attempt",
 );
 

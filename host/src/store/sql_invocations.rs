@@ -144,6 +144,15 @@ macro_rules! claimable {
     };
 }
 
+/// The claim's binding of an invocation to its component's version: the one it is bound to
+/// already (a retry, a re-run after a crash), else the version current now (its first claim).
+macro_rules! bind_version {
+    () => {
+        "component_version = COALESCE(invocations.component_version, (SELECT c.version FROM tasks t \
+         JOIN components c ON c.name = t.component WHERE t.name = invocations.task))"
+    };
+}
+
 macro_rules! invocation_claim_sqlite {
     () => {
         concat!(
@@ -151,10 +160,12 @@ macro_rules! invocation_claim_sqlite {
             now_ms!(sqlite),
             " AS now) \
              UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
-             updated_at = (SELECT now FROM c), last_tx = $3 \
-             WHERE id IN (",
+             updated_at = (SELECT now FROM c), last_tx = $3, ",
+            bind_version!(),
+            " WHERE id IN (",
             claim_candidates!("", json_texts!(sqlite, "$5", "x"), json_texts!(sqlite, "$6", "y"), "$1", "$7"),
-            ") RETURNING id, task, args, attempts, unstarted, parent, workflow, max_attempts, trace_parent, updated_at, priority"
+            ") RETURNING id, task, args, attempts, unstarted, parent, workflow, max_attempts, trace_parent, updated_at, \
+             priority, component_version"
         )
     };
 }
@@ -163,7 +174,7 @@ macro_rules! invocation_claim_sqlite {
 macro_rules! queued_instance_columns {
     () => {
         "invocation_id, attempt, node, status, wall_ms, peak_memory_bytes, stdout, stderr, logs, \
-         output_truncated, ended_at, report_by, started_at"
+         output_truncated, ended_at, report_by, started_at, component_version"
     };
 }
 
@@ -216,16 +227,18 @@ pub(in crate::store) const INVOCATION_CLAIM_POSTGRES: &str = concat!(
     ),
     "), \
      claimed AS (UPDATE invocations SET status = 'pending', owner_node = $1, \
-     attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c) \
-     FROM picked WHERE invocations.id = picked.id \
+     attempts = invocations.attempts + 1, updated_at = (SELECT now FROM c), ",
+    bind_version!(),
+    " FROM picked WHERE invocations.id = picked.id \
      RETURNING invocations.id, invocations.task, invocations.args, invocations.attempts, \
      invocations.unstarted, invocations.parent, invocations.workflow, invocations.max_attempts, \
-     invocations.trace_parent, invocations.updated_at, invocations.run_scope, invocations.priority), \
+     invocations.trace_parent, invocations.updated_at, invocations.run_scope, invocations.priority, \
+     invocations.component_version), \
      history AS (INSERT INTO invocation_history (invocation_id, status, node, attempt, at) \
      SELECT id, 'pending', $1, attempts, updated_at FROM claimed ORDER BY id), \
      queued AS (INSERT INTO task_instances (",
     queued_instance_columns!(),
-    ") SELECT id, attempts, $1, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $5, updated_at \
+    ") SELECT id, attempts, $1, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $5, updated_at, component_version \
      FROM claimed ORDER BY id ON CONFLICT DO NOTHING), \
      held AS MATERIALIZED (SELECT i.id FROM invocations i WHERE i.id IN (SELECT h.id FROM (",
     held_back!("(SELECT now FROM c)", ""),
@@ -293,7 +306,9 @@ macro_rules! claimed_columns {
             $t,
             "updated_at, ",
             $t,
-            "priority"
+            "priority, ",
+            $t,
+            "component_version"
         )
     };
 }
@@ -304,8 +319,9 @@ macro_rules! claimed_columns {
 /// `queued` instance each. The rows are locked already ([`RATE_CLAIM_CANDIDATES`]).
 pub(in crate::store) const CLAIM_IDS_POSTGRES: &str = concat!(
     "WITH claimed AS (UPDATE invocations SET status = 'pending', owner_node = $1, \
-     attempts = invocations.attempts + 1, updated_at = CAST($3 AS BIGINT) \
-     WHERE invocations.id IN (SELECT j.value FROM ",
+     attempts = invocations.attempts + 1, updated_at = CAST($3 AS BIGINT), ",
+    bind_version!(),
+    " WHERE invocations.id IN (SELECT j.value FROM ",
     json_texts!(postgres, "$2", "j"),
     ") AND invocations.status IN ",
     runnable_statuses!(),
@@ -315,7 +331,7 @@ pub(in crate::store) const CLAIM_IDS_POSTGRES: &str = concat!(
      SELECT id, 'pending', $1, attempts, updated_at FROM claimed ORDER BY id), \
      queued AS (INSERT INTO task_instances (",
     queued_instance_columns!(),
-    ") SELECT id, attempts, $1, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at \
+    ") SELECT id, attempts, $1, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at, component_version \
      FROM claimed ORDER BY id ON CONFLICT DO NOTHING) \
      SELECT * FROM claimed"
 );
@@ -326,7 +342,9 @@ pub(in crate::store) const CLAIM_IDS_POSTGRES: &str = concat!(
 /// rows by their marker.
 pub(in crate::store) const CLAIM_IDS_SQLITE: &str = concat!(
     "UPDATE invocations SET status = 'pending', owner_node = $1, attempts = attempts + 1, \
-     updated_at = CAST($3 AS BIGINT), last_tx = $4 WHERE id IN (SELECT j.value FROM ",
+     updated_at = CAST($3 AS BIGINT), last_tx = $4, ",
+    bind_version!(),
+    " WHERE id IN (SELECT j.value FROM ",
     json_texts!(sqlite, "$2", "j"),
     ") AND status IN ",
     runnable_statuses!(),
@@ -341,7 +359,7 @@ pub(in crate::store) const CLAIM_IDS_SQLITE_HISTORY: &str = "INSERT INTO invocat
 pub(in crate::store) const CLAIM_IDS_SQLITE_QUEUED: &str = concat!(
     "INSERT INTO task_instances (",
     queued_instance_columns!(),
-    ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $3, updated_at \
+    ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $3, updated_at, component_version \
      FROM invocations WHERE owner_node = $1 AND last_tx = $2 ORDER BY id ON CONFLICT DO NOTHING"
 );
 
@@ -400,7 +418,7 @@ pub(in crate::store) const INVOCATION_CLAIM_ONE_TRIP: &str = one_trip!(
     concat!(
         "INSERT INTO task_instances (",
         queued_instance_columns!(),
-        ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at \
+        ") SELECT id, attempts, owner_node, 'queued', 0, 0, '', '', '[]', 0, 0, updated_at + $4, updated_at, component_version \
          FROM invocations WHERE owner_node = $1 AND last_tx = $3 ORDER BY id ON CONFLICT DO NOTHING"
     ),
     concat!(

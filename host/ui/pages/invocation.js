@@ -49,6 +49,8 @@ export default async function invocation(root, ctx) {
       ['Task', link(`/ui/invocations?task=${enc(inv.task)}`, inv.task)],
       ['Attempts', `${inv.attempts}${inv.max_attempts ? ` of at most ${inv.max_attempts}` : ''}`],
       ['Owner', inv.owner || '—'],
+      ['Component version', h('span', { id: 'component-version' }, inv.component_version
+        ? `${inv.component_version} (bound at its first claim; its retries run it too)` : 'not bound yet (the current one at its first claim)')],
       ['Priority', h('span', { id: 'priority' }, `${inv.priority ?? 5} (0–9, higher runs first)`)],
       inv.parent && ['Parent', link(`/ui/invocations/${enc(inv.parent)}`, h('code', {}, inv.parent))],
       inv.workflow && ['Workflow', link(`/ui/workflows/${enc(inv.workflow)}`, h('code', {}, inv.workflow))],
@@ -112,6 +114,7 @@ export default async function invocation(root, ctx) {
       fill(instancesEl, table([
         ['Attempt', (i) => i.attempt],
         ['Node', (i) => i.node],
+        ['Version', (i) => i.component_version ?? '—'],
         ['Status', (i) => badge(i.status)],
         ['Wall time', (i) => fmtDuration(i.wall_ms)],
         ['Peak memory', (i) => fmtBytes(i.peak_memory_bytes)],

@@ -1,7 +1,8 @@
 // pages/tasks.js: /ui/tasks — every task with its options (scratch space included), the
 // resource use of its latest attempts (wall time and peak memory percentiles) beside its
 // limits and the limits suggested from that use, its pins and who may run it, its rate limit;
-// and the components with digest and upload time.
+// and the components with their current version, digest and upload time, and each one's
+// stored versions (which is current, how many unfinished calls are bound to each).
 
 import { get } from '../api.js';
 import { badge, errorBox, facts, fill, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, link, section, table } from '../dom.js';
@@ -27,11 +28,13 @@ export default async function tasks(root) {
   };
   fill(compEl, table([
     ['Name', (x) => h('b', {}, x.name)],
+    ['Version', (x) => h('span', { 'data-version': x.name }, `${x.version}`)],
     ['Digest', (x) => h('code', { title: x.digest }, x.digest.slice(0, 19))],
     ['Size', (x) => fmtBytes(x.size_bytes)],
     ['Uploaded', (x) => fmtTime(x.uploaded_at)],
     ['Tasks', (x) => x.tasks.join(', ')],
-  ], c.components, { empty: 'No components. Deploy one with `warden deploy FILE.wasm`.' }));
+  ], c.components, { empty: 'No components. Deploy one with `warden deploy FILE.wasm`.' }),
+  c.components.map((x) => versions(x.name)));
 
   if (!t.tasks.length) { fill(tasksEl, h('p', { class: 'empty' }, 'No tasks.')); return; }
   fill(tasksEl, t.tasks.map((d) => {
@@ -58,6 +61,20 @@ export default async function tasks(root) {
         ])),
         h('div', { class: 'grow' }, h('h3', {}, 'Resource use'), use)));
   }));
+}
+
+// The stored versions of one component, loaded on their own (a slow one does not hold the page).
+function versions(name) {
+  const el = h('div', { 'data-versions': name }, h('p', { class: 'hint' }, 'Loading versions…'));
+  get(`/v1/components/${enc(name)}/versions`).then((v) => fill(el, h('h3', {}, `Versions of ${name}`), table([
+    ['Version', (x) => [String(x.version), x.current ? [' ', badge('current')] : '']],
+    ['Digest', (x) => h('code', { title: x.digest }, x.digest.slice(0, 19))],
+    ['Size', (x) => fmtBytes(x.size_bytes)],
+    ['Uploaded', (x) => fmtTime(x.uploaded_at)],
+    ['Unfinished calls bound', (x) => fmtNumber(x.unfinished)],
+  ], v.versions, { empty: 'No versions.' }), h('p', { class: 'hint' },
+    `Roll back with \`warden rollback ${name}\`; calls keep the version they started on.`)), (e) => fill(el, errorBox(e)));
+  return el;
 }
 
 function resources(r) {

@@ -30,8 +30,8 @@ async fn components_and_tasks(h: Harness) {
     assert_eq!(store.component_list().await.expect("list"), vec![info.clone()]);
     assert_eq!(store.component_get("c1").await.expect("get"), Some(info.clone()));
     assert_eq!(store.component_get("nope").await.expect("get"), None);
-    assert_eq!(store.component_bytes("c1").await.expect("bytes"), Some(b"bytes-1".to_vec()));
-    assert_eq!(store.component_bytes("nope").await.expect("bytes"), None);
+    assert_eq!(store.component_version_bytes("c1", 1).await.expect("bytes"), Some(b"bytes-1".to_vec()));
+    assert_eq!(store.component_version_bytes("nope", 1).await.expect("bytes"), None);
     let tasks = store.task_list().await.expect("tasks");
     assert_eq!(tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
     assert_eq!(tasks[0], TaskDef { component: "c1".into(), ..task("a") });
@@ -95,7 +95,9 @@ async fn components_and_tasks(h: Harness) {
     assert_eq!((a.running_concurrency, a.pins.clone()), (Concurrency::Keys, vec!["gpu-%".to_owned()]));
     assert_eq!(store.task_get("b").await.expect("get"), None);
     assert_eq!(store.task_get("c").await.expect("get").expect("c").max_attempts, 3);
-    assert_eq!(store.component_bytes("c1").await.expect("bytes"), Some(b"bytes-22".to_vec()));
+    assert_eq!(info.version, 2, "new code is the next version");
+    assert_eq!(store.component_version_bytes("c1", 2).await.expect("bytes"), Some(b"bytes-22".to_vec()));
+    assert_eq!(store.component_version_bytes("c1", 1).await.expect("bytes"), Some(b"bytes-1".to_vec()));
     assert_eq!(get(store, &id(1)).await.task, "b", "invocations survive their task");
 
     // A task dropped and re-added starts without the old patches.

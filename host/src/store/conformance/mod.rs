@@ -316,4 +316,5 @@ mod instances;
 mod invocations;
 mod rate_limits;
 mod transitions;
+mod versions;
 mod workflows;
