@@ -382,7 +382,10 @@ async fn the_dashboard_shows_the_cluster_live_in_a_browser() {
     b.goto(&format!("{}/ui/tasks", d.url)).await;
     b.text_until("[data-version=\"svc\"]", "svc's current version", |t| t.trim() == "1").await;
     b.text_until("[data-versions=\"svc\"]", "svc's versions", |t| {
-        t.to_lowercase().contains("versions of svc") && t.contains("2") && t.contains("current") && t.contains("warden rollback svc")
+        t.to_lowercase().contains("versions of svc")
+            && t.contains("2")
+            && t.contains("current")
+            && t.contains("warden rollback svc")
     })
     .await;
     let id = ran["id"].as_str().expect("id");
