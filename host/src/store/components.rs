@@ -254,6 +254,7 @@ pub(super) async fn put(store: &SqlStore, component: &NewComponent<'_>) -> Store
                     .bind(name)
                     .bind(number)
                     .bind(number.saturating_sub(kept))
+                    .bind(current.as_ref().map_or(0, |c| c.version))
                     .execute(&mut *tx)
                     .await?;
                 row
@@ -382,7 +383,7 @@ pub(super) async fn version_delete(store: &SqlStore, name: &str, version: u64) -
     let number = clamp_i64(version);
     in_tx!(store, |tx, d| {
         // The catalog's order: the catalog version, then the component (a rollback to this
-        // version waits, or this waits for it).
+        // version waits, or this waits for it), then the invocations table.
         bump_catalog(&mut *tx, "tasks").await?;
         let current: Option<CurrentRow> =
             sqlx::query_as(q::COMPONENT_CURRENT.get(d)).bind(name).fetch_optional(&mut *tx).await?;
@@ -395,6 +396,9 @@ pub(super) async fn version_delete(store: &SqlStore, name: &str, version: u64) -
                  upload another version or roll back (POST /v1/components/{name}/rollback) first"
             )));
         }
+        // A claim binds calls to the version it read as current: wait for those in flight (a
+        // claim that began before a rollback away from this version may bind to it yet).
+        sqlx::query(q::INVOCATIONS_QUIESCE.get(d)).execute(&mut *tx).await?;
         let unfinished: Option<(i64,)> =
             sqlx::query_as(q::VERSION_UNFINISHED.get(d)).bind(name).bind(number).fetch_optional(&mut *tx).await?;
         match unfinished {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection};
 
 use super::conformance::{Harness, call, id, instance_of, setup, tr};
-use super::{ClaimFilter, Store, TransitionOutcome};
+use super::{ClaimFilter, Store, StoreError, TransitionOutcome};
 use crate::model::InvocationStatus::{Pending, Running, Success};
 use crate::model::instance::HeldAttempt;
 
@@ -194,4 +194,37 @@ async fn a_deadlock_victim_is_retried_not_failed() {
     held.rollback().await.expect("release");
     let out = done.await.expect("join").expect("the batch is retried after the deadlock, not failed");
     assert_eq!(out, vec![TransitionOutcome::Applied; 2]);
+}
+
+/// A claim binds calls to the version it read as current when it began. A version's deletion
+/// waits for the claims in flight, so one that began before a rollback away from the version
+/// and binds a call to it is counted (the deletion is refused), never left bound to deleted
+/// code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_delete_waits_for_claims_in_flight() {
+    let h = Harness::postgres().await;
+    let store = h.store.clone();
+    let t = [crate::model::TaskDef::sample("t")];
+    store.component_put("c", "d1", b"one", &t).await.expect("version 1");
+    store.invocation_insert_batch(&[call(1, "t")]).await.expect("insert");
+    store.component_put("c", "d2", b"two", &t).await.expect("version 2");
+    let (mut holder, mut probe) = (raw(&h).await, raw(&h).await);
+    // The claim in flight: it read version 2 as current and bound the call to it.
+    let mut claim = holder.begin().await.expect("tx");
+    sqlx::query(
+        "UPDATE invocations SET status = 'pending', owner_node = 'n1', attempts = attempts + 1, \
+         component_version = 2 WHERE id = $1",
+    )
+    .bind(id(1))
+    .execute(&mut *claim)
+    .await
+    .expect("bind to version 2");
+    store.component_activate("c", 1, &t).await.expect("rollback to version 1");
+    let s = store.clone();
+    let delete = tokio::spawn(async move { s.component_version_delete("c", 2).await });
+    until_blocked(&mut probe).await;
+    claim.commit().await.expect("the claim commits");
+    let out = delete.await.expect("join");
+    assert!(matches!(out, Err(StoreError::Conflict(_))), "version 2 has a call bound to it: {out:?}");
+    assert!(store.component_version_bytes("c", 2).await.expect("bytes").is_some());
 }

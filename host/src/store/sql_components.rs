@@ -83,14 +83,23 @@ pub(in crate::store) const VERSION_UNFINISHED: Sql = Sql::same(concat!(
     " AS unfinished FROM component_versions v WHERE v.component = $1 AND v.version = $2"
 ));
 
+/// Waits for the writes to `invocations` in flight and holds new ones back until the commit
+/// (PostgreSQL's `SHARE` lock of the table), so that no claim that read an earlier current
+/// version is still binding calls to it when a version's deletion counts what is bound to it.
+/// A no-op on SQLite, whose one writer runs claims and deletions one after the other.
+pub(in crate::store) const INVOCATIONS_QUIESCE: Sql =
+    Sql { sqlite: "SELECT 1", postgres: "LOCK TABLE invocations IN SHARE MODE" };
+
 /// Deletes version `$2` of component `$1` (the caller has checked that nothing needs it).
 pub(in crate::store) const VERSION_DELETE: Sql =
     Sql::same("DELETE FROM component_versions WHERE component = $1 AND version = $2");
 
 /// Deletes the versions of component `$1` numbered `$3` or lower, except the current one
-/// (`$2`) and those unfinished invocations are bound to (the upload's pruning).
+/// (`$2`), the one current until this upload (`$4`: a claim that began before the upload may
+/// still bind calls to it) and those unfinished invocations are bound to (the upload's
+/// pruning).
 pub(in crate::store) const VERSIONS_PRUNE: Sql = Sql::same(concat!(
-    "DELETE FROM component_versions WHERE component = $1 AND version <> $2 AND version <= $3 \
+    "DELETE FROM component_versions WHERE component = $1 AND version <> $2 AND version <= $3 AND version <> $4 \
      AND version NOT IN (SELECT v.version FROM component_versions v WHERE v.component = $1 AND ",
     version_unfinished!(),
     " > 0)"
