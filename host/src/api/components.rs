@@ -15,7 +15,7 @@ use super::json::{Json, Query};
 use super::{ApiError, AppState};
 use crate::model::instance::AttemptUsage;
 use crate::model::instance::InstanceStatus;
-use crate::model::{ComponentInfo, ComponentVersion, TaskDef, TaskPatch};
+use crate::model::{ComponentInfo, ComponentVersions, TaskDef, TaskPatch};
 
 /// Query of an upload.
 #[derive(Deserialize, IntoParams)]
@@ -286,17 +286,6 @@ pub(super) async fn resources(
     }))
 }
 
-/// The stored versions of a component.
-#[derive(Serialize, ToSchema)]
-pub(super) struct VersionList {
-    /// The component.
-    component: String,
-    /// Its current version (new calls run it).
-    current: u64,
-    /// Every stored version, newest first.
-    versions: Vec<ComponentVersion>,
-}
-
 /// List a component's versions
 ///
 /// Newest first, each with whether it is current and how many unfinished calls are bound to
@@ -306,17 +295,15 @@ pub(super) struct VersionList {
     get, path = "/v1/components/{name}/versions", tag = "components",
     params(("name" = String, Path, description = "Component name.")),
     responses(
-        (status = 200, description = "Its versions.", body = VersionList),
+        (status = 200, description = "Its versions.", body = ComponentVersions),
         (status = 404, description = "No such component.", body = ErrorBody),
     )
 )]
 pub(super) async fn versions(
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<VersionList>, ApiError> {
-    let versions = s.orch.component_versions(&name).await?;
-    let current = versions.iter().find(|v| v.current).map_or(0, |v| v.version);
-    Ok(Json(VersionList { component: name, current, versions }))
+) -> Result<Json<ComponentVersions>, ApiError> {
+    Ok(Json(s.orch.component_versions(&name).await?))
 }
 
 /// Query of a rollback.

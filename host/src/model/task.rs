@@ -314,6 +314,30 @@ pub struct ComponentVersion {
     pub unfinished: u64,
 }
 
+/// A component's stored versions, newest first, and which one is current.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ComponentVersions {
+    /// The component.
+    pub component: String,
+    /// Its current version (new calls run it).
+    pub current: u64,
+    /// Every stored version, newest first.
+    pub versions: Vec<ComponentVersion>,
+}
+
+impl ComponentVersions {
+    /// The versions of `component`, as the store lists them (one of them current).
+    pub fn new(component: &str, versions: Vec<ComponentVersion>) -> Self {
+        let current = versions.iter().find(|v| v.current).map_or(0, |v| v.version);
+        Self { component: component.to_owned(), current, versions }
+    }
+
+    /// The newest stored version before the current one: where a rollback goes by default.
+    pub fn previous(&self) -> Option<u64> {
+        self.versions.iter().map(|v| v.version).filter(|&v| v < self.current).max()
+    }
+}
+
 /// How many versions of a component are kept besides the current one and those unfinished
 /// calls are bound to: an upload deletes the older ones, so repeated deploys do not fill the
 /// database with code nothing can run again (a rollback reaches back this far).
@@ -343,6 +367,23 @@ impl TaskDef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollback_goes_to_the_newest_version_before_the_current_one() {
+        let v = |version: u64, current: bool| ComponentVersion {
+            version,
+            digest: format!("d{version}"),
+            size_bytes: 1,
+            uploaded_at: 0,
+            current,
+            unfinished: 0,
+        };
+        // Newest first; 5 is current after a rollback, 3 was deleted.
+        let list = ComponentVersions::new("c", vec![v(7, false), v(6, false), v(5, true), v(4, false), v(2, false)]);
+        assert_eq!((list.current, list.previous()), (5, Some(4)));
+        let first = ComponentVersions::new("c", vec![v(2, false), v(1, true)]);
+        assert_eq!((first.current, first.previous()), (1, None), "nothing before version 1");
+    }
 
     #[test]
     fn scratch_bytes_is_read_within_its_range_and_refused_with_the_range_outside() {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::{MIN_MEMORY_LIMIT_BYTES, OrchResult, Orchestrator, OrchestratorError, lock};
-use crate::model::{ComponentInfo, ComponentVersion};
+use crate::model::{ComponentInfo, ComponentVersions};
 use crate::runtime::LoadedComponent;
 
 impl Orchestrator {
@@ -37,7 +37,7 @@ impl Orchestrator {
     /// them (options a user patched are kept).
     pub async fn rollback(&self, name: &str, version: Option<u64>) -> OrchResult<ComponentInfo> {
         let versions = self.component_versions(name).await?;
-        let current = versions.iter().find(|v| v.current).map_or(0, |v| v.version);
+        let current = versions.current;
         let target = match version {
             Some(v) if v == current => {
                 return Err(OrchestratorError::Conflict(format!(
@@ -45,7 +45,7 @@ impl Orchestrator {
                 )));
             }
             Some(v) => v,
-            None => versions.iter().filter(|v| v.version < current).map(|v| v.version).max().ok_or_else(|| {
+            None => versions.previous().ok_or_else(|| {
                 OrchestratorError::Conflict(format!(
                     "component `{name}` has no stored version before its current version {current}: nothing \
                      to roll back to (GET /v1/components/{name}/versions lists them; upload a new version instead)"
@@ -66,12 +66,14 @@ impl Orchestrator {
     }
 
     /// The stored versions of a component, newest first.
-    pub async fn component_versions(&self, name: &str) -> OrchResult<Vec<ComponentVersion>> {
-        self.inner
+    pub async fn component_versions(&self, name: &str) -> OrchResult<ComponentVersions> {
+        let versions = self
+            .inner
             .store
             .component_versions(name)
             .await?
-            .ok_or_else(|| OrchestratorError::NotFound(format!("component `{name}`")))
+            .ok_or_else(|| OrchestratorError::NotFound(format!("component `{name}`")))?;
+        Ok(ComponentVersions::new(name, versions))
     }
 
     /// Deletes a version that is neither current nor bound to an unfinished call.
