@@ -11,6 +11,7 @@
 //! | `needs_memory` | `{"mb":N}` | allocates and touches N MiB, returns `{"ok":true}` (`memory_limit_bytes: 32 MiB`) | fails when N is too large, retries with a larger limit |
 //! | `fatal` | any | fails with `TaskError::Fatal("nope")` | no retry |
 //! | `panics` | any | panics | records a trap |
+//! | `residue` | any | counts the bytes an earlier instance left in its initialised data, its zeroed statics and 24 MiB grown with `memory.grow`, then dirties them all | a fresh memory every attempt: `{"data":0,"bss":0,"heap":0}` |
 
 use std::hint::black_box;
 use std::io::Write;
@@ -143,6 +144,52 @@ fn needs_memory(args: NeedsMemoryArgs) -> Result<Allocated, TaskError> {
     Ok(Allocated { ok: true })
 }
 
+/// Initialised data: every byte starts at 7.
+static mut DATA: [u8; 64 << 10] = [7; 64 << 10];
+/// Zeroed statics (`.bss`), past the first pages of the memory.
+static mut BSS: [u8; 4 * MIB] = [0; 4 * MIB];
+/// Memory the task grows: more than the host keeps resident of a slot, so both of its ways of
+/// resetting a memory (in place, and given back to the kernel) are crossed.
+const RESIDUE_HEAP: usize = 24 * MIB;
+
+#[derive(Serialize)]
+struct Residue {
+    data: usize,
+    bss: usize,
+    heap: usize,
+}
+
+/// Counts what an earlier instance left behind (bytes of `DATA` not 7, of `BSS` not 0, of a
+/// freshly grown memory not 0), then overwrites all three, as a careless or hostile earlier
+/// tenant of the same memory slot would.
+fn residue(_: Value) -> Result<Residue, TaskError> {
+    // The statics are reached through raw pointers and volatile reads: the compiler may assume
+    // nothing about what an earlier instance did to them.
+    let count = |p: *mut u8, len: usize, clean: u8| -> usize {
+        (0..len).filter(|&i| unsafe { std::ptr::read_volatile(p.add(i)) } != clean).count()
+    };
+    let dirty = |p: *mut u8, len: usize| unsafe { std::ptr::write_bytes(p, 0xab, len) };
+    let data = std::ptr::addr_of_mut!(DATA).cast::<u8>();
+    let bss = std::ptr::addr_of_mut!(BSS).cast::<u8>();
+    // Fresh pages straight from `memory.grow`, which no allocator has written to: they
+    // must read as zeros, as they would in a new instance's memory.
+    let pages = RESIDUE_HEAP / 65_536;
+    let first = core::arch::wasm32::memory_grow::<0>(pages);
+    if first == usize::MAX {
+        return Err(TaskError::fatal("memory.grow failed"));
+    }
+    let heap = (first * 65_536) as *mut u8;
+    let found = Residue {
+        data: count(data, 64 << 10, 7),
+        bss: count(bss, 4 * MIB, 0),
+        heap: count(heap, RESIDUE_HEAP, 0),
+    };
+    dirty(data, 64 << 10);
+    dirty(bss, 4 * MIB);
+    dirty(heap, RESIDUE_HEAP);
+    Ok(found)
+}
+
 /// Fails for good.
 fn fatal(_: Value) -> Result<(), TaskError> {
     Err(TaskError::fatal("nope"))
@@ -164,4 +211,5 @@ warden_guest::export_tasks! {
     needs_memory { description: "Allocates N MiB", memory_limit_bytes: 33554432 },
     fatal { description: "Fails fatally" },
     panics { description: "Panics" },
+    residue { description: "Reports what an earlier instance left in its memory, then dirties it" },
 }
