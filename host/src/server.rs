@@ -60,6 +60,50 @@ async fn checkpoints(store: Arc<dyn Store>, shutdown: CancellationToken) {
     }
 }
 
+/// How often `trim_when_idle` looks whether the node ran anything.
+const IDLE_TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Once a look finds that no outcome was recorded since the one before, after some were,
+/// hands the memory the allocator keeps from the burst back to the kernel. glibc keeps what
+/// a burst freed in its per-thread arenas for ever: a node that ran 5,000 calls stayed at
+/// 72 MB resident instead of 47 MB (release build, `hello`), and a cluster of idle nodes pays
+/// that on every node. One trim per quiet spell; it walks the arenas and costs milliseconds.
+async fn trim_when_idle(orch: Orchestrator, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(IDLE_TRIM_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let recorded = || orch.counters().recorded.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut seen, mut trimmed) = (recorded(), true);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = recorded();
+        if now != seen {
+            (seen, trimmed) = (now, false);
+        } else if !trimmed {
+            trimmed = true;
+            let released = release_freed_memory();
+            tracing::debug!(released, "the node is idle; freed memory handed back to the kernel");
+        }
+    }
+}
+
+/// Returns the free memory of glibc's heaps to the kernel; whether any was (`malloc_trim`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_freed_memory() -> bool {
+    // SAFETY: `malloc_trim` takes no pointer and touches only memory glibc's allocator owns and
+    // has marked free; it is thread-safe (it locks each arena it trims).
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Other allocators give memory back by themselves, or not at all.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() -> bool {
+    false
+}
+
 /// The refusal to serve a non-loopback address without keys, naming both ways out.
 fn refuse_unauthenticated(listen: SocketAddr) -> anyhow::Error {
     anyhow::anyhow!(
@@ -152,6 +196,7 @@ impl Daemon {
         orch.run_loop(orchestrator::workflow_scheduler(orch.clone()));
         orch.run_loop(orchestrator::feed_loop(orch.clone()));
         orch.run_loop(orchestrator::due_loop(orch.clone()));
+        orch.run_loop(trim_when_idle(orch.clone(), orch.shutdown_token()));
         if orch.store().dialect() == "sqlite" {
             orch.run_loop(checkpoints(orch.store().clone(), orch.shutdown_token()));
         }

@@ -794,3 +794,43 @@ async fn the_daemon_logs_json_lines_when_asked() {
     assert!(said("warden is serving"), "{text}");
     assert!(said("attempt failed; retrying"), "{text}");
 }
+
+/// A memory figure of a daemon process, in bytes (`VmRSS`, resident now, or `VmHWM`, its peak,
+/// of `/proc/PID/status`).
+fn memory_bytes(pid: u32, figure: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kb = status.lines().find_map(|l| l.strip_prefix(figure)?.strip_prefix(':')).expect("the figure");
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().expect("a number") * 1024
+}
+
+/// A burst of calls leaves the allocator's freed memory in the process; once the node is idle
+/// again it hands that back to the kernel, so an idle node's resident memory falls back
+/// instead of staying at what its busiest moment took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_gives_back_the_memory_a_burst_freed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = spawn(dir.path(), None).await;
+    p.api.deploy("hello", guests::HELLO).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let calls: Vec<Value> =
+            (0..1000).map(|i| json!({"task": "hello", "args": {"name": format!("n{i}")}})).collect();
+        let (s, routed) = p.api.post("/v1/invocations/batch", &json!({ "calls": calls })).await;
+        assert_eq!(s.as_u16(), 202, "{routed}");
+        ids.extend(routed["invocations"].as_array().expect("routed").iter().map(|v| v["id"].clone()));
+    }
+    let (s, v) = p.api.post("/v1/invocations/results", &json!({"ids": ids, "timeout_ms": 60_000})).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert!(v["results"].as_array().expect("results").iter().all(|r| r["status"] == "success"), "{v}");
+    // The peak, not the figure now: the node may already be idle by the time this looks.
+    let busy = memory_bytes(p.pid(), "VmHWM");
+    let mut idle = busy;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        idle = memory_bytes(p.pid(), "VmRSS");
+        if idle + (8 << 20) < busy {
+            break;
+        }
+    }
+    assert!(idle + (8 << 20) < busy, "resident memory {busy} bytes at the peak of the burst, still {idle} idle");
+}
