@@ -66,7 +66,7 @@ const IDLE_TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Once a look finds that no outcome was recorded since the one before, after some were,
 /// hands the memory the allocator keeps from the burst back to the kernel. glibc keeps what
 /// a burst freed in its per-thread arenas for ever: a node that ran 5,000 calls stayed at
-/// 72 MB resident instead of 47 MB (release build, `hello`), and a cluster of idle nodes pays
+/// 73 MB resident instead of 46 MB (release build, `hello`), and a cluster of idle nodes pays
 /// that on every node. One trim per quiet spell; it walks the arenas and costs milliseconds.
 async fn trim_when_idle(orch: Orchestrator, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(IDLE_TRIM_EVERY);

@@ -207,7 +207,7 @@ async fn hostile_guests_are_contained() {
 /// before: the pool keeps freed slots resident and resets them in place, page by page where
 /// the kernel can say which pages were touched (`PAGEMAP_SCAN`), so this is what proves the
 /// reset complete. One slot, so each attempt reuses the memory the one before dirtied: its
-/// initialised data, its zeroed statics and 24 MiB of heap (more than the pool keeps
+/// initialised data, its zeroed statics and 24 MiB it grew (more than the pool keeps
 /// resident), also after an attempt that trapped at its memory limit with 64 MiB touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_never_sees_the_memory_of_the_one_before() {
